@@ -1,0 +1,105 @@
+"""Re-frames agent audio, which arrives in chunks of any size, into fixed RTP frames."""
+
+from __future__ import annotations
+
+from collections import deque
+
+__all__ = ["PlayoutBuffer"]
+
+
+class PlayoutBuffer:
+    """A FIFO of PCM bytes handed out one frame at a time.
+
+    The caller :meth:`write`\\ s audio as it arrives and calls :meth:`next_frame` once per
+    frame period; ``None`` means "send silence this period". Chunks are kept as received and
+    sliced on the way out, so a chunk of exactly one frame is passed through without a copy
+    and nothing is ever copied twice.
+
+    A partial frame at the tail is held back for one frame period (the rest of the frame
+    may be in flight) and then sent padded with zeros, so the end of an utterance is neither
+    lost nor held forever.
+    """
+
+    def __init__(self, frame_bytes: int = 320, cap_bytes: int = 960_000) -> None:
+        if frame_bytes <= 0 or cap_bytes < frame_bytes:
+            raise ValueError("need 0 < frame_bytes <= cap_bytes")
+        self.frame_bytes = frame_bytes
+        self.cap_bytes = cap_bytes
+        self._chunks: deque[bytes] = deque()
+        self._offset = 0  # bytes of _chunks[0] already handed out
+        self._queued = 0
+        self._tail_waited = False
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued
+
+    @property
+    def empty(self) -> bool:
+        return self._queued == 0
+
+    def clear(self) -> None:
+        """Drop everything queued (the agent was interrupted)."""
+        self._chunks.clear()
+        self._offset = 0
+        self._queued = 0
+        self._tail_waited = False
+
+    def write(self, data: bytes) -> int:
+        """Queue ``data``; returns how many of its bytes were dropped because the buffer
+        would exceed ``cap_bytes``. What is already queued is kept: it plays first."""
+        room = self.cap_bytes - self._queued
+        dropped = len(data) - room
+        if dropped > 0:
+            data = data[:room]
+        else:
+            dropped = 0
+        if data:
+            self._chunks.append(bytes(data))
+            self._queued += len(data)
+        return dropped
+
+    def next_frame(self) -> bytes | None:
+        """The next frame of ``frame_bytes``, or None when there is nothing to play yet."""
+        size = self.frame_bytes
+        queued = self._queued
+        if queued < size:
+            if queued == 0 or not self._tail_waited:
+                self._tail_waited = queued != 0
+                return None
+            frame = self._take(queued) + bytes(size - queued)
+            self._tail_waited = False
+            return frame
+        self._tail_waited = False
+        return self._take(size)
+
+    def _take(self, size: int) -> bytes:
+        """Remove and return the first ``size`` queued bytes (size <= queued)."""
+        self._queued -= size
+        chunks = self._chunks
+        head = chunks[0]
+        start = self._offset
+        end = start + size
+        if end < len(head):
+            self._offset = end
+            return head[start:end]
+        if end == len(head):
+            chunks.popleft()
+            self._offset = 0
+            return head if start == 0 else head[start:]
+        # The frame spans chunks.
+        parts = [memoryview(head)[start:]]
+        chunks.popleft()
+        needed = end - len(head)
+        while needed:
+            head = chunks[0]
+            if needed < len(head):
+                parts.append(memoryview(head)[:needed])
+                self._offset = needed
+                break
+            parts.append(memoryview(head))
+            chunks.popleft()
+            needed -= len(head)
+        else:
+            self._offset = 0
+        return b"".join(parts)

@@ -1,0 +1,108 @@
+"""Settings for ``sipbridge serve``."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+__all__ = ["ServeSettings", "local_ipv4", "parse_port_range"]
+
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def _is_usable_ipv4(text: str) -> bool:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return (
+        isinstance(address, ipaddress.IPv4Address)
+        and not address.is_loopback
+        and not address.is_unspecified
+        and not address.is_link_local
+    )
+
+
+def local_ipv4() -> str:
+    """The first non-loopback IPv4 address of this machine, else ``127.0.0.1``.
+
+    Only name resolution of the local host name is used: no packet is ever sent.
+    """
+    try:
+        hostname = socket.gethostname()
+    except OSError:
+        return "127.0.0.1"
+    candidates: list[str] = []
+    with contextlib.suppress(OSError):
+        candidates.append(socket.gethostbyname(hostname))
+    with contextlib.suppress(OSError):
+        candidates.extend(socket.gethostbyname_ex(hostname)[2])
+    with contextlib.suppress(OSError):
+        for info in socket.getaddrinfo(hostname, None, socket.AF_INET):
+            candidates.append(str(info[4][0]))
+    for candidate in candidates:
+        if _is_usable_ipv4(candidate):
+            return candidate
+    return "127.0.0.1"
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """Parse ``"10000-20000"`` into ``(10000, 20000)``.
+
+    Both ends are inclusive, must lie in 1-65535 and the range must hold at least two
+    ports (one RTP/RTCP pair).
+    """
+    parts = text.strip().split("-")
+    if len(parts) != 2:
+        raise ValueError(f"port range {text!r} must look like MIN-MAX, e.g. 10000-20000")
+    try:
+        low, high = int(parts[0]), int(parts[1])
+    except ValueError:
+        raise ValueError(
+            f"port range {text!r} must be two whole numbers, e.g. 10000-20000"
+        ) from None
+    for port in (low, high):
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port range {text!r}: port {port} is outside 1-65535")
+    if low >= high:
+        raise ValueError(
+            f"port range {text!r}: the first port must be lower than the second "
+            "(the range needs at least 2 ports)"
+        )
+    return low, high
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """Everything ``sipbridge serve`` needs; built by the CLI, read by the runtime."""
+
+    sip_host: str = "0.0.0.0"
+    sip_port: int = 5060
+    rtp_port_min: int = 10000
+    rtp_port_max: int = 20000
+    public_ip: str | None = None
+    db: str = "sqlite:///sipbridge.db"
+    agent_connect_timeout: float = 5.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.sip_port <= 65535:
+            raise ValueError(f"sip_port {self.sip_port} is outside 0-65535")
+        parse_port_range(f"{self.rtp_port_min}-{self.rtp_port_max}")
+        if self.agent_connect_timeout <= 0:
+            raise ValueError("agent_connect_timeout must be positive")
+
+    @property
+    def advertised_ip(self) -> str:
+        """The address put in SDP and Contact headers.
+
+        ``public_ip`` when set; else ``sip_host`` unless it is a wildcard address, in which
+        case the machine's first non-loopback IPv4 address (or ``127.0.0.1``).
+        """
+        if self.public_ip:
+            return self.public_ip
+        if self.sip_host.strip() not in _WILDCARD_HOSTS:
+            return self.sip_host
+        return local_ipv4()

@@ -1,0 +1,366 @@
+"""The call orchestrator: one :class:`Call` per INVITE, joining dialog, media and agent.
+
+A call goes through these steps (each failure ends it with a SIP error and a
+call record that names the reason):
+
+1. route the dialed number to an agent (404 / 480);
+2. negotiate the codec from the SDP offer (488);
+3. open an RTP port (503 when the range is full);
+4. send 180 Ringing and open the agent's WebSocket (503 after the connect budget);
+5. send ``start`` to the agent, then 200 OK with our SDP answer;
+6. bridge audio until the caller's BYE, the agent's hangup or close, or shutdown;
+7. ``stop`` to the agent, BYE when we end it, free the port, write the record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from typing import TYPE_CHECKING
+
+from sipbridge.agent.protocol import (
+    AgentEvent,
+    AgentSession,
+    AudioDropped,
+    HangupRequested,
+    InvalidMessage,
+    UnknownMessage,
+)
+from sipbridge.numbers import caller_number
+from sipbridge.router import route
+from sipbridge.runtime.agent_client import AgentConnection, AgentUnreachable
+from sipbridge.runtime.media import PortsExhausted, RtpEndpoint, open_rtp_endpoint
+from sipbridge.sdp.negotiate import Negotiated, NoCommonCodec, build_answer, negotiate
+from sipbridge.sdp.session import SdpError, parse_sdp
+from sipbridge.sip.message import Request
+from sipbridge.sip.ua import InboundCall
+from sipbridge.store.records import CallRecord, CallStatus, utcnow
+
+if TYPE_CHECKING:
+    from sipbridge.runtime.server import SipBridgeServer
+
+log = logging.getLogger("sipbridge.call")
+
+SUPPORTED_CODECS = ("pcmu", "pcma")
+# How long we keep playing queued agent audio after the agent asked to hang up
+# beyond the queued duration itself.
+PLAYOUT_GRACE = 0.5
+
+
+class EndCause(enum.Enum):
+    """Why an answered call ends; the value is the record's reason."""
+
+    CALLER_HANGUP = "caller_hangup"
+    AGENT_HANGUP = "agent_hangup"
+    AGENT_DISCONNECTED = "agent_disconnected"
+    ACK_TIMEOUT = "ack_timeout"
+    SERVER_SHUTDOWN = "server_shutdown"
+
+
+class Call:
+    """One inbound call. The server creates it on IncomingCall and runs :meth:`run` as a task;
+    it forwards the UA's later events to :meth:`on_cancel`, :meth:`on_confirmed`,
+    :meth:`on_remote_bye`, :meth:`on_ack_timeout` and :meth:`on_reinvite`.
+    """
+
+    def __init__(self, server: SipBridgeServer, sip: InboundCall) -> None:
+        self.server = server
+        self.sip = sip
+        invite = sip.invite
+        self.record = CallRecord(
+            id=sip.id,
+            sip_call_id=invite.call_id,
+            from_number=caller_number(invite.from_.uri.user),
+            to_number=None,
+            agent=None,
+            received_at=utcnow(),
+            source=f"{sip.source[0]}:{sip.source[1]}",
+        )
+        self._cancelled = asyncio.Event()
+        self._ended: asyncio.Future[EndCause] = server.loop.create_future()
+        self._agent_hangup = False
+        self._dropped_audio = 0
+        self.media: RtpEndpoint | None = None
+        self.rtp_port: int | None = None
+        self.agent: AgentConnection | None = None
+        self.session: AgentSession | None = None
+        self._reader: asyncio.Future[str] | None = None
+
+    # -- events from the SIP side ------------------------------------------------
+
+    def on_cancel(self) -> None:
+        self._cancelled.set()
+
+    def on_confirmed(self) -> None:
+        self._event("confirmed")
+
+    def on_remote_bye(self) -> None:
+        self._finish(EndCause.CALLER_HANGUP)
+
+    def on_ack_timeout(self) -> None:
+        self._finish(EndCause.ACK_TIMEOUT)
+
+    def on_shutdown(self) -> None:
+        self._cancelled.set()
+        self._finish(EndCause.SERVER_SHUTDOWN)
+
+    def on_reinvite(self, request: Request) -> None:
+        if self.media is None or not request.body:
+            return
+        try:
+            offer = parse_sdp(request.body)
+            chosen = negotiate(offer, [self.media.codec])
+        except (SdpError, NoCommonCodec) as exc:
+            self._event("reinvite_ignored", error=str(exc))
+            return
+        self.media.update_remote((chosen.remote_address, chosen.remote_port))
+        self._event("reinvite", remote=f"{chosen.remote_address}:{chosen.remote_port}")
+
+    # -- the call ------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            answered = await self._setup()
+            if answered:
+                await self._bridge()
+        except Exception:
+            log.exception("call=%s internal error", self.sip.id)
+            self.record.reason = self.record.reason or "internal_error"
+            self._reject(500, "internal_error")
+            self._hangup_sip()
+        finally:
+            await self._teardown()
+
+    async def _setup(self) -> bool:
+        invite = self.sip.invite
+        self._event(
+            "received",
+            from_=self.record.from_number,
+            uri=str(invite.uri),
+            source=self.record.source,
+        )
+        result = await route(self.server.db, invite.uri.user, invite.to.uri.user)
+        self.record.to_number = result.number
+        if result.agent is not None:
+            self.record.agent = result.agent.name
+        if self._cancelled.is_set():
+            return self._was_cancelled()
+        if not result.ok:
+            self._reject(result.status, result.reason)
+            return False
+        assert result.agent is not None
+
+        try:
+            offer = parse_sdp(invite.body)
+            chosen = negotiate(offer, SUPPORTED_CODECS)
+        except SdpError as exc:
+            self._reject(488, "bad_sdp", detail=str(exc))
+            return False
+        except NoCommonCodec as exc:
+            self._reject(488, "no_common_codec", detail=str(exc))
+            return False
+        self.record.codec = chosen.codec
+
+        session = AgentSession(self.sip.id)
+        self.session = session
+        try:
+            self.media, self.rtp_port = await open_rtp_endpoint(
+                self.server.loop,
+                self.server.rtp_ports,
+                self.server.settings.sip_host,
+                lambda: self._make_endpoint(chosen, session),
+            )
+        except PortsExhausted:
+            self._reject(503, "no_rtp_port", retry_after=5)
+            return False
+
+        self.server.ua.ring(self.sip, self.server.loop.time())
+        self.server.flush()
+        self._event("ringing", agent=result.agent.name, url=result.agent.url)
+
+        agent = AgentConnection(result.agent.url, session, self._on_agent_events)
+        self.agent = agent
+        connect = asyncio.ensure_future(agent.open(self.server.settings.agent_connect_timeout))
+        cancelled = asyncio.ensure_future(self._cancelled.wait())
+        await asyncio.wait({connect, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        cancelled.cancel()
+        if self._cancelled.is_set():
+            connect.cancel()
+            with contextlib.suppress(asyncio.CancelledError, AgentUnreachable):
+                await connect
+            return self._was_cancelled()
+        try:
+            connect.result()
+        except AgentUnreachable as exc:
+            self._reject(503, "agent_unreachable", detail=str(exc), retry_after=10)
+            return False
+
+        invite_headers = {
+            name: value for name, value in invite.headers.items() if name.lower().startswith("x-")
+        }
+        await agent.send_text(
+            session.start_message(
+                from_=self.record.from_number,
+                to=self.record.to_number,
+                agent=result.agent.name,
+                sip_call_id=invite.call_id,
+                sip_headers=invite_headers,
+            )
+        )
+        if self._cancelled.is_set():
+            return self._was_cancelled()
+        if not agent.is_open:
+            self._reject(503, "agent_unreachable", detail="agent closed before the answer")
+            return False
+
+        answer = build_answer(
+            offer,
+            chosen,
+            self.server.settings.advertised_ip,
+            self.rtp_port,
+            session_id=self.server.new_sdp_session_id(),
+        )
+        self.server.ua.answer(self.sip, answer.serialize(), self.server.loop.time())
+        self.server.flush()
+        self.record.answered_at = utcnow()
+        self.record.status = CallStatus.ANSWERED
+        self.record.sip_code = 200
+        self.media.start(self.server.loop)
+        self._event("answered", codec=chosen.codec, rtp_port=self.rtp_port)
+        return True
+
+    def _make_endpoint(self, chosen: Negotiated, session: AgentSession) -> RtpEndpoint:
+        return RtpEndpoint(
+            codec=chosen.codec,
+            payload_type=chosen.payload_type,
+            remote=(chosen.remote_address, chosen.remote_port),
+            on_audio=self._caller_audio,
+            next_frame=session.next_frame,
+        )
+
+    def _caller_audio(self, pcm: bytes) -> None:  # hot path: one call per RTP packet
+        agent = self.agent
+        if agent is not None:
+            agent.send_audio(pcm)
+
+    async def _bridge(self) -> None:
+        assert self.agent is not None and self.session is not None
+        reader = self._reader = asyncio.ensure_future(self.agent.run())
+        await asyncio.wait({reader, self._ended}, return_when=asyncio.FIRST_COMPLETED)
+        if not self._ended.done():
+            # The agent closed its socket: play out what it sent, then hang up.
+            closed_reason = reader.result()
+            self._event("agent_closed", detail=closed_reason)
+            await self._play_out()
+            self._finish(EndCause.AGENT_HANGUP if self._agent_hangup else EndCause.AGENT_DISCONNECTED)
+        cause = self._ended.result()
+        if cause is not EndCause.CALLER_HANGUP:
+            self._hangup_sip()
+        self.record.reason = cause.value
+        self.record.hangup_by = {
+            EndCause.CALLER_HANGUP: "caller",
+            EndCause.AGENT_HANGUP: "agent",
+            EndCause.AGENT_DISCONNECTED: "agent",
+        }.get(cause, "server")
+        self._event("ended", reason=cause.value, hangup_by=self.record.hangup_by)
+
+    async def _play_out(self) -> None:
+        """Wait until queued agent audio has gone out (bounded by its duration)."""
+        session = self.session
+        if session is None or self.media is None:
+            return
+        budget = session.pending_audio_ms / 1000 + PLAYOUT_GRACE
+        deadline = self.server.loop.time() + budget
+        while session.has_audio and self.server.loop.time() < deadline and not self._ended.done():
+            await asyncio.sleep(0.02)
+        # One more frame period so the last packet is on the wire.
+        await asyncio.sleep(0.02)
+
+    def _on_agent_events(self, events: list[AgentEvent]) -> None:
+        for event in events:
+            if isinstance(event, HangupRequested):
+                if not self._agent_hangup:
+                    self._agent_hangup = True
+                    self._event("agent_hangup")
+                    asyncio.ensure_future(self._hangup_after_playout())
+            elif isinstance(event, AudioDropped):
+                if self._dropped_audio == 0:
+                    self._event("agent_audio_dropped", bytes=event.bytes, note="buffer cap reached")
+                self._dropped_audio += event.bytes
+            elif isinstance(event, UnknownMessage):
+                self._event("agent_unknown_message", type=event.type)
+            elif isinstance(event, InvalidMessage):
+                self._event("agent_invalid_message", error=event.reason)
+
+    async def _hangup_after_playout(self) -> None:
+        await self._play_out()
+        self._finish(EndCause.AGENT_HANGUP)
+
+    # -- endings -------------------------------------------------------------
+
+    def _finish(self, cause: EndCause) -> None:
+        if not self._ended.done():
+            self._ended.set_result(cause)
+
+    def _was_cancelled(self) -> bool:
+        self.record.status = CallStatus.CANCELLED
+        self.record.reason = "caller_cancelled"
+        self.record.sip_code = 487
+        self.record.hangup_by = "caller"
+        self._event("cancelled")
+        return False
+
+    def _reject(
+        self, status: int, reason: str, *, detail: str | None = None, retry_after: int | None = None
+    ) -> None:
+        if self.sip.final_status is not None:
+            return
+        headers = [("Reason", f'SIP ;cause={status} ;text="{reason}"')]  # RFC 3326
+        if retry_after is not None:
+            headers.append(("Retry-After", str(retry_after)))
+        self.server.ua.reject(self.sip, status, self.server.loop.time(), headers=headers)
+        self.server.flush()
+        self.record.status = CallStatus.FAILED
+        self.record.reason = reason
+        self.record.sip_code = status
+        self._event("rejected", status=status, reason=reason, detail=detail)
+
+    def _hangup_sip(self) -> None:
+        self.server.ua.hangup(self.sip, self.server.loop.time())
+        self.server.flush()
+
+    async def _teardown(self) -> None:
+        if self.media is not None:
+            self.media.close()
+        if self.rtp_port is not None:
+            self.server.rtp_ports.release(self.rtp_port)
+        if self.agent is not None:
+            if self.agent.is_open and self.session is not None:
+                await self.agent.send_text(self.session.stop_message(self.record.reason or "ended"))
+            await self.agent.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._dropped_audio:
+            self._event("agent_audio_dropped_total", bytes=self._dropped_audio)
+        self.record.ended_at = utcnow()
+        if self.media is not None:
+            stats = self.media.stats
+            self._event(
+                "media",
+                packets_in=stats.packets_in,
+                packets_out=stats.packets_out,
+                dropped_in=stats.dropped_in,
+            )
+        self.server.call_finished(self)
+
+    def _event(self, name: str, **fields: object) -> None:
+        """One log line per call event: ``call=<id> event=<name> key=value ...``."""
+        parts = [f"call={self.sip.id}", f"event={name}"]
+        for key, value in fields.items():
+            if value is not None:
+                parts.append(f"{key.rstrip('_')}={value}")
+        log.info(" ".join(parts))

@@ -1,0 +1,260 @@
+"""The asyncio runtime: the SIP socket, the UA core's timer, the calls, and shutdown.
+
+This is the only place that feeds the sans-I/O :class:`~sipbridge.sip.ua.UserAgent`:
+every datagram and every timer expiry goes in with ``loop.time()``, then
+:meth:`SipBridgeServer.flush` sends what the core produced, dispatches its
+events to the calls and re-arms the single timer at ``ua.get_timer()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import random
+import signal
+import socket
+
+from sipbridge.config import ServeSettings
+from sipbridge.runtime.call import Call
+from sipbridge.runtime.media import RtpPortAllocator
+from sipbridge.sip.ua import (
+    AckTimeout,
+    ByeCompleted,
+    ByeReceived,
+    CallCancelled,
+    CallConfirmed,
+    IncomingCall,
+    ReInviteReceived,
+    RequestRejected,
+    UserAgent,
+)
+from sipbridge.store import service
+from sipbridge.store.db import Database
+
+log = logging.getLogger("sipbridge.server")
+
+Address = tuple[str, int]
+# How long shutdown waits for BYE responses and record writes.
+SHUTDOWN_GRACE = 3.0
+
+
+class _SipProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: SipBridgeServer) -> None:
+        self.server = server
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.server.receive(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("sip socket error: %s", exc)
+
+
+class SipBridgeServer:
+    """Owns the SIP socket, the UA core, the RTP port pool, the database and the calls."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.loop = asyncio.get_running_loop()
+        self.db = Database(settings.db)
+        self.rtp_ports = RtpPortAllocator(settings.rtp_port_min, settings.rtp_port_max)
+        self.ua = UserAgent(settings.advertised_ip, settings.sip_port)
+        self.calls: dict[str, Call] = {}
+        self.draining = False
+        self._transport: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._sdp_session = random.getrandbits(31)
+
+    @property
+    def sip_address(self) -> Address:
+        assert self._transport is not None
+        host, port = self._transport.get_extra_info("sockname")[:2]
+        return host, port
+
+    async def start(self) -> None:
+        await self.db.upgrade()
+        family = socket.AF_INET6 if ":" in self.settings.sip_host else socket.AF_INET
+        transport, _ = await self.loop.create_datagram_endpoint(
+            lambda: _SipProtocol(self),
+            local_addr=(self.settings.sip_host, self.settings.sip_port),
+            family=family,
+        )
+        self._transport = transport
+        port = self.sip_address[1]
+        if port != self.ua.local_port:  # --sip-port 0 in tests: advertise the real port
+            self.ua.local_port = port
+        log.info(
+            "listening sip=udp:%s:%d rtp=%d-%d advertise=%s db=%s",
+            self.settings.sip_host,
+            port,
+            self.settings.rtp_port_min,
+            self.settings.rtp_port_max,
+            self.settings.advertised_ip,
+            self.db.safe_url if hasattr(self.db, "safe_url") else "configured",
+        )
+
+    # -- SIP plumbing --------------------------------------------------------
+
+    def receive(self, data: bytes, addr: Address) -> None:
+        try:
+            self.ua.receive_datagram(data, (addr[0], addr[1]), self.loop.time())
+        except Exception:
+            # The core answers bad input itself; anything else is our bug and
+            # must not stop the server from serving the next request.
+            log.exception("internal error handling a datagram from %s:%d", addr[0], addr[1])
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the UA produced, dispatch its events, re-arm its timer."""
+        transport = self._transport
+        for data, destination in self.ua.datagrams_to_send():
+            if transport is None:
+                break
+            if _is_ip(destination[0]):
+                transport.sendto(data, destination)
+            else:
+                self._spawn(self._send_resolved(data, destination))
+        for event in self.ua.events():
+            self._dispatch(event)
+        deadline = self.ua.get_timer()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.ua.handle_timer(self.loop.time())
+        self.flush()
+
+    async def _send_resolved(self, data: bytes, destination: Address) -> None:
+        try:
+            infos = await self.loop.getaddrinfo(
+                destination[0], destination[1], family=socket.AF_INET, type=socket.SOCK_DGRAM
+            )
+        except OSError as exc:
+            log.warning("cannot resolve %s: %s", destination[0], exc)
+            return
+        if infos and self._transport is not None:
+            self._transport.sendto(data, infos[0][4][:2])
+
+    def _dispatch(self, event: object) -> None:
+        if isinstance(event, IncomingCall):
+            if self.draining:
+                self.ua.reject(
+                    event.call, 503, self.loop.time(), headers=[("Retry-After", "30")]
+                )
+                return
+            call = Call(self, event.call)
+            self.calls[event.call.id] = call
+            self._spawn(call.run())
+            return
+        if isinstance(event, RequestRejected):
+            log.info(
+                "event=request_rejected source=%s:%d method=%s status=%s reason=%s",
+                event.source[0],
+                event.source[1],
+                event.method,
+                event.status,
+                event.reason.replace(" ", "_")[:120],
+            )
+            return
+        target = self.calls.get(event.call.id)  # type: ignore[attr-defined]
+        if target is None:
+            return
+        if isinstance(event, CallCancelled):
+            target.on_cancel()
+        elif isinstance(event, CallConfirmed):
+            target.on_confirmed()
+        elif isinstance(event, ByeReceived):
+            target.on_remote_bye()
+        elif isinstance(event, AckTimeout):
+            target.on_ack_timeout()
+        elif isinstance(event, ReInviteReceived):
+            target.on_reinvite(event.request)
+        elif isinstance(event, ByeCompleted):
+            pass  # the call already ended on our side
+
+    # -- calls -----------------------------------------------------------------
+
+    def new_sdp_session_id(self) -> int:
+        self._sdp_session += 1
+        return self._sdp_session
+
+    def call_finished(self, call: Call) -> None:
+        self.calls.pop(call.sip.id, None)
+        self._spawn(self._save(call))
+
+    async def _save(self, call: Call) -> None:
+        try:
+            await service.save_call(self.db, call.record)
+        except Exception:
+            log.exception("call=%s event=record_write_failed", call.sip.id)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- shutdown --------------------------------------------------------------
+
+    async def stop(self) -> None:
+        """Refuse new calls, hang up the active ones, write their records, close."""
+        self.draining = True
+        for call in list(self.calls.values()):
+            call.on_shutdown()
+        deadline = self.loop.time() + SHUTDOWN_GRACE
+        while self._tasks and self.loop.time() < deadline:
+            await asyncio.wait(set(self._tasks), timeout=deadline - self.loop.time())
+        # Give our BYEs a moment to be retransmitted/answered.
+        while self.ua.active_calls and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._transport is not None:
+            self._transport.close()
+        await self.db.close()
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> None:
+    """Run the server until ``stop`` is set or SIGINT/SIGTERM arrives."""
+    server = SipBridgeServer(settings)
+    await server.start()
+    stop_event = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop_event.set)
+    try:
+        await stop_event.wait()
+    finally:
+        log.info("shutting down calls=%d", len(server.calls))
+        await server.stop()
+        log.info("stopped")
+
+
+def run(settings: ServeSettings) -> None:
+    """Entry point of ``sipbridge serve``: logging, uvloop, and the event loop."""
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))

@@ -1,0 +1,210 @@
+"""SDP offer/answer for one audio stream (RFC 3264).
+
+We answer an offer (RFC 3264 §6): accept the first usable audio stream with one codec and,
+when offered, telephone-event (RFC 4733); reject every other stream by setting its port to 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from sipbridge.codecs import UnknownCodec, get_codec
+from sipbridge.sdp.session import MediaDescription, Origin, SdpError, SessionDescription
+
+__all__ = ["STATIC_PAYLOAD_TYPES", "Negotiated", "NoCommonCodec", "build_answer", "negotiate"]
+
+# RFC 3551 §6 table 4: static audio payload types, valid without an a=rtpmap line.
+STATIC_PAYLOAD_TYPES: Final[dict[int, tuple[str, int, int | None]]] = {
+    0: ("PCMU", 8000, None),
+    3: ("GSM", 8000, None),
+    4: ("G723", 8000, None),
+    5: ("DVI4", 8000, None),
+    6: ("DVI4", 16000, None),
+    7: ("LPC", 8000, None),
+    8: ("PCMA", 8000, None),
+    9: ("G722", 8000, None),
+    10: ("L16", 44100, 2),
+    11: ("L16", 44100, None),
+    12: ("QCELP", 8000, None),
+    13: ("CN", 8000, None),
+    14: ("MPA", 90000, None),
+    15: ("G728", 8000, None),
+    16: ("DVI4", 11025, None),
+    17: ("DVI4", 22050, None),
+    18: ("G729", 8000, None),
+}
+
+# RTP/AVPF (RFC 4585) is plain RTP with earlier feedback, which we may ignore; RTP/SAVP and
+# the other secure profiles need SRTP keys we do not handle yet.
+_PLAIN_RTP_PROFILES: Final = ("RTP/AVP", "RTP/AVPF")
+_TELEPHONE_EVENT: Final = "telephone-event"
+_ANSWER_DIRECTION: Final = {
+    "sendonly": "recvonly",
+    "recvonly": "sendonly",
+    "inactive": "inactive",
+    "sendrecv": "sendrecv",
+}
+_ANSWER_PTIME: Final = 20
+# RFC 4733 §3.2: events 0-15 are DTMF digits, 16 is flash.
+_TELEPHONE_EVENT_FMTP: Final = "0-16"
+
+
+class NoCommonCodec(Exception):
+    """The offer has no audio stream we can accept (answer 488, RFC 3261 §13.3.1.1)."""
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    """The outcome of :func:`negotiate`.
+
+    ``direction`` is ours, as written in the answer: ``recvonly`` when the offer was
+    ``sendonly`` (we must not send), and so on. ``ptime`` is the offer's packetization time,
+    None when it gave none. ``media_index`` is the position of the accepted m-line.
+    """
+
+    payload_type: int
+    codec: str
+    clock_rate: int
+    telephone_event_pt: int | None
+    remote_address: str
+    remote_port: int
+    direction: str
+    ptime: int | None
+    media_index: int = 0
+
+
+def _encodings(media: MediaDescription) -> list[tuple[int, str, int, int | None]]:
+    """(payload type, encoding name, clock rate, channels) for each format, in offer
+    order; formats that are neither mapped nor static are left out."""
+    rtpmap = media.rtpmap()
+    result = []
+    for fmt in media.formats:
+        try:
+            pt = int(fmt)
+        except ValueError:
+            continue
+        # An rtpmap for a static payload type overrides the table (RFC 4566 §6 allows it).
+        mapping = rtpmap.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
+        if mapping is not None:
+            result.append((pt, *mapping))
+    return result
+
+
+def _clock_matches(name: str, clock: int) -> bool:
+    # "PCMU/16000" is not the codec we implement; codecs outside the registry are taken on
+    # the caller's word.
+    try:
+        return get_codec(name).clock_rate == clock
+    except UnknownCodec:
+        return True
+
+
+def negotiate(offer: SessionDescription, supported: Sequence[str]) -> Negotiated:
+    """Choose the audio stream and codec to answer ``offer`` with.
+
+    ``supported`` holds codec names (case-insensitive). Streams are tried in offer order
+    (audio, port not 0, RTP/AVP or RTP/AVPF); within the first one that has a supported
+    codec, the offerer's first such format wins (RFC 3264 §6.1: the offer lists formats in
+    order of preference). Raises NoCommonCodec when nothing fits.
+    """
+    wanted = {name.lower() for name in supported}
+    reasons: list[str] = []
+    for index, media in enumerate(offer.media):
+        if media.media != "audio" or media.port == 0:
+            continue
+        if media.proto.upper() not in _PLAIN_RTP_PROFILES:
+            reasons.append(f"unsupported transport {media.proto}")
+            continue
+        encodings = _encodings(media)
+        chosen = next(
+            (
+                (pt, name.lower(), clock)
+                for pt, name, clock, channels in encodings
+                if name.lower() in wanted and channels in (None, 1) and _clock_matches(name, clock)
+            ),
+            None,
+        )
+        if chosen is None:
+            offered = " ".join(f"{name}/{clock}" for _, name, clock, _ in encodings)
+            reasons.append(f"no supported codec in {offered or 'an empty format list'}")
+            continue
+        payload_type, codec, clock_rate = chosen
+        # RFC 4733 §7.1.1: telephone-event must share the audio codec's clock rate.
+        telephone_event = next(
+            (
+                pt
+                for pt, name, clock, _ in encodings
+                if name.lower() == _TELEPHONE_EVENT and clock == clock_rate
+            ),
+            None,
+        )
+        address = offer.connection_for(media)
+        if address is None:
+            raise SdpError(f"no connection address for the audio stream on port {media.port}")
+        return Negotiated(
+            payload_type=payload_type,
+            codec=codec,
+            clock_rate=clock_rate,
+            telephone_event_pt=telephone_event,
+            remote_address=address,
+            remote_port=media.port,
+            direction=_ANSWER_DIRECTION[offer.direction_for(media)],
+            ptime=media.ptime,
+            media_index=index,
+        )
+    raise NoCommonCodec("; ".join(reasons) or "no audio stream offered")
+
+
+def build_answer(
+    offer: SessionDescription,
+    negotiated: Negotiated,
+    address: str,
+    port: int,
+    session_id: int,
+) -> SessionDescription:
+    """The RFC 3264 §6 answer to ``offer``: one m-line per offered m-line in the same
+    order, the negotiated one accepted on ``address``:``port``, all others rejected with
+    port 0 (§6: a rejected stream keeps its m-line)."""
+    if not 0 <= negotiated.media_index < len(offer.media):
+        raise ValueError(f"offer has no m-line {negotiated.media_index}")
+    accepted = offer.media[negotiated.media_index]
+    if accepted.media != "audio" or str(negotiated.payload_type) not in accepted.formats:
+        raise ValueError("the negotiation does not belong to this offer")
+    offered = accepted.rtpmap()
+    pt = negotiated.payload_type
+    name = (offered.get(pt) or STATIC_PAYLOAD_TYPES.get(pt) or (negotiated.codec.upper(),))[0]
+    formats = [str(pt)]
+    attributes: list[tuple[str, str | None]] = [("rtpmap", f"{pt} {name}/{negotiated.clock_rate}")]
+    te = negotiated.telephone_event_pt
+    if te is not None:
+        te_name = offered[te][0] if te in offered else _TELEPHONE_EVENT
+        formats.append(str(te))
+        attributes.append(("rtpmap", f"{te} {te_name}/{negotiated.clock_rate}"))
+        attributes.append(("fmtp", f"{te} {_TELEPHONE_EVENT_FMTP}"))
+    attributes.append(("ptime", str(_ANSWER_PTIME)))
+    attributes.append((negotiated.direction, None))
+
+    media: list[MediaDescription] = []
+    for index, m in enumerate(offer.media):
+        if index == negotiated.media_index:
+            media.append(MediaDescription("audio", port, m.proto, formats, None, attributes))
+        else:
+            # §6: the format list of a rejected stream is irrelevant but must not be empty;
+            # echoing the offer's keeps it valid for the offerer.
+            media.append(MediaDescription(m.media, 0, m.proto, list(m.formats) or ["0"]))
+    return SessionDescription(
+        origin=Origin(
+            username="-",
+            session_id=str(session_id),
+            session_version=str(session_id),
+            addrtype="IP6" if ":" in address else "IP4",
+            address=address,
+        ),
+        session_name="-",
+        connection=address,
+        media=media,
+        # §6: the t= line of the answer must equal the offer's.
+        times=list(offer.times),
+    )

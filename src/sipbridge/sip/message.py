@@ -1,0 +1,1030 @@
+"""SIP messages (RFC 3261 §7): parsing, the typed header values, serialization.
+
+``parse_message(data)`` turns one datagram into a :class:`Request` or :class:`Response`, or
+raises :class:`SipParseError` whose ``status_hint`` says how a server should answer
+(``build_error_response`` builds that answer from what parsed). The caller must:
+
+* drop keep-alives (bare CRLFs) before calling, they are not messages;
+* never answer when ``SipParseError.is_request`` is not True (responses are dropped);
+* decide URI schemes (416), Require (420) and bodies (415) itself: those are UA policy and
+  parse here without complaint.
+
+Header values are kept as text in :class:`Headers` (full header names, folding undone);
+the ones every message must carry (Via, From, To, Call-ID, CSeq, plus Max-Forwards and
+Contact when present) are parsed and checked while parsing, and exposed as typed
+accessors. A message built by code gets the same accessors, parsed from its headers on
+first use and again whenever the headers change.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+from sipbridge.sip import grammar
+from sipbridge.sip.errors import SipParseError
+
+__all__ = [
+    "REASON_PHRASES",
+    "CSeq",
+    "Headers",
+    "NameAddr",
+    "Request",
+    "Response",
+    "Uri",
+    "Via",
+    "build_error_response",
+    "canonical_header_name",
+    "default_reason",
+    "make_response",
+    "parse_message",
+]
+
+# RFC 3261 §21 plus the codes later RFCs registered (IANA "SIP Response Codes").
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    199: "Early Dialog Terminated",  # RFC 6228
+    200: "OK",
+    202: "Accepted",  # RFC 6665
+    204: "No Notification",  # RFC 5839
+    300: "Multiple Choices",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    305: "Use Proxy",
+    380: "Alternative Service",
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    412: "Conditional Request Failed",  # RFC 3903
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    417: "Unknown Resource-Priority",  # RFC 4412
+    420: "Bad Extension",
+    421: "Extension Required",
+    422: "Session Interval Too Small",  # RFC 4028
+    423: "Interval Too Brief",
+    428: "Use Identity Header",  # RFC 4474
+    429: "Provide Referrer Identity",  # RFC 3892
+    430: "Flow Failed",  # RFC 5626
+    433: "Anonymity Disallowed",  # RFC 5079
+    436: "Bad Identity-Info",
+    437: "Unsupported Certificate",
+    438: "Invalid Identity Header",
+    439: "First Hop Lacks Outbound Support",  # RFC 5626
+    440: "Max-Breadth Exceeded",  # RFC 5393
+    469: "Bad Info Package",  # RFC 6086
+    470: "Consent Needed",  # RFC 5360
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    485: "Ambiguous",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    489: "Bad Event",  # RFC 6665
+    491: "Request Pending",
+    493: "Undecipherable",
+    494: "Security Agreement Required",  # RFC 3329
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    555: "Push Notification Service Not Supported",  # RFC 8599
+    580: "Precondition Failure",  # RFC 3312
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+    607: "Unwanted",  # RFC 8197
+    608: "Rejected",  # RFC 8688
+}
+
+# RFC 3261 §21: an unknown code is treated as the x00 of its class.
+_CLASS_REASONS = {
+    1: "Provisional",
+    2: "Success",
+    3: "Redirection",
+    4: "Client Error",
+    5: "Server Error",
+    6: "Global Failure",
+}
+
+
+def default_reason(status: int) -> str:
+    """The reason phrase for ``status``: from REASON_PHRASES, else its class's name."""
+    return REASON_PHRASES.get(status) or _CLASS_REASONS.get(status // 100, "Unknown")
+
+
+# ----------------------------------------------------------------------------- headers
+
+# RFC 3261 §7.3.3 and §20 (plus RFC 3265, 3515, 3892, 3841, 4028, 4474): compact forms.
+_COMPACT = {
+    "a": "Accept-Contact",
+    "b": "Referred-By",
+    "c": "Content-Type",
+    "d": "Request-Disposition",
+    "e": "Content-Encoding",
+    "f": "From",
+    "i": "Call-ID",
+    "j": "Reject-Contact",
+    "k": "Supported",
+    "l": "Content-Length",
+    "m": "Contact",
+    "n": "Identity-Info",
+    "o": "Event",
+    "r": "Refer-To",
+    "s": "Subject",
+    "t": "To",
+    "u": "Allow-Events",
+    "v": "Via",
+    "x": "Session-Expires",
+    "y": "Identity",
+}
+
+# The usual spelling of the header names we know, so that "cseq" or "CALL-ID" come out as
+# RFC 3261 §20 writes them. Other names are kept as received.
+_KNOWN_NAMES = {
+    name.lower(): name
+    for name in (
+        *_COMPACT.values(),
+        "Accept",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Authentication-Info",
+        "Authorization",
+        "Call-Info",
+        "Content-Disposition",
+        "Content-Language",
+        "CSeq",
+        "Date",
+        "Diversion",
+        "Error-Info",
+        "Expires",
+        "History-Info",
+        "In-Reply-To",
+        "Max-Forwards",
+        "MIME-Version",
+        "Min-Expires",
+        "Min-SE",
+        "Organization",
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Path",
+        "Priority",
+        "Privacy",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Require",
+        "RAck",
+        "Reason",
+        "Record-Route",
+        "Replaces",
+        "Reply-To",
+        "Require",
+        "Retry-After",
+        "Route",
+        "RSeq",
+        "Server",
+        "Service-Route",
+        "Subscription-State",
+        "Timestamp",
+        "Unsupported",
+        "User-Agent",
+        "Warning",
+        "WWW-Authenticate",
+    )
+}
+
+# RFC 3261 §7.3.1: headers whose grammar is a comma-separated list, so that one line may
+# carry several values. Others (Date, WWW-Authenticate...) contain commas that do not
+# separate anything and are never split.
+_LIST_HEADERS = frozenset(
+    name.lower()
+    for name in (
+        "Accept",
+        "Accept-Contact",
+        "Accept-Encoding",
+        "Accept-Language",
+        "Alert-Info",
+        "Allow",
+        "Allow-Events",
+        "Call-Info",
+        "Contact",
+        "Content-Encoding",
+        "Content-Language",
+        "Diversion",
+        "Error-Info",
+        "History-Info",
+        "In-Reply-To",
+        "P-Asserted-Identity",
+        "P-Preferred-Identity",
+        "Path",
+        "Proxy-Require",
+        "Reason",
+        "Record-Route",
+        "Reject-Contact",
+        "Require",
+        "Route",
+        "Service-Route",
+        "Supported",
+        "Unsupported",
+        "Via",
+        "Warning",
+    )
+)
+
+
+# One lookup per header line: lower-cased name (compact or full) -> canonical name.
+_CANONICAL = {**_KNOWN_NAMES, **_COMPACT}
+
+
+def canonical_header_name(name: str) -> str:
+    """The full, conventionally spelled name of a header (compact forms expanded)."""
+    return _CANONICAL.get(name.lower(), name)
+
+
+class Headers:
+    """An ordered multi-map of header fields: (canonical name, value) in message order.
+
+    Names are case-insensitive and compact forms are expanded on the way in. Values are the
+    text after the colon with folding undone and surrounding whitespace removed.
+    """
+
+    __slots__ = ("_items", "_version")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        # Entries are (lower-case canonical name, canonical name, value).
+        self._items: list[tuple[str, str, str]] = []
+        # Bumped on every change so that messages can tell their parsed view is stale.
+        self._version = 0
+        for name, value in items:
+            self.add(name, value)
+
+    def _append(self, name: str, value: str) -> None:
+        # The parser's path: the name is a token and the value holds no line break.
+        canonical = canonical_header_name(name)
+        self._items.append((canonical.lower(), canonical, value))
+        self._version += 1
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return canonical_header_name(name).lower()
+
+    def add(self, name: str, value: str) -> None:
+        """Append a header field (after all the others)."""
+        _check_field(name, value)
+        self._append(name, value)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every field called ``name`` by one, where the first one was (else at
+        the end)."""
+        _check_field(name, value)
+        self._replace(name, [value])
+
+    def _replace(self, name: str, values: Sequence[str]) -> None:
+        key = self._key(name)
+        canonical = canonical_header_name(name)
+        new = [(key, canonical, value) for value in values]
+        items: list[tuple[str, str, str]] = []
+        for item in self._items:
+            if item[0] == key:
+                items.extend(new)
+                new = []
+            else:
+                items.append(item)
+        items.extend(new)
+        self._items = items
+        self._version += 1
+
+    def remove(self, name: str) -> None:
+        """Remove every field called ``name`` (nothing happens when there is none)."""
+        key = self._key(name)
+        self._items = [item for item in self._items if item[0] != key]
+        self._version += 1
+
+    def get(self, name: str) -> str | None:
+        """The first value of ``name`` (for list headers, the first list element)."""
+        key = self._key(name)
+        for item in self._items:
+            if item[0] == key:
+                if key not in _LIST_HEADERS:
+                    return item[2]
+                elements = grammar.split_list(item[2])
+                if elements:
+                    return elements[0]
+        return None
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``; list headers (Via, Contact, Route...) are split at the
+        commas that separate elements, so ``Via: a, b`` gives two values."""
+        key = self._key(name)
+        values = [item[2] for item in self._items if item[0] == key]
+        if key not in _LIST_HEADERS:
+            return values
+        return [element for value in values for element in grammar.split_list(value)]
+
+    def get_lines(self, name: str) -> list[str]:
+        """The values of ``name`` one per header field line, never split."""
+        key = self._key(name)
+        return [item[2] for item in self._items if item[0] == key]
+
+    def items(self) -> list[tuple[str, str]]:
+        """Every field as (canonical name, value), in order."""
+        return [(item[1], item[2]) for item in self._items]
+
+    def copy(self) -> Headers:
+        new = Headers()
+        new._items = list(self._items)
+        return new
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = self._key(name)
+        return any(item[0] == key for item in self._items)
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return iter(self.items())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Headers):
+            return NotImplemented
+        return [(k, v) for k, _, v in self._items] == [(k, v) for k, _, v in other._items]
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items()!r})"
+
+
+def _check_field(name: str, value: str) -> None:
+    # A CR or LF in a value would let code-built values inject header lines (RFC 3261
+    # §7.3.1 allows neither once folding is undone).
+    if not grammar.is_token(name):
+        raise ValueError(f"invalid header name {name!r}")
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"line break in the value of {name}")
+
+
+# ----------------------------------------------------------------------------- values
+
+
+@dataclass(slots=True)
+class Uri:
+    """A SIP/SIPS URI (RFC 3261 §19.1), a tel URI (RFC 3966) or any other absolute URI.
+
+    ``user``, ``password``, parameter and header names/values are stored unescaped
+    (``sip:%75ser@h`` has user ``"user"``; §19.1.4 makes them equivalent) and escaped
+    again by ``str()``. ``host`` is stored without IPv6 brackets. Parameter names are
+    lower-cased; a parameter without a value maps to None.
+
+    For tel URIs the number is in ``user`` and ``host`` is "". For schemes we do not
+    know, the whole scheme-specific part is kept, unparsed, in ``host`` (the UA answers
+    416 for those, RFC 3261 §8.2.2.1).
+    """
+
+    scheme: str
+    user: str | None = None
+    password: str | None = None
+    host: str = ""
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> Uri:
+        """Parse a URI as it appears in a Request-URI or between ``<`` and ``>``."""
+        m = grammar.SCHEME_RE.match(text)
+        if m is None or text[m.end() : m.end() + 1] != ":":
+            raise SipParseError(f"invalid URI {text!r}")
+        scheme = m.group().lower()
+        rest = text[m.end() + 1 :]
+        if scheme in ("sip", "sips"):
+            return cls._parse_sip(scheme, rest)
+        if scheme == "tel":
+            return cls._parse_tel(rest)
+        if grammar.OPAQUE_RE.fullmatch(rest) is None:
+            raise SipParseError(f"invalid URI {text!r}")
+        return cls(scheme, host=rest)
+
+    @classmethod
+    def _parse_sip(cls, scheme: str, rest: str) -> Uri:
+        # RFC 3261 §19.1.1: sip:user:password@host:port;uri-parameters?headers. The user
+        # part may hold ";" "?" "/" (user-unreserved) but never a bare "@", and neither
+        # parameters nor headers may hold one, so the first "@" ends the userinfo.
+        user = password = None
+        at = rest.find("@")
+        if at >= 0:
+            user_text, colon, password_text = rest[:at].partition(":")
+            if grammar.USER_RE.fullmatch(user_text) is None:
+                raise SipParseError(f"invalid user part {user_text!r}")
+            user = grammar.unescape(user_text)
+            if colon:
+                if grammar.PASSWORD_RE.fullmatch(password_text) is None:
+                    raise SipParseError("invalid password in URI")
+                password = grammar.unescape(password_text)
+            rest = rest[at + 1 :]
+        rest, question, headers_text = rest.partition("?")
+        hostport, *param_texts = rest.split(";")
+        host, port = grammar.parse_hostport(hostport)
+        params = _parse_uri_params(param_texts)
+        headers: dict[str, str] = {}
+        if question:
+            for header in headers_text.split("&"):
+                name, equal, value = header.partition("=")
+                if (
+                    not name
+                    or not equal
+                    or grammar.HEADER_CHARS_RE.fullmatch(name) is None
+                    or grammar.HEADER_CHARS_RE.fullmatch(value) is None
+                ):
+                    raise SipParseError(f"invalid URI header {header!r}")
+                headers[grammar.unescape(name)] = grammar.unescape(value)
+        return cls(scheme, user, password, host, port, params, headers)
+
+    @classmethod
+    def _parse_tel(cls, rest: str) -> Uri:
+        # RFC 3966 §3: telephone-subscriber = number *( ";" par ), same paramchar set.
+        number, *param_texts = rest.split(";")
+        if grammar.TEL_NUMBER_RE.fullmatch(number) is None:
+            raise SipParseError(f"invalid telephone number {number!r}")
+        return cls("tel", number, None, "", None, _parse_uri_params(param_texts), {})
+
+    def __str__(self) -> str:
+        if self.scheme == "tel":
+            return f"tel:{self.user or ''}{self._params_text()}"
+        if self.scheme not in ("sip", "sips"):
+            return f"{self.scheme}:{self.host}"
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(grammar.escape(self.user, grammar.USER_SAFE))
+            if self.password is not None:
+                out += [":", grammar.escape(self.password, grammar.PASSWORD_SAFE)]
+            out.append("@")
+        out.append(grammar.format_host(self.host))
+        if self.port is not None:
+            out.append(f":{self.port}")
+        out.append(self._params_text())
+        if self.headers:
+            safe = grammar.HEADER_SAFE
+            out.append("?")
+            out.append(
+                "&".join(
+                    f"{grammar.escape(k, safe)}={grammar.escape(v, safe)}"
+                    for k, v in self.headers.items()
+                )
+            )
+        return "".join(out)
+
+    def _params_text(self) -> str:
+        safe = grammar.PARAM_SAFE
+        return "".join(
+            f";{grammar.escape(k, safe)}"
+            if v is None
+            else f";{grammar.escape(k, safe)}={grammar.escape(v, safe)}"
+            for k, v in self.params.items()
+        )
+
+
+def _parse_uri_params(texts: list[str]) -> dict[str, str | None]:
+    # RFC 3261 §19.1.1: uri-parameter = pname [ "=" pvalue ], both 1*paramchar.
+    params: dict[str, str | None] = {}
+    for text in texts:
+        name, equal, value = text.partition("=")
+        if grammar.PARAM_CHARS_RE.fullmatch(name) is None or (
+            equal and grammar.PARAM_CHARS_RE.fullmatch(value) is None
+        ):
+            raise SipParseError(f"invalid URI parameter {text!r}")
+        params.setdefault(
+            grammar.unescape(name).lower(), grammar.unescape(value) if equal else None
+        )
+    return params
+
+
+@dataclass(slots=True)
+class NameAddr:
+    """A From, To, Contact, Route or Record-Route value (RFC 3261 §20.10, §25.1).
+
+    ``display`` is the display name with quoting undone (None when absent); ``params`` are
+    the header parameters (after the URI), names lower-cased, values as written.
+    ``str()`` always writes the ``name-addr`` form with ``<...>``.
+    """
+
+    display: str | None
+    uri: Uri
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str | None:
+        return self.params.get("tag")
+
+    @classmethod
+    def parse(cls, text: str) -> NameAddr:
+        s = text.strip(" \t")
+        if s.startswith('"'):
+            m = grammar.QUOTED_STRING_RE.match(s)
+            if m is None:
+                raise SipParseError(f"unterminated quoted display name in {text!r}")
+            display: str | None = grammar.unquote(m.group())
+            lt = len(s) - len(s[m.end() :].lstrip(" \t"))  # LAQUOT = SWS "<"
+            if s[lt : lt + 1] != "<":
+                raise SipParseError(f"quoted display name without <URI> in {text!r}")
+            return cls._parse_bracketed(display, s, lt)
+        lt = s.find("<")
+        if lt >= 0:
+            raw = s[:lt].rstrip(" \t")
+            if raw and grammar.DISPLAY_TOKENS_RE.fullmatch(raw) is None:
+                # RFC 4475 §3.1.2.15 baddn: an unquoted display name holding a comma.
+                raise SipParseError(f"invalid display name {raw!r}")
+            return cls._parse_bracketed(raw or None, s, lt)
+        # RFC 3261 §20.10 addr-spec form: the URI ends at the first ";" (what follows is
+        # header parameters), and a URI containing "," "?" or ";" must be in brackets
+        # (RFC 4475 §3.1.2.13 regbadct).
+        semi = s.find(";")
+        uri_text = (s if semi < 0 else s[:semi]).rstrip(" \t")
+        if "?" in uri_text or "," in uri_text:
+            raise SipParseError(f"URI with ? or , must be enclosed in <> in {text!r}")
+        uri = Uri.parse(uri_text)
+        return cls(None, uri, grammar.parse_params(s, semi) if semi >= 0 else {})
+
+    @classmethod
+    def _parse_bracketed(cls, display: str | None, s: str, lt: int) -> NameAddr:
+        gt = s.find(">", lt)
+        if gt < 0:
+            raise SipParseError(f"missing > in {s!r}")
+        # RAQUOT = ">" SWS and LAQUOT = SWS "<": no whitespace inside the brackets
+        # (RFC 4475 §3.1.2.14 badaspec); Uri.parse refuses it.
+        uri = Uri.parse(s[lt + 1 : gt])
+        return cls(display, uri, grammar.parse_params(s, gt + 1))
+
+    def __str__(self) -> str:
+        prefix = "" if self.display is None else grammar.quote(self.display) + " "
+        return f"{prefix}<{self.uri}>{grammar.format_params(self.params)}"
+
+
+# RFC 3261 §25.1: via-parm = sent-protocol LWS sent-by *( SEMI via-params ), where
+# sent-protocol = protocol-name SLASH protocol-version SLASH transport, SLASH = SWS "/"
+# SWS and sent-by = host [ COLON port ] with COLON = SWS ":" SWS.
+_VIA_RE = re.compile(
+    rf"({grammar.TOKEN}){grammar.SWS}/{grammar.SWS}({grammar.TOKEN}){grammar.SWS}/"
+    rf"{grammar.SWS}({grammar.TOKEN}){grammar.LWS}"
+    rf"(\[[^\]\s]*\]|[^\s;:\[\]]+)(?:{grammar.SWS}:{grammar.SWS}([0-9]+))?"
+)
+
+
+@dataclass(slots=True)
+class Via:
+    """One Via value (RFC 3261 §20.42): ``SIP/2.0/<transport> host[:port];params``.
+
+    ``transport`` is upper-cased, ``host`` has no IPv6 brackets, parameter names are
+    lower-cased. ``rport`` present without a value maps to None in ``params``: test
+    ``"rport" in via.params`` for RFC 3581 §4.
+    """
+
+    transport: str
+    host: str
+    port: int | None = None
+    params: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def branch(self) -> str | None:
+        return self.params.get("branch")
+
+    @property
+    def received(self) -> str | None:
+        return self.params.get("received")
+
+    @property
+    def rport(self) -> str | None:
+        return self.params.get("rport")
+
+    @classmethod
+    def parse(cls, text: str) -> Via:
+        s = text.strip(" \t")
+        m = _VIA_RE.match(s)
+        if m is None:
+            raise SipParseError(f"malformed Via {text!r}")
+        protocol, version, transport, host, port_text = m.groups()
+        if protocol.upper() != "SIP" or version != "2.0":
+            raise SipParseError(f"Via with unsupported protocol {protocol}/{version}")
+        if not grammar.is_valid_host(host):
+            raise SipParseError(f"invalid host in Via {host!r}")
+        port: int | None = None
+        if port_text is not None:
+            if len(port_text) > 5 or int(port_text) > 65535:
+                raise SipParseError(f"invalid port in Via {text!r}")
+            port = int(port_text)
+        if host.startswith("["):
+            host = host[1:-1]
+        return cls(transport.upper(), host, port, grammar.parse_params(s, m.end()))
+
+    def __str__(self) -> str:
+        port = "" if self.port is None else f":{self.port}"
+        host = grammar.format_host(self.host)
+        return f"SIP/2.0/{self.transport} {host}{port}{grammar.format_params(self.params)}"
+
+
+_CSEQ_RE = re.compile(rf"([0-9]+){grammar.LWS}({grammar.TOKEN})")
+
+
+@dataclass(slots=True)
+class CSeq:
+    """A CSeq value (RFC 3261 §20.16): sequence number and method."""
+
+    seq: int
+    method: str
+
+    @classmethod
+    def parse(cls, text: str) -> CSeq:
+        m = _CSEQ_RE.fullmatch(text.strip(" \t"))
+        if m is None:
+            raise SipParseError(f"malformed CSeq {text!r}")
+        digits = m.group(1)
+        # RFC 3261 §8.1.1.5: a 32-bit unsigned integer (RFC 4475 §3.1.2.4 scalar02).
+        # The length check comes first: int() of thousands of digits is slow or refused.
+        if len(digits) > 10 or int(digits) > 0xFFFFFFFF:
+            raise SipParseError(f"CSeq number out of range: {digits[:20]}")
+        return cls(int(digits), m.group(2))
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.method}"
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+@dataclass(slots=True)
+class _Parsed:
+    """The typed view of a message's headers, remembered with the headers' version."""
+
+    headers: Headers
+    version: int
+    vias: list[Via]
+    from_: NameAddr
+    to: NameAddr
+    call_id: str
+    cseq: CSeq
+    max_forwards: int | None
+    contacts: list[NameAddr]
+
+
+def _single(headers: Headers, name: str) -> str:
+    # RFC 3261 §7.3.1: only list headers may appear more than once (RFC 4475 §3.1.2.11
+    # multi01 carries two From, To, Call-ID and CSeq).
+    lines = headers.get_lines(name)
+    if not lines:
+        raise SipParseError(f"missing {name} header")
+    if len(lines) > 1:
+        raise SipParseError(f"{name} header appears {len(lines)} times")
+    return lines[0]
+
+
+def _parse_headers(headers: Headers, method: str | None) -> _Parsed:
+    # RFC 3261 §8.1.1: To, From, CSeq, Call-ID, Max-Forwards and Via are mandatory in a
+    # request; Max-Forwards is only checked when present (RFC 2543 peers, inv2543, leave
+    # it out and an endpoint can serve them). Responses carry the same set minus it.
+    vias = [Via.parse(value) for value in headers.get_all("Via")]
+    if not vias:
+        raise SipParseError("missing Via header")
+    from_ = NameAddr.parse(_single(headers, "From"))
+    to = NameAddr.parse(_single(headers, "To"))
+    call_id = _single(headers, "Call-ID")
+    if grammar.CALL_ID_RE.fullmatch(call_id) is None:
+        raise SipParseError(f"malformed Call-ID {call_id!r}")
+    cseq = CSeq.parse(_single(headers, "CSeq"))
+    if method is not None and cseq.method != method:
+        # RFC 3261 §8.2.x / RFC 4475 §3.1.2.17 mismatch01: the methods must agree.
+        raise SipParseError(f"CSeq method {cseq.method} does not match {method}")
+    max_forwards: int | None = None
+    mf_lines = headers.get_lines("Max-Forwards")
+    if mf_lines:
+        mf_text = _single(headers, "Max-Forwards")
+        # RFC 3261 §20.22: 1*DIGIT, in practice 0-255 (§8.1.1.6).
+        if not (mf_text.isascii() and mf_text.isdigit()) or len(mf_text) > 10:
+            raise SipParseError(f"malformed Max-Forwards {mf_text!r}")
+        max_forwards = int(mf_text)
+        if max_forwards > 255:
+            raise SipParseError(f"Max-Forwards {max_forwards} out of range")
+    # RFC 3261 §20.10: Contact is a list of name-addr/addr-spec, or "*" (REGISTER only).
+    contacts = [NameAddr.parse(v) for v in headers.get_all("Contact") if v != "*"]
+    return _Parsed(
+        headers, headers._version, vias, from_, to, call_id, cseq, max_forwards, contacts
+    )
+
+
+class _TypedHeaders:
+    """Typed accessors shared by Request and Response, parsed from ``headers``.
+
+    The view is computed once and reused until ``headers`` changes (or is replaced).
+    Objects returned are that view: to change the message, change ``headers`` (or call
+    :meth:`set_vias` after editing a Via).
+    """
+
+    headers: Headers
+    _parsed: _Parsed | None
+
+    def _method(self) -> str | None:
+        return None
+
+    def _view(self) -> _Parsed:
+        parsed = self._parsed
+        headers = self.headers
+        if parsed is None or parsed.headers is not headers or parsed.version != headers._version:
+            parsed = _parse_headers(headers, self._method())
+            self._parsed = parsed
+        return parsed
+
+    @property
+    def vias(self) -> list[Via]:
+        return self._view().vias
+
+    @property
+    def from_(self) -> NameAddr:
+        return self._view().from_
+
+    @property
+    def to(self) -> NameAddr:
+        return self._view().to
+
+    @property
+    def call_id(self) -> str:
+        return self._view().call_id
+
+    @property
+    def cseq(self) -> CSeq:
+        return self._view().cseq
+
+    @property
+    def max_forwards(self) -> int | None:
+        return self._view().max_forwards
+
+    @property
+    def contacts(self) -> list[NameAddr]:
+        """The Contact values (empty when absent or ``*``)."""
+        return self._view().contacts
+
+    def set_vias(self, vias: Sequence[Via]) -> None:
+        """Rewrite the Via header fields from ``vias`` (one field each, in place)."""
+        self.headers._replace("Via", [str(via) for via in vias])
+
+
+@dataclass
+class Request(_TypedHeaders):
+    """A SIP request (RFC 3261 §7.1). ``serialize()`` writes it as SIP/2.0."""
+
+    method: str
+    uri: Uri
+    headers: Headers
+    body: bytes = b""
+    _parsed: _Parsed | None = field(default=None, init=False, repr=False, compare=False)
+
+    def _method(self) -> str | None:
+        return self.method
+
+    def serialize(self) -> bytes:
+        return _serialize(f"{self.method} {self.uri} SIP/2.0", self.headers, self.body)
+
+
+@dataclass
+class Response(_TypedHeaders):
+    """A SIP response (RFC 3261 §7.2). ``serialize()`` writes it as SIP/2.0."""
+
+    status: int
+    reason: str
+    headers: Headers
+    body: bytes = b""
+    _parsed: _Parsed | None = field(default=None, init=False, repr=False, compare=False)
+
+    def serialize(self) -> bytes:
+        return _serialize(f"SIP/2.0 {self.status} {self.reason}", self.headers, self.body)
+
+
+def _serialize(start_line: str, headers: Headers, body: bytes) -> bytes:
+    # RFC 3261 §7.4.1 / §18.3: Content-Length is always written and always from the body,
+    # at the place of an existing Content-Length field, else last.
+    lines = [start_line]
+    length_written = False
+    for key, name, value in headers._items:
+        if key == "content-length":
+            if not length_written:
+                lines.append(f"Content-Length: {len(body)}")
+                length_written = True
+            continue
+        lines.append(f"{name}: {value}")
+    if not length_written:
+        lines.append(f"Content-Length: {len(body)}")
+    lines.append("\r\n")
+    return "\r\n".join(lines).encode("utf-8", "surrogateescape") + body
+
+
+# ----------------------------------------------------------------------------- parsing
+
+_HEAD_END_RE = re.compile(rb"\r?\n\r?\n")
+_CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,10}")
+
+
+def _split_header_lines(lines: list[str]) -> tuple[Headers, str | None]:
+    """Build Headers from the lines after the start line, undoing folding (RFC 3261
+    §7.3.1). Returns what parsed and the first problem met, if any: lines that do not
+    parse are skipped so the good ones can still be echoed in a 400."""
+    headers = Headers()
+    error: str | None = None
+    name: str | None = None
+    parts: list[str] = []
+    for raw in lines:
+        line = raw[:-1] if raw.endswith("\r") else raw
+        if not line:
+            continue  # the end of a header section cut short (truncated datagram)
+        if "\r" in line:
+            error = error or "bare CR in a header line"
+            continue
+        if line[0] in " \t":
+            # RFC 3261 §7.3.1: a line starting with whitespace continues the previous one.
+            if name is None:
+                error = error or "continuation line without a header field"
+            else:
+                parts.append(line.strip(" \t"))
+            continue
+        if name is not None:
+            headers._append(name, " ".join(p for p in parts if p))
+            name = None
+        colon = line.find(":")
+        # RFC 3261 §7.3.1: field-name HCOLON value, HCOLON = *( SP / HTAB ) ":" SWS.
+        field_name = line[:colon].rstrip(" \t") if colon > 0 else ""
+        if not grammar.is_token(field_name):
+            error = error or f"malformed header line {line[:40]!r}"
+            continue
+        name = field_name
+        parts = [line[colon + 1 :].strip(" \t")]
+    if name is not None:
+        headers._append(name, " ".join(p for p in parts if p))
+    return headers, error
+
+
+def parse_message(data: bytes, max_size: int = 65535) -> Request | Response:
+    """Parse one SIP message from ``data`` (a whole UDP datagram).
+
+    Bytes past Content-Length are ignored; without Content-Length the rest of the data is
+    the body (RFC 3261 §18.3, datagram transports). Raises :class:`SipParseError` with the
+    status a server should answer (400, 505, 513) and whatever header fields parsed.
+    """
+    n = len(data)
+    start = 0
+    # RFC 3261 §7.5: CRLFs before the start line are ignored.
+    while start < n and data[start] in b"\r\n":
+        start += 1
+    if start == n:
+        raise SipParseError("empty message")
+    end_match = _HEAD_END_RE.search(data, start)
+    head_end = end_match.start() if end_match is not None else n
+    lines = data[start:head_end].decode("utf-8", "surrogateescape").split("\n")
+    start_line = lines[0].removesuffix("\r").rstrip(" \t")
+    headers, header_error = _split_header_lines(lines[1:])
+
+    def fail(reason: str, status: int = 400) -> SipParseError:
+        return SipParseError(reason, status_hint=status, headers=headers, is_request=is_request)
+
+    is_request: bool | None
+    if start_line[:4].upper() == "SIP/":
+        is_request = False
+    else:
+        # A request line is recognised by its last word being a SIP-Version, even when
+        # the rest is malformed (RFC 4475 ltgtruri, lwsruri): such a request is answered.
+        words = start_line.rsplit(" ", 1)
+        last = words[-1]
+        is_request = True if len(words) == 2 and grammar.SIP_VERSION_RE.fullmatch(last) else None
+    if n > max_size:
+        # RFC 3261 §21.5.7 513 Message Too Large.
+        raise fail(f"message of {n} bytes exceeds the {max_size} byte limit", 513)
+
+    method = ""
+    uri: Uri | None = None
+    status = 0
+    reason = ""
+    if is_request is False:
+        sm = grammar.STATUS_LINE_RE.fullmatch(start_line)
+        if sm is None:
+            raise fail(f"malformed Status-Line {start_line[:80]!r}")
+        if sm.group(1).upper() != "SIP/2.0":
+            raise fail(f"unsupported SIP version {sm.group(1)}", 505)
+        status = int(sm.group(2))
+        if not 100 <= status <= 699:  # RFC 3261 §21: codes are 100-699
+            raise fail(f"status code {status} out of range")
+        reason = sm.group(3) or ""
+    else:
+        if is_request and start_line.rsplit(" ", 1)[-1].upper() != "SIP/2.0":
+            # RFC 3261 §8.2.2 (via §21.5.6): 505 Version Not Supported (RFC 4475 badvers).
+            raise fail(f"unsupported SIP version {start_line.rsplit(' ', 1)[-1]}", 505)
+        rm = grammar.REQUEST_LINE_RE.fullmatch(start_line)
+        if rm is None:
+            raise fail(f"malformed Request-Line {start_line[:80]!r}")
+        method = rm.group(1)
+        try:
+            uri = Uri.parse(rm.group(2))
+        except SipParseError as exc:
+            raise fail(f"bad Request-URI: {exc.reason}") from exc
+    if header_error is not None:
+        raise fail(header_error)
+    if end_match is None:
+        raise fail("no blank line after the header section (truncated message?)")
+
+    body_start = end_match.end()
+    length_lines = headers.get_lines("Content-Length")
+    if len(length_lines) > 1:
+        # RFC 4475 §3.1.2.19 mcl01: two lengths, no way to know which one holds.
+        raise fail("Content-Length appears more than once")
+    if length_lines:
+        length_text = length_lines[0]
+        if _CONTENT_LENGTH_RE.fullmatch(length_text) is None:
+            raise fail(f"malformed Content-Length {length_text[:20]!r}")  # ncl: -999
+        length = int(length_text)
+        if body_start + length > n:
+            # RFC 3261 §18.3: a datagram shorter than its Content-Length is discarded
+            # (RFC 4475 §3.1.2.2 clerr gets a 400).
+            raise fail(f"Content-Length {length} larger than the {n - body_start} body bytes")
+        body = data[body_start : body_start + length]
+    else:
+        body = data[body_start:]
+
+    message: Request | Response
+    if uri is not None:
+        message = Request(method, uri, headers, body)
+    else:
+        message = Response(status, reason, headers, body)
+    try:
+        message._view()
+    except SipParseError as exc:
+        raise fail(exc.reason) from exc
+    return message
+
+
+# ----------------------------------------------------------------------------- responses
+
+_TAG_PARAM_RE = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
+
+
+def _copy_for_response(source: Headers, status: int, reason: str | None, to_value: str) -> Response:
+    headers = Headers()
+    for via in source.get_lines("Via"):
+        headers.add("Via", via)
+    headers.add("From", source.get("From") or "")
+    headers.add("To", to_value)
+    headers.add("Call-ID", source.get("Call-ID") or "")
+    headers.add("CSeq", source.get("CSeq") or "")
+    return Response(status, reason or default_reason(status), headers)
+
+
+def make_response(
+    request: Request, status: int, reason: str | None = None, *, to_tag: str | None = None
+) -> Response:
+    """A response to ``request`` (RFC 3261 §8.2.6.2).
+
+    Copies every Via, From, To, Call-ID and CSeq; ``to_tag`` is added to the To when it
+    has no tag yet. The caller adds the rest (Contact, Record-Route for dialog-creating
+    responses per §12.1.1, Allow, a body...). ``reason`` defaults to REASON_PHRASES.
+    """
+    to_value = request.headers.get("To") or ""
+    if to_tag is not None and request.to.tag is None:
+        to_value = f"{to_value};tag={to_tag}"
+    return _copy_for_response(request.headers, status, reason, to_value)
+
+
+def build_error_response(
+    headers: Headers, status: int, reason: str | None = None, *, to_tag: str | None = None
+) -> Response | None:
+    """A response (usually 400 or 505) to a request that did not parse, built from its
+    raw header fields (RFC 3261 §8.2.6.2, §21.4.1).
+
+    Via, From, To, Call-ID and CSeq are copied as written, since they may be the broken
+    part; returns None when any of them is missing (no valid response can be built, e.g.
+    RFC 4475 insuf). When a field appears twice, the first one is echoed.
+    """
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        if not headers.get_lines(name):
+            return None
+    to_value = headers.get_lines("To")[0]
+    if to_tag is not None and _TAG_PARAM_RE.search(to_value) is None:
+        to_value = f"{to_value};tag={to_tag}"
+    return _copy_for_response(headers, status, reason, to_value)

@@ -1,0 +1,315 @@
+"""SIP transactions over an unreliable transport (RFC 3261 §17, RFC 6026).
+
+Each transaction is a small state machine driven from outside: the UA core
+feeds it requests or responses and the current time ``now``, and asks it for
+its next deadline with :attr:`deadline`. When that time has come, the caller
+invokes :meth:`on_timer`. Bytes to send are appended to the ``outbox`` list
+given at construction, as ``(data, address)`` pairs; the caller drains it.
+Nothing here reads a clock or touches a socket.
+
+Only what a UAS that also sends BYE needs is here: the INVITE server
+transaction, the non-INVITE server transaction and the non-INVITE client
+transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from sipbridge.sip.message import Request, Response
+
+Address = tuple[str, int]
+Outbox = list[tuple[bytes, Address]]
+
+# RFC 3261 §17.1.1.1 and Table 4: timer values for UDP.
+T1 = 0.5
+T2 = 4.0
+T4 = 5.0
+TIMER_H = 64 * T1  # wait time for ACK receipt after a non-2xx final response
+TIMER_L = 64 * T1  # RFC 6026 §8.7: how long the Accepted state lasts
+TIMER_J = 64 * T1  # non-INVITE server: wait for request retransmissions
+TIMER_F = 64 * T1  # non-INVITE client: transaction timeout
+TIMER_I = T4  # INVITE server: wait for ACK retransmissions
+TIMER_K = T4  # non-INVITE client: wait for response retransmissions
+
+
+class InviteServerState(enum.Enum):
+    """RFC 3261 §17.2.1 Figure 7, with the Accepted state of RFC 6026 §7.1."""
+
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    CONFIRMED = "confirmed"
+    ACCEPTED = "accepted"
+    TERMINATED = "terminated"
+
+
+class NonInviteServerState(enum.Enum):
+    """RFC 3261 §17.2.2 Figure 8."""
+
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    TERMINATED = "terminated"
+
+
+class NonInviteClientState(enum.Enum):
+    """RFC 3261 §17.1.2 Figure 6."""
+
+    TRYING = "trying"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    TERMINATED = "terminated"
+
+
+class TransactionOutcome(enum.Enum):
+    """Why a transaction ended, for the UA core to act on."""
+
+    NORMAL = "normal"
+    ACK_TIMEOUT = "ack_timeout"  # no ACK for our final response (Timer H / L)
+    TIMEOUT = "timeout"  # client transaction got no final response (Timer F)
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionKey:
+    """RFC 3261 §17.2.3 matching key.
+
+    For RFC 3261 branches (magic cookie ``z9hG4bK``) the key is the branch, the
+    sent-by of the top Via and the method, ACK being folded into INVITE. Older
+    peers (RFC 2543) get a key built from the fields §17.2.3 lists instead.
+    """
+
+    branch: str
+    sent_by: str
+    method: str
+
+    @classmethod
+    def for_request(cls, request: Request) -> TransactionKey:
+        via = request.vias[0]
+        method = "INVITE" if request.method == "ACK" else request.method
+        sent_by = f"{via.host.lower()}:{via.port or 5060}"
+        branch = via.branch or ""
+        if branch.startswith("z9hG4bK"):
+            return cls(branch, sent_by, method)
+        # RFC 3261 §17.2.3: RFC 2543 compatibility matching. The To tag is left
+        # out because the ACK for a non-2xx carries the tag our response added.
+        legacy = "|".join(
+            (
+                str(request.uri),
+                request.from_.tag or "",
+                request.call_id,
+                str(request.cseq.seq),
+                str(via),
+            )
+        )
+        return cls("2543:" + legacy, sent_by, method)
+
+    @classmethod
+    def for_response(cls, response: Response) -> TransactionKey:
+        """Client-side key (RFC 3261 §17.1.3): branch of the top Via and CSeq method."""
+        via = response.vias[0]
+        method = response.cseq.method
+        sent_by = f"{via.host.lower()}:{via.port or 5060}"
+        return cls(via.branch or "", sent_by, method)
+
+
+class InviteServerTransaction:
+    """INVITE server transaction (RFC 3261 §17.2.1, RFC 6026 §7.1).
+
+    Created when a new INVITE arrives; it sends 100 Trying at once so the
+    caller's INVITE retransmissions stop. The caller then hands it responses
+    with :meth:`send_response`, forwards retransmitted INVITEs to
+    :meth:`receive_retransmission` and ACKs for a non-2xx response to
+    :meth:`receive_ack`, and calls :meth:`on_timer` when :attr:`deadline` is
+    reached. :meth:`ack_received` is called by the UA core when the ACK for a
+    2xx arrives (that ACK is a separate transaction, RFC 3261 §17.1.1.3).
+
+    The 2xx retransmissions of RFC 3261 §13.3.1.4 belong to the UAS core; they
+    live here, in the Accepted state of RFC 6026, because their lifetime is
+    exactly that state's.
+    """
+
+    def __init__(self, request: Request, source: Address, outbox: Outbox, now: float) -> None:
+        self.request = request
+        self.source = source
+        self.state = InviteServerState.PROCEEDING
+        self.outcome = TransactionOutcome.NORMAL
+        self.last_response: Response | None = None
+        self._outbox = outbox
+        self._last_bytes = b""
+        self._retransmit_at: float | None = None
+        self._interval = T1
+        self._end_at: float | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
+        return min(times) if times else None
+
+    @property
+    def final_sent(self) -> bool:
+        return self.state is not InviteServerState.PROCEEDING
+
+    def send_response(self, response: Response, now: float) -> None:
+        if self.state is not InviteServerState.PROCEEDING:
+            raise RuntimeError(f"cannot send {response.status} in state {self.state.name}")
+        self.last_response = response
+        self._last_bytes = response.serialize()
+        self._outbox.append((self._last_bytes, self.source))
+        if response.status < 200:
+            return
+        # Both branches retransmit T1, 2*T1, ... capped at T2: Timer G for a
+        # non-2xx (§17.2.1), the 2xx timer of §13.3.1.4 for a 2xx.
+        self._interval = T1
+        self._retransmit_at = now + T1
+        if response.status < 300:
+            self.state = InviteServerState.ACCEPTED
+            self._end_at = now + TIMER_L
+        else:
+            self.state = InviteServerState.COMPLETED
+            self._end_at = now + TIMER_H
+
+    def receive_retransmission(self) -> None:
+        """A retransmitted INVITE: repeat the last response (§17.2.1).
+
+        In the Accepted state a retransmitted INVITE is absorbed (RFC 6026
+        §7.1): the 2xx keeps going out on its own timer.
+        """
+        if self.state in (InviteServerState.PROCEEDING, InviteServerState.COMPLETED):
+            if self._last_bytes:
+                self._outbox.append((self._last_bytes, self.source))
+
+    def receive_ack(self, now: float) -> None:
+        """ACK for a non-2xx final response (same transaction, §17.2.1)."""
+        if self.state is InviteServerState.COMPLETED:
+            self.state = InviteServerState.CONFIRMED
+            self._retransmit_at = None
+            self._end_at = now + TIMER_I
+
+    def ack_received(self) -> None:
+        """The UA core matched the ACK for our 2xx: stop retransmitting it."""
+        if self.state is InviteServerState.ACCEPTED:
+            self._retransmit_at = None
+
+    def on_timer(self, now: float) -> None:
+        if self._end_at is not None and now >= self._end_at:
+            if self.state is InviteServerState.COMPLETED or (
+                self.state is InviteServerState.ACCEPTED and self._retransmit_at is not None
+            ):
+                self.outcome = TransactionOutcome.ACK_TIMEOUT
+            self._terminate()
+            return
+        if self._retransmit_at is not None and now >= self._retransmit_at:
+            self._outbox.append((self._last_bytes, self.source))
+            self._interval = min(self._interval * 2, T2)
+            self._retransmit_at = now + self._interval
+
+    def _terminate(self) -> None:
+        self.state = InviteServerState.TERMINATED
+        self._retransmit_at = None
+        self._end_at = None
+
+
+class NonInviteServerTransaction:
+    """Non-INVITE server transaction (RFC 3261 §17.2.2).
+
+    The caller sends the response with :meth:`send_response`, forwards
+    retransmitted requests to :meth:`receive_retransmission` (answered from
+    the transaction, never passed up again) and calls :meth:`on_timer` at
+    :attr:`deadline` (Timer J).
+    """
+
+    def __init__(self, request: Request, source: Address, outbox: Outbox) -> None:
+        self.request = request
+        self.source = source
+        self.state = NonInviteServerState.TRYING
+        self.outcome = TransactionOutcome.NORMAL
+        self._outbox = outbox
+        self._last_bytes = b""
+        self._end_at: float | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        return self._end_at
+
+    def send_response(self, response: Response, now: float) -> None:
+        if self.state in (NonInviteServerState.COMPLETED, NonInviteServerState.TERMINATED):
+            raise RuntimeError(f"cannot send {response.status} in state {self.state.name}")
+        self._last_bytes = response.serialize()
+        self._outbox.append((self._last_bytes, self.source))
+        if response.status < 200:
+            self.state = NonInviteServerState.PROCEEDING
+        else:
+            self.state = NonInviteServerState.COMPLETED
+            self._end_at = now + TIMER_J
+
+    def receive_retransmission(self) -> None:
+        # In Trying the request is discarded; afterwards the last response is
+        # repeated (§17.2.2).
+        if self.state is not NonInviteServerState.TRYING and self._last_bytes:
+            self._outbox.append((self._last_bytes, self.source))
+
+    def on_timer(self, now: float) -> None:
+        if self._end_at is not None and now >= self._end_at:
+            self.state = NonInviteServerState.TERMINATED
+            self._end_at = None
+
+
+class NonInviteClientTransaction:
+    """Non-INVITE client transaction (RFC 3261 §17.1.2), used for the BYE we send.
+
+    The request goes out on creation. Responses matched by the UA core go to
+    :meth:`receive_response`; :meth:`on_timer` runs Timers E, F and K. When
+    the state becomes TERMINATED, :attr:`final_status` holds the final status
+    code, or None with :attr:`outcome` TIMEOUT when Timer F fired.
+    """
+
+    def __init__(self, request: Request, destination: Address, outbox: Outbox, now: float) -> None:
+        self.request = request
+        self.destination = destination
+        self.state = NonInviteClientState.TRYING
+        self.outcome = TransactionOutcome.NORMAL
+        self.final_status: int | None = None
+        self.completed = False  # a final response arrived (reported once)
+        self._outbox = outbox
+        self._bytes = request.serialize()
+        self._interval = T1
+        self._retransmit_at: float | None = now + T1
+        self._end_at: float | None = now + TIMER_F
+        self._outbox.append((self._bytes, destination))
+
+    @property
+    def deadline(self) -> float | None:
+        times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
+        return min(times) if times else None
+
+    def receive_response(self, response: Response, now: float) -> bool:
+        """Feed a matched response; True when it is the (first) final response."""
+        if self.state in (NonInviteClientState.COMPLETED, NonInviteClientState.TERMINATED):
+            return False  # retransmitted final response, absorbed (§17.1.2.2)
+        if response.status < 200:
+            self.state = NonInviteClientState.PROCEEDING
+            return False
+        self.state = NonInviteClientState.COMPLETED
+        self.final_status = response.status
+        self.completed = True
+        self._retransmit_at = None
+        self._end_at = now + TIMER_K
+        return True
+
+    def on_timer(self, now: float) -> None:
+        if self._end_at is not None and now >= self._end_at:
+            if self.state in (NonInviteClientState.TRYING, NonInviteClientState.PROCEEDING):
+                self.outcome = TransactionOutcome.TIMEOUT
+            self.state = NonInviteClientState.TERMINATED
+            self._retransmit_at = None
+            self._end_at = None
+            return
+        if self._retransmit_at is not None and now >= self._retransmit_at:
+            self._outbox.append((self._bytes, self.destination))
+            # Timer E doubles up to T2; in Proceeding it stays at T2 (§17.1.2.2).
+            if self.state is NonInviteClientState.PROCEEDING:
+                self._interval = T2
+            else:
+                self._interval = min(self._interval * 2, T2)
+            self._retransmit_at = now + self._interval

@@ -1,0 +1,584 @@
+"""The SIP user agent core of sipbridge: a UAS that can also hang up (RFC 3261 §8.2, §12-§17).
+
+:class:`UserAgent` is sans-I/O. The runtime feeds it datagrams and time and
+does what it returns:
+
+1. ``receive_datagram(data, source, now)`` for every UDP datagram;
+2. ``handle_timer(now)`` whenever ``get_timer()`` is due;
+3. after each of those, send every ``(bytes, (host, port))`` from
+   ``datagrams_to_send()`` and handle every item from ``events()``.
+
+Events tell the call layer about calls (:class:`IncomingCall`,
+:class:`CallCancelled`, :class:`CallConfirmed`, :class:`ByeReceived`, ...).
+The call layer answers through :meth:`UserAgent.ring`, :meth:`answer`,
+:meth:`reject` and :meth:`hangup`, which queue more datagrams.
+
+Requests that are not part of a call are answered here: OPTIONS (200 with
+Allow), unknown methods (501), unsupported URI schemes (416), unknown
+extensions (420), unusable bodies (415), unparseable requests (400 when enough
+parses, else dropped), stray in-dialog requests (481).
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sipbridge.sip.dialog import Dialog, DialogId, DialogState
+from sipbridge.sip.errors import SipParseError
+from sipbridge.sip.message import (
+    Request,
+    Response,
+    build_error_response,
+    make_response,
+    parse_message,
+)
+from sipbridge.sip.transaction import (
+    Address,
+    InviteServerState,
+    InviteServerTransaction,
+    NonInviteClientState,
+    NonInviteClientTransaction,
+    NonInviteServerState,
+    NonInviteServerTransaction,
+    TransactionKey,
+    TransactionOutcome,
+)
+
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+ALLOW = ", ".join(ALLOWED_METHODS)
+SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
+ACCEPTED_BODY = "application/sdp"
+
+
+class CallState(enum.Enum):
+    OFFERED = "offered"  # INVITE received, no final response yet
+    ANSWERED = "answered"  # 2xx sent, ACK not yet received
+    CONFIRMED = "confirmed"  # ACK received
+    ENDING = "ending"  # our BYE is out
+    ENDED = "ended"
+
+
+class Party(enum.Enum):
+    REMOTE = "remote"
+    LOCAL = "local"
+
+
+@dataclass(eq=False)
+class InboundCall:
+    """One INVITE we received and the dialog it leads to."""
+
+    id: str
+    invite: Request
+    source: Address
+    local_tag: str
+    transaction: InviteServerTransaction
+    state: CallState = CallState.OFFERED
+    dialog: Dialog | None = None
+    local_sdp: bytes = b""
+    final_status: int | None = None
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    call: InboundCall
+
+
+@dataclass(frozen=True)
+class CallCancelled:
+    """The caller sent CANCEL before our final answer; 487 already went out."""
+
+    call: InboundCall
+
+
+@dataclass(frozen=True)
+class CallConfirmed:
+    """The ACK for our 2xx arrived."""
+
+    call: InboundCall
+
+
+@dataclass(frozen=True)
+class AckTimeout:
+    """No ACK for our 2xx within 64*T1 (RFC 3261 §13.3.1.4): the call must end with BYE."""
+
+    call: InboundCall
+
+
+@dataclass(frozen=True)
+class ByeReceived:
+    call: InboundCall
+
+
+@dataclass(frozen=True)
+class ByeCompleted:
+    """Our BYE got its final response (``status``), or none (``status`` is None)."""
+
+    call: InboundCall
+    status: int | None
+
+
+@dataclass(frozen=True)
+class ReInviteReceived:
+    """An in-dialog INVITE; it was answered with our current SDP."""
+
+    call: InboundCall
+    request: Request
+
+
+@dataclass(frozen=True)
+class RequestRejected:
+    """A request answered with an error by the UA core itself (or dropped: status None)."""
+
+    source: Address
+    method: str | None
+    status: int | None
+    reason: str
+
+
+UaEvent = (
+    IncomingCall
+    | CallCancelled
+    | CallConfirmed
+    | AckTimeout
+    | ByeReceived
+    | ByeCompleted
+    | ReInviteReceived
+    | RequestRejected
+)
+
+ServerTransaction = InviteServerTransaction | NonInviteServerTransaction
+
+
+def _token() -> str:
+    return secrets.token_hex(8)
+
+
+@dataclass
+class _ByeContext:
+    call: InboundCall
+    transaction: NonInviteClientTransaction
+
+
+@dataclass
+class UserAgent:
+    """SIP UAS core. See the module docstring for what the caller must do."""
+
+    local_host: str
+    local_port: int
+    max_message_size: int = 65535
+    new_token: Callable[[], str] = _token
+    _outbox: list[tuple[bytes, Address]] = field(default_factory=list)
+    _events: list[UaEvent] = field(default_factory=list)
+    _server_tx: dict[TransactionKey, ServerTransaction] = field(default_factory=dict)
+    _client_tx: dict[TransactionKey, _ByeContext] = field(default_factory=dict)
+    _dialogs: dict[DialogId, InboundCall] = field(default_factory=dict)
+    # RFC 3261 §8.2.2.2: (Call-ID, From tag, CSeq) of INVITEs being handled.
+    _origins: dict[tuple[str, str, int], InboundCall] = field(default_factory=dict)
+    _calls_by_tx: dict[TransactionKey, InboundCall] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ I/O side
+
+    def datagrams_to_send(self) -> list[tuple[bytes, Address]]:
+        # Transactions hold a reference to this very list: empty it in place.
+        out = self._outbox[:]
+        self._outbox.clear()
+        return out
+
+    def events(self) -> list[UaEvent]:
+        out, self._events = self._events, []
+        return out
+
+    def get_timer(self) -> float | None:
+        deadlines = [tx.deadline for tx in self._server_tx.values()]
+        deadlines.extend(ctx.transaction.deadline for ctx in self._client_tx.values())
+        live = [d for d in deadlines if d is not None]
+        return min(live) if live else None
+
+    def handle_timer(self, now: float) -> None:
+        for key, tx in list(self._server_tx.items()):
+            deadline = tx.deadline
+            if deadline is None or deadline > now:
+                continue
+            tx.on_timer(now)
+            if isinstance(tx, InviteServerTransaction):
+                if tx.state is InviteServerState.TERMINATED:
+                    self._invite_transaction_ended(key, tx)
+            elif tx.state is NonInviteServerState.TERMINATED:
+                del self._server_tx[key]
+        for key, ctx in list(self._client_tx.items()):
+            deadline = ctx.transaction.deadline
+            if deadline is None or deadline > now:
+                continue
+            ctx.transaction.on_timer(now)
+            if ctx.transaction.state is NonInviteClientState.TERMINATED:
+                del self._client_tx[key]
+                if ctx.transaction.outcome is TransactionOutcome.TIMEOUT:
+                    self._bye_done(ctx.call, None)
+
+    @property
+    def active_transactions(self) -> int:
+        return len(self._server_tx) + len(self._client_tx)
+
+    @property
+    def active_calls(self) -> int:
+        return len(self._dialogs) + sum(
+            1 for c in self._calls_by_tx.values() if c.state is CallState.OFFERED
+        )
+
+    # ------------------------------------------------------------------ input
+
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+        # RFC 5626 §4.4.1 keep-alives (CRLF) carry no message.
+        if not data.strip(b"\r\n"):
+            return
+        try:
+            message = parse_message(data, self.max_message_size)
+        except SipParseError as exc:
+            self._parse_failed(exc, source)
+            return
+        if isinstance(message, Response):
+            self._receive_response(message, now)
+        else:
+            self._receive_request(message, source, now)
+
+    def _parse_failed(self, exc: SipParseError, source: Address) -> None:
+        # RFC 3261 §21.4.1: answer 400 where enough of the request parsed to
+        # build a response; responses and hopeless input are dropped.
+        response = None
+        if exc.is_request and exc.headers is not None:
+            response = build_error_response(exc.headers, exc.status_hint, exc.reason)
+        if response is None:
+            self._events.append(RequestRejected(source, None, None, f"dropped: {exc.reason}"))
+            return
+        self._outbox.append((response.serialize(), source))
+        self._events.append(RequestRejected(source, None, exc.status_hint, exc.reason))
+
+    def _receive_response(self, response: Response, now: float) -> None:
+        key = TransactionKey.for_response(response)
+        ctx = self._client_tx.get(key)
+        if ctx is None:
+            return  # RFC 3261 §17.1.3: a response matching no transaction is dropped
+        if ctx.transaction.receive_response(response, now):
+            self._bye_done(ctx.call, response.status)
+
+    def _receive_request(self, request: Request, source: Address, now: float) -> None:
+        self._stamp_via(request, source)
+        key = TransactionKey.for_request(request)
+        tx = self._server_tx.get(key)
+        if tx is not None:
+            if request.method == "ACK":
+                if isinstance(tx, InviteServerTransaction):
+                    if tx.state is InviteServerState.ACCEPTED:
+                        self._receive_ack(request)  # ACK for 2xx reusing the branch
+                    else:
+                        tx.receive_ack(now)
+                return
+            if request.method == tx.request.method:
+                tx.receive_retransmission()
+                return
+        if request.method == "ACK":
+            self._receive_ack(request)
+            return
+        rejection = self._validate(request)
+        if rejection is not None:
+            status, extra = rejection
+            self._reply_once(request, source, now, status, extra=extra)
+            self._events.append(
+                RequestRejected(source, request.method, status, f"{request.method} rejected")
+            )
+            return
+        if request.method == "CANCEL":
+            self._receive_cancel(request, source, now)
+        elif request.to.tag is not None:
+            self._receive_in_dialog(request, source, now)
+        elif request.method == "INVITE":
+            self._receive_invite(request, key, source, now)
+        elif request.method == "OPTIONS":
+            self._reply_once(request, source, now, 200, extra=self._capabilities())
+        else:  # BYE outside any dialog
+            self._reply_once(request, source, now, 481)
+
+    def _stamp_via(self, request: Request, source: Address) -> None:
+        """RFC 3261 §18.2.1 ``received`` and RFC 3581 §4 ``rport`` on the top Via.
+
+        Responses always go back to the source address, which is what rport
+        asks for and what works behind NAT; the stamped Via tells the peer so.
+        """
+        top = request.vias[0]
+        if top.host.strip("[]") != source[0] or "rport" in top.params:
+            top.params["received"] = source[0]
+        if "rport" in top.params:
+            top.params["rport"] = str(source[1])
+        request.set_vias(request.vias)
+
+    def _validate(self, request: Request) -> tuple[int, list[tuple[str, str]]] | None:
+        """RFC 3261 §8.2.1-§8.2.3 checks, in the order the RFC gives them."""
+        if request.method not in ALLOWED_METHODS:
+            return 501, [("Allow", ALLOW)]
+        if request.uri.scheme.lower() not in SUPPORTED_SCHEMES:
+            return 416, []
+        if request.method != "CANCEL":
+            required = [
+                opt for value in request.headers.get_all("Require") if (opt := value.strip())
+            ]
+            if required:
+                return 420, [("Unsupported", ", ".join(required))]
+        if request.method == "INVITE" and request.body:
+            content_type = (request.headers.get("Content-Type") or "").split(";")[0]
+            if content_type.strip().lower() != ACCEPTED_BODY:
+                return 415, [("Accept", ACCEPTED_BODY)]
+        if request.method == "INVITE" and not _accepts_sdp(request.headers.get_all("Accept")):
+            # We can only answer with SDP (RFC 4475 §3.4.1, sdp01).
+            return 415, [("Accept", ACCEPTED_BODY)]
+        return None
+
+    def _capabilities(self) -> list[tuple[str, str]]:
+        return [("Allow", ALLOW), ("Accept", ACCEPTED_BODY)]
+
+    def _receive_invite(
+        self, request: Request, key: TransactionKey, source: Address, now: float
+    ) -> None:
+        origin = (request.call_id, request.from_.tag or "", request.cseq.seq)
+        existing = self._origins.get(origin)
+        if existing is not None:
+            if existing.transaction.request.vias[0].branch == request.vias[0].branch:
+                return  # a late retransmission of an INVITE already handled
+            # RFC 3261 §8.2.2.2: the same request arriving by another path.
+            self._reply_once(request, source, now, 482)
+            return
+        tx = InviteServerTransaction(request, source, self._outbox, now)
+        self._server_tx[key] = tx
+        call = InboundCall(
+            id=self.new_token(), invite=request, source=source, local_tag=self.new_token(), transaction=tx
+        )
+        self._origins[origin] = call
+        self._calls_by_tx[key] = call
+        # RFC 3261 §17.2.1: 100 Trying at once, without a To tag (§8.2.6.1).
+        tx.send_response(make_response(request, 100), now)
+        self._events.append(IncomingCall(call))
+
+    def _receive_cancel(self, request: Request, source: Address, now: float) -> None:
+        """RFC 3261 §9.2: 200 to the CANCEL, then 487 to the INVITE if still pending."""
+        invite_key = TransactionKey(*_key_fields(request, "INVITE"))
+        call = self._calls_by_tx.get(invite_key)
+        if call is None:
+            self._reply_once(request, source, now, 481)
+            return
+        self._reply_once(request, source, now, 200, to_tag=call.local_tag)
+        if call.state is CallState.OFFERED and not call.transaction.final_sent:
+            self._send_final(call, 487, now)
+            self._events.append(CallCancelled(call))
+
+    def _receive_in_dialog(self, request: Request, source: Address, now: float) -> None:
+        dialog_id = DialogId(request.call_id, request.to.tag or "", request.from_.tag or "")
+        call = self._dialogs.get(dialog_id)
+        if call is None or call.dialog is None:
+            self._reply_once(request, source, now, 481)  # RFC 3261 §12.2.2
+            return
+        if not call.dialog.accept_remote_cseq(request.cseq.seq):
+            self._reply_once(request, source, now, 500)
+            return
+        if request.method == "BYE":
+            self._reply_once(request, source, now, 200)
+            self._end(call)
+            self._events.append(ByeReceived(call))
+        elif request.method == "INVITE":
+            self._receive_reinvite(call, request, source, now)
+        else:  # OPTIONS inside the dialog
+            self._reply_once(request, source, now, 200, extra=self._capabilities())
+
+    def _receive_reinvite(
+        self, call: InboundCall, request: Request, source: Address, now: float
+    ) -> None:
+        key = TransactionKey.for_request(request)
+        tx = InviteServerTransaction(request, source, self._outbox, now)
+        self._server_tx[key] = tx
+        response = make_response(request, 200)
+        self._add_dialog_headers(response, request)
+        response.headers.add("Content-Type", ACCEPTED_BODY)
+        response.body = call.local_sdp
+        tx.send_response(response, now)
+        self._calls_by_tx[key] = call
+        self._events.append(ReInviteReceived(call, request))
+
+    def _receive_ack(self, request: Request) -> None:
+        dialog_id = DialogId(request.call_id, request.to.tag or "", request.from_.tag or "")
+        call = self._dialogs.get(dialog_id)
+        if call is None:
+            return  # RFC 3261 §17.2.3: a stray ACK is dropped, never answered
+        for key, tx_call in self._calls_by_tx.items():
+            if tx_call is call:
+                tx = self._server_tx.get(key)
+                if isinstance(tx, InviteServerTransaction) and tx.request.cseq.seq == (
+                    request.cseq.seq
+                ):
+                    tx.ack_received()
+        if call.state is CallState.ANSWERED:
+            call.state = CallState.CONFIRMED
+            if call.dialog is not None:
+                call.dialog.state = DialogState.CONFIRMED
+            self._events.append(CallConfirmed(call))
+
+    # ------------------------------------------------------------------ call layer
+
+    def ring(self, call: InboundCall, now: float) -> None:
+        """Send 180 Ringing (with our tag, so 180 and 200 share the dialog)."""
+        if call.transaction.final_sent:
+            return
+        response = make_response(call.invite, 180, to_tag=call.local_tag)
+        self._add_dialog_headers(response, call.invite)
+        call.transaction.send_response(response, now)
+
+    def answer(self, call: InboundCall, sdp: bytes, now: float) -> None:
+        """Send 200 OK with our SDP answer and create the dialog (RFC 3261 §13.3.1.4)."""
+        if call.state is not CallState.OFFERED or call.transaction.final_sent:
+            raise RuntimeError(f"call {call.id} cannot be answered in state {call.state.name}")
+        response = make_response(call.invite, 200, to_tag=call.local_tag)
+        self._add_dialog_headers(response, call.invite)
+        response.headers.add("Content-Type", ACCEPTED_BODY)
+        response.body = sdp
+        call.local_sdp = sdp
+        call.final_status = 200
+        call.transaction.send_response(response, now)
+        call.dialog = Dialog.from_invite(call.invite, call.local_tag, _initial_cseq())
+        call.state = CallState.ANSWERED
+        self._dialogs[call.dialog.id] = call
+
+    def reject(
+        self,
+        call: InboundCall,
+        status: int,
+        now: float,
+        *,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """Answer the INVITE with a final error response (3xx-6xx)."""
+        if call.state is not CallState.OFFERED or call.transaction.final_sent:
+            return
+        self._send_final(call, status, now, reason=reason, headers=headers)
+
+    def hangup(self, call: InboundCall, now: float) -> None:
+        """End an answered call with BYE (RFC 3261 §15.1.1); no-op if already ending."""
+        if call.state not in (CallState.ANSWERED, CallState.CONFIRMED) or call.dialog is None:
+            return
+        via = (
+            f"SIP/2.0/UDP {_host_for_header(self.local_host)}:{self.local_port}"
+            f";branch=z9hG4bK{self.new_token()};rport"
+        )
+        request, destination = call.dialog.create_request("BYE", via)
+        tx = NonInviteClientTransaction(request, destination, self._outbox, now)
+        self._client_tx[TransactionKey.for_request(request)] = _ByeContext(call, tx)
+        call.state = CallState.ENDING
+        call.dialog.state = DialogState.TERMINATED
+        self._dialogs.pop(call.dialog.id, None)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _send_final(
+        self,
+        call: InboundCall,
+        status: int,
+        now: float,
+        *,
+        reason: str | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        response = make_response(call.invite, status, reason, to_tag=call.local_tag)
+        for name, value in headers:
+            response.headers.add(name, value)
+        call.final_status = status
+        call.transaction.send_response(response, now)
+        call.state = CallState.ENDED
+
+    def _add_dialog_headers(self, response: Response, request: Request) -> None:
+        # RFC 3261 §12.1.1: dialog-creating responses copy Record-Route and
+        # carry our Contact.
+        for value in request.headers.get_all("Record-Route"):
+            response.headers.add("Record-Route", value)
+        scheme = "sips" if request.uri.scheme.lower() == "sips" else "sip"
+        response.headers.add(
+            "Contact", f"<{scheme}:{_host_for_header(self.local_host)}:{self.local_port}>"
+        )
+        response.headers.add("Allow", ALLOW)
+
+    def _reply_once(
+        self,
+        request: Request,
+        source: Address,
+        now: float,
+        status: int,
+        *,
+        extra: Iterable[tuple[str, str]] = (),
+        to_tag: str | None = None,
+    ) -> None:
+        """Answer a non-INVITE request (or reject an INVITE) inside a server transaction.
+
+        The transaction keeps the response so retransmissions of the request
+        are answered from it (RFC 3261 §17.2.2), never passed up again.
+        """
+        key = TransactionKey.for_request(request)
+        if to_tag is None and request.to.tag is None and status > 100:
+            to_tag = self.new_token()
+        response = make_response(request, status, to_tag=to_tag)
+        for name, value in extra:
+            response.headers.add(name, value)
+        tx: ServerTransaction
+        if request.method == "INVITE":
+            tx = InviteServerTransaction(request, source, self._outbox, now)
+        else:
+            tx = NonInviteServerTransaction(request, source, self._outbox)
+        self._server_tx[key] = tx
+        tx.send_response(response, now)
+
+    def _invite_transaction_ended(self, key: TransactionKey, tx: InviteServerTransaction) -> None:
+        del self._server_tx[key]
+        call = self._calls_by_tx.pop(key, None)
+        if call is None:
+            return
+        if tx.outcome is TransactionOutcome.ACK_TIMEOUT and call.state is CallState.ANSWERED:
+            self._events.append(AckTimeout(call))
+        if call.transaction is tx:
+            self._origins.pop(
+                (call.invite.call_id, call.invite.from_.tag or "", call.invite.cseq.seq), None
+            )
+            if call.state is CallState.ENDED:
+                return
+
+    def _end(self, call: InboundCall) -> None:
+        call.state = CallState.ENDED
+        if call.dialog is not None:
+            call.dialog.state = DialogState.TERMINATED
+            self._dialogs.pop(call.dialog.id, None)
+
+    def _bye_done(self, call: InboundCall, status: int | None) -> None:
+        call.state = CallState.ENDED
+        self._events.append(ByeCompleted(call, status))
+
+
+def _key_fields(request: Request, method: str) -> tuple[str, str, str]:
+    key = TransactionKey.for_request(request)
+    return key.branch, key.sent_by, method
+
+
+def _accepts_sdp(values: list[str]) -> bool:
+    """RFC 3261 §8.2.3: no Accept header means application/sdp is acceptable."""
+    if not values:
+        return True
+    for value in values:
+        media = value.split(";")[0].strip().lower()
+        if media in ("application/sdp", "application/*", "*/*", ""):
+            return True
+    return False
+
+
+def _initial_cseq() -> int:
+    # RFC 3261 §8.1.1.5: the first CSeq is arbitrary but below 2**31.
+    return secrets.randbelow(2**30)
+
+
+def _host_for_header(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

@@ -1,0 +1,223 @@
+import dataclasses
+
+import pytest
+
+from sipbridge.sdp import (
+    Negotiated,
+    NoCommonCodec,
+    SdpError,
+    build_answer,
+    negotiate,
+    parse_sdp,
+)
+from tests.sdp.test_session import RFC4475_SDP01, SIPP_OFFER
+
+G711 = ["pcmu", "pcma"]
+
+
+def offer(*media: bytes, session: bytes = b"c=IN IP4 192.0.2.1\r\n") -> bytes:
+    return (
+        b"v=0\r\no=alice 1 1 IN IP4 192.0.2.1\r\ns=-\r\n" + session + b"t=0 0\r\n" + b"".join(media)
+    )
+
+
+def test_sipp_offer() -> None:
+    negotiated = negotiate(parse_sdp(SIPP_OFFER), G711)
+    assert negotiated == Negotiated(
+        payload_type=8,
+        codec="pcma",
+        clock_rate=8000,
+        telephone_event_pt=101,
+        remote_address="127.0.0.1",
+        remote_port=6000,
+        direction="sendrecv",
+        ptime=None,
+        media_index=0,
+    )
+
+
+def test_sipp_answer() -> None:
+    sdp = parse_sdp(SIPP_OFFER)
+    answer = build_answer(sdp, negotiate(sdp, G711), "203.0.113.7", 10000, 424242)
+    assert answer.serialize() == (
+        b"v=0\r\n"
+        b"o=- 424242 424242 IN IP4 203.0.113.7\r\n"
+        b"s=-\r\n"
+        b"c=IN IP4 203.0.113.7\r\n"
+        b"t=0 0\r\n"
+        b"m=audio 10000 RTP/AVP 8 101\r\n"
+        b"a=rtpmap:8 PCMA/8000\r\n"
+        b"a=rtpmap:101 telephone-event/8000\r\n"
+        b"a=fmtp:101 0-16\r\n"
+        b"a=ptime:20\r\n"
+        b"a=sendrecv\r\n"
+    )
+
+
+def test_rfc4475_sdp01_static_table_and_rejected_video() -> None:
+    sdp = parse_sdp(RFC4475_SDP01)
+    negotiated = negotiate(sdp, ["PCMU"])
+    assert (negotiated.payload_type, negotiated.codec, negotiated.clock_rate) == (0, "pcmu", 8000)
+    assert negotiated.telephone_event_pt is None
+    assert (negotiated.remote_address, negotiated.remote_port) == ("192.0.2.5", 49217)
+    answer = build_answer(sdp, negotiated, "198.51.100.1", 20000, 1)
+    audio, video = answer.media
+    assert (audio.port, audio.formats, audio.proto) == (20000, ["0"], "RTP/AVP")
+    assert audio.rtpmap() == {0: ("PCMU", 8000, None)}
+    assert audio.ptime == 20
+    assert (video.media, video.port, video.formats, video.attributes) == ("video", 0, ["31"], [])
+    assert b"a=fmtp" not in answer.serialize()
+
+
+def test_first_supported_format_in_offer_order_wins() -> None:
+    sdp = parse_sdp(offer(b"m=audio 4000 RTP/AVP 18 8 0\r\n"))
+    assert negotiate(sdp, ["pcmu", "pcma"]).payload_type == 8
+    assert negotiate(sdp, ["pcmu"]).payload_type == 0
+    assert negotiate(sdp, ["G729"]).codec == "g729"
+
+
+def test_dynamic_payload_type_mapping() -> None:
+    sdp = parse_sdp(
+        offer(
+            b"m=audio 4000 RTP/AVP 96 97 98\r\n"
+            b"a=rtpmap:96 opus/48000/2\r\n"
+            b"a=rtpmap:97 pcmu/8000\r\n"
+            b"a=rtpmap:98 TELEPHONE-EVENT/8000\r\n"
+            b"a=ptime:30\r\n"
+        )
+    )
+    negotiated = negotiate(sdp, G711)
+    assert (negotiated.payload_type, negotiated.codec) == (97, "pcmu")
+    assert negotiated.telephone_event_pt == 98
+    assert negotiated.ptime == 30
+    audio = build_answer(sdp, negotiated, "10.0.0.1", 5000, 9).media[0]
+    assert audio.formats == ["97", "98"]
+    # The answer keeps the offer's payload type numbers and spelling (RFC 3264 §6.1).
+    assert audio.rtpmap() == {97: ("pcmu", 8000, None), 98: ("TELEPHONE-EVENT", 8000, None)}
+    assert audio.fmtp() == {98: "0-16"}
+
+
+def test_non_numeric_formats_are_skipped() -> None:
+    sdp = parse_sdp(offer(b"m=audio 4000 RTP/AVP x 8\r\n"))
+    assert negotiate(sdp, G711).payload_type == 8
+
+
+def test_rtpmap_overrides_static_table() -> None:
+    sdp = parse_sdp(offer(b"m=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 G729/8000\r\n"))
+    assert negotiate(sdp, ["pcmu", "pcma"]).payload_type == 8
+
+
+def test_wrong_clock_rate_or_channels_is_not_a_match() -> None:
+    sdp = parse_sdp(
+        offer(
+            b"m=audio 4000 RTP/AVP 96 97 0 101 102\r\na=rtpmap:96 PCMU/16000\r\n"
+            b"a=rtpmap:97 PCMA/8000/2\r\na=rtpmap:101 telephone-event/48000\r\n"
+            b"a=rtpmap:102 telephone-event/8000\r\n"
+        )
+    )
+    negotiated = negotiate(sdp, G711)
+    assert negotiated.payload_type == 0
+    # RFC 4733 §7.1.1: only the event stream at the codec's clock rate goes with it.
+    assert negotiated.telephone_event_pt == 102
+
+
+@pytest.mark.parametrize(
+    "media",
+    [
+        b"m=audio 4000 RTP/AVP 18 3\r\n",
+        b"m=audio 4000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\n",
+        b"m=audio 4000 RTP/AVP 96 101\r\na=rtpmap:101 telephone-event/8000\r\n",
+        b"m=audio 4000 RTP/AVP\r\n",
+        b"m=audio 0 RTP/AVP 0\r\n",
+        b"m=audio 4000 RTP/SAVP 0\r\n",
+        b"m=audio 4000 UDP/TLS/RTP/SAVPF 0\r\n",
+        b"m=video 4000 RTP/AVP 0\r\n",
+        b"",
+    ],
+)
+def test_no_common_codec(media: bytes) -> None:
+    with pytest.raises(NoCommonCodec):
+        negotiate(parse_sdp(offer(media)), G711)
+
+
+def test_no_common_codec_says_why() -> None:
+    with pytest.raises(NoCommonCodec, match="RTP/SAVP"):
+        negotiate(parse_sdp(offer(b"m=audio 4000 RTP/SAVP 0\r\n")), G711)
+    with pytest.raises(NoCommonCodec, match="GSM/8000"):
+        negotiate(parse_sdp(offer(b"m=audio 4000 RTP/AVP 3\r\n")), G711)
+    with pytest.raises(NoCommonCodec, match="no audio stream"):
+        negotiate(parse_sdp(offer()), G711)
+
+
+def test_picks_a_later_usable_audio_stream() -> None:
+    sdp = parse_sdp(
+        offer(
+            b"m=video 5000 RTP/AVP 31\r\n"
+            b"m=audio 4000 RTP/SAVP 0\r\n"
+            b"m=audio 0 RTP/AVP 0\r\n"
+            b"m=audio 4002 RTP/AVPF 8\r\nc=IN IP6 2001:db8::5\r\n"
+        )
+    )
+    negotiated = negotiate(sdp, G711)
+    assert negotiated.media_index == 3
+    assert (negotiated.remote_address, negotiated.remote_port) == ("2001:db8::5", 4002)
+    answer = build_answer(sdp, negotiated, "2001:db8::1", 6000, 5)
+    assert [(m.media, m.port, m.proto) for m in answer.media] == [
+        ("video", 0, "RTP/AVP"),
+        ("audio", 0, "RTP/SAVP"),
+        ("audio", 0, "RTP/AVP"),
+        ("audio", 6000, "RTP/AVPF"),
+    ]
+    text = answer.serialize()
+    assert b"o=- 5 5 IN IP6 2001:db8::1\r\n" in text
+    assert b"c=IN IP6 2001:db8::1\r\n" in text
+
+
+@pytest.mark.parametrize(
+    ("offered", "ours"),
+    [
+        (b"", "sendrecv"),
+        (b"a=sendrecv\r\n", "sendrecv"),
+        (b"a=sendonly\r\n", "recvonly"),
+        (b"a=recvonly\r\n", "sendonly"),
+        (b"a=inactive\r\n", "inactive"),
+    ],
+)
+def test_direction_is_mirrored(offered: bytes, ours: str) -> None:
+    sdp = parse_sdp(offer(b"m=audio 4000 RTP/AVP 0\r\n" + offered))
+    negotiated = negotiate(sdp, G711)
+    assert negotiated.direction == ours
+    answer = build_answer(sdp, negotiated, "10.0.0.1", 5000, 1)
+    assert answer.media[0].direction == ours
+    assert answer.media[0].attributes[-1] == (ours, None)
+
+
+def test_session_level_direction_is_mirrored() -> None:
+    sdp = parse_sdp(offer(b"m=audio 4000 RTP/AVP 0\r\n", session=b"c=IN IP4 h\r\na=sendonly\r\n"))
+    assert negotiate(sdp, G711).direction == "recvonly"
+
+
+def test_answer_keeps_offer_timing_and_names_no_software() -> None:
+    sdp = parse_sdp(offer(b"m=audio 4000 RTP/AVP 0\r\n").replace(b"t=0 0", b"t=100 200"))
+    answer = build_answer(sdp, negotiate(sdp, G711), "10.0.0.1", 5000, 1)
+    assert answer.times == [(100, 200)]
+    text = answer.serialize()
+    assert b"sipbridge" not in text.lower()
+    assert b"a=tool" not in text
+    assert parse_sdp(text) == answer
+
+
+def test_build_answer_rejects_a_foreign_negotiation() -> None:
+    sdp = parse_sdp(offer(b"m=audio 4000 RTP/AVP 0\r\n"))
+    negotiated = dataclasses.replace(negotiate(sdp, G711), media_index=1)
+    with pytest.raises(ValueError, match="no m-line 1"):
+        build_answer(sdp, negotiated, "10.0.0.1", 5000, 1)
+    with pytest.raises(ValueError, match="does not belong"):
+        build_answer(sdp, dataclasses.replace(negotiated, media_index=0, payload_type=8), "h", 1, 1)
+
+
+def test_missing_connection_address_on_a_built_offer() -> None:
+    sdp = parse_sdp(offer(b"m=audio 4000 RTP/AVP 0\r\n"))
+    sdp.connection = None
+    with pytest.raises(SdpError, match="no connection address"):
+        negotiate(sdp, G711)

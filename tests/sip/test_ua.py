@@ -1,0 +1,404 @@
+"""The UAS core with byte fixtures and a fake clock."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+
+from sipbridge.sip.message import Request, Response, parse_message
+from sipbridge.sip.transaction import TIMER_F, TIMER_L
+from sipbridge.sip.ua import (
+    AckTimeout,
+    ByeCompleted,
+    ByeReceived,
+    CallCancelled,
+    CallConfirmed,
+    CallState,
+    IncomingCall,
+    ReInviteReceived,
+    RequestRejected,
+    UserAgent,
+)
+
+PEER = ("127.0.0.1", 5070)
+
+
+def testdata_dir() -> Path:
+    override = os.environ.get("SIPBRIDGE_TESTDATA")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2].parent / "shared" / "testdata"
+
+
+def make_ua() -> UserAgent:
+    counter = itertools.count(1)
+    return UserAgent("127.0.0.1", 5060, new_token=lambda: f"t{next(counter)}")
+
+
+def invite(
+    branch: str = "z9hG4bK-1",
+    call_id: str = "call-1",
+    extra: str = "",
+    body: bytes = b"v=0\r\n",
+    method: str = "INVITE",
+    cseq: int = 1,
+    to_tag: str = "",
+) -> bytes:
+    head = (
+        f"{method} sip:+12025550101@127.0.0.1 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 10.0.0.9:5070;branch={branch};rport\r\n"
+        "From: Alice <sip:alice@127.0.0.1:5070>;tag=a1\r\n"
+        f"To: <sip:+12025550101@127.0.0.1>{to_tag}\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        "Contact: <sip:alice@127.0.0.1:5070>\r\n"
+        "Record-Route: <sip:proxy.example.com;lr>\r\n"
+        "Max-Forwards: 70\r\n"
+        + extra
+        + ("Content-Type: application/sdp\r\n" if body else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def in_dialog(method: str, cseq: int, local_tag: str, branch: str, call_id: str = "call-1") -> bytes:
+    return (
+        f"{method} sip:127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n"
+        "From: Alice <sip:alice@127.0.0.1:5070>;tag=a1\r\n"
+        f"To: <sip:+12025550101@127.0.0.1>;tag={local_tag}\r\n"
+        f"Call-ID: {call_id}\r\n"
+        f"CSeq: {cseq} {method}\r\n"
+        "Max-Forwards: 70\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def sent(ua: UserAgent) -> list[tuple[Request | Response, tuple[str, int]]]:
+    return [(parse_message(data), addr) for data, addr in ua.datagrams_to_send()]
+
+
+def statuses(ua: UserAgent) -> list[int]:
+    return [m.status for m, _ in sent(ua) if isinstance(m, Response)]
+
+
+def new_call(ua: UserAgent, now: float = 0.0, **kwargs: object) -> IncomingCall:
+    ua.receive_datagram(invite(**kwargs), PEER, now)  # type: ignore[arg-type]
+    events = ua.events()
+    assert len(events) == 1 and isinstance(events[0], IncomingCall), events
+    return events[0]
+
+
+class TestInvite:
+    def test_100_at_once_with_received_and_rport(self) -> None:
+        ua = make_ua()
+        event = new_call(ua)
+        [(response, addr)] = sent(ua)
+        assert isinstance(response, Response) and response.status == 100
+        assert addr == PEER  # the source address, not the Via's 10.0.0.9
+        via = response.vias[0]
+        assert via.params["received"] == "127.0.0.1"
+        assert via.params["rport"] == "5070"
+        assert response.to.tag is None
+        assert event.call.state is CallState.OFFERED
+
+    def test_retransmitted_invite_makes_one_call(self) -> None:
+        ua = make_ua()
+        new_call(ua)
+        ua.datagrams_to_send()
+        ua.receive_datagram(invite(), PEER, 0.5)
+        assert ua.events() == []
+        assert statuses(ua) == [100]  # repeated from the transaction
+
+    def test_late_retransmission_after_answer_makes_no_call(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.1)
+        ua.datagrams_to_send()
+        ua.receive_datagram(invite(), PEER, 0.2)
+        assert ua.events() == []
+        assert statuses(ua) == []  # absorbed in Accepted (RFC 6026)
+
+    def test_merged_request_gets_482(self) -> None:
+        ua = make_ua()
+        new_call(ua)
+        ua.datagrams_to_send()
+        ua.receive_datagram(invite(branch="z9hG4bK-other"), PEER, 0.1)
+        assert statuses(ua) == [482]
+
+    def test_ring_answer_ack_bye_from_caller(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.datagrams_to_send()
+        ua.ring(call, 0.1)
+        ua.answer(call, b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n", 0.2)
+        out = sent(ua)
+        ringing, ok = out[0][0], out[1][0]
+        assert isinstance(ringing, Response) and ringing.status == 180
+        assert isinstance(ok, Response) and ok.status == 200
+        assert ringing.to.tag == ok.to.tag == call.local_tag
+        assert ok.headers.get("Contact") == "<sip:127.0.0.1:5060>"
+        assert ok.headers.get_all("Record-Route") == ["<sip:proxy.example.com;lr>"]
+        assert ok.body.startswith(b"v=0")
+        assert ok.headers.get("Content-Type") == "application/sdp"
+        # 2xx retransmitted until ACK
+        ua.handle_timer(0.7)
+        assert statuses(ua) == [200]
+        ack = in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack")
+        ua.receive_datagram(ack, PEER, 0.8)
+        assert [type(e) for e in ua.events()] == [CallConfirmed]
+        assert call.state is CallState.CONFIRMED
+        ua.handle_timer(5.0)
+        assert statuses(ua) == []  # no more 2xx after the ACK
+        ua.receive_datagram(in_dialog("BYE", 2, call.local_tag, "z9hG4bK-bye"), PEER, 6.0)
+        assert [type(e) for e in ua.events()] == [ByeReceived]
+        assert statuses(ua) == [200]
+        # the BYE retransmitted: answered from the transaction, no second event
+        ua.receive_datagram(in_dialog("BYE", 2, call.local_tag, "z9hG4bK-bye"), PEER, 6.5)
+        assert ua.events() == []
+        assert statuses(ua) == [200]
+        assert call.state is CallState.ENDED
+
+    def test_no_ack_means_ack_timeout(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        now = 0.0
+        events: list[object] = []
+        while (deadline := ua.get_timer()) is not None and deadline <= TIMER_L + 1:
+            now = deadline
+            ua.handle_timer(now)
+            events += ua.events()
+        assert [type(e) for e in events] == [AckTimeout]
+
+    def test_hangup_sends_bye_along_route_set(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PEER, 0.1)
+        ua.events()
+        ua.datagrams_to_send()
+        ua.hangup(call, 1.0)
+        [(bye, addr)] = sent(ua)
+        assert isinstance(bye, Request) and bye.method == "BYE"
+        assert addr == ("proxy.example.com", 5060)  # first Record-Route (loose routing)
+        assert str(bye.uri) == "sip:alice@127.0.0.1:5070"
+        assert bye.headers.get_all("Route") == ["<sip:proxy.example.com;lr>"]
+        assert bye.from_.tag == call.local_tag
+        assert bye.to.tag == "a1"
+        assert bye.cseq.method == "BYE"
+        assert bye.call_id == "call-1"
+        # retransmitted (Timer E), then the 200 completes it
+        ua.handle_timer(1.5)
+        assert len(sent(ua)) == 1
+        ok = (
+            "SIP/2.0 200 OK\r\n"
+            f"Via: {bye.headers.get('Via')}\r\n"
+            f"From: {bye.headers.get('From')}\r\nTo: {bye.headers.get('To')}\r\n"
+            f"Call-ID: call-1\r\nCSeq: {bye.cseq.seq} BYE\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        ua.receive_datagram(ok, PEER, 1.6)
+        [done] = ua.events()
+        assert isinstance(done, ByeCompleted) and done.status == 200
+        assert call.state is CallState.ENDED
+
+    def test_bye_without_answer_times_out(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PEER, 0.1)
+        ua.events()
+        ua.hangup(call, 1.0)
+        events: list[object] = []
+        while (deadline := ua.get_timer()) is not None and deadline <= 1.0 + TIMER_F + 1:
+            ua.handle_timer(deadline)
+            events += ua.events()
+        byes = [e for e in events if isinstance(e, ByeCompleted)]
+        assert len(byes) == 1 and byes[0].status is None
+
+    def test_cancel_before_answer(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.datagrams_to_send()
+        cancel = invite(method="CANCEL", body=b"")
+        ua.receive_datagram(cancel, PEER, 0.5)
+        assert [type(e) for e in ua.events()] == [CallCancelled]
+        assert statuses(ua) == [200, 487]
+        assert call.final_status == 487
+        # ACK for the 487 belongs to the INVITE transaction: absorbed quietly
+        ack = invite(method="ACK", body=b"", to_tag=f";tag={call.local_tag}")
+        ua.receive_datagram(ack, PEER, 0.6)
+        assert ua.events() == []
+        assert statuses(ua) == []
+        # answering afterwards is refused
+        with pytest.raises(RuntimeError):
+            ua.answer(call, b"v=0\r\n", 0.7)
+
+    def test_cancel_unknown_gets_481(self) -> None:
+        ua = make_ua()
+        ua.receive_datagram(invite(method="CANCEL", body=b""), PEER, 0.0)
+        assert statuses(ua) == [481]
+
+    def test_reject_carries_headers(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.datagrams_to_send()
+        ua.reject(call, 480, 0.1, headers=[("Reason", 'SIP ;cause=480 ;text="x"')])
+        [(response, _)] = sent(ua)
+        assert isinstance(response, Response) and response.status == 480
+        assert response.headers.get("Reason") == 'SIP ;cause=480 ;text="x"'
+        assert response.to.tag == call.local_tag
+
+    def test_reinvite_answered_with_current_sdp(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\nanswer\r\n", 0.0)
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PEER, 0.1)
+        ua.events()
+        ua.datagrams_to_send()
+        reinvite = invite(branch="z9hG4bK-re", cseq=2, to_tag=f";tag={call.local_tag}")
+        ua.receive_datagram(reinvite, PEER, 1.0)
+        [event] = ua.events()
+        assert isinstance(event, ReInviteReceived)
+        [(ok, _)] = [(m, a) for m, a in sent(ua) if isinstance(m, Response) and m.status == 200]
+        assert ok.body == b"v=0\r\nanswer\r\n"
+
+
+class TestOutOfDialog:
+    def test_options_200_with_allow(self) -> None:
+        ua = make_ua()
+        ua.receive_datagram(invite(method="OPTIONS", body=b""), PEER, 0.0)
+        [(response, addr)] = sent(ua)
+        assert isinstance(response, Response) and response.status == 200
+        assert "INVITE" in response.headers.get_all("Allow")
+        assert addr == PEER
+        for name in ("Server", "User-Agent"):
+            assert response.headers.get(name) is None
+
+    def test_unknown_method_501_with_allow(self) -> None:
+        ua = make_ua()
+        ua.receive_datagram(invite(method="SUBSCRIBE", body=b""), PEER, 0.0)
+        [(response, _)] = sent(ua)
+        assert isinstance(response, Response) and response.status == 501
+        assert response.headers.get_all("Allow") == ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"]
+        assert isinstance(ua.events()[0], RequestRejected)
+
+    def test_bye_for_unknown_dialog_481(self) -> None:
+        ua = make_ua()
+        ua.receive_datagram(in_dialog("BYE", 5, "nope", "z9hG4bK-x"), PEER, 0.0)
+        assert statuses(ua) == [481]
+
+    def test_stray_ack_dropped(self) -> None:
+        ua = make_ua()
+        ua.receive_datagram(in_dialog("ACK", 5, "nope", "z9hG4bK-x"), PEER, 0.0)
+        assert sent(ua) == []
+
+    def test_keepalive_ignored(self) -> None:
+        ua = make_ua()
+        ua.receive_datagram(b"\r\n\r\n", PEER, 0.0)
+        assert sent(ua) == [] and ua.events() == []
+
+    def test_garbage_dropped_and_server_goes_on(self) -> None:
+        ua = make_ua()
+        ua.receive_datagram(b"\x00\xff garbage", PEER, 0.0)
+        assert sent(ua) == []
+        [event] = ua.events()
+        assert isinstance(event, RequestRejected) and event.status is None
+        new_call(ua)
+
+    def test_transactions_are_forgotten(self) -> None:
+        ua = make_ua()
+        ua.receive_datagram(invite(method="OPTIONS", body=b""), PEER, 0.0)
+        assert ua.active_transactions == 1
+        ua.handle_timer(100.0)
+        assert ua.active_transactions == 0
+
+
+# RFC 4475 / RFC 5118 through the whole UA core: what goes back, and never a crash.
+EXPECTED: dict[str, int | None] = {
+    # valid, handled normally: OPTIONS → 200, INVITE → a call, others per method
+    "wsinv": 481,  # carries a To tag: an in-dialog request for a dialog we do not have
+    "intmeth": 501,
+    "esc01": 0,
+    "escnull": 501,  # REGISTER: not a registrar
+    "esc02": 501,
+    "lwsdisp": 200,
+    "longreq": 0,
+    "dblreq": 501,  # REGISTER: not a registrar
+    "semiuri": 200,
+    "transports": 200,
+    "mpart01": 501,  # MESSAGE
+    "unreason": None,  # a response: dropped
+    "noreason": None,
+    # invalid → 400
+    "badinv01": 400,
+    "clerr": 400,
+    "ncl": 400,
+    "scalar02": 400,
+    "quotbal": 400,
+    "ltgtruri": 400,
+    "lwsruri": 400,
+    "regbadct": 400,
+    "badaspec": 400,
+    "baddn": 400,
+    "mismatch01": 400,
+    "insuf": 400,
+    "multi01": 400,
+    "mcl01": 400,
+    "badvers": 505,
+    "scalarlg": None,
+    "bigcode": None,
+    # application layer
+    "unkscm": 416,
+    "novelsc": 416,
+    "bext01": 420,
+    "invut": 415,
+    "sdp01": 415,
+    "zeromf": 200,
+    "regaut01": 501,
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_torture_through_ua(name: str) -> None:
+    path = testdata_dir() / "rfc4475" / f"{name}.dat"
+    data = path.read_bytes()
+    ua = make_ua()
+    ua.receive_datagram(data, PEER, 0.0)
+    out = sent(ua)
+    events = ua.events()
+    for _, addr in out:
+        assert addr == PEER  # never anywhere we did not hear from
+    expected = EXPECTED[name]
+    method = data.split(b" ", 1)[0].decode("latin-1")
+    if expected == 0:
+        assert method == "INVITE"
+        assert any(isinstance(e, IncomingCall) for e in events), (name, out)
+    elif expected is None:
+        assert out == []
+    else:
+        got = [m.status for m, _ in out if isinstance(m, Response)]
+        assert got and got[-1] == expected, (name, got)
+        assert not any(isinstance(e, IncomingCall) for e in events)
+        if expected == 501:
+            assert "INVITE" in out[-1][0].headers.get_all("Allow")
+        if expected == 420:
+            assert out[-1][0].headers.get("Unsupported")
+        if expected == 415:
+            assert out[-1][0].headers.get("Accept") == "application/sdp"
+    # the UA still serves the next request normally
+    ua.receive_datagram(invite(method="OPTIONS", body=b"", call_id="after"), PEER, 1.0)
+    assert statuses(ua) == [200]
+
+
+@pytest.mark.parametrize("path", sorted((testdata_dir() / "rfc4475").glob("*.dat")), ids=lambda p: p.stem)
+def test_every_torture_message_keeps_ua_serving(path: Path) -> None:
+    ua = make_ua()
+    ua.receive_datagram(path.read_bytes(), PEER, 0.0)
+    for _, addr in sent(ua):
+        assert addr == PEER
+    ua.receive_datagram(invite(method="OPTIONS", body=b"", call_id="after"), PEER, 1.0)
+    assert statuses(ua) == [200]

@@ -1,0 +1,342 @@
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from sipbridge.numbers import InvalidNumber
+from sipbridge.store import service
+from sipbridge.store.db import Database
+from sipbridge.store.records import CallRecord, CallStatus
+from sipbridge.store.service import AlreadyExists, NotFound, NumberRoute
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'service.db'}"
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    await database.upgrade()
+    yield database
+    await database.close()
+
+
+# ---------------------------------------------------------------- agents
+
+
+async def test_add_and_get_agent(db: Database) -> None:
+    before = datetime.now(UTC)
+    agent = await service.add_agent(db, "support", "wss://agent.example/ws")
+    assert agent.name == "support"
+    assert agent.url == "wss://agent.example/ws"
+    assert agent.voice_enabled is True
+    assert agent.created_at.tzinfo is UTC
+    assert before - timedelta(seconds=1) <= agent.created_at <= datetime.now(UTC)
+    assert await service.get_agent(db, "support") == agent
+
+
+async def test_add_agent_voice_disabled(db: Database) -> None:
+    agent = await service.add_agent(db, "textonly", "ws://localhost:9000", voice_enabled=False)
+    assert agent.voice_enabled is False
+    assert (await service.get_agent(db, "textonly")).voice_enabled is False
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://agent.example/ws", "must start with ws:// or wss://"),
+        ("agent.example", "must start with ws:// or wss://"),
+        ("ws://", "no host"),
+        ("wss://host:notaport/x", "bad port"),
+    ],
+)
+async def test_add_agent_rejects_bad_url(db: Database, url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        await service.add_agent(db, "bot", url)
+    assert await service.list_agents(db) == []
+
+
+@pytest.mark.parametrize("name", ["", " bot", "bot bot", "-bot", "a" * 101, "bot/1"])
+async def test_add_agent_rejects_bad_name(db: Database, name: str) -> None:
+    with pytest.raises(ValueError, match="invalid agent name"):
+        await service.add_agent(db, name, "ws://x")
+
+
+async def test_add_agent_duplicate(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    with pytest.raises(AlreadyExists, match="agent 'bot' already exists"):
+        await service.add_agent(db, "bot", "ws://b")
+    assert (await service.get_agent(db, "bot")).url == "ws://a"
+
+
+async def test_concurrent_duplicate_agents(db: Database) -> None:
+    results = await asyncio.gather(
+        *(service.add_agent(db, "bot", f"ws://h{i}") for i in range(4)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, AlreadyExists) for r in results if isinstance(r, BaseException))
+
+
+async def test_list_agents_sorted(db: Database) -> None:
+    await service.add_agent(db, "zeta", "ws://z")
+    await service.add_agent(db, "alpha", "ws://a")
+    assert [a.name for a in await service.list_agents(db)] == ["alpha", "zeta"]
+
+
+async def test_get_agent_not_found(db: Database) -> None:
+    with pytest.raises(NotFound, match="agent 'ghost' not found"):
+        await service.get_agent(db, "ghost")
+
+
+async def test_remove_agent_orphans_numbers(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    await service.add_agent(db, "other", "ws://b")
+    await service.add_number(db, "+12025550101", "bot")
+    await service.add_number(db, "+12025550102", "bot")
+    await service.add_number(db, "+12025550103", "other")
+    assert await service.remove_agent(db, "bot") == 2
+    assert [a.name for a in await service.list_agents(db)] == ["other"]
+    numbers = {n.number: n.agent for n in await service.list_numbers(db)}
+    assert numbers == {"+12025550101": None, "+12025550102": None, "+12025550103": "other"}
+    route = await service.lookup_number(db, "+12025550101")
+    assert route == NumberRoute(number="+12025550101", agent=None)
+    # the name is free again, and a new agent does not inherit the orphans
+    await service.add_agent(db, "bot", "ws://c")
+    assert (await service.lookup_number(db, "+12025550101")) == NumberRoute("+12025550101", None)
+
+
+async def test_remove_agent_without_numbers(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    assert await service.remove_agent(db, "bot") == 0
+
+
+async def test_remove_agent_not_found(db: Database) -> None:
+    with pytest.raises(NotFound):
+        await service.remove_agent(db, "ghost")
+
+
+# --------------------------------------------------------------- numbers
+
+
+async def test_add_number_normalizes(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    record = await service.add_number(db, "+1 (202) 555-0101", "bot")
+    assert record.number == "+12025550101"
+    assert record.agent == "bot"
+    assert [(n.number, n.agent) for n in await service.list_numbers(db)] == [
+        ("+12025550101", "bot")
+    ]
+
+
+async def test_add_number_invalid(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    with pytest.raises(InvalidNumber):
+        await service.add_number(db, "abc", "bot")
+    assert await service.list_numbers(db) == []
+
+
+async def test_add_number_unknown_agent(db: Database) -> None:
+    with pytest.raises(NotFound, match="agent 'ghost' not found"):
+        await service.add_number(db, "+12025550101", "ghost")
+    assert await service.list_numbers(db) == []
+
+
+async def test_add_number_duplicate_in_any_format(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    await service.add_agent(db, "other", "ws://b")
+    await service.add_number(db, "+12025550101", "bot")
+    with pytest.raises(AlreadyExists, match=r"number \+12025550101 already exists"):
+        await service.add_number(db, "tel:+1-202-555-0101", "other")
+    assert (await service.list_numbers(db))[0].agent == "bot"
+
+
+async def test_list_numbers_sorted(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    for number in ("+442079460958", "+12025550101", "+4930901820"):
+        await service.add_number(db, number, "bot")
+    assert [n.number for n in await service.list_numbers(db)] == [
+        "+12025550101",
+        "+442079460958",
+        "+4930901820",
+    ]
+
+
+async def test_remove_number(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    await service.add_number(db, "+12025550101", "bot")
+    assert await service.remove_number(db, "+1 202-555-0101") == "+12025550101"
+    assert await service.list_numbers(db) == []
+    with pytest.raises(NotFound, match=r"number \+12025550101 not found"):
+        await service.remove_number(db, "+12025550101")
+
+
+async def test_remove_number_invalid_text(db: Database) -> None:
+    with pytest.raises(InvalidNumber):
+        await service.remove_number(db, "abc")
+
+
+async def test_remove_number_stored_but_no_longer_valid(db: Database) -> None:
+    # simulate a row written under older phonenumbers metadata
+    from sipbridge.store.models import PhoneNumber
+
+    async with db.sessionmaker() as session, session.begin():
+        session.add(PhoneNumber(number="+999123", agent_id=None))
+    assert await service.remove_number(db, "+999123") == "+999123"
+    assert await service.list_numbers(db) == []
+
+
+async def test_lookup_number(db: Database) -> None:
+    agent = await service.add_agent(db, "bot", "ws://a", voice_enabled=False)
+    await service.add_number(db, "+12025550101", "bot")
+    route = await service.lookup_number(db, "+12025550101")
+    assert route == NumberRoute(number="+12025550101", agent=agent)
+    assert await service.lookup_number(db, "+12025550199") is None
+
+
+async def test_lookup_number_is_one_query(db: Database) -> None:
+    from sqlalchemy import event
+
+    await service.add_agent(db, "bot", "ws://a")
+    await service.add_number(db, "+12025550101", "bot")
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        route = await service.lookup_number(db, "+12025550101")
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+    assert route is not None and route.agent is not None
+    assert len(statements) == 1
+    assert "JOIN" in statements[0].upper()
+
+
+# ----------------------------------------------------------------- calls
+
+
+def make_call(call_id: str, received_at: datetime, **overrides: object) -> CallRecord:
+    values: dict[str, object] = {
+        "id": call_id,
+        "sip_call_id": f"{call_id}@trunk",
+        "from_number": "+12025550100",
+        "to_number": "+12025550101",
+        "agent": "bot",
+        "received_at": received_at,
+    }
+    values.update(overrides)
+    return CallRecord(**values)  # type: ignore[arg-type]
+
+
+async def test_save_and_list_call_round_trip(db: Database) -> None:
+    call = make_call(
+        "c1",
+        T0,
+        answered_at=T0 + timedelta(seconds=1),
+        ended_at=T0 + timedelta(seconds=31, milliseconds=250),
+        status=CallStatus.ANSWERED,
+        reason="caller_hangup",
+        sip_code=200,
+        codec="PCMA",
+        hangup_by="caller",
+        source="198.51.100.1:5060",
+    )
+    await service.save_call(db, call)
+    [loaded] = await service.list_calls(db)
+    assert loaded == call
+    assert loaded.duration_s == 30.25
+    assert loaded.received_at.tzinfo is UTC
+
+
+async def test_duration_column_stored(db: Database) -> None:
+    from sqlalchemy import select
+
+    from sipbridge.store.models import Call
+
+    await service.save_call(
+        db, make_call("c1", T0, answered_at=T0, ended_at=T0 + timedelta(seconds=5))
+    )
+    async with db.sessionmaker() as session:
+        assert await session.scalar(select(Call.duration_s)) == 5.0
+
+
+async def test_save_call_upserts(db: Database) -> None:
+    call = make_call("c1", T0, status=CallStatus.FAILED, reason="agent_unreachable")
+    await service.save_call(db, call)
+    call.status = CallStatus.ANSWERED
+    call.answered_at = T0 + timedelta(seconds=1)
+    call.ended_at = T0 + timedelta(seconds=11)
+    call.reason = "agent_hangup"
+    await service.save_call(db, call)
+    calls = await service.list_calls(db)
+    assert len(calls) == 1
+    assert calls[0].status is CallStatus.ANSWERED
+    assert calls[0].reason == "agent_hangup"
+    assert calls[0].duration_s == 10.0
+
+
+async def test_list_calls_newest_first_and_limit(db: Database) -> None:
+    for i in range(5):
+        await service.save_call(db, make_call(f"c{i}", T0 + timedelta(minutes=i)))
+    assert [c.id for c in await service.list_calls(db)] == ["c4", "c3", "c2", "c1", "c0"]
+    assert [c.id for c in await service.list_calls(db, limit=2)] == ["c4", "c3"]
+    with pytest.raises(ValueError, match="limit"):
+        await service.list_calls(db, limit=0)
+
+
+async def test_list_calls_by_number(db: Database) -> None:
+    await service.save_call(db, make_call("in", T0, to_number="+12025550101"))
+    await service.save_call(
+        db,
+        make_call(
+            "out",
+            T0 + timedelta(seconds=1),
+            from_number="+12025550101",
+            to_number="+12025550199",
+        ),
+    )
+    await service.save_call(
+        db,
+        make_call("other", T0 + timedelta(seconds=2), from_number="+1", to_number="+12025550188"),
+    )
+    assert [c.id for c in await service.list_calls(db, number="+1 (202) 555-0101")] == [
+        "out",
+        "in",
+    ]
+    assert [c.id for c in await service.list_calls(db, number="+12025550188")] == ["other"]
+    assert await service.list_calls(db, number="+12025550177") == []
+
+
+async def test_list_calls_by_raw_caller(db: Database) -> None:
+    await service.save_call(db, make_call("anon", T0, from_number="anonymous"))
+    await service.save_call(db, make_call("known", T0))
+    assert [c.id for c in await service.list_calls(db, number="anonymous")] == ["anon"]
+
+
+async def test_records_survive_reopening(db_url: str) -> None:
+    first = Database(db_url)
+    await first.upgrade()
+    await service.add_agent(first, "bot", "wss://a.example")
+    await service.add_number(first, "+12025550101", "bot")
+    await service.save_call(first, make_call("c1", T0))
+    await first.close()
+
+    second = Database(db_url)
+    try:
+        await second.upgrade()
+        assert [a.name for a in await service.list_agents(second)] == ["bot"]
+        route = await service.lookup_number(second, "+12025550101")
+        assert route is not None and route.agent is not None
+        assert route.agent.url == "wss://a.example"
+        [call] = await service.list_calls(second)
+        assert call.id == "c1" and call.received_at == T0
+    finally:
+        await second.close()

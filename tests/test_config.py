@@ -1,0 +1,125 @@
+import dataclasses
+import socket
+
+import pytest
+
+from sipbridge import config
+from sipbridge.config import ServeSettings, local_ipv4, parse_port_range
+
+
+def test_defaults() -> None:
+    settings = ServeSettings()
+    assert settings.sip_host == "0.0.0.0"
+    assert settings.sip_port == 5060
+    assert (settings.rtp_port_min, settings.rtp_port_max) == (10000, 20000)
+    assert settings.public_ip is None
+    assert settings.db == "sqlite:///sipbridge.db"
+    assert settings.agent_connect_timeout == 5.0
+    assert settings.log_level == "info"
+
+
+def test_frozen() -> None:
+    settings = ServeSettings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.sip_port = 5070  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10000-20000", (10000, 20000)),
+        (" 1-2 ", (1, 2)),
+        ("40000-40001", (40000, 40001)),
+        ("1024-65535", (1024, 65535)),
+    ],
+)
+def test_parse_port_range(text: str, expected: tuple[int, int]) -> None:
+    assert parse_port_range(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("10000", "must look like MIN-MAX"),
+        ("1-2-3", "must look like MIN-MAX"),
+        ("a-b", "two whole numbers"),
+        ("10000-", "two whole numbers"),
+        ("0-100", "port 0 is outside 1-65535"),
+        ("60000-70000", "port 70000 is outside 1-65535"),
+        ("20000-10000", "at least 2 ports"),
+        ("10000-10000", "at least 2 ports"),
+    ],
+)
+def test_parse_port_range_errors(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_port_range(text)
+
+
+def test_settings_validate_ports() -> None:
+    with pytest.raises(ValueError):
+        ServeSettings(rtp_port_min=20000, rtp_port_max=10000)
+    with pytest.raises(ValueError):
+        ServeSettings(sip_port=70000)
+    with pytest.raises(ValueError):
+        ServeSettings(agent_connect_timeout=0)
+    assert ServeSettings(sip_port=0).sip_port == 0  # ephemeral port, used by tests
+
+
+def test_advertised_ip_prefers_public_ip() -> None:
+    settings = ServeSettings(sip_host="10.0.0.5", public_ip="203.0.113.7")
+    assert settings.advertised_ip == "203.0.113.7"
+
+
+def test_advertised_ip_uses_specific_bind_address() -> None:
+    assert ServeSettings(sip_host="10.0.0.5").advertised_ip == "10.0.0.5"
+    assert ServeSettings(sip_host="127.0.0.1").advertised_ip == "127.0.0.1"
+
+
+@pytest.fixture
+def no_packets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail if anything creates a socket (local address discovery must not send)."""
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a socket was created")
+
+    monkeypatch.setattr(socket, "socket", forbidden)
+
+
+@pytest.mark.parametrize("wildcard", ["0.0.0.0", "::"])
+@pytest.mark.usefixtures("no_packets")
+def test_advertised_ip_for_wildcard_uses_host_address(
+    monkeypatch: pytest.MonkeyPatch, wildcard: str
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "pbx")
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: "192.0.2.10")
+    assert ServeSettings(sip_host=wildcard).advertised_ip == "192.0.2.10"
+
+
+@pytest.mark.usefixtures("no_packets")
+def test_local_ipv4_skips_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Debian style /etc/hosts maps the host name to 127.0.1.1
+    monkeypatch.setattr(socket, "gethostname", lambda: "pbx")
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: "127.0.1.1")
+    monkeypatch.setattr(
+        socket, "gethostbyname_ex", lambda name: ("pbx", [], ["127.0.1.1", "198.51.100.4"])
+    )
+    assert local_ipv4() == "198.51.100.4"
+
+
+@pytest.mark.usefixtures("no_packets")
+def test_local_ipv4_falls_back_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> None:
+        raise OSError("no resolver")
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "pbx")
+    monkeypatch.setattr(socket, "gethostbyname", fail)
+    monkeypatch.setattr(socket, "gethostbyname_ex", fail)
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    assert local_ipv4() == "127.0.0.1"
+    assert ServeSettings().advertised_ip == "127.0.0.1"
+
+
+@pytest.mark.usefixtures("no_packets")
+def test_local_ipv4_real_machine() -> None:
+    address = local_ipv4()
+    assert config._is_usable_ipv4(address) or address == "127.0.0.1"
