@@ -64,7 +64,9 @@ def invite(
     return head.encode() + body
 
 
-def in_dialog(method: str, cseq: int, local_tag: str, branch: str, call_id: str = "call-1") -> bytes:
+def in_dialog(
+    method: str, cseq: int, local_tag: str, branch: str, call_id: str = "call-1"
+) -> bytes:
     return (
         f"{method} sip:127.0.0.1:5060 SIP/2.0\r\n"
         f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch={branch}\r\n"
@@ -394,7 +396,9 @@ def test_torture_through_ua(name: str) -> None:
     assert statuses(ua) == [200]
 
 
-@pytest.mark.parametrize("path", sorted((testdata_dir() / "rfc4475").glob("*.dat")), ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", sorted((testdata_dir() / "rfc4475").glob("*.dat")), ids=lambda p: p.stem
+)
 def test_every_torture_message_keeps_ua_serving(path: Path) -> None:
     ua = make_ua()
     ua.receive_datagram(path.read_bytes(), PEER, 0.0)

@@ -87,6 +87,8 @@ class Call:
         self.agent: AgentConnection | None = None
         self.session: AgentSession | None = None
         self._reader: asyncio.Future[str] | None = None
+        self._inbound = bytearray()
+        self._frame_bytes = 320
 
     # -- events from the SIP side ------------------------------------------------
 
@@ -165,6 +167,7 @@ class Call:
 
         session = AgentSession(self.sip.id)
         self.session = session
+        self._frame_bytes = session.frame_bytes
         try:
             self.media, self.rtp_port = await open_rtp_endpoint(
                 self.server.loop,
@@ -241,9 +244,24 @@ class Call:
         )
 
     def _caller_audio(self, pcm: bytes) -> None:  # hot path: one call per RTP packet
+        """Send caller audio to the agent in 20 ms frames as soon as each is complete.
+
+        The caller's packets are usually 20 ms and go straight through; other
+        packet times (10, 30, 40 ms) are cut into 20 ms frames, holding back
+        at most the remainder of one frame.
+        """
         agent = self.agent
-        if agent is not None:
+        if agent is None:
+            return
+        pending = self._inbound
+        size = self._frame_bytes
+        if not pending and len(pcm) == size:
             agent.send_audio(pcm)
+            return
+        pending += pcm
+        while len(pending) >= size:
+            agent.send_audio(bytes(pending[:size]))
+            del pending[:size]
 
     async def _bridge(self) -> None:
         assert self.agent is not None and self.session is not None

@@ -14,6 +14,7 @@ import random
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from sipbridge.codecs import get_codec
 from sipbridge.codecs.base import Decoder, Encoder
@@ -115,8 +116,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
     # -- socket callbacks -------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self._transport = transport
+        self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:  # hot path
         try:

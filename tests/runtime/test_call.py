@@ -1,0 +1,409 @@
+"""Whole calls on real sockets: SIPp (and a raw UDP client) → sipbridge → a WebSocket agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sipbridge.codecs import get_codec
+from sipbridge.config import ServeSettings
+from sipbridge.rtp.packet import parse_rtp_header
+from sipbridge.runtime.server import SipBridgeServer
+from sipbridge.sip.message import Response, parse_message
+from sipbridge.store import service
+from sipbridge.store.records import CallRecord, CallStatus
+from tests.support.agents import EchoAgent, SilentTcpServer
+from tests.support.pcap import udp_payloads
+from tests.support.sipp import (
+    SIPP_SHARE,
+    cancel_scenario,
+    expect_error_scenario,
+    run_sipp,
+    wait_for_bye_scenario,
+)
+from tests.support.sniff import LoopbackSniffer
+
+NUMBER = "+12025550101"
+SERVICE = "12025550101"  # dialed without '+', as many trunks send it
+
+
+@pytest.fixture
+async def bridge(tmp_path: Path) -> AsyncIterator[SipBridgeServer]:
+    low = random.randrange(40000, 59000, 2)
+    settings = ServeSettings(
+        sip_host="127.0.0.1",
+        sip_port=0,
+        rtp_port_min=low,
+        rtp_port_max=low + 100,
+        db=f"sqlite:///{tmp_path / 'calls.db'}",
+        agent_connect_timeout=2.0,
+    )
+    server = SipBridgeServer(settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def route_to(server: SipBridgeServer, url: str, *, voice: bool = True) -> None:
+    await service.add_agent(server.db, "echo", url, voice_enabled=voice)
+    await service.add_number(server.db, NUMBER, "echo")
+
+
+async def records(server: SipBridgeServer, count: int = 1, timeout: float = 10.0) -> list[CallRecord]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = await service.list_calls(server.db)
+        if len(found) >= count and not server.calls:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"expected {count} call records, found {found}")
+        await asyncio.sleep(0.05)
+
+
+def sipp_ok(result: object) -> None:
+    assert result.returncode == 0, (result.returncode, result.errors, result.stderr[-2000:])  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- SIPp calls
+
+
+@pytest.mark.sipp
+@pytest.mark.skipif(os.geteuid() != 0, reason="capturing loopback RTP needs root (CI runs as root)")
+async def test_sipp_call_audio_echoes_back_bit_exact(bridge: SipBridgeServer, tmp_path: Path) -> None:
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        sniffer = LoopbackSniffer(range(bridge.settings.rtp_port_min, bridge.settings.rtp_port_max + 1))
+        sniffer.start()
+        try:
+            result = await run_sipp(
+                bridge.sip_address, tmp_path, service=SERVICE, builtin="uac_pcap", timeout=30
+            )
+        finally:
+            sniffer.stop()
+        sipp_ok(result)
+        [record] = await records(bridge)
+        [call] = agent.calls
+        await asyncio.wait_for(call.closed.wait(), 5)
+
+    # The record of an answered call hung up by the caller.
+    assert record.status is CallStatus.ANSWERED
+    assert record.reason == "caller_hangup" and record.hangup_by == "caller"
+    assert record.sip_code == 200 and record.codec == "pcma"
+    assert record.to_number == NUMBER and record.agent == "echo"
+    assert record.duration_s is not None and 8.0 < record.duration_s < 12.0
+
+    # The agent got a start, exactly the caller's audio as PCM16, then a stop.
+    assert call.start is not None and call.start["to"] == NUMBER
+    assert call.stop == {"type": "stop", "reason": "caller_hangup"}
+    sent_payloads = []
+    for packet in udp_payloads(SIPP_SHARE / "g711a.pcap"):
+        pt, *_rest, start, end = parse_rtp_header(packet)
+        assert pt == 8
+        sent_payloads.append(packet[start:end])
+    pcma = get_codec("pcma").decoder()
+    expected_pcm = b"".join(pcma.decode(p) for p in sent_payloads)
+    assert all(len(frame) == 320 for frame in call.audio)
+    assert b"".join(call.audio) == expected_pcm
+
+    # What came back on the RTP stream: one SSRC, continuous numbering, and the
+    # caller's own A-law frames (G.711 round trip is bit-exact), in order.
+    ours = [p for p in sniffer.packets if p.src[1] != p.dst[1]]
+    assert ours, "no RTP from sipbridge"
+    headers = [parse_rtp_header(p.payload) for p in ours]
+    assert {h[3] for h in headers} == {headers[0][3]}
+    seqs = [h[1] for h in headers]
+    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    assert headers[0][4] is True  # marker on the first packet
+    returned = [p.payload[h[5] : h[6]] for p, h in zip(ours, headers, strict=True)]
+    assert {len(p) for p in returned} == {160}  # 20 ms packets, whatever the caller's ptime
+    silence = get_codec("pcma").encoder().encode(bytes(320))
+    voiced = [p for p in returned if p != silence]
+    # SIPp sends 30 ms packets; the agent got (and echoed) 20 ms frames.
+    stream = b"".join(sent_payloads)
+    expected = [stream[i : i + 160] for i in range(0, len(stream), 160)]
+    expected = [p for p in expected if p != silence]
+    assert voiced == expected
+    # paced at 20 ms: about 50 packets a second for the whole call
+    span = ours[-1].at - ours[0].at
+    assert abs(len(ours) - span / 0.020) < 0.05 * len(ours)
+
+
+@pytest.mark.sipp
+async def test_sipp_unknown_number_404(bridge: SipBridgeServer, tmp_path: Path) -> None:
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        result = await run_sipp(
+            bridge.sip_address, tmp_path, service="12025550199", scenario=expect_error_scenario(404)
+        )
+    sipp_ok(result)
+    [record] = await records(bridge)
+    assert (record.status, record.reason, record.sip_code) == (
+        CallStatus.FAILED,
+        "unknown_number",
+        404,
+    )
+    assert record.to_number == "+12025550199"
+    assert agent.calls == []
+
+
+@pytest.mark.sipp
+async def test_sipp_agent_down_503(bridge: SipBridgeServer, tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    await route_to(bridge, f"ws://127.0.0.1:{port}/")
+    result = await run_sipp(
+        bridge.sip_address, tmp_path, service=SERVICE, scenario=expect_error_scenario(503)
+    )
+    sipp_ok(result)
+    [record] = await records(bridge)
+    assert (record.status, record.reason, record.sip_code) == (
+        CallStatus.FAILED,
+        "agent_unreachable",
+        503,
+    )
+
+
+@pytest.mark.sipp
+async def test_sipp_agent_handshake_hangs_503_after_budget(
+    bridge: SipBridgeServer, tmp_path: Path
+) -> None:
+    async with SilentTcpServer() as silent:
+        await route_to(bridge, silent.url)
+        started = time.monotonic()
+        result = await run_sipp(
+            bridge.sip_address, tmp_path, service=SERVICE, scenario=expect_error_scenario(503)
+        )
+        elapsed = time.monotonic() - started
+    sipp_ok(result)
+    assert 1.8 < elapsed < 6  # the connect budget is 2 s in this fixture
+    [record] = await records(bridge)
+    assert record.reason == "agent_unreachable"
+
+
+@pytest.mark.sipp
+async def test_sipp_no_common_codec_488(bridge: SipBridgeServer, tmp_path: Path) -> None:
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        g729 = ("18", "      a=rtpmap:18 G729/8000\n")
+        result = await run_sipp(
+            bridge.sip_address,
+            tmp_path,
+            service=SERVICE,
+            scenario=expect_error_scenario(488, formats=g729),
+        )
+    sipp_ok(result)
+    [record] = await records(bridge)
+    assert (record.reason, record.sip_code) == ("no_common_codec", 488)
+    assert agent.calls == []
+
+
+@pytest.mark.sipp
+async def test_sipp_agent_not_voice_enabled_480(bridge: SipBridgeServer, tmp_path: Path) -> None:
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url, voice=False)
+        result = await run_sipp(
+            bridge.sip_address, tmp_path, service=SERVICE, scenario=expect_error_scenario(480)
+        )
+    sipp_ok(result)
+    [record] = await records(bridge)
+    assert (record.reason, record.sip_code) == ("agent_not_voice_enabled", 480)
+
+
+@pytest.mark.sipp
+async def test_sipp_cancel_before_answer_487(bridge: SipBridgeServer, tmp_path: Path) -> None:
+    async with SilentTcpServer() as silent:  # keeps the call ringing
+        await route_to(bridge, silent.url)
+        result = await run_sipp(
+            bridge.sip_address, tmp_path, service=SERVICE, scenario=cancel_scenario()
+        )
+    sipp_ok(result)
+    [record] = await records(bridge)
+    assert (record.status, record.reason, record.sip_code) == (
+        CallStatus.CANCELLED,
+        "caller_cancelled",
+        487,
+    )
+    assert record.answered_at is None
+
+
+@pytest.mark.sipp
+async def test_sipp_agent_hangup_plays_out_then_sends_bye(
+    bridge: SipBridgeServer, tmp_path: Path
+) -> None:
+    greeting = bytes(range(256)) * 62 + bytes(128)  # 16,000 bytes: one second at 8 kHz
+    async with EchoAgent(greeting=greeting, hangup_after_greeting=True) as agent:
+        await route_to(bridge, agent.url)
+        result = await run_sipp(
+            bridge.sip_address, tmp_path, service=SERVICE, scenario=wait_for_bye_scenario()
+        )
+        sipp_ok(result)
+        [record] = await records(bridge)
+        [call] = agent.calls
+        await asyncio.wait_for(call.closed.wait(), 5)
+    assert (record.status, record.reason, record.hangup_by) == (
+        CallStatus.ANSWERED,
+        "agent_hangup",
+        "agent",
+    )
+    assert record.duration_s is not None and record.duration_s >= 0.95  # the greeting played
+    assert call.stop == {"type": "stop", "reason": "agent_hangup"}
+    assert call.start is not None
+    assert call.start["sip_headers"] == {"X-Customer-Id": "4711"}
+    assert call.start["from"] == "+15005550006"
+    assert call.start["media_format"] == {
+        "encoding": "pcm_s16le",
+        "sample_rate": 8000,
+        "channels": 1,
+        "frame_ms": 20,
+    }
+
+
+# ---------------------------------------------------------------- raw UDP client
+
+
+class UdpClient:
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, self.target)
+
+    async def recv(self, timeout: float = 5.0) -> Response:
+        loop = asyncio.get_running_loop()
+        data = await asyncio.wait_for(loop.sock_recv(self.sock, 65535), timeout)
+        message = parse_message(data)
+        assert isinstance(message, Response), data
+        return message
+
+    async def final(self, timeout: float = 8.0) -> Response:
+        while True:
+            response = await self.recv(timeout)
+            if response.status >= 200:
+                return response
+
+    def invite(self, branch: str, call_id: str, rtp_port: int) -> bytes:
+        sdp = (
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"m=audio {rtp_port} RTP/AVP 0\r\n"
+        ).encode()
+        return (
+            f"INVITE sip:{NUMBER}@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport\r\n"
+            f"From: <sip:+15005550006@127.0.0.1>;tag=f-{call_id}\r\n"
+            f"To: <sip:{NUMBER}@127.0.0.1>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: <sip:caller@127.0.0.1:{self.port}>\r\nMax-Forwards: 70\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n"
+        ).encode() + sdp
+
+    def in_dialog(self, method: str, cseq: int, call_id: str, to_tag: str) -> bytes:
+        return (
+            f"{method} sip:127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{method}{cseq};rport\r\n"
+            f"From: <sip:+15005550006@127.0.0.1>;tag=f-{call_id}\r\n"
+            f"To: <sip:{NUMBER}@127.0.0.1>;tag={to_tag}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_retransmitted_invite_makes_one_call(bridge: SipBridgeServer) -> None:
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        client = UdpClient(bridge.sip_address)
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind(("127.0.0.1", 0))
+        try:
+            invite = client.invite("z9hG4bK-retrans", "retrans-1", rtp.getsockname()[1])
+            client.send(invite)
+            client.send(invite)  # retransmission before any answer
+            await asyncio.sleep(0.05)
+            client.send(invite)
+            ok = await client.final()
+            assert ok.status == 200
+            client.send(invite)  # after the 200: absorbed, no new call
+            tag = ok.to.tag
+            assert tag
+            client.send(client.in_dialog("ACK", 1, "retrans-1", tag))
+            await asyncio.sleep(0.3)
+            client.send(client.in_dialog("BYE", 2, "retrans-1", tag))
+            bye_ok = await client.final()
+            assert bye_ok.status == 200 and bye_ok.cseq.method == "BYE"
+            found = await records(bridge)
+        finally:
+            client.close()
+            rtp.close()
+    assert len(found) == 1
+    assert len(agent.calls) == 1
+
+
+async def test_reject_480_carries_reason_header(bridge: SipBridgeServer) -> None:
+    await route_to(bridge, "ws://127.0.0.1:9/", voice=False)
+    client = UdpClient(bridge.sip_address)
+    try:
+        client.send(client.invite("z9hG4bK-480", "reason-1", 4000))
+        response = await client.final()
+    finally:
+        client.close()
+    assert response.status == 480
+    assert response.headers.get("Reason") == 'SIP ;cause=480 ;text="agent_not_voice_enabled"'
+    for name in ("Server", "User-Agent"):
+        assert response.headers.get(name) is None
+
+
+async def test_agent_bad_frames_do_not_end_the_call(bridge: SipBridgeServer) -> None:
+    junk: list[str | bytes] = ["{not json", json.dumps({"type": "mystery"}), b"\x01\x02\x03"]
+    async with EchoAgent(extra_messages=junk) as agent:
+        await route_to(bridge, agent.url)
+        client = UdpClient(bridge.sip_address)
+        try:
+            client.send(client.invite("z9hG4bK-junk", "junk-1", 4002))
+            ok = await client.final()
+            assert ok.status == 200
+            assert ok.to.tag
+            client.send(client.in_dialog("ACK", 1, "junk-1", ok.to.tag))
+            await asyncio.sleep(0.5)
+            assert bridge.calls  # still up
+            client.send(client.in_dialog("BYE", 2, "junk-1", ok.to.tag))
+            assert (await client.final()).status == 200
+        finally:
+            client.close()
+    [record] = await records(bridge)
+    assert record.status is CallStatus.ANSWERED and record.reason == "caller_hangup"
+
+
+async def test_records_survive_restart(bridge: SipBridgeServer, tmp_path: Path) -> None:
+    client = UdpClient(bridge.sip_address)
+    try:
+        client.send(client.invite("z9hG4bK-nr", "restart-1", 4004))
+        assert (await client.final()).status == 404
+    finally:
+        client.close()
+    await records(bridge)
+    await bridge.stop()
+    again = SipBridgeServer(bridge.settings)
+    await again.start()
+    try:
+        [record] = await service.list_calls(again.db)
+        assert record.sip_call_id == "restart-1" and record.reason == "unknown_number"
+    finally:
+        await again.stop()
+        bridge.db = again.db  # the fixture's stop() closes it again harmlessly

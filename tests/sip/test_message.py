@@ -1,0 +1,984 @@
+import random
+
+import pytest
+
+from sipbridge.sip.errors import SipParseError
+from sipbridge.sip.message import (
+    REASON_PHRASES,
+    CSeq,
+    Headers,
+    NameAddr,
+    Request,
+    Response,
+    Uri,
+    Via,
+    build_error_response,
+    canonical_header_name,
+    default_reason,
+    make_response,
+    parse_message,
+)
+
+INVITE = (
+    b"INVITE sip:+15551234567@sip.example.com;user=phone SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bK776asdhds;rport\r\n"
+    b"Via: SIP/2.0/UDP 198.51.100.7;branch=z9hG4bKnashds8, SIP/2.0/TCP [2001:db8::9]:5070"
+    b";branch=z9hG4bK2\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"To: <sip:+15551234567@sip.example.com>\r\n"
+    b'From: "Alice \\"A\\" Smith" <sip:alice@example.org>;tag=1928301774\r\n'
+    b"Call-ID: a84b4c76e66710@pc33.example.org\r\n"
+    b"CSeq: 314159 INVITE\r\n"
+    b"Contact: <sip:alice@203.0.113.5:5060;transport=udp>\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: 5\r\n"
+    b"\r\n"
+    b"v=0\r\n"
+)
+
+OPTIONS = (
+    b"OPTIONS sip:bridge.example.com SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKopt\r\n"
+    b"From: <sip:monitor@example.net>;tag=77\r\n"
+    b"To: <sip:bridge.example.com>\r\n"
+    b"Call-ID: opt-1\r\n"
+    b"CSeq: 1 OPTIONS\r\n"
+    b"Content-Length: 0\r\n"
+    b"\r\n"
+)
+
+RESPONSE = (
+    b"SIP/2.0 180 Ringing\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKbye;received=192.0.2.9;rport=5061\r\n"
+    b"From: <sip:bridge@example.com>;tag=abc\r\n"
+    b"To: <sip:alice@example.org>;tag=xyz\r\n"
+    b"Call-ID: c1\r\n"
+    b"CSeq: 2 BYE\r\n"
+    b"Content-Length: 0\r\n"
+    b"\r\n"
+)
+
+
+def _request(data: bytes) -> Request:
+    message = parse_message(data)
+    assert isinstance(message, Request)
+    return message
+
+
+def _response(data: bytes) -> Response:
+    message = parse_message(data)
+    assert isinstance(message, Response)
+    return message
+
+
+def _replace(data: bytes, old: bytes, new: bytes) -> bytes:
+    assert old in data
+    return data.replace(old, new, 1)
+
+
+def _parse_error(data: bytes, max_size: int = 65535) -> SipParseError:
+    with pytest.raises(SipParseError) as info:
+        parse_message(data, max_size)
+    return info.value
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def test_parse_request_fields() -> None:
+    request = _request(INVITE)
+    assert request.method == "INVITE"
+    assert request.uri == Uri(
+        "sip", "+15551234567", None, "sip.example.com", None, {"user": "phone"}
+    )
+    assert [(v.transport, v.host, v.port, v.branch) for v in request.vias] == [
+        ("UDP", "203.0.113.5", 5060, "z9hG4bK776asdhds"),
+        ("UDP", "198.51.100.7", None, "z9hG4bKnashds8"),
+        ("TCP", "2001:db8::9", 5070, "z9hG4bK2"),
+    ]
+    assert "rport" in request.vias[0].params
+    assert request.vias[0].rport is None
+    assert request.from_.display == 'Alice "A" Smith'
+    assert request.from_.tag == "1928301774"
+    assert request.to.tag is None
+    assert request.to.uri.user == "+15551234567"
+    assert request.call_id == "a84b4c76e66710@pc33.example.org"
+    assert request.cseq == CSeq(314159, "INVITE")
+    assert request.max_forwards == 70
+    assert [c.uri.params for c in request.contacts] == [{"transport": "udp"}]
+    assert request.body == b"v=0\r\n"
+    assert request.headers.get("content-type") == "application/sdp"
+
+
+def test_parse_response_fields() -> None:
+    response = _response(RESPONSE)
+    assert (response.status, response.reason) == (180, "Ringing")
+    via = response.vias[0]
+    assert (via.received, via.rport) == ("192.0.2.9", "5061")
+    assert response.cseq == CSeq(2, "BYE")
+    assert response.to.tag == "xyz"
+    assert response.max_forwards is None
+    assert response.contacts == []
+    assert response.body == b""
+
+
+def test_response_without_reason_phrase() -> None:
+    response = _response(_replace(RESPONSE, b"180 Ringing", b"100"))
+    assert (response.status, response.reason) == (100, "")
+
+
+@pytest.mark.parametrize("status", [b"099", b"700", b"1000", b"2x0"])
+def test_status_code_out_of_range(status: bytes) -> None:
+    exc = _parse_error(_replace(RESPONSE, b"180", status))
+    assert exc.status_hint == 400
+    assert exc.is_request is False
+
+
+def test_compact_forms_are_expanded() -> None:
+    data = (
+        b"INVITE sip:b@example.com SIP/2.0\r\n"
+        b"v: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n"
+        b"f: <sip:a@example.com>;tag=1\r\n"
+        b"t: <sip:b@example.com>\r\n"
+        b"i: compact@1\r\n"
+        b"CSeq: 1 INVITE\r\n"
+        b"m: <sip:a@192.0.2.1>\r\n"
+        b"c: application/sdp\r\n"
+        b"k: timer\r\n"
+        b"s: hello\r\n"
+        b"e: gzip\r\n"
+        b"o: dialog\r\n"
+        b"r: <sip:c@example.com>\r\n"
+        b"b: <sip:d@example.com>\r\n"
+        b"u: talk\r\n"
+        b"x: 1800\r\n"
+        b"l: 2\r\n"
+        b"\r\n"
+        b"hi"
+    )
+    request = _request(data)
+    assert [name for name, _ in request.headers.items()] == [
+        "Via",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Contact",
+        "Content-Type",
+        "Supported",
+        "Subject",
+        "Content-Encoding",
+        "Event",
+        "Refer-To",
+        "Referred-By",
+        "Allow-Events",
+        "Session-Expires",
+        "Content-Length",
+    ]
+    assert request.call_id == "compact@1"
+    assert request.body == b"hi"
+    out = request.serialize()
+    assert b"\r\nCall-ID: compact@1\r\n" in out
+    assert b"\r\nContent-Length: 2\r\n\r\nhi" in out
+    assert b"\r\ni:" not in out
+
+
+def test_folded_header_lines_are_joined() -> None:
+    data = _replace(
+        INVITE,
+        b"CSeq: 314159 INVITE\r\n",
+        b"CSeq: 314159\r\n\t INVITE\r\nSubject: first\r\n  second\r\n   third\r\n",
+    )
+    data = _replace(data, b"To: <sip", b"To:\r\n <sip")
+    request = _request(data)
+    assert request.cseq == CSeq(314159, "INVITE")
+    assert request.headers.get("Subject") == "first second third"
+    assert request.to.uri.host == "sip.example.com"
+    assert b"Subject: first second third\r\n" in request.serialize()
+
+
+def test_lf_only_line_ends_are_tolerated() -> None:
+    request = _request(INVITE.replace(b"\r\n", b"\n"))
+    assert request.call_id == "a84b4c76e66710@pc33.example.org"
+    assert request.body == b"v=0\n"
+
+
+def test_leading_crlf_is_ignored() -> None:
+    # RFC 3261 §7.5
+    assert _request(b"\r\n\r\n" + OPTIONS).method == "OPTIONS"
+
+
+def test_header_names_are_case_insensitive_and_canonical() -> None:
+    data = _replace(OPTIONS, b"Call-ID: opt-1", b"cALL-iD  : opt-1")
+    data = _replace(data, b"CSeq:", b"cseq:")
+    request = _request(data)
+    assert request.call_id == "opt-1"
+    assert ("Call-ID", "opt-1") in request.headers.items()
+    assert ("CSeq", "1 OPTIONS") in request.headers.items()
+
+
+def test_multiple_values_in_one_line() -> None:
+    data = _replace(
+        OPTIONS,
+        b"Content-Length",
+        b'Contact: "Bell, Alexander" <sip:a@example.com;x=1,2>;q=0.5, <sip:b@example.com>\r\n'
+        b"Route: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\r\n"
+        b"Route: <sip:p3.example.com;lr>\r\n"
+        b"Date: Sat, 13 Nov 2010 23:29:00 GMT\r\n"
+        b"Content-Length",
+    )
+    request = _request(data)
+    assert [c.display for c in request.contacts] == ["Bell, Alexander", None]
+    assert request.contacts[0].uri.params == {"x": "1,2"}
+    assert request.contacts[0].params == {"q": "0.5"}
+    routes = [NameAddr.parse(v).uri.host for v in request.headers.get_all("Route")]
+    assert routes == ["p1.example.com", "p2.example.com", "p3.example.com"]
+    assert request.headers.get("Route") == "<sip:p1.example.com;lr>"
+    assert request.headers.get_all("Date") == ["Sat, 13 Nov 2010 23:29:00 GMT"]
+    assert len(request.headers.get_lines("Route")) == 2
+
+
+def test_contact_star_is_accepted() -> None:
+    request = _request(_replace(OPTIONS, b"Content-Length", b"Contact: *\r\nContent-Length"))
+    assert request.contacts == []
+
+
+def test_missing_max_forwards_is_tolerated() -> None:
+    assert _request(OPTIONS).max_forwards is None
+
+
+# ----------------------------------------------------------------------------- body framing
+
+
+def test_bytes_beyond_content_length_are_ignored() -> None:
+    assert _request(INVITE + b"garbage").body == b"v=0\r\n"
+
+
+def test_without_content_length_the_rest_is_the_body() -> None:
+    data = _replace(INVITE, b"Content-Length: 5\r\n", b"") + b"more"
+    assert _request(data).body == b"v=0\r\nmore"
+
+
+def test_content_length_larger_than_data() -> None:
+    exc = _parse_error(_replace(INVITE, b"Content-Length: 5", b"Content-Length: 6"))
+    assert exc.status_hint == 400
+    assert "Content-Length" in exc.reason
+    assert exc.headers is not None
+    assert exc.is_request is True
+
+
+@pytest.mark.parametrize("value", [b"-1", b"five", b"12345678901", b"1 2", b""])
+def test_malformed_content_length(value: bytes) -> None:
+    exc = _parse_error(_replace(INVITE, b"Content-Length: 5", b"Content-Length: " + value))
+    assert exc.status_hint == 400
+
+
+def test_duplicate_content_length() -> None:
+    exc = _parse_error(_replace(INVITE, b"Content-Length: 5", b"Content-Length: 5\r\nl: 5"))
+    assert "more than once" in exc.reason
+
+
+def test_non_ascii_digits_are_not_numbers() -> None:
+    exc = _parse_error(_replace(OPTIONS, b"Content-Length: 0", "l: \u0660".encode()))
+    assert exc.status_hint == 400
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_empty_message() -> None:
+    for data in (b"", b"\r\n\r\n"):
+        exc = _parse_error(data)
+        assert exc.headers is None
+        assert exc.is_request is None
+
+
+def test_message_too_large() -> None:
+    exc = _parse_error(INVITE, max_size=len(INVITE) - 1)
+    assert exc.status_hint == 513
+    assert exc.is_request is True
+    assert exc.headers is not None
+    assert exc.headers.get("Call-ID") == "a84b4c76e66710@pc33.example.org"
+    assert isinstance(parse_message(INVITE, max_size=len(INVITE)), Request)
+
+
+def test_unsupported_version_in_request() -> None:
+    exc = _parse_error(_replace(OPTIONS, b"SIP/2.0\r\n", b"SIP/3.0\r\n"))
+    assert exc.status_hint == 505
+    assert exc.is_request is True
+    assert exc.headers is not None
+    response = build_error_response(exc.headers, exc.status_hint)
+    assert response is not None
+    assert response.reason == "Version Not Supported"
+
+
+def test_unsupported_version_in_response() -> None:
+    exc = _parse_error(_replace(RESPONSE, b"SIP/2.0 180", b"SIP/3.0 180"))
+    assert exc.status_hint == 505
+    assert exc.is_request is False
+
+
+def test_sip_version_literal_is_case_insensitive() -> None:
+    assert _request(_replace(OPTIONS, b"SIP/2.0\r\n", b"sip/2.0\r\n")).method == "OPTIONS"
+
+
+@pytest.mark.parametrize("name", [b"Via", b"From", b"To", b"Call-ID", b"CSeq"])
+def test_missing_mandatory_header(name: bytes) -> None:
+    lines = [line for line in OPTIONS.split(b"\r\n") if not line.startswith(name + b":")]
+    exc = _parse_error(b"\r\n".join(lines))
+    assert exc.status_hint == 400
+    assert f"missing {name.decode()}" in exc.reason
+    assert exc.is_request is True
+    assert exc.headers is not None
+    assert name.decode() not in exc.headers
+    assert build_error_response(exc.headers, 400) is None
+
+
+@pytest.mark.parametrize("name", [b"From", b"To", b"Call-ID", b"CSeq", b"Max-Forwards"])
+def test_duplicate_single_header(name: bytes) -> None:
+    line = next(line for line in INVITE.split(b"\r\n") if line.startswith(name + b":"))
+    exc = _parse_error(_replace(INVITE, line, line + b"\r\n" + line))
+    assert "appears 2 times" in exc.reason
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"Via: SIP/2.0/UDP 203.0.113.5:5060", b"Via: SIP/2.0/UDP"),
+        (b"Via: SIP/2.0/UDP 203.0.113.5:5060", b"Via: SIP/1.0/UDP 203.0.113.5:5060"),
+        (b"Via: SIP/2.0/UDP 203.0.113.5:5060", b"Via: SIP/2.0/UDP 203.0.113.5:99999"),
+        (b'From: "Alice', b'From: "Alice <'),
+        (b"To: <sip:+1", b"To: < sip:+1"),
+        (b"Call-ID: a84b4c76e66710@pc33.example.org", b"Call-ID: a b"),
+        (b"CSeq: 314159 INVITE", b"CSeq: INVITE"),
+        (b"CSeq: 314159 INVITE", b"CSeq: 4294967296 INVITE"),
+        (b"CSeq: 314159 INVITE", b"CSeq: 314159 OPTIONS"),
+        (b"Max-Forwards: 70", b"Max-Forwards: 256"),
+        (b"Max-Forwards: 70", b"Max-Forwards: seventy"),
+        (b"Contact: <sip:alice@203.0.113.5:5060;transport=udp>", b"Contact: <sip:alice@>"),
+    ],
+)
+def test_malformed_mandatory_header(old: bytes, new: bytes) -> None:
+    exc = _parse_error(_replace(INVITE, old, new))
+    assert exc.status_hint == 400
+    assert exc.is_request is True
+    assert exc.headers is not None
+    assert exc.headers.get("Call-ID") is not None
+
+
+def test_cseq_number_at_32_bit_limit() -> None:
+    data = _replace(INVITE, b"CSeq: 314159 INVITE", b"CSeq: 4294967295 INVITE")
+    assert _request(data).cseq.seq == 4294967295
+
+
+@pytest.mark.parametrize(
+    ("start_line", "is_request"),
+    [
+        (b"INVITE <sip:u@example.com> SIP/2.0", True),
+        (b"INVITE sip:u@example.com; lr SIP/2.0", True),
+        (b"INVITE sip:u@example.com SIP/2.0 extra", None),
+        (b"IN\x01VITE sip:u@example.com SIP/2.0", True),
+        (b"INVITE sip:u@example.com", None),
+        (b"hello", None),
+        (b"SIP/2.0 OK", False),
+    ],
+)
+def test_malformed_start_line(start_line: bytes, is_request: bool | None) -> None:
+    data = start_line + INVITE[INVITE.index(b"\r\n") :]
+    exc = _parse_error(data)
+    assert exc.status_hint == 400
+    assert exc.is_request is is_request
+    assert exc.headers is not None
+    assert len(exc.headers.get_all("Via")) == 3
+
+
+def test_malformed_header_lines_keep_the_others() -> None:
+    data = _replace(OPTIONS, b"Content-Length", b"no colon here\r\n: empty name\r\nContent-Length")
+    exc = _parse_error(data)
+    assert "malformed header line" in exc.reason
+    assert exc.headers is not None
+    assert exc.headers.get("Call-ID") == "opt-1"
+    response = build_error_response(exc.headers, 400)
+    assert response is not None
+    assert response.call_id == "opt-1"
+
+
+def test_continuation_without_header() -> None:
+    exc = _parse_error(_replace(OPTIONS, b"\r\nVia:", b"\r\n folded\r\nVia:"))
+    assert "continuation" in exc.reason
+
+
+def test_bare_cr_in_header_line() -> None:
+    exc = _parse_error(_replace(OPTIONS, b"Call-ID: opt-1", b"Call-ID: opt\r-1"))
+    assert "bare CR" in exc.reason
+
+
+def test_missing_blank_line() -> None:
+    exc = _parse_error(OPTIONS[:-2])
+    assert "blank line" in exc.reason
+    assert exc.headers is not None
+    assert exc.headers.get("CSeq") == "1 OPTIONS"
+
+
+def test_every_truncated_prefix_raises_parse_error_only() -> None:
+    # The full INVITE needs every byte (Content-Length covers the body to the end),
+    # so every proper prefix must be refused, and only ever with SipParseError.
+    for size in range(len(INVITE)):
+        with pytest.raises(SipParseError):
+            parse_message(INVITE[:size])
+    assert isinstance(parse_message(INVITE), Request)
+
+
+def test_mutated_messages_raise_parse_error_only() -> None:
+    rng = random.Random(3261)
+    alphabet = b'\r\n \t:;,<>"\\@[]%=?&/0123456789aZ\x00\xff'
+    parsed = 0
+    for _ in range(3000):
+        data = bytearray(rng.choice((INVITE, OPTIONS, RESPONSE)))
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(data))
+            choice = rng.random()
+            if choice < 0.4:
+                data[pos] = rng.choice(alphabet)
+            elif choice < 0.7:
+                data[pos:pos] = bytes([rng.choice(alphabet)])
+            else:
+                del data[pos : pos + rng.randint(1, 4)]
+        try:
+            message = parse_message(bytes(data))
+        except SipParseError as exc:
+            if exc.headers is not None:
+                build_error_response(exc.headers, exc.status_hint, to_tag="t")
+            continue
+        parsed += 1
+        again = parse_message(message.serialize())
+        assert again.serialize() == message.serialize()
+    assert parsed > 100  # the mutations must not all be fatal, or this tests nothing
+
+
+# ----------------------------------------------------------------------------- serializing
+
+
+def test_round_trip() -> None:
+    for data in (INVITE, OPTIONS, RESPONSE):
+        first = parse_message(data)
+        out = first.serialize()
+        assert out == data  # already canonical
+        assert parse_message(out) == first
+
+
+def test_serialize_canonicalizes() -> None:
+    data = (
+        b"BYE sip:alice@192.0.2.4 SIP/2.0\r\n"
+        b"v:SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK9\r\n"
+        b"f: <sip:b@example.com>;tag=1\r\n"
+        b"t: <sip:alice@example.org>;tag=2\r\n"
+        b"i: c1\r\n"
+        b"cseq: 3 BYE\r\n"
+        b"l: 99\r\n"
+        b"\r\n" + b"x" * 99
+    )
+    request = _request(data)
+    request.body = b"abc"
+    assert request.serialize() == (
+        b"BYE sip:alice@192.0.2.4 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK9\r\n"
+        b"From: <sip:b@example.com>;tag=1\r\n"
+        b"To: <sip:alice@example.org>;tag=2\r\n"
+        b"Call-ID: c1\r\n"
+        b"CSeq: 3 BYE\r\n"
+        b"Content-Length: 3\r\n"
+        b"\r\n"
+        b"abc"
+    )
+
+
+def test_non_utf8_header_bytes_survive_round_trip() -> None:
+    data = _replace(OPTIONS, b"Content-Length", b"X-Raw: \xff\xfe ok\r\nContent-Length")
+    request = _request(data)
+    assert request.serialize() == data
+
+
+def test_request_built_by_code() -> None:
+    headers = Headers()
+    headers.add("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKbye1")
+    headers.add("Max-Forwards", "70")
+    headers.add("From", '"Bridge" <sip:bridge@example.com>;tag=abc')
+    headers.add("To", "<sip:alice@example.org>;tag=xyz")
+    headers.add("Call-ID", "c1@bridge")
+    headers.add("CSeq", "2 BYE")
+    request = Request("BYE", Uri.parse("sip:alice@192.0.2.4:5062"), headers)
+    assert request.vias[0].branch == "z9hG4bKbye1"
+    assert request.from_.display == "Bridge"
+    assert request.to.tag == "xyz"
+    assert request.cseq == CSeq(2, "BYE")
+    assert request.serialize() == (
+        b"BYE sip:alice@192.0.2.4:5062 SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKbye1\r\n"
+        b"Max-Forwards: 70\r\n"
+        b'From: "Bridge" <sip:bridge@example.com>;tag=abc\r\n'
+        b"To: <sip:alice@example.org>;tag=xyz\r\n"
+        b"Call-ID: c1@bridge\r\n"
+        b"CSeq: 2 BYE\r\n"
+        b"Content-Length: 0\r\n"
+        b"\r\n"
+    )
+    assert parse_message(request.serialize()) == request
+
+
+def test_accessors_follow_header_changes() -> None:
+    request = _request(OPTIONS)
+    assert request.call_id == "opt-1"
+    request.headers.set("Call-ID", "opt-2")
+    assert request.call_id == "opt-2"
+    request.headers = Headers(request.headers.items())
+    request.headers.set("CSeq", "7 OPTIONS")
+    assert request.cseq.seq == 7
+
+
+def test_code_built_request_with_missing_header_raises_on_access() -> None:
+    request = Request("BYE", Uri.parse("sip:a@example.com"), Headers([("Call-ID", "x")]))
+    with pytest.raises(SipParseError, match="missing Via"):
+        _ = request.vias
+
+
+def test_set_vias_after_editing() -> None:
+    request = _request(INVITE)
+    top = request.vias[0]
+    top.params["received"] = "192.0.2.99"
+    top.params["rport"] = "5099"
+    request.set_vias(request.vias)
+    assert request.vias[0].received == "192.0.2.99"
+    lines = request.headers.get_lines("Via")
+    assert lines[0] == (
+        "SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bK776asdhds;rport=5099;received=192.0.2.99"
+    )
+    assert len(lines) == 3  # one field per Via now
+    assert request.headers.items()[0][0] == "Via"  # kept in place
+    assert parse_message(request.serialize()) == request
+
+
+# ----------------------------------------------------------------------------- Headers
+
+
+def test_headers_multimap() -> None:
+    headers = Headers(
+        [("v", "SIP/2.0/UDP a"), ("Subject", "x"), ("VIA", "SIP/2.0/UDP b, SIP/2.0/UDP c")]
+    )
+    assert len(headers) == 3
+    assert "via" in headers
+    assert "V" in headers
+    assert "Route" not in headers
+    assert 3 not in headers
+    assert headers.get("Via") == "SIP/2.0/UDP a"
+    assert headers.get_all("via") == ["SIP/2.0/UDP a", "SIP/2.0/UDP b", "SIP/2.0/UDP c"]
+    assert headers.get_lines("Via") == ["SIP/2.0/UDP a", "SIP/2.0/UDP b, SIP/2.0/UDP c"]
+    assert headers.get("Missing") is None
+    assert headers.get_all("Missing") == []
+    headers.set("s", "y")
+    assert headers.get_all("Subject") == ["y"]
+    headers.set("via", "SIP/2.0/UDP z")
+    assert headers.items() == [("Via", "SIP/2.0/UDP z"), ("Subject", "y")]
+    headers.set("X-New", "1")
+    assert headers.items()[-1] == ("X-New", "1")
+    headers.remove("SUBJECT")
+    headers.remove("Not-There")
+    assert list(headers) == [("Via", "SIP/2.0/UDP z"), ("X-New", "1")]
+    assert headers == Headers([("v", "SIP/2.0/UDP z"), ("x-new", "1")])
+    assert headers != Headers([("Via", "SIP/2.0/UDP z")])
+    assert headers.__eq__(object()) is NotImplemented
+    assert "X-New" in repr(headers)
+
+
+def test_headers_get_skips_empty_list_lines() -> None:
+    headers = Headers([("Supported", ""), ("Supported", "timer, 100rel")])
+    assert headers.get("Supported") == "timer"
+    assert headers.get_all("Supported") == ["timer", "100rel"]
+
+
+def test_headers_copy_is_independent() -> None:
+    headers = Headers([("To", "<sip:a@b>")])
+    copy = headers.copy()
+    copy.add("From", "<sip:c@d>")
+    assert "From" not in headers
+    assert copy.get("To") == "<sip:a@b>"
+
+
+def test_non_list_headers_are_not_split() -> None:
+    headers = Headers([("WWW-Authenticate", 'Digest realm="a", nonce="b"')])
+    assert headers.get_all("WWW-Authenticate") == ['Digest realm="a", nonce="b"']
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("Bad Name", "x"), ("", "x"), ("X", "a\r\nVia: evil"), ("X", "a\nb")]
+)
+def test_headers_refuse_injection(name: str, value: str) -> None:
+    with pytest.raises(ValueError):
+        Headers().add(name, value)
+    with pytest.raises(ValueError):
+        Headers().set(name, value)
+
+
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [
+        ("v", "Via"),
+        ("F", "From"),
+        ("t", "To"),
+        ("i", "Call-ID"),
+        ("m", "Contact"),
+        ("l", "Content-Length"),
+        ("c", "Content-Type"),
+        ("k", "Supported"),
+        ("s", "Subject"),
+        ("e", "Content-Encoding"),
+        ("o", "Event"),
+        ("r", "Refer-To"),
+        ("b", "Referred-By"),
+        ("u", "Allow-Events"),
+        ("x", "Session-Expires"),
+        ("cseq", "CSeq"),
+        ("WWW-AUTHENTICATE", "WWW-Authenticate"),
+        ("X-Custom-Thing", "X-Custom-Thing"),
+        ("z", "z"),
+    ],
+)
+def test_canonical_header_name(name: str, canonical: str) -> None:
+    assert canonical_header_name(name) == canonical
+
+
+# ----------------------------------------------------------------------------- Uri
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "sip:+1202555@host;user=phone",
+            Uri("sip", "+1202555", None, "host", None, {"user": "phone"}),
+        ),
+        ("SIPS:alice@example.com:5061", Uri("sips", "alice", None, "example.com", 5061)),
+        ("sip:example.com", Uri("sip", None, None, "example.com")),
+        ("sip:alice:secret@example.com", Uri("sip", "alice", "secret", "example.com")),
+        ("sip:alice:@example.com", Uri("sip", "alice", "", "example.com")),
+        ("sip:[::1]:5070;lr", Uri("sip", None, None, "::1", 5070, {"lr": None})),
+        ("sip:bob@[2001:db8::10]", Uri("sip", "bob", None, "2001:db8::10")),
+        (
+            "sip:u@h;Transport=TCP;maddr=[::1]?Subject=hi%20there&Priority=urgent",
+            Uri(
+                "sip",
+                "u",
+                None,
+                "h",
+                None,
+                {"transport": "TCP", "maddr": "[::1]"},
+                {"Subject": "hi there", "Priority": "urgent"},
+            ),
+        ),
+        (
+            "sip:u@h?Route=%3Csip:x%3E&Empty=",
+            Uri("sip", "u", None, "h", headers={"Route": "<sip:x>", "Empty": ""}),
+        ),
+        ("sip:%75se%72@h;n%61me=v%61lue", Uri("sip", "user", None, "h", None, {"name": "value"})),
+        (
+            "sip:user;par=u%40example.net@example.com",
+            Uri("sip", "user;par=u@example.net", None, "example.com"),
+        ),
+        (
+            "tel:+1-202-555-0100;phone-context=example.com",
+            Uri("tel", "+1-202-555-0100", None, "", None, {"phone-context": "example.com"}),
+        ),
+        ("tel:911", Uri("tel", "911")),
+        ("urn:service:sos", Uri("urn", host="service:sos")),
+        ("soap.beep://192.0.2.103:3002", Uri("soap.beep", host="//192.0.2.103:3002")),
+    ],
+)
+def test_uri_parse(text: str, expected: Uri) -> None:
+    uri = Uri.parse(text)
+    assert uri == expected
+    assert Uri.parse(str(uri)) == uri
+
+
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("sip:+1202555@host;user=phone", "sip:+1202555@host;user=phone"),
+        ("sip:%75se%72@h", "sip:user@h"),
+        ("sip:sips%3Auser%40example.com@example.net", "sip:sips%3Auser%40example.com@example.net"),
+        ("sip:I%20have%20spaces@example.net", "sip:I%20have%20spaces@example.net"),
+        ("sip:h;%6C%72;n%61me=v%61lue%25%34%31", "sip:h;lr;name=value%2541"),
+        ("sip:[2001:db8::1]:5060", "sip:[2001:db8::1]:5060"),
+        ("sip:u@h?Route=%3Csip:x%3E", "sip:u@h?Route=%3Csip:x%3E"),
+        ("TEL:+1202555", "tel:+1202555"),
+    ],
+)
+def test_uri_str(text: str, canonical: str) -> None:
+    assert str(Uri.parse(text)) == canonical
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "example.com",
+        "<sip:a@b>",
+        "sip:",
+        "sip:a@",
+        "sip:a b@host",
+        "sip:host:port",
+        "sip:host:99999",
+        "sip:2001:db8::10",
+        "sip:[2001:db8::10",
+        "sip:[2001:db8:::1]",
+        "sip:a%G1@host",
+        "sip:host;=x",
+        "sip:host;a=",
+        "sip:host;",
+        "sip:host?noequals",
+        "sip:host?a=b&",
+        "sip:a@b ",
+        "tel:",
+        "tel:abc",
+        "1sip:host",
+        "foo:",
+        "foo:a b",
+    ],
+)
+def test_uri_parse_rejects(text: str) -> None:
+    with pytest.raises(SipParseError):
+        Uri.parse(text)
+
+
+# ----------------------------------------------------------------------------- NameAddr
+
+
+@pytest.mark.parametrize(
+    ("text", "display", "uri", "params"),
+    [
+        ('"Alice" <sip:alice@example.org>;tag=1', "Alice", "sip:alice@example.org", {"tag": "1"}),
+        (
+            '"J Rosenberg \\\\\\""  <sip:j@example.com> ; tag = 98',
+            'J Rosenberg \\"',
+            "sip:j@example.com",
+            {"tag": "98"},
+        ),
+        ('"" <sip:a@b>', "", "sip:a@b", {}),
+        (
+            "caller<sip:caller@example.com>;tag=323",
+            "caller",
+            "sip:caller@example.com",
+            {"tag": "323"},
+        ),
+        ("A. Bell <sip:a@b>", "A. Bell", "sip:a@b", {}),
+        ("<sip:a@b;lr>", None, "sip:a@b;lr", {}),
+        ("sip:a@b;tag=x;user=phone", None, "sip:a@b", {"tag": "x", "user": "phone"}),
+        ("sip:a@b ;   tag    = 1918181833n", None, "sip:a@b", {"tag": "1918181833n"}),
+        ("tel:+1202555;tag=1", None, "tel:+1202555", {"tag": "1"}),
+        ("<isbn:2983792873>", None, "isbn:2983792873", {}),
+        ('"Quoted <not a uri>" <sip:a@b>', "Quoted <not a uri>", "sip:a@b", {}),
+    ],
+)
+def test_name_addr_parse(
+    text: str, display: str | None, uri: str, params: dict[str, str | None]
+) -> None:
+    value = NameAddr.parse(text)
+    assert value.display == display
+    assert str(value.uri) == uri
+    assert value.params == params
+    assert NameAddr.parse(str(value)) == value
+
+
+def test_name_addr_tag_and_str() -> None:
+    value = NameAddr.parse('"A \\"B\\"" <sip:a@b>;tag=9;x="y z"')
+    assert value.tag == "9"
+    assert str(value) == '"A \\"B\\"" <sip:a@b>;tag=9;x="y z"'
+    assert NameAddr(None, Uri.parse("sip:a@b")).tag is None
+    assert str(NameAddr(None, Uri.parse("sip:a@b"), {"lr": None})) == "<sip:a@b>;lr"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"Mr. J. User <sip:j.user@example.com>',
+        '"Alice" sip:a@b',
+        "<sip:a@b",
+        "< sip:a@b >",
+        "<sip:a@b >",
+        "Bell, Alexander <sip:a@b>",
+        "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+        "<sip:a@b> junk",
+        "<sip:a@b>;;",
+        "<sip:a@b>;tag=",
+        "",
+    ],
+)
+def test_name_addr_parse_rejects(text: str) -> None:
+    with pytest.raises(SipParseError):
+        NameAddr.parse(text)
+
+
+# ----------------------------------------------------------------------------- Via, CSeq
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport",
+            Via("UDP", "192.0.2.1", 5060, {"branch": "z9hG4bK1", "rport": None}),
+        ),
+        (
+            "SIP  /   2.0 /udp    192.0.2.2;branch=390skdjuw",
+            Via("UDP", "192.0.2.2", None, {"branch": "390skdjuw"}),
+        ),
+        (
+            "sip/2.0/TLS host.example.com : 5061 ; Branch = z9hG4bK2",
+            Via("TLS", "host.example.com", 5061, {"branch": "z9hG4bK2"}),
+        ),
+        (
+            "SIP/2.0/UDP [2001:db8::9:1]:6050;received=2001:db8::9:255",
+            Via("UDP", "2001:db8::9:1", 6050, {"received": "2001:db8::9:255"}),
+        ),
+        ("SIP/2.0/UNKNOWN t4.example.com", Via("UNKNOWN", "t4.example.com")),
+    ],
+)
+def test_via_parse(text: str, expected: Via) -> None:
+    via = Via.parse(text)
+    assert via == expected
+    assert Via.parse(str(via)) == via
+
+
+def test_via_accessors_and_str() -> None:
+    via = Via.parse("SIP/2.0/UDP [::1];branch=z9hG4bKx;received=[::2];rport=5062")
+    assert (via.branch, via.received, via.rport) == ("z9hG4bKx", "[::2]", "5062")
+    assert str(via) == "SIP/2.0/UDP [::1];branch=z9hG4bKx;received=[::2];rport=5062"
+    bare = Via("TCP", "example.com")
+    assert (bare.branch, bare.received, bare.rport) == (None, None, None)
+    assert str(bare) == "SIP/2.0/TCP example.com"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SIP/2.0/UDP",
+        "SIP/2.0 192.0.2.1",
+        "SIP/3.0/UDP 192.0.2.1",
+        "HTTP/2.0/UDP 192.0.2.1",
+        "SIP/2.0/UDP 192.0.2.1:",
+        "SIP/2.0/UDP 192.0.2.1:123456",
+        "SIP/2.0/UDP 192.0.2.1:65536",
+        "SIP/2.0/UDP 192.0.2.15;;,;,,",
+        "SIP/2.0/UDP 2001:db8::1",
+        "SIP/2.0/UDP [2001:db8:::1]",
+        "SIP/2.0/UDP host junk",
+    ],
+)
+def test_via_parse_rejects(text: str) -> None:
+    with pytest.raises(SipParseError):
+        Via.parse(text)
+
+
+def test_cseq() -> None:
+    assert CSeq.parse(" 0009  INVITE ") == CSeq(9, "INVITE")
+    assert str(CSeq(1, "BYE")) == "1 BYE"
+    for bad in ("INVITE", "1", "-1 INVITE", "1 IN VITE", "1" * 5000 + " INVITE", "4294967296 ACK"):
+        with pytest.raises(SipParseError):
+            CSeq.parse(bad)
+
+
+# ----------------------------------------------------------------------------- responses
+
+
+def test_make_response_copies_headers_and_adds_tag() -> None:
+    request = _request(
+        _replace(
+            INVITE, b"Content-Length", b"Record-Route: <sip:p.example.com;lr>\r\nContent-Length"
+        )
+    )
+    response = make_response(request, 180, to_tag="as83kd9bs")
+    assert (response.status, response.reason) == (180, "Ringing")
+    assert response.headers.get_all("Via") == request.headers.get_all("Via")
+    assert response.headers.get("From") == request.headers.get("From")
+    assert response.headers.get("To") == "<sip:+15551234567@sip.example.com>;tag=as83kd9bs"
+    assert response.to.tag == "as83kd9bs"
+    assert response.call_id == request.call_id
+    assert response.cseq == request.cseq
+    assert "Contact" not in response.headers
+    assert "Record-Route" not in response.headers
+    assert response.body == b""
+    out = response.serialize()
+    assert out.startswith(b"SIP/2.0 180 Ringing\r\n")
+    assert out.endswith(b"Content-Length: 0\r\n\r\n")
+    assert _response(out).vias == request.vias
+
+
+def test_make_response_keeps_existing_to_tag() -> None:
+    request = _request(
+        _replace(INVITE, b"To: <sip:+15551234567@sip.example.com>", b"To: <sip:x@y>;tag=old")
+    )
+    response = make_response(request, 200, to_tag="new")
+    assert response.headers.get("To") == "<sip:x@y>;tag=old"
+
+
+def test_make_response_reasons() -> None:
+    request = _request(OPTIONS)
+    assert make_response(request, 100).reason == "Trying"
+    assert make_response(request, 100).to.tag is None
+    assert make_response(request, 486, "Busy Busy").reason == "Busy Busy"
+    assert make_response(request, 299).reason == "Success"
+    assert make_response(request, 200).headers.get("To") == "<sip:bridge.example.com>"
+
+
+def test_default_reason() -> None:
+    assert default_reason(200) == "OK"
+    assert default_reason(416) == "Unsupported URI Scheme"
+    assert default_reason(513) == "Message Too Large"
+    assert default_reason(499) == "Client Error"
+    assert default_reason(999) == "Unknown"
+    assert REASON_PHRASES[481] == "Call/Transaction Does Not Exist"
+    assert all(100 <= code <= 699 for code in REASON_PHRASES)
+
+
+def test_build_error_response_from_raw_headers() -> None:
+    data = _replace(INVITE, b"CSeq: 314159 INVITE", b"CSeq: 314159 BYE")
+    data = _replace(data, b"To: <sip:+15551234567@sip.example.com>", b"To: broken <<")
+    exc = _parse_error(data)
+    assert exc.headers is not None
+    response = build_error_response(exc.headers, 400, to_tag="t1")
+    assert response is not None
+    assert (response.status, response.reason) == (400, "Bad Request")
+    assert response.headers.get_lines("Via") == exc.headers.get_lines("Via")
+    assert response.headers.get("To") == "broken <<;tag=t1"
+    assert response.headers.get("CSeq") == "314159 BYE"
+    assert response.headers.get("From") == exc.headers.get("From")
+    assert response.headers.get("Call-ID") == "a84b4c76e66710@pc33.example.org"
+    assert response.serialize().endswith(b"Content-Length: 0\r\n\r\n")
+
+
+def test_build_error_response_to_tag_and_duplicates() -> None:
+    headers = Headers(
+        [
+            ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1"),
+            ("From", "<sip:a@b>;tag=1"),
+            ("To", "<sip:c@d> ; TAG = 5"),
+            ("To", "<sip:e@f>"),
+            ("Call-ID", "x"),
+            ("CSeq", "1 INVITE"),
+        ]
+    )
+    response = build_error_response(headers, 400, "Duplicate To", to_tag="new")
+    assert response is not None
+    assert response.reason == "Duplicate To"
+    assert response.headers.get_lines("To") == ["<sip:c@d> ; TAG = 5"]
+    assert response.to.tag == "5"
+    without_tag = build_error_response(headers, 400)
+    assert without_tag is not None
+
+
+@pytest.mark.parametrize("missing", ["Via", "From", "To", "Call-ID", "CSeq"])
+def test_build_error_response_needs_core_headers(missing: str) -> None:
+    request = _request(OPTIONS)
+    headers = request.headers.copy()
+    headers.remove(missing)
+    assert build_error_response(headers, 400) is None
+    assert build_error_response(request.headers, 400) is not None

@@ -1,0 +1,250 @@
+"""Drive the real SIPp binary (Debian package ``sip-tester``) against sipbridge on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+SIPP = shutil.which("sipp")
+SIPP_SHARE = Path("/usr/share/sip-tester")
+
+
+def free_udp_port() -> int:
+    """An even UDP port that is free on 127.0.0.1 together with the next one."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port % 2 or port > 65000:
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(
+                socket.AF_INET, socket.SOCK_DGRAM
+            ) as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 2))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free UDP port")
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    errors: str
+
+
+async def run_sipp(
+    target: tuple[str, int],
+    workdir: Path,
+    *,
+    service: str,
+    scenario: str | None = None,
+    builtin: str | None = None,
+    timeout: float = 30.0,
+    extra: tuple[str, ...] = (),
+) -> SippResult:
+    """Run one SIPp call (``-m 1``) and return its exit code and output.
+
+    ``builtin`` names a scenario shipped with SIPp (``-sn``), ``scenario`` is
+    XML text written to the work folder (``-sf``). SIPp exits 0 when every
+    call succeeded. ``pcap`` in the work folder links to SIPp's audio files.
+    """
+    assert SIPP is not None, "sipp is not installed (Debian package sip-tester)"
+    pcap = workdir / "pcap"
+    if not pcap.exists():
+        pcap.symlink_to(SIPP_SHARE)
+    args = [SIPP, f"{target[0]}:{target[1]}", "-m", "1", "-s", service]
+    if builtin is not None:
+        args += ["-sn", builtin]
+    else:
+        assert scenario is not None
+        path = workdir / "scenario.xml"
+        path.write_text(scenario)
+        args += ["-sf", str(path)]
+    local_port = free_udp_port()
+    media_port = free_udp_port()
+    args += [
+        "-i", "127.0.0.1",
+        "-mi", "127.0.0.1",
+        "-p", str(local_port),
+        "-mp", str(media_port),
+        "-timeout", f"{int(timeout)}s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_err",
+        "-error_file", str(workdir / "errors.log"),
+        *extra,
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *args,
+        cwd=workdir,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout + 10)
+    except TimeoutError:
+        proc.kill()
+        out, err = await proc.communicate()
+    errors_file = workdir / "errors.log"
+    errors = errors_file.read_text(errors="replace") if errors_file.exists() else ""
+    return SippResult(
+        proc.returncode if proc.returncode is not None else -1,
+        out.decode(errors="replace"),
+        err.decode(errors="replace"),
+        errors,
+    )
+
+
+_INVITE = """
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:+15005550006@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      X-Customer-Id: 4711
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP {formats}
+{rtpmaps}
+    ]]>
+  </send>
+"""
+
+_ACK_2XX = """
+  <send>
+    <![CDATA[
+
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:+15005550006@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+_ACK_ERROR = """
+  <send>
+    <![CDATA[
+
+      ACK sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: sipp <sip:+15005550006@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+_PCMA = ("8 101", "      a=rtpmap:8 PCMA/8000\n      a=rtpmap:101 telephone-event/8000\n")
+
+
+def _scenario(name: str, body: str) -> str:
+    return (
+        '<?xml version="1.0" encoding="ISO-8859-1" ?>\n'
+        f'<scenario name="{name}">\n{body}\n</scenario>\n'
+    )
+
+
+def invite(formats: tuple[str, str] = _PCMA) -> str:
+    return _INVITE.replace("{formats}", formats[0]).replace("{rtpmaps}", formats[1])
+
+
+def expect_error_scenario(status: int, formats: tuple[str, str] = _PCMA) -> str:
+    """INVITE, then the final response ``status`` (ACKed); anything else fails the call."""
+    return _scenario(
+        f"expect {status}",
+        invite(formats)
+        + '  <recv response="100" optional="true"/>\n'
+        + '  <recv response="180" optional="true"/>\n'
+        + f'  <recv response="{status}"/>\n'
+        + _ACK_ERROR,
+    )
+
+
+def cancel_scenario() -> str:
+    """INVITE, wait for 180, CANCEL: expect 200 for the CANCEL and 487 for the INVITE."""
+    cancel = """
+  <send>
+    <![CDATA[
+
+      CANCEL sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      [last_Via:]
+      From: sipp <sip:+15005550006@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 CANCEL
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+    return _scenario(
+        "cancel",
+        invite()
+        + '  <recv response="100" optional="true"/>\n'
+        + '  <recv response="180"/>\n'
+        + cancel
+        + '  <recv response="200"/>\n'
+        + '  <recv response="487"/>\n'
+        + _ACK_ERROR,
+    )
+
+
+def wait_for_bye_scenario() -> str:
+    """INVITE, 200, ACK, then wait for the server's BYE and answer 200."""
+    ok = """
+  <recv request="BYE"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+    return _scenario(
+        "wait for BYE",
+        invite()
+        + '  <recv response="100" optional="true"/>\n'
+        + '  <recv response="180" optional="true"/>\n'
+        + '  <recv response="200" rtd="true"/>\n'
+        + _ACK_2XX
+        + ok,
+    )
