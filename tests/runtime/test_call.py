@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -59,7 +60,9 @@ async def route_to(server: SipBridgeServer, url: str, *, voice: bool = True) -> 
     await service.add_number(server.db, NUMBER, "echo")
 
 
-async def records(server: SipBridgeServer, count: int = 1, timeout: float = 10.0) -> list[CallRecord]:
+async def records(
+    server: SipBridgeServer, count: int = 1, timeout: float = 10.0
+) -> list[CallRecord]:
     deadline = time.monotonic() + timeout
     while True:
         found = await service.list_calls(server.db)
@@ -79,10 +82,14 @@ def sipp_ok(result: object) -> None:
 
 @pytest.mark.sipp
 @pytest.mark.skipif(os.geteuid() != 0, reason="capturing loopback RTP needs root (CI runs as root)")
-async def test_sipp_call_audio_echoes_back_bit_exact(bridge: SipBridgeServer, tmp_path: Path) -> None:
+async def test_sipp_call_audio_echoes_back_bit_exact(
+    bridge: SipBridgeServer, tmp_path: Path
+) -> None:
     async with EchoAgent() as agent:
         await route_to(bridge, agent.url)
-        sniffer = LoopbackSniffer(range(bridge.settings.rtp_port_min, bridge.settings.rtp_port_max + 1))
+        sniffer = LoopbackSniffer(
+            range(bridge.settings.rtp_port_min, bridge.settings.rtp_port_max + 1)
+        )
         sniffer.start()
         try:
             result = await run_sipp(
@@ -122,7 +129,7 @@ async def test_sipp_call_audio_echoes_back_bit_exact(bridge: SipBridgeServer, tm
     headers = [parse_rtp_header(p.payload) for p in ours]
     assert {h[3] for h in headers} == {headers[0][3]}
     seqs = [h[1] for h in headers]
-    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs))
     assert headers[0][4] is True  # marker on the first packet
     returned = [p.payload[h[5] : h[6]] for p, h in zip(ours, headers, strict=True)]
     assert {len(p) for p in returned} == {160}  # 20 ms packets, whatever the caller's ptime

@@ -21,9 +21,10 @@ def free_udp_port() -> int:
         if port % 2 or port > 65000:
             continue
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, socket.socket(
-                socket.AF_INET, socket.SOCK_DGRAM
-            ) as b:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
+            ):
                 a.bind(("127.0.0.1", port))
                 b.bind(("127.0.0.1", port + 2))
         except OSError:
@@ -71,15 +72,21 @@ async def run_sipp(
     local_port = free_udp_port()
     media_port = free_udp_port()
     args += [
-        "-i", "127.0.0.1",
-        "-mi", "127.0.0.1",
-        "-p", str(local_port),
-        "-mp", str(media_port),
-        "-timeout", f"{int(timeout)}s",
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-p",
+        str(local_port),
+        "-mp",
+        str(media_port),
+        "-timeout",
+        f"{int(timeout)}s",
         "-timeout_error",
         "-nostdin",
         "-trace_err",
-        "-error_file", str(workdir / "errors.log"),
+        "-error_file",
+        str(workdir / "errors.log"),
         *extra,
     ]
     proc = await asyncio.create_subprocess_exec(

@@ -10,6 +10,7 @@ transport).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -108,7 +109,5 @@ class AgentConnection:
         if self._ws is None:
             return
         self._closed = True
-        try:
+        with contextlib.suppress(TimeoutError, WebSocketException, OSError):
             await asyncio.wait_for(self._ws.close(), 2.0)
-        except (TimeoutError, WebSocketException, OSError):
-            pass

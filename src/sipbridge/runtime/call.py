@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sipbridge.agent.protocol import (
     AgentEvent,
@@ -88,6 +88,7 @@ class Call:
         self.session: AgentSession | None = None
         self._reader: asyncio.Future[str] | None = None
         self._inbound = bytearray()
+        self._hangup_task: asyncio.Future[None] | None = None
         self._frame_bytes = 320
 
     # -- events from the SIP side ------------------------------------------------
@@ -266,13 +267,16 @@ class Call:
     async def _bridge(self) -> None:
         assert self.agent is not None and self.session is not None
         reader = self._reader = asyncio.ensure_future(self.agent.run())
-        await asyncio.wait({reader, self._ended}, return_when=asyncio.FIRST_COMPLETED)
+        waiting: set[asyncio.Future[Any]] = {reader, self._ended}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if not self._ended.done():
             # The agent closed its socket: play out what it sent, then hang up.
             closed_reason = reader.result()
             self._event("agent_closed", detail=closed_reason)
             await self._play_out()
-            self._finish(EndCause.AGENT_HANGUP if self._agent_hangup else EndCause.AGENT_DISCONNECTED)
+            self._finish(
+                EndCause.AGENT_HANGUP if self._agent_hangup else EndCause.AGENT_DISCONNECTED
+            )
         cause = self._ended.result()
         if cause is not EndCause.CALLER_HANGUP:
             self._hangup_sip()
@@ -291,7 +295,8 @@ class Call:
             return
         budget = session.pending_audio_ms / 1000 + PLAYOUT_GRACE
         deadline = self.server.loop.time() + budget
-        while session.has_audio and self.server.loop.time() < deadline and not self._ended.done():
+        loop = self.server.loop
+        while session.has_audio and loop.time() < deadline and not self._ended.done():
             await asyncio.sleep(0.02)
         # One more frame period so the last packet is on the wire.
         await asyncio.sleep(0.02)
@@ -302,7 +307,7 @@ class Call:
                 if not self._agent_hangup:
                     self._agent_hangup = True
                     self._event("agent_hangup")
-                    asyncio.ensure_future(self._hangup_after_playout())
+                    self._hangup_task = asyncio.ensure_future(self._hangup_after_playout())
             elif isinstance(event, AudioDropped):
                 if self._dropped_audio == 0:
                     self._event("agent_audio_dropped", bytes=event.bytes, note="buffer cap reached")

@@ -15,6 +15,8 @@ import logging
 import random
 import signal
 import socket
+from collections.abc import Coroutine
+from typing import Any
 
 from sipbridge.config import ServeSettings
 from sipbridge.runtime.call import Call
@@ -93,7 +95,7 @@ class SipBridgeServer:
             self.settings.rtp_port_min,
             self.settings.rtp_port_max,
             self.settings.advertised_ip,
-            self.db.safe_url if hasattr(self.db, "safe_url") else "configured",
+            self.db.url.render_as_string(hide_password=True),
         )
 
     # -- SIP plumbing --------------------------------------------------------
@@ -146,9 +148,7 @@ class SipBridgeServer:
     def _dispatch(self, event: object) -> None:
         if isinstance(event, IncomingCall):
             if self.draining:
-                self.ua.reject(
-                    event.call, 503, self.loop.time(), headers=[("Retry-After", "30")]
-                )
+                self.ua.reject(event.call, 503, self.loop.time(), headers=[("Retry-After", "30")])
                 return
             call = Call(self, event.call)
             self.calls[event.call.id] = call
@@ -196,8 +196,8 @@ class SipBridgeServer:
         except Exception:
             log.exception("call=%s event=record_write_failed", call.sip.id)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -715,7 +715,7 @@ def _parse_headers(headers: Headers, method: str | None) -> _Parsed:
         raise SipParseError(f"malformed Call-ID {call_id!r}")
     cseq = CSeq.parse(_single(headers, "CSeq"))
     if method is not None and cseq.method != method:
-        # RFC 3261 §8.2.x / RFC 4475 §3.1.2.17 mismatch01: the methods must agree.
+        # RFC 3261 §8.1.1.5: the CSeq method matches the request (RFC 4475 mismatch01).
         raise SipParseError(f"CSeq method {cseq.method} does not match {method}")
     max_forwards: int | None = None
     mf_lines = headers.get_lines("Max-Forwards")
@@ -935,7 +935,7 @@ def parse_message(data: bytes, max_size: int = 65535) -> Request | Response:
         reason = sm.group(3) or ""
     else:
         if is_request and start_line.rsplit(" ", 1)[-1].upper() != "SIP/2.0":
-            # RFC 3261 §8.2.2 (via §21.5.6): 505 Version Not Supported (RFC 4475 badvers).
+            # RFC 3261 §21.5.6 505 Version Not Supported (RFC 4475 badvers).
             raise fail(f"unsupported SIP version {start_line.rsplit(' ', 1)[-1]}", 505)
         rm = grammar.REQUEST_LINE_RE.fullmatch(start_line)
         if rm is None:
@@ -985,14 +985,20 @@ def parse_message(data: bytes, max_size: int = 65535) -> Request | Response:
 _TAG_PARAM_RE = re.compile(r";[ \t]*tag[ \t]*=", re.IGNORECASE)
 
 
-def _copy_for_response(source: Headers, status: int, reason: str | None, to_value: str) -> Response:
+def _copy_for_response(
+    source: Headers, status: int, reason: str | None, to_value: str | None
+) -> Response:
     headers = Headers()
     for via in source.get_lines("Via"):
         headers.add("Via", via)
-    headers.add("From", source.get("From") or "")
-    headers.add("To", to_value)
-    headers.add("Call-ID", source.get("Call-ID") or "")
-    headers.add("CSeq", source.get("CSeq") or "")
+    for name, value in (
+        ("From", source.get("From")),
+        ("To", to_value),
+        ("Call-ID", source.get("Call-ID")),
+        ("CSeq", source.get("CSeq")),
+    ):
+        if value is not None:
+            headers.add(name, value)
     return Response(status, reason or default_reason(status), headers)
 
 
@@ -1018,13 +1024,15 @@ def build_error_response(
     raw header fields (RFC 3261 §8.2.6.2, §21.4.1).
 
     Via, From, To, Call-ID and CSeq are copied as written, since they may be the broken
-    part; returns None when any of them is missing (no valid response can be built, e.g.
-    RFC 4475 insuf). When a field appears twice, the first one is echoed.
+    part. Only the Via is required: it is what the client matches a response on (with
+    the CSeq, RFC 3261 §17.1.3), so a request missing From, To or Call-ID still gets
+    its 400 (RFC 4475 §3.1.2.8, insuf) with the fields it had. Returns None without a
+    Via. When a field appears twice, the first one is echoed.
     """
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if not headers.get_lines(name):
-            return None
-    to_value = headers.get_lines("To")[0]
-    if to_tag is not None and _TAG_PARAM_RE.search(to_value) is None:
+    if not headers.get_lines("Via"):
+        return None
+    lines = headers.get_lines("To")
+    to_value = lines[0] if lines else None
+    if to_value is not None and to_tag is not None and _TAG_PARAM_RE.search(to_value) is None:
         to_value = f"{to_value};tag={to_tag}"
     return _copy_for_response(headers, status, reason, to_value)

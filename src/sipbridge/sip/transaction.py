@@ -175,9 +175,11 @@ class InviteServerTransaction:
         In the Accepted state a retransmitted INVITE is absorbed (RFC 6026
         §7.1): the 2xx keeps going out on its own timer.
         """
-        if self.state in (InviteServerState.PROCEEDING, InviteServerState.COMPLETED):
-            if self._last_bytes:
-                self._outbox.append((self._last_bytes, self.source))
+        if self._last_bytes and self.state in (
+            InviteServerState.PROCEEDING,
+            InviteServerState.COMPLETED,
+        ):
+            self._outbox.append((self._last_bytes, self.source))
 
     def receive_ack(self, now: float) -> None:
         """ACK for a non-2xx final response (same transaction, §17.2.1)."""

@@ -352,7 +352,11 @@ class UserAgent:
         tx = InviteServerTransaction(request, source, self._outbox, now)
         self._server_tx[key] = tx
         call = InboundCall(
-            id=self.new_token(), invite=request, source=source, local_tag=self.new_token(), transaction=tx
+            id=self.new_token(),
+            invite=request,
+            source=source,
+            local_tag=self.new_token(),
+            transaction=tx,
         )
         self._origins[origin] = call
         self._calls_by_tx[key] = call
