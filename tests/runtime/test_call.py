@@ -414,3 +414,24 @@ async def test_records_survive_restart(bridge: SipBridgeServer, tmp_path: Path) 
     finally:
         await again.stop()
         bridge.db = again.db  # the fixture's stop() closes it again harmlessly
+
+
+async def test_invite_refused_by_sip_core_still_gets_a_record(bridge: SipBridgeServer) -> None:
+    client = UdpClient(bridge.sip_address)
+    try:
+        invite = client.invite("z9hG4bK-415", "ct-1", 4006).replace(
+            b"Content-Type: application/sdp", b"Content-Type: application/unknownformat"
+        )
+        client.send(invite)
+        response = await client.final()
+    finally:
+        client.close()
+    assert response.status == 415
+    assert response.headers.get("Accept") == "application/sdp"
+    [record] = await records(bridge)
+    assert (record.status, record.reason, record.sip_code) == (
+        CallStatus.FAILED,
+        "unsupported_media_type",
+        415,
+    )
+    assert record.to_number == NUMBER and record.sip_call_id == "ct-1"

@@ -15,12 +15,15 @@ import logging
 import random
 import signal
 import socket
+import uuid
 from collections.abc import Coroutine
 from typing import Any
 
 from sipbridge.config import ServeSettings
+from sipbridge.numbers import caller_number, dialed_number
 from sipbridge.runtime.call import Call
 from sipbridge.runtime.media import RtpPortAllocator
+from sipbridge.sip.message import Request
 from sipbridge.sip.ua import (
     AckTimeout,
     ByeCompleted,
@@ -34,6 +37,7 @@ from sipbridge.sip.ua import (
 )
 from sipbridge.store import service
 from sipbridge.store.db import Database
+from sipbridge.store.records import CallRecord, CallStatus, utcnow
 
 log = logging.getLogger("sipbridge.server")
 
@@ -163,6 +167,10 @@ class SipBridgeServer:
                 event.status,
                 event.reason.replace(" ", "_")[:120],
             )
+            if event.request is not None and event.method == "INVITE" and event.status:
+                self._record_rejected_invite(
+                    event.request, event.source, event.status, event.reason
+                )
             return
         target = self.calls.get(event.call.id)  # type: ignore[attr-defined]
         if target is None:
@@ -182,19 +190,39 @@ class SipBridgeServer:
 
     # -- calls -----------------------------------------------------------------
 
+    def _record_rejected_invite(
+        self, request: Request, source: Address, status: int, reason: str
+    ) -> None:
+        """A call record for an INVITE the SIP core refused before any call existed."""
+        now = utcnow()
+        record = CallRecord(
+            id=uuid.uuid4().hex,
+            sip_call_id=request.call_id,
+            from_number=caller_number(request.from_.uri.user),
+            to_number=dialed_number(request.uri.user, request.to.uri.user),
+            agent=None,
+            received_at=now,
+            ended_at=now,
+            status=CallStatus.FAILED,
+            reason=reason,
+            sip_code=status,
+            source=f"{source[0]}:{source[1]}",
+        )
+        self._spawn(self._save_record(record))
+
     def new_sdp_session_id(self) -> int:
         self._sdp_session += 1
         return self._sdp_session
 
     def call_finished(self, call: Call) -> None:
         self.calls.pop(call.sip.id, None)
-        self._spawn(self._save(call))
+        self._spawn(self._save_record(call.record))
 
-    async def _save(self, call: Call) -> None:
+    async def _save_record(self, record: CallRecord) -> None:
         try:
-            await service.save_call(self.db, call.record)
+            await service.save_call(self.db, record)
         except Exception:
-            log.exception("call=%s event=record_write_failed", call.sip.id)
+            log.exception("call=%s event=record_write_failed", record.id)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)

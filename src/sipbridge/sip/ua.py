@@ -130,12 +130,17 @@ class ReInviteReceived:
 
 @dataclass(frozen=True)
 class RequestRejected:
-    """A request answered with an error by the UA core itself (or dropped: status None)."""
+    """A request answered with an error by the UA core itself (or dropped: status None).
+
+    ``request`` is the parsed request when it parsed (so a rejected INVITE can still
+    get a call record).
+    """
 
     source: Address
     method: str | None
     status: int | None
     reason: str
+    request: Request | None = None
 
 
 UaEvent = (
@@ -284,11 +289,9 @@ class UserAgent:
             return
         rejection = self._validate(request)
         if rejection is not None:
-            status, extra = rejection
+            status, reason, extra = rejection
             self._reply_once(request, source, now, status, extra=extra)
-            self._events.append(
-                RequestRejected(source, request.method, status, f"{request.method} rejected")
-            )
+            self._events.append(RequestRejected(source, request.method, status, reason, request))
             return
         if request.method == "CANCEL":
             self._receive_cancel(request, source, now)
@@ -314,25 +317,28 @@ class UserAgent:
             top.params["rport"] = str(source[1])
         request.set_vias(request.vias)
 
-    def _validate(self, request: Request) -> tuple[int, list[tuple[str, str]]] | None:
-        """RFC 3261 §8.2.1-§8.2.3 checks, in the order the RFC gives them."""
+    def _validate(self, request: Request) -> tuple[int, str, list[tuple[str, str]]] | None:
+        """RFC 3261 §8.2.1-§8.2.3 checks, in the order the RFC gives them.
+
+        Returns the status, a reason word for logs and records, and extra headers.
+        """
         if request.method not in ALLOWED_METHODS:
-            return 501, [("Allow", ALLOW)]
+            return 501, "method_not_implemented", [("Allow", ALLOW)]
         if request.uri.scheme.lower() not in SUPPORTED_SCHEMES:
-            return 416, []
+            return 416, "unsupported_uri_scheme", []
         if request.method != "CANCEL":
             required = [
                 opt for value in request.headers.get_all("Require") if (opt := value.strip())
             ]
             if required:
-                return 420, [("Unsupported", ", ".join(required))]
+                return 420, "bad_extension", [("Unsupported", ", ".join(required))]
         if request.method == "INVITE" and request.body:
             content_type = (request.headers.get("Content-Type") or "").split(";")[0]
             if content_type.strip().lower() != ACCEPTED_BODY:
-                return 415, [("Accept", ACCEPTED_BODY)]
+                return 415, "unsupported_media_type", [("Accept", ACCEPTED_BODY)]
         if request.method == "INVITE" and not _accepts_sdp(request.headers.get_all("Accept")):
             # We can only answer with SDP (RFC 4475 §3.4.1, sdp01).
-            return 415, [("Accept", ACCEPTED_BODY)]
+            return 415, "unsupported_media_type", [("Accept", ACCEPTED_BODY)]
         return None
 
     def _capabilities(self) -> list[tuple[str, str]]:
