@@ -18,7 +18,7 @@ from sipbridge.codecs import get_codec
 from sipbridge.config import ServeSettings
 from sipbridge.rtp.packet import parse_rtp_header
 from sipbridge.runtime.server import SipBridgeServer
-from sipbridge.sip.message import Response, parse_message
+from sipbridge.sip.message import Request, Response, parse_message
 from sipbridge.store import service
 from sipbridge.store.records import CallRecord, CallStatus
 from tests.support.agents import EchoAgent, SilentTcpServer
@@ -435,3 +435,80 @@ async def test_invite_refused_by_sip_core_still_gets_a_record(bridge: SipBridgeS
         415,
     )
     assert record.to_number == NUMBER and record.sip_call_id == "ct-1"
+
+
+async def answer_bye(client: UdpClient, timeout: float = 5.0) -> Request:
+    """Wait for the server's BYE and answer it 200."""
+    loop = asyncio.get_running_loop()
+    while True:
+        data = await asyncio.wait_for(loop.sock_recv(client.sock, 65535), timeout)
+        message = parse_message(data)
+        if isinstance(message, Request) and message.method == "BYE":
+            break
+    response = (
+        "SIP/2.0 200 OK\r\n"
+        + "".join(f"Via: {v}\r\n" for v in message.headers.get_all("Via"))
+        + f"From: {message.headers.get('From')}\r\nTo: {message.headers.get('To')}\r\n"
+        f"Call-ID: {message.call_id}\r\nCSeq: {message.cseq.seq} BYE\r\nContent-Length: 0\r\n\r\n"
+    )
+    client.send(response.encode())
+    return message
+
+
+async def test_agent_closing_socket_ends_call_after_playout(bridge: SipBridgeServer) -> None:
+    greeting = b"\x10\x00" * 4000  # half a second
+    async with EchoAgent(greeting=greeting, close_after_greeting=True) as agent:
+        await route_to(bridge, agent.url)
+        client = UdpClient(bridge.sip_address)
+        try:
+            client.send(client.invite("z9hG4bK-close", "close-1", 4008))
+            ok = await client.final()
+            assert ok.status == 200 and ok.to.tag
+            client.send(client.in_dialog("ACK", 1, "close-1", ok.to.tag))
+            bye = await answer_bye(client)
+        finally:
+            client.close()
+    assert bye.from_.tag == ok.to.tag
+    [record] = await records(bridge)
+    assert (record.reason, record.hangup_by) == ("agent_disconnected", "agent")
+    assert record.duration_s is not None and record.duration_s >= 0.45
+
+
+async def test_reinvite_moves_media_and_keeps_the_call(bridge: SipBridgeServer) -> None:
+    loop = asyncio.get_running_loop()
+    first = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    second = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (first, second):
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        client = UdpClient(bridge.sip_address)
+        try:
+            client.send(client.invite("z9hG4bK-re1", "re-1", first.getsockname()[1]))
+            ok = await client.final()
+            assert ok.status == 200 and ok.to.tag
+            client.send(client.in_dialog("ACK", 1, "re-1", ok.to.tag))
+            await asyncio.wait_for(loop.sock_recv(first, 2048), 2)  # media flows to the SDP port
+            reinvite = client.invite("z9hG4bK-re2", "re-1", second.getsockname()[1])
+            reinvite = reinvite.replace(b"CSeq: 1 INVITE", b"CSeq: 2 INVITE").replace(
+                f"To: <sip:{NUMBER}@127.0.0.1>\r\n".encode(),
+                f"To: <sip:{NUMBER}@127.0.0.1>;tag={ok.to.tag}\r\n".encode(),
+            )
+            client.send(reinvite)
+            again = await client.final()
+            assert again.status == 200 and again.cseq.seq == 2
+            assert again.body == ok.body  # same answer: nothing changed on our side
+            client.send(client.in_dialog("ACK", 2, "re-1", ok.to.tag))
+            packet = await asyncio.wait_for(loop.sock_recv(second, 2048), 2)
+            assert parse_rtp_header(packet)[0] == 0
+            assert bridge.calls  # still up, agent still connected
+            assert len(agent.calls) == 1 and not agent.calls[0].closed.is_set()
+            client.send(client.in_dialog("BYE", 3, "re-1", ok.to.tag))
+            assert (await client.final()).status == 200
+        finally:
+            client.close()
+            first.close()
+            second.close()
+    [record] = await records(bridge)
+    assert record.reason == "caller_hangup"

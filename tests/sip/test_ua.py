@@ -285,6 +285,13 @@ class TestInvite:
         assert isinstance(event, ReInviteReceived)
         [(ok, _)] = [(m, a) for m, a in sent(ua) if isinstance(m, Response) and m.status == 200]
         assert ok.body == b"v=0\r\nanswer\r\n"
+        ua.handle_timer(1.5)  # not ACKed yet: the 200 is retransmitted
+        assert statuses(ua) == [200]
+        ua.receive_datagram(in_dialog("ACK", 2, call.local_tag, "z9hG4bK-ack2"), PEER, 1.6)
+        ua.handle_timer(3.0)
+        ua.handle_timer(10.0)
+        assert statuses(ua) == []
+        assert call.state is CallState.CONFIRMED
 
 
 class TestOutOfDialog:

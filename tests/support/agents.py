@@ -40,7 +40,9 @@ class EchoAgent:
         hangup_after_frames: int | None = None,
         hangup_after_greeting: bool = False,
         extra_messages: list[str | bytes] | None = None,
+        close_after_greeting: bool = False,
     ) -> None:
+        self.close_after_greeting = close_after_greeting
         self.echo = echo
         self.greeting = greeting
         self.hangup_after_frames = hangup_after_frames
@@ -79,6 +81,8 @@ class EchoAgent:
                             await ws.send(self.greeting)
                         if self.hangup_after_greeting:
                             await ws.send(json.dumps({"type": "hangup"}))
+                        if self.close_after_greeting:
+                            await ws.close()
                     else:
                         call.texts.append(data)
                     continue

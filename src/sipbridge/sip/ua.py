@@ -79,6 +79,7 @@ class InboundCall:
     dialog: Dialog | None = None
     local_sdp: bytes = b""
     final_status: int | None = None
+    reinvite: InviteServerTransaction | None = None  # the latest in-dialog INVITE
 
 
 @dataclass(frozen=True)
@@ -411,6 +412,7 @@ class UserAgent:
         response.headers.add("Content-Type", ACCEPTED_BODY)
         response.body = call.local_sdp
         tx.send_response(response, now)
+        call.reinvite = tx
         self._calls_by_tx[key] = call
         self._events.append(ReInviteReceived(call, request))
 
@@ -419,13 +421,10 @@ class UserAgent:
         call = self._dialogs.get(dialog_id)
         if call is None:
             return  # RFC 3261 §17.2.3: a stray ACK is dropped, never answered
-        for key, tx_call in self._calls_by_tx.items():
-            if tx_call is call:
-                tx = self._server_tx.get(key)
-                if isinstance(tx, InviteServerTransaction) and tx.request.cseq.seq == (
-                    request.cseq.seq
-                ):
-                    tx.ack_received()
+        # The ACK names the INVITE it confirms by CSeq number (RFC 3261 §13.2.2.4).
+        for tx in (call.transaction, call.reinvite):
+            if tx is not None and tx.request.cseq.seq == request.cseq.seq:
+                tx.ack_received()
         if call.state is CallState.ANSWERED:
             call.state = CallState.CONFIRMED
             if call.dialog is not None:
@@ -555,8 +554,6 @@ class UserAgent:
             self._origins.pop(
                 (call.invite.call_id, call.invite.from_.tag or "", call.invite.cseq.seq), None
             )
-            if call.state is CallState.ENDED:
-                return
 
     def _end(self, call: InboundCall) -> None:
         call.state = CallState.ENDED
