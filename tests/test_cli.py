@@ -46,7 +46,7 @@ def invoke(runner: CliRunner, env: dict[str, str], *args: str):  # type: ignore[
 def test_help_lists_commands(runner: CliRunner) -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("serve", "agent", "number", "calls", "db"):
+    for command in ("serve", "agent", "number", "trunk", "apikey", "calls", "db"):
         assert command in result.stdout
 
 
@@ -65,9 +65,16 @@ def test_agent_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
     result = invoke(runner, env, "agent", "list")
     assert result.exit_code == 0
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["NAME", "URL", "VOICE"]
-    assert lines[1].split()[:3] == ["quiet", "ws://localhost:9000", "no"]
-    assert lines[2].split()[:3] == ["support", "wss://agent.example/ws", "yes"]
+    assert lines[0].split()[:6] == ["NAME", "URLS", "PROTOCOL", "RATE", "VOICE", "TOKEN"]
+    assert lines[1].split()[:6] == ["quiet", "ws://localhost:9000", "native", "8000", "no", "no"]
+    assert lines[2].split()[:6] == [
+        "support",
+        "wss://agent.example/ws",
+        "native",
+        "8000",
+        "yes",
+        "no",
+    ]
 
     result = invoke(runner, env, "agent", "remove", "quiet")
     assert result.exit_code == 0
@@ -137,7 +144,8 @@ def test_number_add_invalid_exits_2(runner: CliRunner, env: dict[str, str]) -> N
     result = invoke(runner, env, "number", "add", "abc", "--agent", "bot")
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "error: 'abc' is not a valid phone number (use E.164, e.g. +12025550101)"
+        "error: number: 'abc' is not a valid phone number (use E.164, e.g. +12025550101, "
+        "or set a default region such as US for national formats)"
     )
     assert result.stdout == ""
 
@@ -277,13 +285,13 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0001" in result.stdout
+    assert "revision 0002" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
             return await db.current_revision()
 
-    assert asyncio.run(revision()) == "0001"
+    assert asyncio.run(revision()) == "0002"
 
 
 def test_db_option_overrides_env(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -343,6 +351,12 @@ def test_serve_builds_settings(
             "203.0.113.9",
             "--log-level",
             "DEBUG",
+            "--http-host",
+            "0.0.0.0",
+            "--http-port",
+            "9090",
+            "--default-region",
+            "gb",
         ],
         env=env,
     )
@@ -356,6 +370,9 @@ def test_serve_builds_settings(
             public_ip="203.0.113.9",
             db=db_url,
             log_level="debug",
+            default_region="GB",
+            http_host="0.0.0.0",
+            http_port=9090,
         )
     ]
 
@@ -374,6 +391,9 @@ def test_serve_defaults_and_env(
             "SIPBRIDGE_SIP_HOST": "10.1.1.1",
             "SIPBRIDGE_LOG_LEVEL": "warning",
             "SIPBRIDGE_AGENT_CONNECT_TIMEOUT": "2.5",
+            "SIPBRIDGE_HTTP_HOST": "10.1.1.2",
+            "SIPBRIDGE_HTTP_PORT": "8181",
+            "SIPBRIDGE_DEFAULT_REGION": "US",
         },
     )
     assert result.exit_code == 0, result.output
@@ -387,8 +407,23 @@ def test_serve_defaults_and_env(
             db=db_url,
             agent_connect_timeout=2.5,
             log_level="warning",
+            default_region="US",
+            http_host="10.1.1.2",
+            http_port=8181,
         )
     ]
+
+
+def test_serve_http_defaults(
+    runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
+) -> None:
+    assert runner.invoke(app, ["serve"], env=env).exit_code == 0
+    [settings] = fake_server
+    assert (settings.http_host, settings.http_port, settings.default_region) == (
+        "127.0.0.1",
+        8080,
+        None,
+    )
 
 
 def test_serve_migrates_database_first(
@@ -410,6 +445,7 @@ def test_serve_migrates_database_first(
         (["--rtp-ports", "abc"], "--rtp-ports"),
         (["--public-ip", "not-an-ip"], "--public-ip"),
         (["--log-level", "loud"], "--log-level"),
+        (["--default-region", "XX"], "--default-region"),
     ],
 )
 def test_serve_bad_options_exit_2(
@@ -429,6 +465,8 @@ def test_serve_bad_sip_port_exits_2(
     runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
 ) -> None:
     assert runner.invoke(app, ["serve", "--sip-port", "70000"], env=env).exit_code == 2
+    assert runner.invoke(app, ["serve", "--http-port", "70000"], env=env).exit_code == 2
+    assert runner.invoke(app, ["serve", "--http-port", "x"], env=env).exit_code == 2
     assert fake_server == []
 
 
@@ -462,7 +500,7 @@ def test_console_script_uses_sipbridge_db_env(tmp_path: Path) -> None:
     assert number.returncode == 0, number.stderr
     bad = run("number", "add", "abc", "--agent", "bot")
     assert bad.returncode == 2
-    assert "error: 'abc' is not a valid phone number" in bad.stderr
+    assert "error: number: 'abc' is not a valid phone number" in bad.stderr
 
     assert db_file.exists()
     assert not (tmp_path / "sipbridge.db").exists()  # the default was not used
@@ -473,3 +511,359 @@ def test_console_script_uses_sipbridge_db_env(tmp_path: Path) -> None:
             return None if route is None or route.agent is None else route.agent.name
 
     assert asyncio.run(read_back()) == "bot"
+
+
+# ------------------------------------------------------- agents (issue 5 options)
+
+
+def test_agent_add_all_options(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
+    result = invoke(
+        runner,
+        env,
+        "agent",
+        "add",
+        "bot",
+        "--url",
+        "wss://a.example/ws",
+        "--url",
+        "wss://b.example/ws",
+        "--token",
+        "s3cret-token",
+        "--protocol",
+        "twilio",
+        "--sample-rate",
+        "16000",
+        "--no-voice",
+    )
+    assert result.exit_code == 0, result.output
+    assert "added agent bot -> wss://a.example/ws, wss://b.example/ws" in result.stdout
+    listing = invoke(runner, env, "agent", "list").stdout
+    assert listing.splitlines()[1].split()[:6] == [
+        "bot",
+        "wss://a.example/ws,wss://b.example/ws",
+        "twilio",
+        "16000",
+        "no",
+        "yes",
+    ]
+    assert "s3cret-token" not in listing
+
+    async def read_back() -> tuple[str | None, int]:
+        async with Database(db_url) as db:
+            agent = await service.get_agent(db, "bot")
+            return agent.token, agent.sample_rate
+
+    assert asyncio.run(read_back()) == ("s3cret-token", 16000)
+
+
+def test_agent_options_from_env(runner: CliRunner, env: dict[str, str]) -> None:
+    result = runner.invoke(
+        app,
+        ["agent", "add", "bot"],
+        env={
+            **env,
+            "SIPBRIDGE_URL": "ws://one ws://two",
+            "SIPBRIDGE_PROTOCOL": "twilio",
+            "SIPBRIDGE_SAMPLE_RATE": "16000",
+            "SIPBRIDGE_TOKEN": "tok",
+        },
+    )
+    assert result.exit_code == 0, result.output
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[:6] == [
+        "bot",
+        "ws://one,ws://two",
+        "twilio",
+        "16000",
+        "yes",
+        "yes",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--protocol", "sip"], "error: protocol: 'sip' is not one of native, twilio"),
+        (["--sample-rate", "44100"], "error: sample_rate: 44100 is not one of 8000, 16000"),
+        (["--token", ""], "error: token: "),
+        (["--url", "http://x"], "error: urls: "),
+    ],
+)
+def test_agent_add_bad_options_exit_2(
+    runner: CliRunner, env: dict[str, str], args: list[str], message: str
+) -> None:
+    result = invoke(runner, env, "agent", "add", "bot", "--url", "ws://a", *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(message)
+    assert invoke(runner, env, "agent", "list").stdout.strip() == "no agents"
+
+
+def test_agent_update(runner: CliRunner, env: dict[str, str]) -> None:
+    invoke(runner, env, "agent", "add", "bot", "--url", "ws://a", "--token", "t")
+    result = invoke(
+        runner, env, "agent", "update", "bot", "--url", "ws://b", "--sample-rate", "16000"
+    )
+    assert result.exit_code == 0, result.output
+    assert "updated agent bot -> ws://b" in result.stdout
+    row = invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()
+    assert row[:6] == ["bot", "ws://b", "native", "16000", "yes", "yes"]
+
+    assert (
+        invoke(runner, env, "agent", "update", "bot", "--clear-token", "--no-voice").exit_code == 0
+    )
+    row = invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()
+    assert row[4:6] == ["no", "no"]
+
+    result = invoke(runner, env, "agent", "update", "bot", "--token", "x", "--clear-token")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --token and --clear-token")
+    result = invoke(runner, env, "agent", "update", "ghost", "--protocol", "native")
+    assert result.exit_code == 1
+    assert "error: agent 'ghost' not found" in result.stderr
+    result = invoke(runner, env, "agent", "update", "bot", "--protocol", "nope")
+    assert result.exit_code == 2
+
+
+# ------------------------------------------------------------- number regions
+
+
+def test_number_add_with_region(runner: CliRunner, env: dict[str, str]) -> None:
+    invoke(runner, env, "agent", "add", "bot", "--url", "ws://a")
+    result = invoke(runner, env, "number", "add", "(202) 555-0101", "--agent", "bot")
+    assert result.exit_code == 2
+    assert "set a default region" in result.stderr
+
+    result = invoke(
+        runner, env, "number", "add", "(202) 555-0101", "--agent", "bot", "--region", "US"
+    )
+    assert result.exit_code == 0, result.output
+    assert "added number +12025550101 -> bot" in result.stdout
+
+    result = runner.invoke(
+        app,
+        ["number", "add", "202-555-0102", "--agent", "bot"],
+        env={**env, "SIPBRIDGE_DEFAULT_REGION": "us"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "+12025550102" in result.stdout
+
+    result = invoke(runner, env, "number", "remove", "202 555 0102", "--default-region", "US")
+    assert result.exit_code == 0, result.output
+    assert "removed number +12025550102" in result.stdout
+
+    result = invoke(runner, env, "number", "add", "2025550103", "--agent", "bot", "--region", "XX")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: default_region: 'XX' is not a known region")
+
+
+def test_number_list_by_agent(runner: CliRunner, env: dict[str, str]) -> None:
+    invoke(runner, env, "agent", "add", "bot", "--url", "ws://a")
+    invoke(runner, env, "agent", "add", "other", "--url", "ws://b")
+    invoke(runner, env, "number", "add", "+12025550101", "--agent", "bot")
+    invoke(runner, env, "number", "add", "+12025550102", "--agent", "other")
+    listing = invoke(runner, env, "number", "list", "--agent", "other").stdout
+    assert "+12025550102" in listing and "+12025550101" not in listing
+    assert invoke(runner, env, "number", "list", "--agent", "ghost").stdout.strip() == "no numbers"
+
+
+def test_calls_number_with_region(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
+    _seed_calls(db_url)
+    result = invoke(runner, env, "calls", "--json", "--number", "202-555-0101", "--region", "US")
+    assert [c["id"] for c in json.loads(result.stdout)] == ["old"]
+    result = invoke(runner, env, "calls", "--json", "--number", "anonymous", "--region", "US")
+    assert [c["id"] for c in json.loads(result.stdout)] == ["new"]
+    result = invoke(runner, env, "calls", "--number", "2025550101", "--region", "XX")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: default_region: ")
+
+
+# --------------------------------------------------------------------- trunks
+
+
+def test_trunk_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
+    result = invoke(
+        runner,
+        env,
+        "trunk",
+        "add",
+        "telnyx",
+        "--allow",
+        "192.0.2.0/24",
+        "--allow",
+        "198.51.100.7",
+        "--host",
+        "sip.telnyx.example",
+        "--username",
+        "acct",
+        "--password",
+        "hunter2",
+        "--register",
+        "--max-calls",
+        "20",
+        "--codec",
+        "PCMU",
+        "--codec",
+        "opus",
+    )
+    assert result.exit_code == 0, result.output
+    assert "added trunk telnyx" in result.stdout
+    assert invoke(runner, env, "trunk", "add", "plain").exit_code == 0
+
+    listing = invoke(runner, env, "trunk", "list").stdout
+    lines = listing.splitlines()
+    assert lines[0].split() == [
+        "NAME",
+        "ALLOW",
+        "HOST",
+        "USERNAME",
+        "PASSWORD",
+        "REGISTER",
+        "MAX",
+        "CALLS",
+        "CODECS",
+    ]
+    assert lines[1].split() == ["plain", "-", "-", "-", "no", "no", "-", "-"]
+    assert lines[2].split() == [
+        "telnyx",
+        "192.0.2.0/24,198.51.100.7/32",
+        "sip.telnyx.example",
+        "acct",
+        "yes",
+        "yes",
+        "20",
+        "pcmu,opus",
+    ]
+    assert "hunter2" not in listing
+
+    result = invoke(runner, env, "trunk", "remove", "plain")
+    assert result.exit_code == 0
+    assert "removed trunk plain" in result.stdout
+    assert "plain" not in invoke(runner, env, "trunk", "list").stdout
+
+
+def test_trunk_list_empty(runner: CliRunner, env: dict[str, str]) -> None:
+    assert invoke(runner, env, "trunk", "list").stdout.strip() == "no trunks"
+
+
+def test_trunk_password_from_env(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
+    result = runner.invoke(
+        app,
+        ["trunk", "add", "t", "--host", "h.example", "--username", "u", "--register"],
+        env={**env, "SIPBRIDGE_PASSWORD": "from-env", "SIPBRIDGE_CODEC": "pcma g722"},
+    )
+    assert result.exit_code == 0, result.output
+
+    async def read_back() -> tuple[str | None, list[str]]:
+        async with Database(db_url) as db:
+            trunk = await service.get_trunk(db, "t")
+            return trunk.password, trunk.codecs
+
+    assert asyncio.run(read_back()) == ("from-env", ["pcma", "g722"])
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["--allow", "10.0.0.0/33"], "allowed_cidrs"),
+        (["--codec", "g729"], "codecs"),
+        (["--max-calls", "0"], "max_calls"),
+        (["--host", "bad host"], "host"),
+        (["--register"], "register"),
+    ],
+)
+def test_trunk_add_bad_options_exit_2(
+    runner: CliRunner, env: dict[str, str], args: list[str], field: str
+) -> None:
+    result = invoke(runner, env, "trunk", "add", "t", *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {field}: ")
+
+
+def test_trunk_duplicate_and_unknown_exit_1(runner: CliRunner, env: dict[str, str]) -> None:
+    invoke(runner, env, "trunk", "add", "t")
+    result = invoke(runner, env, "trunk", "add", "t")
+    assert result.exit_code == 1
+    assert "error: trunk 't' already exists" in result.stderr
+    result = invoke(runner, env, "trunk", "remove", "ghost")
+    assert result.exit_code == 1
+    assert "error: trunk 'ghost' not found" in result.stderr
+
+
+# ------------------------------------------------------------------- API keys
+
+
+def test_apikey_create_list_revoke(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
+    result = invoke(runner, env, "apikey", "create", "dashboard")
+    assert result.exit_code == 0, result.output
+    secret = result.stdout.strip()
+    assert secret.startswith("sb_") and "\n" not in secret  # stdout is the key alone
+    assert "cannot be shown again" in result.stderr
+
+    async def verify(key: str) -> str | None:
+        async with Database(db_url) as db:
+            record = await service.verify_api_key(db, key)
+            return None if record is None else record.name
+
+    assert asyncio.run(verify(secret)) == "dashboard"
+
+    listing = invoke(runner, env, "apikey", "list").stdout
+    lines = listing.splitlines()
+    assert lines[0].split()[:2] == ["NAME", "PREFIX"]
+    assert lines[1].split()[:2] == ["dashboard", secret[:8] + "..."]
+    assert secret not in listing
+
+    result = invoke(runner, env, "apikey", "create", "dashboard")
+    assert result.exit_code == 1
+    assert "error: API key 'dashboard' already exists" in result.stderr
+
+    result = invoke(runner, env, "apikey", "revoke", "dashboard")
+    assert result.exit_code == 0
+    assert "revoked API key dashboard" in result.stdout
+    assert asyncio.run(verify(secret)) is None
+    assert invoke(runner, env, "apikey", "list").stdout.strip() == "no API keys"
+
+    result = invoke(runner, env, "apikey", "revoke", "dashboard")
+    assert result.exit_code == 1
+    assert "error: API key 'dashboard' not found" in result.stderr
+    result = invoke(runner, env, "apikey", "create", "bad name")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: name: ")
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The management commands work the same against PostgreSQL (--db postgresql+asyncpg)."""
+    from tests.conftest import (
+        create_postgres_database,
+        drop_postgres_database,
+        postgres_server_url,
+    )
+
+    server = postgres_server_url()
+    assert server is not None
+    url = asyncio.run(create_postgres_database(server))
+    try:
+        pg_env = {"SIPBRIDGE_DB": url}
+        for name in list(os.environ):
+            if name.startswith("SIPBRIDGE_"):
+                monkeypatch.delenv(name)
+        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0002")
+        result = invoke(
+            runner, pg_env, "agent", "add", "bot", "--url", "wss://a", "--url", "wss://b"
+        )
+        assert result.exit_code == 0, result.output
+        result = invoke(
+            runner, pg_env, "number", "add", "202 555 0101", "--agent", "bot", "--region", "US"
+        )
+        assert result.exit_code == 0, result.output
+        assert invoke(runner, pg_env, "trunk", "add", "t", "--allow", "192.0.2.1").exit_code == 0
+        secret = invoke(runner, pg_env, "apikey", "create", "k").stdout.strip()
+        assert secret.startswith("sb_")
+        assert "wss://a,wss://b" in invoke(runner, pg_env, "agent", "list").stdout
+        assert "+12025550101" in invoke(runner, pg_env, "number", "list").stdout
+        assert "192.0.2.1/32" in invoke(runner, pg_env, "trunk", "list").stdout
+        assert invoke(runner, pg_env, "agent", "add", "bot", "--url", "ws://x").exit_code == 1
+        assert invoke(runner, pg_env, "apikey", "revoke", "k").exit_code == 0
+    finally:
+        asyncio.run(drop_postgres_database(server, url))

@@ -16,6 +16,22 @@ def test_defaults() -> None:
     assert settings.db == "sqlite:///sipbridge.db"
     assert settings.agent_connect_timeout == 5.0
     assert settings.log_level == "info"
+    assert settings.default_region is None
+    assert settings.http_host == "127.0.0.1"
+    assert settings.http_port == 8080
+
+
+def test_http_and_region_fields() -> None:
+    settings = ServeSettings(http_host="0.0.0.0", http_port=9000, default_region="US")
+    assert (settings.http_host, settings.http_port, settings.default_region) == (
+        "0.0.0.0",
+        9000,
+        "US",
+    )
+    with pytest.raises(ValueError, match="http_port 70000 is outside 0-65535"):
+        ServeSettings(http_port=70000)
+    with pytest.raises(ValueError, match="http_port -1"):
+        ServeSettings(http_port=-1)
 
 
 def test_frozen() -> None:

@@ -1,6 +1,14 @@
 import pytest
 
-from sipbridge.numbers import InvalidNumber, caller_number, dialed_number, normalize_e164
+from sipbridge.numbers import (
+    InvalidField,
+    InvalidNumber,
+    caller_location,
+    caller_number,
+    dialed_number,
+    normalize_e164,
+    normalize_region,
+)
 
 
 @pytest.mark.parametrize(
@@ -41,8 +49,50 @@ def test_invalid_number_message_and_type() -> None:
     with pytest.raises(ValueError) as info:
         normalize_e164("abc")
     assert isinstance(info.value, InvalidNumber)
-    assert str(info.value) == ("'abc' is not a valid phone number (use E.164, e.g. +12025550101)")
+    assert str(info.value) == (
+        "number: 'abc' is not a valid phone number (use E.164, e.g. +12025550101, "
+        "or set a default region such as US for national formats)"
+    )
     assert info.value.text == "abc"
+    assert info.value.field == "number"
+    assert isinstance(info.value, InvalidField)
+    with pytest.raises(InvalidNumber) as info:
+        normalize_e164("+1202555010")
+    assert str(info.value) == (
+        "number: '+1202555010' is not a valid phone number (use E.164, e.g. +12025550101)"
+    )
+
+
+def test_normalize_region() -> None:
+    assert normalize_region(None) is None
+    assert normalize_region(" us ") == "US"
+    assert normalize_region("gb") == "GB"
+    for bad in ("XX", "", "USA"):
+        with pytest.raises(InvalidField, match=r"^default_region: ") as info:
+            normalize_region(bad)
+        assert info.value.field == "default_region"
+    with pytest.raises(InvalidField, match=r"^default_region: "):
+        normalize_e164("2025550101", default_region="XX")
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [
+        ("+12025550100", ("US", "Washington D.C.")),
+        ("+14155550100", ("US", "San Francisco, CA")),
+        ("+442079460958", ("GB", "London")),
+        ("+33123456789", ("FR", None)),  # only the country is known
+        ("+80012345678", (None, None)),  # non-geographic (international freephone)
+        ("+19995550100", (None, None)),  # not a valid number
+        ("+", (None, None)),
+        ("anonymous", (None, None)),
+        ("12025550100", (None, None)),  # not E.164
+        ("", (None, None)),
+        (None, (None, None)),
+    ],
+)
+def test_caller_location(number: str | None, expected: tuple[str | None, str | None]) -> None:
+    assert caller_location(number) == expected
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from sipbridge.config import ServeSettings, parse_port_range
+from sipbridge.numbers import InvalidNumber, normalize_e164, normalize_region
 from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallRecord
@@ -43,9 +44,13 @@ app = typer.Typer(
 )
 agent_app = typer.Typer(help="Manage AI agents (WebSocket endpoints).", no_args_is_help=True)
 number_app = typer.Typer(help="Manage phone numbers and their agents.", no_args_is_help=True)
+trunk_app = typer.Typer(help="Manage SIP trunks (providers).", no_args_is_help=True)
+apikey_app = typer.Typer(help="Manage REST API keys.", no_args_is_help=True)
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(agent_app, name="agent")
 app.add_typer(number_app, name="number")
+app.add_typer(trunk_app, name="trunk")
+app.add_typer(apikey_app, name="apikey")
 app.add_typer(db_app, name="db")
 
 
@@ -56,6 +61,17 @@ def _env(option: str) -> str:
 DbOption = Annotated[
     str,
     typer.Option("--db", envvar=_env("db"), help="Database URL (sqlite:///file.db, ...)."),
+]
+
+
+RegionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--default-region",
+        "--region",
+        envvar=_env("default-region"),
+        help="ISO 3166 region for numbers written without +country code (e.g. US).",
+    ),
 ]
 
 
@@ -169,8 +185,23 @@ def serve(
             "--log-level", envvar=_env("log-level"), help="debug, info, warning or error."
         ),
     ] = "info",
+    http_host: Annotated[
+        str,
+        typer.Option(
+            "--http-host",
+            envvar=_env("http-host"),
+            help="Address to bind the HTTP API (/api, /healthz, /readyz, /metrics) on.",
+        ),
+    ] = "127.0.0.1",
+    http_port: Annotated[
+        int,
+        typer.Option(
+            "--http-port", envvar=_env("http-port"), min=0, max=65535, help="TCP port for HTTP."
+        ),
+    ] = 8080,
+    default_region: RegionOption = None,
 ) -> None:
-    """Run the SIP server."""
+    """Run the SIP server and its HTTP API."""
     try:
         rtp_min, rtp_max = parse_port_range(rtp_ports)
     except ValueError as exc:
@@ -183,6 +214,10 @@ def serve(
     level = log_level.strip().lower()
     if level not in LOG_LEVELS:
         _fail(f"--log-level: {log_level!r} is not one of {', '.join(LOG_LEVELS)}", 2)
+    try:
+        region = normalize_region(default_region)
+    except ValueError as exc:
+        _fail(f"--default-region: {exc}", 2)
     settings = ServeSettings(
         sip_host=sip_host,
         sip_port=sip_port,
@@ -192,6 +227,9 @@ def serve(
         db=db,
         agent_connect_timeout=agent_connect_timeout,
         log_level=level,
+        default_region=region,
+        http_host=http_host,
+        http_port=http_port,
     )
 
     async def migrate(_database: Database) -> None:
@@ -218,36 +256,127 @@ def run_server(settings: ServeSettings) -> None:
 # ---------------------------------------------------------------------------- agent
 
 
+UrlsOption = Annotated[
+    list[str],
+    typer.Option(
+        "--url",
+        envvar=_env("url"),
+        help="ws:// or wss:// URL of the agent; repeat for fallbacks, tried in order.",
+    ),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token", envvar=_env("token"), help="Secret sent to the agent (never displayed)."
+    ),
+]
+ProtocolOption = Annotated[
+    str | None,
+    typer.Option("--protocol", envvar=_env("protocol"), help="Agent protocol: native or twilio."),
+]
+SampleRateOption = Annotated[
+    int | None,
+    typer.Option("--sample-rate", envvar=_env("sample-rate"), help="8000 or 16000 (Hz)."),
+]
+
+
 @agent_app.command("add")
 def agent_add(
     name: Annotated[str, typer.Argument(help="Agent name, e.g. support-bot.")],
-    url: Annotated[
-        str, typer.Option("--url", envvar=_env("url"), help="ws:// or wss:// URL of the agent.")
-    ],
+    url: UrlsOption,
     voice: Annotated[
         bool,
         typer.Option(
             "--voice/--no-voice", envvar=_env("voice"), help="Whether the agent takes calls."
         ),
     ] = True,
+    token: TokenOption = None,
+    protocol: ProtocolOption = None,
+    sample_rate: SampleRateOption = None,
     db: DbOption = "sqlite:///sipbridge.db",
 ) -> None:
     """Add an agent."""
-    record = _run(db, lambda d: service.add_agent(d, name, url, voice_enabled=voice))
-    typer.echo(f"added agent {record.name} -> {record.url}")
+    record = _run(
+        db,
+        lambda d: service.add_agent(
+            d,
+            name,
+            url,
+            voice_enabled=voice,
+            protocol=protocol or "native",
+            token=token,
+            sample_rate=8000 if sample_rate is None else sample_rate,
+        ),
+    )
+    typer.echo(f"added agent {record.name} -> {', '.join(record.urls)}")
+
+
+@agent_app.command("update")
+def agent_update(
+    name: Annotated[str, typer.Argument(help="Agent name.")],
+    url: Annotated[
+        list[str] | None,
+        typer.Option("--url", envvar=_env("url"), help="Replace the URLs (repeat for fallbacks)."),
+    ] = None,
+    voice: Annotated[
+        bool | None,
+        typer.Option(
+            "--voice/--no-voice", envvar=_env("voice"), help="Whether the agent takes calls."
+        ),
+    ] = None,
+    token: TokenOption = None,
+    clear_token: Annotated[
+        bool,
+        typer.Option("--clear-token", envvar=_env("clear-token"), help="Remove the token."),
+    ] = False,
+    protocol: ProtocolOption = None,
+    sample_rate: SampleRateOption = None,
+    db: DbOption = "sqlite:///sipbridge.db",
+) -> None:
+    """Change an agent's settings (only the options given)."""
+    if clear_token and token is not None:
+        _fail("--token and --clear-token cannot be used together", 2)
+    new_token: str | service.Unset | None = service.UNSET
+    if clear_token:
+        new_token = None
+    elif token is not None:
+        new_token = token
+    record = _run(
+        db,
+        lambda d: service.update_agent(
+            d,
+            name,
+            urls=url or None,
+            voice_enabled=voice,
+            protocol=protocol,
+            token=new_token,
+            sample_rate=sample_rate,
+        ),
+    )
+    typer.echo(f"updated agent {record.name} -> {', '.join(record.urls)}")
 
 
 @agent_app.command("list")
 def agent_list(db: DbOption = "sqlite:///sipbridge.db") -> None:
-    """List agents."""
+    """List agents (tokens are never shown)."""
     agents = _run(db, service.list_agents)
     if not agents:
         typer.echo("no agents")
         return
     rows = [
-        [a.name, a.url, "yes" if a.voice_enabled else "no", _when(a.created_at)] for a in agents
+        [
+            a.name,
+            ",".join(a.urls),
+            a.protocol,
+            str(a.sample_rate),
+            "yes" if a.voice_enabled else "no",
+            "yes" if a.token is not None else "no",
+            _when(a.created_at),
+        ]
+        for a in agents
     ]
-    typer.echo(_table(["NAME", "URL", "VOICE", "CREATED (UTC)"], rows))
+    headers = ["NAME", "URLS", "PROTOCOL", "RATE", "VOICE", "TOKEN", "CREATED (UTC)"]
+    typer.echo(_table(headers, rows))
 
 
 @agent_app.command("remove")
@@ -268,21 +397,28 @@ def agent_remove(
 
 @number_app.command("add")
 def number_add(
-    number: Annotated[str, typer.Argument(help="Phone number in E.164, e.g. +12025550101.")],
+    number: Annotated[str, typer.Argument(help="Phone number, e.g. +12025550101.")],
     agent: Annotated[
         str, typer.Option("--agent", envvar=_env("agent"), help="Agent that answers it.")
     ],
+    default_region: RegionOption = None,
     db: DbOption = "sqlite:///sipbridge.db",
 ) -> None:
     """Route a phone number to an agent."""
-    record = _run(db, lambda d: service.add_number(d, number, agent))
+    record = _run(db, lambda d: service.add_number(d, number, agent, default_region))
     typer.echo(f"added number {record.number} -> {record.agent}")
 
 
 @number_app.command("list")
-def number_list(db: DbOption = "sqlite:///sipbridge.db") -> None:
+def number_list(
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", envvar=_env("agent"), help="Only this agent's numbers."),
+    ] = None,
+    db: DbOption = "sqlite:///sipbridge.db",
+) -> None:
     """List phone numbers."""
-    numbers = _run(db, service.list_numbers)
+    numbers = _run(db, lambda d: service.list_numbers(d, agent=agent))
     if not numbers:
         typer.echo("no numbers")
         return
@@ -293,11 +429,153 @@ def number_list(db: DbOption = "sqlite:///sipbridge.db") -> None:
 @number_app.command("remove")
 def number_remove(
     number: Annotated[str, typer.Argument(help="Phone number.")],
+    default_region: RegionOption = None,
     db: DbOption = "sqlite:///sipbridge.db",
 ) -> None:
     """Remove a phone number."""
-    removed = _run(db, lambda d: service.remove_number(d, number))
+    removed = _run(db, lambda d: service.remove_number(d, number, default_region))
     typer.echo(f"removed number {removed}")
+
+
+# --------------------------------------------------------------------------- trunk
+
+
+@trunk_app.command("add")
+def trunk_add(
+    name: Annotated[str, typer.Argument(help="Trunk name, e.g. telnyx.")],
+    allow: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow",
+            envvar=_env("allow"),
+            help="Source address or CIDR allowed to send calls (repeatable).",
+        ),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option("--host", envvar=_env("host"), help="Where outbound calls and REGISTER go."),
+    ] = None,
+    username: Annotated[
+        str | None,
+        typer.Option("--username", envvar=_env("username"), help="Digest user name."),
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(
+            "--password",
+            envvar=_env("password"),
+            help="Digest password (prefer the SIPBRIDGE_PASSWORD variable).",
+        ),
+    ] = None,
+    register: Annotated[
+        bool,
+        typer.Option("--register", envvar=_env("register"), help="Register with the host."),
+    ] = False,
+    max_calls: Annotated[
+        int | None,
+        typer.Option(
+            "--max-calls", envvar=_env("max-calls"), help="Concurrent call limit (at least 1)."
+        ),
+    ] = None,
+    codec: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--codec",
+            envvar=_env("codec"),
+            help="Allowed codec, in order of preference: pcmu, pcma, g722, opus (repeatable).",
+        ),
+    ] = None,
+    db: DbOption = "sqlite:///sipbridge.db",
+) -> None:
+    """Add a SIP trunk (provider)."""
+    record = _run(
+        db,
+        lambda d: service.add_trunk(
+            d,
+            name,
+            allowed_cidrs=allow or (),
+            host=host,
+            username=username,
+            password=password,
+            register=register,
+            max_calls=max_calls,
+            codecs=codec or (),
+        ),
+    )
+    typer.echo(f"added trunk {record.name}")
+
+
+@trunk_app.command("list")
+def trunk_list(db: DbOption = "sqlite:///sipbridge.db") -> None:
+    """List trunks (passwords are never shown)."""
+    trunks = _run(db, service.list_trunks)
+    if not trunks:
+        typer.echo("no trunks")
+        return
+    rows = [
+        [
+            t.name,
+            ",".join(t.allowed_cidrs) or "-",
+            t.host or "-",
+            t.username or "-",
+            "yes" if t.password is not None else "no",
+            "yes" if t.register else "no",
+            "-" if t.max_calls is None else str(t.max_calls),
+            ",".join(t.codecs) or "-",
+        ]
+        for t in trunks
+    ]
+    headers = ["NAME", "ALLOW", "HOST", "USERNAME", "PASSWORD", "REGISTER", "MAX CALLS"]
+    typer.echo(_table([*headers, "CODECS"], rows))
+
+
+@trunk_app.command("remove")
+def trunk_remove(
+    name: Annotated[str, typer.Argument(help="Trunk name.")],
+    db: DbOption = "sqlite:///sipbridge.db",
+) -> None:
+    """Remove a trunk."""
+    _run(db, lambda d: service.remove_trunk(d, name))
+    typer.echo(f"removed trunk {name}")
+
+
+# -------------------------------------------------------------------------- apikey
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Argument(help="Key name, e.g. dashboard.")],
+    db: DbOption = "sqlite:///sipbridge.db",
+) -> None:
+    """Create an API key and print it (once: only its hash is stored)."""
+    record, secret = _run(db, lambda d: service.create_api_key(d, name))
+    typer.echo(secret)
+    typer.echo(
+        f"created API key {record.name}: copy it now, it cannot be shown again "
+        "(use it as 'Authorization: Bearer <key>')",
+        err=True,
+    )
+
+
+@apikey_app.command("list")
+def apikey_list(db: DbOption = "sqlite:///sipbridge.db") -> None:
+    """List API keys (name and prefix; the keys themselves are not stored)."""
+    keys = _run(db, service.list_api_keys)
+    if not keys:
+        typer.echo("no API keys")
+        return
+    rows = [[k.name, k.prefix + "...", _when(k.created_at), _when(k.last_used_at)] for k in keys]
+    typer.echo(_table(["NAME", "PREFIX", "CREATED (UTC)", "LAST USED (UTC)"], rows))
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    name: Annotated[str, typer.Argument(help="Key name.")],
+    db: DbOption = "sqlite:///sipbridge.db",
+) -> None:
+    """Revoke (delete) an API key; it stops working at once."""
+    _run(db, lambda d: service.revoke_api_key(d, name))
+    typer.echo(f"revoked API key {name}")
 
 
 # ---------------------------------------------------------------------------- calls
@@ -330,10 +608,19 @@ def calls(
     as_json: Annotated[
         bool, typer.Option("--json", envvar=_env("json"), help="Print JSON instead of a table.")
     ] = False,
+    default_region: RegionOption = None,
     db: DbOption = "sqlite:///sipbridge.db",
 ) -> None:
     """Show recent calls, newest first."""
-    records = _run(db, lambda d: service.list_calls(d, number=number, limit=limit))
+    wanted = number
+    if number is not None and default_region is not None:
+        try:
+            wanted = normalize_e164(number, default_region)
+        except InvalidNumber:
+            pass  # not a number in that region: matched as typed
+        except ValueError as exc:  # a bad region
+            _fail(str(exc), 2)
+    records = _run(db, lambda d: service.list_calls(d, number=wanted, limit=limit))
     if as_json:
         typer.echo(json.dumps([record.to_json() for record in records], indent=2))
         return

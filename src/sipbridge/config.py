@@ -86,10 +86,15 @@ class ServeSettings:
     db: str = "sqlite:///sipbridge.db"
     agent_connect_timeout: float = 5.0
     log_level: str = "info"
+    default_region: str | None = None  # ISO 3166 code for national number formats
+    http_host: str = "127.0.0.1"  # the REST API, /healthz, /readyz and /metrics
+    http_port: int = 8080
 
     def __post_init__(self) -> None:
         if not 0 <= self.sip_port <= 65535:
             raise ValueError(f"sip_port {self.sip_port} is outside 0-65535")
+        if not 0 <= self.http_port <= 65535:
+            raise ValueError(f"http_port {self.http_port} is outside 0-65535")
         parse_port_range(f"{self.rtp_port_min}-{self.rtp_port_max}")
         if self.agent_connect_timeout <= 0:
             raise ValueError("agent_connect_timeout must be positive")

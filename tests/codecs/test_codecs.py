@@ -8,7 +8,7 @@ from sipbridge.codecs.g711 import AlawDecoder, AlawEncoder, UlawDecoder, UlawEnc
 
 
 def test_g711_is_registered_on_import() -> None:
-    assert {"pcmu", "pcma"} <= set(codec_names())
+    assert {"pcmu", "pcma", "g722", "opus"} <= set(codec_names())
     assert codec_names() == sorted(codec_names())
 
 
@@ -38,7 +38,7 @@ def test_pcma_description_and_factories() -> None:
 
 def test_unknown_codec() -> None:
     with pytest.raises(UnknownCodec):
-        get_codec("opus")
+        get_codec("ilbc")
     with pytest.raises(KeyError):
         get_codec("g729")
 
@@ -64,3 +64,33 @@ def test_register(monkeypatch: pytest.MonkeyPatch) -> None:
         register(dataclasses.replace(info, clock_rate=16000))
     with pytest.raises(ValueError, match="already registered"):
         register(dataclasses.replace(get_codec("pcmu"), static_payload_type=None))
+
+
+def test_rtpmap_and_rates() -> None:
+    assert get_codec("pcmu").rtpmap == "PCMU/8000"
+    assert get_codec("g722").rtpmap == "G722/8000"
+    assert get_codec("opus").rtpmap == "opus/48000/2"
+    g722 = get_codec("g722")
+    assert (g722.clock_rate, g722.sample_rate, g722.static_payload_type) == (8000, 16000, 9)
+    assert g722.timestamp_increment(20) == 160
+    assert g722.frame_bytes(20) == 640
+    opus = get_codec("opus")
+    assert opus.static_payload_type is None
+    assert opus.timestamp_increment(20) == 960
+    assert opus.fmtp is not None and "useinbandfec=1" in opus.fmtp
+    # The rate to run each codec at for an 8 or 16 kHz agent: no resampler when native.
+    assert opus.audio_rate_for(8000) == 8000
+    assert opus.audio_rate_for(16000) == 16000
+    assert g722.audio_rate_for(8000) == 8000
+    assert get_codec("pcmu").audio_rate_for(16000) == 8000
+
+
+def test_rate_specific_factories() -> None:
+    assert len(get_codec("g722").decoder(8000).decode(bytes(160))) == 320
+    assert len(get_codec("g722").decoder().decode(bytes(160))) == 640
+    assert len(get_codec("opus").encoder(8000).encode(bytes(320))) > 0
+    assert isinstance(get_codec("pcmu").encoder(8000), UlawEncoder)
+    with pytest.raises(ValueError, match="cannot encode"):
+        get_codec("pcmu").encoder(16000)
+    with pytest.raises(ValueError, match="cannot decode"):
+        get_codec("g722").decoder(11025)

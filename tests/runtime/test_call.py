@@ -42,6 +42,7 @@ async def bridge(tmp_path: Path) -> AsyncIterator[SipBridgeServer]:
     settings = ServeSettings(
         sip_host="127.0.0.1",
         sip_port=0,
+        http_port=0,
         rtp_port_min=low,
         rtp_port_max=low + 100,
         db=f"sqlite:///{tmp_path / 'calls.db'}",

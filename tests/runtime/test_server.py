@@ -46,6 +46,8 @@ def test_serve_subprocess_answers_options_and_stops_on_sigterm(tmp_path: Path) -
             str(port),
             "--rtp-ports",
             f"{low}-{low + 20}",
+            "--http-port",
+            "0",
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -84,6 +86,7 @@ async def test_shutdown_hangs_up_active_calls_with_bye(tmp_path: Path) -> None:
     settings = ServeSettings(
         sip_host="127.0.0.1",
         sip_port=0,
+        http_port=0,
         rtp_port_min=low,
         rtp_port_max=low + 10,
         db=f"sqlite:///{tmp_path / 'shutdown.db'}",
@@ -125,6 +128,7 @@ async def test_full_rtp_range_answers_503(tmp_path: Path) -> None:
     settings = ServeSettings(
         sip_host="127.0.0.1",
         sip_port=0,
+        http_port=0,
         rtp_port_min=taken,
         rtp_port_max=taken + 1,
         db=f"sqlite:///{tmp_path / 'full.db'}",

@@ -1,4 +1,4 @@
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -8,16 +8,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, select, text
 
+from sipbridge.store import service
 from sipbridge.store.db import MIGRATIONS_DIR, Database, alembic_config, normalize_url
 from sipbridge.store.models import Base, Call
 
-
-@pytest.fixture
-async def db(tmp_path: Path):  # type: ignore[no-untyped-def]
-    database = Database(f"sqlite:///{tmp_path / 'test.db'}")
-    await database.upgrade()
-    yield database
-    await database.close()
+HEAD = "0002"
 
 
 def test_normalize_url() -> None:
@@ -50,27 +45,39 @@ def test_missing_sqlite_directory(tmp_path: Path) -> None:
 def test_packaged_migrations() -> None:
     assert (MIGRATIONS_DIR / "env.py").is_file()
     script = ScriptDirectory.from_config(alembic_config())
-    assert script.get_heads() == ["0001"]
-    revision = script.get_revision("0001")
-    assert revision is not None
-    assert revision.down_revision is None
+    assert script.get_heads() == [HEAD]
+    first = script.get_revision("0001")
+    assert first is not None and first.down_revision is None
+    second = script.get_revision("0002")
+    assert second is not None and second.down_revision == "0001"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:
     async with db.engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    assert {"agents", "phone_numbers", "calls", "alembic_version"} <= tables
-    assert await db.current_revision() == "0001"
+    expected = {"agents", "phone_numbers", "calls", "trunks", "api_keys", "call_events"}
+    assert expected | {"alembic_version"} <= tables
+    assert await db.current_revision() == HEAD
+
+
+async def test_calls_indexes(db: Database) -> None:
+    async with db.engine.connect() as conn:
+        indexes = await conn.run_sync(
+            lambda c: {i["name"]: i["column_names"] for i in inspect(c).get_indexes("calls")}
+        )
+    assert indexes["ix_calls_received_at_id"] == ["received_at", "id"]
+    for column in ("from_number", "to_number", "agent_name", "status", "reason"):
+        assert indexes[f"ix_calls_{column}_received_at"] == [column, "received_at", "id"]
 
 
 async def test_upgrade_is_idempotent(db: Database) -> None:
     await db.upgrade()
     await db.upgrade()
-    assert await db.current_revision() == "0001"
+    assert await db.current_revision() == HEAD
 
 
-async def test_fresh_database_has_no_revision(tmp_path: Path) -> None:
-    async with Database(f"sqlite:///{tmp_path / 'empty.db'}") as database:
+async def test_fresh_database_has_no_revision(db_url: str) -> None:
+    async with Database(db_url) as database:
         assert await database.current_revision() is None
 
 
@@ -85,44 +92,100 @@ async def test_models_and_migrations_agree(db: Database) -> None:
     assert diffs == []
 
 
+async def _tables(db: Database) -> set[str]:
+    async with db.engine.connect() as conn:
+        return await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+
+
 async def test_downgrade_then_upgrade(db: Database) -> None:
     def downgrade(conn: Connection) -> None:
         command.downgrade(alembic_config(conn), "base")
 
     async with db.engine.begin() as conn:
         await conn.run_sync(downgrade)
-    async with db.engine.connect() as conn:
-        tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    assert tables <= {"alembic_version"}
+    assert await _tables(db) <= {"alembic_version"}
     await db.upgrade()
-    assert await db.current_revision() == "0001"
+    assert await db.current_revision() == HEAD
 
 
-async def test_sqlite_pragmas(db: Database) -> None:
-    async with db.engine.connect() as conn:
+async def test_0002_migrates_existing_rows(db_url: str) -> None:
+    """A database written by 0001 keeps its agents, numbers and calls through 0002."""
+    async with Database(db_url) as database:
+        await database.upgrade("0001")
+        async with database.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO agents (id, name, url, voice_enabled, created_at) "
+                    "VALUES (1, 'bot', 'wss://bot.example/ws', :yes, :at)"
+                ),
+                {"yes": True, "at": datetime(2025, 1, 1, tzinfo=UTC)},
+            )
+            await conn.execute(
+                text("INSERT INTO phone_numbers (number, agent_id) VALUES ('+12025550101', 1)")
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO calls (id, sip_call_id, from_number, to_number, agent_name, "
+                    "received_at, status) VALUES ('c1', 's1', '+12025550100', '+12025550101', "
+                    "'bot', :at, 'failed'), ('c2', 's2', 'anonymous', '+12025550101', 'bot', "
+                    ":at, 'failed')"
+                ),
+                {"at": datetime(2025, 3, 1, 23, 30, tzinfo=UTC)},
+            )
+        await database.upgrade()
+        assert await database.current_revision() == HEAD
+
+        agent = await service.get_agent(database, "bot")
+        assert agent.urls == ["wss://bot.example/ws"]
+        assert agent.url == "wss://bot.example/ws"
+        assert (agent.protocol, agent.sample_rate, agent.token) == ("native", 8000, None)
+        route = await service.lookup_number(database, "+12025550101")
+        assert route is not None and route.agent == agent  # the number kept its agent
+        [number] = await service.list_numbers(database)
+        assert number.created_at is None
+
+        async with database.sessionmaker() as session:
+            rows = {c.id: c for c in await session.scalars(select(Call))}
+        assert rows["c1"].received_day == date(2025, 3, 1)
+        assert rows["c1"].received_hour == 23
+        assert (rows["c1"].caller_country, rows["c1"].caller_region) == ("US", "Washington D.C.")
+        assert rows["c2"].caller_country is None
+
+        stats = await service.call_stats(database)
+        assert stats.by_hour_of_day[23] == 2
+        assert stats.callers_by_country == [{"country": "US", "count": 1}]
+
+        def downgrade(conn: Connection) -> None:
+            command.downgrade(alembic_config(conn), "0001")
+
+        async with database.engine.begin() as conn:
+            await conn.run_sync(downgrade)
+            url = (await conn.execute(text("SELECT url FROM agents"))).scalar_one()
+            agent_id = (await conn.execute(text("SELECT agent_id FROM phone_numbers"))).scalar_one()
+        assert url == "wss://bot.example/ws"
+        assert agent_id == 1
+        assert await database.current_revision() == "0001"
+
+
+async def test_sqlite_pragmas(tmp_path: Path) -> None:
+    async with Database(f"sqlite:///{tmp_path / 'p.db'}") as db, db.engine.connect() as conn:
         assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
         assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
         assert (await conn.execute(text("PRAGMA busy_timeout"))).scalar() == 5000
 
 
 async def test_foreign_key_sets_null_on_agent_delete(db: Database) -> None:
+    await service.add_agent(db, "a", "ws://x")
+    await service.add_number(db, "+12025550101", "a")
     async with db.engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO agents (id, name, url, voice_enabled, created_at) "
-                "VALUES (1, 'a', 'ws://x', 1, '2025-01-01 00:00:00.000000')"
-            )
-        )
-        await conn.execute(text("INSERT INTO phone_numbers (number, agent_id) VALUES ('+1', 1)"))
-        await conn.execute(text("DELETE FROM agents WHERE id = 1"))
+        await conn.execute(text("DELETE FROM agents WHERE name = 'a'"))
         agent_id = (await conn.execute(text("SELECT agent_id FROM phone_numbers"))).scalar_one()
     assert agent_id is None
 
 
-async def test_datetimes_round_trip_as_utc(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'dt.db'}"
+async def test_datetimes_round_trip_as_utc(db_url: str, backend: str) -> None:
     received = datetime(2025, 6, 1, 14, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
-    async with Database(url) as database:
+    async with Database(db_url) as database:
         await database.upgrade()
         async with database.sessionmaker() as session, session.begin():
             session.add(
@@ -134,8 +197,8 @@ async def test_datetimes_round_trip_as_utc(tmp_path: Path) -> None:
                     status="answered",
                 )
             )
-    # a new Database on the same file: values come back aware UTC
-    async with Database(url) as database:
+    # a new Database on the same database: values come back aware UTC
+    async with Database(db_url) as database:
         async with database.sessionmaker() as session:
             call = (await session.scalars(select(Call))).one()
         async with database.engine.connect() as conn:
@@ -144,7 +207,10 @@ async def test_datetimes_round_trip_as_utc(tmp_path: Path) -> None:
     assert call.received_at.tzinfo is UTC
     assert call.received_at.hour == 12
     assert call.answered_at == datetime(2025, 6, 1, 12, 30, 16, tzinfo=UTC)
-    assert stored.startswith("2025-06-01 12:30:15")  # stored as UTC wall time
+    if backend == "sqlite":
+        assert stored.startswith("2025-06-01 12:30:15")  # stored as UTC wall time
+    else:
+        assert stored == received  # timestamptz
 
 
 async def test_in_memory_database_is_shared_across_sessions() -> None:

@@ -3,9 +3,13 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from sipbridge.store.records import (
     AgentRecord,
+    ApiKeyRecord,
+    CallDetail,
+    CallEvent,
     CallRecord,
     CallStatus,
     NumberRecord,
+    TrunkRecord,
     as_utc,
     utcnow,
 )
@@ -100,6 +104,11 @@ def test_to_json() -> None:
         "codec": "PCMU",
         "hangup_by": "caller",
         "source": "198.51.100.1:5060",
+        "caller_country": None,
+        "caller_region": None,
+        "first_audio_at": None,
+        "setup_ms": 2000.0,
+        "time_to_first_audio_ms": None,
     }
     json.dumps(data)  # serializable as is
     assert datetime.fromisoformat(data["received_at"]) == T0
@@ -114,12 +123,137 @@ def test_to_json_unanswered() -> None:
 
 def test_agent_and_number_records() -> None:
     agent = AgentRecord("bot", "wss://a.example/ws", True, datetime(2025, 1, 1))
+    assert agent.urls == ["wss://a.example/ws"]  # a single URL as a str still works
+    assert agent.url == "wss://a.example/ws"
     assert agent.created_at.tzinfo is UTC
-    assert agent.to_json()["created_at"] == "2025-01-01T00:00:00+00:00"
+    assert agent.to_json() == {
+        "name": "bot",
+        "urls": ["wss://a.example/ws"],
+        "protocol": "native",
+        "sample_rate": 8000,
+        "voice_enabled": True,
+        "has_token": False,
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "updated_at": None,
+    }
     assert NumberRecord("+12025550101", None).to_json() == {
         "number": "+12025550101",
         "agent": None,
+        "created_at": None,
     }
+    number = NumberRecord("+12025550101", "bot", datetime(2025, 1, 2))
+    assert number.to_json()["created_at"] == "2025-01-02T00:00:00+00:00"
+
+
+def test_agent_record_urls_and_token() -> None:
+    agent = AgentRecord(
+        name="bot",
+        urls=["wss://a", "wss://b"],
+        voice_enabled=False,
+        created_at=T0,
+        protocol="twilio",
+        token="secret",
+        sample_rate=16000,
+        updated_at=datetime(2025, 3, 2),
+    )
+    assert agent.url == "wss://a"
+    data = agent.to_json()
+    assert data["urls"] == ["wss://a", "wss://b"]
+    assert data["has_token"] is True
+    assert "secret" not in json.dumps(data)
+    assert data["updated_at"] == "2025-03-02T00:00:00+00:00"
+
+
+def test_trunk_and_api_key_records() -> None:
+    trunk = TrunkRecord(
+        name="carrier",
+        allowed_cidrs=["203.0.113.0/24"],
+        host="sip.example.com",
+        username="user",
+        password="pw",
+        register=True,
+        max_calls=10,
+        codecs=["pcmu"],
+        created_at=datetime(2025, 1, 1),
+    )
+    data = trunk.to_json()
+    assert data == {
+        "name": "carrier",
+        "allowed_cidrs": ["203.0.113.0/24"],
+        "host": "sip.example.com",
+        "username": "user",
+        "has_password": True,
+        "register": True,
+        "max_calls": 10,
+        "codecs": ["pcmu"],
+        "created_at": "2025-01-01T00:00:00+00:00",
+    }
+    assert "pw" not in json.dumps(data)
+    key = ApiKeyRecord("ci", "sb_abcde", datetime(2025, 1, 1))
+    assert key.to_json() == {
+        "name": "ci",
+        "prefix": "sb_abcde",
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "last_used_at": None,
+    }
+
+
+def test_setup_and_first_audio_times() -> None:
+    call = make_call(
+        answered_at=T0 + timedelta(milliseconds=1500),
+        first_audio_at=T0 + timedelta(milliseconds=1750),
+        ended_at=T0 + timedelta(seconds=9),
+        status=CallStatus.ANSWERED,
+    )
+    assert call.setup_ms == 1500.0
+    assert call.time_to_first_audio_ms == 250.0
+    assert make_call().setup_ms is None
+    assert make_call().time_to_first_audio_ms is None
+    assert make_call(answered_at=T0).time_to_first_audio_ms is None
+    data = call.to_json()
+    assert data["first_audio_at"] == "2025-03-01T12:00:01.750000+00:00"
+    assert (data["setup_ms"], data["time_to_first_audio_ms"]) == (1500.0, 250.0)
+
+
+def test_call_detail_to_json() -> None:
+    call = make_call(
+        answered_at=T0 + timedelta(seconds=1),
+        ended_at=T0 + timedelta(seconds=20),
+        status=CallStatus.ANSWERED,
+    )
+    events = [
+        CallEvent("c1", T0 + timedelta(seconds=2), "transcript", {"role": "caller", "text": "hi"}),
+        CallEvent("c1", T0 + timedelta(seconds=3), "metadata", {"intent": "billing"}),
+        CallEvent(
+            "c1",
+            T0 + timedelta(seconds=4),
+            "transcript",
+            {"role": "agent", "text": "hello", "final": False},
+        ),
+        CallEvent("c1", T0 + timedelta(seconds=5), "dtmf", {"digit": "1"}),
+    ]
+    data = CallDetail(call, events).to_json()
+    assert data["id"] == "c1"
+    assert data["timeline"] == [
+        {"event": "received", "at": "2025-03-01T12:00:00+00:00"},
+        {"event": "answered", "at": "2025-03-01T12:00:01+00:00"},
+        {"event": "ended", "at": "2025-03-01T12:00:20+00:00"},
+    ]
+    assert data["transcript"] == [
+        {"at": "2025-03-01T12:00:02+00:00", "role": "caller", "text": "hi", "final": True},
+        {"at": "2025-03-01T12:00:04+00:00", "role": "agent", "text": "hello", "final": False},
+    ]
+    assert data["metadata"] == [{"at": "2025-03-01T12:00:03+00:00", "data": {"intent": "billing"}}]
+    assert data["quality"] is None
+    json.dumps(data)
+    assert events[0].to_json() == {
+        "at": "2025-03-01T12:00:02+00:00",
+        "kind": "transcript",
+        "data": {"role": "caller", "text": "hi"},
+    }
+    unanswered = CallDetail(make_call()).to_json()
+    assert [point["event"] for point in unanswered["timeline"]] == ["received"]
+    assert unanswered["transcript"] == [] and unanswered["metadata"] == []
 
 
 def test_utc_helpers() -> None:

@@ -1,30 +1,16 @@
 import asyncio
-from collections.abc import AsyncIterator
+import dataclasses
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
-from sipbridge.numbers import InvalidNumber
+from sipbridge.numbers import InvalidField, InvalidNumber
 from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallRecord, CallStatus
-from sipbridge.store.service import AlreadyExists, NotFound, NumberRoute
+from sipbridge.store.service import UNSET, AlreadyExists, NotFound, NumberRoute
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'service.db'}"
-
-
-@pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database(db_url)
-    await database.upgrade()
-    yield database
-    await database.close()
 
 
 # ---------------------------------------------------------------- agents
@@ -120,6 +106,84 @@ async def test_remove_agent_without_numbers(db: Database) -> None:
 async def test_remove_agent_not_found(db: Database) -> None:
     with pytest.raises(NotFound):
         await service.remove_agent(db, "ghost")
+
+
+async def test_add_agent_full(db: Database) -> None:
+    agent = await service.add_agent(
+        db,
+        "multi",
+        ["wss://a.example/ws", "wss://b.example/ws", "wss://a.example/ws"],
+        protocol="twilio",
+        token="s3cret",
+        sample_rate=16000,
+    )
+    assert agent.urls == ["wss://a.example/ws", "wss://b.example/ws"]  # duplicates dropped
+    assert agent.url == "wss://a.example/ws"
+    assert (agent.protocol, agent.token, agent.sample_rate) == ("twilio", "s3cret", 16000)
+    assert agent.updated_at is None
+    assert await service.get_agent(db, "multi") == agent
+    data = agent.to_json()
+    assert data["has_token"] is True and "token" not in data
+    assert "s3cret" not in repr(data)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"urls": []}, "urls"),
+        ({"urls": ["ws://a", "http://b"]}, "urls"),
+        ({"urls": [f"ws://h{i}" for i in range(11)]}, "urls"),
+        ({"urls": [42]}, "urls"),
+        ({"urls": "ws://a b"}, "urls"),
+        ({"protocol": "sip"}, "protocol"),
+        ({"sample_rate": 44100}, "sample_rate"),
+        ({"sample_rate": True}, "sample_rate"),
+        ({"token": ""}, "token"),
+        ({"token": "a\nb"}, "token"),
+        ({"token": "x" * 1025}, "token"),
+        ({"voice_enabled": "yes"}, "voice_enabled"),
+    ],
+)
+async def test_add_agent_rejects_bad_fields(
+    db: Database, kwargs: dict[str, object], field: str
+) -> None:
+    values: dict[str, object] = {"urls": "ws://a"} | kwargs
+    with pytest.raises(InvalidField, match=rf"^{field}: ") as info:
+        await service.add_agent(db, "bot", **values)  # type: ignore[arg-type]
+    assert info.value.field == field
+    assert await service.list_agents(db) == []
+
+
+async def test_update_agent(db: Database) -> None:
+    created = await service.add_agent(db, "bot", "ws://a", token="t1")
+    unchanged = await service.update_agent(db, "bot")
+    assert unchanged == created  # nothing to change: updated_at stays None
+
+    updated = await service.update_agent(
+        db, "bot", urls=["wss://b", "wss://c"], protocol="twilio", sample_rate=16000
+    )
+    assert updated.urls == ["wss://b", "wss://c"]
+    assert (updated.protocol, updated.sample_rate, updated.token) == ("twilio", 16000, "t1")
+    assert updated.voice_enabled is True
+    assert updated.updated_at is not None and updated.updated_at >= created.created_at
+    assert await service.get_agent(db, "bot") == updated
+
+    assert (await service.update_agent(db, "bot", token=UNSET)).token == "t1"
+    assert (await service.update_agent(db, "bot", token="t2")).token == "t2"
+    assert (await service.update_agent(db, "bot", token=None)).token is None
+    assert (await service.update_agent(db, "bot", voice_enabled=False)).voice_enabled is False
+    assert (await service.get_agent(db, "bot")).voice_enabled is False
+
+
+async def test_update_agent_errors(db: Database) -> None:
+    with pytest.raises(NotFound, match="agent 'ghost' not found"):
+        await service.update_agent(db, "ghost", protocol="native")
+    await service.add_agent(db, "bot", "ws://a")
+    with pytest.raises(InvalidField, match=r"^urls: "):
+        await service.update_agent(db, "bot", urls=[])
+    with pytest.raises(InvalidField, match=r"^sample_rate: "):
+        await service.update_agent(db, "bot", sample_rate=11025)
+    assert (await service.get_agent(db, "bot")).urls == ["ws://a"]
 
 
 # --------------------------------------------------------------- numbers
@@ -220,6 +284,92 @@ async def test_lookup_number_is_one_query(db: Database) -> None:
     assert "JOIN" in statements[0].upper()
 
 
+async def test_add_number_default_region(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    with pytest.raises(InvalidNumber, match="set a default region") as info:
+        await service.add_number(db, "(202) 555-0101", "bot")
+    assert info.value.field == "number"
+    record = await service.add_number(db, "(202) 555-0101", "bot", default_region="us")
+    assert record.number == "+12025550101"
+    assert record.created_at is not None and record.created_at.tzinfo is UTC
+    # international numbers ignore the region
+    record = await service.add_number(db, "+44 20 7946 0958", "bot", default_region="US")
+    assert record.number == "+442079460958"
+
+
+async def test_add_number_bad_region(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    with pytest.raises(InvalidField, match=r"^default_region: 'XX' is not a known region"):
+        await service.add_number(db, "2025550101", "bot", default_region="XX")
+
+
+async def test_get_number(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    added = await service.add_number(db, "+12025550101", "bot")
+    assert await service.get_number(db, "202-555-0101", default_region="US") == added
+    with pytest.raises(NotFound, match=r"number \+12025550102 not found"):
+        await service.get_number(db, "+12025550102")
+    with pytest.raises(InvalidNumber):
+        await service.get_number(db, "abc")
+
+
+async def test_update_number(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    other = await service.add_agent(db, "other", "ws://b")
+    added = await service.add_number(db, "+12025550101", "bot")
+    moved = await service.update_number(db, "+1 202 555 0101", "other")
+    assert (moved.number, moved.agent, moved.created_at) == (
+        "+12025550101",
+        "other",
+        added.created_at,
+    )
+    route = await service.lookup_number(db, "+12025550101")
+    assert route == NumberRoute("+12025550101", other)
+
+    detached = await service.update_number(db, "+12025550101", None)
+    assert detached.agent is None
+    assert await service.lookup_number(db, "+12025550101") == NumberRoute("+12025550101", None)
+
+    with pytest.raises(NotFound, match="agent 'ghost' not found"):
+        await service.update_number(db, "+12025550101", "ghost")
+    with pytest.raises(NotFound, match="not found"):
+        await service.update_number(db, "+12025550199", "bot")
+    with pytest.raises(InvalidNumber):
+        await service.update_number(db, "nope", "bot")
+
+
+async def test_list_numbers_by_agent(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    await service.add_agent(db, "other", "ws://b")
+    await service.add_number(db, "+12025550102", "bot")
+    await service.add_number(db, "+12025550101", "bot")
+    await service.add_number(db, "+12025550103", "other")
+    assert [n.number for n in await service.list_numbers(db, agent="bot")] == [
+        "+12025550101",
+        "+12025550102",
+    ]
+    assert [n.number for n in await service.list_numbers(db, agent="other")] == ["+12025550103"]
+    assert await service.list_numbers(db, agent="ghost") == []
+
+
+async def test_remove_number_default_region(db: Database) -> None:
+    await service.add_agent(db, "bot", "ws://a")
+    await service.add_number(db, "+12025550101", "bot")
+    assert await service.remove_number(db, "(202) 555-0101", default_region="US") == "+12025550101"
+
+
+async def test_lookup_number_carries_agent_settings(db: Database) -> None:
+    await service.add_agent(
+        db, "bot", ["wss://a", "wss://b"], protocol="twilio", token="t", sample_rate=16000
+    )
+    await service.add_number(db, "+12025550101", "bot")
+    route = await service.lookup_number(db, "+12025550101")
+    assert route is not None and route.agent is not None
+    assert route.agent.urls == ["wss://a", "wss://b"]
+    assert (route.agent.url, route.agent.protocol, route.agent.token) == ("wss://a", "twilio", "t")
+    assert route.agent.sample_rate == 16000
+
+
 # ----------------------------------------------------------------- calls
 
 
@@ -250,8 +400,9 @@ async def test_save_and_list_call_round_trip(db: Database) -> None:
         source="198.51.100.1:5060",
     )
     await service.save_call(db, call)
+    assert call.caller_country is None  # the record passed in is left alone
     [loaded] = await service.list_calls(db)
-    assert loaded == call
+    assert loaded == dataclasses.replace(call, caller_country="US", caller_region="Washington D.C.")
     assert loaded.duration_s == 30.25
     assert loaded.received_at.tzinfo is UTC
 

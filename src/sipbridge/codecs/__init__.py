@@ -1,16 +1,22 @@
-"""Codec registry keyed by name (the lowercase SDP encoding name: ``"pcmu"``, ``"pcma"``).
+"""Codec registry keyed by name (the lowercase SDP encoding name: ``"pcmu"``, ``"pcma"``,
+``"g722"``, ``"opus"``).
 
-Importing the package registers G.711 (PCMU and PCMA). Other codecs call :func:`register`
-with a :class:`CodecInfo`.
+Importing the package registers G.711 (PCMU and PCMA), G.722 and Opus; a codec is one
+module that builds a :class:`CodecInfo` and is registered here. Opus registers even where
+libopus is missing: making its encoder or decoder then raises ``OpusError``
+(``sipbridge.codecs.opus.opus_available()`` tells beforehand).
 """
 
 from __future__ import annotations
 
-from sipbridge.codecs.base import CodecInfo, Decoder, Encoder
+from sipbridge.codecs.base import CodecInfo, ConcealingDecoder, Decoder, Encoder
 from sipbridge.codecs.g711 import PCMA, PCMU
+from sipbridge.codecs.g722 import G722_CODEC
+from sipbridge.codecs.opus import OPUS
 
 __all__ = [
     "CodecInfo",
+    "ConcealingDecoder",
     "Decoder",
     "Encoder",
     "UnknownCodec",
@@ -55,3 +61,5 @@ def codec_names() -> list[str]:
 
 register(PCMU)
 register(PCMA)
+register(G722_CODEC)
+register(OPUS)

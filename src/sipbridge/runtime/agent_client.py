@@ -35,11 +35,16 @@ class AgentConnection:
     """
 
     def __init__(
-        self, url: str, session: AgentSession, on_events: Callable[[list[AgentEvent]], None]
+        self,
+        url: str,
+        session: AgentSession,
+        on_events: Callable[[list[AgentEvent]], None],
+        on_first_audio: Callable[[], None] | None = None,
     ) -> None:
         self.url = url
         self.session = session
         self._on_events = on_events
+        self._on_first_audio = on_first_audio
         self._ws: ClientConnection | None = None
         self._closed = False
 
@@ -97,6 +102,9 @@ class AgentConnection:
                     events = self.session.receive_text(message)
                 else:
                     events = self.session.receive_binary(message)
+                    if self._on_first_audio is not None:
+                        self._on_first_audio()
+                        self._on_first_audio = None
                 if events:
                     self._on_events(events)
         except ConnectionClosed as exc:

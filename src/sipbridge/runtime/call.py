@@ -89,6 +89,8 @@ class Call:
         self._reader: asyncio.Future[str] | None = None
         self._inbound = bytearray()
         self._hangup_task: asyncio.Future[None] | None = None
+        self._received_at = server.loop.time()
+        self._answered_at: float | None = None
         self._frame_bytes = 320
 
     # -- events from the SIP side ------------------------------------------------
@@ -184,8 +186,11 @@ class Call:
         self.server.flush()
         self._event("ringing", agent=result.agent.name, url=result.agent.url)
 
-        agent = AgentConnection(result.agent.url, session, self._on_agent_events)
+        agent = AgentConnection(
+            result.agent.url, session, self._on_agent_events, self._on_first_audio
+        )
         self.agent = agent
+        connect_started = self.server.loop.time()
         connect = asyncio.ensure_future(agent.open(self.server.settings.agent_connect_timeout))
         cancelled = asyncio.ensure_future(self._cancelled.wait())
         await asyncio.wait({connect, cancelled}, return_when=asyncio.FIRST_COMPLETED)
@@ -200,6 +205,7 @@ class Call:
         except AgentUnreachable as exc:
             self._reject(503, "agent_unreachable", detail=str(exc), retry_after=10)
             return False
+        self.server.metrics.agent_connect_seconds.observe(self.server.loop.time() - connect_started)
 
         invite_headers = {
             name: value for name, value in invite.headers.items() if name.lower().startswith("x-")
@@ -229,6 +235,8 @@ class Call:
         self.server.ua.answer(self.sip, answer.serialize(), self.server.loop.time())
         self.server.flush()
         self.record.answered_at = utcnow()
+        self._answered_at = self.server.loop.time()
+        self.server.metrics.setup_seconds.observe(self._answered_at - self._received_at)
         self.record.status = CallStatus.ANSWERED
         self.record.sip_code = 200
         self.media.start(self.server.loop)
@@ -317,6 +325,13 @@ class Call:
             elif isinstance(event, InvalidMessage):
                 self._event("agent_invalid_message", error=event.reason)
 
+    def _on_first_audio(self) -> None:
+        self.record.first_audio_at = utcnow()
+        if self._answered_at is not None:
+            delay = self.server.loop.time() - self._answered_at
+            self.server.metrics.agent_first_audio_seconds.observe(delay)
+            self._event("agent_first_audio", after_ms=round(delay * 1000))
+
     async def _hangup_after_playout(self) -> None:
         await self._play_out()
         self._finish(EndCause.AGENT_HANGUP)
@@ -370,14 +385,21 @@ class Call:
         if self._dropped_audio:
             self._event("agent_audio_dropped_total", bytes=self._dropped_audio)
         self.record.ended_at = utcnow()
+        metrics = self.server.metrics
         if self.media is not None:
             stats = self.media.stats
+            metrics.rtp_packets.labels("in").inc(stats.packets_in)
+            metrics.rtp_packets.labels("out").inc(stats.packets_out)
+            metrics.rtp_packets_dropped.inc(stats.dropped_in)
             self._event(
                 "media",
                 packets_in=stats.packets_in,
                 packets_out=stats.packets_out,
                 dropped_in=stats.dropped_in,
             )
+        if self._dropped_audio:
+            metrics.agent_audio_dropped_bytes.inc(self._dropped_audio)
+        metrics.calls.labels(self.record.status.value, self.record.reason or "").inc()
         self.server.call_finished(self)
 
     def _event(self, name: str, **fields: object) -> None:

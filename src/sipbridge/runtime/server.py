@@ -16,13 +16,17 @@ import random
 import signal
 import socket
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from typing import Any
+
+import uvicorn
+from sqlalchemy import text
 
 from sipbridge.config import ServeSettings
 from sipbridge.numbers import caller_number, dialed_number
 from sipbridge.runtime.call import Call
 from sipbridge.runtime.media import RtpPortAllocator
+from sipbridge.runtime.metrics import Metrics
 from sipbridge.sip.message import Request
 from sipbridge.sip.ua import (
     AckTimeout,
@@ -73,6 +77,10 @@ class SipBridgeServer:
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._sdp_session = random.getrandbits(31)
+        self.metrics = Metrics()
+        self.metrics.active_calls.set_function(lambda: len(self.calls))
+        self._http: _EmbeddedUvicorn | None = None
+        self._http_task: asyncio.Future[None] | None = None
 
     @property
     def sip_address(self) -> Address:
@@ -92,15 +100,69 @@ class SipBridgeServer:
         port = self.sip_address[1]
         if port != self.ua.local_port:  # --sip-port 0 in tests: advertise the real port
             self.ua.local_port = port
+        await self._start_http()
         log.info(
-            "listening sip=udp:%s:%d rtp=%d-%d advertise=%s db=%s",
+            "listening sip=udp:%s:%d rtp=%d-%d http=%s advertise=%s db=%s",
             self.settings.sip_host,
             port,
             self.settings.rtp_port_min,
             self.settings.rtp_port_max,
+            "{}:{}".format(*self.http_address) if self._http is not None else "off",
             self.settings.advertised_ip,
             self.db.url.render_as_string(hide_password=True),
         )
+
+    async def _start_http(self) -> None:
+        """The REST API, /metrics and health checks, on uvicorn in this event loop."""
+        from sipbridge.api.app import create_app  # FastAPI is only needed when serving HTTP
+
+        app = create_app(
+            self.db,
+            readiness=self.readiness,
+            metrics_app=self.metrics.asgi_app,
+            default_region=self.settings.default_region,
+        )
+        config = uvicorn.Config(
+            app,
+            host=self.settings.http_host,
+            port=self.settings.http_port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            server_header=False,  # no software name on the wire
+        )
+        self._http = _EmbeddedUvicorn(config)
+        self._http_task = asyncio.ensure_future(self._http.serve())
+        deadline = self.loop.time() + 10
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()  # raises the bind error
+                raise RuntimeError("HTTP server stopped during start-up")
+            if self.loop.time() > deadline:
+                raise RuntimeError("HTTP server did not start within 10 s")
+            await asyncio.sleep(0.01)
+
+    async def _ping_db(self) -> None:
+        async with self.db.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    @property
+    def http_address(self) -> Address:
+        assert self._http is not None
+        sock = self._http.servers[0].sockets[0]
+        host, port = sock.getsockname()[:2]
+        return host, port
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """/readyz: SIP socket bound, database reachable, not draining."""
+        sip_ok = self._transport is not None and not self._transport.is_closing()
+        try:
+            await asyncio.wait_for(self._ping_db(), 2.0)
+            db_ok = True
+        except Exception:
+            db_ok = False
+        detail = {"sip": sip_ok, "database": db_ok, "draining": self.draining}
+        return sip_ok and db_ok and not self.draining, detail
 
     # -- SIP plumbing --------------------------------------------------------
 
@@ -159,6 +221,7 @@ class SipBridgeServer:
             self._spawn(call.run())
             return
         if isinstance(event, RequestRejected):
+            self.metrics.sip_rejected.labels(str(event.status or "dropped")).inc()
             log.info(
                 "event=request_rejected source=%s:%d method=%s status=%s reason=%s",
                 event.source[0],
@@ -246,7 +309,19 @@ class SipBridgeServer:
             self._timer.cancel()
         if self._transport is not None:
             self._transport.close()
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._http_task, 5)
         await self.db.close()
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """uvicorn inside our loop: signals stay ours (serve() ends it via should_exit)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def _is_ip(host: str) -> bool:
@@ -259,13 +334,14 @@ def _is_ip(host: str) -> bool:
 
 async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> None:
     """Run the server until ``stop`` is set or SIGINT/SIGTERM arrives."""
-    server = SipBridgeServer(settings)
-    await server.start()
     stop_event = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Before start(): a signal during start-up must still stop the server cleanly.
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop_event.set)
+    server = SipBridgeServer(settings)
+    await server.start()
     try:
         await stop_event.wait()
     finally:

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
+    Date,
     DateTime,
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Agent", "Base", "Call", "PhoneNumber", "UTCDateTime"]
+__all__ = [
+    "Agent",
+    "ApiKey",
+    "Base",
+    "Call",
+    "CallEventRow",
+    "PhoneNumber",
+    "Trunk",
+    "UTCDateTime",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -65,9 +80,17 @@ class Agent(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
-    url: Mapped[str] = mapped_column(String(2048), nullable=False)
+    urls: Mapped[list[str]] = mapped_column(JSON, nullable=False, server_default=text("'[]'"))
     voice_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    protocol: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="native", server_default="native"
+    )
+    token: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    sample_rate: Mapped[int] = mapped_column(
+        Integer, nullable=False, default=8000, server_default=text("8000")
+    )
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class PhoneNumber(Base):
@@ -79,17 +102,54 @@ class PhoneNumber(Base):
     agent_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("agents.id", ondelete="SET NULL"), index=True, nullable=True
     )
+    created_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Trunk(Base):
+    __tablename__ = "trunks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
+    allowed_cidrs: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    username: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    password: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    register: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    max_calls: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    codecs: Mapped[list[str]] = mapped_column(JSON, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True, nullable=False)
+    prefix: Mapped[str] = mapped_column(String(16), nullable=False)
+    # sha256 hex of the secret; the secret itself is never stored
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Call(Base):
     __tablename__ = "calls"
+    # Keyset pagination walks (filter column, received_at, id) backwards: one index per filter.
+    __table_args__ = (
+        Index("ix_calls_received_at_id", "received_at", "id"),
+        Index("ix_calls_from_number_received_at", "from_number", "received_at", "id"),
+        Index("ix_calls_to_number_received_at", "to_number", "received_at", "id"),
+        Index("ix_calls_agent_name_received_at", "agent_name", "received_at", "id"),
+        Index("ix_calls_status_received_at", "status", "received_at", "id"),
+        Index("ix_calls_reason_received_at", "reason", "received_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     sip_call_id: Mapped[str] = mapped_column(String(255), index=True, nullable=False)
-    from_number: Mapped[str | None] = mapped_column(String(255), index=True, nullable=True)
-    to_number: Mapped[str | None] = mapped_column(String(255), index=True, nullable=True)
+    from_number: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    to_number: Mapped[str | None] = mapped_column(String(255), nullable=True)
     agent_name: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True, nullable=False)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -99,3 +159,24 @@ class Call(Base):
     codec: Mapped[str | None] = mapped_column(String(32), nullable=True)
     hangup_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     source: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    caller_country: Mapped[str | None] = mapped_column(String(2), nullable=True)
+    caller_region: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    first_audio_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Computed at write time so statistics group without per-dialect date functions:
+    received_day: Mapped[date | None] = mapped_column(Date, nullable=True)  # UTC date
+    received_hour: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)  # UTC 0-23
+    first_audio_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # answer->audio
+
+
+class CallEventRow(Base):
+    """A :class:`~sipbridge.store.records.CallEvent`; no foreign key, because events are
+    written while the call runs and its record only at the end."""
+
+    __tablename__ = "call_events"
+    __table_args__ = (Index("ix_call_events_call_id_at", "call_id", "at", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    call_id: Mapped[str] = mapped_column(String(36), nullable=False)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    kind: Mapped[str] = mapped_column(String(32), nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)

@@ -6,12 +6,23 @@ All datetimes are timezone-aware UTC; naive datetimes are taken to be UTC.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["AgentRecord", "CallRecord", "CallStatus", "NumberRecord", "as_utc", "utcnow"]
+__all__ = [
+    "AgentRecord",
+    "ApiKeyRecord",
+    "CallDetail",
+    "CallEvent",
+    "CallRecord",
+    "CallStatus",
+    "NumberRecord",
+    "TrunkRecord",
+    "as_utc",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -42,20 +53,43 @@ class CallStatus(StrEnum):
 
 @dataclass
 class AgentRecord:
+    """An AI agent: one or more WebSocket URLs (tried in order) and how to talk to it.
+
+    ``token`` is a secret: it is never part of :meth:`to_json` (``has_token`` is).
+    """
+
     name: str
-    url: str
+    urls: list[str]
     voice_enabled: bool
     created_at: datetime
+    protocol: str = "native"  # "native" | "twilio"
+    token: str | None = None
+    sample_rate: int = 8000  # 8000 | 16000
+    updated_at: datetime | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.urls, str):  # AgentRecord("bot", "wss://...", ...) still works
+            self.urls = [self.urls]
+        else:
+            self.urls = list(self.urls)
         self.created_at = as_utc(self.created_at)
+        self.updated_at = _opt_utc(self.updated_at)
+
+    @property
+    def url(self) -> str:
+        """The first (preferred) URL."""
+        return self.urls[0]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "url": self.url,
+            "urls": list(self.urls),
+            "protocol": self.protocol,
+            "sample_rate": self.sample_rate,
             "voice_enabled": self.voice_enabled,
+            "has_token": self.token is not None,
             "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
         }
 
 
@@ -63,9 +97,68 @@ class AgentRecord:
 class NumberRecord:
     number: str
     agent: str | None  # None once the agent was removed
+    created_at: datetime | None = None  # None for numbers added before it was recorded
+
+    def __post_init__(self) -> None:
+        self.created_at = _opt_utc(self.created_at)
 
     def to_json(self) -> dict[str, Any]:
-        return {"number": self.number, "agent": self.agent}
+        return {"number": self.number, "agent": self.agent, "created_at": _iso(self.created_at)}
+
+
+@dataclass
+class TrunkRecord:
+    """A SIP trunk (provider). ``password`` is never part of :meth:`to_json`."""
+
+    name: str
+    allowed_cidrs: list[str]
+    host: str | None
+    username: str | None
+    password: str | None
+    register: bool
+    max_calls: int | None
+    codecs: list[str]
+    created_at: datetime
+
+    def __post_init__(self) -> None:
+        self.allowed_cidrs = list(self.allowed_cidrs)
+        self.codecs = list(self.codecs)
+        self.created_at = as_utc(self.created_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "allowed_cidrs": list(self.allowed_cidrs),
+            "host": self.host,
+            "username": self.username,
+            "has_password": self.password is not None,
+            "register": self.register,
+            "max_calls": self.max_calls,
+            "codecs": list(self.codecs),
+            "created_at": _iso(self.created_at),
+        }
+
+
+@dataclass
+class ApiKeyRecord:
+    """An API key as stored: its name and display prefix, never the secret."""
+
+    name: str
+    prefix: str  # the key's first 8 characters
+    created_at: datetime
+    last_used_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.created_at = as_utc(self.created_at)
+        self.last_used_at = _opt_utc(self.last_used_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "prefix": self.prefix,
+            "created_at": _iso(self.created_at),
+            "last_used_at": _iso(self.last_used_at),
+        }
 
 
 @dataclass
@@ -84,12 +177,30 @@ class CallRecord:
     codec: str | None = None
     hangup_by: str | None = None
     source: str | None = None
+    caller_country: str | None = None  # ISO 3166 alpha-2; filled by save_call when None
+    caller_region: str | None = None  # geocoder description, e.g. "Washington D.C."
+    first_audio_at: datetime | None = None  # the agent's first audio reached the caller
 
     def __post_init__(self) -> None:
         self.received_at = as_utc(self.received_at)
         self.answered_at = _opt_utc(self.answered_at)
         self.ended_at = _opt_utc(self.ended_at)
+        self.first_audio_at = _opt_utc(self.first_audio_at)
         self.status = CallStatus(self.status)
+
+    @property
+    def setup_ms(self) -> float | None:
+        """Milliseconds from the INVITE to the answer; None when never answered."""
+        if self.answered_at is None:
+            return None
+        return max(0.0, (self.answered_at - self.received_at).total_seconds() * 1000.0)
+
+    @property
+    def time_to_first_audio_ms(self) -> float | None:
+        """Milliseconds from the answer to the agent's first audio; None when unknown."""
+        if self.answered_at is None or self.first_audio_at is None:
+            return None
+        return max(0.0, (self.first_audio_at - self.answered_at).total_seconds() * 1000.0)
 
     @property
     def duration_s(self) -> float | None:
@@ -115,4 +226,68 @@ class CallRecord:
             "codec": self.codec,
             "hangup_by": self.hangup_by,
             "source": self.source,
+            "caller_country": self.caller_country,
+            "caller_region": self.caller_region,
+            "first_audio_at": _iso(self.first_audio_at),
+            "setup_ms": self.setup_ms,
+            "time_to_first_audio_ms": self.time_to_first_audio_ms,
         }
+
+
+@dataclass
+class CallEvent:
+    """Something that happened during a call, kept in order (transcripts, metadata, DTMF).
+
+    ``kind`` ``"transcript"`` carries ``{"role", "text", "final"}`` in ``data``;
+    ``"metadata"`` any JSON object.
+    """
+
+    call_id: str
+    at: datetime
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.at = as_utc(self.at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"at": _iso(self.at), "kind": self.kind, "data": self.data}
+
+
+@dataclass
+class CallDetail:
+    """One call with its events, as shown by ``/api/calls/{id}``."""
+
+    record: CallRecord
+    events: list[CallEvent] = field(default_factory=list)
+
+    def timeline(self) -> list[dict[str, Any]]:
+        record = self.record
+        points = [
+            ("received", record.received_at),
+            ("answered", record.answered_at),
+            ("first_audio", record.first_audio_at),
+            ("ended", record.ended_at),
+        ]
+        return [{"event": name, "at": _iso(at)} for name, at in points if at is not None]
+
+    def to_json(self) -> dict[str, Any]:
+        data = self.record.to_json()
+        data["timeline"] = self.timeline()
+        data["transcript"] = [
+            {
+                "at": _iso(event.at),
+                "role": event.data.get("role"),
+                "text": event.data.get("text"),
+                "final": bool(event.data.get("final", True)),
+            }
+            for event in self.events
+            if event.kind == "transcript"
+        ]
+        data["metadata"] = [
+            {"at": _iso(event.at), "data": event.data}
+            for event in self.events
+            if event.kind == "metadata"
+        ]
+        data["quality"] = None  # filled by the media quality work (issue 3)
+        return data

@@ -1,0 +1,79 @@
+"""The FastAPI application: management REST API, health probes and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from sipbridge import __version__
+from sipbridge.api import (
+    routes_agents,
+    routes_calls,
+    routes_health,
+    routes_numbers,
+    routes_stats,
+    routes_trunks,
+)
+from sipbridge.api.errors import install_error_handlers
+from sipbridge.api.routes_health import Readiness
+from sipbridge.numbers import normalize_region
+from sipbridge.store.db import Database
+
+__all__ = ["MAX_BODY_SIZE", "create_app"]
+
+MAX_BODY_SIZE = 64 * 1024
+
+DESCRIPTION = """\
+Manage sipbridge's agents, numbers and trunks, read call records and statistics.
+
+Every `/api/...` route needs `Authorization: Bearer <key>` with a key from
+`sipbridge apikey create NAME`. `/healthz`, `/readyz` and `/metrics` need none.
+"""
+
+
+class _AsgiEndpoint:
+    """Wraps an ASGI callable so a Starlette Route serves it as-is at one exact path."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def create_app(
+    db: Database,
+    *,
+    readiness: Readiness | None = None,
+    metrics_app: ASGIApp | None = None,
+    default_region: str | None = None,
+) -> FastAPI:
+    """The HTTP application for ``sipbridge serve``.
+
+    ``db`` must already be upgraded. ``readiness`` is an async callable returning
+    ``(ready, detail)`` for ``/readyz`` (default: the database answers a query);
+    ``metrics_app`` (e.g. ``prometheus_client.make_asgi_app()``) is served at ``/metrics``;
+    ``default_region`` (ISO 3166, e.g. ``"US"``) reads numbers given in national format;
+    an unknown code raises :class:`~sipbridge.numbers.InvalidField` here, not per request.
+    """
+    default_region = normalize_region(default_region)
+    app = FastAPI(
+        title="sipbridge",
+        version=__version__,
+        description=DESCRIPTION,
+        max_body_size=MAX_BODY_SIZE,
+    )
+    app.state.db = db
+    app.state.readiness = readiness
+    app.state.default_region = default_region
+    install_error_handlers(app)
+    app.include_router(routes_health.router)
+    for module in (routes_agents, routes_numbers, routes_trunks, routes_calls, routes_stats):
+        app.include_router(module.router)
+    if metrics_app is not None:
+        metrics: Any = _AsgiEndpoint(metrics_app)
+        app.router.routes.append(Route("/metrics", metrics, include_in_schema=False))
+    return app

@@ -1,0 +1,169 @@
+"""``/api/calls``: call records, newest first, with filters, cursor pagination and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Query
+from fastapi.responses import StreamingResponse
+from pydantic import AfterValidator
+
+from sipbridge.api.auth import api_router
+from sipbridge.api.deps import get_db
+from sipbridge.api.errors import JSON_ERROR, error_responses, field_error, service_errors
+from sipbridge.api.schemas import (
+    CallDetailOut,
+    CallOut,
+    CallPage,
+    check_text,
+    check_utc_datetime,
+)
+from sipbridge.store import service
+from sipbridge.store.db import Database
+from sipbridge.store.records import CallRecord, CallStatus
+from sipbridge.store.service import CallFilter
+
+__all__ = ["CSV_COLUMNS", "call_filter", "csv_cell", "router"]
+
+router = api_router()
+
+Db = Annotated[Database, Depends(get_db)]
+Text = Annotated[str, AfterValidator(check_text)]
+UtcDateTime = Annotated[datetime, AfterValidator(check_utc_datetime)]
+
+CSV_COLUMNS: tuple[str, ...] = tuple(CallOut.model_fields)
+_CSV_BATCH = 500
+# A cell a spreadsheet would run as a formula; numbers like +12025550101 or -1.5 are safe.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d+(\.\d+)?")
+
+
+def call_filter(
+    number: Annotated[
+        Text | None,
+        Query(max_length=64, description="Caller or callee (E.164 is normalized)"),
+    ] = None,
+    agent: Annotated[Text | None, Query(max_length=100)] = None,
+    status: Annotated[CallStatus | None, Query()] = None,
+    reason: Annotated[Text | None, Query(max_length=255, examples=["agent_unreachable"])] = None,
+    since: Annotated[
+        UtcDateTime | None,
+        Query(description="Received at or after (ISO 8601; no offset means UTC)"),
+    ] = None,
+    until: Annotated[UtcDateTime | None, Query(description="Received before (ISO 8601)")] = None,
+) -> CallFilter:
+    """The filters shared by the list and the CSV export."""
+    if since is not None and until is not None and until <= since:
+        raise field_error("query", "until", "must be later than since")
+    return CallFilter(
+        number=number, agent=agent, status=status, reason=reason, since=since, until=until
+    )
+
+
+Filter = Annotated[CallFilter, Depends(call_filter)]
+
+
+@router.get(
+    "/calls",
+    response_model=CallPage,
+    tags=["calls"],
+)
+async def list_calls(
+    db: Db,
+    filters: Filter,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Page size")] = 50,
+    cursor: Annotated[
+        Text | None,
+        Query(max_length=512, description="next_cursor from the previous page"),
+    ] = None,
+) -> dict[str, Any]:
+    """Call records, newest first, one page at a time."""
+    with service_errors("query"):
+        records, next_cursor = await service.list_calls_page(
+            db, filters, limit=limit, cursor=cursor
+        )
+    return {"items": [record.to_json() for record in records], "next_cursor": next_cursor}
+
+
+def csv_cell(value: Any) -> str:
+    """A CSV cell; text a spreadsheet would run as a formula gets a leading ``'``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def _csv_rows(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerows(rows)
+    return buffer.getvalue()
+
+
+async def _csv_stream(
+    first: CallRecord | None, rest: AsyncIterator[CallRecord]
+) -> AsyncIterator[str]:
+    yield _csv_rows([list(CSV_COLUMNS)])
+    if first is None:
+        return
+    batch = [_csv_row(first)]
+    async for record in rest:
+        batch.append(_csv_row(record))
+        if len(batch) >= _CSV_BATCH:
+            yield _csv_rows(batch)
+            batch = []
+    yield _csv_rows(batch)
+
+
+def _csv_row(record: CallRecord) -> list[str]:
+    data = record.to_json()
+    return [csv_cell(data.get(column)) for column in CSV_COLUMNS]
+
+
+class CsvResponse(StreamingResponse):
+    media_type = "text/csv"
+
+
+@router.get(
+    "/calls.csv",
+    response_class=CsvResponse,
+    tags=["calls"],
+    responses={
+        200: {
+            "description": "One header row, then one row per call, newest first",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        },
+        401: {"description": "Missing or invalid API key", "content": JSON_ERROR},
+    },
+)
+async def export_calls_csv(db: Db, filters: Filter) -> CsvResponse:
+    """All calls matching the filters as CSV (streamed; same filters as ``/api/calls``)."""
+    records = service.iter_calls(db, filters)
+    with service_errors("query"):  # bad input shows on the first page, before streaming
+        first = await anext(records, None)
+    return CsvResponse(
+        _csv_stream(first, records),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
+    )
+
+
+@router.get(
+    "/calls/{call_id}",
+    response_model=CallDetailOut,
+    tags=["calls"],
+    responses=error_responses(e404="No call with that id"),
+)
+async def get_call(
+    call_id: Annotated[Text, Path(description="The call's id")], db: Db
+) -> dict[str, Any]:
+    """One call with its timeline, transcript, metadata and quality figures."""
+    return (await service.get_call(db, call_id)).to_json()

@@ -1,0 +1,360 @@
+"""Pydantic models for the REST API: request bodies and the documented response shapes.
+
+Response models mirror the ``to_json()`` of the records in :mod:`sipbridge.store.records`
+(tests compare the field sets, so the two cannot drift apart silently). Timestamps are kept
+as the ISO 8601 strings ``to_json()`` produces.
+
+Every string that reaches the database is checked for NUL characters and lone surrogates
+(PostgreSQL rejects the first, UTF-8 cannot encode the second) and bounded in length, and
+every integer is bounded, so bad input is a 422 and never a database error.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+
+__all__ = [
+    "CODEC_NAMES",
+    "NAME_PATTERN",
+    "AgentCreate",
+    "AgentOut",
+    "AgentStatsOut",
+    "AgentUpdate",
+    "CallDetailOut",
+    "CallOut",
+    "CallPage",
+    "CallStatsOut",
+    "ErrorMessage",
+    "MetadataEntry",
+    "NumberCreate",
+    "NumberOut",
+    "NumberUpdate",
+    "TimelineEntry",
+    "TranscriptEntry",
+    "TrunkCreate",
+    "TrunkOut",
+    "TrunkUpdate",
+    "check_text",
+    "check_utc_datetime",
+]
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+CODEC_NAMES = ("pcmu", "pcma", "g722", "opus")
+MAX_URLS = 10
+MAX_CIDRS = 256
+
+
+def check_text(value: str) -> str:
+    """Reject text the database cannot store: NUL characters and lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+def check_utc_datetime(value: datetime) -> datetime:
+    """A timestamp that converts to UTC (naive means UTC) without leaving the datetime range."""
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once converted to UTC") from None
+
+
+def _check_cidr(value: str) -> str:
+    try:
+        ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address or network (CIDR)") from None
+    return value.strip()
+
+
+def _drop_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _optional(**kwargs: Any) -> Any:
+    """A PATCH field that may be left out but not set to null (unless its type allows it).
+
+    Its ``None`` default is never validated and never shown in the schema; routes look at
+    ``model_fields_set`` to tell which fields were sent.
+    """
+    return Field(default=None, json_schema_extra=_drop_default, **kwargs)
+
+
+Text = Annotated[str, AfterValidator(check_text)]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=100, pattern=NAME_PATTERN, examples=["support"]),
+]
+AgentUrl = Annotated[
+    str,
+    Field(
+        min_length=6,
+        max_length=2048,
+        pattern=r"^[wW][sS][sS]?://",
+        examples=["wss://agent.example.com/ws"],
+    ),
+    AfterValidator(check_text),
+]
+AgentUrls = Annotated[list[AgentUrl], Field(min_length=1, max_length=MAX_URLS)]
+Protocol = Literal["native", "twilio"]
+SampleRate = Literal[8000, 16000]
+Token = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(check_text)]
+Cidr = Annotated[
+    str,
+    Field(min_length=1, max_length=64, examples=["203.0.113.0/24"]),
+    AfterValidator(check_text),
+    AfterValidator(_check_cidr),
+]
+Cidrs = Annotated[list[Cidr], Field(max_length=MAX_CIDRS)]
+Host = Annotated[
+    str,
+    Field(min_length=1, max_length=255, examples=["sip.example.net"]),
+    AfterValidator(check_text),
+]
+Credential = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(check_text)]
+MaxCalls = Annotated[int, Field(ge=1, le=100_000)]
+Codec = Literal["pcmu", "pcma", "g722", "opus"]
+Codecs = Annotated[list[Codec], Field(max_length=len(CODEC_NAMES))]
+NumberText = Annotated[
+    str,
+    Field(min_length=1, max_length=64, examples=["+12025550101"]),
+    AfterValidator(check_text),
+]
+# ISO 8601 timestamps exactly as the records' to_json() writes them
+Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class ErrorMessage(BaseModel):
+    """The body of 400, 401, 404, 409 and 413 answers."""
+
+    detail: str
+
+
+# -------------------------------------------------------------------------- agents
+
+
+class AgentCreate(_Body):
+    name: Name
+    urls: AgentUrls = Field(
+        description="WebSocket URLs (ws:// or wss://), tried in order; the first is the primary."
+    )
+    protocol: Protocol = "native"
+    token: Token | None = Field(
+        default=None,
+        description="Sent to the agent as a bearer token. Write-only: answers show has_token.",
+    )
+    sample_rate: SampleRate = 8000
+    voice_enabled: bool = True
+
+
+class AgentUpdate(_Body):
+    """Fields left out stay as they are; ``"token": null`` removes the token."""
+
+    urls: AgentUrls = _optional()
+    protocol: Protocol = _optional()
+    token: Token | None = Field(default=None, description="null removes the token")
+    sample_rate: SampleRate = _optional()
+    voice_enabled: bool = _optional()
+
+
+class AgentOut(_Out):
+    name: str
+    urls: list[str]
+    protocol: str
+    has_token: bool
+    sample_rate: int
+    voice_enabled: bool
+    created_at: Timestamp
+    updated_at: Timestamp | None
+
+
+# ------------------------------------------------------------------------- numbers
+
+
+class NumberCreate(_Body):
+    number: NumberText = Field(
+        description="E.164 (+12025550101) or, with a default region set, a national format"
+    )
+    agent: Name
+
+
+class NumberUpdate(_Body):
+    agent: Name | None = Field(description="null leaves the number without an agent (480)")
+
+
+class NumberOut(_Out):
+    number: str
+    agent: str | None = Field(description="null once the agent was removed")
+    created_at: Timestamp | None
+
+
+# -------------------------------------------------------------------------- trunks
+
+
+class TrunkCreate(_Body):
+    name: Name
+    allowed_cidrs: Cidrs = Field(
+        default_factory=list, description="Source addresses allowed to send calls"
+    )
+    host: Host | None = Field(
+        default=None, description="Where outbound calls and registrations go (host[:port])"
+    )
+    username: Credential | None = None
+    password: Credential | None = Field(default=None, description="Write-only")
+    register_: bool = Field(default=False, alias="register")
+    max_calls: MaxCalls | None = None
+    codecs: Codecs = Field(default_factory=list)
+
+
+class TrunkUpdate(_Body):
+    """Fields left out stay as they are; null clears host, username, password, max_calls."""
+
+    allowed_cidrs: Cidrs = _optional()
+    host: Host | None = None
+    username: Credential | None = None
+    password: Credential | None = None
+    register_: bool = _optional(alias="register")
+    max_calls: MaxCalls | None = None
+    codecs: Codecs = _optional()
+
+
+class TrunkOut(_Out):
+    name: str
+    allowed_cidrs: list[str]
+    host: str | None
+    username: str | None
+    has_password: bool
+    register_: bool = Field(alias="register")
+    max_calls: int | None
+    codecs: list[str]
+    created_at: Timestamp
+
+
+# --------------------------------------------------------------------------- calls
+
+
+class CallOut(_Out):
+    """A call record; the field order is also the CSV export's column order."""
+
+    id: str
+    sip_call_id: str
+    from_number: str | None
+    to_number: str | None
+    agent: str | None
+    received_at: Timestamp
+    answered_at: Timestamp | None
+    ended_at: Timestamp | None
+    duration_s: float | None
+    status: Literal["answered", "failed", "cancelled"]
+    reason: str | None
+    sip_code: int | None
+    codec: str | None
+    hangup_by: str | None
+    source: str | None
+    caller_country: str | None = Field(description="ISO 3166 alpha-2, from the caller's number")
+    caller_region: str | None = Field(description="e.g. Washington D.C.; null when unknown")
+    first_audio_at: Timestamp | None
+    setup_ms: float | None = Field(description="INVITE to answer, milliseconds")
+    time_to_first_audio_ms: float | None = Field(
+        description="Answer to the agent's first audio, milliseconds"
+    )
+
+
+class CallPage(_Out):
+    items: list[CallOut]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next page; null at the end"
+    )
+
+
+class TimelineEntry(_Out):
+    event: Literal["received", "answered", "first_audio", "ended"]
+    at: Timestamp
+
+
+class TranscriptEntry(_Out):
+    at: Timestamp
+    role: str | None
+    text: str | None
+    final: bool | None
+
+
+class MetadataEntry(_Out):
+    at: Timestamp
+    data: dict[str, Any]
+
+
+class CallDetailOut(CallOut):
+    timeline: list[TimelineEntry]
+    transcript: list[TranscriptEntry]
+    metadata: list[MetadataEntry]
+    quality: dict[str, Any] | None
+
+
+# --------------------------------------------------------------------------- stats
+
+
+class ReasonCount(_Out):
+    reason: str | None
+    count: int
+
+
+class DayCount(_Out):
+    date: str = Field(json_schema_extra={"format": "date"})
+    count: int
+
+
+class CountryCount(_Out):
+    country: str | None
+    count: int
+
+
+class RegionCount(_Out):
+    country: str | None
+    region: str | None
+    count: int
+
+
+class AgentStatsOut(_Out):
+    agent: str
+    calls: int
+    answered: int
+    success_rate: float
+    average_duration_s: float | None
+    average_time_to_first_audio_ms: float | None
+
+
+class CallStatsOut(_Out):
+    since: Timestamp | None
+    until: Timestamp | None
+    total: int
+    answered: int
+    failed: int
+    cancelled: int
+    success_rate: float = Field(description="answered / total; 0 without calls")
+    average_duration_s: float | None = Field(description="over answered calls")
+    failure_reasons: list[ReasonCount]
+    by_hour_of_day: list[int] = Field(min_length=24, max_length=24, description="UTC hours")
+    by_day_of_week: list[int] = Field(min_length=7, max_length=7, description="Monday first, UTC")
+    by_day: list[DayCount]
+    callers_by_country: list[CountryCount]
+    callers_by_region: list[RegionCount]
+    agents: list[AgentStatsOut]

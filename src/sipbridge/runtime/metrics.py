@@ -1,0 +1,83 @@
+"""Prometheus metrics of one sipbridge process.
+
+One :class:`Metrics` object per server, on its own registry (so tests and several servers
+in one process do not share counters). Nothing here is touched per RTP packet: media
+counters are added once per call, from the call's totals, when it ends.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
+
+# Call setup and agent timings are mostly well under a second; the tail matters.
+_FAST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_JITTER_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
+
+
+class Metrics:
+    """The server's metrics; :attr:`asgi_app` serves them at ``/metrics``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.active_calls = Gauge(
+            "sipbridge_active_calls", "Calls in progress (ringing or answered).", registry=r
+        )
+        self.calls = Counter(
+            "sipbridge_calls",
+            "Call attempts by final status and reason.",
+            ["status", "reason"],
+            registry=r,
+        )
+        self.setup_seconds = Histogram(
+            "sipbridge_call_setup_seconds",
+            "Time from INVITE received to 200 OK sent.",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.agent_connect_seconds = Histogram(
+            "sipbridge_agent_connect_seconds",
+            "Time to open the agent's WebSocket.",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.agent_first_audio_seconds = Histogram(
+            "sipbridge_agent_first_audio_seconds",
+            "Time from answer to the agent's first audio.",
+            buckets=_FAST_BUCKETS,
+            registry=r,
+        )
+        self.rtp_packets = Counter(
+            "sipbridge_rtp_packets",
+            "RTP packets, by direction (in: from callers, out: to callers).",
+            ["direction"],
+            registry=r,
+        )
+        self.rtp_packets_dropped = Counter(
+            "sipbridge_rtp_packets_dropped",
+            "Packets received on call RTP ports that were not audio of the call.",
+            registry=r,
+        )
+        self.rtp_packets_lost = Counter(
+            "sipbridge_rtp_packets_lost",
+            "Caller RTP packets lost (sequence gaps, RFC 3550 A.3).",
+            registry=r,
+        )
+        self.rtp_jitter_seconds = Histogram(
+            "sipbridge_rtp_jitter_seconds",
+            "Interarrival jitter of the caller's RTP at the end of each call (RFC 3550 A.8).",
+            buckets=_JITTER_BUCKETS,
+            registry=r,
+        )
+        self.sip_rejected = Counter(
+            "sipbridge_sip_requests_rejected",
+            "SIP requests answered with an error or dropped by the SIP core, by status.",
+            ["status"],
+            registry=r,
+        )
+        self.agent_audio_dropped_bytes = Counter(
+            "sipbridge_agent_audio_dropped_bytes",
+            "Agent audio bytes dropped because the playout buffer cap was reached.",
+            registry=r,
+        )
+        self.asgi_app = make_asgi_app(registry=r)

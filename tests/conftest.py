@@ -1,0 +1,98 @@
+"""Shared fixtures: ``db`` / ``db_url`` run a test on SQLite and on a real PostgreSQL.
+
+PostgreSQL comes from ``SIPBRIDGE_TEST_POSTGRES`` (a server URL such as
+``postgresql+asyncpg://postgres:postgres@127.0.0.1/postgres``); every test gets a fresh
+database ``sb_test_<random>`` that is dropped afterwards. Without the variable the
+PostgreSQL runs are skipped, except when ``CI=true``, where they fail: CI must not pass by
+silently leaving PostgreSQL out.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from sipbridge.store.db import Database
+
+POSTGRES_ENV = "SIPBRIDGE_TEST_POSTGRES"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def postgres_server_url() -> str | None:
+    """The PostgreSQL server to test against; skips (or fails on CI) when there is none."""
+    url = os.environ.get(POSTGRES_ENV, "").strip()
+    if url:
+        return url
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{POSTGRES_ENV} is not set: the PostgreSQL tests must run on CI")
+    pytest.skip(f"{POSTGRES_ENV} is not set (e.g. postgresql+asyncpg://u:p@127.0.0.1/postgres)")
+    return None  # pragma: no cover
+
+
+def _asyncpg_dsn(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+async def create_postgres_database(server_url: str) -> str:
+    """Create an empty database ``sb_test_<random>``; returns its SQLAlchemy URL."""
+    import asyncpg
+
+    name = f"sb_test_{secrets.token_hex(6)}"
+    connection = await asyncpg.connect(_asyncpg_dsn(server_url))
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_postgres_database(server_url: str, database_url: str) -> None:
+    import asyncpg
+
+    name = make_url(database_url).database
+    connection = await asyncpg.connect(_asyncpg_dsn(server_url))
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(params=BACKENDS)
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of an empty database (no schema yet): a SQLite file, or a fresh PostgreSQL
+    database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    server = postgres_server_url()
+    assert server is not None
+    url = await create_postgres_database(server)
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(server, url)
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """An upgraded :class:`Database` on each backend."""
+    database = Database(db_url)
+    try:
+        await database.upgrade()
+        yield database
+    finally:
+        await database.close()
+
+
+@pytest.fixture
+def backend(db_url: str) -> str:
+    """``"sqlite"`` or ``"postgresql"``: the backend of this test's database."""
+    return make_url(db_url).get_backend_name()
