@@ -285,13 +285,13 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0002" in result.stdout
+    assert "revision 0003" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
             return await db.current_revision()
 
-    assert asyncio.run(revision()) == "0002"
+    assert asyncio.run(revision()) == "0003"
 
 
 def test_db_option_overrides_env(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -848,7 +848,7 @@ def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -
         for name in list(os.environ):
             if name.startswith("SIPBRIDGE_"):
                 monkeypatch.delenv(name)
-        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0002")
+        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0003")
         result = invoke(
             runner, pg_env, "agent", "add", "bot", "--url", "wss://a", "--url", "wss://b"
         )
@@ -867,3 +867,11 @@ def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -
         assert invoke(runner, pg_env, "apikey", "revoke", "k").exit_code == 0
     finally:
         asyncio.run(drop_postgres_database(server, url))
+
+
+def test_serve_rejects_unknown_codec(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["serve", "--codecs", "pcmu,g729", "--db", f"sqlite:///{tmp_path / 'c.db'}"]
+    )
+    assert result.exit_code == 2
+    assert "--codecs: unknown codec 'g729'" in result.output

@@ -139,3 +139,17 @@ def test_local_ipv4_falls_back_to_loopback(monkeypatch: pytest.MonkeyPatch) -> N
 def test_local_ipv4_real_machine() -> None:
     address = local_ipv4()
     assert config._is_usable_ipv4(address) or address == "127.0.0.1"
+
+
+def test_codecs_default_prefers_g711_and_validates() -> None:
+    from sipbridge.config import DEFAULT_CODECS, parse_codecs
+
+    assert ServeSettings().codecs == DEFAULT_CODECS == ("pcmu", "pcma", "g722", "opus")
+    assert parse_codecs(" OPUS, g722,opus ") == ("opus", "g722")
+    assert ServeSettings(codecs=("G722",)).codecs == ("g722",)
+    with pytest.raises(ValueError, match="unknown codec 'g729'"):
+        parse_codecs("pcmu,g729")
+    with pytest.raises(ValueError, match="empty"):
+        parse_codecs(" , ")
+    with pytest.raises(ValueError, match="media_timeout"):
+        ServeSettings(media_timeout=0)

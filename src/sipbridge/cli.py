@@ -22,7 +22,7 @@ import typer
 from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
-from sipbridge.config import ServeSettings, parse_port_range
+from sipbridge.config import DEFAULT_CODECS, ServeSettings, parse_codecs, parse_port_range
 from sipbridge.numbers import InvalidNumber, normalize_e164, normalize_region
 from sipbridge.store import service
 from sipbridge.store.db import Database
@@ -200,6 +200,23 @@ def serve(
         ),
     ] = 8080,
     default_region: RegionOption = None,
+    codecs: Annotated[
+        str,
+        typer.Option(
+            "--codecs",
+            envvar=_env("codecs"),
+            help="Phone-side codecs in order of preference (pcmu, pcma, g722, opus).",
+        ),
+    ] = ",".join(DEFAULT_CODECS),
+    media_timeout: Annotated[
+        float,
+        typer.Option(
+            "--media-timeout",
+            envvar=_env("media-timeout"),
+            min=1.0,
+            help="Seconds without caller RTP (when not on hold) before the call is hung up.",
+        ),
+    ] = 30.0,
 ) -> None:
     """Run the SIP server and its HTTP API."""
     try:
@@ -218,6 +235,10 @@ def serve(
         region = normalize_region(default_region)
     except ValueError as exc:
         _fail(f"--default-region: {exc}", 2)
+    try:
+        codec_list = parse_codecs(codecs)
+    except ValueError as exc:
+        _fail(f"--codecs: {exc}", 2)
     settings = ServeSettings(
         sip_host=sip_host,
         sip_port=sip_port,
@@ -230,6 +251,8 @@ def serve(
         default_region=region,
         http_host=http_host,
         http_port=http_port,
+        codecs=codec_list,
+        media_timeout=media_timeout,
     )
 
     async def migrate(_database: Database) -> None:

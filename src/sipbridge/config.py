@@ -74,6 +74,29 @@ def parse_port_range(text: str) -> tuple[int, int]:
     return low, high
 
 
+DEFAULT_CODECS: tuple[str, ...] = ("pcmu", "pcma", "g722", "opus")
+
+
+def parse_codecs(text: str) -> tuple[str, ...]:
+    """``"pcmu,pcma,g722,opus"`` → the codec preference list, validated against the codec
+    registry; ValueError naming the unknown codec (or an empty list)."""
+    from sipbridge.codecs import codec_names  # the registry imports numpy: only when needed
+
+    known = codec_names()
+    names: list[str] = []
+    for raw in text.split(","):
+        name = raw.strip().lower()
+        if not name:
+            continue
+        if name not in known:
+            raise ValueError(f"unknown codec {raw.strip()!r} (known: {', '.join(known)})")
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError("the codec list is empty")
+    return tuple(names)
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """Everything ``sipbridge serve`` needs; built by the CLI, read by the runtime."""
@@ -89,6 +112,9 @@ class ServeSettings:
     default_region: str | None = None  # ISO 3166 code for national number formats
     http_host: str = "127.0.0.1"  # the REST API, /healthz, /readyz and /metrics
     http_port: int = 8080
+    # Our codec preference, best first; the seed advises providers to prefer G.711.
+    codecs: tuple[str, ...] = DEFAULT_CODECS
+    media_timeout: float = 30.0  # seconds without caller RTP (not on hold) before hanging up
 
     def __post_init__(self) -> None:
         if not 0 <= self.sip_port <= 65535:
@@ -98,6 +124,9 @@ class ServeSettings:
         parse_port_range(f"{self.rtp_port_min}-{self.rtp_port_max}")
         if self.agent_connect_timeout <= 0:
             raise ValueError("agent_connect_timeout must be positive")
+        if self.media_timeout <= 0:
+            raise ValueError("media_timeout must be positive")
+        object.__setattr__(self, "codecs", parse_codecs(",".join(self.codecs)))
 
     @property
     def advertised_ip(self) -> str:

@@ -126,3 +126,33 @@ def test_long_stream_stays_linear() -> None:
 def test_invalid_sizes(frame: int, cap: int) -> None:
     with pytest.raises(ValueError):
         PlayoutBuffer(frame, cap)
+
+
+def test_positions_count_accepted_bytes() -> None:
+    buffer = PlayoutBuffer(frame_bytes=4, cap_bytes=10)
+    assert (buffer.written_bytes, buffer.played_bytes) == (0, 0)
+    buffer.write(b"abcdef")
+    assert (buffer.written_bytes, buffer.played_bytes) == (6, 0)
+    buffer.next_frame()
+    assert (buffer.written_bytes, buffer.played_bytes) == (6, 4)
+    assert buffer.write(b"0123456789") == 2  # refused bytes take no position
+    assert (buffer.written_bytes, buffer.played_bytes) == (14, 4)
+
+
+def test_positions_across_a_padded_tail() -> None:
+    buffer = PlayoutBuffer(frame_bytes=4)
+    buffer.write(b"abcdef")
+    buffer.next_frame()
+    assert buffer.next_frame() is None
+    assert buffer.played_bytes == 4
+    assert buffer.next_frame() == b"ef\0\0"
+    assert buffer.played_bytes == 6 == buffer.written_bytes
+
+
+def test_clear_returns_what_it_dropped_and_moves_played_to_written() -> None:
+    buffer = PlayoutBuffer(frame_bytes=4)
+    buffer.write(b"abcdefg")
+    buffer.next_frame()
+    assert buffer.clear() == 3
+    assert buffer.played_bytes == buffer.written_bytes == 7
+    assert buffer.clear() == 0

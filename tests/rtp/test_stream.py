@@ -63,3 +63,24 @@ def test_skip_advances_timestamp_only_and_marks_next_packet() -> None:
 def test_invalid_arguments(ssrc: int, payload_type: int, samples: int) -> None:
     with pytest.raises(ValueError):
         RtpSender(ssrc, payload_type, samples, initial_sequence=0, initial_timestamp=0)
+
+
+def test_event_packet_shares_sequence_and_ssrc_with_own_timestamp() -> None:
+    sender = RtpSender(
+        ssrc=0x1234,
+        payload_type=0,
+        samples_per_frame=160,
+        initial_sequence=65535,
+        initial_timestamp=1000,
+    )
+    audio = RtpPacket.parse(sender.packet(b"\xff" * 160))
+    event = RtpPacket.parse(sender.event_packet(101, 1160, True, b"\x01\x0a\x00\xa0"))
+    again = RtpPacket.parse(sender.event_packet(101, 1160, False, b"\x01\x8a\x01\x40"))
+    sender.skip()
+    after = RtpPacket.parse(sender.packet(b"\xff" * 160))
+    assert (audio.sequence, event.sequence, again.sequence, after.sequence) == (65535, 0, 1, 2)
+    assert {audio.ssrc, event.ssrc, after.ssrc} == {0x1234}
+    assert (event.payload_type, event.timestamp, event.marker) == (101, 1160, True)
+    assert again.marker is False
+    assert after.timestamp == 1000 + 2 * 160  # the event's frame period was skipped
+    assert sender.packets_sent == 4

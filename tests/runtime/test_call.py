@@ -17,6 +17,7 @@ import pytest
 from sipbridge.codecs import get_codec
 from sipbridge.config import ServeSettings
 from sipbridge.rtp.packet import parse_rtp_header
+from sipbridge.rtp.rtcp import SenderReport, SourceDescription, parse_compound
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.message import Request, Response, parse_message
 from sipbridge.store import service
@@ -113,6 +114,9 @@ async def test_sipp_call_audio_echoes_back_bit_exact(
     # The agent got a start, exactly the caller's audio as PCM16, then a stop.
     assert call.start is not None and call.start["to"] == NUMBER
     assert call.stop == {"type": "stop", "reason": "caller_hangup"}
+    # uac_pcap then plays dtmf_2833_1.pcap: exactly one key press reaches the agent.
+    dtmf = [t for t in call.texts if t.get("type") == "dtmf"]
+    assert len(dtmf) == 1 and dtmf[0]["digit"] == "1" and dtmf[0]["duration_ms"] > 0
     sent_payloads = []
     for packet in udp_payloads(SIPP_SHARE / "g711a.pcap"):
         pt, *_rest, start, end = parse_rtp_header(packet)
@@ -121,12 +125,23 @@ async def test_sipp_call_audio_echoes_back_bit_exact(
     pcma = get_codec("pcma").decoder()
     expected_pcm = b"".join(pcma.decode(p) for p in sent_payloads)
     assert all(len(frame) == 320 for frame in call.audio)
-    assert b"".join(call.audio) == expected_pcm
+    got = b"".join(call.audio)
+    assert got[: len(expected_pcm)] == expected_pcm
+    # After SIPp's audio ends (a DTMF digit and a pause follow), the agent keeps getting a
+    # continuous frame sequence: concealment fading out, then silence.
+    tail = got[len(expected_pcm) :]
+    assert len(tail) >= 320 * 25
+    assert tail[-3200:] == bytes(3200)
 
     # What came back on the RTP stream: one SSRC, continuous numbering, and the
     # caller's own A-law frames (G.711 round trip is bit-exact), in order.
-    ours = [p for p in sniffer.packets if p.src[1] != p.dst[1]]
+    ours = [p for p in sniffer.packets if p.src[1] != p.dst[1] and p.src[1] % 2 == 0]
     assert ours, "no RTP from sipbridge"
+    # RTCP from the odd port next to it: a sender report for our stream (RFC 3550 §6.4.1)
+    rtcp = [p for p in sniffer.packets if p.src[1] == ours[0].src[1] + 1]
+    assert rtcp, "no RTCP from sipbridge"
+    [report, sdes] = parse_compound(rtcp[0].payload)
+    assert isinstance(report, SenderReport) and isinstance(sdes, SourceDescription)
     headers = [parse_rtp_header(p.payload) for p in ours]
     assert {h[3] for h in headers} == {headers[0][3]}
     seqs = [h[1] for h in headers]
@@ -140,10 +155,15 @@ async def test_sipp_call_audio_echoes_back_bit_exact(
     stream = b"".join(sent_payloads)
     expected = [stream[i : i + 160] for i in range(0, len(stream), 160)]
     expected = [p for p in expected if p != silence]
-    assert voiced == expected
+    assert voiced[: len(expected)] == expected
     # paced at 20 ms: about 50 packets a second for the whole call
     span = ours[-1].at - ours[0].at
     assert abs(len(ours) - span / 0.020) < 0.05 * len(ours)
+    assert report.ssrc == headers[0][3]
+    # Quality figures of a clean loopback call, kept with the record.
+    assert record.packets_in == len(sent_payloads) and record.packets_lost == 0
+    assert record.loss_percent == 0.0 and record.jitter_ms is not None
+    assert record.mos is not None and record.mos > 4.0
 
 
 @pytest.mark.sipp

@@ -1,14 +1,16 @@
-"""RTP sockets: port allocation, the 20 ms clock, symmetric RTP, bad packets."""
+"""RTP sockets: port allocation, the 20 ms clock, symmetric RTP, jitter/loss, DTMF, RTCP."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 import socket
 
 import pytest
 
 from sipbridge.codecs import get_codec
+from sipbridge.media.dtmf import DigitPressed, parse_event
 from sipbridge.rtp.packet import RtpPacket, parse_rtp_header
 from sipbridge.runtime.media import (
     PortsExhausted,
@@ -16,7 +18,14 @@ from sipbridge.runtime.media import (
     RtpPortAllocator,
     open_rtp_endpoint,
 )
-from tests.support.sipp import free_udp_port
+from sipbridge.sdp.negotiate import Negotiated
+from tests.support.pcap import udp_payloads
+from tests.support.sipp import SIPP_SHARE, free_udp_port
+
+
+def negotiated(remote: tuple[str, int], codec: str = "pcmu", pt: int = 0) -> Negotiated:
+    clock = get_codec(codec).clock_rate
+    return Negotiated(pt, codec, clock, 101, remote[0], remote[1], "sendrecv", None)
 
 
 def test_allocator_hands_out_even_ports_and_takes_them_back() -> None:
@@ -41,25 +50,33 @@ class Peer(asyncio.DatagramProtocol):
 
 
 async def open_endpoint(
-    remote: tuple[str, int], frames: list[bytes], received: list[bytes]
+    remote: tuple[str, int],
+    frames: list[bytes],
+    received: list[bytes],
+    *,
+    codec: str = "pcmu",
+    pt: int = 0,
+    agent_rate: int = 8000,
+    digits: list[DigitPressed] | None = None,
 ) -> tuple[RtpEndpoint, int]:
     loop = asyncio.get_running_loop()
     low = free_udp_port()
     allocator = RtpPortAllocator(low, low + 1)
+    silence = bytes(agent_rate // 25)
 
     def next_frame() -> bytes:
-        return frames.pop(0) if frames else bytes(320)
+        return frames.pop(0) if frames else silence
 
     return await open_rtp_endpoint(
         loop,
         allocator,
         "127.0.0.1",
         lambda: RtpEndpoint(
-            codec="pcmu",
-            payload_type=0,
-            remote=remote,
+            negotiated=negotiated(remote, codec, pt),
+            agent_rate=agent_rate,
             on_audio=received.append,
             next_frame=next_frame,
+            on_dtmf=None if digits is None else digits.append,
         ),
     )
 
@@ -102,7 +119,7 @@ async def test_symmetric_rtp_decodes_and_answers_to_the_source() -> None:
     packet = RtpPacket(payload_type=0, sequence=1, timestamp=0, ssrc=7, payload=payload)
     real_t.sendto(packet.serialize(), ("127.0.0.1", port))
     real_t.sendto(b"\x00\x01junk", ("127.0.0.1", port))  # not RTP
-    other_pt = RtpPacket(payload_type=101, sequence=2, timestamp=0, ssrc=7, payload=b"\x01\x02")
+    other_pt = RtpPacket(payload_type=13, sequence=2, timestamp=0, ssrc=7, payload=b"\x01")
     real_t.sendto(other_pt.serialize(), ("127.0.0.1", port))
     await asyncio.sleep(0.1)
     before = len(real.packets)
@@ -110,18 +127,127 @@ async def test_symmetric_rtp_decodes_and_answers_to_the_source() -> None:
     endpoint.close()
     sdp_peer_t.close()
     real_t.close()
-    assert received == [get_codec("pcmu").decoder().decode(payload)]
+    assert received[0] == get_codec("pcmu").decoder().decode(payload)
     assert len(real.packets) - before >= 3  # now sent to where the caller's RTP came from
     assert endpoint.stats.packets_in == 1 and endpoint.stats.dropped_in == 2
-    pt = parse_rtp_header(real.packets[-1][0])[0]
-    assert pt == 0
+    assert parse_rtp_header(real.packets[-1][0])[0] == 0
+
+
+async def test_loss_reorder_duplicates_and_jitter_give_a_continuous_stream() -> None:
+    """A small relay's worth of network trouble between caller and endpoint: the agent
+    still gets exactly one frame of audio per 20 ms of the caller's clock, lost packets
+    concealed, and the quality figures count what happened."""
+    loop = asyncio.get_running_loop()
+    caller_t, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    received: list[bytes] = []
+    endpoint, port = await open_endpoint(caller_t.get_extra_info("sockname"), [], received)
+    endpoint.start(loop)
+    rng = random.Random(7)
+    total, lost = 100, {10, 11, 40, 77}
+    order = [s for s in range(total) if s not in lost]
+    order[20], order[21] = order[21], order[20]  # reordered pair
+    tone = get_codec("pcmu").encoder().encode(bytes([0x00, 0x10]) * 160)
+    start = loop.time()
+    for index, seq in enumerate(order):
+        due = start + index * 0.020 + rng.uniform(0, 0.008)  # up to 8 ms of jitter
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        packet = RtpPacket(0, (65500 + seq) & 0xFFFF, seq * 160, 99, payload=tone).serialize()
+        caller_t.sendto(packet, ("127.0.0.1", port))
+        if seq == 50:
+            caller_t.sendto(packet, ("127.0.0.1", port))  # duplicate
+    await asyncio.sleep(0.15)
+    quality = endpoint.quality()
+    endpoint.close()
+    caller_t.close()
+    pcm = b"".join(received)
+    # packets 0..99 cover 2 s; the stream keeps going (concealed) after the last one
+    assert len(pcm) >= total * 320
+    assert len(pcm) % 160 == 0
+    # RFC 3550 A.3: lost = expected - received, and a duplicate counts as received.
+    assert quality.packets_lost == len(lost) - 1
+    assert quality.loss_percent == pytest.approx(100 * (len(lost) - 1) / total, abs=0.01)
+    assert quality.concealed_ms >= 20 * len(lost)
+    assert 0 < quality.jitter_ms < 10
+    assert quality.mos < 4.4
+    # duplicates and the reordered pair were not played twice or skipped
+    assert endpoint.stats.packets_in == len(order) + 1
+
+
+async def test_caller_dtmf_from_sipp_pcap_reported_once() -> None:
+    loop = asyncio.get_running_loop()
+    caller_t, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    digits: list[DigitPressed] = []
+    endpoint, port = await open_endpoint(caller_t.get_extra_info("sockname"), [], [], digits=digits)
+    endpoint.start(loop)
+    for packet in udp_payloads(SIPP_SHARE / "dtmf_2833_1.pcap"):
+        caller_t.sendto(packet, ("127.0.0.1", port))
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+    endpoint.close()
+    caller_t.close()
+    assert [d.digit for d in digits] == ["1"]
+
+
+async def test_agent_dtmf_goes_out_as_rfc4733_events() -> None:
+    loop = asyncio.get_running_loop()
+    peer_t, peer = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    endpoint, _port = await open_endpoint(peer_t.get_extra_info("sockname"), [], [])
+    endpoint.start(loop)
+    assert endpoint.send_dtmf("12#", 100)
+    await asyncio.sleep(1.2)
+    endpoint.close()
+    peer_t.close()
+    packets = [RtpPacket.parse(data) for data, _, _ in peer.packets]
+    seqs = [p.sequence for p in packets]
+    assert all((b - a) % 65536 == 1 for a, b in itertools.pairwise(seqs))
+    events = [p for p in packets if p.payload_type == 101]
+    presses: dict[int, list[tuple[int, bool, int]]] = {}
+    for p in events:
+        event, end, _volume, duration = parse_event(p.payload)
+        presses.setdefault(p.timestamp, []).append((event, end, duration))
+    assert [v[0][0] for v in presses.values()] == [1, 2, 11]  # '#' is event 11
+    for timeline in presses.values():
+        ends = [e for e in timeline if e[1]]
+        assert len(ends) == 3 and ends[0][2] == 800  # 100 ms at 8 kHz, three end packets
+    starts = [p for p in events if p.marker]
+    assert len(starts) == 3
+
+
+async def test_wideband_agent_with_g722() -> None:
+    loop = asyncio.get_running_loop()
+    caller_t, caller = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    received: list[bytes] = []
+    tone = bytes([0x00, 0x20]) * 320  # 20 ms at 16 kHz
+    endpoint, port = await open_endpoint(
+        caller_t.get_extra_info("sockname"),
+        [tone] * 5,
+        received,
+        codec="g722",
+        pt=9,
+        agent_rate=16000,
+    )
+    endpoint.start(loop)
+    encoder = get_codec("g722").encoder(16000)
+    for seq in range(10):
+        payload = encoder.encode(tone)
+        caller_t.sendto(
+            RtpPacket(9, seq, seq * 160, 5, payload=payload).serialize(), ("127.0.0.1", port)
+        )
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    endpoint.close()
+    caller_t.close()
+    assert received and all(len(chunk) == 640 for chunk in received[:10])  # 16 kHz frames
+    sent = [RtpPacket.parse(data) for data, _, _ in caller.packets]
+    assert sent and all(p.payload_type == 9 and len(p.payload) == 160 for p in sent)
+    assert (sent[1].timestamp - sent[0].timestamp) % 2**32 == 160  # 8 kHz RTP clock
 
 
 async def test_open_rtp_endpoint_skips_busy_ports() -> None:
     loop = asyncio.get_running_loop()
     busy = free_udp_port()
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    blocker.bind(("127.0.0.1", busy))
+    blocker.bind(("127.0.0.1", busy + 1))  # the RTCP port of the only pair
     try:
         allocator = RtpPortAllocator(busy, busy + 1)
         with pytest.raises(PortsExhausted):
@@ -130,13 +256,12 @@ async def test_open_rtp_endpoint_skips_busy_ports() -> None:
                 allocator,
                 "127.0.0.1",
                 lambda: RtpEndpoint(
-                    codec="pcmu",
-                    payload_type=0,
-                    remote=("127.0.0.1", 9),
+                    negotiated=negotiated(("127.0.0.1", 9)),
+                    agent_rate=8000,
                     on_audio=lambda _: None,
                     next_frame=lambda: bytes(320),
                 ),
             )
-        assert allocator.available == 1  # the busy port went back to the pool
+        assert allocator.available == 1  # the busy pair went back to the pool
     finally:
         blocker.close()

@@ -69,11 +69,38 @@ def test_rfc4475_sdp01_static_table_and_rejected_video() -> None:
     assert b"a=fmtp" not in answer.serialize()
 
 
-def test_first_supported_format_in_offer_order_wins() -> None:
+def test_our_preference_order_wins() -> None:
     sdp = parse_sdp(offer(b"m=audio 4000 RTP/AVP 18 8 0\r\n"))
-    assert negotiate(sdp, ["pcmu", "pcma"]).payload_type == 8
+    assert negotiate(sdp, ["pcmu", "pcma"]).payload_type == 0
+    assert negotiate(sdp, ["pcma", "pcmu"]).payload_type == 8
     assert negotiate(sdp, ["pcmu"]).payload_type == 0
     assert negotiate(sdp, ["G729"]).codec == "g729"
+
+
+def test_offer_order_breaks_ties_within_one_codec() -> None:
+    sdp = parse_sdp(
+        offer(b"m=audio 4000 RTP/AVP 97 96\r\na=rtpmap:97 PCMU/8000\r\na=rtpmap:96 PCMU/8000\r\n")
+    )
+    assert negotiate(sdp, ["pcma", "pcmu"]).payload_type == 97
+
+
+def test_only_g722_or_only_opus_is_answered_with_it() -> None:
+    g722 = parse_sdp(offer(b"m=audio 4000 RTP/AVP 9\r\n"))
+    chosen = negotiate(g722, ["pcmu", "pcma", "g722", "opus"])
+    assert (chosen.codec, chosen.payload_type, chosen.clock_rate) == ("g722", 9, 8000)
+    opus = parse_sdp(
+        offer(
+            b"m=audio 4000 RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n"
+            b"a=fmtp:111 useinbandfec=1\r\n"
+        )
+    )
+    chosen = negotiate(opus, ["pcmu", "pcma", "g722", "opus"])
+    assert (chosen.codec, chosen.payload_type, chosen.clock_rate) == ("opus", 111, 48000)
+    answer = build_answer(opus, chosen, "192.0.2.9", 5000, session_id=7, version=2)
+    [media] = answer.media
+    assert media.rtpmap() == {111: ("opus", 48000, 2)}
+    assert "useinbandfec=1" in media.fmtp()[111]
+    assert answer.origin.session_version == "9"
 
 
 def test_dynamic_payload_type_mapping() -> None:

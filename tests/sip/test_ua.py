@@ -19,6 +19,7 @@ from sipbridge.sip.ua import (
     CallConfirmed,
     CallState,
     IncomingCall,
+    InfoReceived,
     ReInviteReceived,
     RequestRejected,
     UserAgent,
@@ -272,7 +273,7 @@ class TestInvite:
         assert response.headers.get("Reason") == 'SIP ;cause=480 ;text="x"'
         assert response.to.tag == call.local_tag
 
-    def test_reinvite_answered_with_current_sdp(self) -> None:
+    def test_reinvite_answered_by_the_call_layer(self) -> None:
         ua = make_ua()
         call = new_call(ua).call
         ua.answer(call, b"v=0\r\nanswer\r\n", 0.0)
@@ -282,16 +283,53 @@ class TestInvite:
         reinvite = invite(branch="z9hG4bK-re", cseq=2, to_tag=f";tag={call.local_tag}")
         ua.receive_datagram(reinvite, PEER, 1.0)
         [event] = ua.events()
-        assert isinstance(event, ReInviteReceived)
-        [(ok, _)] = [(m, a) for m, a in sent(ua) if isinstance(m, Response) and m.status == 200]
-        assert ok.body == b"v=0\r\nanswer\r\n"
-        ua.handle_timer(1.5)  # not ACKed yet: the 200 is retransmitted
-        assert statuses(ua) == [200]
-        ua.receive_datagram(in_dialog("ACK", 2, call.local_tag, "z9hG4bK-ack2"), PEER, 1.6)
+        assert isinstance(event, ReInviteReceived) and event.request.cseq.seq == 2
+        assert statuses(ua) == [100]
+        # a second re-INVITE while the first is pending: 500 with Retry-After (§14.2)
+        other = invite(branch="z9hG4bK-re3", cseq=3, to_tag=f";tag={call.local_tag}")
+        ua.receive_datagram(other, PEER, 1.01)
+        [(busy, _)] = sent(ua)
+        assert busy.status == 500 and busy.headers.get("Retry-After") == "1"
+        ua.answer_reinvite(call, b"v=0\r\nanswer2\r\n", 1.02)
+        [(ok, _)] = sent(ua)
+        assert isinstance(ok, Response) and ok.status == 200 and ok.cseq.seq == 2
+        assert ok.body == b"v=0\r\nanswer2\r\n" and ok.to.tag == call.local_tag
+        assert call.local_sdp == b"v=0\r\nanswer2\r\n"
+        ua.handle_timer(1.6)  # not ACKed yet: the 200 is retransmitted (and the 500)
+        assert sorted(statuses(ua)) == [200, 500]
+        ua.receive_datagram(in_dialog("ACK", 2, call.local_tag, "z9hG4bK-ack2"), PEER, 1.7)
         ua.handle_timer(3.0)
         ua.handle_timer(10.0)
-        assert statuses(ua) == []
+        assert 200 not in statuses(ua)
         assert call.state is CallState.CONFIRMED
+
+    def test_reinvite_rejected_keeps_the_call(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PEER, 0.1)
+        ua.events()
+        ua.datagrams_to_send()
+        reinvite = invite(branch="z9hG4bK-re", cseq=2, to_tag=f";tag={call.local_tag}")
+        ua.receive_datagram(reinvite, PEER, 1.0)
+        ua.events()
+        ua.reject_reinvite(call, 488, 1.1)
+        assert statuses(ua) == [100, 488]
+        assert call.state is CallState.CONFIRMED
+
+    def test_info_in_dialog_is_answered_and_reported(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.events()
+        ua.datagrams_to_send()
+        info = in_dialog("INFO", 2, call.local_tag, "z9hG4bK-info")
+        ua.receive_datagram(info, PEER, 1.0)
+        [event] = ua.events()
+        assert isinstance(event, InfoReceived) and event.call is call
+        assert statuses(ua) == [200]
+        ua.receive_datagram(in_dialog("INFO", 3, "nope", "z9hG4bK-i2"), PEER, 1.1)
+        assert statuses(ua) == [481]
 
 
 class TestOutOfDialog:
@@ -310,7 +348,8 @@ class TestOutOfDialog:
         ua.receive_datagram(invite(method="SUBSCRIBE", body=b""), PEER, 0.0)
         [(response, _)] = sent(ua)
         assert isinstance(response, Response) and response.status == 501
-        assert response.headers.get_all("Allow") == ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"]
+        allow = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO"]
+        assert response.headers.get_all("Allow") == allow
         assert isinstance(ua.events()[0], RequestRejected)
 
     def test_bye_for_unknown_dialog_481(self) -> None:

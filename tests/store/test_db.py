@@ -12,7 +12,7 @@ from sipbridge.store import service
 from sipbridge.store.db import MIGRATIONS_DIR, Database, alembic_config, normalize_url
 from sipbridge.store.models import Base, Call
 
-HEAD = "0002"
+HEAD = "0003"
 
 
 def test_normalize_url() -> None:
@@ -50,6 +50,8 @@ def test_packaged_migrations() -> None:
     assert first is not None and first.down_revision is None
     second = script.get_revision("0002")
     assert second is not None and second.down_revision == "0001"
+    third = script.get_revision("0003")
+    assert third is not None and third.down_revision == "0002"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:

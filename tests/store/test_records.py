@@ -109,9 +109,29 @@ def test_to_json() -> None:
         "first_audio_at": None,
         "setup_ms": 2000.0,
         "time_to_first_audio_ms": None,
+        "packets_in": None,
+        "packets_out": None,
+        "bytes_in": None,
+        "bytes_out": None,
+        "packets_lost": None,
+        "loss_percent": None,
+        "jitter_ms": None,
+        "rtt_ms": None,
+        "concealed_ms": None,
+        "mos": None,
     }
     json.dumps(data)  # serializable as is
     assert datetime.fromisoformat(data["received_at"]) == T0
+    assert call.quality() is None
+
+
+def test_quality_figures_round_trip_as_one_object() -> None:
+    call = make_call(packets_in=500, packets_lost=25, loss_percent=4.76, jitter_ms=3.2, mos=3.9)
+    quality = call.quality()
+    assert quality is not None
+    assert quality["mos"] == 3.9 and quality["loss_percent"] == 4.76
+    assert quality["rtt_ms"] is None
+    assert call.to_json()["jitter_ms"] == 3.2
 
 
 def test_to_json_unanswered() -> None:

@@ -1,21 +1,39 @@
-"""The native agent protocol v1 (sans-I/O) and its playout buffer."""
+"""The agent side of a call (sans-I/O): the native protocol v1, Twilio Media Streams mode,
+and the playout buffer both use. :func:`make_session` picks the protocol."""
 
-from sipbridge.agent.playout import PlayoutBuffer
-from sipbridge.agent.protocol import (
+from sipbridge.agent.events import (
     AgentEvent,
-    AgentSession,
+    AudioCleared,
     AudioDropped,
     HangupRequested,
     InvalidMessage,
+    Metadata,
+    SendDtmf,
+    Transcript,
+    TransferRequested,
     UnknownMessage,
 )
+from sipbridge.agent.factory import PROTOCOLS, make_session
+from sipbridge.agent.playout import PlayoutBuffer
+from sipbridge.agent.protocol import AgentSession
+from sipbridge.agent.session import Session
+from sipbridge.agent.twilio import TwilioSession
 
 __all__ = [
+    "PROTOCOLS",
     "AgentEvent",
     "AgentSession",
+    "AudioCleared",
     "AudioDropped",
     "HangupRequested",
     "InvalidMessage",
+    "Metadata",
     "PlayoutBuffer",
+    "SendDtmf",
+    "Session",
+    "Transcript",
+    "TransferRequested",
+    "TwilioSession",
     "UnknownMessage",
+    "make_session",
 ]

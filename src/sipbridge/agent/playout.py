@@ -18,6 +18,12 @@ class PlayoutBuffer:
     A partial frame at the tail is held back for one frame period (the rest of the frame
     may be in flight) and then sent padded with zeros, so the end of an utterance is neither
     lost nor held forever.
+
+    Positions in the stream are counted in bytes accepted since creation:
+    :attr:`written_bytes` is where the next accepted byte will go and :attr:`played_bytes`
+    how many have left (handed out by :meth:`next_frame` or dropped by :meth:`clear`).
+    Bytes refused by the cap take no position, so a marker placed at ``written_bytes``
+    is reached exactly when everything queued before it has gone.
     """
 
     def __init__(self, frame_bytes: int = 320, cap_bytes: int = 960_000) -> None:
@@ -28,7 +34,18 @@ class PlayoutBuffer:
         self._chunks: deque[bytes] = deque()
         self._offset = 0  # bytes of _chunks[0] already handed out
         self._queued = 0
+        self._written = 0
         self._tail_waited = False
+
+    @property
+    def written_bytes(self) -> int:
+        """Bytes accepted since creation (refused bytes do not count)."""
+        return self._written
+
+    @property
+    def played_bytes(self) -> int:
+        """Bytes accepted since creation that are no longer queued."""
+        return self._written - self._queued
 
     @property
     def queued_bytes(self) -> int:
@@ -38,12 +55,14 @@ class PlayoutBuffer:
     def empty(self) -> bool:
         return self._queued == 0
 
-    def clear(self) -> None:
-        """Drop everything queued (the agent was interrupted)."""
+    def clear(self) -> int:
+        """Drop everything queued (the agent was interrupted); returns how many bytes."""
+        dropped = self._queued
         self._chunks.clear()
         self._offset = 0
         self._queued = 0
         self._tail_waited = False
+        return dropped
 
     def write(self, data: bytes) -> int:
         """Queue ``data``; returns how many of its bytes were dropped because the buffer
@@ -57,6 +76,7 @@ class PlayoutBuffer:
         if data:
             self._chunks.append(bytes(data))
             self._queued += len(data)
+            self._written += len(data)
         return dropped
 
     def next_frame(self) -> bytes | None:

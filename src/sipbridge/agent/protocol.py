@@ -2,82 +2,76 @@
 
 One WebSocket per call. Text frames are JSON objects with a ``"type"``; binary frames are
 raw audio, PCM signed 16-bit little-endian mono at the session's sample rate, in both
-directions.
+directions. docs/agent-protocol.md has an example of every message.
 
-- We send ``start`` once the call is answered and ``stop`` when it ends.
-- The agent may send ``{"type": "hangup"}`` to end the call; other types are reported once
-  each as :class:`UnknownMessage` so newer agents keep working with this server.
-- Agent audio may come in chunks of any even length and faster than real time; it is queued
-  (up to ``cap_seconds``) and played out one frame per frame period.
+- We send ``start`` first, ``dtmf`` per caller key press, ``mark`` answers,
+  ``transfer_result`` and ``stop`` last; caller audio goes out as binary frames as is.
+- The agent sends audio (binary, any even length, faster than real time is fine: it is
+  queued up to ``cap_seconds`` and paced), ``mark``, ``clear``, ``hangup``, ``transfer``,
+  ``send_dtmf``, ``transcript`` and ``metadata``. Other types are reported once each as
+  :class:`UnknownMessage` so newer agents keep working with this server.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Final
+from collections.abc import Callable
+from typing import Any, Final
 
-from sipbridge.agent.playout import PlayoutBuffer
+from sipbridge.agent.events import (
+    AgentEvent,
+    AudioCleared,
+    AudioDropped,
+    HangupRequested,
+    InvalidMessage,
+    Metadata,
+    SendDtmf,
+    Transcript,
+    TransferRequested,
+    UnknownMessage,
+)
+from sipbridge.agent.session import (
+    Session,
+    parse_hangup,
+    parse_metadata,
+    parse_send_dtmf,
+    parse_transcript,
+    parse_transfer,
+)
 
 __all__ = [
     "PROTOCOL_VERSION",
     "AgentEvent",
     "AgentSession",
+    "AudioCleared",
     "AudioDropped",
     "HangupRequested",
     "InvalidMessage",
+    "Metadata",
+    "SendDtmf",
+    "Transcript",
+    "TransferRequested",
     "UnknownMessage",
 ]
 
 PROTOCOL_VERSION: Final = 1
-# Bounds what a misbehaving agent can make us remember and log.
-_MAX_UNKNOWN_TYPES: Final = 64
-_MAX_TYPE_LENGTH: Final = 64
+
+_Parser = Callable[[dict[str, Any]], AgentEvent]
+_REQUESTS: Final[dict[str, _Parser]] = {
+    "hangup": parse_hangup,
+    "transfer": parse_transfer,
+    "send_dtmf": parse_send_dtmf,
+    "transcript": parse_transcript,
+    "metadata": parse_metadata,
+}
 
 
-@dataclass(frozen=True)
-class HangupRequested:
-    """The agent asked to end the call."""
+class AgentSession(Session):
+    """The native protocol v1 side of one call; see :class:`Session` for what to call
+    when. ``sample_rate`` is 8000 or 16000 (announced in ``start.media_format``)."""
 
-
-@dataclass(frozen=True)
-class UnknownMessage:
-    """The agent sent a message type this version does not know (reported once per type)."""
-
-    type: str
-
-
-@dataclass(frozen=True)
-class InvalidMessage:
-    """A frame from the agent was ignored; ``reason`` says why."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class AudioDropped:
-    """Agent audio was discarded because more than ``cap_seconds`` were queued."""
-
-    bytes: int
-
-
-AgentEvent = HangupRequested | UnknownMessage | InvalidMessage | AudioDropped
-
-
-@lru_cache(maxsize=8)
-def _silence(size: int) -> bytes:
-    return bytes(size)
-
-
-class AgentSession:
-    """The agent side of one call.
-
-    Send :meth:`start_message` when the call is answered; feed every text frame to
-    :meth:`receive_text` and every binary frame to :meth:`receive_binary`, acting on the
-    events they return; call :meth:`next_frame` every ``frame_ms`` and send what it returns
-    as RTP; send :meth:`stop_message` when the call ends.
-    """
+    kind_key = "type"
+    protocol = "native"
 
     def __init__(
         self,
@@ -86,20 +80,45 @@ class AgentSession:
         frame_ms: int = 20,
         cap_seconds: float = 60.0,
     ) -> None:
-        if sample_rate <= 0 or frame_ms <= 0 or cap_seconds <= 0:
-            raise ValueError("sample_rate, frame_ms and cap_seconds must be positive")
-        self.call_id = call_id
-        self.sample_rate = sample_rate
-        self.frame_ms = frame_ms
-        frame_bytes = 2 * (sample_rate * frame_ms // 1000)
-        cap_bytes = max(2 * int(cap_seconds * sample_rate), frame_bytes)
-        self._playout = PlayoutBuffer(frame_bytes, cap_bytes)
-        self._silence = _silence(frame_bytes)
-        self._unknown_types: set[str] = set()
+        super().__init__(
+            call_id, sample_rate=sample_rate, frame_ms=frame_ms, cap_seconds=cap_seconds
+        )
 
-    @property
-    def frame_bytes(self) -> int:
-        return self._playout.frame_bytes
+    # -- to the agent -----------------------------------------------------------------
+
+    def start_messages(
+        self,
+        *,
+        from_: str | None,
+        to: str | None,
+        agent: str,
+        sip_call_id: str,
+        sip_headers: dict[str, str],
+        resumed: bool = False,
+    ) -> list[str]:
+        if resumed:
+            self._reset_connection()
+        return [
+            _dumps(
+                {
+                    "type": "start",
+                    "version": PROTOCOL_VERSION,
+                    "call_id": self.call_id,
+                    "from": from_,
+                    "to": to,
+                    "agent": agent,
+                    "sip_call_id": sip_call_id,
+                    "sip_headers": sip_headers,
+                    "media_format": {
+                        "encoding": "pcm_s16le",
+                        "sample_rate": self.sample_rate,
+                        "channels": 1,
+                        "frame_ms": self.frame_ms,
+                    },
+                    "resumed": resumed,
+                }
+            )
+        ]
 
     def start_message(
         self,
@@ -109,78 +128,58 @@ class AgentSession:
         agent: str,
         sip_call_id: str,
         sip_headers: dict[str, str],
+        resumed: bool = False,
     ) -> str:
-        """The ``start`` message, the first frame on the WebSocket."""
-        return _dumps(
-            {
-                "type": "start",
-                "version": PROTOCOL_VERSION,
-                "call_id": self.call_id,
-                "from": from_,
-                "to": to,
-                "agent": agent,
-                "sip_call_id": sip_call_id,
-                "sip_headers": sip_headers,
-                "media_format": {
-                    "encoding": "pcm_s16le",
-                    "sample_rate": self.sample_rate,
-                    "channels": 1,
-                    "frame_ms": self.frame_ms,
-                },
-            }
+        """The one ``start`` frame (kept for callers predating :meth:`start_messages`)."""
+        [text] = self.start_messages(
+            from_=from_,
+            to=to,
+            agent=agent,
+            sip_call_id=sip_call_id,
+            sip_headers=sip_headers,
+            resumed=resumed,
         )
+        return text
 
     def stop_message(self, reason: str) -> str:
-        """The ``stop`` message, the last frame before we close the WebSocket."""
         return _dumps({"type": "stop", "reason": reason})
 
-    def receive_text(self, text: str) -> list[AgentEvent]:
-        """Interpret one text frame from the agent."""
-        try:
-            message = json.loads(text)
-        except (ValueError, RecursionError) as exc:
-            # ValueError covers JSONDecodeError and integers beyond the digit limit.
-            return [InvalidMessage(f"invalid JSON: {exc}")]
-        if not isinstance(message, dict):
-            return [InvalidMessage("message is not a JSON object")]
-        kind = message.get("type")
-        if not isinstance(kind, str):
-            return [InvalidMessage('message has no string "type"')]
-        if kind == "hangup":
-            return [HangupRequested()]
-        kind = kind[:_MAX_TYPE_LENGTH]
-        if kind in self._unknown_types or len(self._unknown_types) >= _MAX_UNKNOWN_TYPES:
-            return []
-        self._unknown_types.add(kind)
-        return [UnknownMessage(kind)]
+    def caller_audio(self, pcm: bytes) -> bytes:
+        """The caller frame itself: a binary frame of PCM16 (no copy)."""
+        return pcm
+
+    def caller_dtmf(self, digit: str, duration_ms: int) -> str:
+        return _dumps({"type": "dtmf", "digit": digit, "duration_ms": duration_ms})
+
+    # -- from the agent ---------------------------------------------------------------
 
     def receive_binary(self, data: bytes) -> list[AgentEvent]:
         """Queue one binary frame of agent audio for playout."""
         if len(data) & 1:
             return [InvalidMessage(f"odd-length audio frame of {len(data)} bytes skipped")]
-        dropped = self._playout.write(data)
-        if dropped:
-            return [AudioDropped(dropped)]
-        return []
+        return self._queue_audio(data)
 
-    def next_frame(self) -> bytes:
-        """The next ``frame_ms`` of agent audio, or silence when none is ready."""
-        frame = self._playout.next_frame()
-        return self._silence if frame is None else frame
+    def _handle(self, kind: str, message: dict[str, Any]) -> list[AgentEvent]:
+        if kind == "mark":
+            return self._mark(message.get("name"))
+        if kind == "clear":
+            return self._clear()
+        parse = _REQUESTS.get(kind)
+        if parse is None:
+            return self._unknown(kind)
+        return [parse(message)]
 
-    def clear_audio(self) -> None:
-        """Discard queued agent audio (for a barge-in or when the call ends)."""
-        self._playout.clear()
+    # -- wire format ------------------------------------------------------------------
 
-    @property
-    def has_audio(self) -> bool:
-        return not self._playout.empty
+    def _encode(self, message: dict[str, Any]) -> str:
+        return _dumps(message)
 
-    @property
-    def pending_audio_ms(self) -> int:
-        """Queued agent audio in milliseconds, rounded down."""
-        return self._playout.queued_bytes * 500 // self.sample_rate
+    def _mark_message(self, name: str, *, played: bool) -> dict[str, Any]:
+        return {"type": "mark", "name": name, "status": "played" if played else "cleared"}
+
+    def _transfer_result_message(self, status: str, sip_code: int | None) -> dict[str, Any]:
+        return {"type": "transfer_result", "status": status, "sip_code": sip_code}
 
 
-def _dumps(message: dict[str, object]) -> str:
+def _dumps(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False)

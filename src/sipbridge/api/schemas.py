@@ -276,6 +276,16 @@ class CallOut(_Out):
     time_to_first_audio_ms: float | None = Field(
         description="Answer to the agent's first audio, milliseconds"
     )
+    packets_in: int | None = Field(description="RTP packets from the caller")
+    packets_out: int | None = Field(description="RTP packets to the caller")
+    bytes_in: int | None = Field(description="RTP payload bytes from the caller")
+    bytes_out: int | None = Field(description="RTP payload bytes to the caller")
+    packets_lost: int | None = Field(description="Caller packets lost (RFC 3550 A.3)")
+    loss_percent: float | None = Field(description="Caller packet loss, percent")
+    jitter_ms: float | None = Field(description="Interarrival jitter (RFC 3550 A.8), ms")
+    rtt_ms: float | None = Field(description="Round trip time from RTCP, ms; null if unknown")
+    concealed_ms: int | None = Field(description="Caller audio concealed (loss), ms")
+    mos: float | None = Field(description="Estimated MOS (ITU-T G.107 E-model, simplified)")
 
 
 class CallPage(_Out):

@@ -76,6 +76,30 @@ class RtpSender:
         self.octets_sent += len(payload)
         return data
 
+    def event_packet(
+        self, payload_type: int, timestamp: int, marker: bool, payload: bytes
+    ) -> bytes:
+        """A packet of another payload type in the same stream (RFC 4733 §2.1: events share
+        the audio's SSRC and sequence numbers but carry their own event timestamp).
+
+        Advances the sequence number only; the caller accounts for the audio timestamp
+        with :meth:`skip` for the frame periods the events replaced.
+        """
+        data = (
+            _HEADER.pack(
+                _VERSION_BYTE,
+                (0x80 if marker else 0) | (payload_type & 0x7F),
+                self._sequence,
+                timestamp & 0xFFFFFFFF,
+                self.ssrc,
+            )
+            + payload
+        )
+        self._sequence = (self._sequence + 1) & 0xFFFF
+        self.packets_sent += 1
+        self.octets_sent += len(payload)
+        return data
+
     def skip(self, frames: int = 1) -> None:
         """Account for ``frames`` frame periods in which nothing was sent.
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from sipbridge.agent.protocol import (
     InvalidMessage,
     UnknownMessage,
 )
+from sipbridge.media.dtmf import DigitPressed, DtmfError, parse_dtmf_info
 from sipbridge.numbers import caller_number
 from sipbridge.router import route
 from sipbridge.runtime.agent_client import AgentConnection, AgentUnreachable
@@ -43,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sipbridge.call")
 
-SUPPORTED_CODECS = ("pcmu", "pcma")
+MEDIA_WATCH_SECONDS = 1.0
 # How long we keep playing queued agent audio after the agent asked to hang up
 # beyond the queued duration itself.
 PLAYOUT_GRACE = 0.5
@@ -56,6 +58,7 @@ class EndCause(enum.Enum):
     AGENT_HANGUP = "agent_hangup"
     AGENT_DISCONNECTED = "agent_disconnected"
     ACK_TIMEOUT = "ack_timeout"
+    MEDIA_TIMEOUT = "media_timeout"
     SERVER_SHUTDOWN = "server_shutdown"
 
 
@@ -91,6 +94,10 @@ class Call:
         self._hangup_task: asyncio.Future[None] | None = None
         self._received_at = server.loop.time()
         self._answered_at: float | None = None
+        self._sdp_session = 0
+        self._sdp_version = 0
+        self._on_hold = False
+        self._sends: set[asyncio.Future[None]] = set()
         self._frame_bytes = 320
 
     # -- events from the SIP side ------------------------------------------------
@@ -112,16 +119,71 @@ class Call:
         self._finish(EndCause.SERVER_SHUTDOWN)
 
     def on_reinvite(self, request: Request) -> None:
-        if self.media is None or not request.body:
+        """A new offer in the dialog (RFC 3264 §8): hold/unhold, a new address or port, or
+        another codec. Answered at once; the agent connection is not touched."""
+        ua, now = self.server.ua, self.server.loop.time()
+        if self.media is None or self.rtp_port is None:
+            self.server.ua.reject_reinvite(self.sip, 491, now)  # RFC 3261 §14.2: not ready
+            self.server.flush()
+            return
+        if not request.body:
+            # An offerless re-INVITE (session refresh): offer our current SDP again;
+            # the peer's answer arrives in the ACK, which changes nothing here.
+            ua.answer_reinvite(self.sip, self.sip.local_sdp, now)
+            self.server.flush()
             return
         try:
             offer = parse_sdp(request.body)
-            chosen = negotiate(offer, [self.media.codec])
+            # Keep the codec if it is still offered: no needless switch mid-call.
+            codecs = [self.media.codec, *self.server.settings.codecs]
+            chosen = negotiate(offer, codecs)
         except (SdpError, NoCommonCodec) as exc:
-            self._event("reinvite_ignored", error=str(exc))
+            ua.reject_reinvite(self.sip, 488, now)
+            self.server.flush()
+            self._event("reinvite_rejected", error=str(exc))
             return
+        if chosen.codec != self.media.codec or chosen.payload_type != self.media.payload_type:
+            self.media.set_codec(chosen)
+            self.record.codec = chosen.codec
         self.media.update_remote((chosen.remote_address, chosen.remote_port))
-        self._event("reinvite", remote=f"{chosen.remote_address}:{chosen.remote_port}")
+        self.media.sending = chosen.direction in ("sendrecv", "sendonly")
+        self._on_hold = chosen.direction in ("sendonly", "inactive")  # caller sends nothing
+
+        def answer(version: int) -> bytes:
+            assert self.rtp_port is not None
+            return build_answer(
+                offer,
+                chosen,
+                self.server.settings.advertised_ip,
+                self.rtp_port,
+                session_id=self._sdp_session,
+                version=version,
+            ).serialize()
+
+        body = answer(self._sdp_version)
+        if body != self.sip.local_sdp:
+            # RFC 3264 §8: a changed description carries the next version number.
+            self._sdp_version += 1
+            body = answer(self._sdp_version)
+        ua.answer_reinvite(self.sip, body, now)
+        self.server.flush()
+        self._event(
+            "reinvite",
+            remote=f"{chosen.remote_address}:{chosen.remote_port}",
+            codec=chosen.codec,
+            direction=chosen.direction,
+        )
+
+    def on_info(self, request: Request) -> None:
+        """SIP INFO DTMF (application/dtmf-relay, application/dtmf)."""
+        content_type = request.headers.get("Content-Type") or ""
+        try:
+            digit = parse_dtmf_info(content_type, request.body)
+        except DtmfError as exc:
+            self._event("info_ignored", error=str(exc))
+            return
+        if digit is not None:
+            self._caller_dtmf(digit)
 
     # -- the call ------------------------------------------------------------
 
@@ -159,7 +221,7 @@ class Call:
 
         try:
             offer = parse_sdp(invite.body)
-            chosen = negotiate(offer, SUPPORTED_CODECS)
+            chosen = negotiate(offer, self.server.settings.codecs)
         except SdpError as exc:
             self._reject(488, "bad_sdp", detail=str(exc))
             return False
@@ -168,7 +230,7 @@ class Call:
             return False
         self.record.codec = chosen.codec
 
-        session = AgentSession(self.sip.id)
+        session = AgentSession(self.sip.id, sample_rate=result.agent.sample_rate)
         self.session = session
         self._frame_bytes = session.frame_bytes
         try:
@@ -225,12 +287,14 @@ class Call:
             self._reject(503, "agent_unreachable", detail="agent closed before the answer")
             return False
 
+        self._sdp_session = self.server.new_sdp_session_id()
         answer = build_answer(
             offer,
             chosen,
             self.server.settings.advertised_ip,
             self.rtp_port,
-            session_id=self.server.new_sdp_session_id(),
+            session_id=self._sdp_session,
+            version=self._sdp_version,
         )
         self.server.ua.answer(self.sip, answer.serialize(), self.server.loop.time())
         self.server.flush()
@@ -239,18 +303,35 @@ class Call:
         self.server.metrics.setup_seconds.observe(self._answered_at - self._received_at)
         self.record.status = CallStatus.ANSWERED
         self.record.sip_code = 200
+        self.media.sending = chosen.direction in ("sendrecv", "sendonly")
+        self._on_hold = chosen.direction in ("sendonly", "inactive")
         self.media.start(self.server.loop)
         self._event("answered", codec=chosen.codec, rtp_port=self.rtp_port)
         return True
 
     def _make_endpoint(self, chosen: Negotiated, session: AgentSession) -> RtpEndpoint:
         return RtpEndpoint(
-            codec=chosen.codec,
-            payload_type=chosen.payload_type,
-            remote=(chosen.remote_address, chosen.remote_port),
+            negotiated=chosen,
+            agent_rate=session.sample_rate,
             on_audio=self._caller_audio,
             next_frame=session.next_frame,
+            on_dtmf=self._caller_dtmf,
         )
+
+    def _caller_dtmf(self, digit: DigitPressed) -> None:
+        """One caller key press → one ``dtmf`` message to the agent."""
+        agent, session = self.agent, self.session
+        self._event("dtmf", digit=digit.digit, duration_ms=digit.duration_ms)
+        if agent is not None and session is not None and self.record.answered_at is not None:
+            self._spawn_send(session.caller_dtmf(digit.digit, digit.duration_ms))
+
+    def _spawn_send(self, text: str) -> None:
+        agent = self.agent
+        if agent is None:
+            return
+        task = asyncio.ensure_future(agent.send_text(text))
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
 
     def _caller_audio(self, pcm: bytes) -> None:  # hot path: one call per RTP packet
         """Send caller audio to the agent in 20 ms frames as soon as each is complete.
@@ -275,8 +356,10 @@ class Call:
     async def _bridge(self) -> None:
         assert self.agent is not None and self.session is not None
         reader = self._reader = asyncio.ensure_future(self.agent.run())
+        watchdog = asyncio.ensure_future(self._watch_media())
         waiting: set[asyncio.Future[Any]] = {reader, self._ended}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        watchdog.cancel()
         if not self._ended.done():
             # The agent closed its socket: play out what it sent, then hang up.
             closed_reason = reader.result()
@@ -295,6 +378,20 @@ class Call:
             EndCause.AGENT_DISCONNECTED: "agent",
         }.get(cause, "server")
         self._event("ended", reason=cause.value, hangup_by=self.record.hangup_by)
+
+    async def _watch_media(self) -> None:
+        """Hang up when the caller's RTP stops for ``media_timeout`` while not on hold."""
+        timeout = self.server.settings.media_timeout
+        loop = self.server.loop
+        while not self._ended.done():
+            await asyncio.sleep(MEDIA_WATCH_SECONDS)
+            media = self.media
+            if media is None or self._on_hold:
+                continue
+            last = media.last_packet_at or self._answered_at or loop.time()
+            if loop.time() - last >= timeout:
+                self._event("media_timeout", silent_s=round(loop.time() - last, 1))
+                self._finish(EndCause.MEDIA_TIMEOUT)
 
     async def _play_out(self) -> None:
         """Wait until queued agent audio has gone out (bounded by its duration)."""
@@ -388,14 +485,26 @@ class Call:
         metrics = self.server.metrics
         if self.media is not None:
             stats = self.media.stats
+            quality = self.media.quality()
+            for name, value in dataclasses.asdict(quality).items():
+                setattr(self.record, name, value)
             metrics.rtp_packets.labels("in").inc(stats.packets_in)
             metrics.rtp_packets.labels("out").inc(stats.packets_out)
             metrics.rtp_packets_dropped.inc(stats.dropped_in)
+            metrics.rtp_packets_lost.inc(quality.packets_lost)
+            if stats.packets_in:
+                metrics.rtp_jitter_seconds.observe(quality.jitter_ms / 1000)
             self._event(
                 "media",
                 packets_in=stats.packets_in,
                 packets_out=stats.packets_out,
                 dropped_in=stats.dropped_in,
+                lost=quality.packets_lost,
+                loss_pct=quality.loss_percent,
+                jitter_ms=quality.jitter_ms,
+                rtt_ms=quality.rtt_ms,
+                concealed_ms=quality.concealed_ms,
+                mos=quality.mos,
             )
         if self._dropped_audio:
             metrics.agent_audio_dropped_bytes.inc(self._dropped_audio)

@@ -35,6 +35,7 @@ from sipbridge.sip.ua import (
     CallCancelled,
     CallConfirmed,
     IncomingCall,
+    InfoReceived,
     ReInviteReceived,
     RequestRejected,
     UserAgent,
@@ -248,6 +249,8 @@ class SipBridgeServer:
             target.on_ack_timeout()
         elif isinstance(event, ReInviteReceived):
             target.on_reinvite(event.request)
+        elif isinstance(event, InfoReceived):
+            target.on_info(event.request)
         elif isinstance(event, ByeCompleted):
             pass  # the call already ended on our side
 

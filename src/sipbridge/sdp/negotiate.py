@@ -92,24 +92,27 @@ def _encodings(media: MediaDescription) -> list[tuple[int, str, int, int | None]
     return result
 
 
-def _clock_matches(name: str, clock: int) -> bool:
-    # "PCMU/16000" is not the codec we implement; codecs outside the registry are taken on
+def _format_matches(name: str, clock: int, channels: int | None) -> bool:
+    # "PCMU/16000" is not the codec we implement, nor is a stereo PCMU; Opus is always
+    # announced as opus/48000/2 (RFC 7587 §7). Codecs outside the registry are taken on
     # the caller's word.
     try:
-        return get_codec(name).clock_rate == clock
+        info = get_codec(name)
     except UnknownCodec:
-        return True
+        return channels in (None, 1)
+    return info.clock_rate == clock and (channels or 1) == info.channels
 
 
 def negotiate(offer: SessionDescription, supported: Sequence[str]) -> Negotiated:
     """Choose the audio stream and codec to answer ``offer`` with.
 
-    ``supported`` holds codec names (case-insensitive). Streams are tried in offer order
-    (audio, port not 0, RTP/AVP or RTP/AVPF); within the first one that has a supported
-    codec, the offerer's first such format wins (RFC 3264 §6.1: the offer lists formats in
-    order of preference). Raises NoCommonCodec when nothing fits.
+    ``supported`` holds codec names (case-insensitive) in our order of preference. Streams
+    are tried in offer order (audio, port not 0, RTP/AVP or RTP/AVPF); within the first one
+    that has a supported codec, the one highest in ``supported`` wins, the offer's order
+    breaking ties between payload types of one codec (RFC 3264 §6.1 lets the answerer
+    apply its own preference). Raises NoCommonCodec when nothing fits.
     """
-    wanted = {name.lower() for name in supported}
+    rank = {name.lower(): index for index, name in enumerate(supported)}
     reasons: list[str] = []
     for index, media in enumerate(offer.media):
         if media.media != "audio" or media.port == 0:
@@ -118,14 +121,12 @@ def negotiate(offer: SessionDescription, supported: Sequence[str]) -> Negotiated
             reasons.append(f"unsupported transport {media.proto}")
             continue
         encodings = _encodings(media)
-        chosen = next(
-            (
-                (pt, name.lower(), clock)
-                for pt, name, clock, channels in encodings
-                if name.lower() in wanted and channels in (None, 1) and _clock_matches(name, clock)
-            ),
-            None,
-        )
+        candidates = [
+            (rank[name.lower()], position, pt, name.lower(), clock)
+            for position, (pt, name, clock, channels) in enumerate(encodings)
+            if name.lower() in rank and _format_matches(name, clock, channels)
+        ]
+        chosen = min(candidates)[2:] if candidates else None
         if chosen is None:
             offered = " ".join(f"{name}/{clock}" for _, name, clock, _ in encodings)
             reasons.append(f"no supported codec in {offered or 'an empty format list'}")
@@ -163,6 +164,7 @@ def build_answer(
     address: str,
     port: int,
     session_id: int,
+    version: int = 0,
 ) -> SessionDescription:
     """The RFC 3264 §6 answer to ``offer``: one m-line per offered m-line in the same
     order, the negotiated one accepted on ``address``:``port``, all others rejected with
@@ -174,9 +176,20 @@ def build_answer(
         raise ValueError("the negotiation does not belong to this offer")
     offered = accepted.rtpmap()
     pt = negotiated.payload_type
-    name = (offered.get(pt) or STATIC_PAYLOAD_TYPES.get(pt) or (negotiated.codec.upper(),))[0]
+    try:
+        info = get_codec(negotiated.codec)
+        rtpmap, fmtp = info.rtpmap, info.fmtp
+    except UnknownCodec:
+        name = (offered.get(pt) or STATIC_PAYLOAD_TYPES.get(pt) or (negotiated.codec.upper(),))[0]
+        rtpmap, fmtp = f"{name}/{negotiated.clock_rate}", None
+    if pt in offered:
+        # Echo the offerer's spelling of the encoding name (RFC 4566 §6: case-insensitive).
+        name, clock, channels = offered[pt]
+        rtpmap = f"{name}/{clock}" + (f"/{channels}" if channels and channels != 1 else "")
     formats = [str(pt)]
-    attributes: list[tuple[str, str | None]] = [("rtpmap", f"{pt} {name}/{negotiated.clock_rate}")]
+    attributes: list[tuple[str, str | None]] = [("rtpmap", f"{pt} {rtpmap}")]
+    if fmtp is not None:
+        attributes.append(("fmtp", f"{pt} {fmtp}"))
     te = negotiated.telephone_event_pt
     if te is not None:
         te_name = offered[te][0] if te in offered else _TELEPHONE_EVENT
@@ -198,7 +211,8 @@ def build_answer(
         origin=Origin(
             username="-",
             session_id=str(session_id),
-            session_version=str(session_id),
+            # RFC 3264 §8: the version goes up by one with every new description.
+            session_version=str(session_id + version),
             addrtype="IP6" if ":" in address else "IP4",
             address=address,
         ),

@@ -47,7 +47,7 @@ from sipbridge.sip.transaction import (
     TransactionOutcome,
 )
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS")
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO")
 ALLOW = ", ".join(ALLOWED_METHODS)
 SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
 ACCEPTED_BODY = "application/sdp"
@@ -123,7 +123,16 @@ class ByeCompleted:
 
 @dataclass(frozen=True)
 class ReInviteReceived:
-    """An in-dialog INVITE; it was answered with our current SDP."""
+    """An in-dialog INVITE (RFC 3261 §14.2). The call layer must answer it with
+    :meth:`UserAgent.answer_reinvite` or :meth:`UserAgent.reject_reinvite`."""
+
+    call: InboundCall
+    request: Request
+
+
+@dataclass(frozen=True)
+class InfoReceived:
+    """An in-dialog INFO (RFC 6086), already answered 200; DTMF relay travels this way."""
 
     call: InboundCall
     request: Request
@@ -152,6 +161,7 @@ UaEvent = (
     | ByeReceived
     | ByeCompleted
     | ReInviteReceived
+    | InfoReceived
     | RequestRejected
 )
 
@@ -302,7 +312,7 @@ class UserAgent:
             self._receive_invite(request, key, source, now)
         elif request.method == "OPTIONS":
             self._reply_once(request, source, now, 200, extra=self._capabilities())
-        else:  # BYE outside any dialog
+        else:  # BYE or INFO outside any dialog
             self._reply_once(request, source, now, 481)
 
     def _stamp_via(self, request: Request, source: Address) -> None:
@@ -398,20 +408,23 @@ class UserAgent:
             self._events.append(ByeReceived(call))
         elif request.method == "INVITE":
             self._receive_reinvite(call, request, source, now)
+        elif request.method == "INFO":
+            self._reply_once(request, source, now, 200)
+            self._events.append(InfoReceived(call, request))
         else:  # OPTIONS inside the dialog
             self._reply_once(request, source, now, 200, extra=self._capabilities())
 
     def _receive_reinvite(
         self, call: InboundCall, request: Request, source: Address, now: float
     ) -> None:
+        if call.reinvite is not None and not call.reinvite.final_sent:
+            # RFC 3261 §14.2: a second INVITE while one is pending gets 500 + Retry-After.
+            self._reply_once(request, source, now, 500, extra=[("Retry-After", "1")])
+            return
         key = TransactionKey.for_request(request)
         tx = InviteServerTransaction(request, source, self._outbox, now)
         self._server_tx[key] = tx
-        response = make_response(request, 200)
-        self._add_dialog_headers(response, request)
-        response.headers.add("Content-Type", ACCEPTED_BODY)
-        response.body = call.local_sdp
-        tx.send_response(response, now)
+        tx.send_response(make_response(request, 100), now)
         call.reinvite = tx
         self._calls_by_tx[key] = call
         self._events.append(ReInviteReceived(call, request))
@@ -455,6 +468,25 @@ class UserAgent:
         call.dialog = Dialog.from_invite(call.invite, call.local_tag, _initial_cseq())
         call.state = CallState.ANSWERED
         self._dialogs[call.dialog.id] = call
+
+    def answer_reinvite(self, call: InboundCall, sdp: bytes, now: float) -> None:
+        """200 OK to the pending re-INVITE with ``sdp`` (our answer, RFC 3264 §8)."""
+        tx = call.reinvite
+        if tx is None or tx.final_sent:
+            return
+        response = make_response(tx.request, 200, to_tag=call.local_tag)
+        self._add_dialog_headers(response, tx.request)
+        response.headers.add("Content-Type", ACCEPTED_BODY)
+        response.body = sdp
+        call.local_sdp = sdp
+        tx.send_response(response, now)
+
+    def reject_reinvite(self, call: InboundCall, status: int, now: float) -> None:
+        """An error to the pending re-INVITE; the call goes on unchanged (RFC 3261 §14.2)."""
+        tx = call.reinvite
+        if tx is None or tx.final_sent:
+            return
+        tx.send_response(make_response(tx.request, status, to_tag=call.local_tag), now)
 
     def reject(
         self,

@@ -166,6 +166,17 @@ class Call(Base):
     received_day: Mapped[date | None] = mapped_column(Date, nullable=True)  # UTC date
     received_hour: Mapped[int | None] = mapped_column(SmallInteger, nullable=True)  # UTC 0-23
     first_audio_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # answer->audio
+    # Media quality at hang-up (migration 0003).
+    packets_in: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    packets_out: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bytes_in: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bytes_out: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    packets_lost: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    loss_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
+    jitter_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    rtt_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    concealed_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    mos: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class CallEventRow(Base):

@@ -45,6 +45,20 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else as_utc(value).isoformat()
 
 
+QUALITY_FIELDS: tuple[str, ...] = (
+    "packets_in",
+    "packets_out",
+    "bytes_in",
+    "bytes_out",
+    "packets_lost",
+    "loss_percent",
+    "jitter_ms",
+    "rtt_ms",
+    "concealed_ms",
+    "mos",
+)
+
+
 class CallStatus(StrEnum):
     ANSWERED = "answered"
     FAILED = "failed"
@@ -180,6 +194,18 @@ class CallRecord:
     caller_country: str | None = None  # ISO 3166 alpha-2; filled by save_call when None
     caller_region: str | None = None  # geocoder description, e.g. "Washington D.C."
     first_audio_at: datetime | None = None  # the agent's first audio reached the caller
+    # Media quality at hang-up (RFC 3550 receiver figures, ITU-T G.107 E-model MOS);
+    # None for calls that never had media.
+    packets_in: int | None = None
+    packets_out: int | None = None
+    bytes_in: int | None = None
+    bytes_out: int | None = None
+    packets_lost: int | None = None
+    loss_percent: float | None = None
+    jitter_ms: float | None = None
+    rtt_ms: float | None = None
+    concealed_ms: int | None = None
+    mos: float | None = None
 
     def __post_init__(self) -> None:
         self.received_at = as_utc(self.received_at)
@@ -231,7 +257,22 @@ class CallRecord:
             "first_audio_at": _iso(self.first_audio_at),
             "setup_ms": self.setup_ms,
             "time_to_first_audio_ms": self.time_to_first_audio_ms,
+            "packets_in": self.packets_in,
+            "packets_out": self.packets_out,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "packets_lost": self.packets_lost,
+            "loss_percent": self.loss_percent,
+            "jitter_ms": self.jitter_ms,
+            "rtt_ms": self.rtt_ms,
+            "concealed_ms": self.concealed_ms,
+            "mos": self.mos,
         }
+
+    def quality(self) -> dict[str, Any] | None:
+        """The media figures as one object, None when the call had no media."""
+        values = {name: getattr(self, name) for name in QUALITY_FIELDS}
+        return None if all(v is None for v in values.values()) else values
 
 
 @dataclass
@@ -289,5 +330,5 @@ class CallDetail:
             for event in self.events
             if event.kind == "metadata"
         ]
-        data["quality"] = None  # filled by the media quality work (issue 3)
+        data["quality"] = self.record.quality()
         return data

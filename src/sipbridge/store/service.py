@@ -54,6 +54,7 @@ from sipbridge.store.models import (
     UTCDateTime,
 )
 from sipbridge.store.records import (
+    QUALITY_FIELDS,
     AgentRecord,
     ApiKeyRecord,
     CallDetail,
@@ -812,6 +813,7 @@ def call_row_values(record: CallRecord) -> dict[str, Any]:
         "received_day": received.date(),
         "received_hour": received.hour,
         "first_audio_ms": record.time_to_first_audio_ms,
+        **{name: getattr(record, name) for name in QUALITY_FIELDS},
     }
 
 
@@ -834,6 +836,7 @@ def _call_record(call: Call) -> CallRecord:
         caller_country=call.caller_country,
         caller_region=call.caller_region,
         first_audio_at=call.first_audio_at,
+        **{name: getattr(call, name) for name in QUALITY_FIELDS},
     )
 
 

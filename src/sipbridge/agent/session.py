@@ -1,0 +1,392 @@
+"""What both agent protocols share (sans-I/O): playout, marks, the outbox, validation.
+
+:class:`Session` is the interface the call layer drives, whichever protocol the agent
+speaks (:class:`~sipbridge.agent.protocol.AgentSession` for the native protocol,
+:class:`~sipbridge.agent.twilio.TwilioSession` for Twilio Media Streams). The subclasses
+only know their wire format; queueing and pacing agent audio, keeping marks at their
+place in it, and checking what the agent asks for happen here, once.
+
+A mark is a position in the agent's audio stream, counted in bytes accepted by the
+playout buffer. It is answered when :meth:`Session.next_frame` has handed out every byte
+queued before it (at once when nothing is queued), or as cleared when the agent clears
+its audio first. Audio refused by the cap takes no position, so marks stay exact.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from abc import ABC, abstractmethod
+from collections import deque
+from functools import lru_cache
+from typing import Any, Final, Literal
+
+from sipbridge.agent.events import (
+    DEFAULT_DTMF_DURATION_MS,
+    DTMF_DIGITS,
+    MAX_DTMF_DURATION_MS,
+    MIN_DTMF_DURATION_MS,
+    AgentEvent,
+    AudioCleared,
+    AudioDropped,
+    HangupRequested,
+    InvalidMessage,
+    Metadata,
+    SendDtmf,
+    Transcript,
+    TransferRequested,
+    UnknownMessage,
+)
+from sipbridge.agent.playout import PlayoutBuffer
+from sipbridge.sip import grammar
+from sipbridge.sip.errors import SipError
+from sipbridge.sip.message import Uri
+
+__all__ = [
+    "TRANSFER_STATUSES",
+    "Session",
+    "parse_hangup",
+    "parse_metadata",
+    "parse_send_dtmf",
+    "parse_transcript",
+    "parse_transfer",
+]
+
+# Bounds what a misbehaving agent can make us remember, log or store.
+_MAX_UNKNOWN_TYPES: Final = 64
+_MAX_TYPE_LENGTH: Final = 64
+_MAX_PENDING_MARKS: Final = 1000
+_MAX_MARK_NAME: Final = 1024
+_MAX_TARGET_LENGTH: Final = 2048
+_MAX_TRANSFER_HEADERS: Final = 32
+_MAX_HEADER_VALUE: Final = 1024
+_MAX_DTMF_DIGITS: Final = 64
+_MAX_TRANSCRIPT: Final = 65536
+
+TRANSFER_STATUSES: Final = ("accepted", "failed")
+_TRANSFER_SCHEMES: Final = ("tel", "sip", "sips")
+
+# A \uD800-\uDFFF escape may decode to a lone surrogate, which no UTF-8 encoder (the
+# WebSocket, the database) accepts; such messages are checked once more after parsing.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+@lru_cache(maxsize=8)
+def _silence(size: int) -> bytes:
+    return bytes(size)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+class Session(ABC):
+    """The agent side of one call, whatever the protocol.
+
+    What the caller (the runtime) does:
+
+    - once connected: send every frame of :meth:`start_messages`, in order;
+    - for each caller frame (20 ms of PCM16 at :attr:`sample_rate`): send what
+      :meth:`caller_audio` returns (``bytes`` as a binary frame, ``str`` as a text frame);
+      for each caller key press, send :meth:`caller_dtmf` as a text frame;
+    - for each frame from the agent: :meth:`receive_text` or :meth:`receive_binary`, act
+      on the events returned, then send every text frame of :meth:`data_to_send`;
+    - every :attr:`frame_ms`: send :meth:`next_frame` to the caller (as RTP), then send
+      every text frame of :meth:`data_to_send` (mark echoes);
+    - after a REFER: :meth:`transfer_result`, then :meth:`data_to_send`;
+    - at the end: send :meth:`stop_message` and close.
+
+    Frames must go out in the order they were obtained (Twilio numbers them).
+    """
+
+    #: How messages name their kind: ``"type"`` (native) or ``"event"`` (Twilio).
+    kind_key: str = "type"
+    #: The protocol's name, as in ``sipbridge agent add --protocol``.
+    protocol: str = ""
+
+    def __init__(
+        self,
+        call_id: str,
+        *,
+        sample_rate: int = 8000,
+        frame_ms: int = 20,
+        cap_seconds: float = 60.0,
+    ) -> None:
+        if sample_rate <= 0 or frame_ms <= 0 or cap_seconds <= 0:
+            raise ValueError("sample_rate, frame_ms and cap_seconds must be positive")
+        self.call_id = call_id
+        self.sample_rate = sample_rate
+        self.frame_ms = frame_ms
+        frame_bytes = 2 * (sample_rate * frame_ms // 1000)
+        if frame_bytes <= 0:
+            raise ValueError("a frame must hold at least one sample")
+        cap_bytes = max(2 * int(cap_seconds * sample_rate), frame_bytes)
+        self._playout = PlayoutBuffer(frame_bytes, cap_bytes)
+        self._silence = _silence(frame_bytes)
+        self._unknown_types: set[str] = set()
+        # (position in the playout stream, name), positions never decreasing.
+        self._marks: deque[tuple[int, str]] = deque()
+        self._outbox: list[dict[str, Any]] = []
+
+    # -- to the agent -----------------------------------------------------------------
+
+    @abstractmethod
+    def start_messages(
+        self,
+        *,
+        from_: str | None,
+        to: str | None,
+        agent: str,
+        sip_call_id: str,
+        sip_headers: dict[str, str],
+        resumed: bool = False,
+    ) -> list[str]:
+        """The text frames that open the WebSocket, in order.
+
+        ``resumed`` says this is a reconnection in the middle of the call; what was
+        waiting in :meth:`data_to_send` and the marks of the lost connection are dropped
+        (the new connection never sent those marks). Queued audio keeps playing.
+        """
+
+    @abstractmethod
+    def stop_message(self, reason: str) -> str:
+        """The last text frame before we close the WebSocket."""
+
+    @abstractmethod
+    def caller_audio(self, pcm: bytes) -> str | bytes:
+        """The WebSocket frame carrying one caller frame (PCM16 LE at ``sample_rate``)."""
+
+    @abstractmethod
+    def caller_dtmf(self, digit: str, duration_ms: int) -> str:
+        """The text frame reporting one key press of the caller."""
+
+    def transfer_result(self, status: str, sip_code: int | None) -> None:
+        """Queue the outcome of a transfer the agent asked for: ``status`` is
+        ``"accepted"`` or ``"failed"``, ``sip_code`` the final SIP status if any."""
+        if status not in TRANSFER_STATUSES:
+            raise ValueError(f"transfer status must be one of {TRANSFER_STATUSES}")
+        self._outbox.append(self._transfer_result_message(status, sip_code))
+
+    def data_to_send(self) -> list[str]:
+        """Text frames to send to the agent now, in order (usually none)."""
+        if not self._outbox:
+            return []
+        outbox, self._outbox = self._outbox, []
+        return [self._encode(message) for message in outbox]
+
+    # -- from the agent ---------------------------------------------------------------
+
+    def receive_text(self, text: str) -> list[AgentEvent]:
+        """Interpret one text frame from the agent; never raises."""
+        try:
+            message = json.loads(text, parse_constant=_reject_constant)
+            if _SURROGATE_ESCAPE.search(text) is not None:
+                json.dumps(message, ensure_ascii=False).encode()
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers JSONDecodeError, integers beyond the digit limit, NaN and
+            # UnicodeEncodeError (a lone surrogate).
+            return [InvalidMessage(f"invalid JSON: {exc}")]
+        if not isinstance(message, dict):
+            return [InvalidMessage("message is not a JSON object")]
+        kind = message.get(self.kind_key)
+        if not isinstance(kind, str):
+            return [InvalidMessage(f'message has no string "{self.kind_key}"')]
+        return self._handle(kind, message)
+
+    @abstractmethod
+    def receive_binary(self, data: bytes) -> list[AgentEvent]:
+        """Interpret one binary frame from the agent; never raises."""
+
+    @abstractmethod
+    def _handle(self, kind: str, message: dict[str, Any]) -> list[AgentEvent]:
+        """Act on one parsed message whose kind is ``kind``."""
+
+    # -- to the caller ----------------------------------------------------------------
+
+    def next_frame(self) -> bytes:
+        """The next ``frame_ms`` of agent audio as PCM16, or silence when none is ready.
+
+        Call it once per frame period; marks whose audio has now all been handed out
+        are answered in :meth:`data_to_send`.
+        """
+        frame = self._playout.next_frame()
+        marks = self._marks
+        if marks and marks[0][0] <= self._playout.played_bytes:
+            self._answer_marks()
+        return self._silence if frame is None else frame
+
+    def clear_audio(self) -> int:
+        """Discard queued agent audio at once; pending marks are answered as cleared.
+        Returns how many bytes were discarded."""
+        dropped = self._playout.clear()
+        while self._marks:
+            _, name = self._marks.popleft()
+            self._outbox.append(self._mark_message(name, played=False))
+        return dropped
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of PCM16 in one frame (320 at 8 kHz, 20 ms)."""
+        return self._playout.frame_bytes
+
+    @property
+    def has_audio(self) -> bool:
+        """Whether agent audio is queued (a held-back partial frame counts)."""
+        return not self._playout.empty
+
+    @property
+    def pending_audio_ms(self) -> int:
+        """Queued agent audio in milliseconds, rounded down."""
+        return self._playout.queued_bytes * 500 // self.sample_rate
+
+    @property
+    def pending_marks(self) -> int:
+        """Marks waiting for their audio to play."""
+        return len(self._marks)
+
+    # -- for the subclasses -----------------------------------------------------------
+
+    @abstractmethod
+    def _encode(self, message: dict[str, Any]) -> str:
+        """Serialize one outbox message (Twilio numbers it here, as it goes out)."""
+
+    @abstractmethod
+    def _mark_message(self, name: str, *, played: bool) -> dict[str, Any]:
+        """The answer to a mark, for the outbox."""
+
+    @abstractmethod
+    def _transfer_result_message(self, status: str, sip_code: int | None) -> dict[str, Any]:
+        """The outcome of a transfer, for the outbox."""
+
+    def _reset_connection(self) -> None:
+        """Forget what belonged to a previous WebSocket (for a resumed ``start``)."""
+        self._outbox.clear()
+        self._marks.clear()
+
+    def _queue_audio(self, pcm: bytes) -> list[AgentEvent]:
+        dropped = self._playout.write(pcm)
+        return [AudioDropped(dropped)] if dropped else []
+
+    def _mark(self, name: object) -> list[AgentEvent]:
+        if not isinstance(name, str):
+            return [InvalidMessage('mark without a string "name"')]
+        if len(name) > _MAX_MARK_NAME:
+            return [InvalidMessage(f"mark name longer than {_MAX_MARK_NAME} characters")]
+        if len(self._marks) >= _MAX_PENDING_MARKS:
+            return [InvalidMessage(f"more than {_MAX_PENDING_MARKS} marks pending; ignored")]
+        self._marks.append((self._playout.written_bytes, name))
+        if self._playout.empty:
+            self._answer_marks()
+        return []
+
+    def _clear(self) -> list[AgentEvent]:
+        return [AudioCleared(self.clear_audio())]
+
+    def _answer_marks(self) -> None:
+        played = self._playout.played_bytes
+        marks = self._marks
+        while marks and marks[0][0] <= played:
+            _, name = marks.popleft()
+            self._outbox.append(self._mark_message(name, played=True))
+
+    def _unknown(self, kind: str) -> list[AgentEvent]:
+        kind = kind[:_MAX_TYPE_LENGTH]
+        if kind in self._unknown_types or len(self._unknown_types) >= _MAX_UNKNOWN_TYPES:
+            return []
+        self._unknown_types.add(kind)
+        return [UnknownMessage(kind)]
+
+
+# -- the bodies of the requests both protocols share ------------------------------------
+# Each takes the object holding the fields (the native message itself, or the object
+# under the event name in Twilio mode) and returns the event or why it is invalid.
+
+
+def parse_hangup(body: dict[str, Any]) -> HangupRequested | InvalidMessage:
+    """``{"after_playout": true|false}`` (optional, default true)."""
+    after = body.get("after_playout", True)
+    if not isinstance(after, bool):
+        return InvalidMessage('hangup "after_playout" must be true or false')
+    return HangupRequested(after)
+
+
+def parse_transfer(body: dict[str, Any]) -> TransferRequested | InvalidMessage:
+    """``{"target": "tel:...|sip:...|sips:...", "headers": {...}}`` (headers optional)."""
+    target = body.get("target")
+    if not isinstance(target, str) or not target:
+        return InvalidMessage('transfer without a string "target"')
+    if len(target) > _MAX_TARGET_LENGTH:
+        return InvalidMessage(f"transfer target longer than {_MAX_TARGET_LENGTH} characters")
+    try:
+        uri = Uri.parse(target)
+    except (SipError, ValueError) as exc:
+        return InvalidMessage(f"transfer target is not a valid URI: {exc}")
+    if uri.scheme not in _TRANSFER_SCHEMES:
+        return InvalidMessage("transfer target must be a tel:, sip: or sips: URI")
+    headers = body.get("headers", {})
+    if headers is None:
+        headers = {}
+    if not isinstance(headers, dict):
+        return InvalidMessage('transfer "headers" must be an object')
+    if len(headers) > _MAX_TRANSFER_HEADERS:
+        return InvalidMessage(f"more than {_MAX_TRANSFER_HEADERS} transfer headers")
+    for name, value in headers.items():
+        if not grammar.is_token(name):
+            return InvalidMessage(f"transfer header name {name[:64]!r} is not a SIP token")
+        if (
+            not isinstance(value, str)
+            or len(value) > _MAX_HEADER_VALUE
+            or any(c in value for c in "\r\n\0")
+        ):
+            return InvalidMessage(f"transfer header {name} needs a one-line string value")
+    return TransferRequested(target, dict(headers))
+
+
+def parse_send_dtmf(body: dict[str, Any]) -> SendDtmf | InvalidMessage:
+    """``{"digits": "12#", "duration_ms": 100}`` (duration optional, 40-2000 ms)."""
+    digits = body.get("digits")
+    if not isinstance(digits, str) or not digits:
+        return InvalidMessage('send_dtmf without a string "digits"')
+    digits = digits.upper()
+    if len(digits) > _MAX_DTMF_DIGITS or any(d not in DTMF_DIGITS for d in digits):
+        return InvalidMessage(f"send_dtmf digits must be 1-{_MAX_DTMF_DIGITS} of 0-9, *, #, A-D")
+    duration = body.get("duration_ms", DEFAULT_DTMF_DURATION_MS)
+    if (
+        not isinstance(duration, int)
+        or isinstance(duration, bool)
+        or not MIN_DTMF_DURATION_MS <= duration <= MAX_DTMF_DURATION_MS
+    ):
+        return InvalidMessage(
+            f"send_dtmf duration_ms must be an integer from {MIN_DTMF_DURATION_MS}"
+            f" to {MAX_DTMF_DURATION_MS}"
+        )
+    return SendDtmf(digits, duration)
+
+
+def parse_transcript(body: dict[str, Any]) -> Transcript | InvalidMessage:
+    """``{"role": "caller|agent", "text": "...", "final": true}`` (final optional)."""
+    role = body.get("role")
+    text = body.get("text")
+    final = body.get("final", True)
+    role_: Literal["caller", "agent"]
+    if role == "caller":
+        role_ = "caller"
+    elif role == "agent":
+        role_ = "agent"
+    else:
+        return InvalidMessage('transcript "role" must be "caller" or "agent"')
+    if not isinstance(text, str):
+        return InvalidMessage('transcript without a string "text"')
+    if len(text) > _MAX_TRANSCRIPT:
+        return InvalidMessage(f"transcript text longer than {_MAX_TRANSCRIPT} characters")
+    if not isinstance(final, bool):
+        return InvalidMessage('transcript "final" must be true or false')
+    return Transcript(role_, text, final)
+
+
+def parse_metadata(body: dict[str, Any]) -> Metadata | InvalidMessage:
+    """``{"data": {...}}``."""
+    data = body.get("data")
+    if not isinstance(data, dict):
+        return InvalidMessage('metadata "data" must be an object')
+    return Metadata(data)
