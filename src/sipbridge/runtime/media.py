@@ -21,6 +21,7 @@ encoded. Every 250 ticks (5 s) an RTCP sender report goes out (RFC 3550 §6.2).
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import socket
 import time
@@ -410,7 +411,7 @@ async def open_rtp_endpoint(
         rtcp = _RtcpSocket(protocol)
         try:
             await loop.create_datagram_endpoint(
-                lambda: rtcp, local_addr=(host, port + 1), family=socket.AF_INET
+                functools.partial(_same, rtcp), local_addr=(host, port + 1), family=socket.AF_INET
             )
         except OSError:
             protocol.close()
@@ -419,6 +420,10 @@ async def open_rtp_endpoint(
         protocol.attach_rtcp(rtcp)
         return protocol, port
     raise PortsExhausted("could not bind any RTP/RTCP port pair in the configured range")
+
+
+def _same(rtcp: _RtcpSocket) -> _RtcpSocket:
+    return rtcp
 
 
 __all__ = [
