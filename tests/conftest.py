@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -96,3 +98,33 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 def backend(db_url: str) -> str:
     """``"sqlite"`` or ``"postgresql"``: the backend of this test's database."""
     return make_url(db_url).get_backend_name()
+
+
+@pytest.fixture(scope="session")
+def ca_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real PEM CA certificate (self-signed, made with ``openssl``), for agent CA bundles."""
+    openssl = shutil.which("openssl")
+    if openssl is None:  # pragma: no cover - openssl ships with Debian and the CI images
+        pytest.skip("openssl is not installed")
+    directory = tmp_path_factory.mktemp("ca")
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=sipbridge-test-ca",
+            "-days",
+            "1",
+            "-keyout",
+            str(directory / "ca-key.pem"),
+            "-out",
+            str(directory / "ca.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return directory / "ca.pem"

@@ -579,6 +579,61 @@ def test_agent_options_from_env(runner: CliRunner, env: dict[str, str]) -> None:
     ]
 
 
+def test_agent_ca_bundle(runner: CliRunner, env: dict[str, str], ca_bundle: Path) -> None:
+    result = invoke(
+        runner, env, "agent", "add", "bot", "--url", "wss://a", "--ca-bundle", str(ca_bundle)
+    )
+    assert result.exit_code == 0, result.output
+    lines = invoke(runner, env, "agent", "list").stdout.splitlines()
+    assert "CA BUNDLE" in lines[0]
+    assert lines[1].split()[6] == str(ca_bundle)
+
+    assert invoke(runner, env, "agent", "update", "bot", "--clear-ca-bundle").exit_code == 0
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[6] == "-"
+
+    result = invoke(runner, env, "agent", "update", "bot", "--ca-bundle", str(ca_bundle))
+    assert result.exit_code == 0, result.output
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[6] == str(ca_bundle)
+    assert invoke(runner, env, "agent", "update", "bot", "--no-ca-bundle").exit_code == 0
+
+    async def read_back() -> str | None:
+        async with Database(env["SIPBRIDGE_DB"]) as db:
+            return (await service.get_agent(db, "bot")).ca_bundle
+
+    assert asyncio.run(read_back()) is None
+
+    result = invoke(
+        runner, env, "agent", "update", "bot", "--ca-bundle", str(ca_bundle), "--clear-ca-bundle"
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --ca-bundle and --clear-ca-bundle")
+
+
+def test_agent_ca_bundle_from_env(runner: CliRunner, env: dict[str, str], ca_bundle: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["agent", "add", "bot", "--url", "wss://a"],
+        env={**env, "SIPBRIDGE_CA_BUNDLE": str(ca_bundle)},
+    )
+    assert result.exit_code == 0, result.output
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[6] == str(ca_bundle)
+
+
+def test_agent_bad_ca_bundle_exit_2(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    result = invoke(
+        runner, env, "agent", "add", "bot", "--url", "wss://a", "--ca-bundle", str(missing)
+    )
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: ca_bundle: {missing} does not exist")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("garbage")
+    invoke(runner, env, "agent", "add", "bot", "--url", "wss://a")
+    result = invoke(runner, env, "agent", "update", "bot", "--ca-bundle", str(garbage))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: ca_bundle: {garbage} is not a PEM CA bundle")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -301,6 +301,15 @@ SampleRateOption = Annotated[
     int | None,
     typer.Option("--sample-rate", envvar=_env("sample-rate"), help="8000 or 16000 (Hz)."),
 ]
+CaBundleOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ca-bundle",
+        envvar=_env("ca-bundle"),
+        help="PEM file of CA certificates that verify the agent's wss:// certificate "
+        "(instead of the system's); stored as an absolute path.",
+    ),
+]
 
 
 @agent_app.command("add")
@@ -316,6 +325,7 @@ def agent_add(
     token: TokenOption = None,
     protocol: ProtocolOption = None,
     sample_rate: SampleRateOption = None,
+    ca_bundle: CaBundleOption = None,
     db: DbOption = "sqlite:///sipbridge.db",
 ) -> None:
     """Add an agent."""
@@ -329,6 +339,7 @@ def agent_add(
             protocol=protocol or "native",
             token=token,
             sample_rate=8000 if sample_rate is None else sample_rate,
+            ca_bundle=ca_bundle,
         ),
     )
     typer.echo(f"added agent {record.name} -> {', '.join(record.urls)}")
@@ -354,16 +365,33 @@ def agent_update(
     ] = False,
     protocol: ProtocolOption = None,
     sample_rate: SampleRateOption = None,
+    ca_bundle: CaBundleOption = None,
+    clear_ca_bundle: Annotated[
+        bool,
+        typer.Option(
+            "--clear-ca-bundle",
+            "--no-ca-bundle",
+            envvar=_env("clear-ca-bundle"),
+            help="Remove the CA bundle (verify with the system's CAs again).",
+        ),
+    ] = False,
     db: DbOption = "sqlite:///sipbridge.db",
 ) -> None:
     """Change an agent's settings (only the options given)."""
     if clear_token and token is not None:
         _fail("--token and --clear-token cannot be used together", 2)
+    if clear_ca_bundle and ca_bundle is not None:
+        _fail("--ca-bundle and --clear-ca-bundle cannot be used together", 2)
     new_token: str | service.Unset | None = service.UNSET
     if clear_token:
         new_token = None
     elif token is not None:
         new_token = token
+    new_ca_bundle: str | service.Unset | None = service.UNSET
+    if clear_ca_bundle:
+        new_ca_bundle = None
+    elif ca_bundle is not None:
+        new_ca_bundle = ca_bundle
     record = _run(
         db,
         lambda d: service.update_agent(
@@ -374,6 +402,7 @@ def agent_update(
             protocol=protocol,
             token=new_token,
             sample_rate=sample_rate,
+            ca_bundle=new_ca_bundle,
         ),
     )
     typer.echo(f"updated agent {record.name} -> {', '.join(record.urls)}")
@@ -394,11 +423,12 @@ def agent_list(db: DbOption = "sqlite:///sipbridge.db") -> None:
             str(a.sample_rate),
             "yes" if a.voice_enabled else "no",
             "yes" if a.token is not None else "no",
+            a.ca_bundle or "-",
             _when(a.created_at),
         ]
         for a in agents
     ]
-    headers = ["NAME", "URLS", "PROTOCOL", "RATE", "VOICE", "TOKEN", "CREATED (UTC)"]
+    headers = ["NAME", "URLS", "PROTOCOL", "RATE", "VOICE", "TOKEN", "CA BUNDLE", "CREATED (UTC)"]
     typer.echo(_table(headers, rows))
 
 

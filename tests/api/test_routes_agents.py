@@ -1,3 +1,4 @@
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -93,6 +94,10 @@ async def test_duplicate_agent_is_409(client: httpx.AsyncClient) -> None:
         ({**AGENT, "voice_enabled": "maybe"}, "voice_enabled"),
         ({**AGENT, "token": ""}, "token"),
         ({**AGENT, "token": "x" * 1025}, "token"),
+        ({**AGENT, "ca_bundle": ""}, "ca_bundle"),
+        ({**AGENT, "ca_bundle": "/" + "x" * 1024}, "ca_bundle"),
+        ({**AGENT, "ca_bundle": "/tmp/a\x00b"}, "ca_bundle"),
+        ({**AGENT, "ca_bundle": 42}, "ca_bundle"),
         ({**AGENT, "url": "wss://a.example"}, "url"),
     ],
 )
@@ -208,3 +213,58 @@ async def test_delete_agent_keeps_its_numbers(client: httpx.AsyncClient) -> None
     assert (await client.get("/api/agents/support")).status_code == 404
     number = (await client.get("/api/numbers/+12025550101")).json()
     assert number["agent"] is None
+
+
+async def test_create_agent_with_ca_bundle(
+    client: httpx.AsyncClient, db: Database, ca_bundle: Path
+) -> None:
+    response = await client.post("/api/agents", json={**AGENT, "ca_bundle": str(ca_bundle)})
+    assert response.status_code == 201, response.text
+    assert response.json()["ca_bundle"] == str(ca_bundle)
+    assert (await service.get_agent(db, "support")).ca_bundle == str(ca_bundle)
+    assert (await client.get("/api/agents/support")).json()["ca_bundle"] == str(ca_bundle)
+    assert (await client.get("/api/agents")).json()[0]["ca_bundle"] == str(ca_bundle)
+
+
+async def test_create_agent_ca_bundle_defaults_to_null(client: httpx.AsyncClient) -> None:
+    response = await client.post("/api/agents", json=AGENT)
+    assert response.json()["ca_bundle"] is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "does not exist"), (b"garbage\n", "is not a PEM CA bundle")],
+)
+async def test_create_agent_bad_ca_bundle_is_422_naming_it(
+    client: httpx.AsyncClient, tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    path = tmp_path / "bundle.pem"
+    if content is not None:
+        path.write_bytes(content)
+    response = await client.post("/api/agents", json={**AGENT, "ca_bundle": str(path)})
+    assert error_fields(response) == [["body", "ca_bundle"]]
+    assert message in response.json()["detail"][0]["msg"]
+    assert (await client.get("/api/agents")).json() == []
+
+
+async def test_update_agent_ca_bundle_set_and_clear(
+    client: httpx.AsyncClient, db: Database, ca_bundle: Path, tmp_path: Path
+) -> None:
+    await client.post("/api/agents", json=AGENT)
+    response = await client.patch("/api/agents/support", json={"ca_bundle": str(ca_bundle)})
+    assert response.status_code == 200, response.text
+    assert response.json()["ca_bundle"] == str(ca_bundle)
+
+    response = await client.patch("/api/agents/support", json={"sample_rate": 16000})
+    assert response.json()["ca_bundle"] == str(ca_bundle)  # left out: unchanged
+
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate")
+    response = await client.patch("/api/agents/support", json={"ca_bundle": str(garbage)})
+    assert error_fields(response) == [["body", "ca_bundle"]]
+    assert (await service.get_agent(db, "support")).ca_bundle == str(ca_bundle)
+
+    response = await client.patch("/api/agents/support", json={"ca_bundle": None})
+    assert response.status_code == 200, response.text
+    assert response.json()["ca_bundle"] is None
+    assert (await service.get_agent(db, "support")).ca_bundle is None

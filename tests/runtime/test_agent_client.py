@@ -1,64 +1,191 @@
-"""The agent WebSocket client against a real websockets server."""
+"""The agent WebSocket client against real websockets servers (ws and wss with a local CA)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import socket
+import ssl
+import subprocess
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from sipbridge.agent.protocol import AgentEvent, AgentSession, HangupRequested
-from sipbridge.runtime.agent_client import AgentConnection, AgentUnreachable
+from sipbridge.agent.events import AgentEvent, HangupRequested
+from sipbridge.agent.protocol import AgentSession
+from sipbridge.runtime.agent_client import (
+    COOLDOWN_SECONDS,
+    FAILURES_BEFORE_COOLDOWN,
+    AgentConnection,
+    AgentUnreachable,
+    EndpointHealth,
+)
 from tests.support.agents import SilentTcpServer
 
 
-async def test_unreachable_port_raises_quickly() -> None:
+def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    conn = AgentConnection(f"ws://127.0.0.1:{port}/", AgentSession("c1"), lambda _: None)
+        return int(s.getsockname()[1])
+
+
+async def test_unreachable_port_raises_quickly() -> None:
+    conn = AgentConnection(AgentSession("c1"), lambda _: None)
     with pytest.raises(AgentUnreachable, match="cannot connect"):
-        await conn.open(2.0)
+        await conn.open(f"ws://127.0.0.1:{closed_port()}/", 2.0)
 
 
 async def test_hanging_handshake_times_out() -> None:
     async with SilentTcpServer() as silent:
-        conn = AgentConnection(silent.url, AgentSession("c1"), lambda _: None)
+        conn = AgentConnection(AgentSession("c1"), lambda _: None)
         with pytest.raises(AgentUnreachable, match=r"within 0\.3 s"):
-            await conn.open(0.3)
+            await conn.open(silent.url, 0.3)
 
 
-async def test_audio_text_and_events_both_ways() -> None:
+async def test_audio_text_events_token_and_clean_close() -> None:
     seen: dict[str, object] = {}
 
     async def handler(ws: ServerConnection) -> None:
         seen["extensions"] = ws.request.headers.get("Sec-WebSocket-Extensions")
         seen["user_agent"] = ws.request.headers.get("User-Agent")
+        seen["authorization"] = ws.request.headers.get("Authorization")
         seen["start"] = await ws.recv()
         seen["audio"] = [await ws.recv(), await ws.recv()]
+        await ws.send(json.dumps({"type": "mark", "name": "m1"}))
+        seen["mark"] = json.loads(await ws.recv())  # nothing queued before it: echoed at once
         await ws.send(b"\x01\x00" * 160)
         await ws.send(json.dumps({"type": "hangup"}))
         await ws.close()
 
     events: list[AgentEvent] = []
+    firsts: list[bool] = []
     async with serve(handler, "127.0.0.1", 0) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         session = AgentSession("c1")
-        conn = AgentConnection(f"ws://127.0.0.1:{port}/", session, events.extend)
-        await conn.open(2.0)
+        conn = AgentConnection(session, events.extend, lambda: firsts.append(True))
+        await conn.open(f"ws://127.0.0.1:{port}/", 2.0, token="s3cret")
         await conn.send_text('{"type":"start"}')
-        conn.send_audio(b"\x00" * 320)
-        conn.send_audio(b"\x02" * 320)
-        reason = await asyncio.wait_for(conn.run(), 5)
+        conn.send_frame(b"\x00" * 320)
+        conn.send_frame(b"\x02" * 320)
+        closed = await asyncio.wait_for(conn.run(), 5)
         await conn.close()
-    assert reason == "agent closed the connection"
+    assert closed.clean
     assert seen["extensions"] is None  # permessage-deflate off for audio
     assert seen["user_agent"] is None  # no software name on the wire
+    assert seen["authorization"] == "Bearer s3cret"
     assert seen["start"] == '{"type":"start"}'
     assert seen["audio"] == [b"\x00" * 320, b"\x02" * 320]
-    assert events == [HangupRequested()]
+    assert seen["mark"] == {"type": "mark", "name": "m1", "status": "played"}
+    assert HangupRequested(after_playout=True) in events
+    assert firsts == [True]
     assert session.next_frame() == b"\x01\x00" * 160
     assert not conn.is_open
-    conn.send_audio(b"\x00" * 320)  # after close: ignored, no error
+    conn.send_frame(b"\x00" * 320)  # after close: ignored, no error
+
+
+async def test_dropped_connection_is_not_clean() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        ws.transport.abort()  # no close frame: the connection is lost
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        conn = AgentConnection(AgentSession("c1"), lambda _: None)
+        await conn.open(f"ws://127.0.0.1:{port}/", 2.0)
+        await conn.send_text("{}")
+        closed = await asyncio.wait_for(conn.run(), 5)
+    assert not closed.clean and "lost" in closed.detail
+
+
+def make_ca_and_cert(folder: Path) -> tuple[Path, Path, Path]:
+    """A local CA and a server certificate for 127.0.0.1 signed by it (openssl CLI)."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=sipbridge test CA",
+        "-days",
+        "1",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    run(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    )
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.pem",
+    )
+    return folder / "ca.pem", folder / "server.pem", folder / "server.key"
+
+
+async def test_wss_verifies_against_the_agents_ca_bundle(tmp_path: Path) -> None:
+    ca, cert, key = make_ca_and_cert(tmp_path)
+    server_ssl = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ssl.load_cert_chain(cert, key)
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "hangup"}))
+        await ws.close()
+
+    async with serve(handler, "127.0.0.1", 0, ssl=server_ssl) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        url = f"wss://127.0.0.1:{port}/"
+        untrusted = AgentConnection(AgentSession("c1"), lambda _: None)
+        with pytest.raises(AgentUnreachable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            await untrusted.open(url, 3.0)  # the system store does not know our CA
+        events: list[AgentEvent] = []
+        trusted = AgentConnection(AgentSession("c2"), events.extend)
+        await trusted.open(url, 3.0, ca_bundle=str(ca))
+        closed = await asyncio.wait_for(trusted.run(), 5)
+    assert closed.clean and events == [HangupRequested(after_playout=True)]
+
+
+def test_endpoint_health_round_robin_and_cooldown() -> None:
+    health = EndpointHealth()
+    urls = ["ws://a", "ws://b", "ws://c"]
+    assert health.order("bot", urls, 0.0) == ["ws://a", "ws://b", "ws://c"]
+    assert health.order("bot", urls, 0.0) == ["ws://b", "ws://c", "ws://a"]
+    for _ in range(FAILURES_BEFORE_COOLDOWN):
+        health.failed("ws://c", 10.0)
+    assert health.order("bot", urls, 10.0) == ["ws://a", "ws://b"]  # c is cooling down
+    assert "ws://c" in health.order("bot", urls, 10.0 + COOLDOWN_SECONDS)  # retried later
+    health.failed("ws://a", 50.0)
+    health.succeeded("ws://a")  # a success resets the count
+    for _ in range(FAILURES_BEFORE_COOLDOWN - 1):
+        health.failed("ws://a", 51.0)
+    assert "ws://a" in health.order("bot", urls, 51.0)
+    assert health.order("bot", [], 0.0) == []

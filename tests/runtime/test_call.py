@@ -68,7 +68,7 @@ async def records(
     deadline = time.monotonic() + timeout
     while True:
         found = await service.list_calls(server.db)
-        if len(found) >= count and not server.calls:
+        if len(found) >= count and not server.calls and not server.pending_tasks:
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"expected {count} call records, found {found}")
@@ -324,10 +324,14 @@ class UdpClient:
             if response.status >= 200:
                 return response
 
-    def invite(self, branch: str, call_id: str, rtp_port: int) -> bytes:
+    def invite(self, branch: str, call_id: str, rtp_port: int, *, dtmf: bool = False) -> bytes:
         sdp = (
             "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-            f"m=audio {rtp_port} RTP/AVP 0\r\n"
+            + (
+                f"m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+                if dtmf
+                else f"m=audio {rtp_port} RTP/AVP 0\r\n"
+            )
         ).encode()
         return (
             f"INVITE sip:{NUMBER}@127.0.0.1 SIP/2.0\r\n"

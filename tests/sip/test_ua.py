@@ -18,11 +18,15 @@ from sipbridge.sip.ua import (
     CallCancelled,
     CallConfirmed,
     CallState,
+    InboundCall,
     IncomingCall,
     InfoReceived,
+    NotifyReceived,
+    ReferCompleted,
     ReInviteReceived,
     RequestRejected,
     UserAgent,
+    sipfrag_status,
 )
 
 PEER = ("127.0.0.1", 5070)
@@ -332,6 +336,78 @@ class TestInvite:
         assert statuses(ua) == [481]
 
 
+class TestTransfer:
+    def _confirmed(self) -> tuple[UserAgent, InboundCall]:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PEER, 0.1)
+        ua.events()
+        ua.datagrams_to_send()
+        return ua, call
+
+    def test_refer_then_notify_progress(self) -> None:
+        ua, call = self._confirmed()
+        assert ua.refer(call, "tel:+15551230000", 1.0, {"X-Reason": "sales"})
+        [(refer, addr)] = sent(ua)
+        assert isinstance(refer, Request) and refer.method == "REFER"
+        assert addr == ("proxy.example.com", 5060)
+        assert refer.headers.get("Refer-To") == "<tel:+15551230000>"
+        assert refer.headers.get("X-Reason") == "sales"
+        assert refer.headers.get("Contact") == "<sip:127.0.0.1:5060>"
+        assert refer.from_.tag == call.local_tag and refer.to.tag == "a1"
+        accepted = (
+            "SIP/2.0 202 Accepted\r\n"
+            f"Via: {refer.headers.get('Via')}\r\n"
+            f"From: {refer.headers.get('From')}\r\nTo: {refer.headers.get('To')}\r\n"
+            f"Call-ID: call-1\r\nCSeq: {refer.cseq.seq} REFER\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+        ua.receive_datagram(accepted, PEER, 1.1)
+        [done] = ua.events()
+        assert isinstance(done, ReferCompleted) and done.status == 202
+        body = b"SIP/2.0 200 OK\r\n"
+        notify = in_dialog("NOTIFY", 2, call.local_tag, "z9hG4bK-n1").replace(
+            b"Content-Length: 0\r\n\r\n",
+            b"Event: refer\r\nSubscription-State: terminated;reason=noresource\r\n"
+            b"Content-Type: message/sipfrag\r\nContent-Length: 16\r\n\r\n" + body,
+        )
+        ua.receive_datagram(notify, PEER, 1.5)
+        [event] = ua.events()
+        assert isinstance(event, NotifyReceived)
+        assert event.sipfrag_status == 200 and event.terminated
+        assert statuses(ua) == [200]
+
+    def test_refer_needs_an_answered_call(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        assert not ua.refer(call, "sip:x@example.com", 0.1)
+
+    def test_refer_timeout_reported(self) -> None:
+        ua, call = self._confirmed()
+        ua.refer(call, "sip:x@example.com", 1.0)
+        events: list[object] = []
+        while (deadline := ua.get_timer()) is not None and deadline < 60:
+            ua.handle_timer(deadline)
+            events += ua.events()
+        assert [type(e) for e in events if isinstance(e, ReferCompleted)] == [ReferCompleted]
+        assert events[-1].status is None  # type: ignore[attr-defined]
+        assert call.state is CallState.CONFIRMED  # the call itself goes on
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"SIP/2.0 100 Trying\r\n", 100),
+        (b"SIP/2.0 603 Declined", 603),
+        (b"INVITE sip:x SIP/2.0\r\n", None),
+        (b"", None),
+        (b"SIP/2.0 999 Nope\r\n", None),
+    ],
+)
+def test_sipfrag_status(body: bytes, status: int | None) -> None:
+    assert sipfrag_status(body) == status
+
+
 class TestOutOfDialog:
     def test_options_200_with_allow(self) -> None:
         ua = make_ua()
@@ -348,7 +424,7 @@ class TestOutOfDialog:
         ua.receive_datagram(invite(method="SUBSCRIBE", body=b""), PEER, 0.0)
         [(response, _)] = sent(ua)
         assert isinstance(response, Response) and response.status == 501
-        allow = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO"]
+        allow = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY"]
         assert response.headers.get_all("Allow") == allow
         assert isinstance(ua.events()[0], RequestRejected)
 

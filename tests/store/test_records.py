@@ -153,6 +153,7 @@ def test_agent_and_number_records() -> None:
         "sample_rate": 8000,
         "voice_enabled": True,
         "has_token": False,
+        "ca_bundle": None,
         "created_at": "2025-01-01T00:00:00+00:00",
         "updated_at": None,
     }
@@ -182,6 +183,12 @@ def test_agent_record_urls_and_token() -> None:
     assert data["has_token"] is True
     assert "secret" not in json.dumps(data)
     assert data["updated_at"] == "2025-03-02T00:00:00+00:00"
+
+
+def test_agent_record_ca_bundle_is_shown() -> None:
+    agent = AgentRecord("bot", ["wss://a"], True, T0, ca_bundle="/etc/sipbridge/ca.pem")
+    assert agent.ca_bundle == "/etc/sipbridge/ca.pem"
+    assert agent.to_json()["ca_bundle"] == "/etc/sipbridge/ca.pem"  # a path, not a secret
 
 
 def test_trunk_and_api_key_records() -> None:

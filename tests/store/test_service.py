@@ -1,6 +1,8 @@
 import asyncio
 import dataclasses
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -173,6 +175,106 @@ async def test_update_agent(db: Database) -> None:
     assert (await service.update_agent(db, "bot", token=None)).token is None
     assert (await service.update_agent(db, "bot", voice_enabled=False)).voice_enabled is False
     assert (await service.get_agent(db, "bot")).voice_enabled is False
+
+
+async def test_add_agent_with_ca_bundle(db: Database, ca_bundle: Path) -> None:
+    agent = await service.add_agent(db, "tls", "wss://agent.example/ws", ca_bundle=str(ca_bundle))
+    assert agent.ca_bundle == str(ca_bundle)
+    assert (await service.get_agent(db, "tls")).ca_bundle == str(ca_bundle)
+    assert agent.to_json()["ca_bundle"] == str(ca_bundle)
+    plain = await service.add_agent(db, "plain", "wss://agent.example/ws")
+    assert plain.ca_bundle is None
+    # Routing hands the bundle to the runtime.
+    await service.add_number(db, "+12025550101", "tls")
+    route = await service.lookup_number(db, "+12025550101")
+    assert route is not None and route.agent is not None
+    assert route.agent.ca_bundle == str(ca_bundle)
+
+
+async def test_ca_bundle_stored_as_absolute_path(
+    db: Database, ca_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ca_bundle.parent)
+    agent = await service.add_agent(db, "bot", "wss://a", ca_bundle=ca_bundle.name)
+    assert agent.ca_bundle == str(ca_bundle)
+    assert os.path.isabs(agent.ca_bundle)
+
+
+async def test_ca_bundle_accepted_with_ws_urls_only(db: Database, ca_bundle: Path) -> None:
+    # Unused until a wss:// URL is set, but accepted so URLs and bundle change in any order.
+    agent = await service.add_agent(db, "bot", "ws://a", ca_bundle=str(ca_bundle))
+    assert agent.ca_bundle == str(ca_bundle)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        (b"this is not a certificate\n", "is not a PEM CA bundle"),
+        (b"", "is not a PEM CA bundle"),
+        ("dir", "is not a file"),
+    ],
+)
+async def test_add_agent_rejects_bad_ca_bundle(
+    db: Database, tmp_path: Path, content: bytes | str | None, message: str
+) -> None:
+    path = tmp_path / "bundle.pem"
+    if content == "dir":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(InvalidField, match=rf"^ca_bundle: .*{message}") as info:
+        await service.add_agent(db, "bot", "wss://a", ca_bundle=str(path))
+    assert info.value.field == "ca_bundle"
+    assert await service.list_agents(db) == []
+
+
+async def test_add_agent_rejects_private_key_as_ca_bundle(db: Database, ca_bundle: Path) -> None:
+    key = ca_bundle.parent / "ca-key.pem"
+    with pytest.raises(InvalidField, match=r"^ca_bundle: .*no certificate could be loaded"):
+        await service.add_agent(db, "bot", "wss://a", ca_bundle=str(key))
+
+
+@pytest.mark.parametrize("value", ["", "   ", "a\x00b", "bad\npath", 42])
+async def test_add_agent_rejects_bad_ca_bundle_value(db: Database, value: object) -> None:
+    with pytest.raises(InvalidField, match=r"^ca_bundle: "):
+        await service.add_agent(db, "bot", "wss://a", ca_bundle=value)  # type: ignore[arg-type]
+
+
+async def test_add_agent_rejects_too_long_ca_bundle_path(db: Database) -> None:
+    with pytest.raises(InvalidField, match=r"^ca_bundle: path longer than 1024"):
+        await service.add_agent(db, "bot", "wss://a", ca_bundle="/" + "x" * 1024)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+async def test_add_agent_rejects_unreadable_ca_bundle(db: Database, tmp_path: Path) -> None:
+    path = tmp_path / "locked.pem"
+    path.write_text("unreadable before its content matters")
+    path.chmod(0)
+    with pytest.raises(InvalidField, match=r"^ca_bundle: .*cannot be read"):
+        await service.add_agent(db, "bot", "wss://a", ca_bundle=str(path))
+
+
+async def test_update_agent_ca_bundle(db: Database, ca_bundle: Path, tmp_path: Path) -> None:
+    await service.add_agent(db, "bot", "wss://a", token="t")
+    updated = await service.update_agent(db, "bot", ca_bundle=str(ca_bundle))
+    assert updated.ca_bundle == str(ca_bundle)
+    assert updated.updated_at is not None
+    assert (await service.update_agent(db, "bot", ca_bundle=UNSET)).ca_bundle == str(ca_bundle)
+    assert (await service.update_agent(db, "bot", protocol="twilio")).ca_bundle == str(ca_bundle)
+
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
+    with pytest.raises(InvalidField, match=r"^ca_bundle: .*is not a PEM CA bundle"):
+        await service.update_agent(db, "bot", ca_bundle=str(garbage))
+    with pytest.raises(InvalidField, match=r"^ca_bundle: .*does not exist"):
+        await service.update_agent(db, "bot", ca_bundle=str(tmp_path / "missing.pem"))
+    assert (await service.get_agent(db, "bot")).ca_bundle == str(ca_bundle)  # unchanged
+
+    cleared = await service.update_agent(db, "bot", ca_bundle=None)
+    assert cleared.ca_bundle is None
+    assert cleared.token == "t"
+    assert (await service.get_agent(db, "bot")).ca_bundle is None
 
 
 async def test_update_agent_errors(db: Database) -> None:

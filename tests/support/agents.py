@@ -119,3 +119,73 @@ class SilentTcpServer:
             writer.close()
         assert self._server is not None
         self._server.close()
+
+
+class ScriptedAgent:
+    """A WebSocket agent whose behaviour per connection is a coroutine written by the test:
+    ``script(ws, call)`` after the connection's first (start) message has been read into
+    ``call.start``. Every later message the server sends is recorded in ``call``."""
+
+    def __init__(self, script: Any) -> None:
+        self.script = script
+        self.calls: list[AgentCall] = []
+        self.headers: list[dict[str, str]] = []
+        self._server: Server | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> ScriptedAgent:
+        self._server = await serve(self._handle, "127.0.0.1", 0, compression=None)
+        port = next(iter(self._server.sockets)).getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}/agent"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        call = AgentCall()
+        self.calls.append(call)
+        self.headers.append(dict(ws.request.headers))
+        reader = asyncio.ensure_future(self._read(ws, call))
+        try:
+            await call_started(call)
+            await self.script(ws, call)
+            await reader
+        finally:
+            reader.cancel()
+            call.close_code = ws.close_code
+            call.closed.set()
+
+    async def _read(self, ws: ServerConnection, call: AgentCall) -> None:
+        async for message in ws:
+            if isinstance(message, str):
+                data = json.loads(message)
+                if call.start is None and data.get("event") == "connected":
+                    call.texts.append(data)
+                elif call.start is None:
+                    call.start = data
+                else:
+                    call.texts.append(data)
+            else:
+                call.audio.append(message)
+
+
+async def call_started(call: AgentCall, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while call.start is None:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("no start message from sipbridge")
+        await asyncio.sleep(0.005)
+
+
+async def wait_for_text(call: AgentCall, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        for text in call.texts:
+            if predicate(text):
+                return text
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"no matching message; got {call.texts}")
+        await asyncio.sleep(0.005)

@@ -38,7 +38,11 @@ async def list_agents(db: Db) -> list[dict[str, Any]]:
     responses={**error_responses(e409="The name is taken"), **BAD_BODY},
 )
 async def create_agent(body: AgentCreate, db: Db) -> dict[str, Any]:
-    """Create an agent. The token is write-only: answers say ``has_token``."""
+    """Create an agent. The token is write-only: answers say ``has_token``.
+
+    ``ca_bundle`` names a PEM file on the server; a missing or unreadable file, or one
+    without a certificate, is a 422 naming ``ca_bundle``.
+    """
     with service_errors("body"):
         agent = await service.add_agent(
             db,
@@ -48,6 +52,7 @@ async def create_agent(body: AgentCreate, db: Db) -> dict[str, Any]:
             protocol=body.protocol,
             token=body.token,
             sample_rate=body.sample_rate,
+            ca_bundle=body.ca_bundle,
         )
     return agent.to_json()
 

@@ -109,6 +109,16 @@ AgentUrls = Annotated[list[AgentUrl], Field(min_length=1, max_length=MAX_URLS)]
 Protocol = Literal["native", "twilio"]
 SampleRate = Literal[8000, 16000]
 Token = Annotated[str, Field(min_length=1, max_length=1024), AfterValidator(check_text)]
+CaBundle = Annotated[
+    str,
+    Field(min_length=1, max_length=1024, examples=["/etc/sipbridge/agent-ca.pem"]),
+    AfterValidator(check_text),
+]
+_CA_BUNDLE_HELP = (
+    "Path, on the server, of a PEM file of CA certificates that verify the agent's wss:// "
+    "certificate instead of the system's. It must exist and hold a certificate; stored as "
+    "an absolute path."
+)
 Cidr = Annotated[
     str,
     Field(min_length=1, max_length=64, examples=["203.0.113.0/24"]),
@@ -163,16 +173,21 @@ class AgentCreate(_Body):
     )
     sample_rate: SampleRate = 8000
     voice_enabled: bool = True
+    ca_bundle: CaBundle | None = Field(default=None, description=_CA_BUNDLE_HELP)
 
 
 class AgentUpdate(_Body):
-    """Fields left out stay as they are; ``"token": null`` removes the token."""
+    """Fields left out stay as they are; ``"token": null`` removes the token and
+    ``"ca_bundle": null`` the CA bundle."""
 
     urls: AgentUrls = _optional()
     protocol: Protocol = _optional()
     token: Token | None = Field(default=None, description="null removes the token")
     sample_rate: SampleRate = _optional()
     voice_enabled: bool = _optional()
+    ca_bundle: CaBundle | None = Field(
+        default=None, description=_CA_BUNDLE_HELP + " null removes it."
+    )
 
 
 class AgentOut(_Out):
@@ -180,6 +195,7 @@ class AgentOut(_Out):
     urls: list[str]
     protocol: str
     has_token: bool
+    ca_bundle: str | None = Field(description="absolute path of the CA bundle, or null")
     sample_rate: int
     voice_enabled: bool
     created_at: Timestamp

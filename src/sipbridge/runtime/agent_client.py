@@ -1,10 +1,14 @@
-"""The WebSocket connection to an agent: sipbridge is the client.
+"""WebSocket connections to agents: sipbridge is the client.
 
-Wraps a ``websockets`` client connection around the sans-I/O
-:class:`~sipbridge.agent.protocol.AgentSession`: frames from the agent are fed
-to the session, whose events go to the call; caller audio goes out as binary
-frames without any buffering of ours (``websockets`` writes straight to the
-transport).
+:class:`AgentConnection` wraps one ``websockets`` client connection around the call's
+sans-I/O agent session (native or Twilio protocol): frames from the agent are fed to the
+session, whose events go to the call, and whatever the session wants to say back (mark
+echoes, transfer results) is sent at once. Caller audio is written straight to the
+transport, without a queue of ours.
+
+:class:`EndpointHealth` is shared by all calls of a server: it orders an agent's URLs
+round-robin over the healthy ones and takes an endpoint that keeps failing out of
+rotation for a while.
 """
 
 from __future__ import annotations
@@ -12,66 +16,175 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    ConnectionClosedOK,
+    InvalidState,
+    WebSocketException,
+)
 
-from sipbridge.agent.protocol import AgentEvent, AgentSession
+from sipbridge.agent.events import AgentEvent
+from sipbridge.agent.session import Session
 
 log = logging.getLogger("sipbridge.agent")
 
+# An endpoint that failed this many times in a row is skipped for COOLDOWN seconds.
+FAILURES_BEFORE_COOLDOWN = 3
+COOLDOWN_SECONDS = 30.0
+MAX_MESSAGE_BYTES = 2**22
+
 
 class AgentUnreachable(Exception):
-    """The agent's WebSocket could not be opened in time."""
+    """No WebSocket to the agent could be opened in time."""
+
+
+@dataclass
+class _EndpointState:
+    failures: int = 0
+    skip_until: float = 0.0
+
+
+@dataclass
+class EndpointHealth:
+    """Round-robin over an agent's healthy endpoints, with a cooldown for failing ones."""
+
+    _states: dict[str, _EndpointState] = field(default_factory=dict)
+    _next: dict[str, int] = field(default_factory=dict)
+
+    def order(self, agent: str, urls: list[str], now: float) -> list[str]:
+        """The URLs to try for a new call, best first; cooled-down endpoints are left out."""
+        if not urls:
+            return []
+        start = self._next.get(agent, 0) % len(urls)
+        self._next[agent] = start + 1
+        rotated = urls[start:] + urls[:start]
+        return [url for url in rotated if self._state(url).skip_until <= now]
+
+    def succeeded(self, url: str) -> None:
+        state = self._state(url)
+        state.failures = 0
+        state.skip_until = 0.0
+
+    def failed(self, url: str, now: float) -> None:
+        state = self._state(url)
+        state.failures += 1
+        if state.failures >= FAILURES_BEFORE_COOLDOWN:
+            state.skip_until = now + COOLDOWN_SECONDS
+            log.warning("event=agent_endpoint_down url=%s cooldown_s=%g", url, COOLDOWN_SECONDS)
+
+    def _state(self, url: str) -> _EndpointState:
+        state = self._states.get(url)
+        if state is None:
+            state = self._states[url] = _EndpointState()
+        return state
+
+
+@dataclass(frozen=True)
+class Closed:
+    """How the agent's connection ended: ``clean`` when the agent closed it normally."""
+
+    clean: bool
+    detail: str
+
+
+def ssl_context(url: str, ca_bundle: str | None) -> ssl.SSLContext | None:
+    """Certificate-verifying TLS for wss:// (with the agent's own CA bundle if given)."""
+    if not url.startswith("wss://"):
+        return None
+    context = ssl.create_default_context(cafile=ca_bundle)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 class AgentConnection:
     """One call's connection to its agent.
 
-    Use :meth:`open` (raises :class:`AgentUnreachable`), then :meth:`send_text`
-    / :meth:`send_audio`; :meth:`run` reads until the agent closes and returns
-    the close reason; :meth:`close` ends it.
+    Use :meth:`open` (raises :class:`AgentUnreachable`), then :meth:`send_frame`;
+    :meth:`run` reads until the connection ends and says how; :meth:`close` ends it.
     """
 
     def __init__(
         self,
-        url: str,
-        session: AgentSession,
+        session: Session,
         on_events: Callable[[list[AgentEvent]], None],
         on_first_audio: Callable[[], None] | None = None,
     ) -> None:
-        self.url = url
         self.session = session
+        self.url: str | None = None
         self._on_events = on_events
         self._on_first_audio = on_first_audio
         self._ws: ClientConnection | None = None
         self._closed = False
 
-    async def open(self, timeout: float) -> None:
+    async def open(
+        self,
+        url: str,
+        timeout: float,
+        *,
+        token: str | None = None,
+        ca_bundle: str | None = None,
+    ) -> None:
+        headers: dict[str, str] = {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        kwargs: dict[str, Any] = {}
+        context = ssl_context(url, ca_bundle)
+        if context is not None:
+            kwargs["ssl"] = context
         try:
             self._ws = await asyncio.wait_for(
                 connect(
-                    self.url,
+                    url,
+                    additional_headers=headers,
                     compression=None,  # audio does not compress; deflate costs CPU and latency
                     open_timeout=None,
-                    max_size=2**22,
+                    max_size=MAX_MESSAGE_BYTES,
                     ping_interval=20,
                     ping_timeout=20,
-                    user_agent_header=None,
+                    user_agent_header=None,  # no software name on the wire
+                    **kwargs,
                 ),
                 timeout,
             )
         except TimeoutError as exc:
-            raise AgentUnreachable(f"no WebSocket to {self.url} within {timeout:g} s") from exc
-        except (OSError, WebSocketException, ValueError) as exc:
-            raise AgentUnreachable(f"cannot connect to {self.url}: {exc}") from exc
+            raise AgentUnreachable(f"no WebSocket to {url} within {timeout:g} s") from exc
+        except (OSError, WebSocketException, ValueError, ssl.SSLError) as exc:
+            raise AgentUnreachable(f"cannot connect to {url}: {exc}") from exc
+        self.url = url
+        self._closed = False
 
     @property
     def is_open(self) -> bool:
         return self._ws is not None and not self._closed
 
+    def send_frame(self, frame: str | bytes) -> None:
+        """Send one frame now (hot path for caller audio: never awaits).
+
+        ``websockets`` writes the frame to the transport at once; when the agent reads
+        too slowly the transport buffers it, and the keepalive pings end a dead peer.
+        """
+        ws = self._ws
+        if ws is None or self._closed:
+            return
+        try:
+            if isinstance(frame, bytes):
+                ws.protocol.send_binary(frame)
+            else:
+                ws.protocol.send_text(frame.encode())
+        except InvalidState:
+            self._closed = True
+            return
+        for data in ws.protocol.data_to_send():
+            ws.transport.write(data)
+
     async def send_text(self, text: str) -> None:
+        """Send a control message, waiting for the transport to accept it."""
         if self._ws is None or self._closed:
             return
         try:
@@ -79,39 +192,35 @@ class AgentConnection:
         except ConnectionClosed:
             self._closed = True
 
-    def send_audio(self, pcm: bytes) -> None:
-        """Send one caller frame (hot path: called from the RTP callback, never awaits).
+    def flush_session(self) -> None:
+        """Send whatever the session has to say (mark echoes, transfer results...)."""
+        for text in self.session.data_to_send():
+            self.send_frame(text)
 
-        ``websockets`` writes the frame to the transport at once; when the
-        agent reads too slowly the transport buffers, which its own flow
-        control bounds (``write_limit``).
-        """
-        ws = self._ws
-        if ws is None or self._closed:
-            return
-        ws.protocol.send_binary(pcm)
-        for data in ws.protocol.data_to_send():
-            ws.transport.write(data)
-
-    async def run(self) -> str:
-        """Read frames until the agent closes; return a short description of why."""
+    async def run(self) -> Closed:
+        """Read frames until the connection ends."""
         assert self._ws is not None
+        session = self.session
         try:
             async for message in self._ws:
                 if isinstance(message, str):
-                    events = self.session.receive_text(message)
+                    events = session.receive_text(message)
                 else:
-                    events = self.session.receive_binary(message)
+                    events = session.receive_binary(message)
                     if self._on_first_audio is not None:
                         self._on_first_audio()
                         self._on_first_audio = None
                 if events:
                     self._on_events(events)
+                self.flush_session()
+        except ConnectionClosedOK as exc:
+            self._closed = True
+            return Closed(True, f"agent closed the connection ({exc})")
         except ConnectionClosed as exc:
             self._closed = True
-            return f"agent connection lost ({exc})"
+            return Closed(False, f"agent connection lost ({exc})")
         self._closed = True
-        return "agent closed the connection"
+        return Closed(True, "agent closed the connection")
 
     async def close(self) -> None:
         if self._ws is None:

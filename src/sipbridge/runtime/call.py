@@ -21,24 +21,29 @@ import enum
 import logging
 from typing import TYPE_CHECKING, Any
 
-from sipbridge.agent.protocol import (
+from sipbridge.agent.events import (
     AgentEvent,
-    AgentSession,
+    AudioCleared,
     AudioDropped,
     HangupRequested,
     InvalidMessage,
+    Metadata,
+    SendDtmf,
+    Transcript,
+    TransferRequested,
     UnknownMessage,
 )
 from sipbridge.media.dtmf import DigitPressed, DtmfError, parse_dtmf_info
 from sipbridge.numbers import caller_number
 from sipbridge.router import route
-from sipbridge.runtime.agent_client import AgentConnection, AgentUnreachable
+from sipbridge.runtime.agent_client import AgentUnreachable, Closed
+from sipbridge.runtime.agent_link import AgentLink
 from sipbridge.runtime.media import PortsExhausted, RtpEndpoint, open_rtp_endpoint
 from sipbridge.sdp.negotiate import Negotiated, NoCommonCodec, build_answer, negotiate
 from sipbridge.sdp.session import SdpError, parse_sdp
 from sipbridge.sip.message import Request
 from sipbridge.sip.ua import InboundCall
-from sipbridge.store.records import CallRecord, CallStatus, utcnow
+from sipbridge.store.records import CallEvent, CallRecord, CallStatus, utcnow
 
 if TYPE_CHECKING:
     from sipbridge.runtime.server import SipBridgeServer
@@ -57,6 +62,8 @@ class EndCause(enum.Enum):
     CALLER_HANGUP = "caller_hangup"
     AGENT_HANGUP = "agent_hangup"
     AGENT_DISCONNECTED = "agent_disconnected"
+    AGENT_LOST = "agent_lost"
+    TRANSFERRED = "transferred"
     ACK_TIMEOUT = "ack_timeout"
     MEDIA_TIMEOUT = "media_timeout"
     SERVER_SHUTDOWN = "server_shutdown"
@@ -87,18 +94,17 @@ class Call:
         self._dropped_audio = 0
         self.media: RtpEndpoint | None = None
         self.rtp_port: int | None = None
-        self.agent: AgentConnection | None = None
-        self.session: AgentSession | None = None
-        self._reader: asyncio.Future[str] | None = None
-        self._inbound = bytearray()
+        self.link: AgentLink | None = None
+        self._reader: asyncio.Future[Closed] | None = None
+        self._reconnected = False
+        self._transfer_pending = False
+        self._call_events: list[CallEvent] = []
         self._hangup_task: asyncio.Future[None] | None = None
         self._received_at = server.loop.time()
         self._answered_at: float | None = None
         self._sdp_session = 0
         self._sdp_version = 0
         self._on_hold = False
-        self._sends: set[asyncio.Future[None]] = set()
-        self._frame_bytes = 320
 
     # -- events from the SIP side ------------------------------------------------
 
@@ -230,15 +236,27 @@ class Call:
             return False
         self.record.codec = chosen.codec
 
-        session = AgentSession(self.sip.id, sample_rate=result.agent.sample_rate)
-        self.session = session
-        self._frame_bytes = session.frame_bytes
+        invite_headers = {
+            name: value for name, value in invite.headers.items() if name.lower().startswith("x-")
+        }
+        link = AgentLink(
+            self.sip.id,
+            result.agent,
+            self.server.agent_health,
+            self._on_agent_events,
+            self._on_first_audio,
+            caller=self.record.from_number,
+            dialed=self.record.to_number,
+            sip_call_id=invite.call_id,
+            sip_headers=invite_headers,
+        )
+        self.link = link
         try:
             self.media, self.rtp_port = await open_rtp_endpoint(
                 self.server.loop,
                 self.server.rtp_ports,
                 self.server.settings.sip_host,
-                lambda: self._make_endpoint(chosen, session),
+                lambda: self._make_endpoint(chosen, link),
             )
         except PortsExhausted:
             self._reject(503, "no_rtp_port", retry_after=5)
@@ -246,14 +264,12 @@ class Call:
 
         self.server.ua.ring(self.sip, self.server.loop.time())
         self.server.flush()
-        self._event("ringing", agent=result.agent.name, url=result.agent.url)
+        self._event("ringing", agent=result.agent.name)
 
-        agent = AgentConnection(
-            result.agent.url, session, self._on_agent_events, self._on_first_audio
-        )
-        self.agent = agent
         connect_started = self.server.loop.time()
-        connect = asyncio.ensure_future(agent.open(self.server.settings.agent_connect_timeout))
+        connect = asyncio.ensure_future(
+            link.connect(self.server.loop, self.server.settings.agent_connect_timeout)
+        )
         cancelled = asyncio.ensure_future(self._cancelled.wait())
         await asyncio.wait({connect, cancelled}, return_when=asyncio.FIRST_COMPLETED)
         cancelled.cancel()
@@ -263,27 +279,16 @@ class Call:
                 await connect
             return self._was_cancelled()
         try:
-            connect.result()
+            url = connect.result()
         except AgentUnreachable as exc:
             self._reject(503, "agent_unreachable", detail=str(exc), retry_after=10)
             return False
         self.server.metrics.agent_connect_seconds.observe(self.server.loop.time() - connect_started)
-
-        invite_headers = {
-            name: value for name, value in invite.headers.items() if name.lower().startswith("x-")
-        }
-        await agent.send_text(
-            session.start_message(
-                from_=self.record.from_number,
-                to=self.record.to_number,
-                agent=result.agent.name,
-                sip_call_id=invite.call_id,
-                sip_headers=invite_headers,
-            )
-        )
+        self._event("agent_connected", url=url, protocol=result.agent.protocol)
+        await link.start()
         if self._cancelled.is_set():
             return self._was_cancelled()
-        if not agent.is_open:
+        if not link.is_open:
             self._reject(503, "agent_unreachable", detail="agent closed before the answer")
             return False
 
@@ -309,65 +314,53 @@ class Call:
         self._event("answered", codec=chosen.codec, rtp_port=self.rtp_port)
         return True
 
-    def _make_endpoint(self, chosen: Negotiated, session: AgentSession) -> RtpEndpoint:
+    def _make_endpoint(self, chosen: Negotiated, link: AgentLink) -> RtpEndpoint:
         return RtpEndpoint(
             negotiated=chosen,
-            agent_rate=session.sample_rate,
-            on_audio=self._caller_audio,
-            next_frame=session.next_frame,
+            agent_rate=link.sample_rate,
+            on_audio=link.send_caller_audio,
+            next_frame=link.next_frame,
             on_dtmf=self._caller_dtmf,
         )
 
     def _caller_dtmf(self, digit: DigitPressed) -> None:
         """One caller key press → one ``dtmf`` message to the agent."""
-        agent, session = self.agent, self.session
         self._event("dtmf", digit=digit.digit, duration_ms=digit.duration_ms)
-        if agent is not None and session is not None and self.record.answered_at is not None:
-            self._spawn_send(session.caller_dtmf(digit.digit, digit.duration_ms))
-
-    def _spawn_send(self, text: str) -> None:
-        agent = self.agent
-        if agent is None:
-            return
-        task = asyncio.ensure_future(agent.send_text(text))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
-
-    def _caller_audio(self, pcm: bytes) -> None:  # hot path: one call per RTP packet
-        """Send caller audio to the agent in 20 ms frames as soon as each is complete.
-
-        The caller's packets are usually 20 ms and go straight through; other
-        packet times (10, 30, 40 ms) are cut into 20 ms frames, holding back
-        at most the remainder of one frame.
-        """
-        agent = self.agent
-        if agent is None:
-            return
-        pending = self._inbound
-        size = self._frame_bytes
-        if not pending and len(pcm) == size:
-            agent.send_audio(pcm)
-            return
-        pending += pcm
-        while len(pending) >= size:
-            agent.send_audio(bytes(pending[:size]))
-            del pending[:size]
+        link = self.link
+        if link is not None and self.record.answered_at is not None:
+            link.send_text(link.session.caller_dtmf(digit.digit, digit.duration_ms))
+            self._call_events.append(
+                CallEvent(
+                    self.sip.id,
+                    utcnow(),
+                    "dtmf",
+                    {"digit": digit.digit, "duration_ms": digit.duration_ms},
+                )
+            )
 
     async def _bridge(self) -> None:
-        assert self.agent is not None and self.session is not None
-        reader = self._reader = asyncio.ensure_future(self.agent.run())
+        link = self.link
+        assert link is not None
         watchdog = asyncio.ensure_future(self._watch_media())
-        waiting: set[asyncio.Future[Any]] = {reader, self._ended}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        watchdog.cancel()
-        if not self._ended.done():
-            # The agent closed its socket: play out what it sent, then hang up.
-            closed_reason = reader.result()
-            self._event("agent_closed", detail=closed_reason)
-            await self._play_out()
-            self._finish(
-                EndCause.AGENT_HANGUP if self._agent_hangup else EndCause.AGENT_DISCONNECTED
-            )
+        try:
+            while not self._ended.done():
+                reader = self._reader = asyncio.ensure_future(link.run())
+                waiting: set[asyncio.Future[Any]] = {reader, self._ended}
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if self._ended.done():
+                    break
+                closed = reader.result()
+                self._event("agent_closed", clean=closed.clean, detail=closed.detail)
+                if closed.clean or self._agent_hangup:
+                    # The agent ended it: play out what it sent, then hang up.
+                    await self._play_out()
+                    self._finish(
+                        EndCause.AGENT_HANGUP if self._agent_hangup else EndCause.AGENT_DISCONNECTED
+                    )
+                elif not await self._reconnect():
+                    self._finish(EndCause.AGENT_LOST)
+        finally:
+            watchdog.cancel()
         cause = self._ended.result()
         if cause is not EndCause.CALLER_HANGUP:
             self._hangup_sip()
@@ -376,8 +369,27 @@ class Call:
             EndCause.CALLER_HANGUP: "caller",
             EndCause.AGENT_HANGUP: "agent",
             EndCause.AGENT_DISCONNECTED: "agent",
+            EndCause.TRANSFERRED: "agent",
         }.get(cause, "server")
         self._event("ended", reason=cause.value, hangup_by=self.record.hangup_by)
+
+    async def _reconnect(self) -> bool:
+        """The agent's connection dropped mid-call: one new connection (any healthy
+        endpoint, same connect budget) with ``resumed: true`` in ``start``."""
+        link = self.link
+        if link is None or self._reconnected:
+            return False
+        self._reconnected = True
+        link.lost()
+        self.server.metrics.agent_reconnects.inc()
+        try:
+            url = await link.connect(self.server.loop, self.server.settings.agent_connect_timeout)
+            await link.start(resumed=True)
+        except AgentUnreachable as exc:
+            self._event("agent_reconnect_failed", detail=str(exc))
+            return False
+        self._event("agent_reconnected", url=url)
+        return True
 
     async def _watch_media(self) -> None:
         """Hang up when the caller's RTP stops for ``media_timeout`` while not on hold."""
@@ -395,12 +407,13 @@ class Call:
 
     async def _play_out(self) -> None:
         """Wait until queued agent audio has gone out (bounded by its duration)."""
-        session = self.session
-        if session is None or self.media is None:
+        link = self.link
+        if link is None or self.media is None:
             return
+        session = link.session
         budget = session.pending_audio_ms / 1000 + PLAYOUT_GRACE
-        deadline = self.server.loop.time() + budget
         loop = self.server.loop
+        deadline = loop.time() + budget
         while session.has_audio and loop.time() < deadline and not self._ended.done():
             await asyncio.sleep(0.02)
         # One more frame period so the last packet is on the wire.
@@ -409,10 +422,27 @@ class Call:
     def _on_agent_events(self, events: list[AgentEvent]) -> None:
         for event in events:
             if isinstance(event, HangupRequested):
-                if not self._agent_hangup:
-                    self._agent_hangup = True
-                    self._event("agent_hangup")
-                    self._hangup_task = asyncio.ensure_future(self._hangup_after_playout())
+                self._agent_hangs_up(event.after_playout)
+            elif isinstance(event, AudioCleared):
+                self._event("agent_clear", dropped_bytes=event.dropped_bytes)
+            elif isinstance(event, TransferRequested):
+                self._transfer(event.target, event.headers)
+            elif isinstance(event, SendDtmf):
+                sent = self.media is not None and self.media.send_dtmf(
+                    event.digits, event.duration_ms
+                )
+                self._event("agent_dtmf", digits=event.digits, sent=sent)
+            elif isinstance(event, Transcript):
+                self._call_events.append(
+                    CallEvent(
+                        self.sip.id,
+                        utcnow(),
+                        "transcript",
+                        {"role": event.role, "text": event.text, "final": event.final},
+                    )
+                )
+            elif isinstance(event, Metadata):
+                self._call_events.append(CallEvent(self.sip.id, utcnow(), "metadata", event.data))
             elif isinstance(event, AudioDropped):
                 if self._dropped_audio == 0:
                     self._event("agent_audio_dropped", bytes=event.bytes, note="buffer cap reached")
@@ -421,6 +451,52 @@ class Call:
                 self._event("agent_unknown_message", type=event.type)
             elif isinstance(event, InvalidMessage):
                 self._event("agent_invalid_message", error=event.reason)
+
+    def _agent_hangs_up(self, after_playout: bool) -> None:
+        if self._agent_hangup:
+            return
+        self._agent_hangup = True
+        self._event("agent_hangup", after_playout=after_playout)
+        if after_playout:
+            self._hangup_task = asyncio.ensure_future(self._hangup_after_playout())
+        else:
+            if self.link is not None:
+                self.link.session.clear_audio()
+            self._finish(EndCause.AGENT_HANGUP)
+
+    def _transfer(self, target: str, headers: dict[str, str]) -> None:
+        """Blind transfer by REFER to the caller's side (RFC 3515)."""
+        ua, now = self.server.ua, self.server.loop.time()
+        if self._transfer_pending or not ua.refer(self.sip, target, now, headers):
+            self._transfer_result("failed", None)
+            return
+        self._transfer_pending = True
+        self.server.flush()
+        self._event("transfer", target=target)
+
+    def on_refer_completed(self, status: int | None) -> None:
+        if status is not None and 200 <= status < 300:
+            self._transfer_result("accepted", status)
+            return
+        self._transfer_pending = False
+        self._transfer_result("failed", status)
+
+    def on_notify(self, status: int | None, terminated: bool) -> None:
+        """REFER progress (RFC 3515 §2.4.5): a final sipfrag ends the transfer."""
+        if not self._transfer_pending or status is None or status < 200:
+            return
+        self._transfer_pending = False
+        if status < 300:
+            self._event("transferred", sip_code=status)
+            self._finish(EndCause.TRANSFERRED)  # RFC 5589 §6: the transferor hangs up
+        else:
+            self._transfer_result("failed", status)
+
+    def _transfer_result(self, status: str, sip_code: int | None) -> None:
+        self._event("transfer_result", status=status, sip_code=sip_code)
+        if self.link is not None:
+            self.link.session.transfer_result(status, sip_code)
+            self.link.flush()
 
     def _on_first_audio(self) -> None:
         self.record.first_audio_at = utcnow()
@@ -471,10 +547,8 @@ class Call:
             self.media.close()
         if self.rtp_port is not None:
             self.server.rtp_ports.release(self.rtp_port)
-        if self.agent is not None:
-            if self.agent.is_open and self.session is not None:
-                await self.agent.send_text(self.session.stop_message(self.record.reason or "ended"))
-            await self.agent.close()
+        if self.link is not None:
+            await self.link.stop(self.record.reason or "ended")
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -509,7 +583,7 @@ class Call:
         if self._dropped_audio:
             metrics.agent_audio_dropped_bytes.inc(self._dropped_audio)
         metrics.calls.labels(self.record.status.value, self.record.reason or "").inc()
-        self.server.call_finished(self)
+        self.server.call_finished(self, self._call_events)
 
     def _event(self, name: str, **fields: object) -> None:
         """One log line per call event: ``call=<id> event=<name> key=value ...``."""

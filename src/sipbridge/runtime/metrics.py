@@ -75,6 +75,11 @@ class Metrics:
             ["status"],
             registry=r,
         )
+        self.agent_reconnects = Counter(
+            "sipbridge_agent_reconnects",
+            "Agent WebSocket connections re-opened after dropping mid-call.",
+            registry=r,
+        )
         self.agent_audio_dropped_bytes = Counter(
             "sipbridge_agent_audio_dropped_bytes",
             "Agent audio bytes dropped because the playout buffer cap was reached.",

@@ -24,6 +24,7 @@ from sqlalchemy import text
 
 from sipbridge.config import ServeSettings
 from sipbridge.numbers import caller_number, dialed_number
+from sipbridge.runtime.agent_client import EndpointHealth
 from sipbridge.runtime.call import Call
 from sipbridge.runtime.media import RtpPortAllocator
 from sipbridge.runtime.metrics import Metrics
@@ -36,13 +37,15 @@ from sipbridge.sip.ua import (
     CallConfirmed,
     IncomingCall,
     InfoReceived,
+    NotifyReceived,
+    ReferCompleted,
     ReInviteReceived,
     RequestRejected,
     UserAgent,
 )
 from sipbridge.store import service
 from sipbridge.store.db import Database
-from sipbridge.store.records import CallRecord, CallStatus, utcnow
+from sipbridge.store.records import CallEvent, CallRecord, CallStatus, utcnow
 
 log = logging.getLogger("sipbridge.server")
 
@@ -79,6 +82,7 @@ class SipBridgeServer:
         self._tasks: set[asyncio.Future[None]] = set()
         self._sdp_session = random.getrandbits(31)
         self.metrics = Metrics()
+        self.agent_health = EndpointHealth()
         self.metrics.active_calls.set_function(lambda: len(self.calls))
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Future[None] | None = None
@@ -251,6 +255,10 @@ class SipBridgeServer:
             target.on_reinvite(event.request)
         elif isinstance(event, InfoReceived):
             target.on_info(event.request)
+        elif isinstance(event, ReferCompleted):
+            target.on_refer_completed(event.status)
+        elif isinstance(event, NotifyReceived):
+            target.on_notify(event.sipfrag_status, event.terminated)
         elif isinstance(event, ByeCompleted):
             pass  # the call already ended on our side
 
@@ -276,17 +284,26 @@ class SipBridgeServer:
         )
         self._spawn(self._save_record(record))
 
+    @property
+    def pending_tasks(self) -> int:
+        """Background tasks still running (calls, record writes)."""
+        return len(self._tasks)
+
     def new_sdp_session_id(self) -> int:
         self._sdp_session += 1
         return self._sdp_session
 
-    def call_finished(self, call: Call) -> None:
+    def call_finished(self, call: Call, events: list[CallEvent] | None = None) -> None:
         self.calls.pop(call.sip.id, None)
-        self._spawn(self._save_record(call.record))
+        self._spawn(self._save_record(call.record, events or []))
 
-    async def _save_record(self, record: CallRecord) -> None:
+    async def _save_record(self, record: CallRecord, events: list[CallEvent] | None = None) -> None:
+        """Write a call's record (and its transcript/metadata/DTMF events), off the media
+        path; a database error is logged, never raised into the call."""
         try:
             await service.save_call(self.db, record)
+            if events:
+                await service.save_call_events(self.db, record.id, events)
         except Exception:
             log.exception("call=%s event=record_write_failed", record.id)
 

@@ -47,7 +47,7 @@ from sipbridge.sip.transaction import (
     TransactionOutcome,
 )
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO")
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY")
 ALLOW = ", ".join(ALLOWED_METHODS)
 SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
 ACCEPTED_BODY = "application/sdp"
@@ -139,6 +139,32 @@ class InfoReceived:
 
 
 @dataclass(frozen=True)
+class ReferCompleted:
+    """Our REFER (RFC 3515) got its final response ``status``, or none (``status`` None)."""
+
+    call: InboundCall
+    status: int | None
+
+
+@dataclass(frozen=True)
+class NotifyReceived:
+    """An in-dialog NOTIFY, already answered 200. For a REFER's implicit subscription
+    (RFC 3515 §2.4.4) ``sipfrag_status`` is the status line of the body."""
+
+    call: InboundCall
+    request: Request
+
+    @property
+    def sipfrag_status(self) -> int | None:
+        return sipfrag_status(self.request.body)
+
+    @property
+    def terminated(self) -> bool:
+        state = self.request.headers.get("Subscription-State") or ""
+        return state.split(";")[0].strip().lower() == "terminated"
+
+
+@dataclass(frozen=True)
 class RequestRejected:
     """A request answered with an error by the UA core itself (or dropped: status None).
 
@@ -162,6 +188,8 @@ UaEvent = (
     | ByeCompleted
     | ReInviteReceived
     | InfoReceived
+    | ReferCompleted
+    | NotifyReceived
     | RequestRejected
 )
 
@@ -173,9 +201,12 @@ def _token() -> str:
 
 
 @dataclass
-class _ByeContext:
+class _ClientContext:
+    """A request we sent in a call's dialog (BYE or REFER) and its transaction."""
+
     call: InboundCall
     transaction: NonInviteClientTransaction
+    method: str
 
 
 @dataclass
@@ -189,7 +220,7 @@ class UserAgent:
     _outbox: list[tuple[bytes, Address]] = field(default_factory=list)
     _events: list[UaEvent] = field(default_factory=list)
     _server_tx: dict[TransactionKey, ServerTransaction] = field(default_factory=dict)
-    _client_tx: dict[TransactionKey, _ByeContext] = field(default_factory=dict)
+    _client_tx: dict[TransactionKey, _ClientContext] = field(default_factory=dict)
     _dialogs: dict[DialogId, InboundCall] = field(default_factory=dict)
     # RFC 3261 §8.2.2.2: (Call-ID, From tag, CSeq) of INVITEs being handled.
     _origins: dict[tuple[str, str, int], InboundCall] = field(default_factory=dict)
@@ -232,7 +263,7 @@ class UserAgent:
             if ctx.transaction.state is NonInviteClientState.TERMINATED:
                 del self._client_tx[key]
                 if ctx.transaction.outcome is TransactionOutcome.TIMEOUT:
-                    self._bye_done(ctx.call, None)
+                    self._client_done(ctx, None)
 
     @property
     def active_transactions(self) -> int:
@@ -278,7 +309,7 @@ class UserAgent:
         if ctx is None:
             return  # RFC 3261 §17.1.3: a response matching no transaction is dropped
         if ctx.transaction.receive_response(response, now):
-            self._bye_done(ctx.call, response.status)
+            self._client_done(ctx, response.status)
 
     def _receive_request(self, request: Request, source: Address, now: float) -> None:
         self._stamp_via(request, source)
@@ -312,7 +343,7 @@ class UserAgent:
             self._receive_invite(request, key, source, now)
         elif request.method == "OPTIONS":
             self._reply_once(request, source, now, 200, extra=self._capabilities())
-        else:  # BYE or INFO outside any dialog
+        else:  # BYE, INFO or NOTIFY outside any dialog
             self._reply_once(request, source, now, 481)
 
     def _stamp_via(self, request: Request, source: Address) -> None:
@@ -411,6 +442,9 @@ class UserAgent:
         elif request.method == "INFO":
             self._reply_once(request, source, now, 200)
             self._events.append(InfoReceived(call, request))
+        elif request.method == "NOTIFY":
+            self._reply_once(request, source, now, 200)
+            self._events.append(NotifyReceived(call, request))
         else:  # OPTIONS inside the dialog
             self._reply_once(request, source, now, 200, extra=self._capabilities())
 
@@ -502,17 +536,48 @@ class UserAgent:
             return
         self._send_final(call, status, now, reason=reason, headers=headers)
 
-    def hangup(self, call: InboundCall, now: float) -> None:
-        """End an answered call with BYE (RFC 3261 §15.1.1); no-op if already ending."""
+    def refer(
+        self, call: InboundCall, target: str, now: float, headers: dict[str, str] | None = None
+    ) -> bool:
+        """Blind transfer (RFC 3515): REFER the caller to ``target`` (a sip:/sips:/tel: URI,
+        sent as given in Refer-To). ``headers`` are added to the REFER. False when the
+        call is not answered. The outcome arrives as :class:`ReferCompleted` and then
+        :class:`NotifyReceived` events carrying the transfer's progress (sipfrag)."""
         if call.state not in (CallState.ANSWERED, CallState.CONFIRMED) or call.dialog is None:
-            return
+            return False
+        extra = [("Refer-To", f"<{target}>"), ("Referred-By", f"<{call.dialog.local_party.uri}>")]
+        extra.extend((headers or {}).items())
+        self._send_in_dialog(call, "REFER", now, extra)
+        return True
+
+    def _send_in_dialog(
+        self,
+        call: InboundCall,
+        method: str,
+        now: float,
+        extra: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        assert call.dialog is not None
         via = (
             f"SIP/2.0/UDP {_host_for_header(self.local_host)}:{self.local_port}"
             f";branch=z9hG4bK{self.new_token()};rport"
         )
-        request, destination = call.dialog.create_request("BYE", via)
+        request, destination = call.dialog.create_request(method, via)
+        if method == "REFER":
+            # RFC 3515 §2.4.1: REFER is a target refresh request and carries a Contact.
+            request.headers.add(
+                "Contact", f"<sip:{_host_for_header(self.local_host)}:{self.local_port}>"
+            )
+        for name, value in extra:
+            request.headers.add(name, value)
         tx = NonInviteClientTransaction(request, destination, self._outbox, now)
-        self._client_tx[TransactionKey.for_request(request)] = _ByeContext(call, tx)
+        self._client_tx[TransactionKey.for_request(request)] = _ClientContext(call, tx, method)
+
+    def hangup(self, call: InboundCall, now: float) -> None:
+        """End an answered call with BYE (RFC 3261 §15.1.1); no-op if already ending."""
+        if call.state not in (CallState.ANSWERED, CallState.CONFIRMED) or call.dialog is None:
+            return
+        self._send_in_dialog(call, "BYE", now)
         call.state = CallState.ENDING
         call.dialog.state = DialogState.TERMINATED
         self._dialogs.pop(call.dialog.id, None)
@@ -593,14 +658,28 @@ class UserAgent:
             call.dialog.state = DialogState.TERMINATED
             self._dialogs.pop(call.dialog.id, None)
 
-    def _bye_done(self, call: InboundCall, status: int | None) -> None:
-        call.state = CallState.ENDED
-        self._events.append(ByeCompleted(call, status))
+    def _client_done(self, ctx: _ClientContext, status: int | None) -> None:
+        if ctx.method == "REFER":
+            self._events.append(ReferCompleted(ctx.call, status))
+            return
+        ctx.call.state = CallState.ENDED
+        self._events.append(ByeCompleted(ctx.call, status))
 
 
 def _key_fields(request: Request, method: str) -> tuple[str, str, str]:
     key = TransactionKey.for_request(request)
     return key.branch, key.sent_by, method
+
+
+def sipfrag_status(body: bytes) -> int | None:
+    """The status code of a message/sipfrag body's status line (RFC 3420), e.g.
+    ``SIP/2.0 180 Ringing`` → 180; None when the body is not a response fragment."""
+    line = body.split(b"\n", 1)[0].strip()
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].upper().startswith(b"SIP/") or not parts[1].isdigit():
+        return None
+    status = int(parts[1])
+    return status if 100 <= status <= 699 else None
 
 
 def _accepts_sdp(values: list[str]) -> bool:

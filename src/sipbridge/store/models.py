@@ -91,6 +91,8 @@ class Agent(Base):
         Integer, nullable=False, default=8000, server_default=text("8000")
     )
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Absolute path of a PEM CA bundle for the agent's wss:// certificate (migration 0003).
+    ca_bundle: Mapped[str | None] = mapped_column(String(1024), nullable=True)
 
 
 class PhoneNumber(Base):

@@ -70,6 +70,8 @@ class AgentRecord:
     """An AI agent: one or more WebSocket URLs (tried in order) and how to talk to it.
 
     ``token`` is a secret: it is never part of :meth:`to_json` (``has_token`` is).
+    ``ca_bundle`` is the absolute path of a PEM file of CA certificates that verifies the
+    agent's ``wss://`` certificate instead of the system trust store (None: the system's).
     """
 
     name: str
@@ -80,6 +82,7 @@ class AgentRecord:
     token: str | None = None
     sample_rate: int = 8000  # 8000 | 16000
     updated_at: datetime | None = None
+    ca_bundle: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.urls, str):  # AgentRecord("bot", "wss://...", ...) still works
@@ -102,6 +105,7 @@ class AgentRecord:
             "sample_rate": self.sample_rate,
             "voice_enabled": self.voice_enabled,
             "has_token": self.token is not None,
+            "ca_bundle": self.ca_bundle,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }

@@ -8,6 +8,7 @@ names :class:`NotFound`, taken names :class:`AlreadyExists`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import enum
@@ -15,8 +16,10 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import os
 import re
 import secrets
+import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -116,6 +119,7 @@ _HOSTNAME = re.compile(
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
+MAX_CA_BUNDLE_PATH: Final = 1024
 AGENT_PROTOCOLS: Final = ("native", "twilio")
 SAMPLE_RATES: Final = (8000, 16000)
 TRUNK_CODECS: Final = ("pcmu", "pcma", "g722", "opus")
@@ -232,6 +236,47 @@ def _validate_secret(value: object, field_name: str, max_length: int) -> str:
     return value
 
 
+def _validate_ca_bundle(path: object) -> str:
+    """The absolute path of a readable PEM file holding at least one certificate.
+
+    The path is made absolute against the current directory but symlinks are kept, so a
+    bundle replaced through a symlink (certbot and the like) is picked up by later calls.
+    The file is read again on each connection; only its state now is checked. Blocking
+    (file system and certificate parsing): callers run it in a thread.
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise InvalidField("ca_bundle", "must be the path of a PEM CA bundle (null to clear it)")
+    if _CONTROL.search(path):
+        raise InvalidField("ca_bundle", "must not contain control characters")
+    absolute = os.path.abspath(path)
+    if len(absolute) > MAX_CA_BUNDLE_PATH:
+        raise InvalidField("ca_bundle", f"path longer than {MAX_CA_BUNDLE_PATH} characters")
+    if not os.path.isfile(absolute):
+        what = "is not a file" if os.path.exists(absolute) else "does not exist"
+        raise InvalidField("ca_bundle", f"{absolute} {what}")
+    try:
+        with open(absolute, "rb"):
+            pass
+    except OSError as exc:
+        raise InvalidField("ca_bundle", f"{absolute} cannot be read: {exc.strerror}") from None
+    try:
+        context = ssl.create_default_context(cafile=absolute)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise InvalidField(
+            "ca_bundle",
+            f"{absolute} is not a PEM CA bundle: no certificate could be loaded "
+            f"({_ssl_reason(exc)})",
+        ) from None
+    if not context.cert_store_stats().get("x509"):
+        raise InvalidField("ca_bundle", f"{absolute} holds no PEM certificate")
+    return absolute
+
+
+def _ssl_reason(exc: Exception) -> str:
+    reason = getattr(exc, "reason", None)
+    return str(reason) if reason else str(exc) or type(exc).__name__
+
+
 def _validate_bool(value: object, field_name: str) -> bool:
     if not isinstance(value, bool):
         raise InvalidField(field_name, f"expected true or false, not {value!r}")
@@ -316,6 +361,7 @@ def _agent_record(agent: Agent) -> AgentRecord:
         token=agent.token,
         sample_rate=agent.sample_rate,
         updated_at=agent.updated_at,
+        ca_bundle=agent.ca_bundle,
     )
 
 
@@ -328,11 +374,17 @@ async def add_agent(
     protocol: str = "native",
     token: str | None = None,
     sample_rate: int = 8000,
+    ca_bundle: str | None = None,
 ) -> AgentRecord:
     """Create an agent reached at ``urls`` (tried in order; one URL may be given as a str).
 
-    InvalidField for a bad name, URL, protocol, token or sample rate; AlreadyExists for a
-    taken name.
+    ``ca_bundle`` is the path of a PEM file of CA certificates that verify the agent's
+    ``wss://`` certificate in place of the system trust store; it is stored as an absolute
+    path. It is accepted even when every URL is ``ws://`` (it is then unused), so URLs and
+    bundle can be changed in either order.
+
+    InvalidField for a bad name, URL, protocol, token, sample rate or CA bundle (missing,
+    unreadable or without a PEM certificate); AlreadyExists for a taken name.
     """
     name = _validate_name(name, "agent")
     url_list = _validate_urls(urls)
@@ -341,6 +393,8 @@ async def add_agent(
     if token is not None:
         token = _validate_secret(token, "token", 1024)
     sample_rate = _validate_sample_rate(sample_rate)
+    if ca_bundle is not None:
+        ca_bundle = await asyncio.to_thread(_validate_ca_bundle, ca_bundle)
     try:
         async with db.sessionmaker() as session, session.begin():
             existing = await session.scalar(select(Agent.id).where(Agent.name == name))
@@ -354,6 +408,7 @@ async def add_agent(
                 protocol=protocol,
                 token=token,
                 sample_rate=sample_rate,
+                ca_bundle=ca_bundle,
             )
             session.add(agent)
     except IntegrityError as exc:  # lost a race with a concurrent insert
@@ -386,8 +441,10 @@ async def update_agent(
     protocol: str | None = None,
     token: str | Unset | None = UNSET,
     sample_rate: int | None = None,
+    ca_bundle: str | Unset | None = UNSET,
 ) -> AgentRecord:
-    """Change some of an agent's settings (None / UNSET: unchanged; ``token=None`` clears it).
+    """Change some of an agent's settings (None / UNSET: unchanged; ``token=None`` and
+    ``ca_bundle=None`` clear them). A CA bundle is checked as in :func:`add_agent`.
 
     NotFound for an unknown agent, InvalidField for a bad value.
     """
@@ -402,6 +459,10 @@ async def update_agent(
         values["token"] = None if token is None else _validate_secret(token, "token", 1024)
     if sample_rate is not None:
         values["sample_rate"] = _validate_sample_rate(sample_rate)
+    if not isinstance(ca_bundle, Unset):
+        values["ca_bundle"] = (
+            None if ca_bundle is None else await asyncio.to_thread(_validate_ca_bundle, ca_bundle)
+        )
     async with db.sessionmaker() as session, session.begin():
         agent = await session.scalar(select(Agent).where(Agent.name == name))
         if agent is None:

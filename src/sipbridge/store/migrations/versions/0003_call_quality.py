@@ -1,4 +1,5 @@
-"""media quality figures on calls (packets, bytes, loss, jitter, RTT, concealment, MOS)
+"""media quality figures on calls (packets, bytes, loss, jitter, RTT, concealment, MOS);
+an optional CA bundle per agent (agents.ca_bundle)
 
 Revision ID: 0003
 Revises: 0002
@@ -36,8 +37,10 @@ def upgrade() -> None:
     # Plain ALTER TABLE (no batch mode): see 0002 on why the agents table is never rebuilt.
     for name, kind in _COLUMNS:
         op.add_column("calls", sa.Column(name, kind(), nullable=True))
+    op.add_column("agents", sa.Column("ca_bundle", sa.String(1024), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("agents", "ca_bundle")
     for name, _ in reversed(_COLUMNS):
         op.drop_column("calls", name)
