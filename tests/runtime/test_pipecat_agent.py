@@ -506,12 +506,21 @@ async def test_pipecat_twilio_pipeline_as_agent(bridge: SipBridgeServer) -> None
     assert score > 0.95, (lag, score)
 
     # (b) ... and the caller heard it back: the same sound (8k → 16k → 8k and μ-law twice
-    # are not bit-exact), shortly after saying it.
+    # are not bit-exact), shortly after saying it. Pipecat sends in bursts, so sipbridge
+    # may play a frame of silence between them: compare 200 ms pieces, each at its delay.
     got = np.concatenate([r.pcm for r in echo_window])
-    lag, score = best_lag(ulaw_roundtrip(clip), got, max_lag=8000)
-    assert score > 0.9, (lag, score)
-    assert lag / 8000 < 0.5, lag
-    echoed = got[lag : lag + len(clip) // 2]
+    pieces = [best_lag(piece, got[i:], max_lag=4000) for i, piece in chunks(clip, 1600)]
+    scores = sorted(score for _lag, score in pieces)
+    assert scores[len(scores) // 2] > 0.9 and scores[1] > 0.7, pieces
+    delays = [lag / 8000 for lag, _score in pieces]
+    print("PIECES", [(round(l/8000,3), round(s,3)) for l, s in pieces])
+    assert max(delays) < 0.5, delays
+    echoed = np.concatenate(
+        [
+            got[i + lag : i + lag + 1600]
+            for (i, _piece), (lag, _s) in zip(chunks(clip, 1600), pieces, strict=True)
+        ]
+    )
     assert 0.8 < rms(echoed) / rms(np.frombuffer(clip, dtype="<i2")) < 1.25
 
     # (d) Marks: Pipecat's serializer has no marks of its own; a bot sends them as
@@ -543,17 +552,9 @@ async def test_pipecat_twilio_pipeline_as_agent(bridge: SipBridgeServer) -> None
     assert long_mark_sent.at <= clear_at
     assert 0 <= long_mark.at - clear_at < 0.060
     # Audio sent after a clear plays normally.
-    print(
-        "after",
-        sent_between(call, after_at, after_at + 5) / 160,
-        len([r for r in after_window if r.voiced]),
-    )
-    print(
-        "reply",
-        sent_between(call, reply_at, reply_at + 5) / 160,
-        len([r for r in reply_window if r.voiced]),
-    )
-    assert 23 <= len([r for r in after_window if r.voiced]) <= 26
+    after_sent = sent_between(call, after_at, after_at + 10) / FRAME
+    after_voiced = len([r for r in after_window if r.voiced])
+    assert after_sent > 15 and abs(after_voiced - after_sent) <= 1.5, (after_sent, after_voiced)
 
     # The call ended by the caller; the bot got Twilio's stop.
     assert any(e.event == "stop" for e in call.serializer.received)
@@ -578,6 +579,12 @@ def mark_frame(call: PipecatCall, name: str) -> OutputTransportMessageFrame:
     """A Twilio mark, sent in order after the audio before it (how a Pipecat bot tracks
     what the caller has heard)."""
     return OutputTransportMessageFrame(message=mark_message(call, name))
+
+
+def chunks(pcm: bytes, samples: int) -> list[tuple[int, bytes]]:
+    """``pcm`` in pieces of ``samples`` samples, each with its offset in samples."""
+    step = 2 * samples
+    return [(i // 2, pcm[i : i + step]) for i in range(0, len(pcm) - step + 1, step)]
 
 
 def ulaw_roundtrip(pcm: bytes) -> bytes:
