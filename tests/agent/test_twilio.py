@@ -67,7 +67,8 @@ def test_connected_and_start_exact_text() -> None:
         '{"event":"start","sequenceNumber":"1","start":{"accountSid":"' + AC + '",'
         '"streamSid":"' + MZ + '","callSid":"' + CA + '","tracks":["inbound"],'
         '"mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1},'
-        '"customParameters":{"tenant":"acme","from":"+12025550100","to":"+12025550199",'
+        '"customParameters":{"tenant":"acme","from":"+12025550100",'
+        '"from_number":"+12025550100","to":"+12025550199","to_number":"+12025550199",'
         '"X-Customer-Id":"4711"}},"streamSid":"' + MZ + '"}',
     ]
 
@@ -85,9 +86,11 @@ def test_call_values_win_over_agent_parameters() -> None:
     start = json.loads(s.start_messages(**START)[1])
     assert start["start"]["customParameters"] == {
         "from": "+12025550100",
+        "from_number": "+12025550100",
         "X-Customer-Id": "4711",
         "keep": "1",
         "to": "+12025550199",
+        "to_number": "+12025550199",
     }
 
 

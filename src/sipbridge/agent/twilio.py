@@ -123,10 +123,12 @@ class TwilioSession(Session):
             self._reset_connection()
         self._sequence = 0
         parameters = dict(self.custom_parameters)
+        # Both spellings: Twilio's TwiML examples (and Pipecat's parser) name them
+        # from_number/to_number, others from/to.
         if from_ is not None:
-            parameters["from"] = from_
+            parameters["from"] = parameters["from_number"] = from_
         if to is not None:
-            parameters["to"] = to
+            parameters["to"] = parameters["to_number"] = to
         parameters.update(sip_headers)
         if resumed:
             parameters["resumed"] = "true"

@@ -105,6 +105,7 @@ class Call:
         self._sdp_session = 0
         self._sdp_version = 0
         self._on_hold = False
+        self._media_since = 0.0  # when the caller's RTP was last due to start (answer, unhold)
 
     # -- events from the SIP side ------------------------------------------------
 
@@ -153,7 +154,10 @@ class Call:
             self.record.codec = chosen.codec
         self.media.update_remote((chosen.remote_address, chosen.remote_port))
         self.media.sending = chosen.direction in ("sendrecv", "sendonly")
-        self._on_hold = chosen.direction in ("sendonly", "inactive")  # caller sends nothing
+        on_hold = chosen.direction in ("sendonly", "inactive")  # the caller sends nothing
+        if self._on_hold and not on_hold:
+            self._media_since = self.server.loop.time()  # the silence clock restarts
+        self._on_hold = on_hold
 
         def answer(version: int) -> bytes:
             assert self.rtp_port is not None
@@ -310,6 +314,7 @@ class Call:
         self.record.sip_code = 200
         self.media.sending = chosen.direction in ("sendrecv", "sendonly")
         self._on_hold = chosen.direction in ("sendonly", "inactive")
+        self._media_since = self._answered_at
         self.media.start(self.server.loop)
         self._event("answered", codec=chosen.codec, rtp_port=self.rtp_port)
         return True
@@ -400,7 +405,7 @@ class Call:
             media = self.media
             if media is None or self._on_hold:
                 continue
-            last = media.last_packet_at or self._answered_at or loop.time()
+            last = max(media.last_packet_at or 0.0, self._media_since)
             if loop.time() - last >= timeout:
                 self._event("media_timeout", silent_s=round(loop.time() - last, 1))
                 self._finish(EndCause.MEDIA_TIMEOUT)

@@ -313,19 +313,21 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if events is not None:
             te = self.telephone_event_pt
             assert te is not None
-            for event in events:
-                packet = sender.event_packet(te, event.timestamp, event.marker, event.payload)
-                if self.sending:
+            if self.sending:
+                for event in events:
+                    packet = sender.event_packet(te, event.timestamp, event.marker, event.payload)
                     transport.sendto(packet, self.remote)
                     self.stats.packets_out += 1
             sender.skip()
-        else:
+        elif self.sending:
             payload = self._encoder.encode(self._from_agent.process(frame))
-            packet = sender.packet(payload)
-            if self.sending:
-                transport.sendto(packet, self.remote)
-                self.stats.packets_out += 1
-                self.stats.bytes_out += len(payload)
+            transport.sendto(sender.packet(payload), self.remote)
+            self.stats.packets_out += 1
+            self.stats.bytes_out += len(payload)
+        else:
+            # On hold (our direction recvonly/inactive): nothing goes out; RFC 3550 §5.1
+            # the timestamp keeps running, sequence numbers do not.
+            sender.skip()
         self._ticks += 1
         if self._ticks % RTCP_EVERY_TICKS == 0:
             self._send_rtcp(now)
