@@ -51,7 +51,7 @@ def test_latency_is_small_and_constant(src: int, dst: int) -> None:
     click[src // 50] = 20000  # in the second frame
     out = stream(Resampler(src, dst), click, src // 50)
     peak_ms = 1000 * int(np.argmax(np.abs(out.astype(int)))) / dst
-    assert 20 <= peak_ms <= 20 + 35
+    assert 20 <= peak_ms <= 20 + 5  # a few milliseconds of filter delay, no bursts
 
 
 def test_odd_length_and_reset() -> None:
@@ -71,3 +71,22 @@ def test_clipping_is_saturated_not_wrapped() -> None:
     out = stream(resampler, square, 160)
     assert out.max() <= 32767 and out.min() >= -32768
     assert out[400:].max() > 30000
+
+
+def test_chunks_of_any_size_give_the_same_stream() -> None:
+    signal = sine(16000, 440, 0.3)
+    whole = stream(Resampler(16000, 8000), signal, 4800)
+    resampler = Resampler(16000, 8000)
+    pieces, i = [], 0
+    for size in [1, 7, 160, 33, 320, 2, 999] * 10:
+        pieces.append(resampler.process(signal[i : i + size].tobytes()))
+        i += size
+        if i >= len(signal):
+            break
+    pieces.append(resampler.process(signal[i:].tobytes()))
+    assert np.array_equal(np.frombuffer(b"".join(pieces), "<i2"), whole)
+
+
+def test_delay_is_a_few_milliseconds() -> None:
+    assert 0 < Resampler(8000, 16000).delay_ms < 5
+    assert 0 < Resampler(16000, 8000).delay_ms < 5

@@ -1,6 +1,6 @@
 """The media engine's sans-I/O building blocks.
 
-- :mod:`sipbridge.media.resample` — streaming PCM16 resampler (soxr), identity when rates
+- :mod:`sipbridge.media.resample` — streaming PCM16 resampler (polyphase FIR), identity when rates
   match;
 - :mod:`sipbridge.media.plc` — ITU-T G.711 Appendix I packet loss concealment for decoders
   that have none of their own (G.711, G.722);
