@@ -13,6 +13,7 @@ from sipbridge.codecs import get_codec
 from sipbridge.media.dtmf import DigitPressed, parse_event
 from sipbridge.rtp.packet import RtpPacket, parse_rtp_header
 from sipbridge.runtime.media import (
+    SOURCE_SWITCH_PACKETS,
     PortsExhausted,
     RtpEndpoint,
     RtpPortAllocator,
@@ -265,3 +266,46 @@ async def test_open_rtp_endpoint_skips_busy_ports() -> None:
         assert allocator.available == 1  # the busy pair went back to the pool
     finally:
         blocker.close()
+
+
+async def test_strict_rtp_drops_injected_packets_and_follows_a_rebinding() -> None:
+    loop = asyncio.get_running_loop()
+    caller_t, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    attacker_t, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    rebound_t, rebound = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    received: list[bytes] = []
+    endpoint, port = await open_endpoint(caller_t.get_extra_info("sockname"), [], received)
+    endpoint.start(loop)
+    target = ("127.0.0.1", port)
+    ulaw = get_codec("pcmu").encoder()
+    seq = iter(range(1000))
+
+    def packet(level: int) -> bytes:
+        n = next(seq)
+        return RtpPacket(
+            0, n, n * 160, 77, payload=ulaw.encode(bytes([0, level]) * 160)
+        ).serialize()
+
+    for _ in range(3):
+        caller_t.sendto(packet(0x10), target)
+        await asyncio.sleep(0.02)
+    for _ in range(SOURCE_SWITCH_PACKETS - 1):  # an injection burst, interleaved with the caller
+        attacker_t.sendto(packet(0x7F), target)
+        caller_t.sendto(packet(0x10), target)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)
+    assert endpoint.remote == caller_t.get_extra_info("sockname")
+    injected = get_codec("pcmu").decoder().decode(ulaw.encode(bytes([0, 0x7F]) * 160))
+    assert injected not in received
+    assert endpoint.stats.dropped_in == SOURCE_SWITCH_PACKETS - 1
+    # The caller's NAT rebinds: its packets now come from another port, consecutively.
+    for _ in range(SOURCE_SWITCH_PACKETS + 2):
+        rebound_t.sendto(packet(0x20), target)
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)
+    endpoint.close()
+    for t in (caller_t, attacker_t, rebound_t):
+        t.close()
+    assert endpoint.remote == rebound_t.get_extra_info("sockname")
+    assert endpoint.stats.source_changes == 1
+    assert rebound.packets  # our stream follows the caller to its new address

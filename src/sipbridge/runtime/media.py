@@ -53,6 +53,9 @@ from sipbridge.sdp.negotiate import Negotiated
 
 Address = tuple[str, int]
 FRAME_SECONDS = 0.020
+# Strict RTP: a new source address takes over only after this many consecutive audio
+# packets from it (a NAT rebinding keeps sending; an injected burst is dropped).
+SOURCE_SWITCH_PACKETS = 5
 RTCP_EVERY_TICKS = 250  # RFC 3550 §6.2: about every 5 s for a two-party session
 
 
@@ -99,6 +102,7 @@ class MediaStats:
     dropped_in: int = 0
     concealed_ms: int = 0
     rtt_ms: float | None = None
+    source_changes: int = 0
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._ticks = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._remote_ssrc: int | None = None
+        self._candidate: Address | None = None
+        self._candidate_count = 0
         self.set_codec(negotiated)
 
     def set_codec(self, negotiated: Negotiated) -> None:
@@ -211,9 +217,12 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         loop = self._loop
         now = loop.time() if loop is not None else 0.0
         if pt == self.payload_type:
-            if not self._remote_learned or addr != self.remote:
-                self.remote = (addr[0], addr[1])
-                self._remote_learned = True
+            if addr != self.remote or not self._remote_learned:
+                if not self._accept_source(addr):
+                    self.stats.dropped_in += 1
+                    return
+            elif self._candidate is not None:
+                self._candidate = None  # the known source spoke: no takeover in progress
             self._remote_ssrc = ssrc
             self.stats.packets_in += 1
             self.stats.bytes_in += end - start
@@ -222,12 +231,36 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             self._jitter.push(seq, ts, data[start:end], now, ssrc=ssrc)
             self._drain(now)
         elif pt == self.telephone_event_pt and self._on_dtmf is not None:
+            if self._remote_learned and addr != self.remote:
+                self.stats.dropped_in += 1  # strict RTP: events only from the caller's source
+                return
             self.last_packet_at = now
             for digit in self._dtmf_rx.receive(data[start:end], ts, marker, now):
                 self._on_dtmf(digit)
         else:
             # Comfort noise, other payload types, RTCP on a muxed port: not for us.
             self.stats.dropped_in += 1
+
+    def _accept_source(self, addr: Address) -> bool:
+        """Symmetric RTP (RFC 4961) with strict RTP: the first source is learned; a
+        different one takes over only after SOURCE_SWITCH_PACKETS consecutive packets
+        (NAT rebinding), so injected or bled packets from elsewhere are dropped."""
+        if not self._remote_learned:
+            self.remote = (addr[0], addr[1])
+            self._remote_learned = True
+            return True
+        if self._candidate == addr:
+            self._candidate_count += 1
+        else:
+            self._candidate = (addr[0], addr[1])
+            self._candidate_count = 1
+        if self._candidate_count < SOURCE_SWITCH_PACKETS:
+            return False
+        self.remote = self._candidate
+        self._rtcp_remote = (addr[0], addr[1] + 1)
+        self._candidate = None
+        self.stats.source_changes += 1
+        return True
 
     def _drain(self, now: float) -> None:  # hot path
         jitter = self._jitter
@@ -284,10 +317,14 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._tick()
 
     def update_remote(self, remote: Address) -> None:
-        """New SDP address (re-INVITE); symmetric RTP relearns from the next packet."""
+        """New SDP address (re-INVITE): signalled by the caller, so symmetric RTP learns
+        the source afresh from the next packet."""
+        if remote == self.remote and self._remote_learned:
+            return  # unchanged (hold, codec change): keep the learned source
         self.remote = remote
         self._rtcp_remote = (remote[0], remote[1] + 1)
         self._remote_learned = False
+        self._candidate = None
 
     def send_dtmf(self, digits: str, duration_ms: int = 100) -> bool:
         """Queue RFC 4733 events for ``digits``; False when the caller did not offer
