@@ -130,3 +130,20 @@ def test_short_frames_and_bad_rate() -> None:
     assert pcm(plc.conceal(80)).max() == 0  # silence in, silence out
     with pytest.raises(ValueError):
         G711Plc(11025)
+
+
+def test_loss_right_after_a_word_ends_is_not_louder_than_the_speech_was() -> None:
+    """A loud voiced segment, then a sudden drop to near-silence, then a loss: the
+    concealment must stay at the near-silent level, not replay the loud periods."""
+    from sipbridge.media.plc import G711Plc
+
+    rate = 8000
+    t = np.arange(rate // 5)
+    loud = (12000 * np.sin(2 * np.pi * 150 * t / rate)).astype("<i2")
+    quiet = (20 * np.sin(2 * np.pi * 150 * np.arange(40) / rate)).astype("<i2")
+    plc = G711Plc(rate)
+    for i in range(0, len(loud), 160):
+        plc.good(loud[i : i + 160].tobytes())
+    plc.good(np.concatenate((loud[:120], quiet)).tobytes())  # the word ends abruptly
+    concealed = np.frombuffer(plc.conceal(160), "<i2")
+    assert np.abs(concealed.astype(int)).max() <= 200

@@ -148,7 +148,10 @@ class OpusEncoder:
         self._out = ctypes.create_string_buffer(_MAX_PACKET)
         self._ctl(_SET_SIGNAL, _SIGNAL_VOICE)
         if bitrate is None:
-            bitrate = 16000 if sample_rate <= 8000 else 24000
+            # libopus only spends bits on in-band FEC above a rate-dependent threshold:
+            # at 16/24 kbit/s (8/16 kHz) it put FEC in 6 of 33 packets after a loss, at
+            # 20/28 kbit/s in all of them (bench/bench_quality.py, +0.77 PESQ at 5 % loss).
+            bitrate = 20000 if sample_rate <= 8000 else 28000
         self.set_bitrate(bitrate)
         self.set_fec(fec, packet_loss_perc)
         # Complexity 5 of 0-10 halves the encoder's cost against the default 10 for a

@@ -64,6 +64,7 @@ class G711Plc:
         self._cycle: _F32 = np.zeros(0, dtype=np.float32)  # period buffer in use
         self._periods = 0
         self._offset = 0.0  # junction step removed over the first P/4 samples
+        self._scale = 1.0  # level limit of the current erasure (see _level_limit)
 
     @property
     def in_erasure(self) -> bool:
@@ -121,6 +122,22 @@ class G711Plc:
             out[:m] += self._offset * fade
         return out
 
+    def _level_limit(self) -> float:
+        """Scale for the synthetic signal: never louder than the last 5 ms of speech.
+
+        Our addition to Appendix I: when a loss falls just after a word ends, the pitch
+        periods repeated from the history can be far louder than the signal was when it
+        stopped (a burst where there was near-silence), which sounds worse than silence.
+        """
+        h = self._history
+        recent = h[-(self._ms10 // 2) :].astype(np.float32)
+        source = h[-3 * self._pitch :].astype(np.float32)
+        recent_rms = float(np.sqrt(np.mean(recent * recent)))
+        source_rms = float(np.sqrt(np.mean(source * source)))
+        if source_rms <= recent_rms or source_rms == 0.0:
+            return 1.0
+        return recent_rms / source_rms
+
     def _gain(self, start: int, count: int) -> _F32:
         # §I.2.5: no attenuation for 10 ms, then -20 % per 10 ms down to 0 at 60 ms.
         n = np.arange(start, start + count, dtype=np.float32)
@@ -135,8 +152,9 @@ class G711Plc:
             self._pitch = self._find_pitch()
             h = self._history
             self._offset = float(h[-1] - h[-1 - self._pitch])
+            self._scale = self._level_limit()
         start = self._erased
-        out: _F32 = self._synth(start, samples) * self._gain(start, samples)
+        out: _F32 = self._synth(start, samples) * self._gain(start, samples) * self._scale
         self._erased += samples
         data: bytes = np.clip(np.rint(out), -32768, 32767).astype("<i2").tobytes()
         return data
@@ -152,6 +170,7 @@ class G711Plc:
             extra = (self._erased - 1) // self._ms10  # further 10 ms blocks erased
             length = min(self._ms4 * (1 + extra), self._ms10, n)
             synth = self._synth(self._erased, length) * self._gain(self._erased, length)
+            synth *= self._scale
             ramp = (np.arange(length, dtype=np.float32) + 1) / (length + 1)
             mixed = frame.astype(np.float32)
             mixed[:length] = synth * (1 - ramp) + mixed[:length] * ramp
