@@ -12,7 +12,7 @@ from sipbridge.store import service
 from sipbridge.store.db import MIGRATIONS_DIR, Database, alembic_config, normalize_url
 from sipbridge.store.models import Base, Call
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def test_normalize_url() -> None:
@@ -52,6 +52,8 @@ def test_packaged_migrations() -> None:
     assert second is not None and second.down_revision == "0001"
     third = script.get_revision("0003")
     assert third is not None and third.down_revision == "0002"
+    fourth = script.get_revision("0004")
+    assert fourth is not None and fourth.down_revision == "0003"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:

@@ -104,6 +104,7 @@ def test_to_json() -> None:
         "codec": "PCMU",
         "hangup_by": "caller",
         "source": "198.51.100.1:5060",
+        "trunk": None,
         "caller_country": None,
         "caller_region": None,
         "first_audio_at": None,

@@ -255,3 +255,47 @@ def wait_for_bye_scenario() -> str:
         + _ACK_2XX
         + ok,
     )
+
+
+_BYE = """
+  <send retrans="500">
+    <![CDATA[
+
+      BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:+15005550006@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+
+def play_pcap_scenario(formats: tuple[str, str], pcap: str, pause_ms: int) -> str:
+    """INVITE offering ``formats`` (an ``m=`` format list and its attribute lines), 200,
+    ACK, then play the RTP in ``pcap`` (a path relative to the work folder) from the media
+    port, wait ``pause_ms`` and hang up with BYE."""
+    play = f"""
+  <nop>
+    <action>
+      <exec play_pcap_audio="{pcap}"/>
+    </action>
+  </nop>
+  <pause milliseconds="{pause_ms}"/>
+"""
+    return _scenario(
+        "play pcap",
+        invite(formats)
+        + '  <recv response="100" optional="true"/>\n'
+        + '  <recv response="180" optional="true"/>\n'
+        + '  <recv response="200" rtd="true"/>\n'
+        + _ACK_2XX
+        + play
+        + _BYE
+        + '  <recv response="200" crlf="true"/>\n',
+    )
