@@ -414,6 +414,32 @@ def test_serve_defaults_and_env(
     ]
 
 
+def test_serve_access_options(
+    runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
+) -> None:
+    args = ["serve", "--reject-unknown", "403", "--auth-realm", "voice.example.com"]
+    assert runner.invoke(app, [*args, "--auth-algorithms", "MD5"], env=env).exit_code == 0
+    environ = {
+        **env,
+        "SIPBRIDGE_REJECT_UNKNOWN": "DROP",
+        "SIPBRIDGE_AUTH_ALGORITHMS": "md5,sha-256",
+    }
+    assert runner.invoke(app, ["serve"], env=environ).exit_code == 0
+    assert runner.invoke(app, ["serve"], env=env).exit_code == 0
+    explicit, from_env, default = fake_server
+    assert (explicit.unknown_sources, explicit.auth_realm, explicit.auth_algorithms) == (
+        "403",
+        "voice.example.com",
+        ("MD5",),
+    )
+    assert (from_env.unknown_sources, from_env.auth_algorithms) == ("drop", ("MD5", "SHA-256"))
+    assert (default.unknown_sources, default.auth_realm, default.auth_algorithms) == (
+        "drop",
+        None,
+        ("SHA-256", "MD5"),
+    )
+
+
 def test_serve_http_defaults(
     runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
 ) -> None:
@@ -446,6 +472,10 @@ def test_serve_migrates_database_first(
         (["--public-ip", "not-an-ip"], "--public-ip"),
         (["--log-level", "loud"], "--log-level"),
         (["--default-region", "XX"], "--default-region"),
+        (["--reject-unknown", "404"], "--reject-unknown"),
+        (["--auth-realm", " "], "--auth-realm"),
+        (["--auth-algorithms", "sha-512"], "--auth-algorithms"),
+        (["--auth-algorithms", ","], "--auth-algorithms"),
     ],
 )
 def test_serve_bad_options_exit_2(

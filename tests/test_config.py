@@ -153,3 +153,20 @@ def test_codecs_default_prefers_g711_and_validates() -> None:
         parse_codecs(" , ")
     with pytest.raises(ValueError, match="media_timeout"):
         ServeSettings(media_timeout=0)
+
+
+def test_access_settings() -> None:
+    settings = ServeSettings(public_ip="203.0.113.9")
+    assert settings.unknown_sources == "drop"
+    assert settings.auth_algorithms == ("SHA-256", "MD5")
+    assert settings.realm == "203.0.113.9"  # no software name in the realm
+    custom = ServeSettings(
+        unknown_sources="403", auth_realm=" voice.example.com ", auth_algorithms=("md5",)
+    )
+    assert custom.realm == "voice.example.com" and custom.auth_algorithms == ("MD5",)
+    with pytest.raises(ValueError, match="unknown_sources"):
+        ServeSettings(unknown_sources="404")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="auth_realm"):
+        ServeSettings(auth_realm="a\nb")
+    with pytest.raises(ValueError, match="unknown digest algorithm"):
+        ServeSettings(auth_algorithms=("SHA-512",))

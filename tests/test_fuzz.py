@@ -81,10 +81,17 @@ def test_fuzz(target: str, tmp_path: Path) -> None:
         "-print_final_stats=1",
         str(corpus),
     ]
+    # Not under pytest-cov's subprocess coverage: tracing would slow the fuzzer down.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COV_CORE_", "COVERAGE_PROCESS_START"))
+    }
     try:
         result = subprocess.run(
             command,
             cwd=ROOT,
+            env=env,
             capture_output=True,
             text=True,
             errors="replace",

@@ -22,8 +22,15 @@ import typer
 from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
-from sipbridge.config import DEFAULT_CODECS, ServeSettings, parse_codecs, parse_port_range
+from sipbridge.config import (
+    DEFAULT_CODECS,
+    UNKNOWN_SOURCES,
+    ServeSettings,
+    parse_codecs,
+    parse_port_range,
+)
 from sipbridge.numbers import InvalidNumber, normalize_e164, normalize_region
+from sipbridge.sip.auth import parse_algorithms
 from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallRecord
@@ -217,6 +224,30 @@ def serve(
             help="Seconds without caller RTP (when not on hold) before the call is hung up.",
         ),
     ] = 30.0,
+    reject_unknown: Annotated[
+        str,
+        typer.Option(
+            "--reject-unknown",
+            envvar=_env("reject-unknown"),
+            help="Requests from sources matching no trunk: 'drop' (no answer) or '403'.",
+        ),
+    ] = "drop",
+    auth_realm: Annotated[
+        str | None,
+        typer.Option(
+            "--auth-realm",
+            envvar=_env("auth-realm"),
+            help="Digest authentication realm (default: the advertised address).",
+        ),
+    ] = None,
+    auth_algorithms: Annotated[
+        str,
+        typer.Option(
+            "--auth-algorithms",
+            envvar=_env("auth-algorithms"),
+            help="Digest algorithms to offer and accept, in order (sha-256, md5).",
+        ),
+    ] = "sha-256,md5",
 ) -> None:
     """Run the SIP server and its HTTP API."""
     try:
@@ -239,6 +270,15 @@ def serve(
         codec_list = parse_codecs(codecs)
     except ValueError as exc:
         _fail(f"--codecs: {exc}", 2)
+    unknown = reject_unknown.strip().lower()
+    if unknown not in UNKNOWN_SOURCES:
+        _fail(f"--reject-unknown: {reject_unknown!r} is not one of {', '.join(UNKNOWN_SOURCES)}", 2)
+    if auth_realm is not None and (not auth_realm.strip() or not auth_realm.isprintable()):
+        _fail("--auth-realm: must be printable, non-empty text", 2)
+    try:
+        algorithms = parse_algorithms(auth_algorithms)
+    except ValueError as exc:
+        _fail(f"--auth-algorithms: {exc}", 2)
     settings = ServeSettings(
         sip_host=sip_host,
         sip_port=sip_port,
@@ -253,6 +293,9 @@ def serve(
         http_port=http_port,
         codecs=codec_list,
         media_timeout=media_timeout,
+        unknown_sources="403" if unknown == "403" else "drop",
+        auth_realm=auth_realm,
+        auth_algorithms=algorithms,
     )
 
     async def migrate(_database: Database) -> None:

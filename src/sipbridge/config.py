@@ -6,8 +6,9 @@ import contextlib
 import ipaddress
 import socket
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["ServeSettings", "local_ipv4", "parse_port_range"]
+__all__ = ["UNKNOWN_SOURCES", "ServeSettings", "local_ipv4", "parse_port_range"]
 
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
@@ -75,6 +76,8 @@ def parse_port_range(text: str) -> tuple[int, int]:
 
 
 DEFAULT_CODECS: tuple[str, ...] = ("pcmu", "pcma", "g722", "opus")
+# What requests from sources matching no trunk get: nothing at all, or 403 Forbidden.
+UNKNOWN_SOURCES: tuple[str, ...] = ("drop", "403")
 
 
 def parse_codecs(text: str) -> tuple[str, ...]:
@@ -115,6 +118,12 @@ class ServeSettings:
     # Our codec preference, best first; the seed advises providers to prefer G.711.
     codecs: tuple[str, ...] = DEFAULT_CODECS
     media_timeout: float = 30.0  # seconds without caller RTP (not on hold) before hanging up
+    # Requests from no configured trunk: "drop" (no answer: scanners learn nothing) or
+    # "403" (answered 403 Forbidden). See docs/security.md.
+    unknown_sources: Literal["drop", "403"] = "drop"
+    auth_realm: str | None = None  # digest realm; None: the advertised address
+    # Digest algorithms offered (one challenge each, in this order) and accepted.
+    auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
 
     def __post_init__(self) -> None:
         if not 0 <= self.sip_port <= 65535:
@@ -127,6 +136,26 @@ class ServeSettings:
         if self.media_timeout <= 0:
             raise ValueError("media_timeout must be positive")
         object.__setattr__(self, "codecs", parse_codecs(",".join(self.codecs)))
+        if self.unknown_sources not in UNKNOWN_SOURCES:
+            raise ValueError(
+                f"unknown_sources {self.unknown_sources!r} is not one of "
+                + ", ".join(UNKNOWN_SOURCES)
+            )
+        from sipbridge.sip.auth import parse_algorithms
+
+        object.__setattr__(
+            self, "auth_algorithms", parse_algorithms(",".join(self.auth_algorithms))
+        )
+        if self.auth_realm is not None and (
+            not self.auth_realm.strip() or not self.auth_realm.isprintable()
+        ):
+            raise ValueError("auth_realm must be printable text")
+
+    @property
+    def realm(self) -> str:
+        """The digest authentication realm: ``auth_realm``, else the advertised address
+        (no software name: a scanner learns nothing from it)."""
+        return self.auth_realm.strip() if self.auth_realm else self.advertised_ip
 
     @property
     def advertised_ip(self) -> str:

@@ -90,14 +90,16 @@ NEITHER = TrunkAccess("nothing")
 # ---------------------------------------------------------------- no trunks
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.1"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "::ffff:127.0.0.1"])
 def test_no_trunks_admits_loopback_only(host: str) -> None:
     policy = make_policy()
     assert policy.check(request(), host, 0.0) == Allowed(None)
     assert policy.knows(host)
 
 
-@pytest.mark.parametrize("host", ["203.0.113.5", "10.0.0.1", "2001:db8::1", "not-an-ip", ""])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.2", "203.0.113.5", "10.0.0.1", "2001:db8::1", "not-an-ip", ""]
+)
 def test_no_trunks_refuses_everyone_else(host: str) -> None:
     policy = make_policy()
     assert isinstance(policy.check(request(), host, 0.0), Refused)
@@ -224,8 +226,17 @@ def test_digest_uri_must_name_the_request_uri() -> None:
     junk = authorization(nonce, uri="not a uri")
     decision = policy.check(request(authorization=junk), "192.0.2.50", 1.0)
     assert isinstance(decision, Challenged)
+    # The domain alone (SIPp's way) is fine; another host is not.
+    domain = authorization(nonce, uri="sip:192.0.2.1:5060")
+    assert policy.check(request(authorization=domain), "192.0.2.50", 1.0) == Allowed("acme")
+    elsewhere = authorization(nonce, uri="sip:192.0.2.2", nc="00000002")
+    decision = policy.check(request(authorization=elsewhere), "192.0.2.50", 1.0)
+    assert isinstance(decision, Challenged) and decision.reason == "auth_failed"
     # A port or parameters added on the way do not matter.
-    moved = request(authorization=authorization(nonce), uri=URI.replace("1", "1:5060") + ";x=y")
+    moved = request(
+        authorization=authorization(nonce, nc="00000003"),
+        uri="sip:+12025550101@192.0.2.1:5060;x=y",
+    )
     assert policy.check(moved, "192.0.2.50", 1.0) == Allowed("acme")
 
 

@@ -19,6 +19,7 @@ from sipbridge.sip.auth import (
     DigestAuthenticator,
     digest_response,
     find_credentials,
+    parse_algorithms,
     parse_authorization,
 )
 
@@ -390,3 +391,24 @@ def test_find_credentials_picks_our_realm() -> None:
     assert found is not None and found.username == "acme"
     assert find_credentials([other], REALM) is None
     assert find_credentials([], REALM) is None
+
+
+def test_parse_algorithms() -> None:
+    assert parse_algorithms("sha-256, MD5") == ("SHA-256", "MD5")
+    assert parse_algorithms("md5,md5") == ("MD5",)
+    for bad in ("", " , ", "SHA-512-256", "md5-sess"):
+        with pytest.raises(ValueError):
+            parse_algorithms(bad)
+
+
+def test_only_offered_algorithms_are_accepted() -> None:
+    auth = DigestAuthenticator(REALM, SECRET, algorithms=("SHA-256",))
+    [(_, only)] = auth.challenge(0.0)
+    assert "algorithm=SHA-256" in only
+    nonce = auth.new_nonce(0.0)
+    md5 = credentials(nonce, algorithm="MD5")
+    assert auth.verify(md5, method="INVITE", password="secret", now=1) is AuthResult.FAILED
+    sha = credentials(nonce, algorithm="SHA-256")
+    assert auth.verify(sha, method="INVITE", password="secret", now=1) is AuthResult.OK
+    md5_first = DigestAuthenticator(REALM, SECRET, algorithms=("MD5", "SHA-256"))
+    assert ["algorithm=MD5" in v for _, v in md5_first.challenge(0.0)] == [True, False]

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from sipbridge.sip.access import AccessPolicy, TrunkAccess
+from sipbridge.sip.auth import DigestAuthenticator, digest_response
 from sipbridge.sip.errors import SipParseError
 from sipbridge.sip.message import Headers, Request, Response, parse_message
 from sipbridge.sip.transaction import TIMER_F, TIMER_L
@@ -546,3 +548,141 @@ def test_every_torture_message_keeps_ua_serving(path: Path) -> None:
         assert addr == PEER
     ua.receive_datagram(invite(method="OPTIONS", body=b"", call_id="after"), PEER, 1.0)
     assert statuses(ua) == [200]
+
+
+# ---------------------------------------------------------------- access policy
+
+
+STRANGER = ("192.0.2.66", 5060)
+CARRIER = ("203.0.113.5", 5060)
+
+
+def guarded_ua(*trunks: TrunkAccess, refuse_status: int | None = None) -> UserAgent:
+    ua = make_ua()
+    ua.access = AccessPolicy(DigestAuthenticator("r", b"k" * 32), refuse_status=refuse_status)
+    ua.access.set_trunks(trunks)
+    return ua
+
+
+class TestAccess:
+    def test_without_policy_everyone_is_served(self) -> None:
+        ua = make_ua()
+        ua.receive_datagram(invite(), STRANGER, 0.0)
+        assert [type(e) for e in ua.events()] == [IncomingCall]
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            invite(),
+            invite(method="OPTIONS", body=b""),
+            invite(method="BYE", body=b""),
+            invite(method="REGISTER", body=b""),
+            invite(method="CANCEL", body=b""),
+            in_dialog("BYE", 2, "nosuchtag", "z9hG4bK-b"),
+            invite(extra="Require: 100rel\r\n"),
+            b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK-x\r\n\r\n",
+        ],
+    )
+    def test_strangers_get_nothing(self, data: bytes) -> None:
+        ua = guarded_ua(TrunkAccess.from_cidrs("carrier", ["203.0.113.0/24"]))
+        ua.receive_datagram(data, STRANGER, 0.0)
+        assert ua.datagrams_to_send() == []
+        [event] = ua.events()
+        assert isinstance(event, RequestRejected)
+        assert event.status is None and event.access and event.reason == "unknown_source"
+        assert ua.active_transactions == 0
+
+    def test_strangers_get_403_when_configured(self) -> None:
+        ua = guarded_ua(refuse_status=403)
+        ua.receive_datagram(invite(), STRANGER, 0.0)
+        assert statuses(ua) == [403]
+        [event] = ua.events()
+        assert isinstance(event, RequestRejected) and event.status == 403 and event.access
+        # a retransmission is answered from the transaction, not judged again
+        ua.receive_datagram(invite(), STRANGER, 0.5)
+        assert statuses(ua) == [403] and ua.events() == []
+
+    def test_trunk_source_is_served_and_named(self) -> None:
+        ua = guarded_ua(TrunkAccess.from_cidrs("carrier", ["203.0.113.0/24"]))
+        ua.receive_datagram(invite(), CARRIER, 0.0)
+        [event] = ua.events()
+        assert isinstance(event, IncomingCall) and event.call.trunk == "carrier"
+        ua.receive_datagram(invite(method="OPTIONS", body=b"", branch="z9hG4bK-o"), CARRIER, 0)
+        assert statuses(ua) == [100, 200]
+        # a broken request from a known source still gets its 400
+        ua.receive_datagram(
+            b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK-x\r\n\r\n",
+            CARRIER,
+            0.0,
+        )
+        assert statuses(ua) == [400]
+
+    def test_refusal_after_admission_names_the_trunk(self) -> None:
+        ua = guarded_ua(TrunkAccess.from_cidrs("carrier", ["203.0.113.0/24"]))
+        ua.receive_datagram(invite(extra="Require: 100rel\r\n"), CARRIER, 0.0)
+        [event] = ua.events()
+        assert isinstance(event, RequestRejected) and event.status == 420
+        assert not event.access and event.trunk == "carrier"
+
+    def test_no_trunks_means_loopback_only(self) -> None:
+        ua = guarded_ua()
+        ua.receive_datagram(invite(), PEER, 0.0)
+        [event] = ua.events()
+        assert isinstance(event, IncomingCall) and event.call.trunk is None
+        ua.receive_datagram(invite(branch="z9hG4bK-2", call_id="c2"), STRANGER, 0.0)
+        assert [e.reason for e in ua.events()] == ["unknown_source"]  # type: ignore[attr-defined]
+
+    def test_digest_challenge_ack_and_authenticated_retry(self) -> None:
+        ua = guarded_ua(TrunkAccess.from_cidrs("acme", [], "acme", "pw"))
+        ua.receive_datagram(invite(), STRANGER, 0.0)
+        [(challenge, addr)] = sent(ua)
+        assert isinstance(challenge, Response) and challenge.status == 401 and addr == STRANGER
+        values = challenge.headers.get_lines("WWW-Authenticate")
+        assert len(values) == 2 and "algorithm=SHA-256" in values[0]
+        assert challenge.to.tag  # a final response carries a To tag
+        [event] = ua.events()
+        assert isinstance(event, RequestRejected) and event.status == 401
+        assert event.reason == "auth_required" and event.access
+        # the ACK for the 401 is absorbed by its transaction
+        ack = invite(method="ACK", body=b"", to_tag=f";tag={challenge.to.tag}")
+        ua.receive_datagram(ack, STRANGER, 0.1)
+        assert sent(ua) == [] and ua.events() == []
+        nonce = values[0].split('nonce="')[1].split('"')[0]
+        uri = "sip:+12025550101@127.0.0.1"
+        response = digest_response(
+            algorithm="SHA-256",
+            username="acme",
+            realm="r",
+            password="pw",
+            method="INVITE",
+            uri=uri,
+            nonce=nonce,
+            nc="00000001",
+            cnonce="x",
+        )
+        authorization = (
+            f'Authorization: Digest username="acme", realm="r", nonce="{nonce}", '
+            f'uri="{uri}", response="{response}", algorithm=SHA-256, qop=auth, '
+            'nc=00000001, cnonce="x"\r\n'
+        )
+        retry = invite(branch="z9hG4bK-2", cseq=2, extra=authorization)
+        ua.receive_datagram(retry, STRANGER, 0.2)
+        [event] = ua.events()
+        assert isinstance(event, IncomingCall) and event.call.trunk == "acme"
+        # in-dialog requests and CANCEL of the admitted call need no credentials
+        ua.receive_datagram(
+            invite(method="CANCEL", body=b"", branch="z9hG4bK-2", cseq=2), STRANGER, 0.3
+        )
+        assert [type(e) for e in ua.events()] == [CallCancelled]
+
+    def test_in_dialog_requests_pass_without_credentials(self) -> None:
+        ua = guarded_ua(TrunkAccess.from_cidrs("carrier", ["203.0.113.0/24"]))
+        ua.receive_datagram(invite(), CARRIER, 0.0)
+        [event] = ua.events()
+        call = event.call  # type: ignore[attr-defined]
+        ua.answer(call, b"v=0\r\n", 0.1)
+        ua.datagrams_to_send()
+        # the caller's BYE arriving from another address of the provider still ends it
+        ua.receive_datagram(in_dialog("BYE", 2, call.local_tag, "z9hG4bK-bye"), STRANGER, 1.0)
+        assert [type(e) for e in ua.events()] == [ByeReceived]
+        assert statuses(ua) == [200]

@@ -500,6 +500,7 @@ async def test_save_and_list_call_round_trip(db: Database) -> None:
         codec="PCMA",
         hangup_by="caller",
         source="198.51.100.1:5060",
+        trunk="carrier",
     )
     await service.save_call(db, call)
     assert call.caller_country is None  # the record passed in is left alone

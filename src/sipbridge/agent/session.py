@@ -310,6 +310,36 @@ def parse_hangup(body: dict[str, Any]) -> HangupRequested | InvalidMessage:
     return HangupRequested(after)
 
 
+# Headers the REFER itself carries (RFC 3261 §8.1.1, RFC 3515 §2.4.1), full and compact
+# forms: an agent may add others (X- headers, User-to-User...), never these.
+_RESERVED_TRANSFER_HEADERS = frozenset(
+    {
+        "via",
+        "v",
+        "from",
+        "f",
+        "to",
+        "t",
+        "call-id",
+        "i",
+        "cseq",
+        "max-forwards",
+        "contact",
+        "m",
+        "route",
+        "record-route",
+        "content-length",
+        "l",
+        "content-type",
+        "c",
+        "refer-to",
+        "r",
+        "referred-by",
+        "b",
+    }
+)
+
+
 def parse_transfer(body: dict[str, Any]) -> TransferRequested | InvalidMessage:
     """``{"target": "tel:...|sip:...|sips:...", "headers": {...}}`` (headers optional)."""
     target = body.get("target")
@@ -333,6 +363,8 @@ def parse_transfer(body: dict[str, Any]) -> TransferRequested | InvalidMessage:
     for name, value in headers.items():
         if not grammar.is_token(name):
             return InvalidMessage(f"transfer header name {name[:64]!r} is not a SIP token")
+        if name.lower() in _RESERVED_TRANSFER_HEADERS:
+            return InvalidMessage(f"transfer header {name} is set by sipbridge, not the agent")
         if (
             not isinstance(value, str)
             or len(value) > _MAX_HEADER_VALUE

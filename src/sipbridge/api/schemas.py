@@ -284,7 +284,10 @@ class CallOut(_Out):
     sip_code: int | None
     codec: str | None
     hangup_by: str | None
-    source: str | None
+    source: str | None = Field(description="The caller's address and port")
+    trunk: str | None = Field(
+        description="The trunk the call came from; null for loopback with no trunk configured"
+    )
     caller_country: str | None = Field(description="ISO 3166 alpha-2, from the caller's number")
     caller_region: str | None = Field(description="e.g. Washington D.C.; null when unknown")
     first_audio_at: Timestamp | None

@@ -222,23 +222,30 @@ class OpusDecoder:
         return ctypes.string_at(self._out, 2 * count)
 
     def decode(self, payload: bytes) -> bytes:
-        """One packet (any duration up to 120 ms) → its PCM. An empty payload is a lost
-        packet of 20 ms (RFC 6716 §4.4)."""
-        if not payload:
-            return self.conceal(self.sample_rate // 50)
-        return self._decode(payload, self._max_samples, 0)
+        """One packet (any duration up to 120 ms) → its PCM. An empty or corrupt payload
+        (RFC 6716 §4.4: a lost packet) is concealed as 20 ms: bad input from the network
+        must never stop the stream."""
+        if payload:
+            try:
+                return self._decode(payload, self._max_samples, 0)
+            except OpusError:
+                pass
+        return self.conceal(self.sample_rate // 50)
 
     def conceal(self, samples: int) -> bytes:
-        """``samples`` of libopus packet loss concealment (a multiple of 2.5 ms; longer
-        gaps are concealed in slices of at most 120 ms)."""
+        """Exactly ``samples`` of libopus packet loss concealment. libopus conceals in
+        multiples of 2.5 ms (at most 120 ms a call): the last slice is rounded up and
+        trimmed, since the caller's timestamps decide the gap."""
         if samples <= 0:
             return b""
+        quantum = self.sample_rate // 400  # 2.5 ms
         parts = []
-        while samples > 0:
-            step = min(samples, self._max_samples)
+        remaining = samples
+        while remaining > 0:
+            step = min(-(-remaining // quantum) * quantum, self._max_samples)
             parts.append(self._decode(None, step, 0))
-            samples -= step
-        return b"".join(parts)
+            remaining -= step
+        return b"".join(parts)[: 2 * samples]
 
     def decode_fec(self, next_payload: bytes, samples: int) -> bytes:
         """The ``samples`` just before ``next_payload``, from its in-band FEC data; libopus
@@ -246,9 +253,13 @@ class OpusDecoder:
         itself afterwards as usual."""
         if samples <= 0:
             return b""
-        if not next_payload or samples > self._max_samples:
+        quantum = self.sample_rate // 400
+        if not next_payload or samples > self._max_samples or samples % quantum:
             return self.conceal(samples)
-        return self._decode(next_payload, samples, 1)
+        try:
+            return self._decode(next_payload, samples, 1)
+        except OpusError:
+            return self.conceal(samples)
 
     def packet_samples(self, payload: bytes) -> int:
         """How many samples at our rate ``payload`` decodes to (RFC 6716 §3.1)."""

@@ -87,6 +87,7 @@ class Call:
             agent=None,
             received_at=utcnow(),
             source=f"{sip.source[0]}:{sip.source[1]}",
+            trunk=sip.trunk,
         )
         self._cancelled = asyncio.Event()
         self._ended: asyncio.Future[EndCause] = server.loop.create_future()
@@ -217,6 +218,7 @@ class Call:
             from_=self.record.from_number,
             uri=str(invite.uri),
             source=self.record.source,
+            trunk=self.record.trunk,
         )
         result = await route(self.server.db, invite.uri.user, invite.to.uri.user)
         self.record.to_number = result.number

@@ -31,7 +31,7 @@ from typing import cast
 
 from sipbridge.codecs import get_codec
 from sipbridge.codecs.base import ConcealingDecoder, Encoder
-from sipbridge.media.dtmf import DigitPressed, DtmfReceiver, DtmfSender
+from sipbridge.media.dtmf import DigitPressed, DtmfError, DtmfReceiver, DtmfSender
 from sipbridge.media.jitter import Frame, JitterBuffer
 from sipbridge.media.plc import with_concealment
 from sipbridge.media.quality import ReceiverStats, estimate_mos, mouth_to_ear_delay_ms
@@ -235,7 +235,12 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 self.stats.dropped_in += 1  # strict RTP: events only from the caller's source
                 return
             self.last_packet_at = now
-            for digit in self._dtmf_rx.receive(data[start:end], ts, marker, now):
+            try:
+                digits = self._dtmf_rx.receive(data[start:end], ts, marker, now)
+            except DtmfError:
+                self.stats.dropped_in += 1  # a malformed RFC 4733 payload
+                return
+            for digit in digits:
                 self._on_dtmf(digit)
         else:
             # Comfort noise, other payload types, RTCP on a muxed port: not for us.

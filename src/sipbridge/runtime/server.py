@@ -4,6 +4,10 @@ This is the only place that feeds the sans-I/O :class:`~sipbridge.sip.ua.UserAge
 every datagram and every timer expiry goes in with ``loop.time()``, then
 :meth:`SipBridgeServer.flush` sends what the core produced, dispatches its
 events to the calls and re-arms the single timer at ``ua.get_timer()``.
+
+Who may call is the UA core's :class:`~sipbridge.sip.access.AccessPolicy`; this layer
+loads the trunks from the store at start and every ``TRUNK_REFRESH`` seconds, and
+enforces each trunk's ``max_calls`` when a call arrives.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import gc
 import ipaddress
 import logging
 import random
+import secrets
 import signal
 import socket
 import uuid
@@ -29,6 +34,8 @@ from sipbridge.runtime.agent_client import EndpointHealth
 from sipbridge.runtime.call import Call
 from sipbridge.runtime.media import RtpPortAllocator
 from sipbridge.runtime.metrics import Metrics
+from sipbridge.sip.access import AccessPolicy, TrunkAccess
+from sipbridge.sip.auth import DigestAuthenticator
 from sipbridge.sip.message import Request
 from sipbridge.sip.ua import (
     AckTimeout,
@@ -46,13 +53,20 @@ from sipbridge.sip.ua import (
 )
 from sipbridge.store import service
 from sipbridge.store.db import Database
-from sipbridge.store.records import CallEvent, CallRecord, CallStatus, utcnow
+from sipbridge.store.records import CallEvent, CallRecord, CallStatus, TrunkRecord, utcnow
 
 log = logging.getLogger("sipbridge.server")
 
 Address = tuple[str, int]
 # How long shutdown waits for BYE responses and record writes.
 SHUTDOWN_GRACE = 3.0
+# How often the trunk list is read again from the store (API or CLI changes).
+TRUNK_REFRESH = 5.0
+# Retry-After (seconds) of the 503 for a trunk at its max_calls.
+TRUNK_BUSY_RETRY_AFTER = 5
+# Access reasons logged at debug only: what every scanner and every first INVITE of a
+# digest trunk produces.
+_QUIET_ACCESS_REASONS = frozenset({"unknown_source", "auth_required"})
 
 
 class _SipProtocol(asyncio.DatagramProtocol):
@@ -74,7 +88,16 @@ class SipBridgeServer:
         self.loop = asyncio.get_running_loop()
         self.db = Database(settings.db)
         self.rtp_ports = RtpPortAllocator(settings.rtp_port_min, settings.rtp_port_max)
-        self.ua = UserAgent(settings.advertised_ip, settings.sip_port)
+        self.access = AccessPolicy(
+            DigestAuthenticator(
+                settings.realm, secrets.token_bytes(32), algorithms=settings.auth_algorithms
+            ),
+            refuse_status=403 if settings.unknown_sources == "403" else None,
+        )
+        self.ua = UserAgent(settings.advertised_ip, settings.sip_port, access=self.access)
+        self.trunks: dict[str, TrunkRecord] = {}
+        self._trunks_seen: list[tuple[object, ...]] | None = None
+        self._trunk_task: asyncio.Future[None] | None = None
         self.calls: dict[str, Call] = {}
         self.draining = False
         self._transport: asyncio.DatagramTransport | None = None
@@ -96,6 +119,7 @@ class SipBridgeServer:
 
     async def start(self) -> None:
         await self.db.upgrade()
+        await self.reload_trunks()  # before the socket opens: no request meets an empty list
         family = socket.AF_INET6 if ":" in self.settings.sip_host else socket.AF_INET
         transport, _ = await self.loop.create_datagram_endpoint(
             lambda: _SipProtocol(self),
@@ -111,6 +135,7 @@ class SipBridgeServer:
         # as long as the process: move it out of the collector's sight, so a full
         # collection takes microseconds instead of stalling every call's media for tens
         # of milliseconds (measured by bench/bench_agent.py).
+        self._trunk_task = asyncio.ensure_future(self._refresh_trunks())
         gc.freeze()
         log.info(
             "listening sip=udp:%s:%d rtp=%d-%d http=%s advertise=%s db=%s",
@@ -122,6 +147,53 @@ class SipBridgeServer:
             self.settings.advertised_ip,
             self.db.url.render_as_string(hide_password=True),
         )
+
+    # -- trunks ----------------------------------------------------------------
+
+    async def reload_trunks(self) -> None:
+        """Read the trunks from the store and hand them to the access policy."""
+        self.apply_trunks(await service.list_trunks(self.db))
+
+    def apply_trunks(self, trunks: list[TrunkRecord]) -> None:
+        seen: list[tuple[object, ...]] = [
+            (t.name, tuple(t.allowed_cidrs), t.username, t.password, t.max_calls) for t in trunks
+        ]
+        if seen == self._trunks_seen:
+            return
+        self._trunks_seen = seen
+        access: list[TrunkAccess] = []
+        for trunk in trunks:
+            try:
+                entry = TrunkAccess.from_cidrs(
+                    trunk.name, trunk.allowed_cidrs, trunk.username, trunk.password
+                )
+            except ValueError as exc:  # the store validates CIDRs; a hand-edited row may not
+                log.warning("trunk=%s event=trunk_ignored error=%s", trunk.name, exc)
+                continue
+            if not entry.networks and not entry.has_credentials:
+                log.warning(
+                    "trunk=%s has no allowed CIDRs and no username/password: "
+                    "no call can come from it",
+                    trunk.name,
+                )
+            access.append(entry)
+        self.trunks = {t.name: t for t in trunks}
+        self.access.set_trunks(access)
+        if not trunks:
+            log.warning(
+                "no trunk configured: accepting calls from 127.0.0.1 and ::1 only "
+                "(add one with `sipbridge trunk add`)"
+            )
+        else:
+            log.info("event=trunks_loaded count=%d names=%s", len(trunks), ",".join(self.trunks))
+
+    async def _refresh_trunks(self) -> None:
+        while True:
+            await asyncio.sleep(TRUNK_REFRESH)
+            try:
+                await self.reload_trunks()
+            except Exception as exc:  # keep the last good list; say why
+                log.warning("event=trunk_reload_failed error=%s", exc)
 
     async def _start_http(self) -> None:
         """The REST API, /metrics and health checks, on uvicorn in this event loop."""
@@ -187,17 +259,25 @@ class SipBridgeServer:
         self.flush()
 
     def flush(self) -> None:
-        """Send what the UA produced, dispatch its events, re-arm its timer."""
+        """Send what the UA produced, dispatch its events, re-arm its timer.
+
+        Dispatching may make the UA produce more (a 503 from ``_dispatch``): the loop
+        sends that at once too.
+        """
         transport = self._transport
-        for data, destination in self.ua.datagrams_to_send():
-            if transport is None:
+        while True:
+            for data, destination in self.ua.datagrams_to_send():
+                if transport is None:
+                    break
+                if _is_ip(destination[0]):
+                    transport.sendto(data, destination)
+                else:
+                    self._spawn(self._send_resolved(data, destination))
+            events = self.ua.events()
+            if not events:
                 break
-            if _is_ip(destination[0]):
-                transport.sendto(data, destination)
-            else:
-                self._spawn(self._send_resolved(data, destination))
-        for event in self.ua.events():
-            self._dispatch(event)
+            for event in events:
+                self._dispatch(event)
         deadline = self.ua.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:
@@ -227,13 +307,29 @@ class SipBridgeServer:
             if self.draining:
                 self.ua.reject(event.call, 503, self.loop.time(), headers=[("Retry-After", "30")])
                 return
+            if self._trunk_full(event.call.trunk):
+                self.ua.reject(
+                    event.call,
+                    503,
+                    self.loop.time(),
+                    headers=[
+                        ("Retry-After", str(TRUNK_BUSY_RETRY_AFTER)),
+                        ("Reason", 'SIP ;cause=503 ;text="trunk_busy"'),
+                    ],
+                )
+                self._record_rejected_invite(
+                    event.call.invite, event.call.source, 503, "trunk_busy", event.call.trunk
+                )
+                return
             call = Call(self, event.call)
             self.calls[event.call.id] = call
             self._spawn(call.run())
             return
         if isinstance(event, RequestRejected):
             self.metrics.sip_rejected.labels(str(event.status or "dropped")).inc()
-            log.info(
+            quiet = event.access and event.reason in _QUIET_ACCESS_REASONS
+            log.log(
+                logging.DEBUG if quiet else logging.INFO,
                 "event=request_rejected source=%s:%d method=%s status=%s reason=%s",
                 event.source[0],
                 event.source[1],
@@ -241,9 +337,14 @@ class SipBridgeServer:
                 event.status,
                 event.reason.replace(" ", "_")[:120],
             )
-            if event.request is not None and event.method == "INVITE" and event.status:
+            if (
+                event.request is not None
+                and event.method == "INVITE"
+                and event.status
+                and not event.access
+            ):
                 self._record_rejected_invite(
-                    event.request, event.source, event.status, event.reason
+                    event.request, event.source, event.status, event.reason, event.trunk
                 )
             return
         target = self.calls.get(event.call.id)  # type: ignore[attr-defined]
@@ -270,8 +371,22 @@ class SipBridgeServer:
 
     # -- calls -----------------------------------------------------------------
 
+    def _trunk_full(self, trunk: str | None) -> bool:
+        """True when ``trunk`` already has its ``max_calls`` calls (the new one is not in
+        ``self.calls`` yet)."""
+        record = self.trunks.get(trunk) if trunk is not None else None
+        if record is None or record.max_calls is None:
+            return False
+        active = sum(1 for call in self.calls.values() if call.sip.trunk == trunk)
+        return active >= record.max_calls
+
     def _record_rejected_invite(
-        self, request: Request, source: Address, status: int, reason: str
+        self,
+        request: Request,
+        source: Address,
+        status: int,
+        reason: str,
+        trunk: str | None = None,
     ) -> None:
         """A call record for an INVITE the SIP core refused before any call existed."""
         now = utcnow()
@@ -287,6 +402,7 @@ class SipBridgeServer:
             reason=reason,
             sip_code=status,
             source=f"{source[0]}:{source[1]}",
+            trunk=trunk,
         )
         self._spawn(self._save_record(record))
 
@@ -323,6 +439,10 @@ class SipBridgeServer:
     async def stop(self) -> None:
         """Refuse new calls, hang up the active ones, write their records, close."""
         self.draining = True
+        if self._trunk_task is not None:
+            self._trunk_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trunk_task
         for call in list(self.calls.values()):
             call.on_shutdown()
         deadline = self.loop.time() + SHUTDOWN_GRACE

@@ -81,10 +81,11 @@ def _encodings(media: MediaDescription) -> list[tuple[int, str, int, int | None]
     rtpmap = media.rtpmap()
     result = []
     for fmt in media.formats:
-        try:
-            pt = int(fmt)
-        except ValueError:
+        # RFC 3551 §3: an RTP/AVP format is a payload type, 0-127 in decimal digits
+        # (int() alone would also take "+0", " 0" or "0_0").
+        if not (fmt.isascii() and fmt.isdigit()) or int(fmt) > 127:
             continue
+        pt = int(fmt)
         # An rtpmap for a static payload type overrides the table (RFC 4566 §6 allows it).
         mapping = rtpmap.get(pt) or STATIC_PAYLOAD_TYPES.get(pt)
         if mapping is not None:
@@ -172,7 +173,8 @@ def build_answer(
     if not 0 <= negotiated.media_index < len(offer.media):
         raise ValueError(f"offer has no m-line {negotiated.media_index}")
     accepted = offer.media[negotiated.media_index]
-    if accepted.media != "audio" or str(negotiated.payload_type) not in accepted.formats:
+    offered_pts = {int(f) for f in accepted.formats if f.isascii() and f.isdigit()}
+    if accepted.media != "audio" or negotiated.payload_type not in offered_pts:
         raise ValueError("the negotiation does not belong to this offer")
     offered = accepted.rtpmap()
     pt = negotiated.payload_type

@@ -17,6 +17,12 @@ Requests that are not part of a call are answered here: OPTIONS (200 with
 Allow), unknown methods (501), unsupported URI schemes (416), unknown
 extensions (420), unusable bodies (415), unparseable requests (400 when enough
 parses, else dropped), stray in-dialog requests (481).
+
+With an :class:`~sipbridge.sip.access.AccessPolicy` in ``access``, every request that
+belongs to no admitted call (not in an existing dialog, not a CANCEL or ACK of an INVITE
+transaction we hold) goes through it first: a challenge is answered 401, a refusal
+with the policy's ``refuse_status`` or nothing at all, and unparseable requests from
+sources the policy does not know are dropped. Without one, every source is admitted.
 """
 
 from __future__ import annotations
@@ -26,9 +32,11 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from sipbridge.sip.access import AccessPolicy, Allowed, Challenged
 from sipbridge.sip.dialog import Dialog, DialogId, DialogState
 from sipbridge.sip.errors import SipParseError
 from sipbridge.sip.message import (
+    NameAddr,
     Request,
     Response,
     build_error_response,
@@ -80,6 +88,7 @@ class InboundCall:
     local_sdp: bytes = b""
     final_status: int | None = None
     reinvite: InviteServerTransaction | None = None  # the latest in-dialog INVITE
+    trunk: str | None = None  # the trunk the access policy admitted it from
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,9 @@ class RequestRejected:
     """A request answered with an error by the UA core itself (or dropped: status None).
 
     ``request`` is the parsed request when it parsed (so a rejected INVITE can still
-    get a call record).
+    get a call record). ``access`` is True when the access policy refused or challenged
+    it (no call record for those: they are what scanners send); ``trunk`` is the trunk
+    a request refused after admission came from.
     """
 
     source: Address
@@ -177,6 +188,8 @@ class RequestRejected:
     status: int | None
     reason: str
     request: Request | None = None
+    access: bool = False
+    trunk: str | None = None
 
 
 UaEvent = (
@@ -217,6 +230,7 @@ class UserAgent:
     local_port: int
     max_message_size: int = 65535
     new_token: Callable[[], str] = _token
+    access: AccessPolicy | None = None
     _outbox: list[tuple[bytes, Address]] = field(default_factory=list)
     _events: list[UaEvent] = field(default_factory=list)
     _server_tx: dict[TransactionKey, ServerTransaction] = field(default_factory=dict)
@@ -294,6 +308,9 @@ class UserAgent:
     def _parse_failed(self, exc: SipParseError, source: Address) -> None:
         # RFC 3261 §21.4.1: answer 400 where enough of the request parsed to
         # build a response; responses and hopeless input are dropped.
+        if self.access is not None and not self.access.knows(source[0]):
+            self._events.append(RequestRejected(source, None, None, "unknown_source", access=True))
+            return
         response = None
         if exc.is_request and exc.headers is not None:
             response = build_error_response(exc.headers, exc.status_hint, exc.reason)
@@ -329,22 +346,62 @@ class UserAgent:
         if request.method == "ACK":
             self._receive_ack(request)
             return
+        trunk: str | None = None
+        if self.access is not None and not self._belongs_to_a_call(request):
+            admitted = self._admit(self.access, request, source, now)
+            if admitted is None:
+                return
+            trunk = admitted.trunk
         rejection = self._validate(request)
         if rejection is not None:
             status, reason, extra = rejection
             self._reply_once(request, source, now, status, extra=extra)
-            self._events.append(RequestRejected(source, request.method, status, reason, request))
+            self._events.append(
+                RequestRejected(source, request.method, status, reason, request, trunk=trunk)
+            )
             return
         if request.method == "CANCEL":
             self._receive_cancel(request, source, now)
         elif request.to.tag is not None:
             self._receive_in_dialog(request, source, now)
         elif request.method == "INVITE":
-            self._receive_invite(request, key, source, now)
+            self._receive_invite(request, key, source, now, trunk)
         elif request.method == "OPTIONS":
             self._reply_once(request, source, now, 200, extra=self._capabilities())
         else:  # BYE, INFO or NOTIFY outside any dialog
             self._reply_once(request, source, now, 481)
+
+    def _belongs_to_a_call(self, request: Request) -> bool:
+        """In-dialog requests of an admitted call, and a CANCEL of an INVITE we hold,
+        need no admission of their own (ACKs never get this far)."""
+        if request.method == "CANCEL":
+            return TransactionKey(*_key_fields(request, "INVITE")) in self._server_tx
+        if request.to.tag is None:
+            return False
+        dialog_id = DialogId(request.call_id, request.to.tag, request.from_.tag or "")
+        return dialog_id in self._dialogs
+
+    def _admit(
+        self, access: AccessPolicy, request: Request, source: Address, now: float
+    ) -> Allowed | None:
+        """The access policy's verdict; None when the request was challenged or refused
+        (and answered 401, the refusal status, or not at all)."""
+        decision = access.check(request, source[0], now)
+        if isinstance(decision, Allowed):
+            return decision
+        status: int | None
+        if isinstance(decision, Challenged):
+            # RFC 3261 §22.2: a UAS challenges with 401 and WWW-Authenticate.
+            status = 401
+            self._reply_once(request, source, now, status, extra=decision.headers)
+        else:
+            status = access.refuse_status
+            if status is not None:
+                self._reply_once(request, source, now, status)
+        self._events.append(
+            RequestRejected(source, request.method, status, decision.reason, request, access=True)
+        )
+        return None
 
     def _stamp_via(self, request: Request, source: Address) -> None:
         """RFC 3261 §18.2.1 ``received`` and RFC 3581 §4 ``rport`` on the top Via.
@@ -381,13 +438,26 @@ class UserAgent:
         if request.method == "INVITE" and not _accepts_sdp(request.headers.get_all("Accept")):
             # We can only answer with SDP (RFC 4475 §3.4.1, sdp01).
             return 415, "unsupported_media_type", [("Accept", ACCEPTED_BODY)]
+        if (
+            request.method == "INVITE"
+            and request.to.tag is None
+            and not _dialog_headers_ok(request)
+        ):
+            # The dialog's route set and remote target come from these (RFC 3261 §12.1.1):
+            # refuse now rather than fail when answering.
+            return 400, "bad_dialog_headers", []
         return None
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [("Allow", ALLOW), ("Accept", ACCEPTED_BODY)]
 
     def _receive_invite(
-        self, request: Request, key: TransactionKey, source: Address, now: float
+        self,
+        request: Request,
+        key: TransactionKey,
+        source: Address,
+        now: float,
+        trunk: str | None = None,
     ) -> None:
         origin = (request.call_id, request.from_.tag or "", request.cseq.seq)
         existing = self._origins.get(origin)
@@ -405,6 +475,7 @@ class UserAgent:
             source=source,
             local_tag=self.new_token(),
             transaction=tx,
+            trunk=trunk,
         )
         self._origins[origin] = call
         self._calls_by_tx[key] = call
@@ -547,7 +618,10 @@ class UserAgent:
             return False
         extra = [("Refer-To", f"<{target}>"), ("Referred-By", f"<{call.dialog.local_party.uri}>")]
         extra.extend((headers or {}).items())
-        self._send_in_dialog(call, "REFER", now, extra)
+        try:
+            self._send_in_dialog(call, "REFER", now, extra)
+        except (SipParseError, ValueError):
+            return False  # headers that do not make a valid request: no REFER goes out
         return True
 
     def _send_in_dialog(
@@ -570,8 +644,9 @@ class UserAgent:
             )
         for name, value in extra:
             request.headers.add(name, value)
+        key = TransactionKey.for_request(request)  # parses the request: raises before sending
         tx = NonInviteClientTransaction(request, destination, self._outbox, now)
-        self._client_tx[TransactionKey.for_request(request)] = _ClientContext(call, tx, method)
+        self._client_tx[key] = _ClientContext(call, tx, method)
 
     def hangup(self, call: InboundCall, now: float) -> None:
         """End an answered call with BYE (RFC 3261 §15.1.1); no-op if already ending."""
@@ -669,6 +744,21 @@ class UserAgent:
 def _key_fields(request: Request, method: str) -> tuple[str, str, str]:
     key = TransactionKey.for_request(request)
     return key.branch, key.sent_by, method
+
+
+def _dialog_headers_ok(request: Request) -> bool:
+    """Record-Route entries and the Contact parse as name-addrs; Contact is one URI, not *."""
+    try:
+        for value in request.headers.get_all("Record-Route"):
+            NameAddr.parse(value)
+        contacts = request.headers.get_all("Contact")
+        if len(contacts) > 1 or (contacts and contacts[0].strip() == "*"):
+            return False
+        if contacts:
+            NameAddr.parse(contacts[0])
+    except SipParseError:
+        return False
+    return True
 
 
 def sipfrag_status(body: bytes) -> int | None:

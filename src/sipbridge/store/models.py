@@ -161,6 +161,7 @@ class Call(Base):
     codec: Mapped[str | None] = mapped_column(String(32), nullable=True)
     hangup_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     source: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    trunk: Mapped[str | None] = mapped_column(String(100), nullable=True)  # migration 0004
     caller_country: Mapped[str | None] = mapped_column(String(2), nullable=True)
     caller_region: Mapped[str | None] = mapped_column(String(255), nullable=True)
     first_audio_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

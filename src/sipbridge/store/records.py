@@ -195,6 +195,7 @@ class CallRecord:
     codec: str | None = None
     hangup_by: str | None = None
     source: str | None = None
+    trunk: str | None = None  # the trunk the call was admitted from (None: loopback, no trunks)
     caller_country: str | None = None  # ISO 3166 alpha-2; filled by save_call when None
     caller_region: str | None = None  # geocoder description, e.g. "Washington D.C."
     first_audio_at: datetime | None = None  # the agent's first audio reached the caller
@@ -256,6 +257,7 @@ class CallRecord:
             "codec": self.codec,
             "hangup_by": self.hangup_by,
             "source": self.source,
+            "trunk": self.trunk,
             "caller_country": self.caller_country,
             "caller_region": self.caller_region,
             "first_audio_at": _iso(self.first_audio_at),
