@@ -1,0 +1,73 @@
+"""The ``sipbridge`` command line.
+
+Every option can also be given as an environment variable ``SIPBRIDGE_<OPTION>``
+(``--db`` is ``SIPBRIDGE_DB``, ``--sip-port`` is ``SIPBRIDGE_SIP_PORT`` ...).
+
+Exit codes: 0 success, 1 the operation failed (unknown agent, duplicate, database
+error), 2 bad input (usage error, invalid number, URL or port range).
+
+One module per command group (``serve_command``, ``agents``, ``numbers``, ``trunks``,
+``apikeys``, ``calls_command``, ``db``); shared options and helpers are in ``_common``.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Annotated
+
+import typer
+
+from sipbridge.cli.agents import agent_app
+from sipbridge.cli.apikeys import apikey_app
+from sipbridge.cli.calls_command import calls
+from sipbridge.cli.db import db_app
+from sipbridge.cli.numbers import number_app
+from sipbridge.cli.serve_command import serve
+from sipbridge.cli.trunks import trunk_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="sipbridge",
+    help="Self-hosted SIP server that bridges phone calls to AI voice agents.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(agent_app, name="agent")
+app.add_typer(number_app, name="number")
+app.add_typer(trunk_app, name="trunk")
+app.add_typer(apikey_app, name="apikey")
+app.add_typer(db_app, name="db")
+app.command()(serve)
+app.command()(calls)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        try:
+            version = metadata.version("sipbridge")
+        except metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
+            version = "unknown"
+        typer.echo(f"sipbridge {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Show the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Self-hosted SIP server that bridges phone calls to AI voice agents."""
+
+
+def main() -> None:
+    """Console script entry point."""
+    app(prog_name="sipbridge")

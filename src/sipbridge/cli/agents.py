@@ -1,0 +1,160 @@
+"""``sipbridge agent ...``: AI agents (WebSocket endpoints)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sipbridge.cli._common import (
+    DEFAULT_DB,
+    DbOption,
+    _echo_table,
+    _fail,
+    _option,
+    _run,
+    _when,
+)
+from sipbridge.store import service
+from sipbridge.store.records import AgentRecord
+
+agent_app = typer.Typer(help="Manage AI agents (WebSocket endpoints).", no_args_is_help=True)
+
+UrlsOption = Annotated[
+    list[str],
+    _option(
+        "--url", help="ws:// or wss:// URL of the agent; repeat for fallbacks, tried in order."
+    ),
+]
+TokenOption = Annotated[
+    str | None, _option("--token", help="Secret sent to the agent (never displayed).")
+]
+ProtocolOption = Annotated[
+    str | None, _option("--protocol", help="Agent protocol: native or twilio.")
+]
+SampleRateOption = Annotated[int | None, _option("--sample-rate", help="8000 or 16000 (Hz).")]
+CaBundleOption = Annotated[
+    str | None,
+    _option(
+        "--ca-bundle",
+        help="PEM file of CA certificates that verify the agent's wss:// certificate "
+        "(instead of the system's); stored as an absolute path.",
+    ),
+]
+VOICE_DECLS = ("--voice/--no-voice",)
+VOICE_HELP = "Whether the agent takes calls."
+
+
+def _replacement(
+    value: str | None, clear: bool, option: str, clear_option: str
+) -> str | service.Unset | None:
+    """What ``agent update`` sets a clearable setting to: ``None`` if cleared, ``value``
+    if given, else unchanged (exit 2 if both are given)."""
+    if clear and value is not None:
+        _fail(f"{option} and {clear_option} cannot be used together", 2)
+    if clear:
+        return None
+    return service.UNSET if value is None else value
+
+
+@agent_app.command("add")
+def agent_add(
+    name: Annotated[str, typer.Argument(help="Agent name, e.g. support-bot.")],
+    url: UrlsOption,
+    voice: Annotated[bool, _option(*VOICE_DECLS, help=VOICE_HELP)] = True,
+    token: TokenOption = None,
+    protocol: ProtocolOption = None,
+    sample_rate: SampleRateOption = None,
+    ca_bundle: CaBundleOption = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Add an agent."""
+    record = _run(
+        db,
+        lambda d: service.add_agent(
+            d,
+            name,
+            url,
+            voice_enabled=voice,
+            protocol=protocol or "native",
+            token=token,
+            sample_rate=8000 if sample_rate is None else sample_rate,
+            ca_bundle=ca_bundle,
+        ),
+    )
+    typer.echo(f"added agent {record.name} -> {', '.join(record.urls)}")
+
+
+@agent_app.command("update")
+def agent_update(
+    name: Annotated[str, typer.Argument(help="Agent name.")],
+    url: Annotated[
+        list[str] | None, _option("--url", help="Replace the URLs (repeat for fallbacks).")
+    ] = None,
+    voice: Annotated[bool | None, _option(*VOICE_DECLS, help=VOICE_HELP)] = None,
+    token: TokenOption = None,
+    clear_token: Annotated[bool, _option("--clear-token", help="Remove the token.")] = False,
+    protocol: ProtocolOption = None,
+    sample_rate: SampleRateOption = None,
+    ca_bundle: CaBundleOption = None,
+    clear_ca_bundle: Annotated[
+        bool,
+        _option(
+            "--clear-ca-bundle",
+            "--no-ca-bundle",
+            help="Remove the CA bundle (verify with the system's CAs again).",
+        ),
+    ] = False,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Change an agent's settings (only the options given)."""
+    new_token = _replacement(token, clear_token, "--token", "--clear-token")
+    new_ca_bundle = _replacement(ca_bundle, clear_ca_bundle, "--ca-bundle", "--clear-ca-bundle")
+    record = _run(
+        db,
+        lambda d: service.update_agent(
+            d,
+            name,
+            urls=url or None,
+            voice_enabled=voice,
+            protocol=protocol,
+            token=new_token,
+            sample_rate=sample_rate,
+            ca_bundle=new_ca_bundle,
+        ),
+    )
+    typer.echo(f"updated agent {record.name} -> {', '.join(record.urls)}")
+
+
+def _agent_row(a: AgentRecord) -> list[str]:
+    return [
+        a.name,
+        ",".join(a.urls),
+        a.protocol,
+        str(a.sample_rate),
+        "yes" if a.voice_enabled else "no",
+        "yes" if a.token is not None else "no",
+        a.ca_bundle or "-",
+        _when(a.created_at),
+    ]
+
+
+@agent_app.command("list")
+def agent_list(db: DbOption = DEFAULT_DB) -> None:
+    """List agents (tokens are never shown)."""
+    agents = _run(db, service.list_agents)
+    headers = ["NAME", "URLS", "PROTOCOL", "RATE", "VOICE", "TOKEN", "CA BUNDLE", "CREATED (UTC)"]
+    _echo_table(agents, "no agents", headers, _agent_row)
+
+
+@agent_app.command("remove")
+def agent_remove(
+    name: Annotated[str, typer.Argument(help="Agent name.")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Remove an agent (its numbers stay, without an agent, and answer 480)."""
+    orphaned = _run(db, lambda d: service.remove_agent(d, name))
+    typer.echo(f"removed agent {name}")
+    if orphaned:
+        noun = "number now has" if orphaned == 1 else "numbers now have"
+        typer.echo(f"{orphaned} {noun} no agent")

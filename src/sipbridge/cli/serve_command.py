@@ -1,0 +1,169 @@
+"""``sipbridge serve``: validate the settings, migrate the database, run the server."""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+from collections.abc import Callable, Sequence
+from typing import Annotated, TypeVar
+
+from sipbridge.cli._common import DEFAULT_DB, DbOption, RegionOption, _fail, _option, _run
+from sipbridge.config import (
+    DEFAULT_CODECS,
+    UNKNOWN_SOURCES,
+    ServeSettings,
+    parse_codecs,
+    parse_port_range,
+)
+from sipbridge.numbers import normalize_region
+from sipbridge.sip.auth import parse_algorithms
+from sipbridge.store.db import Database
+
+S = TypeVar("S")
+T = TypeVar("T")
+
+RUNTIME_SERVER = "sipbridge.runtime.server"
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _parsed(option: str, parse: Callable[[S], T], value: S) -> T:
+    """``parse(value)``, or exit 2 naming ``option`` if it raises ``ValueError``."""
+    try:
+        return parse(value)
+    except ValueError as exc:
+        _fail(f"{option}: {exc}", 2)
+
+
+def _choice(option: str, value: str, choices: Sequence[str]) -> str:
+    """``value`` normalized (stripped, lower case), or exit 2 if not one of ``choices``."""
+    normalized = value.strip().lower()
+    if normalized not in choices:
+        _fail(f"{option}: {value!r} is not one of {', '.join(choices)}", 2)
+    return normalized
+
+
+def serve(
+    sip_host: Annotated[str, _option("--sip-host", help="Address to bind SIP on.")] = "0.0.0.0",
+    sip_port: Annotated[
+        int, _option("--sip-port", min=0, max=65535, help="UDP port for SIP.")
+    ] = 5060,
+    rtp_ports: Annotated[
+        str, _option("--rtp-ports", help="UDP port range for RTP.")
+    ] = "10000-20000",
+    public_ip: Annotated[
+        str | None,
+        _option(
+            "--public-ip",
+            help="Address to advertise in SIP/SDP (default: the bind address or this host's).",
+        ),
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+    agent_connect_timeout: Annotated[
+        float,
+        _option(
+            "--agent-connect-timeout",
+            min=0.1,
+            help="Seconds to wait for an agent's WebSocket to connect.",
+        ),
+    ] = 5.0,
+    log_level: Annotated[
+        str, _option("--log-level", help="debug, info, warning or error.")
+    ] = "info",
+    http_host: Annotated[
+        str,
+        _option(
+            "--http-host",
+            help="Address to bind the HTTP API (/api, /healthz, /readyz, /metrics) on.",
+        ),
+    ] = "127.0.0.1",
+    http_port: Annotated[
+        int, _option("--http-port", min=0, max=65535, help="TCP port for HTTP.")
+    ] = 8080,
+    default_region: RegionOption = None,
+    codecs: Annotated[
+        str,
+        _option(
+            "--codecs", help="Phone-side codecs in order of preference (pcmu, pcma, g722, opus)."
+        ),
+    ] = ",".join(DEFAULT_CODECS),
+    media_timeout: Annotated[
+        float,
+        _option(
+            "--media-timeout",
+            min=1.0,
+            help="Seconds without caller RTP (when not on hold) before the call is hung up.",
+        ),
+    ] = 30.0,
+    reject_unknown: Annotated[
+        str,
+        _option(
+            "--reject-unknown",
+            help="Requests from sources matching no trunk: 'drop' (no answer) or '403'.",
+        ),
+    ] = "drop",
+    auth_realm: Annotated[
+        str | None,
+        _option(
+            "--auth-realm", help="Digest authentication realm (default: the advertised address)."
+        ),
+    ] = None,
+    auth_algorithms: Annotated[
+        str,
+        _option(
+            "--auth-algorithms",
+            help="Digest algorithms to offer and accept, in order (sha-256, md5).",
+        ),
+    ] = "sha-256,md5",
+) -> None:
+    """Run the SIP server and its HTTP API."""
+    rtp_min, rtp_max = _parsed("--rtp-ports", parse_port_range, rtp_ports)
+    if public_ip is not None:
+        try:
+            ipaddress.ip_address(public_ip)
+        except ValueError:
+            _fail(f"--public-ip: {public_ip!r} is not an IP address", 2)
+    level = _choice("--log-level", log_level, LOG_LEVELS)
+    region = _parsed("--default-region", normalize_region, default_region)
+    codec_list = _parsed("--codecs", parse_codecs, codecs)
+    unknown = _choice("--reject-unknown", reject_unknown, UNKNOWN_SOURCES)
+    if auth_realm is not None and (not auth_realm.strip() or not auth_realm.isprintable()):
+        _fail("--auth-realm: must be printable, non-empty text", 2)
+    algorithms = _parsed("--auth-algorithms", parse_algorithms, auth_algorithms)
+    settings = ServeSettings(
+        sip_host=sip_host,
+        sip_port=sip_port,
+        rtp_port_min=rtp_min,
+        rtp_port_max=rtp_max,
+        public_ip=public_ip,
+        db=db,
+        agent_connect_timeout=agent_connect_timeout,
+        log_level=level,
+        default_region=region,
+        http_host=http_host,
+        http_port=http_port,
+        codecs=codec_list,
+        media_timeout=media_timeout,
+        unknown_sources="403" if unknown == "403" else "drop",
+        auth_realm=auth_realm,
+        auth_algorithms=algorithms,
+    )
+
+    async def migrate(_database: Database) -> None:
+        return None
+
+    _run(db, migrate)  # a bad database URL or schema fails here, before any socket opens
+
+    run_server(settings)
+
+
+def run_server(settings: ServeSettings) -> None:
+    """Hand over to ``sipbridge.runtime.server.run`` (imported lazily: it pulls in the
+    whole asyncio runtime, which management commands do not need)."""
+    try:
+        server = importlib.import_module(RUNTIME_SERVER)
+    except ModuleNotFoundError as exc:
+        if exc.name != RUNTIME_SERVER:
+            raise
+        _fail("the SIP runtime (sipbridge.runtime.server) is not installed", 1)
+    run: Callable[[ServeSettings], None] = server.run
+    run(settings)

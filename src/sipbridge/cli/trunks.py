@@ -1,0 +1,90 @@
+"""``sipbridge trunk ...``: SIP trunks (providers)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from sipbridge.cli._common import DEFAULT_DB, DbOption, _echo_table, _option, _run
+from sipbridge.store import service
+from sipbridge.store.records import TrunkRecord
+
+trunk_app = typer.Typer(help="Manage SIP trunks (providers).", no_args_is_help=True)
+
+
+@trunk_app.command("add")
+def trunk_add(
+    name: Annotated[str, typer.Argument(help="Trunk name, e.g. telnyx.")],
+    allow: Annotated[
+        list[str] | None,
+        _option("--allow", help="Source address or CIDR allowed to send calls (repeatable)."),
+    ] = None,
+    host: Annotated[
+        str | None, _option("--host", help="Where outbound calls and REGISTER go.")
+    ] = None,
+    username: Annotated[str | None, _option("--username", help="Digest user name.")] = None,
+    password: Annotated[
+        str | None,
+        _option("--password", help="Digest password (prefer the SIPBRIDGE_PASSWORD variable)."),
+    ] = None,
+    register: Annotated[bool, _option("--register", help="Register with the host.")] = False,
+    max_calls: Annotated[
+        int | None, _option("--max-calls", help="Concurrent call limit (at least 1).")
+    ] = None,
+    codec: Annotated[
+        list[str] | None,
+        _option(
+            "--codec",
+            help="Allowed codec, in order of preference: pcmu, pcma, g722, opus (repeatable).",
+        ),
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Add a SIP trunk (provider)."""
+    record = _run(
+        db,
+        lambda d: service.add_trunk(
+            d,
+            name,
+            allowed_cidrs=allow or (),
+            host=host,
+            username=username,
+            password=password,
+            register=register,
+            max_calls=max_calls,
+            codecs=codec or (),
+        ),
+    )
+    typer.echo(f"added trunk {record.name}")
+
+
+def _trunk_row(t: TrunkRecord) -> list[str]:
+    return [
+        t.name,
+        ",".join(t.allowed_cidrs) or "-",
+        t.host or "-",
+        t.username or "-",
+        "yes" if t.password is not None else "no",
+        "yes" if t.register else "no",
+        "-" if t.max_calls is None else str(t.max_calls),
+        ",".join(t.codecs) or "-",
+    ]
+
+
+@trunk_app.command("list")
+def trunk_list(db: DbOption = DEFAULT_DB) -> None:
+    """List trunks (passwords are never shown)."""
+    trunks = _run(db, service.list_trunks)
+    headers = ["NAME", "ALLOW", "HOST", "USERNAME", "PASSWORD", "REGISTER", "MAX CALLS"]
+    _echo_table(trunks, "no trunks", [*headers, "CODECS"], _trunk_row)
+
+
+@trunk_app.command("remove")
+def trunk_remove(
+    name: Annotated[str, typer.Argument(help="Trunk name.")],
+    db: DbOption = DEFAULT_DB,
+) -> None:
+    """Remove a trunk."""
+    _run(db, lambda d: service.remove_trunk(d, name))
+    typer.echo(f"removed trunk {name}")
