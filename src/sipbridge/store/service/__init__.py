@@ -1,0 +1,101 @@
+"""The service layer shared by the CLI and the REST API.
+
+Every function takes a :class:`~sipbridge.store.db.Database`, opens its own session and
+returns plain records from :mod:`sipbridge.store.records`. Bad input raises
+:class:`InvalidField` (a ValueError whose message starts with the field's name), unknown
+names :class:`NotFound`, taken names :class:`AlreadyExists`.
+
+One module a job: :mod:`._common` (errors, :data:`UNSET`, shared validators and by-name
+queries), :mod:`.agents`, :mod:`.numbers`, :mod:`.trunks`, :mod:`.apikeys`, :mod:`.calls`
+and :mod:`.stats`; everything public is re-exported here.
+"""
+
+from sipbridge.store.service._common import UNSET, AlreadyExists, InvalidField, NotFound, Unset
+from sipbridge.store.service.agents import (
+    AGENT_PROTOCOLS,
+    SAMPLE_RATES,
+    add_agent,
+    get_agent,
+    list_agents,
+    remove_agent,
+    update_agent,
+)
+from sipbridge.store.service.agents import MAX_AGENT_URLS as MAX_AGENT_URLS
+from sipbridge.store.service.agents import MAX_CA_BUNDLE_PATH as MAX_CA_BUNDLE_PATH
+from sipbridge.store.service.apikeys import (
+    create_api_key,
+    list_api_keys,
+    revoke_api_key,
+    verify_api_key,
+)
+from sipbridge.store.service.calls import MAX_PAGE as MAX_PAGE
+from sipbridge.store.service.calls import (
+    CallFilter,
+    call_row_values,
+    get_call,
+    iter_calls,
+    list_calls,
+    list_calls_page,
+    save_call,
+    save_call_events,
+)
+from sipbridge.store.service.numbers import (
+    NumberRoute,
+    add_number,
+    get_number,
+    list_numbers,
+    lookup_number,
+    remove_number,
+    update_number,
+)
+from sipbridge.store.service.stats import CallStats, call_stats
+from sipbridge.store.service.trunks import (
+    TRUNK_CODECS,
+    add_trunk,
+    get_trunk,
+    list_trunks,
+    remove_trunk,
+    update_trunk,
+)
+
+__all__ = [
+    "AGENT_PROTOCOLS",
+    "SAMPLE_RATES",
+    "TRUNK_CODECS",
+    "UNSET",
+    "AlreadyExists",
+    "CallFilter",
+    "CallStats",
+    "InvalidField",
+    "NotFound",
+    "NumberRoute",
+    "Unset",
+    "add_agent",
+    "add_number",
+    "add_trunk",
+    "call_row_values",
+    "call_stats",
+    "create_api_key",
+    "get_agent",
+    "get_call",
+    "get_number",
+    "get_trunk",
+    "iter_calls",
+    "list_agents",
+    "list_api_keys",
+    "list_calls",
+    "list_calls_page",
+    "list_numbers",
+    "list_trunks",
+    "lookup_number",
+    "remove_agent",
+    "remove_number",
+    "remove_trunk",
+    "revoke_api_key",
+    "save_call",
+    "save_call_events",
+    "update_agent",
+    "update_number",
+    "update_trunk",
+    "verify_api_key",
+]

@@ -1,0 +1,278 @@
+"""Call records and their event logs: writing them, and reading them back a page at a
+time."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import ColumnElement, String, literal, or_, select, tuple_
+
+from sipbridge.numbers import InvalidField, InvalidNumber, caller_location, normalize_e164
+from sipbridge.store.db import Database
+from sipbridge.store.models import Call, CallEventRow, UTCDateTime
+from sipbridge.store.records import (
+    QUALITY_FIELDS,
+    CallDetail,
+    CallEvent,
+    CallRecord,
+    CallStatus,
+    as_utc,
+)
+from sipbridge.store.service._common import NotFound
+
+__all__ = [
+    "CallFilter",
+    "call_row_values",
+    "get_call",
+    "iter_calls",
+    "list_calls",
+    "list_calls_page",
+    "save_call",
+    "save_call_events",
+]
+
+MAX_PAGE: Final = 1000
+
+
+def call_row_values(record: CallRecord) -> dict[str, Any]:
+    """The ``calls`` row for ``record`` (without ``id``), with the columns computed at write
+    time: caller country/region (when the record has none), UTC day and hour, duration and
+    time to first audio."""
+    country, region = record.caller_country, record.caller_region
+    if country is None:
+        country, region = caller_location(record.from_number)
+    received = as_utc(record.received_at)
+    return {
+        "sip_call_id": record.sip_call_id,
+        "from_number": record.from_number,
+        "to_number": record.to_number,
+        "agent_name": record.agent,
+        "received_at": received,
+        "answered_at": record.answered_at,
+        "ended_at": record.ended_at,
+        "duration_s": record.duration_s,
+        "status": CallStatus(record.status).value,
+        "reason": record.reason,
+        "sip_code": record.sip_code,
+        "codec": record.codec,
+        "hangup_by": record.hangup_by,
+        "source": record.source,
+        "trunk": record.trunk,
+        "caller_country": country,
+        "caller_region": region,
+        "first_audio_at": record.first_audio_at,
+        "received_day": received.date(),
+        "received_hour": received.hour,
+        "first_audio_ms": record.time_to_first_audio_ms,
+        **{name: getattr(record, name) for name in QUALITY_FIELDS},
+    }
+
+
+def _call_record(call: Call) -> CallRecord:
+    return CallRecord(
+        id=call.id,
+        sip_call_id=call.sip_call_id,
+        from_number=call.from_number,
+        to_number=call.to_number,
+        agent=call.agent_name,
+        received_at=call.received_at,
+        answered_at=call.answered_at,
+        ended_at=call.ended_at,
+        status=CallStatus(call.status),
+        reason=call.reason,
+        sip_code=call.sip_code,
+        codec=call.codec,
+        hangup_by=call.hangup_by,
+        source=call.source,
+        trunk=call.trunk,
+        caller_country=call.caller_country,
+        caller_region=call.caller_region,
+        first_audio_at=call.first_audio_at,
+        **{name: getattr(call, name) for name in QUALITY_FIELDS},
+    )
+
+
+async def save_call(db: Database, record: CallRecord) -> None:
+    """Insert the call, or update the row with the same id.
+
+    The caller's country and region are looked up from ``from_number`` when the record
+    has no ``caller_country``; ``record`` itself is not changed.
+    """
+    values = call_row_values(record)
+    async with db.sessionmaker() as session, session.begin():
+        call = await session.get(Call, record.id)
+        if call is None:
+            session.add(Call(id=record.id, **values))
+        else:
+            for key, value in values.items():
+                setattr(call, key, value)
+
+
+async def save_call_events(db: Database, call_id: str, events: Sequence[CallEvent]) -> None:
+    """Append ``events`` to a call's log (the call record may not be written yet)."""
+    rows: list[dict[str, Any]] = []
+    for event in events:
+        if event.call_id != call_id:
+            raise InvalidField("call_id", f"event for call {event.call_id!r}, not {call_id!r}")
+        if not isinstance(event.kind, str) or not 1 <= len(event.kind) <= 32:
+            raise InvalidField("kind", f"{event.kind!r} must be a string of 1-32 characters")
+        if not isinstance(event.data, dict):
+            raise InvalidField("data", "must be a JSON object")
+        try:
+            json.dumps(event.data)
+        except (TypeError, ValueError) as exc:
+            raise InvalidField("data", f"not JSON serializable: {exc}") from None
+        rows.append({"call_id": call_id, "at": event.at, "kind": event.kind, "data": event.data})
+    if not rows:
+        return
+    async with db.sessionmaker() as session, session.begin():
+        session.add_all(CallEventRow(**row) for row in rows)
+
+
+async def get_call(db: Database, call_id: str) -> CallDetail:
+    """One call with its events in order; NotFound when there is no such call."""
+    async with db.sessionmaker() as session:
+        call = await session.get(Call, call_id)
+        if call is None:
+            raise NotFound(f"call {call_id!r} not found")
+        rows = await session.scalars(
+            select(CallEventRow)
+            .where(CallEventRow.call_id == call_id)
+            .order_by(CallEventRow.at, CallEventRow.id)
+        )
+        events = [CallEvent(call_id=r.call_id, at=r.at, kind=r.kind, data=r.data) for r in rows]
+    return CallDetail(record=_call_record(call), events=events)
+
+
+@dataclass
+class CallFilter:
+    """Which calls to list. ``number`` matches the caller or the callee; ``since`` is
+    inclusive, ``until`` exclusive."""
+
+    number: str | None = None
+    agent: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _number_or_raw(number: str) -> str:
+    try:
+        return normalize_e164(number)
+    except InvalidNumber:
+        return number.strip()
+
+
+def _either_number(number: str) -> ColumnElement[bool]:
+    """Calls from or to ``number`` (normalized when it parses)."""
+    wanted = _number_or_raw(number)
+    return or_(Call.from_number == wanted, Call.to_number == wanted)
+
+
+def _range(since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if since is not None:
+        conditions.append(Call.received_at >= as_utc(since))
+    if until is not None:
+        conditions.append(Call.received_at < as_utc(until))
+    if since is not None and until is not None and as_utc(since) >= as_utc(until):
+        raise InvalidField("until", "must be later than since")
+    return conditions
+
+
+def _filter_conditions(flt: CallFilter) -> list[ColumnElement[bool]]:
+    conditions = _range(flt.since, flt.until)
+    if flt.number is not None:
+        conditions.append(_either_number(flt.number))
+    if flt.agent is not None:
+        conditions.append(Call.agent_name == flt.agent)
+    if flt.status is not None:
+        try:
+            status = CallStatus(flt.status)
+        except ValueError:
+            raise InvalidField(
+                "status",
+                f"{flt.status!r} is not one of {', '.join(s.value for s in CallStatus)}",
+            ) from None
+        conditions.append(Call.status == status.value)
+    if flt.reason is not None:
+        conditions.append(Call.reason == flt.reason)
+    return conditions
+
+
+def _encode_cursor(call: Call) -> str:
+    raw = json.dumps([as_utc(call.received_at).isoformat(), call.id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    bad = InvalidField("cursor", "not a cursor returned by a previous page")
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        received, call_id = json.loads(raw)
+        if not isinstance(received, str) or not isinstance(call_id, str):
+            raise bad
+        return as_utc(datetime.fromisoformat(received)), call_id
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+        raise bad from None
+
+
+async def list_calls_page(
+    db: Database, filter: CallFilter, limit: int = 50, cursor: str | None = None
+) -> tuple[list[CallRecord], str | None]:
+    """One page of calls, newest first (received_at, then id, descending).
+
+    Returns the calls and the cursor of the next page (None on the last page). Keyset
+    pagination: a page costs the same however deep it is.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidField("limit", f"must be between 1 and {MAX_PAGE}, not {limit!r}")
+    conditions = _filter_conditions(filter)
+    if cursor is not None:
+        received, call_id = _decode_cursor(cursor)
+        conditions.append(
+            tuple_(Call.received_at, Call.id)
+            < tuple_(literal(received, UTCDateTime()), literal(call_id, String()))
+        )
+    query = (
+        select(Call)
+        .where(*conditions)
+        .order_by(Call.received_at.desc(), Call.id.desc())
+        .limit(limit + 1)
+    )
+    async with db.sessionmaker() as session:
+        calls = list(await session.scalars(query))
+    next_cursor = _encode_cursor(calls[limit - 1]) if len(calls) > limit else None
+    return [_call_record(call) for call in calls[:limit]], next_cursor
+
+
+async def iter_calls(
+    db: Database, filter: CallFilter, page_size: int = 500
+) -> AsyncIterator[CallRecord]:
+    """Every call matching ``filter``, newest first, read a page at a time (CSV export)."""
+    cursor: str | None = None
+    while True:
+        page, cursor = await list_calls_page(db, filter, limit=page_size, cursor=cursor)
+        for record in page:
+            yield record
+        if cursor is None:
+            return
+
+
+async def list_calls(db: Database, number: str | None = None, limit: int = 50) -> list[CallRecord]:
+    """Most recent calls first; ``number`` (normalized when it parses) matches from or to."""
+    if limit < 1:
+        raise InvalidField("limit", f"must be at least 1, not {limit}")
+    query = select(Call).order_by(Call.received_at.desc(), Call.id.desc()).limit(limit)
+    if number is not None:
+        query = query.where(_either_number(number))
+    async with db.sessionmaker() as session:
+        calls = await session.scalars(query)
+        return [_call_record(call) for call in calls]
