@@ -170,3 +170,12 @@ def test_access_settings() -> None:
         ServeSettings(auth_realm="a\nb")
     with pytest.raises(ValueError, match="unknown digest algorithm"):
         ServeSettings(auth_algorithms=("SHA-512",))
+
+
+def test_call_limits_are_validated() -> None:
+    assert ServeSettings().max_calls == 1000
+    assert ServeSettings().max_call_duration == 4 * 3600.0
+    with pytest.raises(ValueError, match="max_calls"):
+        ServeSettings(max_calls=0)
+    with pytest.raises(ValueError, match="max_call_duration"):
+        ServeSettings(max_call_duration=0)

@@ -118,6 +118,8 @@ class ServeSettings:
     # Our codec preference, best first; the seed advises providers to prefer G.711.
     codecs: tuple[str, ...] = DEFAULT_CODECS
     media_timeout: float = 30.0  # seconds without caller RTP (not on hold) before hanging up
+    max_calls: int = 1000  # concurrent calls of the whole server; beyond it INVITEs get 503
+    max_call_duration: float = 4 * 3600.0  # seconds an answered call may last
     # Requests from no configured trunk: "drop" (no answer: scanners learn nothing) or
     # "403" (answered 403 Forbidden). See docs/security.md.
     unknown_sources: Literal["drop", "403"] = "drop"
@@ -135,6 +137,10 @@ class ServeSettings:
             raise ValueError("agent_connect_timeout must be positive")
         if self.media_timeout <= 0:
             raise ValueError("media_timeout must be positive")
+        if self.max_calls < 1:
+            raise ValueError("max_calls must be at least 1")
+        if self.max_call_duration <= 0:
+            raise ValueError("max_call_duration must be positive")
         object.__setattr__(self, "codecs", parse_codecs(",".join(self.codecs)))
         if self.unknown_sources not in UNKNOWN_SOURCES:
             raise ValueError(

@@ -151,3 +151,48 @@ async def test_full_rtp_range_answers_503(tmp_path: Path) -> None:
     finally:
         blocker.close()
         await server.stop()
+
+
+async def test_global_call_limit_and_maximum_call_duration(tmp_path: Path) -> None:
+    low = random.randrange(40000, 59000, 2)
+    settings = ServeSettings(
+        sip_host="127.0.0.1",
+        sip_port=0,
+        http_port=0,
+        rtp_port_min=low,
+        rtp_port_max=low + 20,
+        db=f"sqlite:///{tmp_path / 'limits.db'}",
+        max_calls=1,
+        max_call_duration=2.0,
+    )
+    server = SipBridgeServer(settings)
+    await server.start()
+    try:
+        async with EchoAgent() as agent:
+            await route_to(server, agent.url)
+            first = UdpClient(server.sip_address)
+            second = UdpClient(server.sip_address)
+            loop = asyncio.get_running_loop()
+            try:
+                first.send(first.invite("z9hG4bK-lim1", "limit-1", 4040))
+                ok = await first.final()
+                assert ok.status == 200 and ok.to.tag
+                first.send(first.in_dialog("ACK", 1, "limit-1", ok.to.tag))
+                answered = loop.time()
+                second.send(second.invite("z9hG4bK-lim2", "limit-2", 4042))
+                busy = await second.final()
+                assert busy.status == 503
+                assert busy.headers.get("Retry-After")
+                assert busy.headers.get("Reason") == 'SIP ;cause=503 ;text="server_busy"'
+                bye = await answer_bye(first, timeout=6)  # the call hits its maximum length
+                assert 1.9 <= loop.time() - answered <= 4.5
+                assert bye.method == "BYE"
+            finally:
+                first.close()
+                second.close()
+        found = await records(server, 2)
+    finally:
+        await server.stop()
+    by_id = {r.sip_call_id: r for r in found}
+    assert (by_id["limit-2"].reason, by_id["limit-2"].sip_code) == ("server_busy", 503)
+    assert (by_id["limit-1"].reason, by_id["limit-1"].hangup_by) == ("max_duration", "server")

@@ -94,6 +94,22 @@ def serve(
             help="Seconds without caller RTP (when not on hold) before the call is hung up.",
         ),
     ] = 30.0,
+    max_calls: Annotated[
+        int,
+        _option(
+            "--max-calls",
+            min=1,
+            help="Concurrent calls of the whole server; beyond it new calls get 503.",
+        ),
+    ] = 1000,
+    max_call_duration: Annotated[
+        float,
+        _option(
+            "--max-call-duration",
+            min=1.0,
+            help="Seconds an answered call may last before sipbridge hangs it up.",
+        ),
+    ] = 4 * 3600.0,
     reject_unknown: Annotated[
         str,
         _option(
@@ -143,6 +159,8 @@ def serve(
         http_port=http_port,
         codecs=codec_list,
         media_timeout=media_timeout,
+        max_calls=max_calls,
+        max_call_duration=max_call_duration,
         unknown_sources="403" if unknown == "403" else "drop",
         auth_realm=auth_realm,
         auth_algorithms=algorithms,

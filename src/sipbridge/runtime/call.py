@@ -66,6 +66,7 @@ class EndCause(enum.Enum):
     TRANSFERRED = "transferred"
     ACK_TIMEOUT = "ack_timeout"
     MEDIA_TIMEOUT = "media_timeout"
+    MAX_DURATION = "max_duration"
     SERVER_SHUTDOWN = "server_shutdown"
 
 
@@ -399,17 +400,25 @@ class Call:
         return True
 
     async def _watch_media(self) -> None:
-        """Hang up when the caller's RTP stops for ``media_timeout`` while not on hold."""
+        """Hang up when the caller's RTP stops for ``media_timeout`` while not on hold, or
+        when the call has lasted ``max_call_duration``."""
         timeout = self.server.settings.media_timeout
+        limit = self.server.settings.max_call_duration
         loop = self.server.loop
+        answered = self._answered_at if self._answered_at is not None else loop.time()
         while not self._ended.done():
             await asyncio.sleep(MEDIA_WATCH_SECONDS)
+            now = loop.time()
+            if now - answered >= limit:
+                self._event("max_duration", limit_s=limit)
+                self._finish(EndCause.MAX_DURATION)
+                return
             media = self.media
             if media is None or self._on_hold:
                 continue
             last = max(media.last_packet_at or 0.0, self._media_since)
-            if loop.time() - last >= timeout:
-                self._event("media_timeout", silent_s=round(loop.time() - last, 1))
+            if now - last >= timeout:
+                self._event("media_timeout", silent_s=round(now - last, 1))
                 self._finish(EndCause.MEDIA_TIMEOUT)
 
     async def _play_out(self) -> None:

@@ -43,6 +43,7 @@ from sipbridge.sip.ua import (
     ByeReceived,
     CallCancelled,
     CallConfirmed,
+    InboundCall,
     IncomingCall,
     InfoReceived,
     NotifyReceived,
@@ -307,19 +308,11 @@ class SipBridgeServer:
             if self.draining:
                 self.ua.reject(event.call, 503, self.loop.time(), headers=[("Retry-After", "30")])
                 return
+            if len(self.calls) >= self.settings.max_calls:
+                self._refuse_busy(event.call, "server_busy")
+                return
             if self._trunk_full(event.call.trunk):
-                self.ua.reject(
-                    event.call,
-                    503,
-                    self.loop.time(),
-                    headers=[
-                        ("Retry-After", str(TRUNK_BUSY_RETRY_AFTER)),
-                        ("Reason", 'SIP ;cause=503 ;text="trunk_busy"'),
-                    ],
-                )
-                self._record_rejected_invite(
-                    event.call.invite, event.call.source, 503, "trunk_busy", event.call.trunk
-                )
+                self._refuse_busy(event.call, "trunk_busy")
                 return
             call = Call(self, event.call)
             self.calls[event.call.id] = call
@@ -379,6 +372,19 @@ class SipBridgeServer:
             return False
         active = sum(1 for call in self.calls.values() if call.sip.trunk == trunk)
         return active >= record.max_calls
+
+    def _refuse_busy(self, call: InboundCall, reason: str) -> None:
+        """503 with Retry-After and a Reason header (RFC 3326), and a call record."""
+        self.ua.reject(
+            call,
+            503,
+            self.loop.time(),
+            headers=[
+                ("Retry-After", str(TRUNK_BUSY_RETRY_AFTER)),
+                ("Reason", f'SIP ;cause=503 ;text="{reason}"'),
+            ],
+        )
+        self._record_rejected_invite(call.invite, call.source, 503, reason, call.trunk)
 
     def _record_rejected_invite(
         self,
