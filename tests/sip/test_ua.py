@@ -686,3 +686,20 @@ class TestAccess:
         ua.receive_datagram(in_dialog("BYE", 2, call.local_tag, "z9hG4bK-bye"), STRANGER, 1.0)
         assert [type(e) for e in ua.events()] == [ByeReceived]
         assert statuses(ua) == [200]
+
+
+@pytest.mark.parametrize(
+    "contact",
+    [
+        '"Caller" <ip:caller@[2001:db8::9:1]>',
+        "<tel:+15551230000>",
+        "*",
+        "<sip:a@example.com>, <sip:b@example.com>",
+    ],
+)
+def test_invite_whose_contact_we_cannot_send_to_gets_400(contact: str) -> None:
+    ua = make_ua()
+    data = invite().replace(b"Contact: <sip:alice@127.0.0.1:5070>", f"Contact: {contact}".encode())
+    ua.receive_datagram(data, PEER, 0.0)
+    assert statuses(ua) == [400]
+    assert not any(isinstance(e, IncomingCall) for e in ua.events())

@@ -747,15 +747,17 @@ def _key_fields(request: Request, method: str) -> tuple[str, str, str]:
 
 
 def _dialog_headers_ok(request: Request) -> bool:
-    """Record-Route entries and the Contact parse as name-addrs; Contact is one URI, not *."""
+    """Record-Route entries and the Contact parse as name-addrs with SIP or SIPS URIs
+    (RFC 3261 §8.1.1.8: we send requests there); Contact is one URI, not *."""
     try:
-        for value in request.headers.get_all("Record-Route"):
-            NameAddr.parse(value)
+        values = list(request.headers.get_all("Record-Route"))
         contacts = request.headers.get_all("Contact")
         if len(contacts) > 1 or (contacts and contacts[0].strip() == "*"):
             return False
-        if contacts:
-            NameAddr.parse(contacts[0])
+        values.extend(contacts)
+        for value in values:
+            if NameAddr.parse(value).uri.scheme.lower() not in ("sip", "sips"):
+                return False
     except SipParseError:
         return False
     return True
