@@ -703,3 +703,10 @@ def test_invite_whose_contact_we_cannot_send_to_gets_400(contact: str) -> None:
     ua.receive_datagram(data, PEER, 0.0)
     assert statuses(ua) == [400]
     assert not any(isinstance(e, IncomingCall) for e in ua.events())
+
+
+def test_invite_without_contact_gets_400() -> None:
+    ua = make_ua()
+    data = invite().replace(b"Contact: <sip:alice@127.0.0.1:5070>\r\n", b"")
+    ua.receive_datagram(data, PEER, 0.0)
+    assert statuses(ua) == [400]

@@ -747,12 +747,13 @@ def _key_fields(request: Request, method: str) -> tuple[str, str, str]:
 
 
 def _dialog_headers_ok(request: Request) -> bool:
-    """Record-Route entries and the Contact parse as name-addrs with SIP or SIPS URIs
-    (RFC 3261 §8.1.1.8: we send requests there); Contact is one URI, not *."""
+    """Record-Route entries and the Contact parse as name-addrs with SIP or SIPS URIs;
+    an INVITE carries exactly one Contact, not * (RFC 3261 §8.1.1.8): our in-dialog
+    requests (BYE, REFER) are sent there."""
     try:
         values = list(request.headers.get_all("Record-Route"))
         contacts = request.headers.get_all("Contact")
-        if len(contacts) > 1 or (contacts and contacts[0].strip() == "*"):
+        if len(contacts) != 1 or contacts[0].strip() == "*":
             return False
         values.extend(contacts)
         for value in values:
