@@ -7,7 +7,6 @@ import collections
 import itertools
 import json
 import os
-import random
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from sipbridge.codecs import get_codec
-from sipbridge.config import ServeSettings
 from sipbridge.rtp.packet import parse_rtp_header
 from sipbridge.rtp.rtcp import SenderReport, SourceDescription, parse_compound
 from sipbridge.runtime.server import SipBridgeServer
@@ -25,6 +23,7 @@ from sipbridge.store import service
 from sipbridge.store.records import CallRecord, CallStatus
 from tests.support.agents import EchoAgent, SilentTcpServer
 from tests.support.pcap import udp_payloads
+from tests.support.settings import loopback_settings
 from tests.support.sipp import (
     SIPP_SHARE,
     cancel_scenario,
@@ -40,17 +39,7 @@ SERVICE = "12025550101"  # dialed without '+', as many trunks send it
 
 @pytest.fixture
 async def bridge(tmp_path: Path) -> AsyncIterator[SipBridgeServer]:
-    low = random.randrange(40000, 59000, 2)
-    settings = ServeSettings(
-        sip_host="127.0.0.1",
-        sip_port=0,
-        http_port=0,
-        rtp_port_min=low,
-        rtp_port_max=low + 100,
-        db=f"sqlite:///{tmp_path / 'calls.db'}",
-        agent_connect_timeout=2.0,
-    )
-    server = SipBridgeServer(settings)
+    server = SipBridgeServer(loopback_settings(tmp_path / "calls.db", agent_connect_timeout=2.0))
     await server.start()
     try:
         yield server

@@ -12,12 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from sipbridge.config import ServeSettings
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.message import Response, parse_message
 from sipbridge.store import service
 from tests.runtime.test_call import UdpClient, answer_bye, records, route_to
 from tests.support.agents import EchoAgent
+from tests.support.settings import loopback_settings
 from tests.support.sipp import free_udp_port
 
 
@@ -82,15 +82,7 @@ def test_serve_subprocess_answers_options_and_stops_on_sigterm(tmp_path: Path) -
 
 
 async def test_shutdown_hangs_up_active_calls_with_bye(tmp_path: Path) -> None:
-    low = random.randrange(40000, 59000, 2)
-    settings = ServeSettings(
-        sip_host="127.0.0.1",
-        sip_port=0,
-        http_port=0,
-        rtp_port_min=low,
-        rtp_port_max=low + 10,
-        db=f"sqlite:///{tmp_path / 'shutdown.db'}",
-    )
+    settings = loopback_settings(tmp_path / "shutdown.db", rtp_ports=10)
     server = SipBridgeServer(settings)
     await server.start()
     async with EchoAgent() as agent:
@@ -125,14 +117,7 @@ async def test_full_rtp_range_answers_503(tmp_path: Path) -> None:
     taken = free_udp_port()  # the only even port of the range, held by someone else
     blocker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     blocker.bind(("127.0.0.1", taken))
-    settings = ServeSettings(
-        sip_host="127.0.0.1",
-        sip_port=0,
-        http_port=0,
-        rtp_port_min=taken,
-        rtp_port_max=taken + 1,
-        db=f"sqlite:///{tmp_path / 'full.db'}",
-    )
+    settings = loopback_settings(tmp_path / "full.db", rtp_low=taken, rtp_ports=1)
     server = SipBridgeServer(settings)
     await server.start()
     try:
@@ -154,16 +139,8 @@ async def test_full_rtp_range_answers_503(tmp_path: Path) -> None:
 
 
 async def test_global_call_limit_and_maximum_call_duration(tmp_path: Path) -> None:
-    low = random.randrange(40000, 59000, 2)
-    settings = ServeSettings(
-        sip_host="127.0.0.1",
-        sip_port=0,
-        http_port=0,
-        rtp_port_min=low,
-        rtp_port_max=low + 20,
-        db=f"sqlite:///{tmp_path / 'limits.db'}",
-        max_calls=1,
-        max_call_duration=2.0,
+    settings = loopback_settings(
+        tmp_path / "limits.db", rtp_ports=20, max_calls=1, max_call_duration=2.0
     )
     server = SipBridgeServer(settings)
     await server.start()
