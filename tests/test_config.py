@@ -179,3 +179,25 @@ def test_call_limits_are_validated() -> None:
         ServeSettings(max_calls=0)
     with pytest.raises(ValueError, match="max_call_duration"):
         ServeSettings(max_call_duration=0)
+
+
+def test_transport_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("cert")
+    key.write_text("key")
+    settings = ServeSettings(tls_cert=str(cert), tls_key=str(key))
+    assert (settings.tcp, settings.tls_port, settings.max_connections_per_source) == (
+        True,
+        5061,
+        32,
+    )
+    with pytest.raises(ValueError, match="together"):
+        ServeSettings(tls_cert=str(cert))
+    with pytest.raises(ValueError, match="together"):
+        ServeSettings(tls_key=str(key))
+    with pytest.raises(ValueError, match=r"tls_key .* cannot be read"):
+        ServeSettings(tls_cert=str(cert), tls_key=str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match="tls_port"):
+        ServeSettings(tls_port=70000)
+    with pytest.raises(ValueError, match="max_connections_per_source"):
+        ServeSettings(max_connections_per_source=0)

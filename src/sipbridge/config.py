@@ -8,7 +8,14 @@ import socket
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["UNKNOWN_SOURCES", "ServeSettings", "local_ipv4", "parse_port_range"]
+__all__ = [
+    "DEFAULT_SCANNER_USER_AGENTS",
+    "SRTP_MODES",
+    "UNKNOWN_SOURCES",
+    "ServeSettings",
+    "local_ipv4",
+    "parse_port_range",
+]
 
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
@@ -76,6 +83,23 @@ def parse_port_range(text: str) -> tuple[int, int]:
 
 
 DEFAULT_CODECS: tuple[str, ...] = ("pcmu", "pcma", "g722", "opus")
+# User-Agent substrings (lower case) of SIP scanners and toll-fraud tools: a request
+# carrying one bans its source at once.
+DEFAULT_SCANNER_USER_AGENTS: tuple[str, ...] = (
+    "friendly-scanner",
+    "sipvicious",
+    "sipcli",
+    "sip-scan",
+    "sipscan",
+    "iwar",
+    "sundayddr",
+    "pplsip",
+    "vaxsipuseragent",
+    "vaxipuseragent",
+    "smap",
+    "eyebeam-scanner",
+)
+SRTP_MODES: tuple[str, ...] = ("off", "optional", "required")
 # What requests from sources matching no trunk get: nothing at all, or 403 Forbidden.
 UNKNOWN_SOURCES: tuple[str, ...] = ("drop", "403")
 
@@ -126,8 +150,28 @@ class ServeSettings:
     auth_realm: str | None = None  # digest realm; None: the advertised address
     # Digest algorithms offered (one challenge each, in this order) and accepted.
     auth_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    # SRTP (RFC 4568 SDES) for calls that come from no trunk; a trunk's own ``srtp``
+    # setting wins. "off", "optional" (SRTP when offered) or "required".
+    srtp: Literal["off", "optional", "required"] = "optional"
+    # Flood and scanner defence (docs/security.md). A banned source's datagrams are
+    # dropped before parsing for ``ban_time`` seconds.
+    ban_time: float = 3600.0
+    flood_rate: float = 50.0  # sustained SIP messages per second from one source
+    flood_burst: int = 100  # messages one source may send at once above the rate
+    auth_failure_limit: int = 5  # failed digest attempts per source and minute
+    unknown_number_limit: int = 10  # INVITEs to unknown numbers per source and minute
+    max_transactions_per_source: int = 64  # concurrent server transactions per source
+    scanner_user_agents: tuple[str, ...] = DEFAULT_SCANNER_USER_AGENTS
+    # SIP over TCP on the SIP port's number, and over TLS on ``tls_port`` when a
+    # certificate chain and its key are given (RFC 3261 §18, docs/security.md).
+    tcp: bool = True
+    tls_port: int = 5061
+    tls_cert: str | None = None  # PEM certificate chain file
+    tls_key: str | None = None  # PEM private key file
+    max_connections_per_source: int = 32  # TCP/TLS connections from one address
 
     def __post_init__(self) -> None:
+        self._check_transports()
         if not 0 <= self.sip_port <= 65535:
             raise ValueError(f"sip_port {self.sip_port} is outside 0-65535")
         if not 0 <= self.http_port <= 65535:
@@ -147,6 +191,20 @@ class ServeSettings:
                 f"unknown_sources {self.unknown_sources!r} is not one of "
                 + ", ".join(UNKNOWN_SOURCES)
             )
+        if self.srtp not in SRTP_MODES:
+            raise ValueError(f"srtp {self.srtp!r} is not one of " + ", ".join(SRTP_MODES))
+        if self.ban_time <= 0:
+            raise ValueError("ban_time must be positive")
+        if self.flood_rate <= 0 or self.flood_burst < 1:
+            raise ValueError("flood_rate must be positive and flood_burst at least 1")
+        for name in ("auth_failure_limit", "unknown_number_limit", "max_transactions_per_source"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        object.__setattr__(
+            self,
+            "scanner_user_agents",
+            tuple(a.strip().lower() for a in self.scanner_user_agents if a.strip()),
+        )
         from sipbridge.sip.auth import parse_algorithms
 
         object.__setattr__(
@@ -156,6 +214,23 @@ class ServeSettings:
             not self.auth_realm.strip() or not self.auth_realm.isprintable()
         ):
             raise ValueError("auth_realm must be printable text")
+
+    def _check_transports(self) -> None:
+        if not 0 <= self.tls_port <= 65535:
+            raise ValueError(f"tls_port {self.tls_port} is outside 0-65535")
+        if self.max_connections_per_source < 1:
+            raise ValueError("max_connections_per_source must be at least 1")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is None:
+                continue
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"{name} {path!r} cannot be read: {exc.strerror}") from exc
 
     @property
     def realm(self) -> str:

@@ -5,61 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from sipbridge.config import ServeSettings
 from sipbridge.runtime import server as server_module
-from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.auth import digest_response
 from sipbridge.sip.message import Response
 from sipbridge.store import service
 from sipbridge.store.records import CallStatus
+from tests.runtime.conftest import BridgeFactory
 from tests.runtime.test_call import NUMBER, SERVICE, UdpClient, records, route_to, sipp_ok
 from tests.support.agents import EchoAgent
 from tests.support.sipp import SIPP, run_sipp
 
 CARRIER_IP = "127.0.0.2"  # a trunk's signalling address
 STRANGER_IP = "127.0.0.3"  # anyone else
-
-BridgeFactory = Callable[..., Awaitable[SipBridgeServer]]
-
-
-@pytest.fixture
-async def make_bridge(tmp_path: Path) -> AsyncIterator[BridgeFactory]:
-    started: list[SipBridgeServer] = []
-
-    async def make(**overrides: Any) -> SipBridgeServer:
-        low = random.randrange(40000, 59000, 2)
-        settings = ServeSettings(
-            **{
-                "sip_host": "127.0.0.1",
-                "sip_port": 0,
-                "http_port": 0,
-                "rtp_port_min": low,
-                "rtp_port_max": low + 100,
-                "db": f"sqlite:///{tmp_path / 'calls.db'}",
-                "agent_connect_timeout": 2.0,
-                "auth_realm": "sipbridge.test",
-                **overrides,
-            }
-        )
-        server = SipBridgeServer(settings)
-        await server.start()
-        started.append(server)
-        return server
-
-    try:
-        yield make
-    finally:
-        for server in started:
-            await server.stop()
 
 
 class Client(UdpClient):
@@ -109,6 +72,7 @@ def with_authorization(
     algorithm: str = "SHA-256",
     branch: str,
     cseq: int = 2,
+    uri: str = f"sip:{NUMBER}@127.0.0.1",
 ) -> bytes:
     """The INVITE again, answering the challenge for ``algorithm`` (a new branch and
     CSeq, RFC 3261 §22.2)."""
@@ -118,7 +82,6 @@ def with_authorization(
     realm = re.search(r'realm="([^"]*)"', value)
     nonce = re.search(r'nonce="([^"]*)"', value)
     assert realm and nonce
-    uri = f"sip:{NUMBER}@127.0.0.1"
     response = digest_response(
         algorithm=algorithm,
         username=username,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import random
 import signal
@@ -11,11 +13,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
+import pytest
+
+from sipbridge.runtime import server as server_module
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.message import Response, parse_message
 from sipbridge.store import service
-from tests.runtime.test_call import UdpClient, answer_bye, records, route_to
+from sipbridge.store.records import BanRecord, CallStatus
+from tests.runtime.conftest import BridgeFactory
+from tests.runtime.test_call import NUMBER, UdpClient, answer_bye, records, route_to
+from tests.runtime.test_call_access import (
+    CARRIER_IP,
+    STRANGER_IP,
+    Client,
+    hang_up,
+    with_authorization,
+)
+from tests.runtime.test_call_access import options as options_from
 from tests.support.agents import EchoAgent
 from tests.support.settings import loopback_settings
 from tests.support.sipp import free_udp_port
@@ -173,3 +190,192 @@ async def test_global_call_limit_and_maximum_call_duration(tmp_path: Path) -> No
     by_id = {r.sip_call_id: r for r in found}
     assert (by_id["limit-2"].reason, by_id["limit-2"].sip_code) == ("server_busy", 503)
     assert (by_id["limit-1"].reason, by_id["limit-1"].hangup_by) == ("max_duration", "server")
+
+
+# ---------------------------------------------------------------- flood and scanner defence
+# 127.0.0.2 is a trunk's network (trusted), 127.0.0.3 a stranger on the internet.
+
+
+async def _bans_stored(bridge: SipBridgeServer, count: int) -> list[BanRecord]:
+    for _ in range(100):
+        found = await service.list_bans(bridge.db)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"expected {count} stored bans, found {found}")
+
+
+async def _metric(bridge: SipBridgeServer, line_start: str) -> float:
+    async with httpx.AsyncClient(base_url="http://{}:{}".format(*bridge.http_address)) as http:
+        text = (await http.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{line_start} not in /metrics")
+
+
+async def _count_answers(client: Client, wait: float = 0.5) -> int:
+    answers = 0
+    while True:
+        try:
+            await client.recv(wait)
+        except TimeoutError:
+            return answers
+        answers += 1
+
+
+async def test_flooding_stranger_is_banned_before_parsing_and_carrier_only_throttled(
+    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    bridge = await make_bridge(unknown_sources="403", flood_rate=5.0, flood_burst=10)
+    await service.add_trunk(bridge.db, "carrier", allowed_cidrs=[f"{CARRIER_IP}/32"])
+    await bridge.reload_trunks()
+    parsed: list[str] = []
+    real_receive = bridge.ua.receive_datagram
+
+    def counting_receive(data: bytes, source: Any, now: float) -> None:
+        parsed.append(source[0])
+        real_receive(data, source, now)
+
+    bridge.ua.receive_datagram = counting_receive  # type: ignore[method-assign]
+    stranger = Client(bridge.sip_address, STRANGER_IP)
+    carrier = Client(bridge.sip_address, CARRIER_IP)
+    try:
+        with caplog.at_level(logging.WARNING, logger="sipbridge.server"):
+            for n in range(40):
+                stranger.send(options_from(stranger, f"s-{n}"))
+            answered = await _count_answers(stranger)
+        # The burst was answered (403: not a trunk), the rest dropped unparsed.
+        assert answered == 10 and parsed.count(STRANGER_IP) == 10
+        assert bridge.guard.is_banned(STRANGER_IP, bridge.loop.time())
+        [ban] = await _bans_stored(bridge, 1)
+        assert (ban.address, ban.reason) == (STRANGER_IP, "flood")
+        assert ban.expires_at is not None
+        assert any(
+            f"event=source_banned source={STRANGER_IP} reason=flood" in r.getMessage()
+            for r in caplog.records
+        )
+        # Still banned a while later, whatever it sends.
+        stranger.send(options_from(stranger, "s-later"))
+        assert await stranger.silent()
+        # The carrier floods too: its excess is dropped, it is never banned.
+        for n in range(40):
+            carrier.send(options_from(carrier, f"c-{n}"))
+        assert await _count_answers(carrier) == 10
+        assert not bridge.guard.is_banned(CARRIER_IP, bridge.loop.time())
+        await asyncio.sleep(0.5)  # 2.5 tokens back at 5/s
+        carrier.send(options_from(carrier, "c-after"))
+        assert (await carrier.final()).status == 200
+    finally:
+        stranger.close()
+        carrier.close()
+    assert await _metric(bridge, "sipbridge_sip_banned_requests_total") == 31
+    assert await _metric(bridge, "sipbridge_sip_throttled_requests_total") == 30
+    assert await _metric(bridge, 'sipbridge_bans_total{reason="flood"}') == 1
+    assert await _metric(bridge, "sipbridge_bans_active") == 1
+
+
+async def test_bans_from_the_api_and_the_store_reach_the_running_server(
+    make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server_module, "TRUNK_REFRESH", 0.1)
+    bridge = await make_bridge(unknown_sources="403")
+    await service.add_trunk(bridge.db, "carrier", allowed_cidrs=[f"{CARRIER_IP}/32"])
+    _, key = await service.create_api_key(bridge.db, "ops")
+    carrier = Client(bridge.sip_address, CARRIER_IP)
+    base = "http://{}:{}".format(*bridge.http_address)
+    try:
+        async with httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {key}"}
+        ) as http:
+            # A manual ban holds even for a trunk's own address, at once.
+            created = await http.post("/api/bans", json={"address": "127.0.0.0/30"})
+            assert created.status_code == 201
+            carrier.send(options_from(carrier, "p-1"))
+            assert await carrier.silent()
+            lifted = await http.delete("/api/bans/127.0.0.0/30")
+            assert lifted.status_code == 204
+            carrier.send(options_from(carrier, "p-2"))
+            assert (await carrier.final()).status == 200
+        # A ban written by another instance (or the CLI) arrives with the refresh.
+        await service.add_ban(bridge.db, CARRIER_IP, duration=60)
+        await asyncio.sleep(0.4)
+        carrier.send(options_from(carrier, "p-3"))
+        assert await carrier.silent()
+        await service.remove_ban(bridge.db, CARRIER_IP)
+        await asyncio.sleep(0.4)
+        carrier.send(options_from(carrier, "p-4"))
+        assert (await carrier.final()).status == 200
+    finally:
+        carrier.close()
+
+
+async def test_calls_to_unknown_numbers_in_a_burst_ban_an_authenticated_source(
+    make_bridge: BridgeFactory,
+) -> None:
+    bridge = await make_bridge(unknown_number_limit=3)
+    await service.add_trunk(bridge.db, "acme", username="acme", password="s3cret")
+    await bridge.reload_trunks()
+    client = Client(bridge.sip_address, STRANGER_IP)
+    try:
+        for n in range(3):
+            invite = client.invite(f"z9hG4bK-u{n}", f"u-{n}", 4000).replace(
+                NUMBER.encode(), b"+12025550177"
+            )
+            client.send(invite)
+            challenge = await client.final()
+            assert challenge.status == 401
+            client.ack(invite, challenge)
+            retry = with_authorization(
+                invite,
+                challenge,
+                username="acme",
+                password="s3cret",
+                branch=f"z9hG4bK-ua{n}",
+                uri="sip:+12025550177@127.0.0.1",
+            )
+            client.send(retry)
+            not_found = await client.final()
+            assert not_found.status == 404, not_found.status
+            client.ack(retry, not_found)
+        await records(bridge, 3)
+        [ban] = await _bans_stored(bridge, 1)
+        assert (ban.address, ban.reason) == (STRANGER_IP, "unknown_numbers")
+        client.send(client.invite("z9hG4bK-u9", "u-9", 4000))
+        answers: list[Response] = []
+        with contextlib.suppress(TimeoutError):
+            while True:  # (a 404 retransmitted before the ban may still come)
+                answers.append(await client.recv(1.0))
+        assert [a for a in answers if a.call_id == "u-9"] == []
+    finally:
+        client.close()
+
+
+async def test_trunk_allowed_numbers(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge()
+    await service.add_trunk(
+        bridge.db, "carrier", allowed_cidrs=[f"{CARRIER_IP}/32"], allowed_numbers=[NUMBER]
+    )
+    await service.add_trunk(
+        bridge.db, "other", allowed_cidrs=["127.0.0.4/32"], allowed_numbers=["+12025550199"]
+    )
+    await bridge.reload_trunks()
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        carrier = Client(bridge.sip_address, CARRIER_IP)
+        other = Client(bridge.sip_address, "127.0.0.4")
+        try:
+            other.send(other.invite("z9hG4bK-o1", "o-1", 4000))
+            refused = await other.final()
+            assert refused.status == 404
+            assert "number_not_allowed" in (refused.headers.get("Reason") or "")
+            carrier.send(carrier.invite("z9hG4bK-c1", "c-1", 4002))
+            await hang_up(carrier, "c-1", await carrier.final())
+        finally:
+            carrier.close()
+            other.close()
+    found = {r.trunk: r for r in await records(bridge, 2)}
+    assert found["other"].reason == "number_not_allowed" and found["other"].sip_code == 404
+    assert found["other"].to_number == NUMBER
+    assert found["carrier"].status is CallStatus.ANSWERED
+    assert agent.calls and len(agent.calls) == 1  # the refused call never reached the agent

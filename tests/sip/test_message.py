@@ -689,3 +689,22 @@ def test_build_error_response_needs_only_via(missing: str) -> None:
         assert missing not in response.headers
         assert response.headers.get_lines("Via") == request.headers.get_lines("Via")
     assert build_error_response(request.headers, 400) is not None
+
+
+def test_header_line_limit() -> None:
+    from sipbridge.sip.message import MAX_HEADER_LINES
+
+    head = (
+        "OPTIONS sip:x@127.0.0.1 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-h\r\n"
+        "From: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:x@127.0.0.1>\r\n"
+        "Call-ID: h\r\nCSeq: 1 OPTIONS\r\n"
+    )
+    at_limit = head + "X-Pad: 1\r\n" * (MAX_HEADER_LINES - 6) + "Content-Length: 0\r\n\r\n"
+    assert parse_message(at_limit.encode()).method == "OPTIONS"  # type: ignore[union-attr]
+    over = head + "X-Pad: 1\r\n" * (MAX_HEADER_LINES - 5) + "Content-Length: 0\r\n\r\n"
+    with pytest.raises(SipParseError) as caught:
+        parse_message(over.encode())
+    assert caught.value.status_hint == 400 and "header lines" in caught.value.reason
+    # Enough parsed to answer the 400 (RFC 3261 §21.4.1).
+    assert caught.value.headers is not None and caught.value.headers.get("Call-ID") == "h"

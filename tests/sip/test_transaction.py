@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from sipbridge.sip.framing import StreamAddress, Transport
 from sipbridge.sip.message import Request, Response, make_response, parse_message
 from sipbridge.sip.transaction import (
     T1,
@@ -236,3 +237,30 @@ class TestNonInviteClient:
         tx.on_timer(0.6 + TIMER_K)
         assert tx.state is NonInviteClientState.TERMINATED
         assert tx.outcome is TransactionOutcome.NORMAL
+
+
+class TestReliableTransport:
+    """RFC 3261 §17.1.2.2, §17.2.1: no Timer E / Timer G on TCP and TLS; the 2xx is
+    still retransmitted until its ACK (§13.3.1.4, every transport)."""
+
+    STREAM = StreamAddress("127.0.0.1", 5070, Transport.TCP)
+
+    def test_no_timer_e_over_a_stream(self) -> None:
+        outbox: list[tuple[bytes, tuple[str, int]]] = []
+        tx = NonInviteClientTransaction(request(BYE), self.STREAM, outbox, now=0.0)
+        fired = run_timers(tx, until=TIMER_F + 1)
+        assert fired == [TIMER_F] and len(outbox) == 1
+        assert tx.outcome is TransactionOutcome.TIMEOUT
+
+    def test_no_timer_g_but_2xx_retransmissions_over_a_stream(self) -> None:
+        invite = request(INVITE)
+        outbox: list[tuple[bytes, tuple[str, int]]] = []
+        tx = InviteServerTransaction(invite, self.STREAM, outbox, now=0.0)
+        tx.send_response(make_response(invite, 486, to_tag="x"), 0.0)
+        run_timers(tx, until=10.0)
+        assert statuses(outbox) == [486]
+        outbox.clear()
+        tx = InviteServerTransaction(invite, self.STREAM, outbox, now=0.0)
+        tx.send_response(make_response(invite, 200, to_tag="x"), 0.0)
+        run_timers(tx, until=2.0)
+        assert statuses(outbox) == [200, 200, 200]  # at 0, 0.5 and 1.5 s

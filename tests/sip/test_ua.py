@@ -11,6 +11,8 @@ import pytest
 from sipbridge.sip.access import AccessPolicy, TrunkAccess
 from sipbridge.sip.auth import DigestAuthenticator, digest_response
 from sipbridge.sip.errors import SipParseError
+from sipbridge.sip.framing import StreamAddress, Transport
+from sipbridge.sip.guard import GuardLimits, SourceGuard
 from sipbridge.sip.message import Headers, Request, Response, parse_message
 from sipbridge.sip.transaction import TIMER_F, TIMER_L
 from sipbridge.sip.ua import (
@@ -710,3 +712,163 @@ def test_invite_without_contact_gets_400() -> None:
     data = invite().replace(b"Contact: <sip:alice@127.0.0.1:5070>\r\n", b"")
     ua.receive_datagram(data, PEER, 0.0)
     assert statuses(ua) == [400]
+
+
+class TestStreamTransports:
+    """A call over TCP/TLS: answers and our requests on its connection, Via and Contact
+    per transport (RFC 3261 §18.2.2, §19.1.1; RFC 5630), sips: only over TLS."""
+
+    def test_tcp_call_answers_and_bye_on_the_connection(self) -> None:
+        ua = make_ua()
+        source = StreamAddress("127.0.0.1", 40001, Transport.TCP)
+        ua.receive_datagram(invite(), source, 0.0)
+        [event] = ua.events()
+        assert isinstance(event, IncomingCall) and event.call.transport is Transport.TCP
+        ua.answer(event.call, b"v=0\r\n", 0.0)
+        out = sent(ua)
+        assert all(isinstance(addr, StreamAddress) and addr is source for _, addr in out)
+        ok = out[-1][0]
+        assert isinstance(ok, Response) and ok.status == 200
+        assert ok.headers.get("Contact") == "<sip:127.0.0.1:5060;transport=tcp>"
+        ua.hangup(event.call, 1.0)
+        [(bye, addr)] = sent(ua)
+        assert isinstance(bye, Request) and bye.method == "BYE"
+        assert bye.vias[0].transport == "TCP" and bye.vias[0].port == 5060
+        # The call's connection, and where to connect when it is gone: the next hop.
+        assert isinstance(addr, StreamAddress) and addr == ("127.0.0.1", 40001)
+        assert addr.transport is Transport.TCP and addr.target == ("proxy.example.com", 5060)
+
+    def test_tls_call_contact_is_sips_on_the_tls_port(self) -> None:
+        ua = make_ua()
+        ua.tls_port = 5161
+        source = StreamAddress("127.0.0.1", 40002, Transport.TLS)
+        ua.receive_datagram(invite().replace(b"INVITE sip:", b"INVITE sips:", 1), source, 0.0)
+        [event] = ua.events()
+        assert isinstance(event, IncomingCall)
+        ua.answer(event.call, b"v=0\r\n", 0.0)
+        ok = sent(ua)[-1][0]
+        assert ok.headers.get("Contact") == "<sips:127.0.0.1:5161>"
+        assert ua.refer(event.call, "sip:+12025550199@127.0.0.1", 1.0)
+        [(refer, addr)] = sent(ua)
+        assert isinstance(refer, Request) and refer.vias[0].transport == "TLS"
+        assert refer.vias[0].port == 5161 and refer.headers.get("Contact") == ok.headers.get(
+            "Contact"
+        )
+        assert isinstance(addr, StreamAddress) and addr.transport is Transport.TLS
+
+    @pytest.mark.parametrize(
+        "source", [PEER, StreamAddress("127.0.0.1", 40003, Transport.TCP)], ids=["udp", "tcp"]
+    )
+    def test_sips_request_uri_without_tls_gets_416(self, source: tuple[str, int]) -> None:
+        ua = make_ua()
+        ua.receive_datagram(invite().replace(b"INVITE sip:", b"INVITE sips:", 1), source, 0.0)
+        [event] = ua.events()
+        assert isinstance(event, RequestRejected) and event.status == 416
+        assert event.reason == "sips_without_tls"
+        assert statuses(ua) == [416]
+
+    def test_udp_call_is_unchanged(self) -> None:
+        ua = make_ua()
+        event = new_call(ua)
+        assert event.call.transport is Transport.UDP
+        ua.answer(event.call, b"v=0\r\n", 0.0)
+        ok = sent(ua)[-1]
+        assert ok[0].headers.get("Contact") == "<sip:127.0.0.1:5060>"
+        assert not isinstance(ok[1], StreamAddress)
+
+
+def shielded_ua(*trunks: TrunkAccess, **limits: object) -> UserAgent:
+    """A UA with an access policy and a SourceGuard trusting the trunks' networks."""
+    ua = guarded_ua(*trunks)
+    assert ua.access is not None
+    values: dict[str, object] = {"scanner_user_agents": ("friendly-scanner", "sipvicious")}
+    values.update(limits)
+    ua.guard = SourceGuard(GuardLimits(**values), trusted=ua.access.knows)  # type: ignore[arg-type]
+    return ua
+
+
+def bad_credentials(n: int) -> str:
+    return (
+        'Authorization: Digest username="acme", realm="r", nonce="forged-nonce", '
+        f'uri="sip:+12025550101@127.0.0.1", response="{n:032x}", algorithm=MD5\r\n'
+    )
+
+
+class TestGuard:
+    def test_scanner_user_agent_is_dropped_and_banned(self) -> None:
+        ua = shielded_ua(TrunkAccess.from_cidrs("carrier", ["203.0.113.0/24"]))
+        assert ua.guard is not None
+        ua.receive_datagram(
+            invite(method="OPTIONS", body=b"", extra="User-Agent: friendly-scanner\r\n"),
+            STRANGER,
+            0.0,
+        )
+        assert ua.datagrams_to_send() == []
+        [event] = ua.events()
+        assert isinstance(event, RequestRejected)
+        assert (event.status, event.reason, event.access) == (None, "scanner", True)
+        assert [b.reason for b in ua.guard.take_new_bans()] == ["scanner"]
+        assert ua.guard.is_banned(STRANGER[0], 1.0)
+
+    def test_scanner_user_agent_from_a_trunk_network_is_dropped_not_banned(self) -> None:
+        ua = shielded_ua(TrunkAccess.from_cidrs("carrier", ["203.0.113.0/24"]))
+        assert ua.guard is not None
+        ua.receive_datagram(invite(extra="User-Agent: sipvicious\r\n"), CARRIER, 0.0)
+        assert ua.datagrams_to_send() == []
+        assert [e.reason for e in ua.events()] == ["scanner"]  # type: ignore[attr-defined]
+        assert ua.guard.take_new_bans() == []
+        # An ordinary User-Agent from the same trunk is served.
+        ua.receive_datagram(invite(extra="User-Agent: Carrier SBC\r\n"), CARRIER, 0.0)
+        assert [type(e) for e in ua.events()] == [IncomingCall]
+
+    def test_failed_authentication_bans_at_the_limit(self) -> None:
+        ua = shielded_ua(TrunkAccess.from_cidrs("acme", [], "acme", "pw"), auth_failures=3)
+        assert ua.guard is not None
+        for attempt in range(3):
+            ua.receive_datagram(
+                invite(
+                    branch=f"z9hG4bK-{attempt}",
+                    call_id=f"c{attempt}",
+                    extra=bad_credentials(attempt),
+                ),
+                STRANGER,
+                float(attempt),
+            )
+            assert statuses(ua) == [401]  # each guess is challenged again...
+            assert [e.reason for e in ua.events()] == ["auth_failed"]  # type: ignore[attr-defined]
+        # ... and the third failure within a minute bans the source.
+        assert [b.reason for b in ua.guard.take_new_bans()] == ["auth_failures"]
+
+    def test_credentials_for_no_trunk_count_as_failures(self) -> None:
+        ua = shielded_ua(TrunkAccess.from_cidrs("carrier", ["203.0.113.0/24"]), auth_failures=2)
+        assert ua.guard is not None
+        for attempt in range(2):
+            ua.receive_datagram(
+                invite(
+                    method="REGISTER",
+                    body=b"",
+                    branch=f"z9hG4bK-r{attempt}",
+                    extra=bad_credentials(attempt),
+                ),
+                STRANGER,
+                0.0,
+            )
+        assert ua.datagrams_to_send() == []
+        assert [b.reason for b in ua.guard.take_new_bans()] == ["auth_failures"]
+
+    def test_open_invites_per_source_are_limited(self) -> None:
+        ua = shielded_ua(
+            TrunkAccess.from_cidrs("acme", [], "acme", "pw"), transactions_per_source=2
+        )
+        ua.access = None  # admit everyone: only the guard's limit is under test
+        for n in range(2):
+            ua.receive_datagram(invite(branch=f"z9hG4bK-{n}", call_id=f"c{n}"), STRANGER, 0.0)
+        assert [type(e) for e in ua.events()] == [IncomingCall, IncomingCall]
+        ua.datagrams_to_send()
+        ua.receive_datagram(invite(branch="z9hG4bK-3", call_id="c3"), STRANGER, 0.0)
+        assert statuses(ua) == [503]
+        [event] = ua.events()
+        assert isinstance(event, RequestRejected) and event.reason == "source_busy"
+        # Another source is not affected.
+        ua.receive_datagram(invite(branch="z9hG4bK-4", call_id="c4"), PEER, 0.0)
+        assert [type(e) for e in ua.events()] == [IncomingCall]

@@ -12,7 +12,7 @@ from sipbridge.store import service
 from sipbridge.store.db import MIGRATIONS_DIR, Database, alembic_config, normalize_url
 from sipbridge.store.models import Base, Call
 
-HEAD = "0004"
+HEAD = "0005"
 
 
 def test_normalize_url() -> None:
@@ -54,12 +54,14 @@ def test_packaged_migrations() -> None:
     assert third is not None and third.down_revision == "0002"
     fourth = script.get_revision("0004")
     assert fourth is not None and fourth.down_revision == "0003"
+    fifth = script.get_revision("0005")
+    assert fifth is not None and fifth.down_revision == "0004"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:
     async with db.engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    expected = {"agents", "phone_numbers", "calls", "trunks", "api_keys", "call_events"}
+    expected = {"agents", "phone_numbers", "calls", "trunks", "api_keys", "call_events", "bans"}
     assert expected | {"alembic_version"} <= tables
     assert await db.current_revision() == HEAD
 

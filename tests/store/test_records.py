@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from sipbridge.store.records import (
     AgentRecord,
     ApiKeyRecord,
+    BanRecord,
     CallDetail,
     CallEvent,
     CallRecord,
@@ -105,6 +106,7 @@ def test_to_json() -> None:
         "hangup_by": "caller",
         "source": "198.51.100.1:5060",
         "trunk": None,
+        "srtp": None,
         "caller_country": None,
         "caller_region": None,
         "first_audio_at": None,
@@ -214,6 +216,8 @@ def test_trunk_and_api_key_records() -> None:
         "register": True,
         "max_calls": 10,
         "codecs": ["pcmu"],
+        "allowed_numbers": [],
+        "srtp": "optional",
         "created_at": "2025-01-01T00:00:00+00:00",
     }
     assert "pw" not in json.dumps(data)
@@ -224,6 +228,19 @@ def test_trunk_and_api_key_records() -> None:
         "created_at": "2025-01-01T00:00:00+00:00",
         "last_used_at": None,
     }
+
+
+def test_ban_record() -> None:
+    ban = BanRecord("203.0.113.0/24", "manual", datetime(2025, 1, 1), note="abuse desk")
+    assert ban.to_json() == {
+        "address": "203.0.113.0/24",
+        "reason": "manual",
+        "note": "abuse desk",
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "expires_at": None,
+    }
+    timed = BanRecord("198.51.100.7", "flood", T0, expires_at=T0 + timedelta(hours=1))
+    assert timed.to_json()["expires_at"] == (T0 + timedelta(hours=1)).isoformat()
 
 
 def test_setup_and_first_audio_times() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -11,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sipbridge import __version__
 from sipbridge.api import (
     routes_agents,
+    routes_bans,
     routes_calls,
     routes_health,
     routes_numbers,
@@ -27,7 +29,7 @@ __all__ = ["MAX_BODY_SIZE", "create_app"]
 MAX_BODY_SIZE = 64 * 1024
 
 DESCRIPTION = """\
-Manage sipbridge's agents, numbers and trunks, read call records and statistics.
+Manage sipbridge's agents, numbers, trunks and bans, read call records and statistics.
 
 Every `/api/...` route needs `Authorization: Bearer <key>` with a key from
 `sipbridge apikey create NAME`. `/healthz`, `/readyz` and `/metrics` need none.
@@ -50,6 +52,7 @@ def create_app(
     readiness: Readiness | None = None,
     metrics_app: ASGIApp | None = None,
     default_region: str | None = None,
+    bans_changed: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """The HTTP application for ``sipbridge serve``.
 
@@ -58,6 +61,7 @@ def create_app(
     ``metrics_app`` (e.g. ``prometheus_client.make_asgi_app()``) is served at ``/metrics``;
     ``default_region`` (ISO 3166, e.g. ``"US"``) reads numbers given in national format;
     an unknown code raises :class:`~sipbridge.numbers.InvalidField` here, not per request.
+    ``bans_changed`` is awaited after a ban is added or lifted (the server reloads them).
     """
     default_region = normalize_region(default_region)
     app = FastAPI(
@@ -69,9 +73,17 @@ def create_app(
     app.state.db = db
     app.state.readiness = readiness
     app.state.default_region = default_region
+    app.state.bans_changed = bans_changed
     install_error_handlers(app)
     app.include_router(routes_health.router)
-    for module in (routes_agents, routes_numbers, routes_trunks, routes_calls, routes_stats):
+    for module in (
+        routes_agents,
+        routes_numbers,
+        routes_trunks,
+        routes_bans,
+        routes_calls,
+        routes_stats,
+    ):
         app.include_router(module.router)
     if metrics_app is not None:
         metrics: Any = _AsgiEndpoint(metrics_app)

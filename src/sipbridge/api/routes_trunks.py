@@ -8,7 +8,7 @@ from fastapi import Depends, Path, Response, status
 from pydantic import AfterValidator
 
 from sipbridge.api.auth import api_router
-from sipbridge.api.deps import get_db
+from sipbridge.api.deps import get_db, get_default_region
 from sipbridge.api.errors import BAD_BODY, error_responses, service_errors
 from sipbridge.api.schemas import TrunkCreate, TrunkOut, TrunkUpdate, check_text
 from sipbridge.store import service
@@ -19,6 +19,7 @@ __all__ = ["router"]
 router = api_router()
 
 Db = Annotated[Database, Depends(get_db)]
+Region = Annotated[str | None, Depends(get_default_region)]
 TrunkName = Annotated[str, Path(description="The trunk's name"), AfterValidator(check_text)]
 
 _NOT_FOUND = error_responses(e404="No trunk with that name")
@@ -46,7 +47,7 @@ async def list_trunks(db: Db) -> list[dict[str, Any]]:
     tags=["trunks"],
     responses={**error_responses(e409="The name is taken"), **BAD_BODY},
 )
-async def create_trunk(body: TrunkCreate, db: Db) -> dict[str, Any]:
+async def create_trunk(body: TrunkCreate, db: Db, region: Region) -> dict[str, Any]:
     """Create a trunk."""
     with service_errors("body"):
         trunk = await service.add_trunk(
@@ -59,6 +60,9 @@ async def create_trunk(body: TrunkCreate, db: Db) -> dict[str, Any]:
             register=body.register_,
             max_calls=body.max_calls,
             codecs=list(body.codecs),
+            allowed_numbers=list(body.allowed_numbers),
+            srtp=body.srtp,
+            default_region=region,
         )
     return trunk.to_json()
 
@@ -75,10 +79,12 @@ async def get_trunk(name: TrunkName, db: Db) -> dict[str, Any]:
     tags=["trunks"],
     responses={**_NOT_FOUND, **BAD_BODY},
 )
-async def update_trunk(name: TrunkName, body: TrunkUpdate, db: Db) -> dict[str, Any]:
+async def update_trunk(
+    name: TrunkName, body: TrunkUpdate, db: Db, region: Region
+) -> dict[str, Any]:
     """Change some fields of a trunk; fields left out stay as they are."""
     with service_errors("body"):
-        trunk = await service.update_trunk(db, name, **_service_fields(body))
+        trunk = await service.update_trunk(db, name, default_region=region, **_service_fields(body))
     return trunk.to_json()
 
 

@@ -24,6 +24,8 @@ __all__ = [
     "AgentOut",
     "AgentStatsOut",
     "AgentUpdate",
+    "BanCreate",
+    "BanOut",
     "CallDetailOut",
     "CallOut",
     "CallPage",
@@ -140,6 +142,15 @@ NumberText = Annotated[
     Field(min_length=1, max_length=64, examples=["+12025550101"]),
     AfterValidator(check_text),
 ]
+AllowedNumbers = Annotated[list[NumberText], Field(max_length=10_000)]
+SrtpMode = Literal["off", "optional", "required"]
+BanAddress = Annotated[
+    str,
+    Field(min_length=1, max_length=64, examples=["203.0.113.7", "198.51.100.0/24"]),
+    AfterValidator(check_text),
+]
+BanSeconds = Annotated[int, Field(ge=1, le=10 * 365 * 86400)]
+BanNote = Annotated[str, Field(max_length=255), AfterValidator(check_text)]
 # ISO 8601 timestamps exactly as the records' to_json() writes them
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 
@@ -238,6 +249,13 @@ class TrunkCreate(_Body):
     register_: bool = Field(default=False, alias="register")
     max_calls: MaxCalls | None = None
     codecs: Codecs = Field(default_factory=list)
+    allowed_numbers: AllowedNumbers = Field(
+        default_factory=list,
+        description="Numbers this trunk may call (E.164); empty: any number with an agent",
+    )
+    srtp: SrtpMode = Field(
+        default="optional", description="SRTP (SDES): off, optional (when offered) or required"
+    )
 
 
 class TrunkUpdate(_Body):
@@ -250,6 +268,8 @@ class TrunkUpdate(_Body):
     register_: bool = _optional(alias="register")
     max_calls: MaxCalls | None = None
     codecs: Codecs = _optional()
+    allowed_numbers: AllowedNumbers = _optional()
+    srtp: SrtpMode = _optional()
 
 
 class TrunkOut(_Out):
@@ -261,7 +281,28 @@ class TrunkOut(_Out):
     register_: bool = Field(alias="register")
     max_calls: int | None
     codecs: list[str]
+    allowed_numbers: list[str]
+    srtp: Literal["off", "optional", "required"]
     created_at: Timestamp
+
+
+# ---------------------------------------------------------------------------- bans
+
+
+class BanCreate(_Body):
+    address: BanAddress = Field(description="An IP address or a network (CIDR)")
+    duration: BanSeconds | None = Field(
+        default=None, description="Seconds the ban lasts; null or left out: until lifted"
+    )
+    note: BanNote | None = None
+
+
+class BanOut(_Out):
+    address: str
+    reason: Literal["flood", "auth_failures", "unknown_numbers", "scanner", "manual"]
+    note: str | None
+    created_at: Timestamp
+    expires_at: Timestamp | None = Field(description="null: until lifted")
 
 
 # --------------------------------------------------------------------------- calls
@@ -287,6 +328,9 @@ class CallOut(_Out):
     source: str | None = Field(description="The caller's address and port")
     trunk: str | None = Field(
         description="The trunk the call came from; null for loopback with no trunk configured"
+    )
+    srtp: str | None = Field(
+        description="The SRTP suite of the call's media (RFC 4568); null: plain RTP"
     )
     caller_country: str | None = Field(description="ISO 3166 alpha-2, from the caller's number")
     caller_region: str | None = Field(description="e.g. Washington D.C.; null when unknown")

@@ -7,7 +7,7 @@ Exit codes: 0 success, 1 the operation failed (unknown agent, duplicate, databas
 error), 2 bad input (usage error, invalid number, URL or port range).
 
 One module per command group (``serve_command``, ``agents``, ``numbers``, ``trunks``,
-``apikeys``, ``calls_command``, ``db``); shared options and helpers are in ``_common``.
+``apikeys``, ``bans``, ``calls_command``, ``db``); shared options and helpers are in ``_common``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import typer
 
 from sipbridge.cli.agents import agent_app
 from sipbridge.cli.apikeys import apikey_app
+from sipbridge.cli.bans import ban_app
 from sipbridge.cli.calls_command import calls
 from sipbridge.cli.db import db_app
 from sipbridge.cli.numbers import number_app
@@ -38,6 +39,7 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(number_app, name="number")
 app.add_typer(trunk_app, name="trunk")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(ban_app, name="ban")
 app.add_typer(db_app, name="db")
 app.command()(serve)
 app.command()(calls)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
+import os
 from collections.abc import Callable, Sequence
 from typing import Annotated, TypeVar
 
 from sipbridge.cli._common import DEFAULT_DB, DbOption, RegionOption, _fail, _option, _run
 from sipbridge.config import (
     DEFAULT_CODECS,
+    SRTP_MODES,
     UNKNOWN_SOURCES,
     ServeSettings,
     parse_codecs,
@@ -130,6 +132,69 @@ def serve(
             help="Digest algorithms to offer and accept, in order (sha-256, md5).",
         ),
     ] = "sha-256,md5",
+    srtp: Annotated[
+        str,
+        _option(
+            "--srtp",
+            help="SRTP for calls from no trunk (a trunk's own setting wins): "
+            "off, optional or required.",
+        ),
+    ] = "optional",
+    ban_time: Annotated[
+        float,
+        _option("--ban-time", min=1.0, help="Seconds an automatic ban lasts."),
+    ] = 3600.0,
+    flood_rate: Annotated[
+        float,
+        _option(
+            "--flood-rate",
+            min=0.1,
+            help="SIP messages per second one source may send (sustained) before a ban.",
+        ),
+    ] = 50.0,
+    flood_burst: Annotated[
+        int,
+        _option("--flood-burst", min=1, help="Messages one source may send at once."),
+    ] = 100,
+    auth_failure_limit: Annotated[
+        int,
+        _option(
+            "--auth-failure-limit",
+            min=1,
+            help="Failed digest authentications per source and minute before a ban.",
+        ),
+    ] = 5,
+    unknown_number_limit: Annotated[
+        int,
+        _option(
+            "--unknown-number-limit",
+            min=1,
+            help="Calls to unknown numbers per source and minute before a ban.",
+        ),
+    ] = 10,
+    max_transactions_per_source: Annotated[
+        int,
+        _option(
+            "--max-transactions-per-source",
+            min=1,
+            help="Unanswered INVITEs one source (outside trunk networks) may have open.",
+        ),
+    ] = 64,
+    tcp: Annotated[
+        bool,
+        _option("--tcp/--no-tcp", help="Also accept SIP over TCP on the SIP port."),
+    ] = True,
+    tls_port: Annotated[
+        int, _option("--tls-port", min=0, max=65535, help="TCP port for SIP over TLS.")
+    ] = 5061,
+    tls_cert: Annotated[
+        str | None,
+        _option("--tls-cert", help="PEM certificate chain for SIP over TLS (with --tls-key)."),
+    ] = None,
+    tls_key: Annotated[
+        str | None,
+        _option("--tls-key", help="PEM private key of --tls-cert; TLS is off without both."),
+    ] = None,
 ) -> None:
     """Run the SIP server and its HTTP API."""
     rtp_min, rtp_max = _parsed("--rtp-ports", parse_port_range, rtp_ports)
@@ -145,6 +210,12 @@ def serve(
     if auth_realm is not None and (not auth_realm.strip() or not auth_realm.isprintable()):
         _fail("--auth-realm: must be printable, non-empty text", 2)
     algorithms = _parsed("--auth-algorithms", parse_algorithms, auth_algorithms)
+    srtp_mode = _choice("--srtp", srtp, SRTP_MODES)
+    if (tls_cert is None) != (tls_key is None):
+        _fail("--tls-cert and --tls-key must be given together", 2)
+    for option, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path is not None and not os.access(path, os.R_OK):
+            _fail(f"{option}: {path!r} cannot be read", 2)
     settings = ServeSettings(
         sip_host=sip_host,
         sip_port=sip_port,
@@ -164,6 +235,17 @@ def serve(
         unknown_sources="403" if unknown == "403" else "drop",
         auth_realm=auth_realm,
         auth_algorithms=algorithms,
+        srtp="off" if srtp_mode == "off" else "required" if srtp_mode == "required" else "optional",
+        ban_time=ban_time,
+        flood_rate=flood_rate,
+        flood_burst=flood_burst,
+        auth_failure_limit=auth_failure_limit,
+        unknown_number_limit=unknown_number_limit,
+        max_transactions_per_source=max_transactions_per_source,
+        tcp=tcp,
+        tls_port=tls_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
 
     async def migrate(_database: Database) -> None:

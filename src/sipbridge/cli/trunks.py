@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from sipbridge.cli._common import DEFAULT_DB, DbOption, _echo_table, _option, _run
+from sipbridge.cli._common import (
+    DEFAULT_DB,
+    DbOption,
+    RegionOption,
+    _echo_table,
+    _option,
+    _run,
+)
 from sipbridge.store import service
 from sipbridge.store.records import TrunkRecord
 
@@ -39,6 +46,18 @@ def trunk_add(
             help="Allowed codec, in order of preference: pcmu, pcma, g722, opus (repeatable).",
         ),
     ] = None,
+    number: Annotated[
+        list[str] | None,
+        _option(
+            "--number",
+            help="A number this trunk may call (repeatable; default: any number with an agent).",
+        ),
+    ] = None,
+    srtp: Annotated[
+        str,
+        _option("--srtp", help="SRTP (SDES): off, optional (when offered) or required."),
+    ] = "optional",
+    default_region: RegionOption = None,
     db: DbOption = DEFAULT_DB,
 ) -> None:
     """Add a SIP trunk (provider)."""
@@ -54,6 +73,9 @@ def trunk_add(
             register=register,
             max_calls=max_calls,
             codecs=codec or (),
+            allowed_numbers=number or (),
+            srtp=srtp,
+            default_region=default_region,
         ),
     )
     typer.echo(f"added trunk {record.name}")
@@ -69,6 +91,8 @@ def _trunk_row(t: TrunkRecord) -> list[str]:
         "yes" if t.register else "no",
         "-" if t.max_calls is None else str(t.max_calls),
         ",".join(t.codecs) or "-",
+        ",".join(t.allowed_numbers) or "any",
+        t.srtp,
     ]
 
 
@@ -77,7 +101,7 @@ def trunk_list(db: DbOption = DEFAULT_DB) -> None:
     """List trunks (passwords are never shown)."""
     trunks = _run(db, service.list_trunks)
     headers = ["NAME", "ALLOW", "HOST", "USERNAME", "PASSWORD", "REGISTER", "MAX CALLS"]
-    _echo_table(trunks, "no trunks", [*headers, "CODECS"], _trunk_row)
+    _echo_table(trunks, "no trunks", [*headers, "CODECS", "NUMBERS", "SRTP"], _trunk_row)
 
 
 @trunk_app.command("remove")

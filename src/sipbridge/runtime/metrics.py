@@ -7,7 +7,13 @@ counters are added once per call, from the call's totals, when it ends.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_asgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sipbridge.sip.guard import SourceGuard
 
 # Call setup and agent timings are mostly well under a second; the tail matters.
 _FAST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -85,4 +91,39 @@ class Metrics:
             "Agent audio bytes dropped because the playout buffer cap was reached.",
             registry=r,
         )
+        self.bans = Counter(
+            "sipbridge_bans",
+            "Sources banned automatically (flood, auth_failures, unknown_numbers, scanner).",
+            ["reason"],
+            registry=r,
+        )
         self.asgi_app = make_asgi_app(registry=r)
+
+    def watch_guard(self, guard: SourceGuard, now: Callable[[], float]) -> None:
+        """Expose the guard's own counts (kept without any per-packet metrics call):
+        requests dropped from banned sources, requests dropped over a trusted source's
+        rate, and the bans in force."""
+        self.registry.register(_GuardCollector(guard, now))
+
+
+class _GuardCollector(Collector):
+    def __init__(self, guard: SourceGuard, now: Callable[[], float]) -> None:
+        self.guard = guard
+        self.now = now
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "sipbridge_sip_banned_requests",
+            "SIP datagrams dropped before parsing because their source is banned.",
+            value=self.guard.dropped_banned,
+        )
+        yield CounterMetricFamily(
+            "sipbridge_sip_throttled_requests",
+            "SIP datagrams dropped because a trusted (trunk) source exceeded the rate limit.",
+            value=self.guard.dropped_throttled,
+        )
+        yield GaugeMetricFamily(
+            "sipbridge_bans_active",
+            "Source addresses and networks banned right now.",
+            value=len(self.guard.bans(self.now())),
+        )

@@ -7,7 +7,11 @@ events to the calls and re-arms the single timer at ``ua.get_timer()``.
 
 Who may call is the UA core's :class:`~sipbridge.sip.access.AccessPolicy`; this layer
 loads the trunks from the store at start and every ``TRUNK_REFRESH`` seconds, and
-enforces each trunk's ``max_calls`` when a call arrives.
+enforces each trunk's ``max_calls`` and allowed numbers when a call arrives.
+
+Every received message first meets the :class:`~sipbridge.sip.guard.SourceGuard` (bans
+and per-source rates, before parsing); the bans it makes are logged, counted and stored,
+and the stored bans (the operator's, other instances') are read back with the trunks.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import signal
 import socket
 import uuid
 from collections.abc import Coroutine, Iterator
+from datetime import timedelta
 from typing import Any
 
 import uvicorn
@@ -34,8 +39,11 @@ from sipbridge.runtime.agent_client import EndpointHealth
 from sipbridge.runtime.call import Call
 from sipbridge.runtime.media import RtpPortAllocator
 from sipbridge.runtime.metrics import Metrics
+from sipbridge.runtime.transports import MAX_CONNECTIONS, StreamTransports
 from sipbridge.sip.access import AccessPolicy, TrunkAccess
 from sipbridge.sip.auth import DigestAuthenticator
+from sipbridge.sip.framing import StreamAddress
+from sipbridge.sip.guard import Admission, Ban, GuardLimits, Offence, SourceGuard
 from sipbridge.sip.message import Request
 from sipbridge.sip.ua import (
     AckTimeout,
@@ -65,9 +73,11 @@ SHUTDOWN_GRACE = 3.0
 TRUNK_REFRESH = 5.0
 # Retry-After (seconds) of the 503 for a trunk at its max_calls.
 TRUNK_BUSY_RETRY_AFTER = 5
+# How often ended bans are deleted from the store (seconds).
+BAN_PURGE_INTERVAL = 300.0
 # Access reasons logged at debug only: what every scanner and every first INVITE of a
 # digest trunk produces.
-_QUIET_ACCESS_REASONS = frozenset({"unknown_source", "auth_required"})
+_QUIET_ACCESS_REASONS = frozenset({"unknown_source", "auth_required", "scanner"})
 
 
 class _SipProtocol(asyncio.DatagramProtocol):
@@ -95,7 +105,22 @@ class SipBridgeServer:
             ),
             refuse_status=403 if settings.unknown_sources == "403" else None,
         )
-        self.ua = UserAgent(settings.advertised_ip, settings.sip_port, access=self.access)
+        self.guard = SourceGuard(
+            GuardLimits(
+                ban_time=settings.ban_time,
+                rate=settings.flood_rate,
+                burst=settings.flood_burst,
+                auth_failures=settings.auth_failure_limit,
+                unknown_numbers=settings.unknown_number_limit,
+                transactions_per_source=settings.max_transactions_per_source,
+                scanner_user_agents=settings.scanner_user_agents,
+            ),
+            # A trunk's own networks are never banned automatically (docs/security.md).
+            trusted=self.access.knows,
+        )
+        self.ua = UserAgent(
+            settings.advertised_ip, settings.sip_port, access=self.access, guard=self.guard
+        )
         self.trunks: dict[str, TrunkRecord] = {}
         self._trunks_seen: list[tuple[object, ...]] | None = None
         self._trunk_task: asyncio.Future[None] | None = None
@@ -109,8 +134,16 @@ class SipBridgeServer:
         self.metrics = Metrics()
         self.agent_health = EndpointHealth()
         self.metrics.active_calls.set_function(lambda: len(self.calls))
+        self.metrics.watch_guard(self.guard, self.loop.time)
+        self._bans_purged_at = 0.0
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Future[None] | None = None
+        self.streams = StreamTransports(self)  # SIP over TCP and TLS (runtime/transports.py)
+
+    @property
+    def tls_address(self) -> Address | None:
+        """The bound TLS listener (host, port), None without TLS."""
+        return self.streams.tls_address
 
     @property
     def sip_address(self) -> Address:
@@ -121,6 +154,7 @@ class SipBridgeServer:
     async def start(self) -> None:
         await self.db.upgrade()
         await self.reload_trunks()  # before the socket opens: no request meets an empty list
+        await self.reload_bans()
         family = socket.AF_INET6 if ":" in self.settings.sip_host else socket.AF_INET
         transport, _ = await self.loop.create_datagram_endpoint(
             lambda: _SipProtocol(self),
@@ -131,6 +165,12 @@ class SipBridgeServer:
         port = self.sip_address[1]
         if port != self.ua.local_port:  # --sip-port 0 in tests: advertise the real port
             self.ua.local_port = port
+        await self.streams.start(self.settings.sip_host, port)  # TCP on the same number
+        tls = self.streams.tls_address
+        self.ua.tls_port = tls[1] if tls is not None else None
+        transports = ["udp"] + ["tcp"] * (self.streams.tcp_address is not None)
+        if tls is not None:
+            transports.append(f"tls:{tls[1]}")
         await self._start_http()
         # Everything allocated so far (FastAPI, SQLAlchemy, pydantic: ~10^5 objects) lives
         # as long as the process: move it out of the collector's sight, so a full
@@ -139,7 +179,8 @@ class SipBridgeServer:
         self._trunk_task = asyncio.ensure_future(self._refresh_trunks())
         gc.freeze()
         log.info(
-            "listening sip=udp:%s:%d rtp=%d-%d http=%s advertise=%s db=%s",
+            "listening sip=%s:%s:%d rtp=%d-%d http=%s advertise=%s db=%s",
+            "+".join(transports),
             self.settings.sip_host,
             port,
             self.settings.rtp_port_min,
@@ -193,8 +234,58 @@ class SipBridgeServer:
             await asyncio.sleep(TRUNK_REFRESH)
             try:
                 await self.reload_trunks()
-            except Exception as exc:  # keep the last good list; say why
+                await self.reload_bans()
+            except Exception as exc:  # keep the last good lists; say why
                 log.warning("event=trunk_reload_failed error=%s", exc)
+
+    # -- bans ------------------------------------------------------------------
+
+    async def reload_bans(self) -> None:
+        """Read the bans in force from the store (the operator's, other instances') and
+        hand them to the guard, which keeps its own bans not stored yet."""
+        wall = utcnow()
+        now = self.loop.time()
+        if now - self._bans_purged_at >= BAN_PURGE_INTERVAL:
+            self._bans_purged_at = now
+            await service.purge_expired_bans(self.db, wall)
+        stored = await service.list_bans(self.db, now=wall)
+        now = self.loop.time()
+        self.guard.load(
+            (
+                Ban(
+                    b.address,
+                    b.reason,
+                    None if b.expires_at is None else now + (b.expires_at - wall).total_seconds(),
+                )
+                for b in stored
+            ),
+            now,
+        )
+        self.guard.expire(now)
+
+    def _store_new_bans(self) -> None:
+        """Log, count and store the bans the guard made since the last look."""
+        now = self.loop.time()
+        for ban in self.guard.take_new_bans():
+            duration = None if ban.until is None else max(1.0, ban.until - now)
+            log.warning(
+                "event=source_banned source=%s reason=%s until=%s",
+                ban.address,
+                ban.reason,
+                "never"
+                if duration is None
+                else (utcnow() + timedelta(seconds=duration)).isoformat(),
+            )
+            self.metrics.bans.labels(ban.reason).inc()
+            self._spawn(self._save_ban(ban, duration))
+
+    async def _save_ban(self, ban: Ban, duration: float | None) -> None:
+        try:
+            await service.add_ban(self.db, ban.address, reason=ban.reason, duration=duration)
+        except Exception:
+            log.exception("event=ban_write_failed source=%s", ban.address)
+            return
+        self.guard.saved(ban)
 
     async def _start_http(self) -> None:
         """The REST API, /metrics and health checks, on uvicorn in this event loop."""
@@ -205,6 +296,7 @@ class SipBridgeServer:
             readiness=self.readiness,
             metrics_app=self.metrics.asgi_app,
             default_region=self.settings.default_region,
+            bans_changed=self.reload_bans,
         )
         config = uvicorn.Config(
             app,
@@ -251,8 +343,18 @@ class SipBridgeServer:
     # -- SIP plumbing --------------------------------------------------------
 
     def receive(self, data: bytes, addr: Address) -> None:
+        """Every received SIP message: a UDP datagram (``addr`` its source), or a message
+        framed from a TCP/TLS connection (``addr`` the connection's StreamAddress)."""
+        now = self.loop.time()
+        # Flood and ban check before any parsing (sip/guard.py): one dict lookup for a
+        # banned source, a token bucket update otherwise.
+        if self.guard.admit(addr[0], now) is not Admission.ADMIT:
+            if self.guard.has_new_bans:
+                self._store_new_bans()
+            return
+        source = addr if isinstance(addr, StreamAddress) else (addr[0], addr[1])
         try:
-            self.ua.receive_datagram(data, (addr[0], addr[1]), self.loop.time())
+            self.ua.receive_datagram(data, source, now)
         except Exception:
             # The core answers bad input itself; anything else is our bug and
             # must not stop the server from serving the next request.
@@ -268,9 +370,11 @@ class SipBridgeServer:
         transport = self._transport
         while True:
             for data, destination in self.ua.datagrams_to_send():
-                if transport is None:
+                if isinstance(destination, StreamAddress):
+                    self.streams.send(data, destination)
+                elif transport is None:
                     break
-                if _is_ip(destination[0]):
+                elif _is_ip(destination[0]):
                     transport.sendto(data, destination)
                 else:
                     self._spawn(self._send_resolved(data, destination))
@@ -279,6 +383,8 @@ class SipBridgeServer:
                 break
             for event in events:
                 self._dispatch(event)
+        if self.guard.has_new_bans:
+            self._store_new_bans()
         deadline = self.ua.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:
@@ -313,6 +419,8 @@ class SipBridgeServer:
                 return
             if self._trunk_full(event.call.trunk):
                 self._refuse_busy(event.call, "trunk_busy")
+                return
+            if not self._number_allowed(event.call):
                 return
             call = Call(self, event.call)
             self.calls[event.call.id] = call
@@ -362,6 +470,15 @@ class SipBridgeServer:
         elif isinstance(event, ByeCompleted):
             pass  # the call already ended on our side
 
+    def accept_connection(self, host: str) -> bool:
+        """Admit a new TCP/TLS connection from ``host`` (every accepted connection comes
+        through here): at most ``max_connections_per_source`` per source address and
+        ``MAX_CONNECTIONS`` in all."""
+        return (
+            self.streams.per_source.get(host, 0) < self.settings.max_connections_per_source
+            and self.streams.total < MAX_CONNECTIONS
+        )
+
     # -- calls -----------------------------------------------------------------
 
     def _trunk_full(self, trunk: str | None) -> bool:
@@ -372,6 +489,28 @@ class SipBridgeServer:
             return False
         active = sum(1 for call in self.calls.values() if call.sip.trunk == trunk)
         return active >= record.max_calls
+
+    def _number_allowed(self, call: InboundCall) -> bool:
+        """The trunk's allowed numbers: a call to any other number gets 404 (as if the
+        number did not exist: the trunk learns nothing) and a record; it counts as a
+        call to an unknown number for the source's ban limit."""
+        record = self.trunks.get(call.trunk) if call.trunk is not None else None
+        if record is None or not record.allowed_numbers:
+            return True
+        number = dialed_number(call.invite.uri.user, call.invite.to.uri.user)
+        if number in record.allowed_numbers:
+            return True
+        self.ua.reject(
+            call,
+            404,
+            self.loop.time(),
+            headers=[("Reason", 'SIP ;cause=404 ;text="number_not_allowed"')],
+        )
+        self._record_rejected_invite(
+            call.invite, call.source, 404, "number_not_allowed", call.trunk
+        )
+        self.guard.offence(call.source[0], Offence.UNKNOWN_NUMBER, self.loop.time())
+        return False
 
     def _refuse_busy(self, call: InboundCall, reason: str) -> None:
         """503 with Retry-After and a Reason header (RFC 3326), and a call record."""
@@ -423,6 +562,12 @@ class SipBridgeServer:
 
     def call_finished(self, call: Call, events: list[CallEvent] | None = None) -> None:
         self.calls.pop(call.sip.id, None)
+        if call.record.reason == "unknown_number":
+            # Dialling numbers that do not exist, in a burst, is how scanners look for
+            # open routes: counted towards the source's ban (sip/guard.py).
+            self.guard.offence(call.sip.source[0], Offence.UNKNOWN_NUMBER, self.loop.time())
+            if self.guard.has_new_bans:
+                self._store_new_bans()
         self._spawn(self._save_record(call.record, events or []))
 
     async def _save_record(self, record: CallRecord, events: list[CallEvent] | None = None) -> None:
@@ -459,6 +604,7 @@ class SipBridgeServer:
             await asyncio.sleep(0.05)
         if self._timer is not None:
             self._timer.cancel()
+        self.streams.close()
         if self._transport is not None:
             self._transport.close()
         if self._http is not None and self._http_task is not None:

@@ -189,9 +189,9 @@ class AccessPolicy:
         if request.method not in CHALLENGED_METHODS:
             # Credentials that fail on a request that starts nothing: answer it only
             # if the source is known anyway, never with a challenge.
-            return Allowed(self._any_trunk(address)) if self.knows(host) else Refused()
+            return Allowed(self._any_trunk(address)) if self.knows(host) else Refused("auth_failed")
         if not candidates:
-            return Refused()
+            return Refused("auth_failed")  # credentials, but no trunk they could be for
         if outcome is AuthResult.STALE:
             return self._challenge(now, "auth_stale", stale=True)
         if outcome is AuthResult.REUSED:

@@ -352,6 +352,10 @@ def _split_header_lines(lines: list[str]) -> tuple[Headers, str | None]:
     return headers, error
 
 
+# Header lines one message may have (folded continuation lines count).
+MAX_HEADER_LINES = 256
+
+
 def parse_message(data: bytes, max_size: int = 65535) -> Request | Response:
     """Parse one SIP message from ``data`` (a whole UDP datagram).
 
@@ -370,7 +374,9 @@ def parse_message(data: bytes, max_size: int = 65535) -> Request | Response:
     head_end = end_match.start() if end_match is not None else n
     lines = data[start:head_end].decode("utf-8", "surrogateescape").split("\n")
     start_line = lines[0].removesuffix("\r").rstrip(" \t")
-    headers, header_error = _split_header_lines(lines[1:])
+    # A cap on header lines: parsing cost and memory stay bounded whatever arrives.
+    too_many = len(lines) - 1 > MAX_HEADER_LINES
+    headers, header_error = _split_header_lines(lines[1 : MAX_HEADER_LINES + 1])
 
     def fail(reason: str, status: int = 400) -> SipParseError:
         return SipParseError(reason, status_hint=status, headers=headers, is_request=is_request)
@@ -414,6 +420,8 @@ def parse_message(data: bytes, max_size: int = 65535) -> Request | Response:
             uri = Uri.parse(rm.group(2))
         except SipParseError as exc:
             raise fail(f"bad Request-URI: {exc.reason}") from exc
+    if too_many:
+        raise fail(f"more than {MAX_HEADER_LINES} header lines")
     if header_error is not None:
         raise fail(header_error)
     if end_match is None:

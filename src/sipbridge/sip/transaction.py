@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from sipbridge.sip.framing import transport_of
 from sipbridge.sip.message import Request, Response
 
 Address = tuple[str, int]
@@ -159,9 +160,11 @@ class InviteServerTransaction:
         if response.status < 200:
             return
         # Both branches retransmit T1, 2*T1, ... capped at T2: Timer G for a
-        # non-2xx (§17.2.1), the 2xx timer of §13.3.1.4 for a 2xx.
+        # non-2xx (§17.2.1, unreliable transports only), the 2xx timer of §13.3.1.4
+        # for a 2xx (every transport).
         self._interval = T1
-        self._retransmit_at = now + T1
+        reliable = transport_of(self.source).reliable
+        self._retransmit_at = None if reliable and response.status >= 300 else now + T1
         if response.status < 300:
             self.state = InviteServerState.ACCEPTED
             self._end_at = now + TIMER_L
@@ -276,7 +279,9 @@ class NonInviteClientTransaction:
         self._outbox = outbox
         self._bytes = request.serialize()
         self._interval = T1
-        self._retransmit_at: float | None = now + T1
+        # RFC 3261 §17.1.2.2: Timer E only on unreliable transports.
+        reliable = transport_of(destination).reliable
+        self._retransmit_at: float | None = None if reliable else now + T1
         self._end_at: float | None = now + TIMER_F
         self._outbox.append((self._bytes, destination))
 

@@ -3,7 +3,10 @@
 :class:`UserAgent` is sans-I/O. The runtime feeds it datagrams and time and
 does what it returns:
 
-1. ``receive_datagram(data, source, now)`` for every UDP datagram;
+1. ``receive_datagram(data, source, now)`` for every UDP datagram and every message
+   framed from a TCP/TLS stream (:mod:`sipbridge.sip.framing`); for those, ``source``
+   is the connection's :class:`~sipbridge.sip.framing.StreamAddress`, and everything
+   queued for that call goes out as ``(bytes, StreamAddress)`` (same connection);
 2. ``handle_timer(now)`` whenever ``get_timer()`` is due;
 3. after each of those, send every ``(bytes, (host, port))`` from
    ``datagrams_to_send()`` and handle every item from ``events()``.
@@ -35,6 +38,8 @@ from dataclasses import dataclass, field
 from sipbridge.sip.access import AccessPolicy, Allowed, Challenged
 from sipbridge.sip.dialog import Dialog, DialogId, DialogState
 from sipbridge.sip.errors import SipParseError
+from sipbridge.sip.framing import StreamAddress, Transport, transport_of
+from sipbridge.sip.guard import Offence, SourceGuard
 from sipbridge.sip.message import (
     NameAddr,
     Request,
@@ -59,6 +64,8 @@ ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY"
 ALLOW = ", ".join(ALLOWED_METHODS)
 SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
 ACCEPTED_BODY = "application/sdp"
+# Challenge reasons that count as a failed authentication attempt of the source.
+_FAILED_AUTH = frozenset({"auth_failed", "auth_replayed"})
 
 
 class CallState(enum.Enum):
@@ -89,6 +96,12 @@ class InboundCall:
     final_status: int | None = None
     reinvite: InviteServerTransaction | None = None  # the latest in-dialog INVITE
     trunk: str | None = None  # the trunk the access policy admitted it from
+
+    @property
+    def transport(self) -> Transport:
+        """The INVITE's transport: a TCP/TLS call's ``source`` is its connection's
+        :class:`~sipbridge.sip.framing.StreamAddress` (RFC 3261 §18.2.2)."""
+        return transport_of(self.source)
 
 
 @dataclass(frozen=True)
@@ -231,6 +244,8 @@ class UserAgent:
     max_message_size: int = 65535
     new_token: Callable[[], str] = _token
     access: AccessPolicy | None = None
+    tls_port: int | None = None  # our SIP-over-TLS port, for sips: Contacts (RFC 5630)
+    guard: SourceGuard | None = None
     _outbox: list[tuple[bytes, Address]] = field(default_factory=list)
     _events: list[UaEvent] = field(default_factory=list)
     _server_tx: dict[TransactionKey, ServerTransaction] = field(default_factory=dict)
@@ -329,6 +344,14 @@ class UserAgent:
             self._client_done(ctx, response.status)
 
     def _receive_request(self, request: Request, source: Address, now: float) -> None:
+        guard = self.guard
+        if guard is not None and guard.is_scanner(request.headers.get("User-Agent")):
+            # A scanner or toll-fraud tool: no answer at all, and its source is banned.
+            guard.scanner(source[0], now)
+            self._events.append(
+                RequestRejected(source, request.method, None, "scanner", request, access=True)
+            )
+            return
         self._stamp_via(request, source)
         key = TransactionKey.for_request(request)
         tx = self._server_tx.get(key)
@@ -353,6 +376,8 @@ class UserAgent:
                 return
             trunk = admitted.trunk
         rejection = self._validate(request)
+        if rejection is None:
+            rejection = _check_transport(request, source)
         if rejection is not None:
             status, reason, extra = rejection
             self._reply_once(request, source, now, status, extra=extra)
@@ -393,8 +418,12 @@ class UserAgent:
         if isinstance(decision, Challenged):
             # RFC 3261 §22.2: a UAS challenges with 401 and WWW-Authenticate.
             status = 401
+            if self.guard is not None and decision.reason in _FAILED_AUTH:
+                self.guard.offence(source[0], Offence.AUTH_FAILURE, now)
             self._reply_once(request, source, now, status, extra=decision.headers)
         else:
+            if self.guard is not None and decision.reason in _FAILED_AUTH:
+                self.guard.offence(source[0], Offence.AUTH_FAILURE, now)
             status = access.refuse_status
             if status is not None:
                 self._reply_once(request, source, now, status)
@@ -467,6 +496,13 @@ class UserAgent:
             # RFC 3261 §8.2.2.2: the same request arriving by another path.
             self._reply_once(request, source, now, 482)
             return
+        if self.guard is not None and self._source_busy(self.guard, source[0]):
+            # Per-source limit on open INVITE transactions (the ones that wait on us).
+            self._reply_once(request, source, now, 503, extra=[("Retry-After", "5")])
+            self._events.append(
+                RequestRejected(source, "INVITE", 503, "source_busy", request, trunk=trunk)
+            )
+            return
         tx = InviteServerTransaction(request, source, self._outbox, now)
         self._server_tx[key] = tx
         call = InboundCall(
@@ -482,6 +518,14 @@ class UserAgent:
         # RFC 3261 §17.2.1: 100 Trying at once, without a To tag (§8.2.6.1).
         tx.send_response(make_response(request, 100), now)
         self._events.append(IncomingCall(call))
+
+    def _source_busy(self, guard: SourceGuard, host: str) -> bool:
+        limit = guard.limits.transactions_per_source
+        open_here = 0
+        for call in self._calls_by_tx.values():
+            if call.state is CallState.OFFERED and call.source[0] == host:
+                open_here += 1
+        return open_here >= limit and not guard.trusted(host)
 
     def _receive_cancel(self, request: Request, source: Address, now: float) -> None:
         """RFC 3261 §9.2: 200 to the CANCEL, then 487 to the INVITE if still pending."""
@@ -556,7 +600,7 @@ class UserAgent:
         if call.transaction.final_sent:
             return
         response = make_response(call.invite, 180, to_tag=call.local_tag)
-        self._add_dialog_headers(response, call.invite)
+        self._add_dialog_headers(response, call.invite, call.transport)
         call.transaction.send_response(response, now)
 
     def answer(self, call: InboundCall, sdp: bytes, now: float) -> None:
@@ -564,7 +608,7 @@ class UserAgent:
         if call.state is not CallState.OFFERED or call.transaction.final_sent:
             raise RuntimeError(f"call {call.id} cannot be answered in state {call.state.name}")
         response = make_response(call.invite, 200, to_tag=call.local_tag)
-        self._add_dialog_headers(response, call.invite)
+        self._add_dialog_headers(response, call.invite, call.transport)
         response.headers.add("Content-Type", ACCEPTED_BODY)
         response.body = sdp
         call.local_sdp = sdp
@@ -580,7 +624,7 @@ class UserAgent:
         if tx is None or tx.final_sent:
             return
         response = make_response(tx.request, 200, to_tag=call.local_tag)
-        self._add_dialog_headers(response, tx.request)
+        self._add_dialog_headers(response, tx.request, call.transport)
         response.headers.add("Content-Type", ACCEPTED_BODY)
         response.body = sdp
         call.local_sdp = sdp
@@ -632,16 +676,21 @@ class UserAgent:
         extra: Iterable[tuple[str, str]] = (),
     ) -> None:
         assert call.dialog is not None
+        transport = call.transport
+        port = self.local_port if transport is not Transport.TLS else self.tls_port or 5061
         via = (
-            f"SIP/2.0/UDP {_host_for_header(self.local_host)}:{self.local_port}"
+            f"SIP/2.0/{transport.value} {_host_for_header(self.local_host)}:{port}"
             f";branch=z9hG4bK{self.new_token()};rport"
         )
         request, destination = call.dialog.create_request(method, via)
+        if isinstance(call.source, StreamAddress):
+            # Connection reuse: the call's own TCP/TLS connection; the dialog's next hop
+            # when it is gone (RFC 3261 §18.1.1).
+            host, source_port = call.source
+            destination = StreamAddress(host, source_port, transport, target=destination)
         if method == "REFER":
             # RFC 3515 §2.4.1: REFER is a target refresh request and carries a Contact.
-            request.headers.add(
-                "Contact", f"<sip:{_host_for_header(self.local_host)}:{self.local_port}>"
-            )
+            request.headers.add("Contact", f"<{self._contact_uri(transport)}>")
         for name, value in extra:
             request.headers.add(name, value)
         key = TransactionKey.for_request(request)  # parses the request: raises before sending
@@ -675,16 +724,25 @@ class UserAgent:
         call.transaction.send_response(response, now)
         call.state = CallState.ENDED
 
-    def _add_dialog_headers(self, response: Response, request: Request) -> None:
+    def _add_dialog_headers(
+        self, response: Response, request: Request, transport: Transport
+    ) -> None:
         # RFC 3261 §12.1.1: dialog-creating responses copy Record-Route and
         # carry our Contact.
         for value in request.headers.get_all("Record-Route"):
             response.headers.add("Record-Route", value)
-        scheme = "sips" if request.uri.scheme.lower() == "sips" else "sip"
-        response.headers.add(
-            "Contact", f"<{scheme}:{_host_for_header(self.local_host)}:{self.local_port}>"
-        )
+        response.headers.add("Contact", f"<{self._contact_uri(transport)}>")
         response.headers.add("Allow", ALLOW)
+
+    def _contact_uri(self, transport: Transport) -> str:
+        """Our Contact for ``transport``: ``;transport=tcp`` for TCP (RFC 3261 §19.1.1),
+        a sips: URI on the TLS port for TLS (RFC 5630 §3.1.1)."""
+        host = _host_for_header(self.local_host)
+        if transport is Transport.TLS:
+            return f"sips:{host}:{self.tls_port or 5061}"
+        if transport is Transport.TCP:
+            return f"sip:{host}:{self.local_port};transport=tcp"
+        return f"sip:{host}:{self.local_port}"
 
     def _reply_once(
         self,
@@ -744,6 +802,17 @@ class UserAgent:
 def _key_fields(request: Request, method: str) -> tuple[str, str, str]:
     key = TransactionKey.for_request(request)
     return key.branch, key.sent_by, method
+
+
+def _check_transport(
+    request: Request, source: Address
+) -> tuple[int, str, list[tuple[str, str]]] | None:
+    """A sips: Request-URI demands TLS on every hop (RFC 3261 §26.2.2, RFC 5630 §3.1.2):
+    over UDP or TCP it is refused with 416 Unsupported URI Scheme, the scheme being
+    unusable on the transport it came on (the caller may retry over TLS)."""
+    if request.uri.scheme.lower() == "sips" and transport_of(source) is not Transport.TLS:
+        return 416, "sips_without_tls", []
+    return None
 
 
 def _dialog_headers_ok(request: Request) -> bool:

@@ -120,6 +120,21 @@ class Trunk(Base):
     max_calls: Mapped[int | None] = mapped_column(Integer, nullable=True)
     codecs: Mapped[list[str]] = mapped_column(JSON, nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    allowed_numbers: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
+    srtp: Mapped[str] = mapped_column(String(16), nullable=False, default="optional")
+
+
+class Ban(Base):
+    """A source address or network whose SIP traffic is dropped (see sip/guard.py)."""
+
+    __tablename__ = "bans"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    reason: Mapped[str] = mapped_column(String(32), nullable=False)
+    note: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ApiKey(Base):
@@ -162,6 +177,7 @@ class Call(Base):
     hangup_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     source: Mapped[str | None] = mapped_column(String(255), nullable=True)
     trunk: Mapped[str | None] = mapped_column(String(100), nullable=True)  # migration 0004
+    srtp: Mapped[str | None] = mapped_column(String(40), nullable=True)  # migration 0005
     caller_country: Mapped[str | None] = mapped_column(String(2), nullable=True)
     caller_region: Mapped[str | None] = mapped_column(String(255), nullable=True)
     first_audio_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

@@ -137,10 +137,14 @@ class TrunkRecord:
     max_calls: int | None
     codecs: list[str]
     created_at: datetime
+    # Numbers (E.164) this trunk may call; empty: any number with an agent.
+    allowed_numbers: list[str] = field(default_factory=list)
+    srtp: str = "optional"  # "off", "optional" or "required" (RFC 4568 SDES)
 
     def __post_init__(self) -> None:
         self.allowed_cidrs = list(self.allowed_cidrs)
         self.codecs = list(self.codecs)
+        self.allowed_numbers = list(self.allowed_numbers)
         self.created_at = as_utc(self.created_at)
 
     def to_json(self) -> dict[str, Any]:
@@ -153,7 +157,33 @@ class TrunkRecord:
             "register": self.register,
             "max_calls": self.max_calls,
             "codecs": list(self.codecs),
+            "allowed_numbers": list(self.allowed_numbers),
+            "srtp": self.srtp,
             "created_at": _iso(self.created_at),
+        }
+
+
+@dataclass
+class BanRecord:
+    """A banned source address or network; ``expires_at`` None: until lifted."""
+
+    address: str
+    reason: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        self.created_at = as_utc(self.created_at)
+        self.expires_at = _opt_utc(self.expires_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "reason": self.reason,
+            "note": self.note,
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at),
         }
 
 
@@ -196,6 +226,7 @@ class CallRecord:
     hangup_by: str | None = None
     source: str | None = None
     trunk: str | None = None  # the trunk the call was admitted from (None: loopback, no trunks)
+    srtp: str | None = None  # the SRTP suite of the call's media (None: plain RTP)
     caller_country: str | None = None  # ISO 3166 alpha-2; filled by save_call when None
     caller_region: str | None = None  # geocoder description, e.g. "Washington D.C."
     first_audio_at: datetime | None = None  # the agent's first audio reached the caller
@@ -258,6 +289,7 @@ class CallRecord:
             "hangup_by": self.hangup_by,
             "source": self.source,
             "trunk": self.trunk,
+            "srtp": self.srtp,
             "caller_country": self.caller_country,
             "caller_region": self.caller_region,
             "first_audio_at": _iso(self.first_audio_at),

@@ -6,8 +6,8 @@ returns plain records from :mod:`sipbridge.store.records`. Bad input raises
 names :class:`NotFound`, taken names :class:`AlreadyExists`.
 
 One module a job: :mod:`._common` (errors, :data:`UNSET`, shared validators and by-name
-queries), :mod:`.agents`, :mod:`.numbers`, :mod:`.trunks`, :mod:`.apikeys`, :mod:`.calls`
-and :mod:`.stats`; everything public is re-exported here.
+queries), :mod:`.agents`, :mod:`.numbers`, :mod:`.trunks`, :mod:`.apikeys`, :mod:`.bans`,
+:mod:`.calls` and :mod:`.stats`; everything public is re-exported here.
 """
 
 from sipbridge.store.service._common import UNSET, AlreadyExists, InvalidField, NotFound, Unset
@@ -27,6 +27,14 @@ from sipbridge.store.service.apikeys import (
     list_api_keys,
     revoke_api_key,
     verify_api_key,
+)
+from sipbridge.store.service.bans import (
+    BAN_REASONS,
+    add_ban,
+    list_bans,
+    purge_expired_bans,
+    remove_ban,
+    validate_ban_address,
 )
 from sipbridge.store.service.calls import MAX_PAGE as MAX_PAGE
 from sipbridge.store.service.calls import (
@@ -60,6 +68,7 @@ from sipbridge.store.service.trunks import (
 
 __all__ = [
     "AGENT_PROTOCOLS",
+    "BAN_REASONS",
     "SAMPLE_RATES",
     "TRUNK_CODECS",
     "UNSET",
@@ -71,6 +80,7 @@ __all__ = [
     "NumberRoute",
     "Unset",
     "add_agent",
+    "add_ban",
     "add_number",
     "add_trunk",
     "call_row_values",
@@ -83,12 +93,15 @@ __all__ = [
     "iter_calls",
     "list_agents",
     "list_api_keys",
+    "list_bans",
     "list_calls",
     "list_calls_page",
     "list_numbers",
     "list_trunks",
     "lookup_number",
+    "purge_expired_bans",
     "remove_agent",
+    "remove_ban",
     "remove_number",
     "remove_trunk",
     "revoke_api_key",
@@ -97,5 +110,6 @@ __all__ = [
     "update_agent",
     "update_number",
     "update_trunk",
+    "validate_ban_address",
     "verify_api_key",
 ]

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from sipbridge.config import SRTP_MODES
 from sipbridge.numbers import InvalidField
 from sipbridge.store.db import Database
 from sipbridge.store.models import Trunk
@@ -22,6 +23,7 @@ from sipbridge.store.service._common import (
     _get_named,
     _iterable,
     _list_named,
+    _number,
     _validate_bool,
     _validate_name,
     _validate_secret,
@@ -94,6 +96,24 @@ def _validate_max_calls(max_calls: object) -> int:
     return max_calls
 
 
+def _validate_allowed_numbers(numbers: object, default_region: str | None) -> list[str]:
+    result: list[str] = []
+    for item in _iterable(numbers, "allowed_numbers"):
+        try:
+            number = _number(item, default_region)
+        except InvalidField as exc:
+            raise InvalidField("allowed_numbers", str(exc).split(": ", 1)[-1]) from None
+        if number not in result:
+            result.append(number)
+    return result
+
+
+def _validate_srtp(srtp: object) -> str:
+    if not isinstance(srtp, str) or srtp.strip().lower() not in SRTP_MODES:
+        raise InvalidField("srtp", f"{srtp!r} is not one of {', '.join(SRTP_MODES)}")
+    return srtp.strip().lower()
+
+
 def _validate_codecs(codecs: object) -> list[str]:
     result: list[str] = []
     for item in _iterable(codecs, "codecs"):
@@ -120,6 +140,8 @@ def _trunk_record(trunk: Trunk) -> TrunkRecord:
         max_calls=trunk.max_calls,
         codecs=list(trunk.codecs),
         created_at=trunk.created_at,
+        allowed_numbers=list(trunk.allowed_numbers or []),
+        srtp=trunk.srtp or "optional",
     )
 
 
@@ -139,8 +161,15 @@ def _trunk_values(
     register: object | Unset = UNSET,
     max_calls: object | Unset = UNSET,
     codecs: object | Unset = UNSET,
+    allowed_numbers: object | Unset = UNSET,
+    srtp: object | Unset = UNSET,
+    default_region: str | None = None,
 ) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    if not isinstance(allowed_numbers, Unset):
+        values["allowed_numbers"] = _validate_allowed_numbers(allowed_numbers, default_region)
+    if not isinstance(srtp, Unset):
+        values["srtp"] = _validate_srtp(srtp)
     if not isinstance(allowed_cidrs, Unset):
         values["allowed_cidrs"] = _validate_cidrs(allowed_cidrs)
     if not isinstance(host, Unset):
@@ -173,13 +202,18 @@ async def add_trunk(
     register: bool = False,
     max_calls: int | None = None,
     codecs: Sequence[str] = (),
+    allowed_numbers: Sequence[str] = (),
+    srtp: str = "optional",
+    default_region: str | None = None,
 ) -> TrunkRecord:
     """Create a SIP trunk (provider).
 
     ``allowed_cidrs``: source addresses allowed to send calls; ``host``: where outbound
     calls and registrations go (``host``, ``host:port``, ``[v6]:port``); ``codecs``: names
-    from :data:`TRUNK_CODECS` (empty: all supported). InvalidField for bad values,
-    AlreadyExists for a taken name.
+    from :data:`TRUNK_CODECS` (empty: all supported); ``allowed_numbers``: the numbers
+    this trunk may call (E.164, or national with ``default_region``; empty: any);
+    ``srtp``: off, optional or required. InvalidField for bad values, AlreadyExists for a
+    taken name.
     """
     name = _validate_name(name, "trunk")
     values = _trunk_values(
@@ -190,6 +224,9 @@ async def add_trunk(
         register=register,
         max_calls=max_calls,
         codecs=codecs,
+        allowed_numbers=allowed_numbers,
+        srtp=srtp,
+        default_region=default_region,
     )
     _check_trunk(values)
     trunk = Trunk(name=name, created_at=utcnow(), **values)
@@ -218,6 +255,9 @@ async def update_trunk(
     register: bool | Unset = UNSET,
     max_calls: int | Unset | None = UNSET,
     codecs: Sequence[str] | Unset = UNSET,
+    allowed_numbers: Sequence[str] | Unset = UNSET,
+    srtp: str | Unset = UNSET,
+    default_region: str | None = None,
 ) -> TrunkRecord:
     """Change some of a trunk's settings (UNSET: unchanged; None clears an optional one)."""
     values = _trunk_values(
@@ -228,6 +268,9 @@ async def update_trunk(
         register=register,
         max_calls=max_calls,
         codecs=codecs,
+        allowed_numbers=allowed_numbers,
+        srtp=srtp,
+        default_region=default_region,
     )
     async with db.sessionmaker() as session, session.begin():
         trunk = await _find_named(session, Trunk, name, "trunk")

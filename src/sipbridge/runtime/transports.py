@@ -1,0 +1,345 @@
+"""SIP over TCP and TLS (RFC 3261 §18): the listeners, the connection table and its limits.
+
+Each connection frames its byte stream with :class:`~sipbridge.sip.framing.StreamFramer`
+and hands every complete message to :meth:`SipBridgeServer.receive` (the one entry point
+of received SIP, as for UDP) with the connection's
+:class:`~sipbridge.sip.framing.StreamAddress` as the source. What the UA core queues for
+a :class:`StreamAddress` comes back through :meth:`StreamTransports.send`, which finds
+the connection in the table (RFC 3261 §18.2.2: responses on the request's connection;
+our in-dialog BYE/REFER reuse it too), or opens a new one to the address's ``target``
+when it is gone (§18.1.1).
+
+Limits: every accepted connection goes through ``SipBridgeServer.accept_connection`` (at
+most ``max_connections_per_source`` per source address), at most ``MAX_CONNECTIONS`` in
+all; a connection with no complete message (or keep-alive) for ``IDLE_TIMEOUT`` seconds
+is closed unless a call uses it, and one that starts a message without finishing it
+within ``INCOMPLETE_TIMEOUT`` seconds is closed (slowloris). A framing error answers 400
+to a known source when the broken message was a request, then closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+from sipbridge.sip.framing import FramingError, StreamAddress, StreamFramer, Transport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sipbridge.runtime.server import SipBridgeServer
+
+log = logging.getLogger("sipbridge.transports")
+
+Address = tuple[str, int]
+ConnectionKey = tuple[Transport, str, int]
+
+# Seconds without a complete message or keep-alive before an unused connection closes.
+IDLE_TIMEOUT = 300.0
+# Seconds a started message may take to arrive in full (slowloris).
+INCOMPLETE_TIMEOUT = 10.0
+# Connections of all sources together.
+MAX_CONNECTIONS = 4096
+# Seconds for a TLS handshake, and for opening a connection of our own.
+HANDSHAKE_TIMEOUT = 10.0
+# Bytes queued for a peer that does not read before its connection is dropped.
+MAX_WRITE_BUFFER = 1 << 20
+
+
+def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """The TLS server context: TLS 1.2 or later, our certificate chain and key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+class SipConnection(asyncio.Protocol):
+    """One TCP or TLS connection: framing, keep-alive answers, timeouts."""
+
+    def __init__(self, streams: StreamTransports, kind: Transport, *, outbound: bool = False):
+        self.streams = streams
+        self.kind = kind
+        self.outbound = outbound
+        self.address: StreamAddress | None = None
+        self.framer = StreamFramer(streams.server.ua.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.last_activity = 0.0
+        self.incomplete_since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    # -- asyncio.Protocol --------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        peer = transport.get_extra_info("peername")
+        host, port = str(peer[0]), int(peer[1])
+        if not self.outbound and not self.streams.server.accept_connection(host):
+            log.info("event=connection_refused transport=%s source=%s", self.kind.value, host)
+            transport.abort()
+            return
+        self.transport = transport
+        self.address = StreamAddress(host, port, self.kind)
+        self.streams.register(self)
+        self.last_activity = self.streams.loop.time()
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        address = self.address
+        if address is None or self.transport is None:
+            return
+        try:
+            messages, reply = self.framer.feed(data)
+        except FramingError as exc:
+            log.info(
+                "event=framing_error transport=%s source=%s:%d reason=%s",
+                self.kind.value,
+                address[0],
+                address[1],
+                exc.reason.replace(" ", "_")[:120],
+            )
+            if exc.response is not None and self.streams.server.access.knows(address[0]):
+                self.transport.write(exc.response)
+            self.close()
+            return
+        if reply:
+            self.write(reply)
+        if messages or reply:
+            self.last_activity = self.streams.loop.time()
+        if self.framer.pending:
+            if self.incomplete_since is None:
+                self.incomplete_since = self.streams.loop.time()
+                self._arm()
+        else:
+            self.incomplete_since = None
+        for message in messages:
+            self.streams.server.receive(message, address)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.streams.unregister(self)
+        self.transport = None
+
+    # -- sending and closing ----------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.info("event=connection_dropped reason=peer_not_reading address=%s", self.address)
+            transport.abort()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    @property
+    def closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    # -- timeouts ---------------------------------------------------------------
+
+    def _deadline(self) -> float:
+        deadline = self.last_activity + IDLE_TIMEOUT
+        if self.incomplete_since is not None:
+            deadline = min(deadline, self.incomplete_since + INCOMPLETE_TIMEOUT)
+        return deadline
+
+    def _arm(self) -> None:
+        """One timer per connection; it re-checks when it fires, so it is only moved
+        when a deadline comes earlier than the one it is set for."""
+        deadline = self._deadline()
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = self.streams.loop.call_at(deadline, self._on_timer)
+        self._timer_at = deadline
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.closing or self.address is None:
+            return
+        now = self.streams.loop.time()
+        reason = None
+        if self.incomplete_since is not None and now >= self.incomplete_since + INCOMPLETE_TIMEOUT:
+            reason = "incomplete_message"
+        elif now >= self.last_activity + IDLE_TIMEOUT:
+            if self.streams.in_use(self.address):
+                self.last_activity = now  # a long call's connection stays open
+            else:
+                reason = "idle"
+        if reason is not None:
+            log.info(
+                "event=connection_timeout transport=%s source=%s:%d reason=%s",
+                self.kind.value,
+                self.address[0],
+                self.address[1],
+                reason,
+            )
+            self.close()
+            return
+        self._arm()
+
+
+class StreamTransports:
+    """The TCP and TLS listeners of a :class:`SipBridgeServer` and their connections."""
+
+    def __init__(self, server: SipBridgeServer) -> None:
+        self.server = server
+        self.loop = server.loop
+        self.connections: dict[ConnectionKey, SipConnection] = {}
+        self.per_source: dict[str, int] = {}
+        self.ssl_context: ssl.SSLContext | None = None
+        self._tcp: asyncio.Server | None = None
+        self._tls: asyncio.Server | None = None
+        self._connecting: dict[ConnectionKey, list[bytes]] = {}
+        self._client_context: ssl.SSLContext | None = None
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen for TCP on ``port`` (the UDP port's number) and for TLS on the
+        configured ``tls_port`` when a certificate is configured."""
+        settings = self.server.settings
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        if settings.tcp:
+            self._tcp = await self.loop.create_server(
+                lambda: SipConnection(self, Transport.TCP),
+                host,
+                port,
+                family=family,
+                reuse_address=True,
+            )
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            self.ssl_context = server_ssl_context(settings.tls_cert, settings.tls_key)
+            self._tls = await self.loop.create_server(
+                lambda: SipConnection(self, Transport.TLS),
+                host,
+                settings.tls_port,
+                family=family,
+                reuse_address=True,
+                ssl=self.ssl_context,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+
+    @property
+    def tcp_address(self) -> Address | None:
+        return _bound(self._tcp)
+
+    @property
+    def tls_address(self) -> Address | None:
+        return _bound(self._tls)
+
+    @property
+    def total(self) -> int:
+        return len(self.connections)
+
+    def register(self, connection: SipConnection) -> None:
+        address = connection.address
+        assert address is not None
+        self.connections[(connection.kind, address[0], address[1])] = connection
+        self.per_source[address[0]] = self.per_source.get(address[0], 0) + 1
+
+    def unregister(self, connection: SipConnection) -> None:
+        address = connection.address
+        if address is None:
+            return
+        key = (connection.kind, address[0], address[1])
+        if self.connections.get(key) is connection:
+            del self.connections[key]
+            left = self.per_source.get(address[0], 1) - 1
+            if left > 0:
+                self.per_source[address[0]] = left
+            else:
+                self.per_source.pop(address[0], None)
+
+    def in_use(self, address: StreamAddress) -> bool:
+        """True when an active call came in on this connection."""
+        return any(call.sip.source == address for call in self.server.calls.values())
+
+    # -- sending ------------------------------------------------------------------
+
+    def send(self, data: bytes, destination: StreamAddress) -> None:
+        """Write to the destination's connection; when it is gone, to a connection to its
+        ``target`` over the same transport, opened if need be (RFC 3261 §18.1.1)."""
+        kind = destination.transport
+        connection = self.connections.get((kind, destination[0], destination[1]))
+        if connection is not None and not connection.closing:
+            connection.write(data)
+            return
+        target = destination.target
+        if target is None:
+            # A response whose connection closed: RFC 3261 §18.2.2 would try the Via's
+            # sent-by; the client's transaction retries or times out instead.
+            log.info(
+                "event=send_failed transport=%s destination=%s:%d reason=connection_gone",
+                kind.value,
+                destination[0],
+                destination[1],
+            )
+            return
+        key = (kind, target[0], target[1])
+        connection = self.connections.get(key)
+        if connection is not None and not connection.closing:
+            connection.write(data)
+            return
+        queued = self._connecting.get(key)
+        if queued is not None:
+            queued.append(data)
+            return
+        self._connecting[key] = [data]
+        self.server._spawn(self._connect(key))
+
+    async def _connect(self, key: ConnectionKey) -> None:
+        kind, host, port = key
+        context: ssl.SSLContext | None = None
+        if kind is Transport.TLS:
+            if self._client_context is None:
+                self._client_context = ssl.create_default_context()
+                self._client_context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context = self._client_context
+        try:
+            _, protocol = await asyncio.wait_for(
+                self.loop.create_connection(
+                    lambda: SipConnection(self, kind, outbound=True),
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=host if context is not None else None,
+                ),
+                HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            log.warning(
+                "event=connect_failed transport=%s target=%s:%d error=%s",
+                kind.value,
+                host,
+                port,
+                exc,
+            )
+            self._connecting.pop(key, None)
+            return
+        pending = self._connecting.pop(key, [])
+        log.info("event=connected transport=%s target=%s:%d", kind.value, host, port)
+        for data in pending:
+            protocol.write(data)
+
+    def close(self) -> None:
+        for listener in (self._tcp, self._tls):
+            if listener is not None:
+                listener.close()
+        for connection in list(self.connections.values()):
+            if connection.transport is not None:
+                connection.transport.abort()
+
+
+def _bound(listener: asyncio.Server | None) -> Address | None:
+    if listener is None or not listener.sockets:
+        return None
+    host, port = listener.sockets[0].getsockname()[:2]
+    return str(host), int(port)

@@ -1,0 +1,502 @@
+"""SIP over TCP and TLS on real sockets: SIPp over TCP (``-t t1``), a Python ``ssl`` UA for
+TLS (SIPp 3.6.1 here has no TLS), and the connection limits and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import socket
+import ssl
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sipbridge.codecs import get_codec
+from sipbridge.rtp.packet import parse_rtp_header
+from sipbridge.runtime import transports
+from sipbridge.runtime.server import SipBridgeServer
+from sipbridge.sip.framing import StreamFramer
+from sipbridge.sip.message import Request, Response, parse_message
+from sipbridge.store.records import CallStatus
+from tests.runtime.test_agent_client import make_ca_and_cert
+from tests.runtime.test_call import NUMBER, SERVICE, records, route_to, sipp_ok
+from tests.support.agents import EchoAgent
+from tests.support.pcap import udp_payloads
+from tests.support.settings import loopback_settings
+from tests.support.sipp import SIPP_SHARE, run_sipp, wait_for_bye_scenario
+from tests.support.sniff import LoopbackSniffer
+
+MakeBridge = Callable[..., Awaitable[SipBridgeServer]]
+
+
+@pytest.fixture
+async def make_bridge(tmp_path: Path) -> AsyncIterator[MakeBridge]:
+    servers: list[SipBridgeServer] = []
+
+    async def make(**overrides: Any) -> SipBridgeServer:
+        settings = loopback_settings(
+            tmp_path / f"calls{len(servers)}.db", agent_connect_timeout=2.0, **overrides
+        )
+        server = SipBridgeServer(settings)
+        await server.start()
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    folder = tmp_path / "certs"
+    folder.mkdir()
+    return make_ca_and_cert(folder)
+
+
+def tls_settings(certs: tuple[Path, Path, Path]) -> dict[str, Any]:
+    _ca, cert, key = certs
+    return {"tls_port": 0, "tls_cert": str(cert), "tls_key": str(key)}
+
+
+class StreamClient:
+    """A SIP UA on one TCP or TLS connection: writes requests, reads framed messages."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, via: str):
+        self.reader = reader
+        self.writer = writer
+        self.via = via  # "TCP" or "TLS"
+        self.framer = StreamFramer()
+        self.queue: collections.deque[bytes] = collections.deque()
+        self.port = writer.get_extra_info("sockname")[1]
+
+    @classmethod
+    async def open(
+        cls,
+        target: tuple[str, int],
+        *,
+        context: ssl.SSLContext | None = None,
+        source: str = "127.0.0.1",
+    ) -> StreamClient:
+        reader, writer = await asyncio.open_connection(
+            target[0], target[1], ssl=context, local_addr=(source, 0)
+        )
+        return cls(reader, writer, "TLS" if context is not None else "TCP")
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    async def message(self, timeout: float = 5.0) -> Request | Response:
+        while not self.queue:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if not data:
+                raise ConnectionError("closed by the server")
+            messages, _ = self.framer.feed(data)
+            self.queue.extend(messages)
+        return parse_message(self.queue.popleft())
+
+    async def final(self) -> Response:
+        while True:
+            message = await self.message()
+            if isinstance(message, Response) and message.status >= 200:
+                return message
+
+    async def closed(self, timeout: float = 5.0) -> bool:
+        """True when the server closes the connection within ``timeout``."""
+        try:
+            while await asyncio.wait_for(self.reader.read(65536), timeout):
+                pass
+        except TimeoutError:
+            return False
+        except (ConnectionError, ssl.SSLError):
+            return True
+        return True
+
+    def invite(self, call_id: str, *, scheme: str = "sip", contact: str | None = None) -> bytes:
+        sdp = (
+            b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            b"m=audio 9 RTP/AVP 0\r\n"
+        )
+        contact = contact or f"<{scheme}:caller@127.0.0.1:{self.port};transport=tcp>"
+        return (
+            f"INVITE {scheme}:{NUMBER}@127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/{self.via} 127.0.0.1:{self.port};branch=z9hG4bK-{call_id}\r\n"
+            f"From: <{scheme}:+15005550006@127.0.0.1>;tag=f-{call_id}\r\n"
+            f"To: <{scheme}:{NUMBER}@127.0.0.1>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
+            f"Contact: {contact}\r\nMax-Forwards: 70\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n"
+        ).encode() + sdp
+
+    def in_dialog(
+        self, method: str, cseq: int, call_id: str, to_tag: str, scheme: str = "sip"
+    ) -> bytes:
+        return (
+            f"{method} {scheme}:127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/{self.via} 127.0.0.1:{self.port};branch=z9hG4bK{method}{cseq}\r\n"
+            f"From: <{scheme}:+15005550006@127.0.0.1>;tag=f-{call_id}\r\n"
+            f"To: <{scheme}:{NUMBER}@127.0.0.1>;tag={to_tag}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    def options(self, n: int = 1) -> bytes:
+        return (
+            f"OPTIONS sip:127.0.0.1 SIP/2.0\r\n"
+            f"Via: SIP/2.0/{self.via} 127.0.0.1:{self.port};branch=z9hG4bK-opt{n}\r\n"
+            f"From: <sip:probe@127.0.0.1>;tag=o{n}\r\nTo: <sip:127.0.0.1>\r\n"
+            f"Call-ID: options-{n}-{self.port}\r\nCSeq: {n} OPTIONS\r\nMax-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+        ).encode()
+
+    def ok_to(self, request: Request) -> bytes:
+        lines = "".join(f"Via: {v}\r\n" for v in request.headers.get_all("Via"))
+        return (
+            f"SIP/2.0 200 OK\r\n{lines}From: {request.headers.get('From')}\r\n"
+            f"To: {request.headers.get('To')}\r\nCall-ID: {request.call_id}\r\n"
+            f"CSeq: {request.headers.get('CSeq')}\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await self.writer.wait_closed()
+
+
+def client_context(ca: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca))
+    return context
+
+
+# ---------------------------------------------------------------- SIPp over TCP
+
+
+@pytest.mark.sipp
+@pytest.mark.skipif(os.geteuid() != 0, reason="capturing loopback RTP needs root (CI runs as root)")
+async def test_sipp_uac_pcap_call_over_tcp(make_bridge: MakeBridge, tmp_path: Path) -> None:
+    bridge = await make_bridge()
+    assert bridge.streams.tcp_address == bridge.sip_address  # one port number, both
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        sniffer = LoopbackSniffer(
+            range(bridge.settings.rtp_port_min, bridge.settings.rtp_port_max + 1)
+        )
+        sniffer.start()
+        try:
+            result = await run_sipp(
+                bridge.sip_address,
+                tmp_path,
+                service=SERVICE,
+                builtin="uac_pcap",
+                timeout=30,
+                extra=("-t", "t1"),
+            )
+        finally:
+            sniffer.stop()
+        sipp_ok(result)
+        [record] = await records(bridge)
+        [call] = agent.calls
+        await asyncio.wait_for(call.closed.wait(), 5)
+    assert (record.status, record.reason, record.sip_code) == (
+        CallStatus.ANSWERED,
+        "caller_hangup",
+        200,
+    )
+    assert record.codec == "pcma" and record.to_number == NUMBER
+    assert record.source is not None and record.source.startswith("127.0.0.1:")
+    # The caller's audio reached the agent exactly...
+    sent = []
+    for packet in udp_payloads(SIPP_SHARE / "g711a.pcap"):
+        *_rest, start, end = parse_rtp_header(packet)
+        sent.append(packet[start:end])
+    pcma = get_codec("pcma").decoder()
+    expected_pcm = b"".join(pcma.decode(p) for p in sent)
+    assert b"".join(call.audio)[: len(expected_pcm)] == expected_pcm
+    # ...and the echo went back to SIPp as RTP: the caller's own A-law frames.
+    ours = [p for p in sniffer.packets if p.src[1] != p.dst[1] and p.src[1] % 2 == 0]
+    assert ours, "no RTP from sipbridge"
+    silence = get_codec("pcma").encoder().encode(bytes(320))
+    returned = []
+    for p in ours:
+        *_rest, start, end = parse_rtp_header(p.payload)
+        if p.payload[start:end] != silence:
+            returned.append(p.payload[start:end])
+    stream = b"".join(sent)
+    expected = [stream[i : i + 160] for i in range(0, len(stream), 160)]
+    expected = [p for p in expected if p != silence]
+    assert returned[:50] == expected[:50]
+    assert not bridge.streams.connections  # SIPp closed its connection at the end
+
+
+@pytest.mark.sipp
+async def test_agent_hangup_sends_bye_over_the_callers_tcp_connection(
+    make_bridge: MakeBridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bridge = await make_bridge()
+    connects: list[object] = []
+    original = bridge.streams._connect
+
+    async def spy(key: Any) -> None:
+        connects.append(key)
+        await original(key)
+
+    monkeypatch.setattr(bridge.streams, "_connect", spy)
+    async with EchoAgent(greeting=bytes(3200), hangup_after_greeting=True) as agent:
+        await route_to(bridge, agent.url)
+        result = await run_sipp(
+            bridge.sip_address,
+            tmp_path,
+            service=SERVICE,
+            scenario=wait_for_bye_scenario(),
+            extra=("-t", "t1"),
+        )
+        sipp_ok(result)  # SIPp got our BYE and answered it
+        [record] = await records(bridge)
+    assert (record.status, record.reason, record.hangup_by) == (
+        CallStatus.ANSWERED,
+        "agent_hangup",
+        "agent",
+    )
+    assert connects == []  # the BYE went over the caller's connection, no new one
+
+
+# ---------------------------------------------------------------- TLS and TCP by hand
+
+
+async def test_tls_call_with_sips_contact_and_our_bye_on_the_same_connection(
+    make_bridge: MakeBridge, certs: tuple[Path, Path, Path]
+) -> None:
+    bridge = await make_bridge(**tls_settings(certs))
+    tls = bridge.tls_address
+    assert tls is not None and tls[1] != 0 and tls[1] != bridge.sip_address[1]
+    async with EchoAgent(greeting=bytes(3200), hangup_after_greeting=True) as agent:
+        await route_to(bridge, agent.url)
+        client = await StreamClient.open(tls, context=client_context(certs[0]))
+        try:
+            client.send(client.invite("tls-1", scheme="sips"))
+            ok = await client.final()
+            assert ok.status == 200
+            [contact] = ok.contacts
+            assert str(contact.uri) == f"sips:127.0.0.1:{tls[1]}"  # RFC 5630
+            assert ok.to.tag
+            client.send(client.in_dialog("ACK", 1, "tls-1", ok.to.tag, scheme="sips"))
+            bye = await client.message()  # the agent hung up: our BYE, same connection
+            assert isinstance(bye, Request) and bye.method == "BYE"
+            assert bye.vias[0].transport.upper() == "TLS"
+            assert bye.vias[0].port == tls[1]
+            client.send(client.ok_to(bye))
+            [record] = await records(bridge)
+        finally:
+            await client.close()
+    assert (record.status, record.reason) == (CallStatus.ANSWERED, "agent_hangup")
+
+
+async def test_tcp_call_contact_and_caller_bye(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        client = await StreamClient.open(bridge.sip_address)
+        try:
+            client.send(client.invite("tcp-1"))
+            ok = await client.final()
+            assert ok.status == 200 and ok.to.tag
+            [contact] = ok.contacts
+            port = bridge.sip_address[1]
+            assert str(contact.uri) == f"sip:127.0.0.1:{port};transport=tcp"
+            client.send(client.in_dialog("ACK", 1, "tcp-1", ok.to.tag))
+            client.send(b"\r\n\r\n")  # a keep-alive ping on the way: answered with a pong
+            assert await asyncio.wait_for(client.reader.readexactly(2), 5) == b"\r\n"
+            client.send(client.in_dialog("BYE", 2, "tcp-1", ok.to.tag))
+            bye_ok = await client.final()
+            assert bye_ok.status == 200 and bye_ok.cseq.method == "BYE"
+            [record] = await records(bridge)
+        finally:
+            await client.close()
+    assert (record.status, record.reason) == (CallStatus.ANSWERED, "caller_hangup")
+
+
+async def test_bye_opens_a_new_connection_when_the_callers_is_gone(
+    make_bridge: MakeBridge,
+) -> None:
+    """RFC 3261 §18.1.1: the caller's connection closed; our BYE goes to its Contact over
+    a new TCP connection."""
+    bridge = await make_bridge()
+    byes: asyncio.Queue[Request] = asyncio.Queue()
+
+    async def listener(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        framer = StreamFramer()
+        while data := await reader.read(65536):
+            for raw in framer.feed(data)[0]:
+                message = parse_message(raw)
+                assert isinstance(message, Request)
+                await byes.put(message)
+                writer.write(StreamClient.ok_to(None, message))  # type: ignore[arg-type]
+
+    contact_server = await asyncio.start_server(listener, "127.0.0.1", 0)
+    contact_port = contact_server.sockets[0].getsockname()[1]
+    try:
+        async with EchoAgent(greeting=bytes(16000), hangup_after_greeting=True) as agent:
+            await route_to(bridge, agent.url)
+            client = await StreamClient.open(bridge.sip_address)
+            contact = f"<sip:caller@127.0.0.1:{contact_port};transport=tcp>"
+            client.send(client.invite("gone-1", contact=contact))
+            ok = await client.final()
+            assert ok.status == 200 and ok.to.tag
+            client.send(client.in_dialog("ACK", 1, "gone-1", ok.to.tag))
+            await asyncio.sleep(0.1)
+            await client.close()  # before the agent's hangup (after 1 s of greeting)
+            bye = await asyncio.wait_for(byes.get(), 10)
+            assert bye.method == "BYE" and bye.call_id == "gone-1"
+            assert bye.vias[0].transport.upper() == "TCP"
+            [record] = await records(bridge)
+    finally:
+        contact_server.close()
+    assert record.reason == "agent_hangup"
+
+
+async def test_sips_uri_over_tcp_is_refused_416(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+    client = await StreamClient.open(bridge.sip_address)
+    try:
+        client.send(client.invite("sips-tcp", scheme="sips"))
+        response = await client.final()
+    finally:
+        await client.close()
+    assert response.status == 416
+    assert not bridge.calls
+
+
+async def test_tls_1_1_client_is_refused(
+    make_bridge: MakeBridge, certs: tuple[Path, Path, Path]
+) -> None:
+    bridge = await make_bridge(**tls_settings(certs))
+    assert bridge.streams.ssl_context is not None
+    assert bridge.streams.ssl_context.minimum_version is ssl.TLSVersion.TLSv1_2
+    tls = bridge.tls_address
+    assert tls is not None
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname = False
+    old.verify_mode = ssl.CERT_NONE
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with warnings.catch_warnings():  # TLS 1.1 is deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.TLSv1_1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await asyncio.wait_for(StreamClient.open(tls, context=old), 5)
+    # TLS 1.2 works with the same (unverified) settings otherwise.
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    client = await StreamClient.open(tls, context=old)
+    client.send(client.options())
+    assert (await client.final()).status == 200
+    await client.close()
+
+
+# ---------------------------------------------------------------- limits
+
+
+async def test_connection_limit_per_source(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+    assert bridge.settings.max_connections_per_source == 32
+    clients = [await StreamClient.open(bridge.sip_address) for _ in range(32)]
+    extra: StreamClient | None = None
+    other: StreamClient | None = None
+    try:
+        for _ in range(100):  # every accept has reached the server
+            if bridge.streams.per_source.get("127.0.0.1") == 32:
+                break
+            await asyncio.sleep(0.01)
+        extra = await StreamClient.open(bridge.sip_address)
+        assert await extra.closed(5)  # the 33rd is closed at once
+        clients[-1].send(clients[-1].options())  # the 32 others still work
+        assert (await clients[-1].final()).status == 200
+        other = await StreamClient.open(bridge.sip_address, source="127.0.0.5")
+        assert not await other.closed(0.3)  # another source has its own budget
+        assert bridge.streams.per_source["127.0.0.5"] == 1
+        await clients[0].close()
+        for _ in range(100):
+            if bridge.streams.per_source.get("127.0.0.1") == 31:
+                break
+            await asyncio.sleep(0.01)
+        again = await StreamClient.open(bridge.sip_address)  # room again
+        clients.append(again)
+        again.send(again.options(2))
+        assert (await again.final()).status == 200
+    finally:
+        for client in [*clients[1:], extra, other]:
+            if client is not None:
+                await client.close()
+
+
+async def test_framing_garbage_closes_only_that_connection(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge()
+    good = await StreamClient.open(bridge.sip_address)
+    bad = await StreamClient.open(bridge.sip_address)
+    noise = await StreamClient.open(bridge.sip_address)
+    try:
+        # A request without Content-Length: 400, then the connection closes.
+        request = bad.options().replace(b"Content-Length: 0\r\n", b"")
+        bad.send(request)
+        response = await bad.message()
+        assert isinstance(response, Response) and response.status == 400
+        assert await bad.closed(5)
+        noise.send(b"\x00\xff garbage \r\n\r\n")
+        assert await noise.closed(5)
+        good.send(good.options())
+        assert (await good.final()).status == 200
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            udp.bind(("127.0.0.1", 0))
+            udp.setblocking(False)
+            udp.sendto(good.options(3).replace(b"/TCP", b"/UDP"), bridge.sip_address)
+            data = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(udp, 65535), 5)
+        finally:
+            udp.close()
+        reply = parse_message(data)
+        assert isinstance(reply, Response) and reply.status == 200
+    finally:
+        for client in (good, bad, noise):
+            await client.close()
+
+
+async def test_incomplete_message_and_idle_connection_time_out(
+    make_bridge: MakeBridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(transports, "INCOMPLETE_TIMEOUT", 0.4)
+    monkeypatch.setattr(transports, "IDLE_TIMEOUT", 0.8)
+    bridge = await make_bridge()
+    slow = await StreamClient.open(bridge.sip_address)
+    idle = await StreamClient.open(bridge.sip_address)
+    pinging = await StreamClient.open(bridge.sip_address)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        slow.send(slow.options()[:40])  # and never the rest
+        assert await slow.closed(3)
+        assert 0.3 < loop.time() - started < 2.5
+        assert not await idle.closed(0.2)  # idle, but not for long enough yet
+        # Pings every 0.3 s keep a connection open past the idle timeout.
+        for _ in range(6):
+            pinging.send(b"\r\n\r\n")
+            assert await asyncio.wait_for(pinging.reader.readexactly(2), 3) == b"\r\n"
+            await asyncio.sleep(0.3)
+        assert await idle.closed(3)
+        pinging.send(pinging.options())
+        assert (await pinging.final()).status == 200
+    finally:
+        for client in (slow, idle, pinging):
+            await client.close()
+
+
+async def test_no_tcp_listener_with_tcp_off(make_bridge: MakeBridge) -> None:
+    bridge = await make_bridge(tcp=False)
+    assert bridge.streams.tcp_address is None and bridge.tls_address is None
+    with pytest.raises(OSError):
+        await StreamClient.open(bridge.sip_address)
