@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 
 import numpy as np
@@ -116,6 +116,36 @@ def main() -> None:
         state["now"] = now + 0.02
 
     results.append(("jitter buffer push + drain", jitter_push_pop))
+
+    # SRTP (rtp/srtp.py): one PCMU packet (12 + 160 bytes) protected, and one unprotected
+    # by the other end; every call gets a packet of its own (libsrtp refuses replays).
+    import secrets
+
+    from sipbridge.rtp.srtp import SrtpSession
+    from sipbridge.rtp.stream import RtpSender
+
+    count = (BATCHES + 1) * BATCH_SIZE
+    for suite in ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"):
+        ours, theirs = secrets.token_bytes(30), secrets.token_bytes(30)
+        tx, rx = SrtpSession(suite, ours, theirs), SrtpSession(suite, theirs, ours)
+        peer = SrtpSession(suite, ours, theirs)  # a second sender under our key, for rx
+        sender = RtpSender(
+            ssrc=1, payload_type=0, samples_per_frame=160, initial_sequence=0, initial_timestamp=0
+        )
+        to_protect = iter([sender.packet(mu_payload) for _ in range(count)])
+        to_unprotect = iter([peer.protect(sender.packet(mu_payload)) or b"" for _ in range(count)])
+
+        def protect(tx: SrtpSession = tx, packets: Iterator[bytes] = to_protect) -> None:
+            if tx.protect(next(packets)) is None:
+                raise AssertionError("protect failed")
+
+        def unprotect(rx: SrtpSession = rx, packets: Iterator[bytes] = to_unprotect) -> None:
+            if rx.unprotect(next(packets)) is None:
+                raise AssertionError("unprotect failed")
+
+        short = suite[-2:]
+        results.append((f"SRTP protect, PCMU packet (SHA1_{short})", protect))
+        results.append((f"SRTP unprotect, PCMU packet (SHA1_{short})", unprotect))
 
     print(f"median µs per 20 ms frame ({BATCHES} x {BATCH_SIZE} calls each)")
     for label, call in results:

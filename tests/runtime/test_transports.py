@@ -500,3 +500,34 @@ async def test_no_tcp_listener_with_tcp_off(make_bridge: MakeBridge) -> None:
     assert bridge.streams.tcp_address is None and bridge.tls_address is None
     with pytest.raises(OSError):
         await StreamClient.open(bridge.sip_address)
+
+
+async def test_banned_source_cannot_connect_and_its_messages_are_dropped(
+    make_bridge: MakeBridge,
+) -> None:
+    bridge = await make_bridge()
+    open_client = await StreamClient.open(bridge.sip_address, source="127.0.0.6")
+    try:
+        bridge.guard.ban("127.0.0.6", "manual", bridge.loop.time(), duration=60.0)
+        parsed: list[object] = []
+        real_receive = bridge.ua.receive_datagram
+
+        def counting_receive(data: bytes, source: Any, now: float) -> None:
+            parsed.append(source)
+            real_receive(data, source, now)
+
+        bridge.ua.receive_datagram = counting_receive  # type: ignore[method-assign]
+        # Messages on a connection opened before the ban are dropped unparsed...
+        open_client.send(open_client.options())
+        await asyncio.sleep(0.3)
+        assert parsed == []
+        # ... and a new connection is closed at once.
+        refused = await StreamClient.open(bridge.sip_address, source="127.0.0.6")
+        assert await refused.closed(5)
+        other = await StreamClient.open(bridge.sip_address)  # loopback: no trunk configured
+        other.send(other.options())
+        assert (await other.final()).status == 200
+        assert len(parsed) == 1
+        await other.close()
+    finally:
+        await open_client.close()

@@ -1,13 +1,21 @@
+import base64
 import dataclasses
+import secrets
 
 import pytest
 
 from sipbridge.sdp import (
+    CryptoAttribute,
+    CryptoSuite,
     Negotiated,
     NoCommonCodec,
     SdpError,
+    SrtpMismatch,
+    SrtpPolicy,
+    answer_crypto,
     build_answer,
     negotiate,
+    parse_crypto,
     parse_sdp,
 )
 from tests.sdp.test_session import RFC4475_SDP01, SIPP_OFFER
@@ -248,3 +256,129 @@ def test_missing_connection_address_on_a_built_offer() -> None:
     sdp.connection = None
     with pytest.raises(SdpError, match="no connection address"):
         negotiate(sdp, G711)
+
+
+# ---------------------------------------------------------------- SRTP (RFC 4568)
+
+KEY_A = secrets.token_bytes(30)
+KEY_B = secrets.token_bytes(30)
+
+
+def savp(port: int, *cryptos: str, proto: str = "RTP/SAVP") -> bytes:
+    lines = "".join(f"a=crypto:{c}\r\n" for c in cryptos)
+    return f"m=audio {port} {proto} 0 101\r\na=rtpmap:101 telephone-event/8000\r\n{lines}".encode()
+
+
+def line(tag: int, key: bytes, suite: str = "AES_CM_128_HMAC_SHA1_80", extra: str = "") -> str:
+    return f"{tag} {suite} inline:{base64.b64encode(key).decode()}{extra}"
+
+
+def test_savp_offer_is_answered_with_one_crypto_line_and_our_key() -> None:
+    sdp = parse_sdp(
+        offer(
+            savp(
+                4000,
+                line(1, KEY_A, "AES_256_CM_HMAC_SHA1_80"),
+                line(2, KEY_A, extra="|2^31|1:1"),
+                line(3, KEY_A, "AES_CM_128_HMAC_SHA1_32", "|2^31"),
+                line(4, KEY_B),
+            )
+        )
+    )
+    for policy in (SrtpPolicy.OPTIONAL, SrtpPolicy.REQUIRED):
+        negotiated = negotiate(sdp, G711, policy)
+        # The first usable line in the offer's order: tag 3 (1 is unknown, 2 has an MKI).
+        assert negotiated.srtp == CryptoAttribute(
+            3, CryptoSuite.AES_CM_128_HMAC_SHA1_32, KEY_A, lifetime=1 << 31
+        )
+    ours = answer_crypto(negotiated.srtp)
+    answer = build_answer(sdp, negotiated, "10.0.0.1", 5000, 1, crypto=ours)
+    [media] = answer.media
+    assert media.proto == "RTP/SAVP"
+    cryptos = [value for name, value in media.attributes if name == "crypto"]
+    assert cryptos == [ours.value()]
+    assert cryptos[0].startswith("3 AES_CM_128_HMAC_SHA1_32 inline:")
+    parsed = parse_crypto(cryptos[0])
+    assert isinstance(parsed, CryptoAttribute) and parsed.key == ours.key != KEY_A
+    assert parse_sdp(answer.serialize()) == answer
+
+
+def test_answer_crypto_must_match_the_accepted_line() -> None:
+    sdp = parse_sdp(offer(savp(4000, line(5, KEY_A))))
+    negotiated = negotiate(sdp, G711)
+    assert negotiated.srtp is not None
+    with pytest.raises(ValueError, match="crypto"):
+        build_answer(sdp, negotiated, "h", 1, 1)  # SRTP accepted, no key of ours
+    other_tag = CryptoAttribute(6, negotiated.srtp.suite, KEY_B)
+    with pytest.raises(ValueError, match="crypto"):
+        build_answer(sdp, negotiated, "h", 1, 1, crypto=other_tag)
+    plain = parse_sdp(offer(b"m=audio 4000 RTP/AVP 0\r\n"))
+    with pytest.raises(ValueError, match="crypto"):
+        build_answer(plain, negotiate(plain, G711), "h", 1, 1, crypto=answer_crypto(other_tag))
+
+
+def test_optional_takes_plain_rtp_when_no_srtp_is_offered() -> None:
+    sdp = parse_sdp(offer(b"m=audio 4000 RTP/AVP 0\r\n"))
+    for policy in (SrtpPolicy.OPTIONAL, SrtpPolicy.OFF):
+        negotiated = negotiate(sdp, G711, policy)
+        assert negotiated.srtp is None
+        assert b"crypto" not in build_answer(sdp, negotiated, "h", 1, 1).serialize()
+    # "best effort" crypto on RTP/AVP is not SRTP: ignored (and refused when required).
+    best_effort = parse_sdp(offer(savp(4000, line(1, KEY_A), proto="RTP/AVP")))
+    assert negotiate(best_effort, G711).srtp is None
+    with pytest.raises(SrtpMismatch) as refused:
+        negotiate(best_effort, G711, SrtpPolicy.REQUIRED)
+    assert refused.value.reason == "srtp_required"
+
+
+def test_required_refuses_plain_and_keyless_offers() -> None:
+    for media in (
+        b"m=audio 4000 RTP/AVP 0\r\n",
+        b"m=audio 4000 RTP/AVPF 0\r\n",
+        savp(4000),  # no a=crypto at all
+        savp(4000, line(1, KEY_A, "AEAD_AES_256_GCM"), line(2, KEY_A[:20])),
+    ):
+        with pytest.raises(SrtpMismatch) as refused:
+            negotiate(parse_sdp(offer(media)), G711, SrtpPolicy.REQUIRED)
+        assert refused.value.reason == "srtp_required"
+    assert issubclass(SrtpMismatch, NoCommonCodec)  # still a 488 for older callers
+    with pytest.raises(SrtpMismatch, match="AEAD_AES_256_GCM"):
+        negotiate(parse_sdp(offer(savp(4000, line(1, KEY_A, "AEAD_AES_256_GCM")))), G711)
+
+
+def test_off_refuses_srtp_only_offers() -> None:
+    for proto in ("RTP/SAVP", "RTP/SAVPF"):
+        sdp = parse_sdp(offer(savp(4000, line(1, KEY_A), proto=proto)))
+        assert negotiate(sdp, G711).srtp is not None
+        with pytest.raises(SrtpMismatch) as refused:
+            negotiate(sdp, G711, SrtpPolicy.OFF)
+        assert refused.value.reason == "srtp_not_allowed"
+
+
+def test_optional_refuses_savp_without_a_usable_key() -> None:
+    sdp = parse_sdp(offer(savp(4000, line(1, KEY_A, extra="|2^31|1:4"))))
+    with pytest.raises(SrtpMismatch, match="mki not supported") as refused:
+        negotiate(sdp, G711)
+    assert refused.value.reason == "srtp_no_usable_crypto"
+
+
+def test_policy_picks_among_several_streams() -> None:
+    # An SAVP stream and a plain fallback stream (the pre-RFC 5939 two-m-line trick).
+    sdp = parse_sdp(
+        offer(savp(4000, line(1, KEY_A)), b"m=audio 4002 RTP/AVP 0\r\n", b"m=audio 4004 X 0\r\n")
+    )
+    assert negotiate(sdp, G711).media_index == 0
+    assert negotiate(sdp, G711, SrtpPolicy.REQUIRED).media_index == 0
+    off = negotiate(sdp, G711, SrtpPolicy.OFF)
+    assert (off.media_index, off.remote_port, off.srtp) == (1, 4002, None)
+    answer = build_answer(sdp, off, "h", 5000, 1)
+    assert [(m.port, m.proto) for m in answer.media] == [
+        (0, "RTP/SAVP"),
+        (5000, "RTP/AVP"),
+        (0, "X"),
+    ]
+    # A codec mismatch on the SRTP stream is still "no common codec".
+    no_codec = parse_sdp(offer(savp(4000, line(1, KEY_A)).replace(b" 0 101", b" 18 101")))
+    with pytest.raises(NoCommonCodec) as refused:
+        negotiate(no_codec, G711, SrtpPolicy.REQUIRED)
+    assert not isinstance(refused.value, SrtpMismatch)

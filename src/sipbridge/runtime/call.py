@@ -4,7 +4,7 @@ A call goes through these steps (each failure ends it with a SIP error and a
 call record that names the reason):
 
 1. route the dialed number to an agent (404 / 480);
-2. negotiate the codec from the SDP offer (488);
+2. negotiate the codec and SRTP from the SDP offer (488);
 3. open an RTP port (503 when the range is full);
 4. send 180 Ringing and open the agent's WebSocket (503 after the connect budget);
 5. send ``start`` to the agent, then 200 OK with our SDP answer;
@@ -36,10 +36,19 @@ from sipbridge.agent.events import (
 from sipbridge.media.dtmf import DigitPressed, DtmfError, parse_dtmf_info
 from sipbridge.numbers import caller_number
 from sipbridge.router import route
+from sipbridge.rtp.srtp import SrtpSession
 from sipbridge.runtime.agent_client import AgentUnreachable, Closed
 from sipbridge.runtime.agent_link import AgentLink
 from sipbridge.runtime.media import PortsExhausted, RtpEndpoint, open_rtp_endpoint
-from sipbridge.sdp.negotiate import Negotiated, NoCommonCodec, build_answer, negotiate
+from sipbridge.sdp.crypto import CryptoAttribute, answer_crypto
+from sipbridge.sdp.negotiate import (
+    Negotiated,
+    NoCommonCodec,
+    SrtpMismatch,
+    SrtpPolicy,
+    build_answer,
+    negotiate,
+)
 from sipbridge.sdp.session import SdpError, parse_sdp
 from sipbridge.sip.message import Request
 from sipbridge.sip.ua import InboundCall
@@ -108,6 +117,8 @@ class Call:
         self._sdp_version = 0
         self._on_hold = False
         self._media_since = 0.0  # when the caller's RTP was last due to start (answer, unhold)
+        self._srtp_policy = SrtpPolicy.OPTIONAL  # set in _setup from the trunk or the server
+        self._local_crypto: CryptoAttribute | None = None  # our SRTP key, as answered
 
     # -- events from the SIP side ------------------------------------------------
 
@@ -145,7 +156,7 @@ class Call:
             offer = parse_sdp(request.body)
             # Keep the codec if it is still offered: no needless switch mid-call.
             codecs = [self.media.codec, *self.server.settings.codecs]
-            chosen = negotiate(offer, codecs)
+            chosen = negotiate(offer, codecs, self._srtp_policy)
         except (SdpError, NoCommonCodec) as exc:
             ua.reject_reinvite(self.sip, 488, now)
             self.server.flush()
@@ -154,6 +165,8 @@ class Call:
         if chosen.codec != self.media.codec or chosen.payload_type != self.media.payload_type:
             self.media.set_codec(chosen)
             self.record.codec = chosen.codec
+        self.media.srtp = self._srtp_session(chosen, self.media.srtp)
+        self.record.srtp = self.media.srtp.suite if self.media.srtp is not None else None
         self.media.update_remote((chosen.remote_address, chosen.remote_port))
         self.media.sending = chosen.direction in ("sendrecv", "sendonly")
         on_hold = chosen.direction in ("sendonly", "inactive")  # the caller sends nothing
@@ -170,6 +183,7 @@ class Call:
                 self.rtp_port,
                 session_id=self._sdp_session,
                 version=version,
+                crypto=self._local_crypto,
             ).serialize()
 
         body = answer(self._sdp_version)
@@ -184,6 +198,7 @@ class Call:
             remote=f"{chosen.remote_address}:{chosen.remote_port}",
             codec=chosen.codec,
             direction=chosen.direction,
+            srtp=self._local_crypto.suite.value if self._local_crypto else "off",
         )
 
     def on_info(self, request: Request) -> None:
@@ -232,16 +247,22 @@ class Call:
             return False
         assert result.agent is not None
 
+        self._srtp_policy = self._policy_for_call()
         try:
             offer = parse_sdp(invite.body)
-            chosen = negotiate(offer, self.server.settings.codecs)
+            chosen = negotiate(offer, self.server.settings.codecs, self._srtp_policy)
         except SdpError as exc:
             self._reject(488, "bad_sdp", detail=str(exc))
+            return False
+        except SrtpMismatch as exc:
+            self._reject(488, exc.reason, detail=str(exc))
             return False
         except NoCommonCodec as exc:
             self._reject(488, "no_common_codec", detail=str(exc))
             return False
         self.record.codec = chosen.codec
+        srtp = self._srtp_session(chosen, None)
+        self.record.srtp = srtp.suite if srtp is not None else None
 
         invite_headers = {
             name: value for name, value in invite.headers.items() if name.lower().startswith("x-")
@@ -263,7 +284,7 @@ class Call:
                 self.server.loop,
                 self.server.rtp_ports,
                 self.server.settings.sip_host,
-                lambda: self._make_endpoint(chosen, link),
+                lambda: self._make_endpoint(chosen, link, srtp),
             )
         except PortsExhausted:
             self._reject(503, "no_rtp_port", retry_after=5)
@@ -307,6 +328,7 @@ class Call:
             self.rtp_port,
             session_id=self._sdp_session,
             version=self._sdp_version,
+            crypto=self._local_crypto,
         )
         self.server.ua.answer(self.sip, answer.serialize(), self.server.loop.time())
         self.server.flush()
@@ -319,17 +341,54 @@ class Call:
         self._on_hold = chosen.direction in ("sendonly", "inactive")
         self._media_since = self._answered_at
         self.media.start(self.server.loop)
-        self._event("answered", codec=chosen.codec, rtp_port=self.rtp_port)
+        self._event(
+            "answered",
+            codec=chosen.codec,
+            rtp_port=self.rtp_port,
+            srtp=srtp.suite if srtp is not None else "off",
+        )
         return True
 
-    def _make_endpoint(self, chosen: Negotiated, link: AgentLink) -> RtpEndpoint:
+    def _make_endpoint(
+        self, chosen: Negotiated, link: AgentLink, srtp: SrtpSession | None
+    ) -> RtpEndpoint:
         return RtpEndpoint(
             negotiated=chosen,
             agent_rate=link.sample_rate,
             on_audio=link.send_caller_audio,
             next_frame=link.next_frame,
             on_dtmf=self._caller_dtmf,
+            srtp=srtp,
         )
+
+    def _policy_for_call(self) -> SrtpPolicy:
+        """The trunk's SRTP setting, or the server's ``--srtp`` for calls from no trunk."""
+        trunk = self.server.trunks.get(self.sip.trunk) if self.sip.trunk else None
+        mode = trunk.srtp if trunk is not None else self.server.settings.srtp
+        try:
+            return SrtpPolicy(mode)
+        except ValueError:
+            log.warning("call=%s unknown srtp setting %r: using required", self.sip.id, mode)
+            return SrtpPolicy.REQUIRED  # fail closed
+
+    def _srtp_session(self, chosen: Negotiated, current: SrtpSession | None) -> SrtpSession | None:
+        """Our answer's key and the SRTP session for ``chosen`` (RFC 4568 §7.1.2); on a
+        re-INVITE (``current`` set) a changed caller key replaces the inbound direction
+        only. Our key is kept while the suite stays (§7.1.4 lets an answerer keep it); a
+        new suite, or SRTP switched on again, gets a fresh key: libsrtp would start a new
+        session at index 0, and reusing a key there could repeat keystream."""
+        offered = chosen.srtp
+        if offered is None:
+            self._local_crypto = None
+            return None
+        local = self._local_crypto
+        keep = local is not None and local.suite is offered.suite and current is not None
+        self._local_crypto = answer_crypto(offered, local.key if keep and local else None)
+        key, suite = self._local_crypto.key, offered.suite.value
+        if current is None:
+            return SrtpSession(suite, key, offered.key, offered.window_size)
+        current.update(suite, key, offered.key, offered.window_size)
+        return current
 
     def _caller_dtmf(self, digit: DigitPressed) -> None:
         """One caller key press → one ``dtmf`` message to the agent."""
@@ -595,6 +654,8 @@ class Call:
                 rtt_ms=quality.rtt_ms,
                 concealed_ms=quality.concealed_ms,
                 mos=quality.mos,
+                srtp_auth_failures=self.media.srtp.stats.auth_failures if self.media.srtp else None,
+                srtp_replays=self.media.srtp.stats.replays if self.media.srtp else None,
             )
         if self._dropped_audio:
             metrics.agent_audio_dropped_bytes.inc(self._dropped_audio)

@@ -16,6 +16,13 @@ Agent → caller, per 20 ms tick: drain the jitter buffer (a gap past its deadli
 concealment), end DTMF digits whose end packets were lost, then send either the DTMF
 sender's event packets or one audio frame (agent audio or silence), resampled and
 encoded. Every 250 ticks (5 s) an RTCP sender report goes out (RFC 3550 §6.2).
+
+SRTP (RFC 3711, keys from SDES, RFC 4568): when the endpoint has an ``srtp`` session, a
+received datagram is authenticated and decrypted first, before the RTP header is parsed
+and before strict-RTP source learning sees it. A packet that fails (wrong key, forged,
+replayed) is dropped and counted like any other dropped packet, so packets without the
+caller's key can neither be played to the agent nor move our media to another address.
+Our packets are protected right before ``sendto``; RTCP on port + 1 is SRTCP both ways.
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ from sipbridge.rtp.rtcp import (
     round_trip_time,
     serialize_compound,
 )
+from sipbridge.rtp.srtp import SrtpSession
 from sipbridge.rtp.stream import RtpSender
 from sipbridge.sdp.negotiate import Negotiated
 
@@ -142,7 +150,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
     ``on_audio`` gets caller PCM16 at ``agent_rate`` (any length, in order, gaps
     concealed); ``on_dtmf`` gets each caller key press once; ``next_frame`` returns the
     agent's next 20 ms of PCM16 at ``agent_rate``. Symmetric RTP (RFC 4961): once caller
-    packets arrive, we send to their source; until then, to the SDP address.
+    packets arrive, we send to their source; until then, to the SDP address. ``srtp``
+    (replaceable at any time, e.g. by a re-INVITE) makes it SRTP/SRTCP both ways.
     """
 
     def __init__(
@@ -153,7 +162,9 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         on_audio: Callable[[bytes], None],
         next_frame: Callable[[], bytes],
         on_dtmf: Callable[[DigitPressed], None] | None = None,
+        srtp: SrtpSession | None = None,
     ) -> None:
+        self.srtp = srtp
         self.remote: Address = (negotiated.remote_address, negotiated.remote_port)
         self._remote_learned = False
         self._rtcp_remote: Address = (negotiated.remote_address, negotiated.remote_port + 1)
@@ -209,6 +220,15 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Address) -> None:  # hot path
+        srtp = self.srtp
+        if srtp is not None:
+            # RFC 3711 §3.3: authenticate first (see the module docstring for why this
+            # comes before strict RTP).
+            plain = srtp.unprotect(data)
+            if plain is None:
+                self.stats.dropped_in += 1
+                return
+            data = plain
         try:
             pt, seq, ts, ssrc, marker, start, end = parse_rtp_header(data)
         except RtpError:
@@ -286,6 +306,12 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     def rtcp_received(self, data: bytes, addr: Address) -> None:
         """Caller RTCP: note their sender reports (for LSR/DLSR) and our round trip time."""
+        srtp = self.srtp
+        if srtp is not None:
+            plain = srtp.unprotect_rtcp(data)  # RFC 3711 §3.4
+            if plain is None:
+                return
+            data = plain
         try:
             packets = parse_compound(data)
         except RtcpError:
@@ -351,21 +377,27 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 self._on_dtmf(digit)
         frame = self._next_frame()  # always consumed: the agent's audio keeps its pace
         sender = self._sender
+        srtp = self.srtp
         events = self._dtmf_tx.tick(sender.timestamp) if self._dtmf_tx.active else None
         if events is not None:
             te = self.telephone_event_pt
             assert te is not None
             if self.sending:
                 for event in events:
-                    packet = sender.event_packet(te, event.timestamp, event.marker, event.payload)
-                    transport.sendto(packet, self.remote)
-                    self.stats.packets_out += 1
+                    raw = sender.event_packet(te, event.timestamp, event.marker, event.payload)
+                    packet = raw if srtp is None else srtp.protect(raw)
+                    if packet is not None:
+                        transport.sendto(packet, self.remote)
+                        self.stats.packets_out += 1
             sender.skip()
         elif self.sending:
             payload = self._encoder.encode(self._from_agent.process(frame))
-            transport.sendto(sender.packet(payload), self.remote)
-            self.stats.packets_out += 1
-            self.stats.bytes_out += len(payload)
+            raw = sender.packet(payload)
+            audio = raw if srtp is None else srtp.protect(raw)
+            if audio is not None:
+                transport.sendto(audio, self.remote)
+                self.stats.packets_out += 1
+                self.stats.bytes_out += len(payload)
         else:
             # On hold (our direction recvonly/inactive): nothing goes out; RFC 3550 §5.1
             # the timestamp keeps running, sequence numbers do not.
@@ -402,6 +434,11 @@ class RtpEndpoint(asyncio.DatagramProtocol):
                 SourceDescription.cname(sender.ssrc, f"sipbridge-{sender.ssrc:08x}"),
             ]
         )
+        if self.srtp is not None:
+            protected = self.srtp.protect_rtcp(packet)  # RFC 3711 §3.4
+            if protected is None:
+                return
+            packet = protected
         rtcp.transport.sendto(packet, self._rtcp_remote)
 
     def quality(self) -> MediaQuality:

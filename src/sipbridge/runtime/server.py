@@ -198,7 +198,16 @@ class SipBridgeServer:
 
     def apply_trunks(self, trunks: list[TrunkRecord]) -> None:
         seen: list[tuple[object, ...]] = [
-            (t.name, tuple(t.allowed_cidrs), t.username, t.password, t.max_calls) for t in trunks
+            (
+                t.name,
+                tuple(t.allowed_cidrs),
+                t.username,
+                t.password,
+                t.max_calls,
+                tuple(t.allowed_numbers),
+                t.srtp,
+            )
+            for t in trunks
         ]
         if seen == self._trunks_seen:
             return
@@ -472,8 +481,10 @@ class SipBridgeServer:
 
     def accept_connection(self, host: str) -> bool:
         """Admit a new TCP/TLS connection from ``host`` (every accepted connection comes
-        through here): at most ``max_connections_per_source`` per source address and
-        ``MAX_CONNECTIONS`` in all."""
+        through here): none from a banned source, at most ``max_connections_per_source``
+        per source address and ``MAX_CONNECTIONS`` in all."""
+        if self.guard.is_banned(host, self.loop.time()):
+            return False
         return (
             self.streams.per_source.get(host, 0) < self.settings.max_connections_per_source
             and self.streams.total < MAX_CONNECTIONS

@@ -1,6 +1,14 @@
-"""SDP (RFC 4566) and offer/answer (RFC 3264)."""
+"""SDP (RFC 4566), offer/answer (RFC 3264) and SDES keys for SRTP (RFC 4568)."""
 
-from sipbridge.sdp.negotiate import Negotiated, NoCommonCodec, build_answer, negotiate
+from sipbridge.sdp.crypto import CryptoAttribute, CryptoSuite, answer_crypto, parse_crypto
+from sipbridge.sdp.negotiate import (
+    Negotiated,
+    NoCommonCodec,
+    SrtpMismatch,
+    SrtpPolicy,
+    build_answer,
+    negotiate,
+)
 from sipbridge.sdp.session import (
     MediaDescription,
     Origin,
@@ -10,13 +18,19 @@ from sipbridge.sdp.session import (
 )
 
 __all__ = [
+    "CryptoAttribute",
+    "CryptoSuite",
     "MediaDescription",
     "Negotiated",
     "NoCommonCodec",
     "Origin",
     "SdpError",
     "SessionDescription",
+    "SrtpMismatch",
+    "SrtpPolicy",
+    "answer_crypto",
     "build_answer",
     "negotiate",
+    "parse_crypto",
     "parse_sdp",
 ]

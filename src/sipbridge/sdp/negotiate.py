@@ -2,18 +2,43 @@
 
 We answer an offer (RFC 3264 §6): accept the first usable audio stream with one codec and,
 when offered, telephone-event (RFC 4733); reject every other stream by setting its port to 0.
+
+SRTP with SDES keys (RFC 3711, RFC 4568) follows the call's :class:`SrtpPolicy`:
+
+* ``off``: only RTP/AVP(F) streams are accepted; an offer with nothing else is refused
+  with :class:`SrtpMismatch` (``srtp_not_allowed``).
+* ``optional`` (the default): the first acceptable stream in offer order wins; an
+  RTP/SAVP(F) stream is acceptable when one of its ``a=crypto`` lines is usable
+  (sdp/crypto.py), an RTP/AVP(F) stream always (plain RTP). An offer whose only streams
+  are SAVP without a usable key is refused (``srtp_no_usable_crypto``).
+* ``required``: only RTP/SAVP(F) with a usable key; otherwise ``srtp_required``.
+
+``a=crypto`` lines on an RTP/AVP stream ("best effort" SRTP, not in RFC 4568 §3.1.4 which
+defines the attribute for SRTP profiles only) are ignored: such a stream is plain RTP.
+The answer (RFC 4568 §7.1.2) keeps the offer's profile and carries exactly one
+``a=crypto`` line, with the tag and suite of the offered line we accepted and our own key.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from sipbridge.codecs import UnknownCodec, get_codec
+from sipbridge.sdp.crypto import CryptoAttribute, crypto_attributes
 from sipbridge.sdp.session import MediaDescription, Origin, SdpError, SessionDescription
 
-__all__ = ["STATIC_PAYLOAD_TYPES", "Negotiated", "NoCommonCodec", "build_answer", "negotiate"]
+__all__ = [
+    "STATIC_PAYLOAD_TYPES",
+    "Negotiated",
+    "NoCommonCodec",
+    "SrtpMismatch",
+    "SrtpPolicy",
+    "build_answer",
+    "negotiate",
+]
 
 # RFC 3551 §6 table 4: static audio payload types, valid without an a=rtpmap line.
 STATIC_PAYLOAD_TYPES: Final[dict[int, tuple[str, int, int | None]]] = {
@@ -36,9 +61,11 @@ STATIC_PAYLOAD_TYPES: Final[dict[int, tuple[str, int, int | None]]] = {
     18: ("G729", 8000, None),
 }
 
-# RTP/AVPF (RFC 4585) is plain RTP with earlier feedback, which we may ignore; RTP/SAVP and
-# the other secure profiles need SRTP keys we do not handle yet.
+# RTP/AVPF (RFC 4585) is plain RTP with earlier feedback, which we may ignore; likewise
+# RTP/SAVPF is RTP/SAVP (RFC 3711 §12). DTLS-SRTP (UDP/TLS/RTP/SAVP, RFC 5763) is not
+# supported.
 _PLAIN_RTP_PROFILES: Final = ("RTP/AVP", "RTP/AVPF")
+_SRTP_PROFILES: Final = ("RTP/SAVP", "RTP/SAVPF")
 _TELEPHONE_EVENT: Final = "telephone-event"
 _ANSWER_DIRECTION: Final = {
     "sendonly": "recvonly",
@@ -53,6 +80,23 @@ _TELEPHONE_EVENT_FMTP: Final = "0-16"
 
 class NoCommonCodec(Exception):
     """The offer has no audio stream we can accept (answer 488, RFC 3261 §13.3.1.1)."""
+
+
+class SrtpMismatch(NoCommonCodec):
+    """No stream is acceptable because of SRTP (488 too): ``reason`` is the call
+    record's reason, ``srtp_required``, ``srtp_not_allowed`` or ``srtp_no_usable_crypto``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class SrtpPolicy(enum.Enum):
+    """Whether a call may or must use SRTP (per trunk, else the server's ``--srtp``)."""
+
+    OFF = "off"
+    OPTIONAL = "optional"
+    REQUIRED = "required"
 
 
 @dataclass(frozen=True)
@@ -73,6 +117,9 @@ class Negotiated:
     direction: str
     ptime: int | None
     media_index: int = 0
+    # The offered a=crypto line we accepted (the caller's key, RFC 4568 §7.1.2); None for
+    # plain RTP.
+    srtp: CryptoAttribute | None = None
 
 
 def _encodings(media: MediaDescription) -> list[tuple[int, str, int, int | None]]:
@@ -104,22 +151,52 @@ def _format_matches(name: str, clock: int, channels: int | None) -> bool:
     return info.clock_rate == clock and (channels or 1) == info.channels
 
 
-def negotiate(offer: SessionDescription, supported: Sequence[str]) -> Negotiated:
+def _srtp_refusal(
+    media: MediaDescription, policy: SrtpPolicy
+) -> tuple[CryptoAttribute | None, tuple[str, str] | None]:
+    """(the crypto line to use, None) for an acceptable stream under ``policy``, else
+    (None, (record reason, detail))."""
+    proto = media.proto.upper()
+    if proto in _PLAIN_RTP_PROFILES:
+        if policy is SrtpPolicy.REQUIRED:
+            return None, ("srtp_required", f"{media.proto} offered, SRTP required")
+        return None, None
+    if proto not in _SRTP_PROFILES:
+        return None, ("", f"unsupported transport {media.proto}")
+    if policy is SrtpPolicy.OFF:
+        return None, ("srtp_not_allowed", f"{media.proto} offered, SRTP is off")
+    usable, skipped = crypto_attributes(media.attributes)
+    if usable:
+        return usable[0], None  # RFC 4568 §7.1.1: the offerer's order is its preference
+    why = "; ".join(f"{s.value.split(' ')[0]}: {s.reason}" for s in skipped) or "no a=crypto"
+    reason = "srtp_required" if policy is SrtpPolicy.REQUIRED else "srtp_no_usable_crypto"
+    return None, (reason, f"{media.proto} without a usable key ({why})")
+
+
+def negotiate(
+    offer: SessionDescription,
+    supported: Sequence[str],
+    srtp: SrtpPolicy = SrtpPolicy.OPTIONAL,
+) -> Negotiated:
     """Choose the audio stream and codec to answer ``offer`` with.
 
     ``supported`` holds codec names (case-insensitive) in our order of preference. Streams
-    are tried in offer order (audio, port not 0, RTP/AVP or RTP/AVPF); within the first one
-    that has a supported codec, the one highest in ``supported`` wins, the offer's order
-    breaking ties between payload types of one codec (RFC 3264 §6.1 lets the answerer
-    apply its own preference). Raises NoCommonCodec when nothing fits.
+    are tried in offer order (audio, port not 0, a profile ``srtp`` allows, see the module
+    docstring); within the first one that has a supported codec, the one highest in
+    ``supported`` wins, the offer's order breaking ties between payload types of one codec
+    (RFC 3264 §6.1 lets the answerer apply its own preference). Raises SrtpMismatch when
+    the SRTP policy or keys ruled out every stream, NoCommonCodec when nothing else fits.
     """
     rank = {name.lower(): index for index, name in enumerate(supported)}
     reasons: list[str] = []
+    srtp_reason: str | None = None
     for index, media in enumerate(offer.media):
         if media.media != "audio" or media.port == 0:
             continue
-        if media.proto.upper() not in _PLAIN_RTP_PROFILES:
-            reasons.append(f"unsupported transport {media.proto}")
+        crypto, refusal = _srtp_refusal(media, srtp)
+        if refusal is not None:
+            reasons.append(refusal[1])
+            srtp_reason = srtp_reason or refusal[0] or None
             continue
         encodings = _encodings(media)
         candidates = [
@@ -155,8 +232,12 @@ def negotiate(offer: SessionDescription, supported: Sequence[str]) -> Negotiated
             direction=_ANSWER_DIRECTION[offer.direction_for(media)],
             ptime=media.ptime,
             media_index=index,
+            srtp=crypto,
         )
-    raise NoCommonCodec("; ".join(reasons) or "no audio stream offered")
+    detail = "; ".join(reasons) or "no audio stream offered"
+    if srtp_reason is not None:
+        raise SrtpMismatch(srtp_reason, detail)
+    raise NoCommonCodec(detail)
 
 
 def build_answer(
@@ -166,12 +247,24 @@ def build_answer(
     port: int,
     session_id: int,
     version: int = 0,
+    crypto: CryptoAttribute | None = None,
 ) -> SessionDescription:
     """The RFC 3264 §6 answer to ``offer``: one m-line per offered m-line in the same
     order, the negotiated one accepted on ``address``:``port``, all others rejected with
-    port 0 (§6: a rejected stream keeps its m-line)."""
+    port 0 (§6: a rejected stream keeps its m-line).
+
+    For SRTP (``negotiated.srtp`` set) ``crypto`` is our key: the answer's one
+    ``a=crypto`` line, with the accepted line's tag and suite (RFC 4568 §7.1.2); see
+    :func:`sipbridge.sdp.crypto.answer_crypto`."""
     if not 0 <= negotiated.media_index < len(offer.media):
         raise ValueError(f"offer has no m-line {negotiated.media_index}")
+    offered_crypto = negotiated.srtp
+    if (offered_crypto is None) != (crypto is None) or (
+        offered_crypto is not None
+        and crypto is not None
+        and (crypto.tag, crypto.suite) != (offered_crypto.tag, offered_crypto.suite)
+    ):
+        raise ValueError("the answer's crypto must match the accepted offered a=crypto line")
     accepted = offer.media[negotiated.media_index]
     offered_pts = {int(f) for f in accepted.formats if f.isascii() and f.isdigit()}
     if accepted.media != "audio" or negotiated.payload_type not in offered_pts:
@@ -200,6 +293,8 @@ def build_answer(
         attributes.append(("fmtp", f"{te} {_TELEPHONE_EVENT_FMTP}"))
     attributes.append(("ptime", str(_ANSWER_PTIME)))
     attributes.append((negotiated.direction, None))
+    if crypto is not None:
+        attributes.append(("crypto", crypto.value()))
 
     media: list[MediaDescription] = []
     for index, m in enumerate(offer.media):

@@ -9,7 +9,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from sipbridge.config import SRTP_MODES
-from sipbridge.numbers import InvalidField
+from sipbridge.numbers import InvalidField, normalize_region
 from sipbridge.store.db import Database
 from sipbridge.store.models import Trunk
 from sipbridge.store.records import TrunkRecord, utcnow
@@ -97,6 +97,7 @@ def _validate_max_calls(max_calls: object) -> int:
 
 
 def _validate_allowed_numbers(numbers: object, default_region: str | None) -> list[str]:
+    default_region = normalize_region(default_region)  # a bad one names default_region
     result: list[str] = []
     for item in _iterable(numbers, "allowed_numbers"):
         try:
