@@ -15,7 +15,7 @@ from sipbridge.cli import app
 from sipbridge.config import ServeSettings
 from sipbridge.store import service
 from sipbridge.store.db import Database
-from sipbridge.store.records import CallRecord, CallStatus
+from sipbridge.store.records import BanRecord, CallRecord, CallStatus
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -46,7 +46,7 @@ def invoke(runner: CliRunner, env: dict[str, str], *args: str):  # type: ignore[
 def test_help_lists_commands(runner: CliRunner) -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("serve", "agent", "number", "trunk", "apikey", "calls", "db"):
+    for command in ("serve", "agent", "number", "trunk", "apikey", "ban", "calls", "db"):
         assert command in result.stdout
 
 
@@ -285,13 +285,13 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0004" in result.stdout
+    assert "revision 0005" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
             return await db.current_revision()
 
-    assert asyncio.run(revision()) == "0004"
+    assert asyncio.run(revision()) == "0005"
 
 
 def test_db_option_overrides_env(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -805,8 +805,10 @@ def test_trunk_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
         "MAX",
         "CALLS",
         "CODECS",
+        "NUMBERS",
+        "SRTP",
     ]
-    assert lines[1].split() == ["plain", "-", "-", "-", "no", "no", "-", "-"]
+    assert lines[1].split() == ["plain", "-", "-", "-", "no", "no", "-", "-", "any", "optional"]
     assert lines[2].split() == [
         "telnyx",
         "192.0.2.0/24,198.51.100.7/32",
@@ -816,6 +818,8 @@ def test_trunk_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
         "yes",
         "20",
         "pcmu,opus",
+        "any",
+        "optional",
     ]
     assert "hunter2" not in listing
 
@@ -853,6 +857,10 @@ def test_trunk_password_from_env(runner: CliRunner, env: dict[str, str], db_url:
         (["--max-calls", "0"], "max_calls"),
         (["--host", "bad host"], "host"),
         (["--register"], "register"),
+        (["--srtp", "always"], "srtp"),
+        (["--number", "12345"], "allowed_numbers"),
+        (["--number", "2025550101"], "allowed_numbers"),  # national, no default region
+        (["--number", "+12025550101", "--default-region", "XX"], "default_region"),
     ],
 )
 def test_trunk_add_bad_options_exit_2(
@@ -871,6 +879,171 @@ def test_trunk_duplicate_and_unknown_exit_1(runner: CliRunner, env: dict[str, st
     result = invoke(runner, env, "trunk", "remove", "ghost")
     assert result.exit_code == 1
     assert "error: trunk 'ghost' not found" in result.stderr
+
+
+def test_trunk_numbers_and_srtp(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
+    result = invoke(
+        runner,
+        env,
+        "trunk",
+        "add",
+        "secure",
+        "--number",
+        "+1 (202) 555-0101",
+        "--number",
+        "202-555-0102",
+        "--number",
+        "+12025550101",
+        "--srtp",
+        "required",
+        "--default-region",
+        "US",
+    )
+    assert result.exit_code == 0, result.output
+    assert "added trunk secure" in result.stdout
+    result = invoke(runner, env, "trunk", "add", "plain", "--srtp", "off")
+    assert result.exit_code == 0, result.output
+
+    lines = invoke(runner, env, "trunk", "list").stdout.splitlines()
+    assert lines[0].split()[-3:] == ["CODECS", "NUMBERS", "SRTP"]
+    assert lines[1].split() == ["plain", "-", "-", "-", "no", "no", "-", "-", "any", "off"]
+    assert lines[2].split() == [
+        "secure",
+        "-",
+        "-",
+        "-",
+        "no",
+        "no",
+        "-",
+        "-",
+        "+12025550101,+12025550102",
+        "required",
+    ]
+
+    async def read_back() -> tuple[list[str], str]:
+        async with Database(db_url) as db:
+            trunk = await service.get_trunk(db, "secure")
+            return trunk.allowed_numbers, trunk.srtp
+
+    assert asyncio.run(read_back()) == (["+12025550101", "+12025550102"], "required")
+
+
+def test_trunk_srtp_and_region_from_env(runner: CliRunner, env: dict[str, str]) -> None:
+    result = runner.invoke(
+        app,
+        ["trunk", "add", "t", "--number", "020 7946 0000"],
+        env={**env, "SIPBRIDGE_SRTP": "off", "SIPBRIDGE_DEFAULT_REGION": "GB"},
+    )
+    assert result.exit_code == 0, result.output
+    lines = invoke(runner, env, "trunk", "list").stdout.splitlines()
+    assert lines[1].split()[-2:] == ["+442079460000", "off"]
+
+
+# ----------------------------------------------------------------------- bans
+
+
+def test_ban_add_list_remove(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
+    assert invoke(runner, env, "ban", "list").stdout.strip() == "no bans"
+
+    result = invoke(runner, env, "ban", "add", "203.0.113.7/24", "--note", "abuse desk")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "banned 203.0.113.0/24 until removed"
+    result = invoke(runner, env, "ban", "add", "198.51.100.7", "--duration", "3600")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("banned 198.51.100.7 until 20")
+
+    async def bans() -> list[BanRecord]:
+        async with Database(db_url) as db:
+            return await service.list_bans(db)
+
+    timed, network = asyncio.run(bans())  # newest first
+    assert (network.address, network.note, network.expires_at) == (
+        "203.0.113.0/24",
+        "abuse desk",
+        None,
+    )
+    assert timed.address == "198.51.100.7" and timed.note is None
+    assert timed.expires_at == timed.created_at + timedelta(hours=1)
+
+    lines = invoke(runner, env, "ban", "list").stdout.splitlines()
+    assert lines[0].split() == ["ADDRESS", "REASON", "SINCE", "UNTIL", "NOTE"]
+    assert lines[1].split() == [
+        "198.51.100.7",
+        "manual",
+        timed.created_at.isoformat(timespec="seconds"),
+        timed.expires_at.isoformat(timespec="seconds"),
+        "-",
+    ]
+    assert lines[2].split() == [
+        "203.0.113.0/24",
+        "manual",
+        network.created_at.isoformat(timespec="seconds"),
+        "never",
+        "abuse",
+        "desk",
+    ]
+    assert len(lines) == 3
+
+    result = invoke(runner, env, "ban", "remove", "203.0.113.0/24")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "removed ban on 203.0.113.0/24"
+    result = invoke(runner, env, "ban", "remove", "198.51.100.7/32")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "removed ban on 198.51.100.7"
+    assert invoke(runner, env, "ban", "list").stdout.strip() == "no bans"
+
+
+def test_ban_list_all(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
+    async def seed() -> None:
+        async with Database(db_url) as db:
+            await db.upgrade()
+            await service.add_ban(db, "192.0.2.1", reason="flood", duration=60, now=T0)
+            await service.add_ban(db, "2001:db8::/32", reason="scanner")
+
+    asyncio.run(seed())
+    current = invoke(runner, env, "ban", "list").stdout
+    assert "2001:db8::/32" in current and "scanner" in current
+    assert "192.0.2.1" not in current
+    result = invoke(runner, env, "ban", "list", "--all")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["2001:db8::/32", "192.0.2.1"]
+    assert lines[2].split()[1:4] == [
+        "flood",
+        T0.isoformat(timespec="seconds"),
+        (T0 + timedelta(seconds=60)).isoformat(timespec="seconds"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["not-an-ip"], "address"),
+        (["10.0.0.0/33"], "address"),
+        (["192.0.2.1", "--duration", "0"], "duration"),
+        (["192.0.2.1", "--note", "x" * 256], "note"),
+    ],
+)
+def test_ban_add_bad_input_exits_2(
+    runner: CliRunner, env: dict[str, str], args: list[str], field: str
+) -> None:
+    result = invoke(runner, env, "ban", "add", *args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {field}: ")
+    assert invoke(runner, env, "ban", "list", "--all").stdout.strip() == "no bans"
+
+
+def test_ban_remove_unknown_exits_1(runner: CliRunner, env: dict[str, str]) -> None:
+    invoke(runner, env, "ban", "add", "198.51.100.0/24")
+    result = invoke(runner, env, "ban", "remove", "192.0.2.1")
+    assert result.exit_code == 1
+    assert "error: no ban on 192.0.2.1" in result.stderr
+    result = invoke(runner, env, "ban", "remove", "198.51.100.7")  # inside, but not the ban
+    assert result.exit_code == 1
+    result = invoke(runner, env, "ban", "remove", "bogus")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: address: ")
+    assert "198.51.100.0/24" in invoke(runner, env, "ban", "list").stdout
 
 
 # ------------------------------------------------------------------- API keys
@@ -933,7 +1106,7 @@ def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -
         for name in list(os.environ):
             if name.startswith("SIPBRIDGE_"):
                 monkeypatch.delenv(name)
-        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0004")
+        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0005")
         result = invoke(
             runner, pg_env, "agent", "add", "bot", "--url", "wss://a", "--url", "wss://b"
         )
@@ -960,3 +1133,39 @@ def test_serve_rejects_unknown_codec(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "--codecs: unknown codec 'g729'" in result.output
+
+
+def test_serve_transport_options(
+    runner: CliRunner,
+    env: dict[str, str],
+    fake_server: list[ServeSettings],
+    tmp_path: Path,
+) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("cert")
+    key.write_text("key")
+    tls = ["--tls-port", "5161", "--tls-cert", str(cert), "--tls-key", str(key)]
+    assert runner.invoke(app, ["serve", "--no-tcp", *tls], env=env).exit_code == 0
+    environ = {**env, "SIPBRIDGE_TCP": "false", "SIPBRIDGE_TLS_PORT": "6061"}
+    assert runner.invoke(app, ["serve"], env=environ).exit_code == 0
+    assert runner.invoke(app, ["serve"], env=env).exit_code == 0
+    explicit, from_env, default = fake_server
+    assert (explicit.tcp, explicit.tls_port, explicit.tls_cert, explicit.tls_key) == (
+        False,
+        5161,
+        str(cert),
+        str(key),
+    )
+    assert (from_env.tcp, from_env.tls_port) == (False, 6061)
+    assert (default.tcp, default.tls_port, default.tls_cert, default.tls_key) == (
+        True,
+        5061,
+        None,
+        None,
+    )
+    only_cert = runner.invoke(app, ["serve", "--tls-cert", str(cert)], env=env)
+    assert only_cert.exit_code == 2 and "--tls-key" in only_cert.stderr
+    missing = ["--tls-cert", str(tmp_path / "none.pem"), "--tls-key", str(key)]
+    unreadable = runner.invoke(app, ["serve", *missing], env=env)
+    assert unreadable.exit_code == 2 and unreadable.stderr.startswith("error: --tls-cert")
+    assert len(fake_server) == 3

@@ -3,8 +3,10 @@ from typing import Any
 import httpx
 import pytest
 
+from sipbridge.api import create_app
 from sipbridge.store import service
 from sipbridge.store.db import Database
+from tests.api.conftest import make_client
 
 TRUNK = {
     "name": "carrier",
@@ -137,3 +139,90 @@ async def test_delete_trunk(client: httpx.AsyncClient) -> None:
     assert (await client.delete("/api/trunks/t")).status_code == 204
     assert (await client.get("/api/trunks/t")).status_code == 404
     assert (await client.delete("/api/trunks/t")).status_code == 404
+
+
+# ------------------------------------------------------- trunk numbers and SRTP
+
+
+async def test_create_trunk_numbers_and_srtp(client: httpx.AsyncClient, db: Database) -> None:
+    minimal = (await client.post("/api/trunks", json={"name": "plain"})).json()
+    assert (minimal["allowed_numbers"], minimal["srtp"]) == ([], "optional")
+
+    response = await client.post(
+        "/api/trunks",
+        json={
+            "name": "t",
+            "allowed_numbers": ["+1 (202) 555-0101", "+442079460000", "+12025550101"],
+            "srtp": "required",
+        },
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["allowed_numbers"] == ["+12025550101", "+442079460000"]
+    assert body["srtp"] == "required"
+    assert (await client.get("/api/trunks/t")).json() == body
+    stored = await service.get_trunk(db, "t")
+    assert (stored.allowed_numbers, stored.srtp) == (["+12025550101", "+442079460000"], "required")
+
+
+async def test_update_trunk_numbers_and_srtp(client: httpx.AsyncClient, db: Database) -> None:
+    await client.post(
+        "/api/trunks", json={**TRUNK, "allowed_numbers": ["+12025550101"], "srtp": "off"}
+    )
+    response = await client.patch("/api/trunks/carrier", json={"max_calls": 2})
+    body = response.json()
+    assert (body["allowed_numbers"], body["srtp"]) == (["+12025550101"], "off")  # unchanged
+
+    response = await client.patch(
+        "/api/trunks/carrier", json={"allowed_numbers": ["+12025550188"], "srtp": "required"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["allowed_numbers"], body["srtp"]) == (["+12025550188"], "required")
+    assert body["max_calls"] == 2
+    stored = await service.get_trunk(db, "carrier")
+    assert (stored.allowed_numbers, stored.srtp) == (["+12025550188"], "required")
+
+    response = await client.patch("/api/trunks/carrier", json={"allowed_numbers": []})
+    assert (response.json()["allowed_numbers"], response.json()["srtp"]) == ([], "required")
+
+
+async def test_trunk_national_numbers_use_default_region(db: Database, api_key: str) -> None:
+    async with make_client(create_app(db, default_region="US"), api_key) as http:
+        response = await http.post(
+            "/api/trunks", json={"name": "t", "allowed_numbers": ["(202) 555-0101"]}
+        )
+        assert response.status_code == 201, response.text
+        assert response.json()["allowed_numbers"] == ["+12025550101"]
+        response = await http.patch("/api/trunks/t", json={"allowed_numbers": ["202-555-0102"]})
+        assert response.status_code == 200, response.text
+        assert response.json()["allowed_numbers"] == ["+12025550102"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"srtp": "always"}, "srtp"),
+        ({"srtp": "Required"}, "srtp"),
+        ({"srtp": None}, "srtp"),
+        ({"srtp": 1}, "srtp"),
+        ({"allowed_numbers": ["12345"]}, "allowed_numbers"),
+        ({"allowed_numbers": ["2025550101"]}, "allowed_numbers"),  # national, no region
+        ({"allowed_numbers": ["not a number"]}, "allowed_numbers"),
+        ({"allowed_numbers": [""]}, "allowed_numbers"),
+        ({"allowed_numbers": "+12025550101"}, "allowed_numbers"),
+        ({"allowed_numbers": [12025550101]}, "allowed_numbers"),
+    ],
+)
+async def test_trunk_bad_numbers_or_srtp_is_422(
+    client: httpx.AsyncClient, db: Database, body: dict[str, Any], field: str
+) -> None:
+    locs = error_locs(await client.post("/api/trunks", json={"name": "t", **body}))
+    assert any(loc[:2] == ["body", field] for loc in locs), locs
+    assert await service.list_trunks(db) == []
+
+    await client.post("/api/trunks", json={"name": "u", "srtp": "off"})
+    locs = error_locs(await client.patch("/api/trunks/u", json=body))
+    assert any(loc[:2] == ["body", field] for loc in locs), locs
+    stored = await service.get_trunk(db, "u")
+    assert (stored.allowed_numbers, stored.srtp) == ([], "off")

@@ -8,6 +8,8 @@ from sipbridge.api.schemas import (
     AgentCreate,
     AgentOut,
     AgentUpdate,
+    BanCreate,
+    BanOut,
     CallDetailOut,
     CallOut,
     CallStatsOut,
@@ -20,6 +22,7 @@ from sipbridge.api.schemas import (
 )
 from sipbridge.store.records import (
     AgentRecord,
+    BanRecord,
     CallDetail,
     CallEvent,
     CallRecord,
@@ -29,7 +32,30 @@ from sipbridge.store.records import (
 from sipbridge.store.service import CallStats
 
 NOW = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
-CALL = CallRecord("c", "c@x", "+12025550101", None, "a", NOW, answered_at=NOW, ended_at=NOW)
+CALL = CallRecord(
+    "c",
+    "c@x",
+    "+12025550101",
+    None,
+    "a",
+    NOW,
+    answered_at=NOW,
+    ended_at=NOW,
+    srtp="AES_CM_128_HMAC_SHA1_80",
+)
+TRUNK = TrunkRecord(
+    "t",
+    [],
+    None,
+    None,
+    "p",
+    False,
+    None,
+    [],
+    NOW,
+    allowed_numbers=["+12025550101"],
+    srtp="required",
+)
 
 
 def aliases(model: type[BaseModel]) -> set[str]:
@@ -42,6 +68,7 @@ def aliases(model: type[BaseModel]) -> set[str]:
         (AgentOut, AgentRecord("a", ["ws://x"], True, NOW, token="t").to_json()),
         (NumberOut, NumberRecord("+12025550101", "a", NOW).to_json()),
         (TrunkOut, TrunkRecord("t", [], None, None, "p", False, None, [], NOW).to_json()),
+        (TrunkOut, TRUNK.to_json()),
         (CallOut, CALL.to_json()),
         (
             CallDetailOut,
@@ -54,6 +81,13 @@ def aliases(model: type[BaseModel]) -> set[str]:
             ).to_json(),
         ),
         (CallStatsOut, CallStats(since=None, until=NOW).to_json()),
+        (BanOut, BanRecord("203.0.113.0/24", "manual", NOW).to_json()),
+        (
+            BanOut,
+            BanRecord(
+                "198.51.100.7", "flood", NOW, expires_at=NOW + timedelta(hours=1), note="n"
+            ).to_json(),
+        ),
     ],
 )
 def test_response_models_match_records(model: type[BaseModel], data: dict[str, Any]) -> None:
@@ -118,3 +152,37 @@ def test_invalid_cidrs(cidr: str) -> None:
     with pytest.raises(ValidationError) as caught:
         TrunkCreate.model_validate({"name": "t", "allowed_cidrs": [cidr]})
     assert caught.value.errors()[0]["loc"] == ("allowed_cidrs", 0)
+
+
+def test_trunk_numbers_and_srtp_schemas() -> None:
+    body = TrunkCreate.model_validate({"name": "t"})
+    assert (body.allowed_numbers, body.srtp) == ([], "optional")
+    body = TrunkCreate.model_validate(
+        {"name": "t", "allowed_numbers": ["+12025550101"], "srtp": "off"}
+    )
+    assert (body.allowed_numbers, body.srtp) == (["+12025550101"], "off")
+    for bad in ({"srtp": "on"}, {"allowed_numbers": "+12025550101"}, {"allowed_numbers": [""]}):
+        with pytest.raises(ValidationError):
+            TrunkCreate.model_validate({"name": "t", **bad})
+    update = TrunkUpdate.model_validate({"srtp": "required"})
+    assert update.model_fields_set == {"srtp"}
+    with pytest.raises(ValidationError):
+        TrunkUpdate.model_validate({"srtp": None})
+    with pytest.raises(ValidationError):
+        TrunkUpdate.model_validate({"allowed_numbers": None})
+
+
+def test_ban_create_schema() -> None:
+    body = BanCreate.model_validate({"address": "203.0.113.7"})
+    assert (body.address, body.duration, body.note) == ("203.0.113.7", None, None)
+    body = BanCreate.model_validate({"address": "192.0.2.0/24", "duration": 60, "note": "x"})
+    assert (body.duration, body.note) == (60, "x")
+    for bad in (
+        {},
+        {"address": ""},
+        {"address": "192.0.2.1", "duration": 0},
+        {"address": "192.0.2.1", "note": "x" * 256},
+        {"address": "192.0.2.1", "reason": "flood"},
+    ):
+        with pytest.raises(ValidationError):
+            BanCreate.model_validate(bad)

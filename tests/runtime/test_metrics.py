@@ -8,6 +8,7 @@ import httpx
 
 from sipbridge.runtime.metrics import Metrics
 from sipbridge.runtime.server import SipBridgeServer
+from sipbridge.sip.guard import GuardLimits, SourceGuard
 from tests.runtime.test_call import UdpClient, bridge, records, route_to  # noqa: F401
 from tests.support.agents import EchoAgent
 
@@ -17,6 +18,23 @@ def sample(text: str, name: str) -> float:
         if line.startswith(name + " ") or line == name:
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in metrics:\n{text}")
+
+
+def test_guard_counts_are_exposed_without_per_packet_calls() -> None:
+    metrics = Metrics()
+    guard = SourceGuard(GuardLimits(rate=1.0, burst=1))
+    clock = [0.0]
+    metrics.watch_guard(guard, lambda: clock[0])
+    guard.admit("192.0.2.1", 0.0)
+    guard.admit("192.0.2.1", 0.0)  # over the rate: banned, dropped
+    guard.admit("192.0.2.1", 0.0)  # banned: dropped
+    guard.ban("198.51.100.0/24", "manual", 0.0, duration=10.0)
+    value = metrics.registry.get_sample_value
+    assert value("sipbridge_sip_banned_requests_total") == 2
+    assert value("sipbridge_sip_throttled_requests_total") == 0
+    assert value("sipbridge_bans_active") == 2
+    clock[0] = 11.0  # the manual ban has ended
+    assert value("sipbridge_bans_active") == 1
 
 
 def test_each_server_has_its_own_registry() -> None:

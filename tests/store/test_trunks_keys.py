@@ -196,3 +196,136 @@ async def test_concurrent_api_key_creation(db: Database) -> None:
     )
     assert sum(not isinstance(r, BaseException) for r in results) == 1
     assert all(isinstance(r, AlreadyExists) for r in results if isinstance(r, BaseException))
+
+
+# ------------------------------------------------------- trunk numbers and SRTP
+
+
+async def test_trunk_numbers_and_srtp_defaults(db: Database) -> None:
+    trunk = await service.add_trunk(db, "t")
+    assert trunk.allowed_numbers == [] and trunk.srtp == "optional"
+    stored = await service.get_trunk(db, "t")
+    assert stored.allowed_numbers == [] and stored.srtp == "optional"
+    assert stored.to_json()["allowed_numbers"] == [] and stored.to_json()["srtp"] == "optional"
+
+
+async def test_trunk_allowed_numbers_normalised(db: Database) -> None:
+    trunk = await service.add_trunk(
+        db,
+        "t",
+        allowed_numbers=[
+            "+1 (202) 555-0101",
+            "tel:+44-20-7946-0000",
+            "202-555-0102",  # national: read in the default region
+            "+12025550101",  # the first one again
+            "(202) 555-0102",  # the national one again
+        ],
+        default_region="US",
+    )
+    assert trunk.allowed_numbers == ["+12025550101", "+442079460000", "+12025550102"]
+    assert (await service.get_trunk(db, "t")).allowed_numbers == trunk.allowed_numbers
+    assert [t.allowed_numbers for t in await service.list_trunks(db)] == [trunk.allowed_numbers]
+
+
+@pytest.mark.parametrize(
+    ("numbers", "region"),
+    [
+        (["12345"], None),
+        (["not a number"], "US"),
+        (["2025550101"], None),  # national, but no default region
+        (["+12025550101", ""], None),
+        ([None], None),
+        ([12025550101], None),
+        ("+12025550101", None),  # a string, not a list of them
+    ],
+)
+async def test_trunk_bad_allowed_numbers(db: Database, numbers: object, region: str | None) -> None:
+    with pytest.raises(InvalidField, match=r"^allowed_numbers: ") as info:
+        await service.add_trunk(db, "t", allowed_numbers=numbers, default_region=region)  # type: ignore[arg-type]
+    assert info.value.field == "allowed_numbers"
+    assert await service.list_trunks(db) == []
+
+
+@pytest.mark.parametrize(("given", "stored"), [("off", "off"), (" Required ", "required")])
+async def test_trunk_srtp_modes(db: Database, given: str, stored: str) -> None:
+    assert (await service.add_trunk(db, "t", srtp=given)).srtp == stored
+    assert (await service.get_trunk(db, "t")).srtp == stored
+
+
+@pytest.mark.parametrize("srtp", ["on", "", "mandatory", None, True, 1])
+async def test_trunk_bad_srtp(db: Database, srtp: object) -> None:
+    with pytest.raises(InvalidField, match=r"^srtp: ") as info:
+        await service.add_trunk(db, "t", srtp=srtp)  # type: ignore[arg-type]
+    assert info.value.field == "srtp"
+    assert await service.list_trunks(db) == []
+
+
+async def test_update_trunk_numbers_and_srtp(db: Database) -> None:
+    created = await service.add_trunk(
+        db, "t", host="a.example", allowed_numbers=["+12025550101"], srtp="required"
+    )
+    # left out: unchanged
+    unchanged = await service.update_trunk(db, "t", max_calls=3)
+    assert (unchanged.allowed_numbers, unchanged.srtp) == (["+12025550101"], "required")
+
+    updated = await service.update_trunk(
+        db, "t", allowed_numbers=["020 7946 0000", "+12025550188"], default_region="GB", srtp="OFF"
+    )
+    assert updated.allowed_numbers == ["+442079460000", "+12025550188"]
+    assert updated.srtp == "off"
+    assert (updated.host, updated.max_calls, updated.created_at) == (
+        "a.example",
+        3,
+        created.created_at,
+    )
+    assert await service.get_trunk(db, "t") == updated
+
+    cleared = await service.update_trunk(db, "t", allowed_numbers=[])
+    assert (cleared.allowed_numbers, cleared.srtp) == ([], "off")
+    assert await service.get_trunk(db, "t") == cleared
+
+    with pytest.raises(InvalidField, match=r"^srtp: "):
+        await service.update_trunk(db, "t", srtp="always")
+    with pytest.raises(InvalidField, match=r"^allowed_numbers: "):
+        await service.update_trunk(db, "t", allowed_numbers=["+1202555"])
+    with pytest.raises(NotFound):
+        await service.update_trunk(db, "ghost", srtp="off")
+    assert await service.get_trunk(db, "t") == cleared
+
+
+async def test_trunk_record_round_trip(db: Database) -> None:
+    created = await service.add_trunk(
+        db,
+        "carrier",
+        allowed_cidrs=["203.0.113.0/24"],
+        host="sip.carrier.example",
+        username="acct",
+        password="pw",
+        register=True,
+        max_calls=10,
+        codecs=["pcma"],
+        allowed_numbers=["+12025550101", "+12025550102"],
+        srtp="required",
+    )
+    stored = await service.get_trunk(db, "carrier")
+    assert stored == created
+    assert stored.to_json() == {
+        "name": "carrier",
+        "allowed_cidrs": ["203.0.113.0/24"],
+        "host": "sip.carrier.example",
+        "username": "acct",
+        "has_password": True,
+        "register": True,
+        "max_calls": 10,
+        "codecs": ["pcma"],
+        "allowed_numbers": ["+12025550101", "+12025550102"],
+        "srtp": "required",
+        "created_at": created.created_at.isoformat(),
+    }
+
+
+async def test_trunk_bad_default_region_names_it(db: Database) -> None:
+    with pytest.raises(InvalidField, match=r"^default_region: ") as info:
+        await service.add_trunk(db, "t", allowed_numbers=["+12025550101"], default_region="XX")
+    assert info.value.field == "default_region"
+    assert await service.list_trunks(db) == []

@@ -27,7 +27,11 @@ router = api_router()
 Db = Annotated[Database, Depends(get_db)]
 BanPath = Annotated[
     str,
-    Path(description="The banned address or network, e.g. 203.0.113.7 or 198.51.100.0/24"),
+    Path(
+        description="The banned address or network, e.g. 203.0.113.7 or 198.51.100.0/24",
+        max_length=64,
+        pattern=r"^[0-9A-Fa-f:.\[\]]+(/[0-9]{1,3})?$",
+    ),
     AfterValidator(check_text),
 ]
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from sipbridge.numbers import InvalidField
 from sipbridge.sip.guard import BanReason, normalize_ban_address
@@ -76,21 +77,32 @@ async def add_ban(
         or not 0 < duration <= MAX_BAN_SECONDS
     ):
         raise InvalidField(
-            "duration", f"must be a number of seconds from 1 to {MAX_BAN_SECONDS}, not {duration!r}"
+            "duration",
+            f"must be a number of seconds above 0, at most {MAX_BAN_SECONDS}, not {duration!r}",
         )
     if note is not None and (not isinstance(note, str) or len(note) > 255 or _CONTROL.search(note)):
         raise InvalidField("note", "must be at most 255 printable characters")
     created = now or utcnow()
     expires = None if duration is None else created + timedelta(seconds=duration)
-    async with db.sessionmaker() as session, session.begin():
-        row = (await session.execute(select(Ban).where(Ban.address == key))).scalar_one_or_none()
-        if row is None:
-            row = Ban(address=key, created_at=created)
-            session.add(row)
-        row.reason = str(reason)
-        row.note = note
-        row.created_at = created
-        row.expires_at = expires
+
+    async def upsert() -> Ban:
+        async with db.sessionmaker() as session, session.begin():
+            query = select(Ban).where(Ban.address == key)
+            row = (await session.execute(query)).scalar_one_or_none()
+            if row is None:
+                row = Ban(address=key, created_at=created)
+                session.add(row)
+            row.reason = str(reason)
+            row.note = note
+            row.created_at = created
+            row.expires_at = expires
+        return row
+
+    try:
+        row = await upsert()
+    except IntegrityError:
+        # Another instance banned the same address at the same moment: update theirs.
+        row = await upsert()
     return _record(row)
 
 
