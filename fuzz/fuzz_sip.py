@@ -6,6 +6,8 @@ An input is one or more UDP datagrams separated by ``SEPARATOR`` (a line ``=====
 datagram goes through:
 
 * ``parse_message``: raises only SipParseError; what parses serializes again;
+* the whole input as a TCP/TLS stream through ``StreamFramer``, read in three different
+  sizes: the same messages whatever the read size, and only FramingError raised;
 * one ``UserAgent`` fed every datagram of the input in turn, with a small call layer
   that acts on its events like the runtime does (ring and answer or reject each call from
   its SDP, answer re-INVITEs, read INFO DTMF, hang up or transfer some calls), then runs
@@ -24,9 +26,11 @@ from _common import instrumented, run, split
 with instrumented(__name__ == "__main__"):
     from sipbridge.media.dtmf import DtmfError, parse_dtmf_info
     from sipbridge.numbers import caller_number, dialed_number
+    from sipbridge.sdp.crypto import answer_crypto
     from sipbridge.sdp.negotiate import NoCommonCodec, build_answer, negotiate
     from sipbridge.sdp.session import SdpError, parse_sdp
     from sipbridge.sip.errors import SipParseError
+    from sipbridge.sip.framing import FramingError, StreamFramer
     from sipbridge.sip.message import Request, parse_message
     from sipbridge.sip.ua import (
         AckTimeout,
@@ -71,7 +75,8 @@ def _answer_sdp(body: bytes, session_id: int) -> bytes | None:
         chosen = negotiate(offer, CODECS)
     except (SdpError, NoCommonCodec):
         return None
-    return build_answer(offer, chosen, LOCAL[0], 40000, session_id).serialize()
+    crypto = answer_crypto(chosen.srtp) if chosen.srtp is not None else None
+    return build_answer(offer, chosen, LOCAL[0], 40000, session_id, 0, crypto).serialize()
 
 
 def _numbers(request: Request) -> None:
@@ -195,7 +200,36 @@ def check_ua(datagrams: list[bytes]) -> None:
     assert ua.active_transactions == 0, f"{ua.active_transactions} transactions never ended"
 
 
+def check_framing(data: bytes) -> None:
+    """The input as a TCP/TLS byte stream (RFC 3261 §18.3), cut into reads three ways:
+    the framer raises only FramingError, whether it raises does not depend on the read
+    sizes, and without an error every way of cutting yields the same messages and pongs."""
+    results: list[tuple[list[bytes], bytes, bool]] = []
+    for step in (len(data) or 1, 7, 1):
+        framer = StreamFramer()
+        messages: list[bytes] = []
+        pongs = b""
+        failed = False
+        for start in range(0, len(data), step):
+            try:
+                framed, pong = framer.feed(data[start : start + step])
+            except FramingError:
+                failed = True
+                break
+            messages.extend(framed)
+            pongs += pong
+        results.append((messages, pongs, failed))
+    whole = results[0]
+    for other in results[1:]:
+        assert other[2] == whole[2], ("framing error depends on read sizes", whole, other)
+        if not whole[2]:  # (a read that fails loses what it framed: compare only successes)
+            assert other[:2] == whole[:2], (whole, other)
+    for message in results[-1][0]:
+        check_parser(message)
+
+
 def check(data: bytes) -> None:
+    check_framing(data)
     check_ua(split(data, SEPARATOR, MAX_DATAGRAMS))
 
 
