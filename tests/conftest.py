@@ -1,4 +1,5 @@
-"""Shared fixtures: ``db`` / ``db_url`` run a test on SQLite and on a real PostgreSQL.
+"""Shared fixtures: ``db`` / ``db_url`` run a test on SQLite and on a real PostgreSQL;
+``bridge`` and ``make_bridge`` start servers on 127.0.0.1 (stopped after the test).
 
 PostgreSQL comes from ``SIPBRIDGE_TEST_POSTGRES`` (a server URL such as
 ``postgresql+asyncpg://postgres:postgres@127.0.0.1/postgres``); every test gets a fresh
@@ -15,11 +16,16 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from sipbridge.store.db import Database
+from tests.support.settings import BridgeFactory, loopback_settings
+
+if TYPE_CHECKING:
+    from sipbridge.runtime.server import SipBridgeServer
 
 POSTGRES_ENV = "SIPBRIDGE_TEST_POSTGRES"
 BACKENDS = ["sqlite", "postgresql"]
@@ -128,3 +134,36 @@ def ca_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return directory / "ca.pem"
+
+
+# ---------------------------------------------------------------- running servers
+
+
+@pytest.fixture
+async def make_bridge(tmp_path: Path) -> AsyncIterator[BridgeFactory]:
+    """``await make_bridge(**overrides)``: a started server on 127.0.0.1 with
+    ``ServeSettings`` overrides, its own SQLite file, a 2 s agent budget and the digest
+    realm ``sipbridge.test``."""
+    from sipbridge.runtime.server import SipBridgeServer
+
+    servers: list[SipBridgeServer] = []
+
+    async def make(**overrides: Any) -> SipBridgeServer:
+        values: dict[str, Any] = {"agent_connect_timeout": 2.0, "auth_realm": "sipbridge.test"}
+        values.update(overrides)
+        server = SipBridgeServer(loopback_settings(tmp_path / f"calls{len(servers)}.db", **values))
+        await server.start()
+        servers.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in servers:
+            await server.stop()
+
+
+@pytest.fixture
+async def bridge(make_bridge: BridgeFactory) -> SipBridgeServer:
+    """One started server with the default settings of ``make_bridge``."""
+    return await make_bridge()

@@ -18,7 +18,7 @@ from sipbridge.rtp.packet import RtpPacket
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.message import Request, parse_message
 from sipbridge.store import service
-from tests.runtime.test_call import NUMBER, UdpClient, answer_bye, bridge, records  # noqa: F401
+from tests.runtime.test_call import NUMBER, UdpClient, answer_bye, records
 from tests.support.agents import AgentCall, ScriptedAgent, wait_for_text
 
 ULAW_SILENCE = b"\xff" * 160
@@ -80,7 +80,7 @@ async def caller_hangs_up(call: LiveCall) -> None:
 
 
 async def test_clear_stops_agent_audio_within_a_frame_and_clears_marks(
-    bridge: SipBridgeServer,  # noqa: F811
+    bridge: SipBridgeServer,
 ) -> None:
     loop = asyncio.get_running_loop()
     moments: dict[str, float] = {}
@@ -114,7 +114,7 @@ async def test_clear_stops_agent_audio_within_a_frame_and_clears_marks(
     assert after and all(p.payload == ULAW_SILENCE for p in after)
 
 
-async def test_mark_echoed_when_its_audio_has_played(bridge: SipBridgeServer) -> None:  # noqa: F811
+async def test_mark_echoed_when_its_audio_has_played(bridge: SipBridgeServer) -> None:
     loop = asyncio.get_running_loop()
     sent: dict[str, float] = {}
 
@@ -134,7 +134,7 @@ async def test_mark_echoed_when_its_audio_has_played(bridge: SipBridgeServer) ->
     assert 0.22 <= sent["echo"] - sent["at"] <= 0.40
 
 
-async def test_hangup_without_playout_is_immediate(bridge: SipBridgeServer) -> None:  # noqa: F811
+async def test_hangup_without_playout_is_immediate(bridge: SipBridgeServer) -> None:
     async def script(ws: ServerConnection, call: AgentCall) -> None:
         await ws.send(TONE * 2)
         await ws.send(json.dumps({"type": "hangup", "after_playout": False}))
@@ -151,7 +151,7 @@ async def test_hangup_without_playout_is_immediate(bridge: SipBridgeServer) -> N
     assert (record.reason, record.hangup_by) == ("agent_hangup", "agent")
 
 
-async def test_transfer_by_refer_ends_our_leg(bridge: SipBridgeServer) -> None:  # noqa: F811
+async def test_transfer_by_refer_ends_our_leg(bridge: SipBridgeServer) -> None:
     async def script(ws: ServerConnection, call: AgentCall) -> None:
         await ws.send(
             json.dumps(
@@ -195,7 +195,7 @@ async def test_transfer_by_refer_ends_our_leg(bridge: SipBridgeServer) -> None: 
 
 
 async def test_transcripts_metadata_and_dtmf_are_kept_in_order(
-    bridge: SipBridgeServer,  # noqa: F811
+    bridge: SipBridgeServer,
 ) -> None:
     async def script(ws: ServerConnection, call: AgentCall) -> None:
         await ws.send(json.dumps({"type": "transcript", "role": "caller", "text": "hi"}))
@@ -225,7 +225,7 @@ async def test_transcripts_metadata_and_dtmf_are_kept_in_order(
 
 
 async def test_failover_to_the_next_url_and_all_down_is_503(
-    bridge: SipBridgeServer,  # noqa: F811
+    bridge: SipBridgeServer,
 ) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -253,7 +253,7 @@ async def test_failover_to_the_next_url_and_all_down_is_503(
 
 
 async def test_dropped_agent_reconnects_with_resumed_start(
-    bridge: SipBridgeServer,  # noqa: F811
+    bridge: SipBridgeServer,
 ) -> None:
     async def script(ws: ServerConnection, call: AgentCall) -> None:
         assert call.start is not None
@@ -276,7 +276,7 @@ async def test_dropped_agent_reconnects_with_resumed_start(
     assert record.reason == "agent_hangup"
 
 
-async def test_agent_lost_when_reconnect_fails(bridge: SipBridgeServer) -> None:  # noqa: F811
+async def test_agent_lost_when_reconnect_fails(bridge: SipBridgeServer) -> None:
     holder: dict[str, ScriptedAgent] = {}
 
     async def script(ws: ServerConnection, call: AgentCall) -> None:
@@ -294,7 +294,7 @@ async def test_agent_lost_when_reconnect_fails(bridge: SipBridgeServer) -> None:
     assert (record.reason, record.hangup_by) == ("agent_lost", "server")
 
 
-async def test_twilio_media_streams_mode(bridge: SipBridgeServer) -> None:  # noqa: F811
+async def test_twilio_media_streams_mode(bridge: SipBridgeServer) -> None:
     reply = bytes(range(256))[:160]  # μ-law bytes the agent sends back
 
     async def script(ws: ServerConnection, call: AgentCall) -> None:

@@ -9,7 +9,6 @@ import json
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,6 @@ from sipbridge.store import service
 from sipbridge.store.records import CallRecord, CallStatus
 from tests.support.agents import EchoAgent, SilentTcpServer
 from tests.support.pcap import udp_payloads
-from tests.support.settings import loopback_settings
 from tests.support.sipp import (
     SIPP_SHARE,
     cancel_scenario,
@@ -35,16 +33,6 @@ from tests.support.sniff import LoopbackSniffer
 
 NUMBER = "+12025550101"
 SERVICE = "12025550101"  # dialed without '+', as many trunks send it
-
-
-@pytest.fixture
-async def bridge(tmp_path: Path) -> AsyncIterator[SipBridgeServer]:
-    server = SipBridgeServer(loopback_settings(tmp_path / "calls.db", agent_connect_timeout=2.0))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def route_to(server: SipBridgeServer, url: str, *, voice: bool = True) -> None:

@@ -16,9 +16,9 @@ from sipbridge.sip.auth import digest_response
 from sipbridge.sip.message import Response
 from sipbridge.store import service
 from sipbridge.store.records import CallStatus
-from tests.runtime.conftest import BridgeFactory
 from tests.runtime.test_call import NUMBER, SERVICE, UdpClient, records, route_to, sipp_ok
 from tests.support.agents import EchoAgent
+from tests.support.settings import BridgeFactory
 from tests.support.sipp import SIPP, run_sipp
 
 CARRIER_IP = "127.0.0.2"  # a trunk's signalling address

@@ -15,18 +15,16 @@ import asyncio
 import itertools
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
 from sipbridge.codecs import get_codec
 from sipbridge.codecs.opus import OpusDecoder, OpusEncoder, opus_available
-from sipbridge.config import ServeSettings
 from sipbridge.rtp.packet import RtpPacket, parse_rtp_header
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sdp.session import MediaDescription, parse_sdp
@@ -37,6 +35,7 @@ from tests.runtime.test_agent_link import RtpListener
 from tests.runtime.test_call import NUMBER, SERVICE, UdpClient, answer_bye, records, sipp_ok
 from tests.support.agents import AgentCall, EchoAgent
 from tests.support.pcap import write_rtp_pcap
+from tests.support.settings import BridgeFactory
 from tests.support.sipp import play_pcap_scenario, run_sipp
 from tests.support.sniff import LoopbackSniffer
 
@@ -49,37 +48,6 @@ NEEDS_OPUS = pytest.mark.skipif(not opus_available(), reason="libopus is not ins
 
 G722_OFFER = ("9", "      a=rtpmap:9 G722/8000\n")
 OPUS_OFFER = ("111", "      a=rtpmap:111 opus/48000/2\n      a=fmtp:111 useinbandfec=1\n")
-
-MakeBridge = Callable[..., Awaitable[SipBridgeServer]]
-
-
-@pytest.fixture
-async def make_bridge(tmp_path: Path) -> AsyncIterator[MakeBridge]:
-    """Start a server on 127.0.0.1 with ``ServeSettings`` overrides (e.g. ``codecs``)."""
-    servers: list[SipBridgeServer] = []
-
-    async def make(**overrides: Any) -> SipBridgeServer:
-        low = random.randrange(40000, 59000, 2)
-        settings = ServeSettings(
-            sip_host="127.0.0.1",
-            sip_port=0,
-            http_port=0,
-            rtp_port_min=low,
-            rtp_port_max=low + 100,
-            db=f"sqlite:///{tmp_path / f'calls{len(servers)}.db'}",
-            agent_connect_timeout=2.0,
-            **overrides,
-        )
-        server = SipBridgeServer(settings)
-        await server.start()
-        servers.append(server)
-        return server
-
-    try:
-        yield make
-    finally:
-        for server in servers:
-            await server.stop()
 
 
 async def route_to(server: SipBridgeServer, url: str, sample_rate: int = 8000) -> None:
@@ -245,7 +213,7 @@ def check_stream(sent: Sent, payload_type: int, step: int) -> None:
 
 @pytest.mark.sipp
 @AS_ROOT
-async def test_g722_both_ways_with_sipp(make_bridge: MakeBridge, tmp_path: Path) -> None:
+async def test_g722_both_ways_with_sipp(make_bridge: BridgeFactory, tmp_path: Path) -> None:
     """SIPp plays G.722 (PT 9) from a pcap made here; a 16 kHz echo agent; G.722 back."""
     bridge = await make_bridge()
     source = speech_like(16000)
@@ -285,7 +253,7 @@ async def test_g722_both_ways_with_sipp(make_bridge: MakeBridge, tmp_path: Path)
 @NEEDS_OPUS
 @pytest.mark.parametrize("agent_rate", [16000, 8000])
 async def test_opus_both_ways_with_sipp(
-    make_bridge: MakeBridge, tmp_path: Path, agent_rate: int
+    make_bridge: BridgeFactory, tmp_path: Path, agent_rate: int
 ) -> None:
     """SIPp plays Opus (PT 111, 48 kHz RTP clock) from a pcap made here; an echo agent at
     16 or 8 kHz; Opus back. Opus keeps the sound, not the waveform: the caller's audio is
@@ -489,7 +457,7 @@ ALL_FOUR = (
     ids=["only-g722", "only-opus", "default-prefers-pcmu", "opus-first-preference"],
 )
 async def test_answer_codec(
-    make_bridge: MakeBridge,
+    make_bridge: BridgeFactory,
     codecs: tuple[str, ...] | None,
     offer: tuple[str, ...],
     payload_type: int,
@@ -526,7 +494,7 @@ async def test_answer_codec(
 # ---------------------------------------------------------------- SIP INFO DTMF
 
 
-async def test_sip_info_dtmf_reaches_the_agent_once(make_bridge: MakeBridge) -> None:
+async def test_sip_info_dtmf_reaches_the_agent_once(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge()
     async with EchoAgent() as agent:
         await route_to(bridge, agent.url)
@@ -564,7 +532,7 @@ async def test_sip_info_dtmf_reaches_the_agent_once(make_bridge: MakeBridge) -> 
 # ---------------------------------------------------------------- media timeout
 
 
-async def test_media_timeout_hangs_up_a_silent_caller(make_bridge: MakeBridge) -> None:
+async def test_media_timeout_hangs_up_a_silent_caller(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge(media_timeout=2.0)
     loop = asyncio.get_running_loop()
     async with EchoAgent() as agent:
@@ -582,7 +550,7 @@ async def test_media_timeout_hangs_up_a_silent_caller(make_bridge: MakeBridge) -
     assert call.stop == {"type": "stop", "reason": "media_timeout"}
 
 
-async def test_media_timeout_spares_a_call_on_hold(make_bridge: MakeBridge) -> None:
+async def test_media_timeout_spares_a_call_on_hold(make_bridge: BridgeFactory) -> None:
     """On hold (a=inactive) silence is expected; after unhold the timeout counts again,
     from the unhold on."""
     bridge = await make_bridge(media_timeout=2.0)
@@ -609,7 +577,7 @@ async def test_media_timeout_spares_a_call_on_hold(make_bridge: MakeBridge) -> N
 # ---------------------------------------------------------------- hold and re-INVITE
 
 
-async def test_hold_and_unhold_keep_the_call_and_the_agent(make_bridge: MakeBridge) -> None:
+async def test_hold_and_unhold_keep_the_call_and_the_agent(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge()
     loop = asyncio.get_running_loop()
     async with EchoAgent() as agent:
@@ -645,7 +613,7 @@ async def test_hold_and_unhold_keep_the_call_and_the_agent(make_bridge: MakeBrid
     assert gaps == [], f"sequence gaps {gaps}"
 
 
-async def test_reinvite_switches_codec_to_g722(make_bridge: MakeBridge) -> None:
+async def test_reinvite_switches_codec_to_g722(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge()
     loop = asyncio.get_running_loop()
     async with EchoAgent() as agent:

@@ -19,7 +19,6 @@ import shutil
 import socket
 import subprocess
 import wave
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -47,16 +46,6 @@ NEEDS_BARESIP = pytest.mark.skipif(
     shutil.which("baresip") is None or os.geteuid() != 0,
     reason="needs baresip (Debian baresip-core) and root for the loopback sniffer",
 )
-
-
-@pytest.fixture
-async def bridge(tmp_path: Path) -> AsyncIterator[SipBridgeServer]:
-    server = SipBridgeServer(loopback_settings(tmp_path / "calls.db", agent_connect_timeout=2.0))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def b64(key: bytes) -> str:

@@ -9,7 +9,7 @@ import httpx
 from sipbridge.runtime.metrics import Metrics
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.guard import GuardLimits, SourceGuard
-from tests.runtime.test_call import UdpClient, bridge, records, route_to  # noqa: F401
+from tests.runtime.test_call import UdpClient, records, route_to
 from tests.support.agents import EchoAgent
 
 
@@ -47,7 +47,7 @@ def test_each_server_has_its_own_registry() -> None:
     assert a.registry.get_sample_value("sipbridge_rtp_packets_total", {"direction": "in"}) == 5
 
 
-async def test_metrics_health_and_readiness_over_http(bridge: SipBridgeServer) -> None:  # noqa: F811
+async def test_metrics_health_and_readiness_over_http(bridge: SipBridgeServer) -> None:
     base = "http://{}:{}".format(*bridge.http_address)
     async with EchoAgent(greeting=b"\x01\x00" * 800) as agent:
         await route_to(bridge, agent.url)

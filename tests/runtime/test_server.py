@@ -23,7 +23,6 @@ from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.message import Response, parse_message
 from sipbridge.store import service
 from sipbridge.store.records import BanRecord, CallStatus
-from tests.runtime.conftest import BridgeFactory
 from tests.runtime.test_call import NUMBER, UdpClient, answer_bye, records, route_to
 from tests.runtime.test_call_access import (
     CARRIER_IP,
@@ -34,7 +33,7 @@ from tests.runtime.test_call_access import (
 )
 from tests.runtime.test_call_access import options as options_from
 from tests.support.agents import EchoAgent
-from tests.support.settings import loopback_settings
+from tests.support.settings import BridgeFactory, loopback_settings
 from tests.support.sipp import free_udp_port
 
 

@@ -10,7 +10,6 @@ import os
 import socket
 import ssl
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import pytest
 from sipbridge.codecs import get_codec
 from sipbridge.rtp.packet import parse_rtp_header
 from sipbridge.runtime import transports
-from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.framing import StreamFramer
 from sipbridge.sip.message import Request, Response, parse_message
 from sipbridge.store.records import CallStatus
@@ -27,31 +25,9 @@ from tests.runtime.test_agent_client import make_ca_and_cert
 from tests.runtime.test_call import NUMBER, SERVICE, records, route_to, sipp_ok
 from tests.support.agents import EchoAgent
 from tests.support.pcap import udp_payloads
-from tests.support.settings import loopback_settings
+from tests.support.settings import BridgeFactory
 from tests.support.sipp import SIPP_SHARE, run_sipp, wait_for_bye_scenario
 from tests.support.sniff import LoopbackSniffer
-
-MakeBridge = Callable[..., Awaitable[SipBridgeServer]]
-
-
-@pytest.fixture
-async def make_bridge(tmp_path: Path) -> AsyncIterator[MakeBridge]:
-    servers: list[SipBridgeServer] = []
-
-    async def make(**overrides: Any) -> SipBridgeServer:
-        settings = loopback_settings(
-            tmp_path / f"calls{len(servers)}.db", agent_connect_timeout=2.0, **overrides
-        )
-        server = SipBridgeServer(settings)
-        await server.start()
-        servers.append(server)
-        return server
-
-    try:
-        yield make
-    finally:
-        for server in servers:
-            await server.stop()
 
 
 @pytest.fixture
@@ -180,7 +156,7 @@ def client_context(ca: Path) -> ssl.SSLContext:
 
 @pytest.mark.sipp
 @pytest.mark.skipif(os.geteuid() != 0, reason="capturing loopback RTP needs root (CI runs as root)")
-async def test_sipp_uac_pcap_call_over_tcp(make_bridge: MakeBridge, tmp_path: Path) -> None:
+async def test_sipp_uac_pcap_call_over_tcp(make_bridge: BridgeFactory, tmp_path: Path) -> None:
     bridge = await make_bridge()
     assert bridge.streams.tcp_address == bridge.sip_address  # one port number, both
     async with EchoAgent() as agent:
@@ -237,7 +213,7 @@ async def test_sipp_uac_pcap_call_over_tcp(make_bridge: MakeBridge, tmp_path: Pa
 
 @pytest.mark.sipp
 async def test_agent_hangup_sends_bye_over_the_callers_tcp_connection(
-    make_bridge: MakeBridge, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_bridge: BridgeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bridge = await make_bridge()
     connects: list[object] = []
@@ -271,7 +247,7 @@ async def test_agent_hangup_sends_bye_over_the_callers_tcp_connection(
 
 
 async def test_tls_call_with_sips_contact_and_our_bye_on_the_same_connection(
-    make_bridge: MakeBridge, certs: tuple[Path, Path, Path]
+    make_bridge: BridgeFactory, certs: tuple[Path, Path, Path]
 ) -> None:
     bridge = await make_bridge(**tls_settings(certs))
     tls = bridge.tls_address
@@ -298,7 +274,7 @@ async def test_tls_call_with_sips_contact_and_our_bye_on_the_same_connection(
     assert (record.status, record.reason) == (CallStatus.ANSWERED, "agent_hangup")
 
 
-async def test_tcp_call_contact_and_caller_bye(make_bridge: MakeBridge) -> None:
+async def test_tcp_call_contact_and_caller_bye(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge()
     async with EchoAgent() as agent:
         await route_to(bridge, agent.url)
@@ -323,7 +299,7 @@ async def test_tcp_call_contact_and_caller_bye(make_bridge: MakeBridge) -> None:
 
 
 async def test_bye_opens_a_new_connection_when_the_callers_is_gone(
-    make_bridge: MakeBridge,
+    make_bridge: BridgeFactory,
 ) -> None:
     """RFC 3261 §18.1.1: the caller's connection closed; our BYE goes to its Contact over
     a new TCP connection."""
@@ -361,7 +337,7 @@ async def test_bye_opens_a_new_connection_when_the_callers_is_gone(
     assert record.reason == "agent_hangup"
 
 
-async def test_sips_uri_over_tcp_is_refused_416(make_bridge: MakeBridge) -> None:
+async def test_sips_uri_over_tcp_is_refused_416(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge()
     client = await StreamClient.open(bridge.sip_address)
     try:
@@ -374,7 +350,7 @@ async def test_sips_uri_over_tcp_is_refused_416(make_bridge: MakeBridge) -> None
 
 
 async def test_tls_1_1_client_is_refused(
-    make_bridge: MakeBridge, certs: tuple[Path, Path, Path]
+    make_bridge: BridgeFactory, certs: tuple[Path, Path, Path]
 ) -> None:
     bridge = await make_bridge(**tls_settings(certs))
     assert bridge.streams.ssl_context is not None
@@ -402,7 +378,7 @@ async def test_tls_1_1_client_is_refused(
 # ---------------------------------------------------------------- limits
 
 
-async def test_connection_limit_per_source(make_bridge: MakeBridge) -> None:
+async def test_connection_limit_per_source(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge()
     assert bridge.settings.max_connections_per_source == 32
     clients = [await StreamClient.open(bridge.sip_address) for _ in range(32)]
@@ -435,7 +411,7 @@ async def test_connection_limit_per_source(make_bridge: MakeBridge) -> None:
                 await client.close()
 
 
-async def test_framing_garbage_closes_only_that_connection(make_bridge: MakeBridge) -> None:
+async def test_framing_garbage_closes_only_that_connection(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge()
     good = await StreamClient.open(bridge.sip_address)
     bad = await StreamClient.open(bridge.sip_address)
@@ -467,7 +443,7 @@ async def test_framing_garbage_closes_only_that_connection(make_bridge: MakeBrid
 
 
 async def test_incomplete_message_and_idle_connection_time_out(
-    make_bridge: MakeBridge, monkeypatch: pytest.MonkeyPatch
+    make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(transports, "INCOMPLETE_TIMEOUT", 0.4)
     monkeypatch.setattr(transports, "IDLE_TIMEOUT", 0.8)
@@ -495,7 +471,7 @@ async def test_incomplete_message_and_idle_connection_time_out(
             await client.close()
 
 
-async def test_no_tcp_listener_with_tcp_off(make_bridge: MakeBridge) -> None:
+async def test_no_tcp_listener_with_tcp_off(make_bridge: BridgeFactory) -> None:
     bridge = await make_bridge(tcp=False)
     assert bridge.streams.tcp_address is None and bridge.tls_address is None
     with pytest.raises(OSError):
@@ -503,7 +479,7 @@ async def test_no_tcp_listener_with_tcp_off(make_bridge: MakeBridge) -> None:
 
 
 async def test_banned_source_cannot_connect_and_its_messages_are_dropped(
-    make_bridge: MakeBridge,
+    make_bridge: BridgeFactory,
 ) -> None:
     bridge = await make_bridge()
     open_client = await StreamClient.open(bridge.sip_address, source="127.0.0.6")

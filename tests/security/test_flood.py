@@ -15,7 +15,6 @@ import itertools
 import os
 import statistics
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -30,7 +29,6 @@ from tests.runtime.test_metrics import sample
 from tests.support.agents import EchoAgent
 from tests.support.capture import Stamped, UdpCapture
 from tests.support.flood import FLOOD_SCENARIO, start_sipp
-from tests.support.settings import loopback_settings
 from tests.support.tap import SourceTap
 
 CARRIER_A = "127.0.0.2"  # the live call's trunk
@@ -48,16 +46,6 @@ GAP_MAX_MS = 120.0
 # CPU time of this process (server, agent, capture) per second of flood, as a share of one
 # core: measured 8-9 % with the ban, 99 % with the defence switched off.
 MAX_CPU_SHARE = 0.5
-
-
-@pytest.fixture
-async def bridge(tmp_path: Path) -> AsyncIterator[SipBridgeServer]:
-    server = SipBridgeServer(loopback_settings(tmp_path / "calls.db", agent_connect_timeout=2.0))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def answered_call_port(server: SipBridgeServer, timeout: float = 10.0) -> int:

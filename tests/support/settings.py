@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sipbridge.config import ServeSettings
+
+if TYPE_CHECKING:
+    from sipbridge.runtime.server import SipBridgeServer
+
+# ``make_bridge(**overrides)`` from the ``make_bridge`` fixture (tests/conftest.py).
+BridgeFactory = Callable[..., Awaitable["SipBridgeServer"]]
 
 
 def loopback_settings(
