@@ -38,8 +38,9 @@ with instrumented(__name__ == "__main__"):
     from sipbridge.agent.factory import make_session
     from sipbridge.agent.session import Session
     from sipbridge.media.dtmf import DtmfSender
+    from sipbridge.sip.calls import CallState, IncomingCall
     from sipbridge.sip.message import Request, parse_message
-    from sipbridge.sip.ua import CallState, IncomingCall, UserAgent
+    from sipbridge.sip.ua import UserAgent
 
 MAX_LINES = 64
 MAX_TICKS = 500

@@ -29,10 +29,7 @@ with instrumented(__name__ == "__main__"):
     from sipbridge.sdp.crypto import answer_crypto
     from sipbridge.sdp.negotiate import NoCommonCodec, build_answer, negotiate
     from sipbridge.sdp.session import SdpError, parse_sdp
-    from sipbridge.sip.errors import SipParseError
-    from sipbridge.sip.framing import FramingError, StreamFramer
-    from sipbridge.sip.message import Request, parse_message
-    from sipbridge.sip.ua import (
+    from sipbridge.sip.calls import (
         AckTimeout,
         CallConfirmed,
         CallState,
@@ -42,8 +39,11 @@ with instrumented(__name__ == "__main__"):
         NotifyReceived,
         ReInviteReceived,
         RequestRejected,
-        UserAgent,
     )
+    from sipbridge.sip.errors import SipParseError
+    from sipbridge.sip.framing import FramingError, StreamFramer
+    from sipbridge.sip.message import Request, parse_message
+    from sipbridge.sip.ua import UserAgent
 
 SEPARATOR = b"\n=====\n"
 MAX_DATAGRAMS = 8

@@ -240,7 +240,7 @@ async def test_flooding_stranger_is_banned_before_parsing_and_carrier_only_throt
     stranger = Client(bridge.sip_address, STRANGER_IP)
     carrier = Client(bridge.sip_address, CARRIER_IP)
     try:
-        with caplog.at_level(logging.WARNING, logger="sipbridge.server"):
+        with caplog.at_level(logging.WARNING, logger="sipbridge.bans"):
             for n in range(40):
                 stranger.send(options_from(stranger, f"s-{n}"))
             answered = await _count_answers(stranger)

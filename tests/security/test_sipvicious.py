@@ -148,7 +148,7 @@ def explain(run: ToolRun) -> str:
 async def test_svmap_finds_no_sipbridge(
     make_bridge: BridgeFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="sipbridge.server")
+    caplog.set_level(logging.WARNING, logger="sipbridge.bans")
     server, tap = await make_bridge()
     target = server.sip_address
 

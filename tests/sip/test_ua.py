@@ -10,12 +10,7 @@ import pytest
 
 from sipbridge.sip.access import AccessPolicy, TrunkAccess
 from sipbridge.sip.auth import DigestAuthenticator, digest_response
-from sipbridge.sip.errors import SipParseError
-from sipbridge.sip.framing import StreamAddress, Transport
-from sipbridge.sip.guard import GuardLimits, SourceGuard
-from sipbridge.sip.message import Headers, Request, Response, parse_message
-from sipbridge.sip.transaction import TIMER_F, TIMER_L
-from sipbridge.sip.ua import (
+from sipbridge.sip.calls import (
     AckTimeout,
     ByeCompleted,
     ByeReceived,
@@ -29,9 +24,14 @@ from sipbridge.sip.ua import (
     ReferCompleted,
     ReInviteReceived,
     RequestRejected,
-    UserAgent,
     sipfrag_status,
 )
+from sipbridge.sip.errors import SipParseError
+from sipbridge.sip.framing import StreamAddress, Transport
+from sipbridge.sip.guard import GuardLimits, SourceGuard
+from sipbridge.sip.message import Headers, Request, Response, parse_message
+from sipbridge.sip.transaction import TIMER_F, TIMER_L
+from sipbridge.sip.ua import UserAgent
 
 PEER = ("127.0.0.1", 5070)
 

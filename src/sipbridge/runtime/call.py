@@ -50,8 +50,8 @@ from sipbridge.sdp.negotiate import (
     negotiate,
 )
 from sipbridge.sdp.session import SdpError, parse_sdp
+from sipbridge.sip.calls import InboundCall
 from sipbridge.sip.message import Request
-from sipbridge.sip.ua import InboundCall
 from sipbridge.store.records import CallEvent, CallRecord, CallStatus, utcnow
 
 if TYPE_CHECKING:

@@ -27,7 +27,6 @@ import signal
 import socket
 import uuid
 from collections.abc import Coroutine, Iterator
-from datetime import timedelta
 from typing import Any
 
 import uvicorn
@@ -36,16 +35,14 @@ from sqlalchemy import text
 from sipbridge.config import ServeSettings
 from sipbridge.numbers import caller_number, dialed_number
 from sipbridge.runtime.agent_client import EndpointHealth
+from sipbridge.runtime.bans import BanSync
 from sipbridge.runtime.call import Call
 from sipbridge.runtime.media import RtpPortAllocator
 from sipbridge.runtime.metrics import Metrics
 from sipbridge.runtime.transports import MAX_CONNECTIONS, StreamTransports
 from sipbridge.sip.access import AccessPolicy, TrunkAccess
 from sipbridge.sip.auth import DigestAuthenticator
-from sipbridge.sip.framing import StreamAddress
-from sipbridge.sip.guard import Admission, Ban, GuardLimits, Offence, SourceGuard
-from sipbridge.sip.message import Request
-from sipbridge.sip.ua import (
+from sipbridge.sip.calls import (
     AckTimeout,
     ByeCompleted,
     ByeReceived,
@@ -58,8 +55,11 @@ from sipbridge.sip.ua import (
     ReferCompleted,
     ReInviteReceived,
     RequestRejected,
-    UserAgent,
 )
+from sipbridge.sip.framing import StreamAddress
+from sipbridge.sip.guard import Admission, GuardLimits, Offence, SourceGuard
+from sipbridge.sip.message import Request
+from sipbridge.sip.ua import UserAgent
 from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallEvent, CallRecord, CallStatus, TrunkRecord, utcnow
@@ -73,8 +73,6 @@ SHUTDOWN_GRACE = 3.0
 TRUNK_REFRESH = 5.0
 # Retry-After (seconds) of the 503 for a trunk at its max_calls.
 TRUNK_BUSY_RETRY_AFTER = 5
-# How often ended bans are deleted from the store (seconds).
-BAN_PURGE_INTERVAL = 300.0
 # Access reasons logged at debug only: what every scanner and every first INVITE of a
 # digest trunk produces.
 _QUIET_ACCESS_REASONS = frozenset({"unknown_source", "auth_required", "scanner"})
@@ -135,7 +133,7 @@ class SipBridgeServer:
         self.agent_health = EndpointHealth()
         self.metrics.active_calls.set_function(lambda: len(self.calls))
         self.metrics.watch_guard(self.guard, self.loop.time)
-        self._bans_purged_at = 0.0
+        self.bans = BanSync(self.guard, self.db, self.metrics, self.loop, self._spawn)
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Future[None] | None = None
         self.streams = StreamTransports(self)  # SIP over TCP and TLS (runtime/transports.py)
@@ -154,7 +152,7 @@ class SipBridgeServer:
     async def start(self) -> None:
         await self.db.upgrade()
         await self.reload_trunks()  # before the socket opens: no request meets an empty list
-        await self.reload_bans()
+        await self.bans.reload()
         family = socket.AF_INET6 if ":" in self.settings.sip_host else socket.AF_INET
         transport, _ = await self.loop.create_datagram_endpoint(
             lambda: _SipProtocol(self),
@@ -243,58 +241,9 @@ class SipBridgeServer:
             await asyncio.sleep(TRUNK_REFRESH)
             try:
                 await self.reload_trunks()
-                await self.reload_bans()
+                await self.bans.reload()
             except Exception as exc:  # keep the last good lists; say why
                 log.warning("event=trunk_reload_failed error=%s", exc)
-
-    # -- bans ------------------------------------------------------------------
-
-    async def reload_bans(self) -> None:
-        """Read the bans in force from the store (the operator's, other instances') and
-        hand them to the guard, which keeps its own bans not stored yet."""
-        wall = utcnow()
-        now = self.loop.time()
-        if now - self._bans_purged_at >= BAN_PURGE_INTERVAL:
-            self._bans_purged_at = now
-            await service.purge_expired_bans(self.db, wall)
-        stored = await service.list_bans(self.db, now=wall)
-        now = self.loop.time()
-        self.guard.load(
-            (
-                Ban(
-                    b.address,
-                    b.reason,
-                    None if b.expires_at is None else now + (b.expires_at - wall).total_seconds(),
-                )
-                for b in stored
-            ),
-            now,
-        )
-        self.guard.expire(now)
-
-    def _store_new_bans(self) -> None:
-        """Log, count and store the bans the guard made since the last look."""
-        now = self.loop.time()
-        for ban in self.guard.take_new_bans():
-            duration = None if ban.until is None else max(1.0, ban.until - now)
-            log.warning(
-                "event=source_banned source=%s reason=%s until=%s",
-                ban.address,
-                ban.reason,
-                "never"
-                if duration is None
-                else (utcnow() + timedelta(seconds=duration)).isoformat(),
-            )
-            self.metrics.bans.labels(ban.reason).inc()
-            self._spawn(self._save_ban(ban, duration))
-
-    async def _save_ban(self, ban: Ban, duration: float | None) -> None:
-        try:
-            await service.add_ban(self.db, ban.address, reason=ban.reason, duration=duration)
-        except Exception:
-            log.exception("event=ban_write_failed source=%s", ban.address)
-            return
-        self.guard.saved(ban)
 
     async def _start_http(self) -> None:
         """The REST API, /metrics and health checks, on uvicorn in this event loop."""
@@ -305,7 +254,7 @@ class SipBridgeServer:
             readiness=self.readiness,
             metrics_app=self.metrics.asgi_app,
             default_region=self.settings.default_region,
-            bans_changed=self.reload_bans,
+            bans_changed=self.bans.reload,
         )
         config = uvicorn.Config(
             app,
@@ -359,7 +308,7 @@ class SipBridgeServer:
         # banned source, a token bucket update otherwise.
         if self.guard.admit(addr[0], now) is not Admission.ADMIT:
             if self.guard.has_new_bans:
-                self._store_new_bans()
+                self.bans.store_new()
             return
         source = addr if isinstance(addr, StreamAddress) else (addr[0], addr[1])
         try:
@@ -393,7 +342,7 @@ class SipBridgeServer:
             for event in events:
                 self._dispatch(event)
         if self.guard.has_new_bans:
-            self._store_new_bans()
+            self.bans.store_new()
         deadline = self.ua.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:
@@ -578,7 +527,7 @@ class SipBridgeServer:
             # open routes: counted towards the source's ban (sip/guard.py).
             self.guard.offence(call.sip.source[0], Offence.UNKNOWN_NUMBER, self.loop.time())
             if self.guard.has_new_bans:
-                self._store_new_bans()
+                self.bans.store_new()
         self._spawn(self._save_record(call.record, events or []))
 
     async def _save_record(self, record: CallRecord, events: list[CallEvent] | None = None) -> None:

@@ -1,0 +1,192 @@
+"""The calls the UA core tracks and the events it reports to the call layer (sans-I/O).
+
+:class:`InboundCall` is one INVITE we received and the dialog it leads to; the event
+dataclasses are what :meth:`sipbridge.sip.ua.UserAgent.events` returns. Kept apart from
+the UA's state machines so the runtime and tests can name them without the core.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from sipbridge.sip.dialog import Dialog
+from sipbridge.sip.framing import Transport, transport_of
+from sipbridge.sip.message import Request
+from sipbridge.sip.transaction import Address, InviteServerTransaction
+
+__all__ = [
+    "AckTimeout",
+    "ByeCompleted",
+    "ByeReceived",
+    "CallCancelled",
+    "CallConfirmed",
+    "CallState",
+    "InboundCall",
+    "IncomingCall",
+    "InfoReceived",
+    "NotifyReceived",
+    "ReInviteReceived",
+    "ReferCompleted",
+    "RequestRejected",
+    "UaEvent",
+    "sipfrag_status",
+]
+
+
+class CallState(enum.Enum):
+    OFFERED = "offered"  # INVITE received, no final response yet
+    ANSWERED = "answered"  # 2xx sent, ACK not yet received
+    CONFIRMED = "confirmed"  # ACK received
+    ENDING = "ending"  # our BYE is out
+    ENDED = "ended"
+
+
+@dataclass(eq=False)
+class InboundCall:
+    """One INVITE we received and the dialog it leads to."""
+
+    id: str
+    invite: Request
+    source: Address
+    local_tag: str
+    transaction: InviteServerTransaction
+    state: CallState = CallState.OFFERED
+    dialog: Dialog | None = None
+    local_sdp: bytes = b""
+    final_status: int | None = None
+    reinvite: InviteServerTransaction | None = None  # the latest in-dialog INVITE
+    trunk: str | None = None  # the trunk the access policy admitted it from
+
+    @property
+    def transport(self) -> Transport:
+        """The INVITE's transport: a TCP/TLS call's ``source`` is its connection's
+        :class:`~sipbridge.sip.framing.StreamAddress` (RFC 3261 §18.2.2)."""
+        return transport_of(self.source)
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    call: InboundCall
+
+
+@dataclass(frozen=True)
+class CallCancelled:
+    """The caller sent CANCEL before our final answer; 487 already went out."""
+
+    call: InboundCall
+
+
+@dataclass(frozen=True)
+class CallConfirmed:
+    """The ACK for our 2xx arrived."""
+
+    call: InboundCall
+
+
+@dataclass(frozen=True)
+class AckTimeout:
+    """No ACK for our 2xx within 64*T1 (RFC 3261 §13.3.1.4): the call must end with BYE."""
+
+    call: InboundCall
+
+
+@dataclass(frozen=True)
+class ByeReceived:
+    call: InboundCall
+
+
+@dataclass(frozen=True)
+class ByeCompleted:
+    """Our BYE got its final response (``status``), or none (``status`` is None)."""
+
+    call: InboundCall
+    status: int | None
+
+
+@dataclass(frozen=True)
+class ReInviteReceived:
+    """An in-dialog INVITE (RFC 3261 §14.2). The call layer must answer it with
+    :meth:`UserAgent.answer_reinvite` or :meth:`UserAgent.reject_reinvite`."""
+
+    call: InboundCall
+    request: Request
+
+
+@dataclass(frozen=True)
+class InfoReceived:
+    """An in-dialog INFO (RFC 6086), already answered 200; DTMF relay travels this way."""
+
+    call: InboundCall
+    request: Request
+
+
+@dataclass(frozen=True)
+class ReferCompleted:
+    """Our REFER (RFC 3515) got its final response ``status``, or none (``status`` None)."""
+
+    call: InboundCall
+    status: int | None
+
+
+@dataclass(frozen=True)
+class NotifyReceived:
+    """An in-dialog NOTIFY, already answered 200. For a REFER's implicit subscription
+    (RFC 3515 §2.4.4) ``sipfrag_status`` is the status line of the body."""
+
+    call: InboundCall
+    request: Request
+
+    @property
+    def sipfrag_status(self) -> int | None:
+        return sipfrag_status(self.request.body)
+
+    @property
+    def terminated(self) -> bool:
+        state = self.request.headers.get("Subscription-State") or ""
+        return state.split(";")[0].strip().lower() == "terminated"
+
+
+@dataclass(frozen=True)
+class RequestRejected:
+    """A request answered with an error by the UA core itself (or dropped: status None).
+
+    ``request`` is the parsed request when it parsed (so a rejected INVITE can still
+    get a call record). ``access`` is True when the access policy refused or challenged
+    it (no call record for those: they are what scanners send); ``trunk`` is the trunk
+    a request refused after admission came from.
+    """
+
+    source: Address
+    method: str | None
+    status: int | None
+    reason: str
+    request: Request | None = None
+    access: bool = False
+    trunk: str | None = None
+
+
+UaEvent = (
+    IncomingCall
+    | CallCancelled
+    | CallConfirmed
+    | AckTimeout
+    | ByeReceived
+    | ByeCompleted
+    | ReInviteReceived
+    | InfoReceived
+    | ReferCompleted
+    | NotifyReceived
+    | RequestRejected
+)
+
+
+def sipfrag_status(body: bytes) -> int | None:
+    """The status code of a message/sipfrag body's status line (RFC 3420), e.g.
+    ``SIP/2.0 180 Ringing`` → 180; None when the body is not a response fragment."""
+    line = body.split(b"\n", 1)[0].strip()
+    parts = line.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].upper().startswith(b"SIP/") or not parts[1].isdigit():
+        return None
+    status = int(parts[1])
+    return status if 100 <= status <= 699 else None
