@@ -386,6 +386,14 @@ async def test_forged_srtp_neither_plays_nor_moves_the_media(bridge: SipBridgeSe
             caller.close()
             attacker.close()
     await records(bridge)
+    dropped = bridge.metrics.registry.get_sample_value
+    assert (
+        sum(
+            dropped("sipbridge_srtp_packets_dropped_total", {"reason": reason}) or 0
+            for reason in ("auth_failure", "replay", "malformed")
+        )
+        == 40
+    )
 
 
 async def test_required_refuses_plain_rtp_with_488_and_a_record(tmp_path: Path) -> None:

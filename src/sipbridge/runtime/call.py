@@ -643,6 +643,11 @@ class Call:
             metrics.rtp_packets_lost.inc(quality.packets_lost)
             if stats.packets_in:
                 metrics.rtp_jitter_seconds.observe(quality.jitter_ms / 1000)
+            if self.media.srtp is not None:
+                srtp_stats = self.media.srtp.stats
+                metrics.srtp_dropped.labels("auth_failure").inc(srtp_stats.auth_failures)
+                metrics.srtp_dropped.labels("replay").inc(srtp_stats.replays)
+                metrics.srtp_dropped.labels("malformed").inc(srtp_stats.malformed)
             self._event(
                 "media",
                 packets_in=stats.packets_in,

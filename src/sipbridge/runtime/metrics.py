@@ -91,6 +91,13 @@ class Metrics:
             "Agent audio bytes dropped because the playout buffer cap was reached.",
             registry=r,
         )
+        self.srtp_dropped = Counter(
+            "sipbridge_srtp_packets_dropped",
+            "Caller SRTP packets dropped (RFC 3711): failed authentication, replay, "
+            "malformed; added when a call ends.",
+            ["reason"],
+            registry=r,
+        )
         self.bans = Counter(
             "sipbridge_bans",
             "Sources banned automatically (flood, auth_failures, unknown_numbers, scanner).",
