@@ -1,6 +1,7 @@
 import asyncio
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -950,7 +951,9 @@ def test_ban_add_list_remove(runner: CliRunner, env: dict[str, str], db_url: str
     assert result.stdout.strip() == "banned 203.0.113.0/24 until removed"
     result = invoke(runner, env, "ban", "add", "198.51.100.7", "--duration", "3600")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("banned 198.51.100.7 until 20")
+    assert re.fullmatch(
+        r"banned 198\.51\.100\.7 until 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\n", result.stdout
+    ), result.stdout
 
     async def bans() -> list[BanRecord]:
         async with Database(db_url) as db:

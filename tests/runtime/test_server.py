@@ -9,6 +9,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.message import Response, parse_message
 from sipbridge.store import service
 from sipbridge.store.records import BanRecord, CallStatus
+from tests.runtime.test_agent_client import make_ca_and_cert
 from tests.runtime.test_call import NUMBER, UdpClient, answer_bye, records, route_to
 from tests.runtime.test_call_access import (
     CARRIER_IP,
@@ -46,9 +48,31 @@ def options(port: int, call_id: str = "opt-1") -> bytes:
     ).encode()
 
 
+def stream_options(port: int, context: ssl.SSLContext | None = None) -> Response:
+    """OPTIONS over a new TCP (or, with ``context``, TLS) connection; the final response."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        sock = context.wrap_socket(raw, server_hostname="127.0.0.1") if context else raw
+        local = sock.getsockname()[1]
+        request = options(local, f"opt-{'tls' if context else 'tcp'}").replace(
+            b"SIP/2.0/UDP", b"SIP/2.0/TLS" if context else b"SIP/2.0/TCP"
+        )
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65535)
+            assert chunk, data
+            data += chunk
+        message = parse_message(data)
+        assert isinstance(message, Response)
+        return message
+
+
 def test_serve_subprocess_answers_options_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The real entry point (uvloop, as in production): UDP, TCP and TLS listeners."""
     port = free_udp_port()
+    tls_port = free_udp_port()
     low = random.randrange(40000, 59000, 2)
+    ca, cert, key = make_ca_and_cert(tmp_path)
     env = {**os.environ, "SIPBRIDGE_DB": f"sqlite:///{tmp_path / 'serve.db'}"}
     proc = subprocess.Popen(
         [
@@ -60,6 +84,12 @@ def test_serve_subprocess_answers_options_and_stops_on_sigterm(tmp_path: Path) -
             "127.0.0.1",
             "--sip-port",
             str(port),
+            "--tls-port",
+            str(tls_port),
+            "--tls-cert",
+            str(cert),
+            "--tls-key",
+            str(key),
             "--rtp-ports",
             f"{low}-{low + 20}",
             "--http-port",
@@ -87,6 +117,9 @@ def test_serve_subprocess_answers_options_and_stops_on_sigterm(tmp_path: Path) -
         assert isinstance(response, Response) and response.status == 200
         assert "INVITE" in response.headers.get_all("Allow")
         assert response.headers.get("Server") is None
+        assert stream_options(port).status == 200
+        context = ssl.create_default_context(cafile=str(ca))
+        assert stream_options(tls_port, context).status == 200
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=15)
     finally:
@@ -94,6 +127,8 @@ def test_serve_subprocess_answers_options_and_stops_on_sigterm(tmp_path: Path) -
             proc.kill()
     assert proc.returncode == 0, out
     assert "listening" in out and "stopped" in out
+    assert f"sip=udp:127.0.0.1:{port},tcp:127.0.0.1:{port},tls:127.0.0.1:{tls_port}" in out
+    assert "Traceback" not in out, out
     assert (tmp_path / "serve.db").exists()  # embedded SQLite created and migrated
 
 

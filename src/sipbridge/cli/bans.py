@@ -51,7 +51,11 @@ def ban_add(
 ) -> None:
     """Ban an address or a network: its SIP traffic is dropped unanswered."""
     record = _run(db, lambda d: service.add_ban(d, address, duration=duration, note=note))
-    until = "until removed" if record.expires_at is None else f"until {record.expires_at}"
+    until = (
+        "until removed"
+        if record.expires_at is None
+        else f"until {record.expires_at.isoformat(timespec='seconds')}"
+    )
     typer.echo(f"banned {record.address} {until}")
 
 

@@ -166,9 +166,12 @@ class SipBridgeServer:
         await self.streams.start(self.settings.sip_host, port)  # TCP on the same number
         tls = self.streams.tls_address
         self.ua.tls_port = tls[1] if tls is not None else None
-        transports = ["udp"] + ["tcp"] * (self.streams.tcp_address is not None)
+        host = self.settings.sip_host
+        listeners = [f"udp:{host}:{port}"]
+        if self.streams.tcp_address is not None:
+            listeners.append(f"tcp:{host}:{port}")
         if tls is not None:
-            transports.append(f"tls:{tls[1]}")
+            listeners.append(f"tls:{host}:{tls[1]}")
         await self._start_http()
         # Everything allocated so far (FastAPI, SQLAlchemy, pydantic: ~10^5 objects) lives
         # as long as the process: move it out of the collector's sight, so a full
@@ -177,10 +180,8 @@ class SipBridgeServer:
         self._trunk_task = asyncio.ensure_future(self._refresh_trunks())
         gc.freeze()
         log.info(
-            "listening sip=%s:%s:%d rtp=%d-%d http=%s advertise=%s db=%s",
-            "+".join(transports),
-            self.settings.sip_host,
-            port,
+            "listening sip=%s rtp=%d-%d http=%s advertise=%s db=%s",
+            ",".join(listeners),
             self.settings.rtp_port_min,
             self.settings.rtp_port_max,
             "{}:{}".format(*self.http_address) if self._http is not None else "off",

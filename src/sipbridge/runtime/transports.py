@@ -23,7 +23,7 @@ import asyncio
 import logging
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from sipbridge.sip.framing import FramingError, StreamAddress, StreamFramer, Transport
 
@@ -73,7 +73,9 @@ class SipConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not an isinstance check: uvloop's TLS transport is no asyncio.Transport subclass
+        # but has the same methods (write, abort, close, get_extra_info).
+        transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         host, port = str(peer[0]), int(peer[1])
         if not self.outbound and not self.streams.server.accept_connection(host):
