@@ -307,9 +307,12 @@ class SipBridgeServer:
         now = self.loop.time()
         # Flood and ban check before any parsing (sip/guard.py): one dict lookup for a
         # banned source, a token bucket update otherwise.
-        if self.guard.admit(addr[0], now) is not Admission.ADMIT:
+        admission = self.guard.admit(addr[0], now)
+        if admission is not Admission.ADMIT:
             if self.guard.has_new_bans:
                 self.bans.store_new()
+            if admission is Admission.BANNED and isinstance(addr, StreamAddress):
+                self.streams.drop(addr)  # no more framing work for a banned source
             return
         source = addr if isinstance(addr, StreamAddress) else (addr[0], addr[1])
         try:

@@ -331,6 +331,17 @@ class StreamTransports:
         for data in pending:
             protocol.write(data)
 
+    def drop(self, address: StreamAddress) -> None:
+        """Close the connection at ``address`` at once (its source was banned)."""
+        connection = self.connections.get((address.transport, address[0], address[1]))
+        if connection is not None and connection.transport is not None:
+            log.info(
+                "event=connection_closed transport=%s source=%s reason=banned",
+                address.transport.value,
+                address[0],
+            )
+            connection.transport.abort()
+
     def close(self) -> None:
         for listener in (self._tcp, self._tls):
             if listener is not None:
