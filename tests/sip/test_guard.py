@@ -200,6 +200,8 @@ def test_tracked_sources_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         ("2001:DB8::1", "2001:db8::1"),
         ("[2001:db8::1]", "2001:db8::1"),
         ("2001:db8::/32", "2001:db8::/32"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("::ffff:192.0.2.1/128", "192.0.2.1"),
     ],
 )
 def test_normalize_ban_address(text: str, expected: str) -> None:
@@ -210,3 +212,20 @@ def test_normalize_ban_address(text: str, expected: str) -> None:
 def test_normalize_ban_address_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         normalize_ban_address(text)
+
+
+def test_ipv4_bans_hold_for_ipv4_mapped_sources() -> None:
+    """A dual-stack socket ("::") reports IPv4 peers as ::ffff:a.b.c.d."""
+    guard = make_guard()
+    guard.ban("192.0.2.1", "manual", 0.0)
+    guard.ban("198.51.100.0/24", "manual", 0.0)
+    assert guard.admit("::ffff:192.0.2.1", 1.0) is Admission.BANNED
+    assert guard.admit("::ffff:198.51.100.9", 1.0) is Admission.BANNED
+    assert [b.address for b in guard.bans(1.0)] == ["192.0.2.1", "198.51.100.0/24"]
+    # An automatic ban of a mapped source is stored as the IPv4 address.
+    for _ in range(21):
+        guard.admit("::ffff:203.0.113.50", 2.0)
+    assert guard.is_banned("203.0.113.50", 2.0)
+    assert "203.0.113.50" in {b.address for b in guard.bans(2.0)}
+    assert guard.unban("192.0.2.1")
+    assert guard.admit("::ffff:192.0.2.1", 3.0) is Admission.ADMIT

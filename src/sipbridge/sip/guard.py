@@ -100,9 +100,12 @@ def normalize_ban_address(text: str) -> str:
     if "/" in text:
         network = ipaddress.ip_network(text, strict=False)
         if network.num_addresses == 1:
-            return str(network.network_address)
+            return normalize_ban_address(str(network.network_address))
         return str(network)
-    return str(ipaddress.ip_address(text.strip("[]")))
+    address = ipaddress.ip_address(text.strip("[]"))
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)  # ::ffff:192.0.2.1 is 192.0.2.1
+    return str(address)
 
 
 def _trust_nobody(host: str) -> bool:
@@ -167,6 +170,8 @@ class SourceGuard:
             address = ipaddress.ip_address(host.split("%", 1)[0])
         except ValueError:
             return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
         return any(address in network and ban.active(now) for network, ban in self._networks)
 
     # ------------------------------------------------------------------ offences
@@ -236,6 +241,7 @@ class SourceGuard:
         self._unsaved.pop(key, None)
         if key in self._hosts:
             del self._hosts[key]
+            self._hosts.pop("::ffff:" + key, None)
             return True
         before = len(self._networks)
         self._networks = [(n, b) for n, b in self._networks if b.address != key]
@@ -249,7 +255,7 @@ class SourceGuard:
 
     def bans(self, now: float) -> list[Ban]:
         """Every active ban."""
-        found = [b for b in self._hosts.values() if b.active(now)]
+        found = [b for host, b in self._hosts.items() if host == b.address and b.active(now)]
         found.extend(b for _, b in self._networks if b.active(now))
         return found
 
@@ -308,3 +314,6 @@ class SourceGuard:
             self._networks.append((network, ban))
         else:
             self._hosts[ban.address] = ban
+            if "." in ban.address:
+                # A dual-stack socket ("::") sees IPv4 peers as ::ffff:a.b.c.d.
+                self._hosts["::ffff:" + ban.address] = ban
