@@ -1,5 +1,6 @@
 """Shared fixtures: ``db`` / ``db_url`` run a test on SQLite and on a real PostgreSQL;
-``bridge`` and ``make_bridge`` start servers on 127.0.0.1 (stopped after the test).
+``bridge`` and ``make_bridge`` start servers on 127.0.0.1 (stopped after the test); every
+async test runs on uvloop, as the server does in production.
 
 PostgreSQL comes from ``SIPBRIDGE_TEST_POSTGRES`` (a server URL such as
 ``postgresql+asyncpg://postgres:postgres@127.0.0.1/postgres``); every test gets a fresh
@@ -134,6 +135,18 @@ def ca_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return directory / "ca.pem"
+
+
+# ---------------------------------------------------------------- the event loop
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """Every async test runs on uvloop, the loop ``sipbridge serve`` runs on: a difference
+    between the two loops is a production bug the tests must see (uvloop's TLS transport
+    is no asyncio.Transport; it has no sock_recvfrom)."""
+    import uvloop
+
+    return {"uvloop": uvloop.new_event_loop}
 
 
 # ---------------------------------------------------------------- running servers

@@ -297,6 +297,7 @@ class RtpPhone:
         self._clip = b""
         self.clip_started = 0.0
         self._tasks: list[asyncio.Task[None]] = []
+        self._transport: asyncio.DatagramTransport | None = None
 
     def play(self, pcm: bytes) -> None:
         """Send ``pcm`` (8 kHz) from the next packet on."""
@@ -312,6 +313,8 @@ class RtpPhone:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._transport is not None:
+            self._transport.close()
         self.sock.close()
 
     async def _send(self, target: tuple[str, int]) -> None:
@@ -339,14 +342,20 @@ class RtpPhone:
             await asyncio.sleep(max(0.0, started + n * 0.020 - time.monotonic()))
 
     async def _receive(self) -> None:
+        # A datagram endpoint rather than loop.sock_recvfrom, which uvloop (the loop
+        # `sipbridge serve` runs on, and so the tests) does not implement.
+        phone = self
+
+        class Receiver(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                if addr[1] % 2:
+                    return
+                payload_type, *_rest, start, end = parse_rtp_header(data)
+                if payload_type == 0:
+                    phone.received.append(Received(time.monotonic(), data[start:end]))
+
         loop = asyncio.get_running_loop()
-        while True:
-            data, source = await loop.sock_recvfrom(self.sock, 2048)
-            if source[1] % 2:
-                continue
-            payload_type, *_rest, start, end = parse_rtp_header(data)
-            if payload_type == 0:
-                self.received.append(Received(time.monotonic(), data[start:end]))
+        self._transport, _ = await loop.create_datagram_endpoint(Receiver, sock=self.sock)
 
     def between(self, start: float, end: float) -> list[Received]:
         return [r for r in self.received if start <= r.at < end]
