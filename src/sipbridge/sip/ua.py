@@ -11,8 +11,9 @@ does what it returns:
 3. after each of those, send every ``(bytes, (host, port))`` from
    ``datagrams_to_send()`` and handle every item from ``events()``.
 
-Events tell the call layer about calls (:class:`IncomingCall`,
-:class:`CallCancelled`, :class:`CallConfirmed`, :class:`ByeReceived`, ...).
+Events (defined in :mod:`sipbridge.sip.calls`) tell the call layer about calls
+(:class:`IncomingCall`, :class:`CallCancelled`, :class:`CallConfirmed`,
+:class:`ByeReceived`, ...).
 The call layer answers through :meth:`UserAgent.ring`, :meth:`answer`,
 :meth:`reject` and :meth:`hangup`, which queue more datagrams.
 
@@ -26,6 +27,12 @@ belongs to no admitted call (not in an existing dialog, not a CANCEL or ACK of a
 transaction we hold) goes through it first: a challenge is answered 401, a refusal
 with the policy's ``refuse_status`` or nothing at all, and unparseable requests from
 sources the policy does not know are dropped. Without one, every source is admitted.
+
+With a :class:`~sipbridge.sip.guard.SourceGuard` in ``guard`` (the runtime checks it for
+bans and rates before parsing), the core reports what it sees: a request with a scanner
+User-Agent is dropped unanswered and its source banned, failed digest authentication
+counts towards the source's ban, and an untrusted source may have only so many INVITEs
+waiting for our answer (503 beyond).
 """
 
 from __future__ import annotations
