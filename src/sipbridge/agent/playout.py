@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["PlayoutBuffer"]
+__all__ = ["CATCH_UP_MAX_FRAMES", "CATCH_UP_TICKS", "PlayoutBuffer"]
+
+# Catch-up (see PlayoutBuffer): a backlog of 1..CATCH_UP_MAX_FRAMES frames left over after
+# every one of CATCH_UP_TICKS frame periods is lag, not a burst, and one silent frame of it
+# is skipped. A larger backlog is an agent sending faster than real time: it plays as sent.
+CATCH_UP_TICKS = 50  # 1 s of 20 ms frames
+CATCH_UP_MAX_FRAMES = 6
 
 
 class PlayoutBuffer:
@@ -18,6 +24,14 @@ class PlayoutBuffer:
     A partial frame at the tail is held back for one frame period (the rest of the frame
     may be in flight) and then sent padded with zeros, so the end of an utterance is neither
     lost nor held forever.
+
+    Catch-up: an agent that sends in real time (a frame every period) and once misses a
+    period leaves one frame of silence played and, from then on, one frame queued for the
+    rest of its stream: 20 ms more delay with every miss. When a small backlog (at least
+    one frame, at most :data:`CATCH_UP_MAX_FRAMES`) has been left after every frame for
+    :data:`CATCH_UP_TICKS` periods, the next frame of digital silence (all zero bytes, what
+    agents stream between utterances) is skipped, so the delay goes back down without
+    touching any sound. A skipped frame counts as played (:attr:`skipped_frames`).
 
     Positions in the stream are counted in bytes accepted since creation:
     :attr:`written_bytes` is where the next accepted byte will go and :attr:`played_bytes`
@@ -36,6 +50,8 @@ class PlayoutBuffer:
         self._queued = 0
         self._written = 0
         self._tail_waited = False
+        self._steady = 0  # periods in a row that left a small backlog (catch-up)
+        self.skipped_frames = 0
 
     @property
     def written_bytes(self) -> int:
@@ -62,6 +78,7 @@ class PlayoutBuffer:
         self._offset = 0
         self._queued = 0
         self._tail_waited = False
+        self._steady = 0
         return dropped
 
     def write(self, data: bytes) -> int:
@@ -91,7 +108,18 @@ class PlayoutBuffer:
             self._tail_waited = False
             return frame
         self._tail_waited = False
-        return self._take(size)
+        frame = self._take(size)
+        left = self._queued
+        if left < size or left > CATCH_UP_MAX_FRAMES * size:
+            self._steady = 0
+            return frame
+        self._steady += 1
+        if self._steady >= CATCH_UP_TICKS and frame.count(0) == size:
+            # A lagging real-time stream: skip this silent frame, play the next one now.
+            self._steady = 0
+            self.skipped_frames += 1
+            return self._take(size)
+        return frame
 
     def _take(self, size: int) -> bytes:
         """Remove and return the first ``size`` queued bytes (size <= queued)."""
