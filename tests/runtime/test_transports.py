@@ -508,3 +508,18 @@ async def test_banned_source_is_disconnected_and_cannot_connect(
         await other.close()
     finally:
         await open_client.close()
+
+
+async def test_a_connection_flood_is_banned_like_a_message_flood(
+    make_bridge: BridgeFactory,
+) -> None:
+    bridge = await make_bridge(flood_rate=5.0, flood_burst=10)
+    source = "127.0.0.8"
+    clients = [await StreamClient.open(bridge.sip_address, source=source) for _ in range(14)]
+    outcomes = [await client.closed(0.2) for client in clients]
+    for client in clients:
+        await client.close()
+    # The burst of connections is accepted (and then idles), the rest refused at once.
+    assert outcomes[:10] == [False] * 10 and all(outcomes[11:]), outcomes
+    [ban] = [b for b in bridge.guard.bans(bridge.loop.time()) if b.address == source]
+    assert ban.reason == "flood"

@@ -434,9 +434,13 @@ class SipBridgeServer:
 
     def accept_connection(self, host: str) -> bool:
         """Admit a new TCP/TLS connection from ``host`` (every accepted connection comes
-        through here): none from a banned source, at most ``max_connections_per_source``
-        per source address and ``MAX_CONNECTIONS`` in all."""
-        if self.guard.is_banned(host, self.loop.time()):
+        through here): none from a banned source, and a new connection counts like a
+        message towards the source's rate (a connection flood is banned as a message flood
+        is); at most ``max_connections_per_source`` per source address and
+        ``MAX_CONNECTIONS`` in all."""
+        if self.guard.admit(host, self.loop.time()) is not Admission.ADMIT:
+            if self.guard.has_new_bans:
+                self.bans.store_new()
             return False
         return (
             self.streams.per_source.get(host, 0) < self.settings.max_connections_per_source
