@@ -93,6 +93,39 @@ def baresip_config(folder: Path, sip_port: int, rtp_low: int, source: Path) -> N
     )
 
 
+def speech_file(path: Path) -> np.ndarray:
+    """Write baresip's source file at ``path``: 1.5 s of speech-like sound, then 1.5 s of
+    silence so its echo is back before baresip hangs up at the end of the file. Returns
+    the speech."""
+    speech = speech_like(8000, 1.5)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(np.concatenate([speech, np.zeros(12000, np.int16)]).tobytes())
+    return speech
+
+
+async def run_baresip(folder: Path, uri: str, *extra: str) -> str:
+    """Run baresip with the config ``folder``, dial ``uri`` at once and return what it
+    printed; it hangs up at the end of its audio file and quits after 15 s."""
+    process = await asyncio.create_subprocess_exec(
+        "baresip",
+        "-f",
+        str(folder),
+        "-e",
+        f"/dial {uri}",
+        "-t",
+        "15",
+        *extra,
+        stdin=subprocess.PIPE,  # its menu wants a terminal-ish stdin
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 30)
+    return output.decode(errors="replace")
+
+
 def read_wav(path: Path) -> np.ndarray:
     with wave.open(str(path)) as w:
         assert (w.getframerate(), w.getnchannels()) == (8000, 1)
@@ -104,15 +137,8 @@ async def test_baresip_srtp_call_audio_both_ways(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, "sipbridge.call")
-    speech = speech_like(8000, 1.5)
     source = tmp_path / "in.wav"
-    with wave.open(str(source), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(8000)
-        # Speech, then 1.5 s of silence so its echo is back before baresip hangs up at
-        # the end of the file.
-        w.writeframes(np.concatenate([speech, np.zeros(12000, np.int16)]).tobytes())
+    speech = speech_file(source)
     server = SipBridgeServer(loopback_settings(tmp_path / "calls.db", agent_connect_timeout=2.0))
     await server.start()
     sip_port = free_udp_port()
@@ -127,20 +153,7 @@ async def test_baresip_srtp_call_audio_both_ways(
             await route_to(server, agent.url)
             host, port = server.sip_address
             sniffer.start()
-            process = await asyncio.create_subprocess_exec(
-                "baresip",
-                "-f",
-                str(folder),
-                "-e",
-                f"/dial sip:{SERVICE}@{host}:{port}",
-                "-t",
-                "15",
-                stdin=subprocess.PIPE,  # its menu wants a terminal-ish stdin
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-            )
-            output, _ = await asyncio.wait_for(process.communicate(), 30)
-            log = output.decode(errors="replace")
+            log = await run_baresip(folder, f"sip:{SERVICE}@{host}:{port}")
             [record] = await records(server)
             [call] = agent.calls
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import os
 import socket
 import ssl
@@ -13,20 +14,30 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from sipbridge.codecs import get_codec
 from sipbridge.rtp.packet import parse_rtp_header
 from sipbridge.runtime import transports
-from sipbridge.sip.framing import StreamFramer
+from sipbridge.sip.framing import StreamFramer, Transport, transport_of
 from sipbridge.sip.message import Request, Response, parse_message
 from sipbridge.store.records import CallStatus
 from tests.runtime.test_agent_client import make_ca_and_cert
 from tests.runtime.test_call import NUMBER, SERVICE, records, route_to, sipp_ok
+from tests.runtime.test_call_media import align
+from tests.runtime.test_call_srtp import (
+    NEEDS_BARESIP,
+    SUITE,
+    baresip_config,
+    read_wav,
+    run_baresip,
+    speech_file,
+)
 from tests.support.agents import EchoAgent
 from tests.support.pcap import udp_payloads
 from tests.support.settings import BridgeFactory
-from tests.support.sipp import SIPP_SHARE, run_sipp, wait_for_bye_scenario
+from tests.support.sipp import SIPP_SHARE, free_udp_port, run_sipp, wait_for_bye_scenario
 from tests.support.sniff import LoopbackSniffer
 
 
@@ -523,3 +534,83 @@ async def test_a_connection_flood_is_banned_like_a_message_flood(
     assert outcomes[:10] == [False] * 10 and all(outcomes[11:]), outcomes
     [ban] = [b for b in bridge.guard.bans(bridge.loop.time()) if b.address == source]
     assert ban.reason == "flood"
+
+
+# ---------------------------------------------------------------- baresip over TLS
+
+
+@NEEDS_BARESIP
+async def test_baresip_calls_over_tls_with_srtp(
+    make_bridge: BridgeFactory,
+    certs: tuple[Path, Path, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An independent SIP stack over TLS: baresip 1.0 (libre's SIP and TLS) dials
+    ``;transport=tls`` with SRTP mandatory, the realistic combination (signalling and
+    media both encrypted); the echo agent hears it and baresip hears the echo.
+
+    baresip 1.0 has no setting to make libre verify the server certificate (it loads
+    ``sip_cafile`` but accepts any certificate), so this proves interoperation, not
+    verification (the ``ssl`` client tests above verify against the CA)."""
+    caplog.set_level(logging.INFO, "sipbridge.call")
+    bridge = await make_bridge(**tls_settings(certs))
+    tls = bridge.tls_address
+    assert tls is not None
+    received: list[tuple[Request | Response, Any]] = []  # every SIP message and its source
+    real_receive = bridge.receive
+
+    def spy(data: bytes, source: Any) -> None:
+        with contextlib.suppress(Exception):
+            received.append((parse_message(data), source))
+        real_receive(data, source)
+
+    monkeypatch.setattr(bridge, "receive", spy)
+    source = tmp_path / "in.wav"
+    speech = speech_file(source)
+    folder = tmp_path / "baresip"
+    baresip_config(folder, free_udp_port(), 32000 + 10 * (os.getpid() % 100), source)
+    with (folder / "config").open("a") as config:
+        config.write(f"sip_cafile {certs[0]}\n")
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        # -s: baresip's SIP trace, which names the transport of every message it sends.
+        log = await run_baresip(folder, f"sip:{SERVICE}@{tls[0]}:{tls[1]};transport=tls", "-s")
+
+        # The INVITE came over TLS, from a connection to our TLS port, and nothing came
+        # over UDP or TCP: one TLS connection for the whole dialog.
+        invites = [(m, s) for m, s in received if isinstance(m, Request) and m.method == "INVITE"]
+        assert invites, log[-3000:]
+        invite, via = invites[0]
+        assert transport_of(via) is Transport.TLS
+        assert invite.vias[0].transport.upper() == "TLS"
+        assert f"TLS {via[0]}:{via[1]} -> {tls[0]}:{tls[1]}" in log  # baresip's own account
+        assert {s for _m, s in received} == {via}
+        assert all(transport_of(s) is Transport.TLS for _m, s in received)
+        methods = [m.method for m, _s in received if isinstance(m, Request)]
+        # Our 2xx Contact follows the dialog's scheme (RFC 3261 §12.1.1): sip: with
+        # ;transport=tls here. A sips: one stopped this call: libre sends in-dialog
+        # requests to sip: URIs only, so baresip could neither ACK nor BYE.
+        assert f"Contact: <sip:127.0.0.1:{tls[1]};transport=tls>" in log, log[-3000:]
+        [record] = await records(bridge, timeout=20)
+        [call] = agent.calls
+    assert "Call established" in log, log[-3000:]
+    assert f"SRTP is Enabled (cryptosuite={SUITE})" in log
+    assert {"INVITE", "ACK", "BYE"} <= set(methods), methods
+    assert record.status is CallStatus.ANSWERED and record.reason == "caller_hangup", record
+    assert record.source == f"{via[0]}:{via[1]}"  # the TLS connection's peer
+    assert record.codec == "pcmu" and record.srtp == SUITE
+    assert "srtp_auth_failures=0 srtp_replays=0" in caplog.text
+
+    # The agent got baresip's audio (TLS signalling, SRTP media both decrypted), and
+    # baresip decoded the echo (its dump of what it decoded holds the speech).
+    pcmu = get_codec("pcmu")
+    encoder, decoder = pcmu.encoder(), pcmu.decoder()
+    frames = [speech[i : i + 160].tobytes() for i in range(0, len(speech), 160)]
+    reference = np.frombuffer(b"".join(decoder.decode(encoder.encode(f)) for f in frames), "<i2")
+    score, _lag = align(reference, np.frombuffer(b"".join(call.audio), "<i2"))
+    assert score > 0.99, score
+    [dump] = (folder / "snd").glob("dump-*-dec.wav")
+    score, _lag = align(reference, read_wav(dump).astype(np.float64))
+    assert score > 0.95, score

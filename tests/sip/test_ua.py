@@ -757,6 +757,42 @@ class TestStreamTransports:
         assert isinstance(addr, StreamAddress) and addr.transport is Transport.TLS
 
     @pytest.mark.parametrize(
+        ("change", "contact"),
+        [
+            # sip:...;transport=tls dialling (many trunks, baresip): the dialog stays sip:
+            ((b"", b""), "<sip:127.0.0.1:5161;transport=tls>"),
+            # RFC 3261 §12.1.1: a SIPS top Record-Route makes the dialog SIPS...
+            (
+                (b"<sip:proxy.example.com;lr>", b"<sips:proxy.example.com;lr>"),
+                "<sips:127.0.0.1:5161>",
+            ),
+        ],
+        ids=["sip-uri", "sips-record-route"],
+    )
+    def test_tls_contact_follows_the_dialogs_scheme(
+        self, change: tuple[bytes, bytes], contact: str
+    ) -> None:
+        ua = make_ua()
+        ua.tls_port = 5161
+        source = StreamAddress("127.0.0.1", 40004, Transport.TLS)
+        ua.receive_datagram(invite().replace(*change), source, 0.0)
+        [event] = ua.events()
+        assert isinstance(event, IncomingCall)
+        ua.answer(event.call, b"v=0\r\n", 0.0)
+        assert sent(ua)[-1][0].headers.get("Contact") == contact
+
+    def test_tls_contact_is_sips_for_a_sips_contact_without_record_route(self) -> None:
+        ua = make_ua()
+        ua.tls_port = 5161
+        data = invite().replace(b"Record-Route: <sip:proxy.example.com;lr>\r\n", b"")
+        data = data.replace(b"Contact: <sip:alice@", b"Contact: <sips:alice@")
+        ua.receive_datagram(data, StreamAddress("127.0.0.1", 40005, Transport.TLS), 0.0)
+        [event] = ua.events()
+        assert isinstance(event, IncomingCall)
+        ua.answer(event.call, b"v=0\r\n", 0.0)
+        assert sent(ua)[-1][0].headers.get("Contact") == "<sips:127.0.0.1:5161>"
+
+    @pytest.mark.parametrize(
         "source", [PEER, StreamAddress("127.0.0.1", 40003, Transport.TCP)], ids=["udp", "tcp"]
     )
     def test_sips_request_uri_without_tls_gets_416(self, source: tuple[str, int]) -> None:

@@ -561,7 +561,7 @@ class UserAgent:
             destination = StreamAddress(host, source_port, transport, target=destination)
         if method == "REFER":
             # RFC 3515 §2.4.1: REFER is a target refresh request and carries a Contact.
-            request.headers.add("Contact", f"<{self._contact_uri(transport)}>")
+            request.headers.add("Contact", f"<{self._contact_uri(transport, call.invite)}>")
         for name, value in extra:
             request.headers.add(name, value)
         key = TransactionKey.for_request(request)  # parses the request: raises before sending
@@ -602,15 +602,22 @@ class UserAgent:
         # carry our Contact.
         for value in request.headers.get_all("Record-Route"):
             response.headers.add("Record-Route", value)
-        response.headers.add("Contact", f"<{self._contact_uri(transport)}>")
+        response.headers.add("Contact", f"<{self._contact_uri(transport, request)}>")
         response.headers.add("Allow", ALLOW)
 
-    def _contact_uri(self, transport: Transport) -> str:
-        """Our Contact for ``transport``: ``;transport=tcp`` for TCP (RFC 3261 §19.1.1),
-        a sips: URI on the TLS port for TLS (RFC 5630 §3.1.1)."""
+    def _contact_uri(self, transport: Transport, invite: Request) -> str:
+        """Our Contact for a dialog over ``transport``: ``;transport=tcp`` for TCP
+        (RFC 3261 §19.1.1); for TLS a sips: URI on the TLS port when the dialog is SIPS
+        (RFC 3261 §12.1.1: the INVITE's Request-URI, else its top Record-Route, else its
+        Contact is a SIPS URI), else a sip: URI with ``;transport=tls``. A sips: Contact
+        for a dialog the caller set up with sip: URIs would make its in-dialog requests
+        SIPS, which UAs that dial ``sip:...;transport=tls`` (many trunks; baresip's libre
+        refuses outright) cannot send."""
         host = _host_for_header(self.local_host)
         if transport is Transport.TLS:
-            return f"sips:{host}:{self.tls_port or 5061}"
+            if _dialog_is_sips(invite):
+                return f"sips:{host}:{self.tls_port or 5061}"
+            return f"sip:{host}:{self.tls_port or 5061};transport=tls"
         if transport is Transport.TCP:
             return f"sip:{host}:{self.local_port};transport=tcp"
         return f"sip:{host}:{self.local_port}"
@@ -702,6 +709,18 @@ def _dialog_headers_ok(request: Request) -> bool:
     except SipParseError:
         return False
     return True
+
+
+def _dialog_is_sips(invite: Request) -> bool:
+    """RFC 3261 §12.1.1: whether the dialog ``invite`` sets up is SIPS: its Request-URI,
+    else its top Record-Route (when it has one), else its Contact is a SIPS URI."""
+    if invite.uri.scheme.lower() == "sips":
+        return True
+    routes = invite.headers.get_all("Record-Route")
+    if routes:
+        return NameAddr.parse(routes[0]).uri.scheme.lower() == "sips"
+    contacts = invite.contacts
+    return bool(contacts) and contacts[0].uri.scheme.lower() == "sips"
 
 
 def _accepts_sdp(values: list[str]) -> bool:
