@@ -307,10 +307,8 @@ class SipBridgeServer:
         now = self.loop.time()
         # Flood and ban check before any parsing (sip/guard.py): one dict lookup for a
         # banned source, a token bucket update otherwise.
-        admission = self.guard.admit(addr[0], now)
+        admission = self._admit(addr[0], now)
         if admission is not Admission.ADMIT:
-            if self.guard.has_new_bans:
-                self.bans.store_new()
             if admission is Admission.BANNED and isinstance(addr, StreamAddress):
                 self.streams.drop(addr)  # no more framing work for a banned source
             return
@@ -432,15 +430,21 @@ class SipBridgeServer:
         elif isinstance(event, ByeCompleted):
             pass  # the call already ended on our side
 
+    def _admit(self, host: str, now: float) -> Admission:
+        """The guard's verdict on one message or connection from ``host``; a ban it made
+        just now is stored (a refused source never reaches :meth:`flush`)."""
+        admission = self.guard.admit(host, now)
+        if admission is not Admission.ADMIT and self.guard.has_new_bans:
+            self.bans.store_new()
+        return admission
+
     def accept_connection(self, host: str) -> bool:
         """Admit a new TCP/TLS connection from ``host`` (every accepted connection comes
         through here): none from a banned source, and a new connection counts like a
         message towards the source's rate (a connection flood is banned as a message flood
         is); at most ``max_connections_per_source`` per source address and
         ``MAX_CONNECTIONS`` in all."""
-        if self.guard.admit(host, self.loop.time()) is not Admission.ADMIT:
-            if self.guard.has_new_bans:
-                self.bans.store_new()
+        if self._admit(host, self.loop.time()) is not Admission.ADMIT:
             return False
         return (
             self.streams.per_source.get(host, 0) < self.settings.max_connections_per_source

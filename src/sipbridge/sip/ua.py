@@ -285,16 +285,14 @@ class UserAgent:
         decision = access.check(request, source[0], now)
         if isinstance(decision, Allowed):
             return decision
+        if self.guard is not None and decision.reason in _FAILED_AUTH:
+            self.guard.offence(source[0], Offence.AUTH_FAILURE, now)
         status: int | None
         if isinstance(decision, Challenged):
             # RFC 3261 §22.2: a UAS challenges with 401 and WWW-Authenticate.
             status = 401
-            if self.guard is not None and decision.reason in _FAILED_AUTH:
-                self.guard.offence(source[0], Offence.AUTH_FAILURE, now)
             self._reply_once(request, source, now, status, extra=decision.headers)
         else:
-            if self.guard is not None and decision.reason in _FAILED_AUTH:
-                self.guard.offence(source[0], Offence.AUTH_FAILURE, now)
             status = access.refuse_status
             if status is not None:
                 self._reply_once(request, source, now, status)
@@ -391,12 +389,16 @@ class UserAgent:
         self._events.append(IncomingCall(call))
 
     def _source_busy(self, guard: SourceGuard, host: str) -> bool:
-        limit = guard.limits.transactions_per_source
-        open_here = 0
-        for call in self._calls_by_tx.values():
-            if call.state is CallState.OFFERED and call.source[0] == host:
-                open_here += 1
-        return open_here >= limit and not guard.trusted(host)
+        """True when untrusted ``host`` already has its limit of unanswered INVITEs (trunk
+        networks, most of the traffic, are exempt: checked first, before any counting)."""
+        if guard.trusted(host):
+            return False
+        open_here = sum(
+            1
+            for call in self._calls_by_tx.values()
+            if call.state is CallState.OFFERED and call.source[0] == host
+        )
+        return open_here >= guard.limits.transactions_per_source
 
     def _receive_cancel(self, request: Request, source: Address, now: float) -> None:
         """RFC 3261 §9.2: 200 to the CANCEL, then 487 to the INVITE if still pending."""
