@@ -144,6 +144,11 @@ class ServeSettings:
     media_timeout: float = 30.0  # seconds without caller RTP (not on hold) before hanging up
     max_calls: int = 1000  # concurrent calls of the whole server; beyond it INVITEs get 503
     max_call_duration: float = 4 * 3600.0  # seconds an answered call may last
+    # Overload (media/overload.py): new calls get 503 while the media clock keeps running
+    # late (wake-ups more than ``overload_lag_ms`` late, three or more in a second) or the
+    # process uses more than ``overload_cpu`` of one core; the calls already up go on.
+    overload_lag_ms: float = 5.0
+    overload_cpu: float = 0.85
     # Requests from no configured trunk: "drop" (no answer: scanners learn nothing) or
     # "403" (answered 403 Forbidden). See docs/security.md.
     unknown_sources: Literal["drop", "403"] = "drop"
@@ -185,6 +190,10 @@ class ServeSettings:
             raise ValueError("max_calls must be at least 1")
         if self.max_call_duration <= 0:
             raise ValueError("max_call_duration must be positive")
+        if self.overload_lag_ms <= 0:
+            raise ValueError("overload_lag_ms must be positive")
+        if not 0 < self.overload_cpu <= 1:
+            raise ValueError("overload_cpu must be in (0, 1]")
         object.__setattr__(self, "codecs", parse_codecs(",".join(self.codecs)))
         if self.unknown_sources not in UNKNOWN_SOURCES:
             raise ValueError(

@@ -167,6 +167,11 @@ class Session(ABC):
             raise ValueError(f"transfer status must be one of {TRANSFER_STATUSES}")
         self._outbox.append(self._transfer_result_message(status, sip_code))
 
+    @property
+    def has_outbox(self) -> bool:
+        """Whether :meth:`data_to_send` has anything."""
+        return bool(self._outbox)
+
     def data_to_send(self) -> list[str]:
         """Text frames to send to the agent now, in order (usually none)."""
         if not self._outbox:
@@ -209,11 +214,22 @@ class Session(ABC):
         Call it once per frame period; marks whose audio has now all been handed out
         are answered in :meth:`data_to_send`.
         """
+        frame = self.take_frame()
+        return self._silence if frame is None else frame
+
+    def take_frame(self) -> bytes | None:
+        """Like :meth:`next_frame`, but ``None`` when the agent has nothing to play (the
+        media side sends its own silence and knows a talkspurt has ended)."""
         frame = self._playout.next_frame()
         marks = self._marks
         if marks and marks[0][0] <= self._playout.played_bytes:
             self._answer_marks()
-        return self._silence if frame is None else frame
+        return frame
+
+    @property
+    def frame_ready(self) -> bool:
+        """A whole frame of agent audio is queued."""
+        return self._playout.queued_bytes >= self._playout.frame_bytes
 
     def clear_audio(self) -> int:
         """Discard queued agent audio at once; pending marks are answered as cleared.

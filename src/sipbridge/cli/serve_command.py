@@ -112,6 +112,24 @@ def serve(
             help="Seconds an answered call may last before sipbridge hangs it up.",
         ),
     ] = 4 * 3600.0,
+    overload_lag_ms: Annotated[
+        float,
+        _option(
+            "--overload-lag-ms",
+            min=0.1,
+            help="New calls get 503 while the media clock runs this many ms late "
+            "(3+ times a second): the calls already up keep their audio.",
+        ),
+    ] = 5.0,
+    overload_cpu: Annotated[
+        float,
+        _option(
+            "--overload-cpu",
+            min=0.05,
+            max=1.0,
+            help="New calls get 503 while the process uses more than this share of one core.",
+        ),
+    ] = 0.85,
     reject_unknown: Annotated[
         str,
         _option(
@@ -232,6 +250,8 @@ def serve(
         media_timeout=media_timeout,
         max_calls=max_calls,
         max_call_duration=max_call_duration,
+        overload_lag_ms=overload_lag_ms,
+        overload_cpu=overload_cpu,
         unknown_sources="403" if unknown == "403" else "drop",
         auth_realm=auth_realm,
         auth_algorithms=algorithms,

@@ -133,6 +133,11 @@ class DtmfReceiver:
             return self._finish()
         return []
 
+    @property
+    def pending(self) -> bool:
+        """An event has started and not been reported yet (:meth:`poll` may end it)."""
+        return not self._reported
+
     def get_timer(self) -> float | None:
         """When :meth:`poll` may report something, or None."""
         return None if self._reported else self._last_packet + self.timeout

@@ -100,6 +100,10 @@ class RtpSender:
         self.octets_sent += len(payload)
         return data
 
+    def mark(self) -> None:
+        """The next packet starts a talkspurt: it carries the marker bit (RFC 3551 §4.1)."""
+        self._marker = 0x80
+
     def skip(self, frames: int = 1) -> None:
         """Account for ``frames`` frame periods in which nothing was sent.
 

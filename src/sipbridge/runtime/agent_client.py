@@ -114,8 +114,11 @@ class AgentConnection:
         session: Session,
         on_events: Callable[[list[AgentEvent]], None],
         on_first_audio: Callable[[], None] | None = None,
+        *,
+        on_message: Callable[[], None] | None = None,
     ) -> None:
         self.session = session
+        self._on_message = on_message
         self.url: str | None = None
         self._on_events = on_events
         self._on_first_audio = on_first_audio
@@ -213,6 +216,8 @@ class AgentConnection:
                 if events:
                     self._on_events(events)
                 self.flush_session()
+                if self._on_message is not None:
+                    self._on_message()
         except ConnectionClosedOK as exc:
             self._closed = True
             return Closed(True, f"agent closed the connection ({exc})")

@@ -59,6 +59,9 @@ class AgentLink:
         self.connection: AgentConnection | None = None
         self._frame_bytes = self.session.frame_bytes
         self._inbound = bytearray()
+        # Called when agent audio has arrived (a whole frame is queued): the media side
+        # may send it at once as the start of a talkspurt.
+        self.on_agent_audio: Callable[[], None] | None = None
 
     @property
     def sample_rate(self) -> int:
@@ -83,7 +86,9 @@ class AgentLink:
             if remaining <= 0:
                 failures.append(f"{url}: no time left")
                 break
-            connection = AgentConnection(self.session, self._on_events, self._first_audio)
+            connection = AgentConnection(
+                self.session, self._on_events, self._first_audio, on_message=self._received
+            )
             try:
                 await connection.open(
                     url, remaining, token=self.agent.token, ca_bundle=self.agent.ca_bundle
@@ -136,12 +141,22 @@ class AgentLink:
             connection.send_frame(session.caller_audio(bytes(pending[:size])))
             del pending[:size]
 
-    def next_frame(self) -> bytes:  # hot path: once per 20 ms
-        frame = self.session.next_frame()
-        connection = self.connection
-        if connection is not None:
-            connection.flush_session()  # marks whose audio just went out
+    def next_frame(self) -> bytes | None:  # hot path: once per 20 ms
+        """The agent's next 20 ms of audio, None when it has none (silence goes out)."""
+        session = self.session
+        frame = session.take_frame()
+        if session.has_outbox:
+            connection = self.connection
+            if connection is not None:
+                connection.flush_session()  # marks whose audio just went out
         return frame
+
+    def frame_ready(self) -> bool:
+        return self.session.frame_ready
+
+    def _received(self) -> None:
+        if self.on_agent_audio is not None and self.session.frame_ready:
+            self.on_agent_audio()
 
     def send_text(self, text: str) -> None:
         if self.connection is not None:

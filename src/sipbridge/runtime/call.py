@@ -34,6 +34,7 @@ from sipbridge.agent.events import (
     UnknownMessage,
 )
 from sipbridge.media.dtmf import DigitPressed, DtmfError, parse_dtmf_info
+from sipbridge.media.session import MediaSession
 from sipbridge.numbers import caller_number
 from sipbridge.router import route
 from sipbridge.rtp.srtp import SrtpSession
@@ -155,20 +156,21 @@ class Call:
         try:
             offer = parse_sdp(request.body)
             # Keep the codec if it is still offered: no needless switch mid-call.
-            codecs = [self.media.codec, *self.server.settings.codecs]
+            codecs = [self.media.session.codec, *self.server.settings.codecs]
             chosen = negotiate(offer, codecs, self._srtp_policy)
         except (SdpError, NoCommonCodec) as exc:
             ua.reject_reinvite(self.sip, 488, now)
             self.server.flush()
             self._event("reinvite_rejected", error=str(exc))
             return
-        if chosen.codec != self.media.codec or chosen.payload_type != self.media.payload_type:
-            self.media.set_codec(chosen)
+        media = self.media.session
+        if chosen.codec != media.codec or chosen.payload_type != media.payload_type:
+            media.set_codec(chosen)
             self.record.codec = chosen.codec
-        self.media.srtp = self._srtp_session(chosen, self.media.srtp)
-        self.record.srtp = self.media.srtp.suite if self.media.srtp is not None else None
-        self.media.update_remote((chosen.remote_address, chosen.remote_port))
-        self.media.sending = chosen.direction in ("sendrecv", "sendonly")
+        media.srtp = self._srtp_session(chosen, media.srtp)
+        self.record.srtp = media.srtp.suite if media.srtp is not None else None
+        media.update_remote((chosen.remote_address, chosen.remote_port))
+        media.sending = chosen.direction in ("sendrecv", "sendonly")
         on_hold = chosen.direction in ("sendonly", "inactive")  # the caller sends nothing
         if self._on_hold and not on_hold:
             self._media_since = self.server.loop.time()  # the silence clock restarts
@@ -337,10 +339,11 @@ class Call:
         self.server.metrics.setup_seconds.observe(self._answered_at - self._received_at)
         self.record.status = CallStatus.ANSWERED
         self.record.sip_code = 200
-        self.media.sending = chosen.direction in ("sendrecv", "sendonly")
+        self.media.session.sending = chosen.direction in ("sendrecv", "sendonly")
         self._on_hold = chosen.direction in ("sendonly", "inactive")
         self._media_since = self._answered_at
-        self.media.start(self.server.loop)
+        self.media.start(self.server.media_clock)
+        link.on_agent_audio = self.media.agent_audio
         self._event(
             "answered",
             codec=chosen.codec,
@@ -353,12 +356,11 @@ class Call:
         self, chosen: Negotiated, link: AgentLink, srtp: SrtpSession | None
     ) -> RtpEndpoint:
         return RtpEndpoint(
-            negotiated=chosen,
-            agent_rate=link.sample_rate,
+            MediaSession(chosen, link.sample_rate, srtp=srtp),
             on_audio=link.send_caller_audio,
             next_frame=link.next_frame,
+            frame_ready=link.frame_ready,
             on_dtmf=self._caller_dtmf,
-            srtp=srtp,
         )
 
     def _policy_for_call(self) -> SrtpPolicy:
@@ -475,7 +477,7 @@ class Call:
             media = self.media
             if media is None or self._on_hold:
                 continue
-            last = max(media.last_packet_at or 0.0, self._media_since)
+            last = max(media.session.last_packet_at or 0.0, self._media_since)
             if now - last >= timeout:
                 self._event("media_timeout", silent_s=round(now - last, 1))
                 self._finish(EndCause.MEDIA_TIMEOUT)
@@ -503,7 +505,7 @@ class Call:
             elif isinstance(event, TransferRequested):
                 self._transfer(event.target, event.headers)
             elif isinstance(event, SendDtmf):
-                sent = self.media is not None and self.media.send_dtmf(
+                sent = self.media is not None and self.media.session.send_dtmf(
                     event.digits, event.duration_ms
                 )
                 self._event("agent_dtmf", digits=event.digits, sent=sent)
@@ -640,11 +642,13 @@ class Call:
             metrics.rtp_packets.labels("in").inc(stats.packets_in)
             metrics.rtp_packets.labels("out").inc(stats.packets_out)
             metrics.rtp_packets_dropped.inc(stats.dropped_in)
+            metrics.media_frames_skipped.inc(self.media.frames_skipped)
             metrics.rtp_packets_lost.inc(quality.packets_lost)
             if stats.packets_in:
                 metrics.rtp_jitter_seconds.observe(quality.jitter_ms / 1000)
-            if self.media.srtp is not None:
-                srtp_stats = self.media.srtp.stats
+            srtp = self.media.session.srtp
+            if srtp is not None:
+                srtp_stats = srtp.stats
                 metrics.srtp_dropped.labels("auth_failure").inc(srtp_stats.auth_failures)
                 metrics.srtp_dropped.labels("replay").inc(srtp_stats.replays)
                 metrics.srtp_dropped.labels("malformed").inc(srtp_stats.malformed)
@@ -659,8 +663,8 @@ class Call:
                 rtt_ms=quality.rtt_ms,
                 concealed_ms=quality.concealed_ms,
                 mos=quality.mos,
-                srtp_auth_failures=self.media.srtp.stats.auth_failures if self.media.srtp else None,
-                srtp_replays=self.media.srtp.stats.replays if self.media.srtp else None,
+                srtp_auth_failures=srtp.stats.auth_failures if srtp else None,
+                srtp_replays=srtp.stats.replays if srtp else None,
             )
         if self._dropped_audio:
             metrics.agent_audio_dropped_bytes.inc(self._dropped_audio)

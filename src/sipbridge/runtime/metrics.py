@@ -53,6 +53,29 @@ class Metrics:
             buckets=_FAST_BUCKETS,
             registry=r,
         )
+        self.media_clock_lag_seconds = Histogram(
+            "sipbridge_media_clock_lag_seconds",
+            "How late each wake-up of the shared media clock ran (every call's send time "
+            "is late by as much).",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+            registry=r,
+        )
+        self.overloaded = Gauge(
+            "sipbridge_overloaded",
+            "1 while new calls are refused with 503 because the instance cannot keep up.",
+            registry=r,
+        )
+        self.overload_refusals = Counter(
+            "sipbridge_overload_refusals",
+            "New calls (INVITEs) refused with 503 because of overload.",
+            registry=r,
+        )
+        self.media_frames_skipped = Counter(
+            "sipbridge_media_frames_skipped",
+            "20 ms frames skipped in RTP time after a stall of the media clock "
+            "(beyond what is caught up).",
+            registry=r,
+        )
         self.rtp_packets = Counter(
             "sipbridge_rtp_packets",
             "RTP packets, by direction (in: from callers, out: to callers).",

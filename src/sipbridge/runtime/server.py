@@ -25,6 +25,7 @@ import random
 import secrets
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Coroutine, Iterator
 from typing import Any
@@ -33,11 +34,12 @@ import uvicorn
 from sqlalchemy import text
 
 from sipbridge.config import ServeSettings
+from sipbridge.media.overload import LoadLimits, LoadMonitor
 from sipbridge.numbers import caller_number, dialed_number
 from sipbridge.runtime.agent_client import EndpointHealth
 from sipbridge.runtime.bans import BanSync
 from sipbridge.runtime.call import Call
-from sipbridge.runtime.media import RtpPortAllocator
+from sipbridge.runtime.media import MediaClock, RtpPortAllocator
 from sipbridge.runtime.metrics import Metrics
 from sipbridge.runtime.transports import MAX_CONNECTIONS, StreamTransports
 from sipbridge.sip.access import AccessPolicy, TrunkAccess
@@ -71,6 +73,8 @@ Address = tuple[str, int]
 SHUTDOWN_GRACE = 3.0
 # How often the trunk list is read again from the store (API or CLI changes).
 TRUNK_REFRESH = 5.0
+# The load monitor's heartbeat (it also sees the loop's lag when no call is up).
+HEARTBEAT_SECONDS = 0.1
 # Retry-After (seconds) of the 503 for a trunk at its max_calls.
 TRUNK_BUSY_RETRY_AFTER = 5
 # Access reasons logged at debug only: what every scanner and every first INVITE of a
@@ -137,6 +141,14 @@ class SipBridgeServer:
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Future[None] | None = None
         self.streams = StreamTransports(self)  # SIP over TCP and TLS (runtime/transports.py)
+        # One send clock for every call's media, and the overload verdict fed by its lag
+        # and by a heartbeat that also runs without calls (media/overload.py).
+        self.load = LoadMonitor(
+            LoadLimits(max_lag=settings.overload_lag_ms / 1000, max_cpu=settings.overload_cpu)
+        )
+        self.media_clock = MediaClock(self.loop, on_lag=self._clock_lag)
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._heartbeat_due = 0.0
 
     @property
     def tls_address(self) -> Address | None:
@@ -178,6 +190,8 @@ class SipBridgeServer:
         # collection takes microseconds instead of stalling every call's media for tens
         # of milliseconds (measured by bench/bench_agent.py).
         self._trunk_task = asyncio.ensure_future(self._refresh_trunks())
+        self._heartbeat_due = self.loop.time() + HEARTBEAT_SECONDS
+        self._heartbeat = self.loop.call_at(self._heartbeat_due, self._beat)
         gc.freeze()
         log.info(
             "listening sip=%s rtp=%d-%d http=%s advertise=%s db=%s",
@@ -188,6 +202,38 @@ class SipBridgeServer:
             self.settings.advertised_ip,
             self.db.url.render_as_string(hide_password=True),
         )
+
+    # -- load ------------------------------------------------------------------
+
+    def _clock_lag(self, lag: float, now: float) -> None:
+        """Every wake-up of the media clock or the heartbeat: how late it ran."""
+        self.metrics.media_clock_lag_seconds.observe(lag)
+        load = self.load
+        if load.clock_fired(lag, now) and load.close_window(now, time.process_time()):
+            self.ua.busy = load.overloaded
+            self.metrics.overloaded.set(1 if load.overloaded else 0)
+            window = load.last
+            assert window is not None
+            cpu = "n/a" if window.cpu is None else f"{window.cpu:.2f}"
+            if load.overloaded:
+                log.warning(
+                    "event=overload state=refusing_new_calls calls=%d clock_lag_max_ms=%.1f "
+                    "late_wakeups=%d cpu=%s",
+                    len(self.calls),
+                    window.max_lag * 1000,
+                    window.late_wakeups,
+                    cpu,
+                )
+            else:
+                log.warning(
+                    "event=overload state=accepting_calls calls=%d cpu=%s", len(self.calls), cpu
+                )
+
+    def _beat(self) -> None:
+        now = self.loop.time()
+        self._clock_lag(max(0.0, now - self._heartbeat_due), now)
+        self._heartbeat_due = max(self._heartbeat_due + HEARTBEAT_SECONDS, now)
+        self._heartbeat = self.loop.call_at(self._heartbeat_due, self._beat)
 
     # -- trunks ----------------------------------------------------------------
 
@@ -376,6 +422,11 @@ class SipBridgeServer:
                 return
             if len(self.calls) >= self.settings.max_calls:
                 self._refuse_busy(event.call, "server_busy")
+                return
+            if self.load.overloaded:
+                # The calls already up come first: refuse before they degrade.
+                self.metrics.overload_refusals.inc()
+                self._refuse_busy(event.call, "overload")
                 return
             if self._trunk_full(event.call.trunk):
                 self._refuse_busy(event.call, "trunk_busy")
@@ -576,6 +627,9 @@ class SipBridgeServer:
             await asyncio.sleep(0.05)
         if self._timer is not None:
             self._timer.cancel()
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        self.media_clock.close()
         self.streams.close()
         if self._transport is not None:
             self._transport.close()

@@ -117,6 +117,10 @@ class UserAgent:
     access: AccessPolicy | None = None
     tls_port: int | None = None  # our SIP-over-TLS port, for sips: Contacts (RFC 5630)
     guard: SourceGuard | None = None
+    # Set by the runtime while the instance refuses new calls (overload): an OPTIONS
+    # probe outside a dialog is answered 503 so a proxy in front routes elsewhere
+    # (RFC 3261 §11.2: the answer is the one an INVITE would get).
+    busy: bool = False
     _outbox: list[tuple[bytes, Address]] = field(default_factory=list)
     _events: list[UaEvent] = field(default_factory=list)
     _server_tx: dict[TransactionKey, ServerTransaction] = field(default_factory=dict)
@@ -263,7 +267,10 @@ class UserAgent:
         elif request.method == "INVITE":
             self._receive_invite(request, key, source, now, trunk)
         elif request.method == "OPTIONS":
-            self._reply_once(request, source, now, 200, extra=self._capabilities())
+            if self.busy:
+                self._reply_once(request, source, now, 503, extra=[("Retry-After", "5")])
+            else:
+                self._reply_once(request, source, now, 200, extra=self._capabilities())
         else:  # BYE, INFO or NOTIFY outside any dialog
             self._reply_once(request, source, now, 481)
 

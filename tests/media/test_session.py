@@ -1,0 +1,334 @@
+"""MediaSession, sans-I/O: bytes and a fake clock in, PCM and packets out."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sipbridge.codecs import get_codec
+from sipbridge.media.dtmf import encode_event
+from sipbridge.media.session import (
+    FRAME_SECONDS,
+    REBIND_SILENCE_SECONDS,
+    MediaSession,
+    SourceState,
+)
+from sipbridge.rtp.packet import RtpPacket
+from sipbridge.rtp.rtcp import ReceiverReport, ReportBlock, parse_compound, serialize_compound
+from sipbridge.sdp.negotiate import Negotiated
+
+CALLER = ("127.0.0.1", 40000)
+SDP = ("127.0.0.1", 30000)
+ULAW = get_codec("pcmu")
+
+
+def session(codec: str = "pcmu", pt: int = 0, agent_rate: int = 8000) -> MediaSession:
+    clock = get_codec(codec).clock_rate
+    negotiated = Negotiated(pt, codec, clock, 101, SDP[0], SDP[1], "sendrecv", None)
+    return MediaSession(negotiated, agent_rate, rng=random.Random(1))
+
+
+def tone(level: int) -> bytes:
+    return bytes([0, level]) * 160
+
+
+def rtp(seq: int, level: int = 0x10, ssrc: int = 77, ts: int | None = None) -> bytes:
+    payload = ULAW.encoder().encode(tone(level))
+    return RtpPacket(
+        0, seq & 0xFFFF, (seq * 160 if ts is None else ts) & 0xFFFFFFFF, ssrc, payload=payload
+    ).serialize()
+
+
+def decoded(level: int) -> bytes:
+    return ULAW.decoder().decode(ULAW.encoder().encode(tone(level)))
+
+
+def test_caller_packets_in_order_go_to_the_agent_at_once_bit_exact() -> None:
+    media = session()
+    media.start(0.0)
+    out = [media.receive_rtp(rtp(n), CALLER, n * 0.02) for n in range(5)]
+    assert out == [decoded(0x10)] * 5
+    assert media.remote == CALLER  # symmetric RTP: learned from the first packet
+    assert media.source_state is SourceState.LOCKED
+    assert media.stats.packets_in == 5 and media.stats.refused_source == 0
+
+
+def test_rejects_garbage_other_payload_types_and_counts_them() -> None:
+    media = session()
+    media.start(0.0)
+    assert media.receive_rtp(b"\x80\x00", CALLER, 0.0) == b""
+    comfort_noise = RtpPacket(13, 1, 0, 77, payload=b"\x40").serialize()
+    assert media.receive_rtp(comfort_noise, CALLER, 0.0) == b""
+    assert media.stats.dropped_in == 2 and media.stats.packets_in == 0
+    assert media.source_state is SourceState.LEARNING  # garbage teaches no source
+
+
+def test_a_gap_is_concealed_on_the_tick_and_counted_as_concealment() -> None:
+    media = session()
+    media.start(0.0)
+    media.receive_rtp(rtp(0), CALLER, 0.0)
+    media.receive_rtp(rtp(1), CALLER, 0.02)
+    # packet 2 never comes; 3 is there
+    assert media.poll(0.055) == b""  # 2 is waited for one frame past its time
+    pcm = media.receive_rtp(rtp(3), CALLER, 0.06)
+    assert len(pcm) == 640  # 20 ms concealed + packet 3 (overlap-added, G.711 App. I)
+    assert media.stats.concealed_ms == 20
+    quality = media.quality()
+    assert quality.packets_lost == 1
+
+
+def test_trailing_silence_after_the_caller_stops_is_not_concealment() -> None:
+    media = session()
+    media.start(0.0)
+    for n in range(10):
+        media.receive_rtp(rtp(n), CALLER, n * 0.02)
+    agent_audio = b"".join(media.poll(0.2 + k * 0.02) for k in range(100))  # 2 s, no packet
+    assert len(agent_audio) >= 95 * 320  # the agent keeps getting a continuous stream
+    assert agent_audio[-3200:] == bytes(3200)  # faded to digital silence
+    assert media.stats.concealed_ms == 0
+
+
+def test_an_underrun_followed_by_the_late_stream_counts_as_concealment() -> None:
+    media = session()
+    media.start(0.0)
+    for n in range(3):
+        media.receive_rtp(rtp(n), CALLER, n * 0.02)
+    media.poll(0.10)  # packet 3 is late: 40 ms of underrun concealed so far
+    media.poll(0.12)
+    # packets 3 and 4 arrive late together; 3's time was concealed, 4 plays
+    media.receive_rtp(rtp(3), CALLER, 0.125)
+    media.receive_rtp(rtp(4), CALLER, 0.126)
+    media.receive_rtp(rtp(5), CALLER, 0.127)
+    assert media.stats.concealed_ms > 0
+
+
+def test_concealment_stops_running_once_faded_out() -> None:
+    media = session()
+    media.start(0.0)
+    media.receive_rtp(rtp(0), CALLER, 0.0)
+    calls = 0
+    decoder = media._decoder
+    original = decoder.conceal
+
+    def counting(samples: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        return original(samples)
+
+    decoder.conceal = counting  # type: ignore[method-assign]
+    for k in range(1, 200):
+        media.poll(k * 0.02)
+    assert calls <= 8  # about 120 ms of concealment, then plain silence
+
+
+def test_silence_suppression_gap_is_neither_loss_nor_concealment() -> None:
+    media = session()
+    media.start(0.0)
+    for n in range(5):
+        media.receive_rtp(rtp(n), CALLER, n * 0.02)
+    # RFC 3551 §4.1: sequence continues, timestamp jumps by 1 s of silence
+    for n in range(5, 10):
+        media.receive_rtp(rtp(n, ts=(n + 50) * 160), CALLER, 1.0 + (n - 5) * 0.02)
+    media.poll(1.2)
+    assert media.quality().packets_lost == 0
+    assert media.stats.concealed_ms == 0
+
+
+# -- strict RTP -------------------------------------------------------------------------
+
+
+def talking_caller(media: MediaSession, packets: int = 20) -> float:
+    media.start(0.0)
+    for n in range(packets):
+        media.receive_rtp(rtp(n), CALLER, n * 0.02)
+    return packets * 0.02
+
+
+@pytest.mark.parametrize("ssrc", [77, 1234])  # the caller's SSRC, and a new one
+@pytest.mark.parametrize("source", [("127.0.0.1", 40002), ("127.0.0.2", 40000)])
+def test_an_injected_burst_mid_call_neither_plays_nor_moves_the_media(
+    ssrc: int, source: tuple[str, int]
+) -> None:
+    media = session()
+    now = talking_caller(media)
+    injected = decoded(0x7F)
+    heard = b""
+    # 500 packets (10 s of audio) as a burst, interleaved with the caller still talking;
+    # the attacker even continues the caller's sequence numbers.
+    for k in range(500):
+        heard += media.receive_rtp(rtp(20 + k, 0x7F, ssrc=ssrc), source, now + k * 0.001)
+        if k % 20 == 0:
+            heard += media.receive_rtp(rtp(20 + k // 20, 0x10), CALLER, now + k * 0.001)
+    assert injected not in [heard[i : i + 320] for i in range(0, len(heard), 320)]
+    assert media.remote == CALLER
+    assert media.stats.refused_source == 500
+    assert media.stats.source_changes == 0
+
+
+def test_a_burst_while_the_caller_is_quiet_needs_its_ssrc_and_sequence() -> None:
+    media = session()
+    now = talking_caller(media) + 2 * REBIND_SILENCE_SECONDS  # the caller went quiet
+    other = ("127.0.0.9", 5000)
+    # a new SSRC, or the caller's SSRC with sequence numbers far off, or time going back
+    assert media.receive_rtp(rtp(20, 0x7F, ssrc=999), other, now) == b""
+    assert media.receive_rtp(rtp(5000, 0x7F), other, now) == b""
+    assert media.receive_rtp(rtp(20, 0x7F, ts=19 * 160 - 8000), other, now) == b""
+    assert media.receive_rtp(rtp(20, 0x7F, ts=19 * 160 + 8000 * 60), other, now) == b""
+    assert media.remote == CALLER
+    assert media.stats.refused_source == 4
+
+
+def test_a_nat_rebinding_continues_the_stream_from_a_new_source() -> None:
+    media = session()
+    now = talking_caller(media)
+    rebound = ("127.0.0.1", 40100)
+    # while the caller still talks from its old source, the new one is refused
+    media.receive_rtp(rtp(20), CALLER, now)
+    assert media.receive_rtp(rtp(21), rebound, now + 0.02) == b""
+    # after the old source has been silent for a second, the continuation is accepted
+    later = now + REBIND_SILENCE_SECONDS + 0.05
+    assert media.receive_rtp(rtp(70), rebound, later) != b"" or media.remote == rebound
+    assert media.remote == rebound
+    assert media.rtcp_remote == ("127.0.0.1", 40101)
+    assert media.stats.source_changes == 1
+    # and now the old source is the stranger
+    assert media.receive_rtp(rtp(71), CALLER, later + 0.02) == b""
+
+
+def test_dtmf_only_from_the_learned_source() -> None:
+    media = session()
+    talking_caller(media)
+    event = RtpPacket(101, 30, 5000, 77, marker=True, payload=encode_event(1, True, 10, 800))
+    media.receive_rtp(event.serialize(), ("127.0.0.1", 666), 1.0)
+    assert media.digits == []
+    media.receive_rtp(event.serialize(), CALLER, 1.0)
+    assert [d.digit for d in media.digits] == ["1"]
+
+
+def test_a_reinvite_with_a_new_address_learns_again() -> None:
+    media = session()
+    talking_caller(media)
+    media.update_remote(SDP)  # same SDP address (hold/unhold): keep the learned source
+    assert media.source_state is SourceState.LOCKED and media.remote == CALLER
+    media.update_remote(("127.0.0.5", 7000))
+    assert media.source_state is SourceState.LEARNING
+    assert media.remote == ("127.0.0.5", 7000)
+    media.receive_rtp(rtp(21), ("127.0.0.5", 7002), 1.0)
+    assert media.remote == ("127.0.0.5", 7002)
+
+
+def test_rtcp_only_from_the_callers_host() -> None:
+    media = session()
+    rr = serialize_compound([ReceiverReport(ssrc=77, reports=())])
+    media.start(0.0)
+    media.receive_rtcp(rr, ("127.0.0.1", 40001), 0.0, 1e9)  # before any RTP: refused
+    assert media.stats.refused_rtcp == 1
+    talking_caller(media)
+    media.receive_rtcp(rr, ("127.0.0.3", 40001), 1.0, 1e9)  # another host
+    media.receive_rtcp(b"garbage", ("127.0.0.1", 40001), 1.0, 1e9)
+    assert media.stats.refused_rtcp == 3
+    media.receive_rtcp(rr, ("127.0.0.1", 41001), 1.0, 1e9)  # NAT-mapped port: learned
+    assert media.rtcp_remote == ("127.0.0.1", 41001)
+    media.receive_rtcp(rr, ("127.0.0.1", 40001), 1.0, 1e9)  # then no other port
+    assert media.stats.refused_rtcp == 4
+
+
+def test_rtcp_report_gives_the_round_trip_time() -> None:
+    media = session()
+    talking_caller(media)
+    report = parse_compound(media.rtcp_report(1.0, 1_000_000.0) or b"")[0]
+    lsr = (report.ntp_timestamp >> 16) & 0xFFFFFFFF  # type: ignore[attr-defined]
+    block = ReportBlock(media.ssrc, 0, 0, 0, 0, lsr, 65536 // 10)  # held 100 ms
+    rr = serialize_compound([ReceiverReport(ssrc=77, reports=(block,))])
+    media.receive_rtcp(rr, ("127.0.0.1", 40001), 1.3, 1_000_000.3)
+    assert media.stats.rtt_ms == pytest.approx(200, abs=2)
+
+
+# -- agent → caller ---------------------------------------------------------------------
+
+
+def test_tick_sends_agent_audio_then_cached_silence() -> None:
+    media = session()
+    media.start(0.0)
+    first = media.tick(0.0, tone(0x20))
+    second = media.tick(0.02, None)
+    third = media.tick(0.04, None)
+    packets = [RtpPacket.parse(p[0]) for p in (first, second, third)]
+    assert packets[0].payload == ULAW.encoder().encode(tone(0x20))
+    assert packets[1].payload == packets[2].payload == ULAW.encoder().encode(bytes(320))
+    assert packets[1].payload is not None and media.talking is False
+    assert [p.timestamp - packets[0].timestamp for p in packets] == [0, 160, 320]
+    assert media.timeline == pytest.approx(3 * FRAME_SECONDS)
+
+
+def test_a_talkspurt_starts_with_the_marker_bit() -> None:
+    media = session()
+    media.start(0.0)
+    markers = []
+    for k, frame in enumerate([None, None, tone(1), tone(1), None, tone(2)]):
+        markers.append(RtpPacket.parse(media.tick(k * 0.02, frame)[0]).marker)
+    assert markers == [True, False, True, False, False, True]
+
+
+def test_hold_sends_nothing_but_time_runs() -> None:
+    media = session()
+    media.start(0.0)
+    before = RtpPacket.parse(media.tick(0.0, None)[0])
+    media.sending = False
+    assert media.tick(0.02, tone(3)) == []
+    media.sending = True
+    after = RtpPacket.parse(media.tick(0.04, tone(3))[0])
+    assert after.sequence == before.sequence + 1
+    assert after.timestamp == before.timestamp + 320
+    assert after.marker
+
+
+def test_skip_moves_rtp_time_and_the_timeline() -> None:
+    media = session()
+    media.start(0.0)
+    a = RtpPacket.parse(media.tick(0.0, tone(1))[0])
+    media.skip(7)
+    b = RtpPacket.parse(media.tick(0.3, tone(1))[0])
+    assert b.timestamp - a.timestamp == 8 * 160 and b.sequence == a.sequence + 1
+    assert media.timeline == pytest.approx(9 * FRAME_SECONDS)
+    media.skip(0)
+    assert media.timeline == pytest.approx(9 * FRAME_SECONDS)
+
+
+def test_dtmf_events_replace_audio_frames() -> None:
+    media = session()
+    media.start(0.0)
+    assert media.send_dtmf("5", 40)
+    assert media.sending_dtmf
+    sent = []
+    for k in range(12):
+        sent += [RtpPacket.parse(p) for p in media.tick(k * 0.02, tone(4))]
+    events = [p for p in sent if p.payload_type == 101]
+    assert sent[0].payload_type == 101 and len(events) >= 4
+    assert sum(1 for p in events if p.payload[1] & 0x80) == 3  # three end packets
+    assert sent[-1].payload_type == 0 and not media.sending_dtmf
+
+
+def test_no_dtmf_without_telephone_event() -> None:
+    negotiated = Negotiated(0, "pcmu", 8000, None, SDP[0], SDP[1], "sendrecv", None)
+    media = MediaSession(negotiated, 8000)
+    assert not media.send_dtmf("1")
+
+
+def test_codec_change_keeps_ssrc_and_sequence() -> None:
+    media = session()
+    media.start(0.0)
+    a = RtpPacket.parse(media.tick(0.0, None)[0])
+    media.set_codec(Negotiated(9, "g722", 8000, 101, SDP[0], SDP[1], "sendrecv", None))
+    b = RtpPacket.parse(media.tick(0.02, None)[0])
+    assert b.ssrc == a.ssrc and b.sequence == a.sequence + 1 and b.payload_type == 9
+    assert len(b.payload) == 160  # G.722 silence is encoded (the codec keeps state)
+
+
+def test_rtcp_comes_due_every_few_seconds() -> None:
+    media = session()
+    media.start(0.0)
+    assert 2.5 <= media.rtcp_due <= 7.5
+    media.rtcp_report(media.rtcp_due, 1e9)
+    assert media.rtcp_due > 2.5
