@@ -7,13 +7,14 @@ import asyncio
 import itertools
 import random
 import socket
+import time
 
 import pytest
 
 from sipbridge.codecs import get_codec
 from sipbridge.media.dtmf import DigitPressed, parse_event
-from sipbridge.rtp.packet import RtpPacket, parse_rtp_header
 from sipbridge.media.session import MediaSession
+from sipbridge.rtp.packet import RtpPacket, parse_rtp_header
 from sipbridge.runtime.media import (
     MediaClock,
     PortsExhausted,
@@ -272,3 +273,154 @@ async def test_open_rtp_endpoint_skips_busy_ports() -> None:
         blocker.close()
 
 
+async def test_one_clock_paces_many_calls_with_few_wakeups() -> None:
+    loop = asyncio.get_running_loop()
+    media_clock = clock()
+    peers = []
+    endpoints = []
+    for _ in range(30):
+        transport, peer = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+        endpoint, _port = await open_endpoint(transport.get_extra_info("sockname"), [], [])
+        endpoint.start(media_clock)
+        peers.append((transport, peer))
+        endpoints.append(endpoint)
+    await asyncio.sleep(0.5)
+    for endpoint in endpoints:
+        endpoint.close()
+    assert media_clock.calls == 0
+    for transport, peer in peers:
+        transport.close()
+        packets = [RtpPacket.parse(data) for data, _, _ in peer.packets]
+        assert 22 <= len(packets) <= 27
+        for a, b in itertools.pairwise(packets):
+            assert (b.sequence - a.sequence) % 65536 == 1
+            assert (b.timestamp - a.timestamp) % 2**32 == 160
+    # 30 calls x 25 frames, but calls share the clock's 2 ms slots
+    assert media_clock.wakeups <= 0.5 / 0.002 + 5
+
+
+async def test_a_talkspurt_goes_out_at_once_and_the_stream_does_not_drift() -> None:
+    loop = asyncio.get_running_loop()
+    peer_t, peer = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    frames: list[bytes] = []
+    endpoint, _port = await open_endpoint(peer_t.get_extra_info("sockname"), frames, [])
+    endpoint.start(clock())
+    started = loop.time()
+    spurts: list[float] = []
+    for k in range(8):  # talkspurts of 3 frames at phases unrelated to the clock
+        await asyncio.sleep(0.137 + 0.003 * k)
+        frames.extend([bytes([k + 1, 0x20]) * 160] * 3)
+        spurts.append(loop.time())
+        endpoint.agent_audio()
+    await asyncio.sleep(0.2)
+    ended = loop.time()
+    endpoint.close()
+    peer_t.close()
+    packets = [(RtpPacket.parse(data), at) for data, _, at in peer.packets]
+    ulaw = get_codec("pcmu").encoder()
+    for k, asked in enumerate(spurts):
+        first = next(
+            (p, at) for p, at in packets if p.payload == ulaw.encode(bytes([k + 1, 0x20]) * 160)
+        )
+        assert first[0].marker
+        assert first[1] - asked < 0.005  # sent at once, not at the next 20 ms tick
+    # RTP time never runs ahead of real time: packets ~ elapsed / 20 ms, no extra ones
+    span = ended - started
+    assert len(packets) <= span / 0.020 + 2
+    assert len(packets) >= span / 0.020 - 4
+    for (a, _), (b, _) in itertools.pairwise(packets):
+        assert (b.timestamp - a.timestamp) % 2**32 == 160
+    times = [at for _, at in packets]
+    ahead = [
+        (at - times[0]) - ((p.timestamp - packets[0][0].timestamp) % 2**32) / 8000
+        for p, at in packets
+    ]
+    assert min(ahead) > -0.025  # never more than one frame ahead of its timeline
+
+
+async def test_a_stall_is_caught_up_then_skipped_without_losing_agent_audio() -> None:
+    loop = asyncio.get_running_loop()
+    peer_t, peer = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    frames = [bytes([n % 200 + 1, 0x10]) * 160 for n in range(200)]
+    endpoint, _port = await open_endpoint(peer_t.get_extra_info("sockname"), frames, [])
+    endpoint.start(clock())
+    await asyncio.sleep(0.1)
+    time.sleep(0.07)  # a stall of the loop shorter than the catch-up bound
+    await asyncio.sleep(0.1)
+    time.sleep(0.3)  # a longer one: 5 frames caught up, the rest skipped
+    await asyncio.sleep(0.1)
+    endpoint.close()
+    peer_t.close()
+    packets = [RtpPacket.parse(data) for data, _, _ in peer.packets]
+    steps = [(b.timestamp - a.timestamp) % 2**32 for a, b in itertools.pairwise(packets)]
+    assert all((b.sequence - a.sequence) % 65536 == 1 for a, b in itertools.pairwise(packets))
+    jumps = [s for s in steps if s != 160]
+    assert len(jumps) == 1 and 8 * 160 <= jumps[0] <= 12 * 160  # one skip, after the long stall
+    assert endpoint.frames_skipped == jumps[0] // 160 - 1
+    # every agent frame that went out went out in order: none dropped by the catch-up
+    ulaw = get_codec("pcmu").encoder()
+    expected = [ulaw.encode(bytes([n % 200 + 1, 0x10]) * 160) for n in range(len(packets))]
+    assert [p.payload for p in packets] == expected
+    # after the stall the pace is 20 ms again (the last packets)
+    times = [at for _, _, at in peer.packets]
+    tail = [b - a for a, b in itertools.pairwise(times[-4:])]
+    assert all(0.012 < gap < 0.03 for gap in tail)
+
+
+@pytest.mark.parametrize("attacker_host", ["127.0.0.1", "127.0.0.2"])
+async def test_strict_rtp_refuses_bursts_mid_call_and_follows_a_real_rebinding(
+    attacker_host: str,
+) -> None:
+    """RTP bleed / injection: bursts far past any switch threshold, from another port and
+    another address, with the caller's SSRC (and sequence numbers) and with a new one,
+    while the caller talks; then the caller's NAT really rebinds after going quiet."""
+    loop = asyncio.get_running_loop()
+    caller_t, caller = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    attacker_t, attacker = await loop.create_datagram_endpoint(Peer, local_addr=(attacker_host, 0))
+    rebound_t, rebound = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    received: list[bytes] = []
+    endpoint, port = await open_endpoint(caller_t.get_extra_info("sockname"), [], received)
+    endpoint.start(clock())
+    target = ("127.0.0.1", port)
+    ulaw = get_codec("pcmu").encoder()
+
+    def packet(seq: int, level: int, ssrc: int = 77) -> bytes:
+        payload = ulaw.encode(bytes([0, level]) * 160)
+        return RtpPacket(0, seq, seq * 160, ssrc, payload=payload).serialize()
+
+    seq = 0
+    for _ in range(10):
+        caller_t.sendto(packet(seq, 0x10), target)
+        seq += 1
+        await asyncio.sleep(0.02)
+    for burst in range(10):
+        for k in range(100):  # 1,000 packets in all, both SSRCs, sequence numbers ahead
+            ssrc = 77 if k % 2 else 4242
+            attacker_t.sendto(packet(seq + k, 0x7F, ssrc), target)
+        caller_t.sendto(packet(seq, 0x10), target)
+        seq += 1
+        await asyncio.sleep(0.02)
+        assert burst >= 0
+    await asyncio.sleep(0.05)
+    assert endpoint.session.remote == caller_t.get_extra_info("sockname")
+    injected = get_codec("pcmu").decoder().decode(ulaw.encode(bytes([0, 0x7F]) * 160))
+    assert injected not in received
+    assert endpoint.stats.refused_source == 1000
+    assert not attacker.packets  # our stream never went to the attacker
+    heard_by_caller = len(caller.packets)
+    assert heard_by_caller >= 15
+    # The caller goes quiet for over a second, then its NAT maps it to a new port.
+    await asyncio.sleep(1.1)
+    seq += 55
+    for _ in range(5):
+        rebound_t.sendto(packet(seq, 0x20), target)
+        seq += 1
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.05)
+    endpoint.close()
+    for t in (caller_t, attacker_t, rebound_t):
+        t.close()
+    assert endpoint.session.remote == rebound_t.get_extra_info("sockname")
+    assert endpoint.stats.source_changes == 1
+    assert rebound.packets  # our stream follows the caller to its new address
+    assert not attacker.packets
