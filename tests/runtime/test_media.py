@@ -345,9 +345,9 @@ async def test_a_stall_is_caught_up_then_skipped_without_losing_agent_audio() ->
     endpoint, _port = await open_endpoint(peer_t.get_extra_info("sockname"), frames, [])
     endpoint.start(clock())
     await asyncio.sleep(0.1)
-    time.sleep(0.07)  # a stall of the loop shorter than the catch-up bound
+    time.sleep(0.07)  # noqa: ASYNC251 - the stall under test: shorter than the catch-up bound
     await asyncio.sleep(0.1)
-    time.sleep(0.3)  # a longer one: 5 frames caught up, the rest skipped
+    time.sleep(0.3)  # noqa: ASYNC251 - a longer stall: 5 frames caught up, the rest skipped
     await asyncio.sleep(0.1)
     endpoint.close()
     peer_t.close()
