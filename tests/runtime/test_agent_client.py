@@ -189,3 +189,71 @@ def test_endpoint_health_round_robin_and_cooldown() -> None:
         health.failed("ws://a", 51.0)
     assert "ws://a" in health.order("bot", urls, 51.0)
     assert health.order("bot", [], 0.0) == []
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_masked_frames_parse_as_rfc6455_client_frames(length: int) -> None:
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    from sipbridge.runtime.agent_client import _MASK_KEYS, masked_frame
+
+    payload = bytes(i % 251 for i in range(length))
+    key = _MASK_KEYS.take()
+    data = masked_frame(0x82, payload, key)
+    reader = StreamReader()
+    reader.feed_data(data)
+    parser = Frame.parse(reader.read_exact, mask=True)  # as a server reads a client
+    try:
+        next(parser)
+    except StopIteration as done:
+        frame = done.value
+    assert frame.opcode is Opcode.BINARY and frame.fin and frame.data == payload
+    assert data[1] & 0x80  # masked (RFC 6455 §5.3)
+
+
+def test_masking_keys_do_not_repeat_across_a_refill() -> None:
+    from sipbridge.runtime.agent_client import _MaskKeys
+
+    keys = _MaskKeys()
+    taken = [keys.take() for _ in range(3000)]  # three blocks of 1,024 keys
+    assert all(len(key) == 4 for key in taken)
+    assert len(set(taken)) > 2990  # 32-bit random keys: collisions are rare
+
+
+async def test_an_agent_that_never_reads_gets_its_audio_dropped_then_cut_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The agent accepts the connection and then never reads: the server must not buffer
+    without limit. Past the cap caller audio is dropped; when it stays stuck the
+    connection is aborted and reported as lost."""
+    import sipbridge.runtime.agent_client as agent_client
+
+    monkeypatch.setattr(agent_client, "STALLED_SECONDS", 0.5)
+    stop = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        ws.transport.pause_reading()  # accept, then never read again
+        await stop.wait()
+
+    async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        conn = AgentConnection(AgentSession("c1"), lambda _: None)
+        await conn.open(f"ws://127.0.0.1:{port}/", 2.0)
+        runner = asyncio.ensure_future(conn.run())
+        frame = b"\x01\x02" * 160
+        assert conn._ws is not None
+        transport = conn._ws.transport
+        peak = 0
+        for _ in range(400):  # 8 s of caller audio, sent 50x faster than real time
+            for _ in range(50):
+                conn.send_frame(frame)
+            peak = max(peak, transport.get_write_buffer_size())
+            await asyncio.sleep(0.004)
+            if runner.done():
+                break
+        closed = await asyncio.wait_for(runner, 5)
+        stop.set()
+    assert conn.dropped_frames > 0
+    assert peak <= agent_client.WRITE_BUFFER_CAP + 2 * len(frame) + 14
+    assert not closed.clean

@@ -320,7 +320,7 @@ async def test_reinvite_rekeys_and_can_drop_to_plain_rtp(bridge: SipBridgeServer
             for _ in range(5):
                 caller.send_rtp(server_port, out_a, tone)  # the old key no longer works
             await asyncio.sleep(0.3)
-            srtp_stats = call.media.srtp.stats if call.media.srtp else None
+            srtp_stats = call.media.session.srtp.stats if call.media.session.srtp else None
             assert call.media.stats.packets_in == 20
             assert srtp_stats is not None and srtp_stats.auth_failures == 5
             await drain(caller)
@@ -384,11 +384,11 @@ async def test_forged_srtp_neither_plays_nor_moves_the_media(bridge: SipBridgeSe
                 attacker.sendto(forged.packet(bytes(160)), ("127.0.0.1", server_port))  # and clear
             await asyncio.sleep(0.3)
             [call] = bridge.calls.values()
-            assert call.media is not None and call.media.srtp is not None
+            assert call.media is not None and call.media.session.srtp is not None
             assert call.media.stats.packets_in == 1 and call.media.stats.source_changes == 0
             # A forged packet with an index seen already fails the replay check first.
-            assert call.media.srtp.stats.dropped == 40 == call.media.stats.dropped_in
-            assert call.media.remote == ("127.0.0.1", caller.rtp_port)
+            assert call.media.session.srtp.stats.dropped == 40 == call.media.stats.dropped_in
+            assert call.media.session.remote == ("127.0.0.1", caller.rtp_port)
             await drain(caller)
             assert await caller.rtp()  # still sent to the caller
             with pytest.raises(BlockingIOError):

@@ -226,6 +226,87 @@ async def test_global_call_limit_and_maximum_call_duration(tmp_path: Path) -> No
     assert (by_id["limit-1"].reason, by_id["limit-1"].hangup_by) == ("max_duration", "server")
 
 
+async def _final_for(client: UdpClient, method: str, call_id: str | None = None) -> Response:
+    """The next final response to ``method`` (retransmitted answers to others skipped)."""
+    while True:
+        response = await client.final()
+        if response.cseq.method == method and call_id in (None, response.call_id):
+            return response
+
+
+async def test_overload_refuses_new_calls_and_options_with_503_then_recovers(
+    tmp_path: Path,
+) -> None:
+    """A loop that keeps running late (here: a callback hogging it for 15 ms again and
+    again, as too many calls would): new INVITEs and OPTIONS get 503 and a record, the call
+    already up stays up, and once the loop keeps time again calls are taken again."""
+    settings = loopback_settings(tmp_path / "overload.db", rtp_ports=20)
+    server = SipBridgeServer(settings)
+    await server.start()
+    hogging = True
+
+    async def hog() -> None:
+        while hogging:
+            time.sleep(0.015)  # noqa: ASYNC251 - the overload under test
+            await asyncio.sleep(0.001)
+
+    try:
+        async with EchoAgent() as agent:
+            await route_to(server, agent.url)
+            first = UdpClient(server.sip_address)
+            second = UdpClient(server.sip_address)
+            loop = asyncio.get_running_loop()
+            try:
+                first.send(first.invite("z9hG4bK-ov1", "ov-1", 4050))
+                ok = await first.final()
+                assert ok.status == 200 and ok.to.tag
+                first.send(first.in_dialog("ACK", 1, "ov-1", ok.to.tag))
+                assert not server.load.overloaded
+                burner = asyncio.ensure_future(hog())
+                deadline = loop.time() + 6
+                while not server.load.overloaded and loop.time() < deadline:
+                    await asyncio.sleep(0.05)
+                assert server.load.overloaded
+                second.send(second.invite("z9hG4bK-ov2", "ov-2", 4052))
+                busy = await second.final()
+                assert busy.status == 503 and busy.headers.get("Retry-After")
+                assert busy.headers.get("Reason") == 'SIP ;cause=503 ;text="overload"'
+                second.send(options(second.port, "ov-opt-1"))
+                assert (await _final_for(second, "OPTIONS")).status == 503
+                assert await _metric(server, "sipbridge_overloaded") == 1
+                assert await _metric(server, "sipbridge_overload_refusals_total") == 1
+                hogging = False
+                await burner
+                deadline = loop.time() + 6
+                while server.load.overloaded and loop.time() < deadline:
+                    await asyncio.sleep(0.05)
+                assert not server.load.overloaded
+                second.send(options(second.port, "ov-opt-2"))
+                assert (await _final_for(second, "OPTIONS")).status == 200
+                second.send(second.invite("z9hG4bK-ov3", "ov-3", 4054))
+                again = await _final_for(second, "INVITE", "ov-3")
+                assert again.status == 200 and again.to.tag
+                second.send(second.in_dialog("ACK", 1, "ov-3", again.to.tag))
+                assert "ov-1" in {c.sip.invite.call_id for c in server.calls.values()}
+                for client, call_id, tag in (
+                    (first, "ov-1", ok.to.tag),
+                    (second, "ov-3", again.to.tag),
+                ):
+                    client.send(client.in_dialog("BYE", 2, call_id, tag))
+                    assert (await _final_for(client, "BYE")).status == 200
+            finally:
+                hogging = False
+                first.close()
+                second.close()
+        found = await records(server, 3)
+    finally:
+        await server.stop()
+    by_id = {r.sip_call_id: r for r in found}
+    assert (by_id["ov-2"].reason, by_id["ov-2"].sip_code) == ("overload", 503)
+    assert by_id["ov-1"].reason == "caller_hangup"
+    assert by_id["ov-3"].status is CallStatus.ANSWERED
+
+
 # ---------------------------------------------------------------- flood and scanner defence
 # 127.0.0.2 is a trunk's network (trusted), 127.0.0.3 a stranger on the internet.
 

@@ -4,7 +4,16 @@
 sans-I/O agent session (native or Twilio protocol): frames from the agent are fed to the
 session, whose events go to the call, and whatever the session wants to say back (mark
 echoes, transfer results) is sent at once. Caller audio is written straight to the
-transport, without a queue of ours.
+transport, without a queue of ours: :meth:`AgentConnection.send_frame` builds the masked
+frame itself (RFC 6455 §5.2, §5.3) with a masking key from a pool filled by one
+``os.urandom`` call per 1,024 frames (still the strong source §5.3 asks for, without a
+getrandom system call per frame) and the C ``apply_mask`` of ``websockets``.
+
+Back-pressure: an agent that stops reading makes the kernel's socket buffer and then the
+transport's buffer grow. Above :data:`WRITE_BUFFER_CAP` bytes waiting, caller audio for
+that agent is dropped (counted in :attr:`AgentConnection.dropped_frames`); when the buffer
+has stayed above the cap for :data:`STALLED_SECONDS`, the connection is aborted and the
+call handles it like any lost agent connection (one reconnection, else ``agent_lost``).
 
 :class:`EndpointHealth` is shared by all calls of a server: it orders an agent's URLs
 round-robin over the healthy ones and takes an endpoint that keeps failing out of
@@ -16,7 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
+import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,12 +37,17 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
     ConnectionClosed,
     ConnectionClosedOK,
-    InvalidState,
     WebSocketException,
 )
+from websockets.protocol import State
 
 from sipbridge.agent.events import AgentEvent
 from sipbridge.agent.session import Session
+
+try:  # the C speedup websockets ships; its pure-Python twin otherwise
+    from websockets.speedups import apply_mask
+except ImportError:  # pragma: no cover - wheels ship the speedup
+    from websockets.utils import apply_mask
 
 log = logging.getLogger("sipbridge.agent")
 
@@ -38,6 +55,51 @@ log = logging.getLogger("sipbridge.agent")
 FAILURES_BEFORE_COOLDOWN = 3
 COOLDOWN_SECONDS = 30.0
 MAX_MESSAGE_BYTES = 2**22
+# Bytes waiting to be written to one agent above which its caller audio is dropped (about
+# 16 s of 8 kHz PCM16 in native frames), and how long that may last before the connection
+# is given up.
+WRITE_BUFFER_CAP = 256 * 1024
+STALLED_SECONDS = 5.0
+
+_OPCODE_TEXT = 0x81  # FIN + text (RFC 6455 §5.2)
+_OPCODE_BINARY = 0x82  # FIN + binary
+_HEADER_16 = struct.Struct("!BBH")
+_HEADER_64 = struct.Struct("!BBQ")
+
+
+class _MaskKeys:
+    """Client masking keys (RFC 6455 §5.3: unpredictable, from a strong source) handed
+    out 4 bytes at a time from one ``os.urandom`` block."""
+
+    _BLOCK = 4096
+
+    def __init__(self) -> None:
+        self._block = os.urandom(self._BLOCK)
+        self._pos = 0
+
+    def take(self) -> bytes:
+        pos = self._pos
+        if pos >= self._BLOCK:
+            self._block = os.urandom(self._BLOCK)
+            pos = 0
+        self._pos = pos + 4
+        return self._block[pos : pos + 4]
+
+
+_MASK_KEYS = _MaskKeys()
+
+
+def masked_frame(first_byte: int, payload: bytes, key: bytes) -> bytes:
+    """One client-to-server frame (RFC 6455 §5.2): FIN and opcode in ``first_byte``, the
+    mask bit, the length, the masking key and the masked payload."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((first_byte, 0x80 | length))
+    elif length < 65536:
+        header = _HEADER_16.pack(first_byte, 0xFE, length)
+    else:
+        header = _HEADER_64.pack(first_byte, 0xFF, length)
+    return header + key + apply_mask(payload, key)
 
 
 class AgentUnreachable(Exception):
@@ -124,6 +186,8 @@ class AgentConnection:
         self._on_first_audio = on_first_audio
         self._ws: ClientConnection | None = None
         self._closed = False
+        self.dropped_frames = 0  # caller audio not sent: the agent was not reading
+        self._over_cap_since: float | None = None
 
     async def open(
         self,
@@ -167,24 +231,38 @@ class AgentConnection:
         return self._ws is not None and not self._closed
 
     def send_frame(self, frame: str | bytes) -> None:
-        """Send one frame now (hot path for caller audio: never awaits).
-
-        ``websockets`` writes the frame to the transport at once; when the agent reads
-        too slowly the transport buffers it, and the keepalive pings end a dead peer.
-        """
+        """Send one frame now (hot path for caller audio: never awaits); see the module
+        docstring for the framing and for what happens when the agent does not read."""
         ws = self._ws
         if ws is None or self._closed:
             return
-        try:
-            if isinstance(frame, bytes):
-                ws.protocol.send_binary(frame)
-            else:
-                ws.protocol.send_text(frame.encode())
-        except InvalidState:
-            self._closed = True
+        if ws.protocol.state is not State.OPEN:
+            self._closed = ws.protocol.state is not State.CONNECTING
             return
-        for data in ws.protocol.data_to_send():
-            ws.transport.write(data)
+        transport = ws.transport
+        if transport.get_write_buffer_size() > WRITE_BUFFER_CAP:
+            self._agent_not_reading(transport)
+            return
+        self._over_cap_since = None
+        if isinstance(frame, bytes):
+            transport.write(masked_frame(_OPCODE_BINARY, frame, _MASK_KEYS.take()))
+        else:
+            transport.write(masked_frame(_OPCODE_TEXT, frame.encode(), _MASK_KEYS.take()))
+
+    def _agent_not_reading(self, transport: asyncio.WriteTransport) -> None:
+        self.dropped_frames += 1
+        now = time.monotonic()
+        if self._over_cap_since is None:
+            self._over_cap_since = now
+            log.warning(
+                "event=agent_not_reading url=%s buffered=%d note=dropping caller audio",
+                self.url,
+                transport.get_write_buffer_size(),
+            )
+        elif now - self._over_cap_since >= STALLED_SECONDS:
+            log.warning("event=agent_stalled url=%s stalled_s=%g", self.url, STALLED_SECONDS)
+            self._closed = True
+            transport.abort()  # run() ends with the connection lost
 
     async def send_text(self, text: str) -> None:
         """Send a control message, waiting for the transport to accept it."""
