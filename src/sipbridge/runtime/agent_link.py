@@ -62,6 +62,7 @@ class AgentLink:
         # Called when agent audio has arrived (a whole frame is queued): the media side
         # may send it at once as the start of a talkspurt.
         self.on_agent_audio: Callable[[], None] | None = None
+        self._dropped_earlier = 0  # caller frames dropped on connections already lost
 
     @property
     def sample_rate(self) -> int:
@@ -170,8 +171,16 @@ class AgentLink:
         assert self.connection is not None
         return await self.connection.run()
 
+    @property
+    def dropped_frames(self) -> int:
+        """Caller audio frames not sent because the agent was not reading."""
+        current = self.connection.dropped_frames if self.connection is not None else 0
+        return self._dropped_earlier + current
+
     def lost(self) -> None:
         """The connection dropped: forget it (a reconnect opens a new one)."""
+        if self.connection is not None:
+            self._dropped_earlier += self.connection.dropped_frames
         self.connection = None
         self._inbound.clear()
 

@@ -634,6 +634,10 @@ class Call:
             self._event("agent_audio_dropped_total", bytes=self._dropped_audio)
         self.record.ended_at = utcnow()
         metrics = self.server.metrics
+        unread = self.link.dropped_frames if self.link is not None else 0
+        if unread:
+            self._event("caller_audio_not_sent", frames=unread, note="agent was not reading")
+            metrics.caller_audio_dropped_frames.inc(unread)
         if self.media is not None:
             stats = self.media.stats
             quality = self.media.quality()

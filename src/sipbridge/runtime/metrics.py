@@ -114,6 +114,12 @@ class Metrics:
             "Agent audio bytes dropped because the playout buffer cap was reached.",
             registry=r,
         )
+        self.caller_audio_dropped_frames = Counter(
+            "sipbridge_caller_audio_dropped_frames",
+            "Caller audio frames not sent to an agent that was not reading (its "
+            "connection's write buffer over the cap); added when a call ends.",
+            registry=r,
+        )
         self.srtp_dropped = Counter(
             "sipbridge_srtp_packets_dropped",
             "Caller SRTP packets dropped (RFC 3711): failed authentication, replay, "
