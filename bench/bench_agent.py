@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -274,6 +275,7 @@ class Leg:
     heard: list[tuple[int, int, int]] = field(default_factory=list)  # (rep, index, t_rx)
     silent_packets: list[int] = field(default_factory=list)
     late_ns: list[int] = field(default_factory=list)  # caller's own send lateness
+    echoed: list[tuple[int, int]] = field(default_factory=list)  # (seq, t_rx) echoed back
 
 
 class Caller:
@@ -421,7 +423,9 @@ def stream(legs: list[Leg], seconds: float, pids: dict[str, int]) -> dict[str, f
     count = len(legs)
     frames = int(seconds * 50)
     step = FRAME_NS // count  # legs spread evenly over the frame period
-    probes = {leg.rtp: leg for leg in legs if leg.mode != "latency"}
+    # The clear/mark legs, and up to 3 echoing legs for the echo round trip.
+    echo_probes = [leg for leg in legs if leg.mode == "latency"][:3]
+    probes = {leg.rtp: leg for leg in legs if leg.mode != "latency" or leg in echo_probes}
     probe_socks = list(probes)
     header = struct.Struct("!BBHII")
     packets = [
@@ -446,6 +450,8 @@ def stream(legs: list[Leg], seconds: float, pids: dict[str, int]) -> dict[str, f
                 payload = data[12:]
                 if payload[:1] == bytes((AGENT_MAGIC,)):
                     leg.heard.append((payload[1], payload[2] * DIGIT + payload[3], now))
+                elif payload[:1] == bytes((CALLER_MAGIC,)) and payload[1] == leg.index:
+                    leg.echoed.append((payload[2] * DIGIT + payload[3], now))
                 elif payload == SILENCE:
                     leg.silent_packets.append(now)
 
@@ -544,6 +550,26 @@ def caller_to_agent(run: RunResult) -> tuple[list[float], int, int]:
             samples.append((t_rx - leg.sent[seq]) / 1e6)
         lost += sum(1 for t in leg.sent if t) - len(seen)
     return samples, lost, bad
+
+
+def echo_round_trip(run: RunResult) -> list[float]:
+    """Caller packet sent → the echo agent's copy of it back at the caller (ms): the bridge
+    both ways plus the agent, for the probe legs."""
+    samples: list[float] = []
+    for leg in run.legs:
+        for seq, t_rx in leg.echoed:
+            if seq < len(leg.sent) and leg.sent[seq]:
+                samples.append((t_rx - leg.sent[seq]) / 1e6)
+    return samples
+
+
+def send_gaps(run: RunResult) -> list[float]:
+    """Gaps between consecutive echoed packets inside the echo stream (ms)."""
+    gaps: list[float] = []
+    for leg in run.legs:
+        times = [t for _, t in leg.echoed]
+        gaps.extend((b - a) / 1e6 for a, b in itertools.pairwise(times))
+    return gaps
 
 
 def clear_figures(run: RunResult) -> tuple[list[float], list[float]]:
@@ -758,6 +784,12 @@ def main() -> None:
             " (concealment, mostly after the stream ends)"
         )
         figures[f"caller_to_agent_{label.replace(' ', '_')}"] = stats(samples)
+    print("echo round trip (caller packet sent → its echo back at the caller)")
+    for label, run in (("1 call", one), (f"{args.calls} calls", load)):
+        samples = echo_round_trip(run)
+        print(f"  {label:>9}: {summary(samples)}")
+        print(f"  {'':>9}  gaps between echoed packets: {summary(send_gaps(run))}")
+        figures[f"echo_round_trip_{label.replace(' ', '_')}"] = stats(samples)
     print("clear → last agent audio on the wire (last agent packet arrival - clear sent)")
     for label, run in (("1 call", clear), (f"{args.calls} calls", load)):
         last, silence = clear_figures(run)
