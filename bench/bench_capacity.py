@@ -194,7 +194,7 @@ def agent_main(conn: Any) -> None:
 
 class RtpCapture:
     """Our RTP on ``lo`` (source port in the server's range), kernel-timestamped; keeps
-    (destination port, sequence number, time) only."""
+    (source port: one per call, sequence number, time) only."""
 
     def __init__(self, ports: range) -> None:
         self.ports = ports
@@ -238,9 +238,9 @@ class RtpCapture:
                     at = seconds + nanoseconds / 1e9
             ihl = (frame[14] & 0x0F) * 4
             udp = 14 + ihl
-            dport = (frame[udp + 2] << 8) | frame[udp + 3]
+            sport = (frame[udp] << 8) | frame[udp + 1]
             seq = (frame[udp + 10] << 8) | frame[udp + 11]
-            append((dport, seq, at))
+            append((sport, seq, at))
 
     def stop(self) -> None:
         self._stop.set()
@@ -368,6 +368,11 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def run_queue_seconds(pid: int) -> float:
+    """Time the process spent runnable but waiting for a CPU (/proc/PID/schedstat)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 def proc_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -453,6 +458,15 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=30.0, help="seconds each call lasts")
     parser.add_argument("--probe-seconds", type=float, default=10.0)
     parser.add_argument("--agent-rate", type=int, default=8000, choices=(8000, 16000))
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="an extra option for sipbridge serve (repeat), e.g. --server-arg=--overload-cpu=0.95",
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy collapsed stacks of the server's steady state"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -514,6 +528,7 @@ def main() -> None:
             "100000",
             "--flood-burst",
             "100000",
+            *args.server_arg,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -529,6 +544,7 @@ def main() -> None:
         scenario.write_text(SCENARIO.format(audio=audio, hold_ms=int(args.hold * 1000)))
         capture = RtpCapture(range(low, high + 1))
         ramp = args.calls / args.rate
+        sipp_log = open(work / "sipp.log", "wb")  # noqa: SIM115 - closed by the process end
         sipp_proc = subprocess.Popen(
             [
                 sipp,
@@ -543,10 +559,8 @@ def main() -> None:
                 "127.0.0.1",
                 "-p",
                 str(free_port()),
-                "-min_rtp_port",
-                str(high + 10),
-                "-max_rtp_port",
-                str(high + 10 + 4 * args.calls + 100),
+                "-mp",
+                str(high + 10),  # rtp_stream takes its ports upward from here
                 "-m",
                 str(args.calls),
                 "-l",
@@ -562,8 +576,8 @@ def main() -> None:
                 "-timeout",
                 str(int(ramp + args.hold + 60)),
             ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=sipp_log,
+            stderr=subprocess.STDOUT,
             cwd=work,
         )
         time.sleep(ramp + 2.0)  # every call is up
@@ -571,6 +585,32 @@ def main() -> None:
         cpu0 = proc_cpu_seconds(server.pid)
         mono0 = time.monotonic()
         before = metrics(http_port)
+        others0 = {
+            name: proc_cpu_seconds(pid)
+            for name, pid in (("agent", agent.pid or 0), ("sipp", sipp_proc.pid))
+        }
+        wait0 = run_queue_seconds(server.pid)
+        profiler = None
+        if args.profile is not None:
+            profiler = subprocess.Popen(
+                [
+                    shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+                    "record",
+                    "--pid",
+                    str(server.pid),
+                    "--duration",
+                    str(int(max(1.0, min(args.probe_seconds, args.hold - 4.0)))),
+                    "--rate",
+                    "250",
+                    "--nonblocking",  # never pause the server: sampling must not be the load
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(args.profile),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         probe = Probe(("127.0.0.1", sip_port))
         remote = probe.call()
         window = max(1.0, min(args.probe_seconds, args.hold - 4.0))
@@ -578,6 +618,14 @@ def main() -> None:
         probe.hang_up()
         cpu1 = proc_cpu_seconds(server.pid)
         mono1 = time.monotonic()
+        for name, pid in (("agent", agent.pid or 0), ("sipp", sipp_proc.pid)):
+            share = (proc_cpu_seconds(pid) - others0[name]) / (mono1 - mono0)
+            figures[f"{name}_cpu_percent_of_a_core"] = round(100 * share, 1)
+        figures["server_waiting_for_a_cpu_percent"] = round(
+            100 * (run_queue_seconds(server.pid) - wait0) / (mono1 - mono0), 1
+        )
+        if profiler is not None:
+            profiler.wait(60)
         steady_end = time.time()
         rss = proc_rss_mb(server.pid)
         after = metrics(http_port)
@@ -610,12 +658,17 @@ def main() -> None:
         figures["frames_skipped"] = int(metric_value(final, "sipbridge_media_frames_skipped_total"))
         lag_p99 = histogram_quantile(after, "sipbridge_media_clock_lag_seconds", 0.99)
         figures["clock_lag_p99_ms_upper_bound"] = _ms(lag_p99)
-        del before
-        # our streams in the steady state, by destination port
+        pattern = r'sipbridge_media_clock_lag_seconds_bucket\{le="([^"]+)"\} (\S+)'
+        first = dict(re.findall(pattern, before))
+        figures["clock_lag_histogram_steady"] = {
+            le: int(float(count) - float(first.get(le, 0)))
+            for le, count in re.findall(pattern, after)
+        }
+        # our streams in the steady state, one per RTP port of ours
         streams: dict[int, list[tuple[int, float]]] = {}
-        for dport, seq, at in capture.packets:
+        for sport, seq, at in capture.packets:
             if steady_start <= at <= steady_end:
-                streams.setdefault(dport, []).append((seq, at))
+                streams.setdefault(sport, []).append((seq, at))
         gaps: list[float] = []
         rates: list[float] = []
         seq_missing = 0
