@@ -15,9 +15,9 @@ module only feeds it:
   of real time (see ``media/session.py``).
 - After a stall of the loop (a wake-up that runs late by whole frames), each call sends
   the frames that are due back to back, at most :data:`CATCH_UP_FRAMES`, and skips the
-  rest in RTP time: the caller's jitter buffer gets what it can still play and the stream
-  is back on time at once, with no delay left behind (the agent's audio is not dropped:
-  it plays from where it was).
+  rest in RTP time, dropping the agent audio of the skipped time: the caller's jitter
+  buffer gets what it can still play and the stream is back on time at once, with no
+  delay left behind.
 - Every wake-up reports its lag (how late it ran) to the server's load monitor
   (``media/overload.py``), which decides when new calls are refused with 503.
 """
@@ -205,9 +205,15 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             return None
         due = 1 + (now_slot - slot) // _SLOTS_PER_FRAME if now_slot > slot else 1
         if due > CATCH_UP_FRAMES:
-            # A stall longer than the catch-up allows: skip the rest in RTP time.
-            self.session.skip(due - CATCH_UP_FRAMES)
-            self.frames_skipped += due - CATCH_UP_FRAMES
+            # A stall longer than the catch-up allows: the oldest frames' time is gone.
+            # Skip it in RTP time, and drop the agent audio that belonged to it, so the
+            # agent's stream stays as close to real time as before the stall.
+            skipped = due - CATCH_UP_FRAMES
+            self.session.skip(skipped)
+            self.frames_skipped += skipped
+            for _ in range(skipped):
+                if self._next_frame() is None:
+                    break
             for _ in range(CATCH_UP_FRAMES):
                 self._send_frame(now)
         elif due == 1:
