@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import ssl
@@ -242,8 +243,8 @@ async def test_an_agent_that_never_reads_gets_its_audio_dropped_then_cut_off(
         await conn.open(f"ws://127.0.0.1:{port}/", 2.0)
         runner = asyncio.ensure_future(conn.run())
         frame = b"\x01\x02" * 160
-        assert conn._ws is not None
-        transport = conn._ws.transport
+        transport = conn._transport
+        assert transport is not None
         peak = 0
         for _ in range(400):  # 8 s of caller audio, sent 50x faster than real time
             for _ in range(50):
@@ -257,3 +258,88 @@ async def test_an_agent_that_never_reads_gets_its_audio_dropped_then_cut_off(
     assert conn.dropped_frames > 0
     assert peak <= agent_client.WRITE_BUFFER_CAP + 2 * len(frame) + 14
     assert not closed.clean
+
+
+async def test_fragmented_messages_reach_the_session_whole() -> None:
+    events: list[AgentEvent] = []
+    audio = bytes(range(256)) * 5  # 1,280 bytes: four 20 ms frames at 8 kHz
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        await ws.send([audio[:100], audio[100:700], audio[700:]])  # one binary message
+        await ws.send(['{"type": "ha', 'ngup"}'])  # one text message in two fragments
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        session = AgentSession("c1")
+        conn = AgentConnection(session, events.extend)
+        await conn.open(f"ws://127.0.0.1:{port}/", 2.0)
+        await conn.send_text("{}")
+        for _ in range(100):
+            if events:
+                break
+            await asyncio.sleep(0.01)
+        assert session.pending_audio_ms == 80
+        assert [type(e) for e in events] == [HangupRequested]
+        await conn.close()
+    closed = await asyncio.wait_for(conn.run(), 5)
+    assert closed.clean
+
+
+async def test_invalid_utf8_text_fails_the_connection() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        # a text frame whose payload is not UTF-8, written raw (websockets would refuse)
+        ws.transport.write(b"\x81\x02\xff\xfe")
+        with contextlib.suppress(Exception):
+            await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        conn = AgentConnection(AgentSession("c1"), lambda _: None)
+        await conn.open(f"ws://127.0.0.1:{port}/", 2.0)
+        await conn.send_text("{}")
+        closed = await asyncio.wait_for(conn.run(), 5)
+    assert not closed.clean
+
+
+async def test_an_agent_that_stops_answering_pings_is_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sipbridge.runtime.agent_client as agent_client
+
+    monkeypatch.setattr(agent_client, "PING_INTERVAL", 0.2)
+    monkeypatch.setattr(agent_client, "PING_TIMEOUT", 0.3)
+    stop = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        ws.transport.pause_reading()  # the agent hangs: no pong ever comes back
+        await stop.wait()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        conn = AgentConnection(AgentSession("c1"), lambda _: None)
+        await conn.open(f"ws://127.0.0.1:{port}/", 2.0)
+        started = asyncio.get_running_loop().time()
+        closed = await asyncio.wait_for(conn.run(), 5)
+        elapsed = asyncio.get_running_loop().time() - started
+        stop.set()
+    assert not closed.clean
+    assert 0.4 <= elapsed < 2.0
+
+
+async def test_pings_answered_keep_the_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sipbridge.runtime.agent_client as agent_client
+
+    monkeypatch.setattr(agent_client, "PING_INTERVAL", 0.1)
+    monkeypatch.setattr(agent_client, "PING_TIMEOUT", 0.3)
+
+    async def handler(ws: ServerConnection) -> None:
+        await asyncio.sleep(1.0)  # websockets answers our pings by itself meanwhile
+        await ws.close()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        conn = AgentConnection(AgentSession("c1"), lambda _: None)
+        await conn.open(f"ws://127.0.0.1:{port}/", 2.0)
+        closed = await asyncio.wait_for(conn.run(), 5)
+    assert closed.clean

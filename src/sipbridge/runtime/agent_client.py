@@ -26,20 +26,20 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import (
-    ConnectionClosed,
-    ConnectionClosedOK,
-    WebSocketException,
-)
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosedOK, InvalidURI, WebSocketException
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Response
 from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from sipbridge.agent.events import AgentEvent
 from sipbridge.agent.session import Session
@@ -59,6 +59,9 @@ MAX_MESSAGE_BYTES = 2**22
 # 16 s of 8 kHz PCM16 in native frames), and how long that may last before the connection
 # is given up.
 WRITE_BUFFER_CAP = 256 * 1024
+# Keepalive: a ping this often, and the connection is lost when its pong is this late.
+PING_INTERVAL = 20.0
+PING_TIMEOUT = 20.0
 STALLED_SECONDS = 5.0
 
 _OPCODE_TEXT = 0x81  # FIN + text (RFC 6455 §5.2)
@@ -164,11 +167,18 @@ def ssl_context(url: str, ca_bundle: str | None) -> ssl.SSLContext | None:
     return context
 
 
-class AgentConnection:
+class AgentConnection(asyncio.Protocol):
     """One call's connection to its agent.
 
     Use :meth:`open` (raises :class:`AgentUnreachable`), then :meth:`send_frame`;
-    :meth:`run` reads until the connection ends and says how; :meth:`close` ends it.
+    :meth:`run` waits until the connection ends and says how; :meth:`close` ends it.
+
+    It is the asyncio protocol of its own TCP (or TLS) connection and drives the
+    ``websockets`` sans-I/O :class:`~websockets.client.ClientProtocol`: bytes from the
+    agent are parsed in :meth:`data_received`, and each message goes to the session at
+    once, with no reader task, queue or coroutine resumption per frame. Pings every
+    :data:`PING_INTERVAL` seconds; a pong missing after :data:`PING_TIMEOUT` ends the
+    connection as lost.
     """
 
     def __init__(
@@ -184,8 +194,17 @@ class AgentConnection:
         self.url: str | None = None
         self._on_events = on_events
         self._on_first_audio = on_first_audio
-        self._ws: ClientConnection | None = None
+        self._protocol: ClientProtocol | None = None
+        self._transport: asyncio.Transport | None = None
+        self._opened: asyncio.Future[None] | None = None
+        self._ended: asyncio.Future[Closed] | None = None
         self._closed = False
+        self._fragments: list[bytes] = []
+        self._fragment_opcode: Opcode | None = None
+        self._fragment_bytes = 0
+        self._ping: asyncio.TimerHandle | None = None
+        self._pong_due: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.dropped_frames = 0  # caller audio not sent: the agent was not reading
         self._over_cap_since: float | None = None
 
@@ -197,49 +216,219 @@ class AgentConnection:
         token: str | None = None,
         ca_bundle: str | None = None,
     ) -> None:
-        headers: dict[str, str] = {}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        kwargs: dict[str, Any] = {}
-        context = ssl_context(url, ca_bundle)
-        if context is not None:
-            kwargs["ssl"] = context
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        deadline = loop.time() + timeout
         try:
-            self._ws = await asyncio.wait_for(
-                connect(
-                    url,
-                    additional_headers=headers,
-                    compression=None,  # audio does not compress; deflate costs CPU and latency
-                    open_timeout=None,
-                    max_size=MAX_MESSAGE_BYTES,
-                    ping_interval=20,
-                    ping_timeout=20,
-                    user_agent_header=None,  # no software name on the wire
-                    **kwargs,
+            wsuri = parse_uri(url)
+        except InvalidURI as exc:
+            raise AgentUnreachable(f"cannot connect to {url}: {exc}") from exc
+        # No extensions offered: audio does not compress, deflate costs CPU and latency.
+        protocol = ClientProtocol(wsuri, max_size=MAX_MESSAGE_BYTES)
+        request = protocol.connect()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        protocol.send_request(request)  # no User-Agent: no software name on the wire
+        self._protocol = protocol
+        self._opened = loop.create_future()
+        self._ended = loop.create_future()
+        context = ssl_context(url, ca_bundle)
+        try:
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: self,
+                    wsuri.host,
+                    wsuri.port,
+                    ssl=context,
+                    server_hostname=wsuri.host if context is not None else None,
                 ),
-                timeout,
+                max(deadline - loop.time(), 0.001),
             )
+            await asyncio.wait_for(asyncio.shield(self._opened), max(deadline - loop.time(), 0.001))
         except TimeoutError as exc:
+            self._abort()
             raise AgentUnreachable(f"no WebSocket to {url} within {timeout:g} s") from exc
         except (OSError, WebSocketException, ValueError, ssl.SSLError) as exc:
+            self._abort()
             raise AgentUnreachable(f"cannot connect to {url}: {exc}") from exc
         self.url = url
         self._closed = False
+        self._ping = loop.call_later(PING_INTERVAL, self._send_ping)
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._write_pending()
+
+    def data_received(self, data: bytes) -> None:  # hot path: agent audio and messages
+        protocol = self._protocol
+        if protocol is None:
+            return
+        protocol.receive_data(data)
+        for event in protocol.events_received():
+            if isinstance(event, Frame):
+                self._frame(event)
+            elif isinstance(event, Response):
+                self._handshake_done(protocol)
+        self._write_pending()
+        if protocol.close_expected() and self._transport is not None:
+            self._transport.close()
+
+    def eof_received(self) -> bool | None:
+        if self._protocol is not None:
+            self._protocol.receive_eof()
+            self._write_pending()
+        return None  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._cancel_timers()
+        protocol = self._protocol
+        if protocol is not None and protocol.state is not State.CLOSED:
+            protocol.receive_eof()
+        opened = self._opened
+        if opened is not None and not opened.done():
+            opened.set_exception(
+                OSError(f"connection closed during the handshake ({exc or 'by the agent'})")
+            )
+        ended = self._ended
+        if ended is not None and not ended.done():
+            ended.set_result(self._how_it_ended(exc))
+
+    def _handshake_done(self, protocol: ClientProtocol) -> None:
+        opened = self._opened
+        if opened is None or opened.done():
+            return
+        if protocol.handshake_exc is not None:
+            opened.set_exception(protocol.handshake_exc)
+        else:
+            opened.set_result(None)
+
+    def _frame(self, frame: Frame) -> None:
+        opcode = frame.opcode
+        if opcode is Opcode.CONT:
+            if self._fragment_opcode is None:
+                return  # the protocol has already failed the connection
+            self._fragments.append(bytes(frame.data))
+            self._fragment_bytes += len(frame.data)
+            if self._fragment_bytes > MAX_MESSAGE_BYTES:
+                self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                return
+            if not frame.fin:
+                return
+            opcode, data = self._fragment_opcode, b"".join(self._fragments)
+            self._fragments, self._fragment_opcode, self._fragment_bytes = [], None, 0
+        elif opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            data = bytes(frame.data)
+            if not frame.fin:
+                self._fragment_opcode = opcode
+                self._fragments = [data]
+                self._fragment_bytes = len(data)
+                return
+        else:
+            if opcode is Opcode.PONG and self._pong_due is not None:
+                self._pong_due.cancel()
+                self._pong_due = None
+            return  # ping (answered by the protocol), close (handled by it)
+        self._message(opcode, data)
+
+    def _message(self, opcode: Opcode, data: bytes) -> None:
+        session = self.session
+        if opcode is Opcode.TEXT:
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                self._fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+                return
+            events = session.receive_text(text)
+        else:
+            events = session.receive_binary(data)
+            if self._on_first_audio is not None:
+                self._on_first_audio()
+                self._on_first_audio = None
+        if events:
+            self._on_events(events)
+        self.flush_session()
+        if self._on_message is not None:
+            self._on_message()
+
+    def _fail(self, code: CloseCode, reason: str) -> None:
+        protocol = self._protocol
+        if protocol is not None:
+            protocol.fail(code, reason)
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        protocol = self._protocol
+        transport = self._transport
+        if protocol is None or transport is None:
+            return
+        for data in protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+
+    def _how_it_ended(self, exc: Exception | None) -> Closed:
+        protocol = self._protocol
+        if protocol is None:
+            return Closed(False, "agent connection lost")
+        closed = protocol.close_exc
+        if isinstance(closed, ConnectionClosedOK):
+            return Closed(True, f"agent closed the connection ({closed})")
+        detail = str(exc) if exc is not None and protocol.close_rcvd is None else str(closed)
+        return Closed(False, f"agent connection lost ({detail})")
+
+    # -- keepalive ---------------------------------------------------------------------
+
+    def _send_ping(self) -> None:
+        protocol = self._protocol
+        loop = self._loop
+        if protocol is None or loop is None or protocol.state is not State.OPEN:
+            return
+        protocol.send_ping(os.urandom(4))
+        self._write_pending()
+        self._pong_due = loop.call_later(PING_TIMEOUT, self._ping_timed_out)
+        self._ping = loop.call_later(PING_INTERVAL, self._send_ping)
+
+    def _ping_timed_out(self) -> None:
+        log.warning("event=agent_ping_timeout url=%s", self.url)
+        self._closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _cancel_timers(self) -> None:
+        for handle in (self._ping, self._pong_due):
+            if handle is not None:
+                handle.cancel()
+        self._ping = self._pong_due = None
+
+    def _abort(self) -> None:
+        self._cancel_timers()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- sending -------------------------------------------------------------------------
 
     @property
     def is_open(self) -> bool:
-        return self._ws is not None and not self._closed
+        protocol = self._protocol
+        return protocol is not None and not self._closed and protocol.state is State.OPEN
 
     def send_frame(self, frame: str | bytes) -> None:
         """Send one frame now (hot path for caller audio: never awaits); see the module
         docstring for the framing and for what happens when the agent does not read."""
-        ws = self._ws
-        if ws is None or self._closed:
+        protocol = self._protocol
+        transport = self._transport
+        if protocol is None or transport is None or self._closed:
             return
-        if ws.protocol.state is not State.OPEN:
-            self._closed = ws.protocol.state is not State.CONNECTING
+        if protocol.state is not State.OPEN:
             return
-        transport = ws.transport
         if transport.get_write_buffer_size() > WRITE_BUFFER_CAP:
             self._agent_not_reading(transport)
             return
@@ -265,13 +454,8 @@ class AgentConnection:
             transport.abort()  # run() ends with the connection lost
 
     async def send_text(self, text: str) -> None:
-        """Send a control message, waiting for the transport to accept it."""
-        if self._ws is None or self._closed:
-            return
-        try:
-            await self._ws.send(text)
-        except ConnectionClosed:
-            self._closed = True
+        """Send a control message (start, stop)."""
+        self.send_frame(text)
 
     def flush_session(self) -> None:
         """Send whatever the session has to say (mark echoes, transfer results...)."""
@@ -279,35 +463,24 @@ class AgentConnection:
             self.send_frame(text)
 
     async def run(self) -> Closed:
-        """Read frames until the connection ends."""
-        assert self._ws is not None
-        session = self.session
-        try:
-            async for message in self._ws:
-                if isinstance(message, str):
-                    events = session.receive_text(message)
-                else:
-                    events = session.receive_binary(message)
-                    if self._on_first_audio is not None:
-                        self._on_first_audio()
-                        self._on_first_audio = None
-                if events:
-                    self._on_events(events)
-                self.flush_session()
-                if self._on_message is not None:
-                    self._on_message()
-        except ConnectionClosedOK as exc:
-            self._closed = True
-            return Closed(True, f"agent closed the connection ({exc})")
-        except ConnectionClosed as exc:
-            self._closed = True
-            return Closed(False, f"agent connection lost ({exc})")
-        self._closed = True
-        return Closed(True, "agent closed the connection")
+        """Wait until the connection ends; say how."""
+        assert self._ended is not None
+        return await asyncio.shield(self._ended)
 
     async def close(self) -> None:
-        if self._ws is None:
+        """Close the WebSocket (RFC 6455 §7.1.2), waiting at most 2 s for the agent."""
+        protocol = self._protocol
+        transport = self._transport
+        if protocol is None or transport is None:
             return
         self._closed = True
-        with contextlib.suppress(TimeoutError, WebSocketException, OSError):
-            await asyncio.wait_for(self._ws.close(), 2.0)
+        if protocol.state is State.OPEN:
+            protocol.send_close(CloseCode.NORMAL_CLOSURE)
+            self._write_pending()
+        ended = self._ended
+        if ended is not None and not ended.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(ended), 2.0)
+        if not transport.is_closing():
+            transport.abort()
+        self._cancel_timers()
