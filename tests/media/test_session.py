@@ -332,3 +332,28 @@ def test_rtcp_comes_due_every_few_seconds() -> None:
     assert 2.5 <= media.rtcp_due <= 7.5
     media.rtcp_report(media.rtcp_due, 1e9)
     assert media.rtcp_due > 2.5
+
+
+def test_response_time_per_turn_from_caller_speech_to_the_agents_talkspurt() -> None:
+    import numpy as np
+
+    media = session()
+    media.start(0.0)
+    rng = np.random.default_rng(3)
+    now = 0.0
+    for n in range(100):  # 0.4 s of quiet line, then 1.6 s of speech-like audio
+        level = 0.0 if n < 20 else 3000 * (1.5 + np.sin(2 * np.pi * 4 * n / 50))
+        pcm = np.clip(rng.normal(0, 1, 160) * level, -32768, 32767).astype("<i2").tobytes()
+        payload = ULAW.encoder().encode(pcm)
+        media.receive_rtp(RtpPacket(0, n, n * 160, 77, payload=payload).serialize(), CALLER, now)
+        media.tick(now, None)
+        now += 0.02
+    for n in range(100, 125):  # the caller is quiet for half a second
+        media.receive_rtp(rtp(n, 0), CALLER, now)
+        media.tick(now, None)
+        now += 0.02
+    media.tick(now, tone(0x20))  # the agent answers
+    quality = media.quality()
+    assert quality.turns == 1
+    assert quality.response_p50_ms is not None and 500 <= quality.response_p50_ms <= 600
+    assert quality.response_max_ms == quality.response_p50_ms

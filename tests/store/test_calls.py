@@ -8,7 +8,7 @@ from sipbridge.numbers import InvalidField
 from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.models import Call
-from sipbridge.store.records import CallEvent, CallRecord, CallStatus
+from sipbridge.store.records import QUALITY_FIELDS, CallEvent, CallRecord, CallStatus
 from sipbridge.store.service import CallFilter, NotFound
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -52,6 +52,29 @@ async def test_save_call_computes_columns(db: Database) -> None:
     assert detail.record.first_audio_at == datetime(2025, 3, 2, 0, 0, 1, tzinfo=UTC)
     assert detail.record.setup_ms == pytest.approx(1500.0)
     assert detail.record.time_to_first_audio_ms == pytest.approx(500.0)
+
+
+async def test_media_figures_and_response_times_round_trip(db: Database) -> None:
+    figures = {
+        "packets_in": 1500,
+        "packets_out": 1501,
+        "bytes_in": 240000,
+        "bytes_out": 240160,
+        "packets_lost": 3,
+        "loss_percent": 0.2,
+        "jitter_ms": 1.25,
+        "rtt_ms": 12.5,
+        "concealed_ms": 60,
+        "mos": 4.31,
+        "turns": 4,
+        "response_p50_ms": 812.5,
+        "response_max_ms": 1460.0,
+    }
+    assert set(figures) == set(QUALITY_FIELDS)
+    await service.save_call(db, make_call("q1", **figures))
+    record = (await service.get_call(db, "q1")).record
+    assert {name: getattr(record, name) for name in QUALITY_FIELDS} == figures
+    assert record.quality() == figures
 
 
 async def test_save_call_keeps_given_location(db: Database) -> None:

@@ -122,6 +122,9 @@ def test_to_json() -> None:
         "rtt_ms": None,
         "concealed_ms": None,
         "mos": None,
+        "turns": None,
+        "response_p50_ms": None,
+        "response_max_ms": None,
     }
     json.dumps(data)  # serializable as is
     assert datetime.fromisoformat(data["received_at"]) == T0

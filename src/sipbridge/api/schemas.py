@@ -349,6 +349,14 @@ class CallOut(_Out):
     rtt_ms: float | None = Field(description="Round trip time from RTCP, ms; null if unknown")
     concealed_ms: int | None = Field(description="Caller audio concealed (loss), ms")
     mos: float | None = Field(description="Estimated MOS (ITU-T G.107 E-model, simplified)")
+    turns: int | None = Field(
+        description="Times the agent answered the caller's speech (energy-detected turns)"
+    )
+    response_p50_ms: float | None = Field(
+        description="Median time from the end of the caller's speech to the agent's first "
+        "audio after it, measured at the bridge, ms; null without any turn"
+    )
+    response_max_ms: float | None = Field(description="Longest such response time, ms")
 
 
 class CallPage(_Out):

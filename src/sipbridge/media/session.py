@@ -50,6 +50,7 @@ from sipbridge.media.jitter import Frame, JitterBuffer
 from sipbridge.media.plc import with_concealment
 from sipbridge.media.quality import ReceiverStats, estimate_mos, mouth_to_ear_delay_ms
 from sipbridge.media.resample import Resampler
+from sipbridge.media.turns import TurnTimer
 from sipbridge.rtp.packet import RtpError, parse_rtp_header
 from sipbridge.rtp.rtcp import (
     ReceiverReport,
@@ -127,6 +128,9 @@ class MediaQuality:
     rtt_ms: float | None
     concealed_ms: int
     mos: float
+    turns: int  # agent answers to the caller's speech (media/turns.py)
+    response_p50_ms: float | None  # end of the caller's speech -> the agent's first audio
+    response_max_ms: float | None
 
 
 class MediaSession:
@@ -168,6 +172,7 @@ class MediaSession:
         self._underrun = 0.0  # seconds concealed since the caller's last packet
         self._pending_concealed_ms = 0  # underrun concealment not yet known to be loss
         self._sender: RtpSender | None = None
+        self.turns = TurnTimer()  # the agent's response time per turn, kept across codecs
         self.set_codec(negotiated)
 
     # -- set-up ---------------------------------------------------------------
@@ -271,7 +276,10 @@ class MediaSession:
             self.last_packet_at = now
             self._receiver.update(seq, ts, now, end - start)
             self._jitter.push(seq, ts, data[start:end], now, ssrc=ssrc)
-            return self._drain(now)
+            pcm = self._drain(now)
+            if pcm:
+                self.turns.caller_audio(pcm, now)
+            return pcm
         if pt == self.telephone_event_pt:
             if source != self.remote:
                 # Strict RTP: events only from the caller's source (learned from audio).
@@ -455,6 +463,7 @@ class MediaSession:
             if not self.talking:
                 sender.mark()  # RFC 3551 §4.1: the first packet of a talkspurt
                 self.talking = True
+                self.turns.agent_started(now)
             payload = self._encoder.encode(self._from_agent.process(frame))
         raw = sender.packet(payload)
         packet = raw if srtp is None else srtp.protect(raw)
@@ -526,4 +535,7 @@ class MediaSession:
             rtt_ms=None if self.stats.rtt_ms is None else round(self.stats.rtt_ms, 1),
             concealed_ms=self.stats.concealed_ms,
             mos=round(estimate_mos(self.codec, receiver.loss_percent, delay), 2),
+            turns=self.turns.count,
+            response_p50_ms=self.turns.p50_ms(),
+            response_max_ms=self.turns.max_ms(),
         )

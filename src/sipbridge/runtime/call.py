@@ -650,6 +650,8 @@ class Call:
             metrics.rtp_packets_lost.inc(quality.packets_lost)
             if stats.packets_in:
                 metrics.rtp_jitter_seconds.observe(quality.jitter_ms / 1000)
+            for response in self.media.session.turns.samples:
+                metrics.agent_response_seconds.observe(response)
             srtp = self.media.session.srtp
             if srtp is not None:
                 srtp_stats = srtp.stats
@@ -667,6 +669,9 @@ class Call:
                 rtt_ms=quality.rtt_ms,
                 concealed_ms=quality.concealed_ms,
                 mos=quality.mos,
+                turns=quality.turns,
+                response_p50_ms=quality.response_p50_ms,
+                response_max_ms=quality.response_max_ms,
                 srtp_auth_failures=srtp.stats.auth_failures if srtp else None,
                 srtp_replays=srtp.stats.replays if srtp else None,
             )

@@ -60,6 +60,13 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
             registry=r,
         )
+        self.agent_response_seconds = Histogram(
+            "sipbridge_agent_response_seconds",
+            "Per turn: end of the caller's speech to the agent's first audio after it, "
+            "measured at the bridge (added when a call ends).",
+            buckets=(0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0),
+            registry=r,
+        )
         self.overloaded = Gauge(
             "sipbridge_overloaded",
             "1 while new calls are refused with 503 because the instance cannot keep up.",

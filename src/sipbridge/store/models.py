@@ -196,6 +196,10 @@ class Call(Base):
     rtt_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     concealed_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     mos: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The agent's response time per turn (migration 0006).
+    turns: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    response_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    response_max_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class CallEventRow(Base):

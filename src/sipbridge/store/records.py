@@ -56,6 +56,9 @@ QUALITY_FIELDS: tuple[str, ...] = (
     "rtt_ms",
     "concealed_ms",
     "mos",
+    "turns",
+    "response_p50_ms",
+    "response_max_ms",
 )
 
 
@@ -242,6 +245,11 @@ class CallRecord:
     rtt_ms: float | None = None
     concealed_ms: int | None = None
     mos: float | None = None
+    # The agent's response time per turn (media/turns.py): how many answers, their
+    # median and maximum in ms (None without any turn).
+    turns: int | None = None
+    response_p50_ms: float | None = None
+    response_max_ms: float | None = None
 
     def __post_init__(self) -> None:
         self.received_at = as_utc(self.received_at)
@@ -305,6 +313,9 @@ class CallRecord:
             "rtt_ms": self.rtt_ms,
             "concealed_ms": self.concealed_ms,
             "mos": self.mos,
+            "turns": self.turns,
+            "response_p50_ms": self.response_p50_ms,
+            "response_max_ms": self.response_max_ms,
         }
 
     def quality(self) -> dict[str, Any] | None:
