@@ -286,7 +286,7 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0005" in result.stdout
+    assert "revision 0006" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
