@@ -908,3 +908,65 @@ class TestGuard:
         # Another source is not affected.
         ua.receive_datagram(invite(branch="z9hG4bK-4", call_id="c4"), PEER, 0.0)
         assert [type(e) for e in ua.events()] == [IncomingCall]
+
+
+class TestTimerHeap:
+    """The UA keeps every transaction's deadline in a heap; it must always agree with the
+    deadlines the transactions themselves hold, whatever happened in between."""
+
+    @staticmethod
+    def brute_force(ua: UserAgent) -> float | None:
+        deadlines = [tx.deadline for tx in ua._server_tx.values()]
+        deadlines += [ctx.transaction.deadline for ctx in ua._client_tx.values()]
+        live = [d for d in deadlines if d is not None]
+        return min(live) if live else None
+
+    def test_heap_agrees_with_every_transaction_through_a_random_life(self) -> None:
+        import random
+
+        rng = random.Random(5)
+        ua = make_ua()
+        calls: list[IncomingCall] = []
+        now = 0.0
+        for step in range(600):
+            now += rng.choice((0.0, 0.01, 0.1, 0.5, 2.0))
+            action = rng.random()
+            if action < 0.3:
+                calls.append(new_call(ua, now, branch=f"z9hG4bK-{step}", call_id=f"c{step}"))
+            elif action < 0.45 and calls:
+                call = calls.pop(rng.randrange(len(calls)))
+                if call.call.final_status is None:
+                    if rng.random() < 0.5:
+                        ua.answer(call.call, b"v=0\r\n", now)
+                    else:
+                        ua.reject(call.call, 486, now)
+            elif action < 0.55:
+                ua.receive_datagram(
+                    invite(
+                        branch=f"z9hG4bK-o{step}", call_id=f"o{step}", method="OPTIONS", body=b""
+                    ),
+                    PEER,
+                    now,
+                )
+            elif action < 0.65:
+                ua.receive_datagram(
+                    invite(
+                        branch=f"z9hG4bK-o{step}", call_id=f"o{step}", method="OPTIONS", body=b""
+                    ),
+                    PEER,
+                    now,
+                )  # retransmitted: answered from its transaction
+            deadline = ua.get_timer()
+            assert deadline == self.brute_force(ua), step
+            if deadline is not None and deadline <= now:
+                ua.handle_timer(now)
+                assert ua.get_timer() == self.brute_force(ua), step
+                assert ua.get_timer() is None or ua.get_timer() > now  # type: ignore[operator]
+            ua.events()
+            ua.datagrams_to_send()
+        # run every timer out: the heap empties exactly when the transactions do
+        while (deadline := ua.get_timer()) is not None:
+            ua.handle_timer(deadline)
+            assert ua.get_timer() == self.brute_force(ua)
+            ua.events()
+        assert not ua._server_tx or all(tx.deadline is None for tx in ua._server_tx.values())

@@ -26,10 +26,9 @@ agent's audio starts after silence; it returns the response time in seconds, or 
 
 from __future__ import annotations
 
-from typing import Final
-
 import math
 from collections import deque
+from typing import Final
 
 import numpy as np
 

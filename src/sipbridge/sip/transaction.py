@@ -15,7 +15,9 @@ transaction.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sipbridge.sip.framing import transport_of
 from sipbridge.sip.message import Request, Response
@@ -142,6 +144,14 @@ class InviteServerTransaction:
         self._interval = T1
         self._end_at: float | None = None
 
+    #: Called with the transaction whenever its deadline may have changed (the UA keeps
+    #: its timers in a heap, RFC-independent bookkeeping); None: nobody is watching.
+    watch: Callable[[Any], None] | None = None
+
+    def _changed(self) -> None:
+        if self.watch is not None:
+            self.watch(self)
+
     @property
     def deadline(self) -> float | None:
         times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
@@ -171,6 +181,7 @@ class InviteServerTransaction:
         else:
             self.state = InviteServerState.COMPLETED
             self._end_at = now + TIMER_H
+        self._changed()
 
     def receive_retransmission(self) -> None:
         """A retransmitted INVITE: repeat the last response (§17.2.1).
@@ -190,11 +201,13 @@ class InviteServerTransaction:
             self.state = InviteServerState.CONFIRMED
             self._retransmit_at = None
             self._end_at = now + TIMER_I
+            self._changed()
 
     def ack_received(self) -> None:
         """The UA core matched the ACK for our 2xx: stop retransmitting it."""
         if self.state is InviteServerState.ACCEPTED:
             self._retransmit_at = None
+            self._changed()
 
     def on_timer(self, now: float) -> None:
         if self._end_at is not None and now >= self._end_at:
@@ -208,6 +221,7 @@ class InviteServerTransaction:
             self._outbox.append((self._last_bytes, self.source))
             self._interval = min(self._interval * 2, T2)
             self._retransmit_at = now + self._interval
+            self._changed()
 
     def _terminate(self) -> None:
         self.state = InviteServerState.TERMINATED
@@ -233,6 +247,14 @@ class NonInviteServerTransaction:
         self._last_bytes = b""
         self._end_at: float | None = None
 
+    #: Called with the transaction whenever its deadline may have changed (the UA keeps
+    #: its timers in a heap, RFC-independent bookkeeping); None: nobody is watching.
+    watch: Callable[[Any], None] | None = None
+
+    def _changed(self) -> None:
+        if self.watch is not None:
+            self.watch(self)
+
     @property
     def deadline(self) -> float | None:
         return self._end_at
@@ -247,6 +269,7 @@ class NonInviteServerTransaction:
         else:
             self.state = NonInviteServerState.COMPLETED
             self._end_at = now + TIMER_J
+            self._changed()
 
     def receive_retransmission(self) -> None:
         # In Trying the request is discarded; afterwards the last response is
@@ -285,6 +308,14 @@ class NonInviteClientTransaction:
         self._end_at: float | None = now + TIMER_F
         self._outbox.append((self._bytes, destination))
 
+    #: Called with the transaction whenever its deadline may have changed (the UA keeps
+    #: its timers in a heap, RFC-independent bookkeeping); None: nobody is watching.
+    watch: Callable[[Any], None] | None = None
+
+    def _changed(self) -> None:
+        if self.watch is not None:
+            self.watch(self)
+
     @property
     def deadline(self) -> float | None:
         times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
@@ -302,6 +333,7 @@ class NonInviteClientTransaction:
         self.completed = True
         self._retransmit_at = None
         self._end_at = now + TIMER_K
+        self._changed()
         return True
 
     def on_timer(self, now: float) -> None:
@@ -320,3 +352,4 @@ class NonInviteClientTransaction:
             else:
                 self._interval = min(self._interval * 2, T2)
             self._retransmit_at = now + self._interval
+            self._changed()

@@ -37,8 +37,11 @@ waiting for our answer (503 beyond).
 
 from __future__ import annotations
 
+import functools
+import heapq
+import itertools
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from sipbridge.sip.access import AccessPolicy, Allowed, Challenged
@@ -91,6 +94,7 @@ _FAILED_AUTH = frozenset({"auth_failed", "auth_replayed"})
 
 
 ServerTransaction = InviteServerTransaction | NonInviteServerTransaction
+Transaction = ServerTransaction | NonInviteClientTransaction
 
 
 def _token() -> str:
@@ -129,6 +133,12 @@ class UserAgent:
     # RFC 3261 §8.2.2.2: (Call-ID, From tag, CSeq) of INVITEs being handled.
     _origins: dict[tuple[str, str, int], InboundCall] = field(default_factory=dict)
     _calls_by_tx: dict[TransactionKey, InboundCall] = field(default_factory=dict)
+    # Every transaction's deadline in one heap: (deadline, seq, key, client). An entry is
+    # stale when its transaction is gone or has another deadline by now; transactions
+    # push a new entry whenever their deadline changes (``watch``), so get_timer and
+    # handle_timer cost O(log n) per timer instead of a scan of every transaction.
+    _timers: list[tuple[float, int, TransactionKey, bool]] = field(default_factory=list)
+    _timer_seq: Iterator[int] = field(default_factory=itertools.count)
 
     # ------------------------------------------------------------------ I/O side
 
@@ -143,31 +153,57 @@ class UserAgent:
         return out
 
     def get_timer(self) -> float | None:
-        deadlines = [tx.deadline for tx in self._server_tx.values()]
-        deadlines.extend(ctx.transaction.deadline for ctx in self._client_tx.values())
-        live = [d for d in deadlines if d is not None]
-        return min(live) if live else None
+        heap = self._timers
+        while heap:
+            deadline, _, key, client = heap[0]
+            if self._live_deadline(key, client) == deadline:
+                return deadline
+            heapq.heappop(heap)  # stale
+        return None
 
     def handle_timer(self, now: float) -> None:
-        for key, tx in list(self._server_tx.items()):
-            deadline = tx.deadline
-            if deadline is None or deadline > now:
+        heap = self._timers
+        while heap and heap[0][0] <= now:
+            deadline, _, key, client = heapq.heappop(heap)
+            if self._live_deadline(key, client) != deadline:
+                continue  # stale
+            if client:
+                ctx = self._client_tx[key]
+                ctx.transaction.on_timer(now)
+                if ctx.transaction.state is NonInviteClientState.TERMINATED:
+                    del self._client_tx[key]
+                    if ctx.transaction.outcome is TransactionOutcome.TIMEOUT:
+                        self._client_done(ctx, None)
                 continue
+            tx = self._server_tx[key]
             tx.on_timer(now)
             if isinstance(tx, InviteServerTransaction):
                 if tx.state is InviteServerState.TERMINATED:
                     self._invite_transaction_ended(key, tx)
             elif tx.state is NonInviteServerState.TERMINATED:
                 del self._server_tx[key]
-        for key, ctx in list(self._client_tx.items()):
-            deadline = ctx.transaction.deadline
-            if deadline is None or deadline > now:
-                continue
-            ctx.transaction.on_timer(now)
-            if ctx.transaction.state is NonInviteClientState.TERMINATED:
-                del self._client_tx[key]
-                if ctx.transaction.outcome is TransactionOutcome.TIMEOUT:
-                    self._client_done(ctx, None)
+
+    def _live_deadline(self, key: TransactionKey, client: bool) -> float | None:
+        if client:
+            ctx = self._client_tx.get(key)
+            return None if ctx is None else ctx.transaction.deadline
+        tx = self._server_tx.get(key)
+        return None if tx is None else tx.deadline
+
+    def _timer_changed(self, key: TransactionKey, client: bool, tx: Transaction) -> None:
+        deadline = tx.deadline
+        if deadline is not None:
+            heapq.heappush(self._timers, (deadline, next(self._timer_seq), key, client))
+
+    def _add_server_tx(self, key: TransactionKey, tx: ServerTransaction) -> None:
+        self._server_tx[key] = tx
+        tx.watch = functools.partial(self._timer_changed, key, False)
+        self._timer_changed(key, False, tx)
+
+    def _add_client_tx(self, key: TransactionKey, ctx: _ClientContext) -> None:
+        self._client_tx[key] = ctx
+        ctx.transaction.watch = functools.partial(self._timer_changed, key, True)
+        self._timer_changed(key, True, ctx.transaction)
 
     @property
     def active_transactions(self) -> int:
@@ -380,7 +416,7 @@ class UserAgent:
             )
             return
         tx = InviteServerTransaction(request, source, self._outbox, now)
-        self._server_tx[key] = tx
+        self._add_server_tx(key, tx)
         call = InboundCall(
             id=self.new_token(),
             invite=request,
@@ -452,7 +488,7 @@ class UserAgent:
             return
         key = TransactionKey.for_request(request)
         tx = InviteServerTransaction(request, source, self._outbox, now)
-        self._server_tx[key] = tx
+        self._add_server_tx(key, tx)
         tx.send_response(make_response(request, 100), now)
         call.reinvite = tx
         self._calls_by_tx[key] = call
@@ -575,7 +611,7 @@ class UserAgent:
             request.headers.add(name, value)
         key = TransactionKey.for_request(request)  # parses the request: raises before sending
         tx = NonInviteClientTransaction(request, destination, self._outbox, now)
-        self._client_tx[key] = _ClientContext(call, tx, method)
+        self._add_client_tx(key, _ClientContext(call, tx, method))
 
     def hangup(self, call: InboundCall, now: float) -> None:
         """End an answered call with BYE (RFC 3261 §15.1.1); no-op if already ending."""
@@ -657,7 +693,7 @@ class UserAgent:
             tx = InviteServerTransaction(request, source, self._outbox, now)
         else:
             tx = NonInviteServerTransaction(request, source, self._outbox)
-        self._server_tx[key] = tx
+        self._add_server_tx(key, tx)
         tx.send_response(response, now)
 
     def _invite_transaction_ended(self, key: TransactionKey, tx: InviteServerTransaction) -> None:
