@@ -17,6 +17,7 @@ and the stored bans (the operator's, other instances') are read back with the tr
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import ipaddress
@@ -127,6 +128,7 @@ class SipBridgeServer:
         self._trunks_seen: list[tuple[object, ...]] | None = None
         self._trunk_task: asyncio.Future[None] | None = None
         self.calls: dict[str, Call] = {}
+        self._trunk_calls: collections.Counter[str] = collections.Counter()  # calls per trunk
         self.draining = False
         self._transport: asyncio.DatagramTransport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -435,6 +437,8 @@ class SipBridgeServer:
                 return
             call = Call(self, event.call)
             self.calls[event.call.id] = call
+            if event.call.trunk is not None:
+                self._trunk_calls[event.call.trunk] += 1
             self._spawn(call.run())
             return
         if isinstance(event, RequestRejected):
@@ -510,8 +514,8 @@ class SipBridgeServer:
         record = self.trunks.get(trunk) if trunk is not None else None
         if record is None or record.max_calls is None:
             return False
-        active = sum(1 for call in self.calls.values() if call.sip.trunk == trunk)
-        return active >= record.max_calls
+        assert trunk is not None
+        return self._trunk_calls[trunk] >= record.max_calls
 
     def _number_allowed(self, call: InboundCall) -> bool:
         """The trunk's allowed numbers: a call to any other number gets 404 (as if the
@@ -584,7 +588,10 @@ class SipBridgeServer:
         return self._sdp_session
 
     def call_finished(self, call: Call, events: list[CallEvent] | None = None) -> None:
-        self.calls.pop(call.sip.id, None)
+        if self.calls.pop(call.sip.id, None) is not None and call.sip.trunk is not None:
+            self._trunk_calls[call.sip.trunk] -= 1
+            if not self._trunk_calls[call.sip.trunk]:
+                del self._trunk_calls[call.sip.trunk]
         if call.record.reason == "unknown_number":
             # Dialling numbers that do not exist, in a burst, is how scanners look for
             # open routes: counted towards the source's ban (sip/guard.py).
