@@ -4,6 +4,7 @@ symmetric and strict RTP, jitter/loss, DTMF over real sockets on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import socket
@@ -429,3 +430,28 @@ async def test_strict_rtp_refuses_bursts_mid_call_and_follows_a_real_rebinding(
     assert endpoint.stats.source_changes == 1
     assert rebound.packets  # our stream follows the caller to its new address
     assert not attacker.packets
+
+
+async def test_a_due_clock_runs_from_other_callbacks_without_waiting_for_its_timer() -> None:
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind(("127.0.0.1", 0))
+    peer.setblocking(False)
+    endpoint, _port = await open_endpoint(peer.getsockname(), [], [])
+    media_clock = clock()
+    endpoint.start(media_clock)
+    await asyncio.sleep(0.05)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            peer.recv(2048)  # what went out so far
+    media_clock.poke(media_clock.time())  # not due yet (just ran): nothing
+    with pytest.raises(BlockingIOError):
+        peer.recv(2048)
+    time.sleep(0.045)  # noqa: ASYNC251 - a busy loop: the timer cannot run meanwhile
+    media_clock.poke(media_clock.time())  # as a datagram callback does: due frames go now
+    sent = []
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            sent.append(peer.recv(2048))
+    endpoint.close()
+    peer.close()
+    assert 2 <= len(sent) <= 3  # the frames due during the 45 ms, sent by the poke

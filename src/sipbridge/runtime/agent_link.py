@@ -59,8 +59,8 @@ class AgentLink:
         self.connection: AgentConnection | None = None
         self._frame_bytes = self.session.frame_bytes
         self._inbound = bytearray()
-        # Called when agent audio has arrived (a whole frame is queued): the media side
-        # may send it at once as the start of a talkspurt.
+        # Called after every agent message: the media side runs its clock if it is due
+        # and may send queued agent audio at once as the start of a talkspurt.
         self.on_agent_audio: Callable[[], None] | None = None
         self._dropped_earlier = 0  # caller frames dropped on connections already lost
 
@@ -156,7 +156,7 @@ class AgentLink:
         return self.session.frame_ready
 
     def _received(self) -> None:
-        if self.on_agent_audio is not None and self.session.frame_ready:
+        if self.on_agent_audio is not None:
             self.on_agent_audio()
 
     def send_text(self, text: str) -> None:

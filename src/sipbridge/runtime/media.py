@@ -28,6 +28,7 @@ import asyncio
 import functools
 import heapq
 import logging
+import math
 import random
 import socket
 import time
@@ -144,11 +145,15 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Address) -> None:  # hot path
         session = self.session
-        pcm = session.receive_rtp(data, addr, self._time())
+        now = self._time()
+        pcm = session.receive_rtp(data, addr, now)
         if pcm:
             self._on_audio(pcm)
         if session.digits:
             self._deliver_digits()
+        clock = self._clock
+        if clock is not None and now >= clock.next_at:
+            clock.poke(now)
 
     def _deliver_digits(self) -> None:
         session = self.session
@@ -179,20 +184,24 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         clock.add(self, clock.slot_after(now))
 
     def agent_audio(self) -> None:
-        """The agent just sent audio. If the caller hears our silence and a whole frame
-        is waiting, it goes out now as the start of a talkspurt, and the 20 ms pace
-        restarts from it: the agent's first words do not wait for the next tick."""
+        """The agent just sent a message. Runs the clock if it is due; then, if the
+        caller hears our silence and a whole frame of agent audio is waiting, it goes out
+        now as the start of a talkspurt, and the 20 ms pace restarts from it: the agent's
+        first words do not wait for the next tick."""
         session = self.session
         clock = self._clock
+        if clock is None:
+            return
+        now = clock.time()
+        if now >= clock.next_at:
+            clock.poke(now)
         if (
             session.talking
-            or clock is None
             or not session.sending
             or session.sending_dtmf
             or not self._frame_ready()
         ):
             return
-        now = clock.time()
         if session.timeline - now > FRAME_SECONDS:
             return  # still ahead from the last talkspurt: the next tick is its time
         self._send_frame(now)
@@ -283,6 +292,7 @@ class MediaClock:
         self._heap: list[int] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_slot: int | None = None
+        self.next_at = math.inf  # when the earliest slot is due (half a slot early)
         self.calls = 0
         self.wakeups = 0
 
@@ -331,11 +341,23 @@ class MediaClock:
         if heap:
             self._timer_slot = heap[0]
             self._timer = self._loop.call_at(heap[0] * SLOT_SECONDS, self._fire)
+            self.next_at = (heap[0] - 0.5) * SLOT_SECONDS
+        else:
+            self.next_at = math.inf
 
-    def _fire(self) -> None:  # hot path: one wake-up for every call due
+    def poke(self, now: float) -> None:  # hot path: from every datagram and agent message
+        """Run what is due at ``now`` from another callback. A burst of I/O callbacks
+        (a loader's or a carrier's packets arriving together) would otherwise hold every
+        call's sends back until the timer's own turn in the loop."""
+        if now >= self.next_at:
+            self._run(now)
+
+    def _fire(self) -> None:
         self._timer = None
         self._timer_slot = None
-        now = self.time()
+        self._run(self.time())
+
+    def _run(self, now: float) -> None:  # hot path: one wake-up for every call due
         self.wakeups += 1
         # A timer may fire up to a clock tick early: what is due within half a slot runs.
         now_slot = int(now / SLOT_SECONDS + 0.5)
