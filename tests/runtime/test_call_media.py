@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -33,7 +34,7 @@ from sipbridge.store import service
 from sipbridge.store.records import CallRecord, CallStatus
 from tests.runtime.test_agent_link import RtpListener
 from tests.runtime.test_call import NUMBER, SERVICE, UdpClient, answer_bye, records, sipp_ok
-from tests.support.agents import AgentCall, EchoAgent
+from tests.support.agents import AgentCall, EchoAgent, ScriptedAgent
 from tests.support.pcap import write_rtp_pcap
 from tests.support.settings import BridgeFactory
 from tests.support.sipp import play_pcap_scenario, run_sipp
@@ -645,3 +646,42 @@ async def test_reinvite_switches_codec_to_g722(make_bridge: BridgeFactory) -> No
     assert all(b.timestamp - a.timestamp == 160 for a, b in itertools.pairwise(after))
     [record] = await records(bridge)
     assert record.codec == "g722" and record.reason == "caller_hangup"
+
+
+async def test_the_agents_response_time_per_turn_is_in_the_record(
+    make_bridge: BridgeFactory,
+) -> None:
+    """A real call: the caller says something (speech-like audio, then quiet); the agent
+    answers 400 ms after the caller's audio stops reaching it. The record holds one turn
+    with the response time measured at the bridge."""
+    bridge = await make_bridge()
+    loop = asyncio.get_running_loop()
+    spoke_until = 0.0
+
+    async def answer_after_speech(ws: Any, call: AgentCall) -> None:
+        # wait until the caller's speech has reached the agent, then until 400 ms after
+        while loop.time() < spoke_until + 0.4 or not spoke_until:
+            await asyncio.sleep(0.01)
+        await ws.send(np.full(4000, 3000, "<i2").tobytes())  # 0.5 s of audio
+        await asyncio.sleep(1.0)
+        await ws.send('{"type": "hangup"}')
+
+    ulaw = get_codec("pcmu").encoder()
+    rng = np.random.default_rng(7)
+    async with ScriptedAgent(answer_after_speech) as agent:
+        await route_to(bridge, agent.url)
+        async with dial(bridge, "turn-1") as dialog:
+            for n in range(120):  # 0.4 s quiet, 1.2 s of syllables, 0.8 s quiet
+                level = 3000 * (1.5 + np.sin(2 * np.pi * 4 * n / 50)) if 20 <= n < 80 else 0
+                pcm = np.clip(rng.normal(0, 1, 160) * level, -32768, 32767).astype("<i2")
+                packet = RtpPacket(0, n, n * 160, 99, payload=ulaw.encode(pcm.tobytes()))
+                dialog.send_rtp(packet.serialize())
+                if n == 79:
+                    spoke_until = loop.time()
+                await asyncio.sleep(0.02)
+            bye = await answer_bye(dialog.client, timeout=6)
+            assert bye.method == "BYE"
+    [record] = await records(bridge)
+    assert record.turns == 1
+    assert record.response_p50_ms is not None and 380 <= record.response_p50_ms <= 700
+    assert record.response_max_ms == record.response_p50_ms
