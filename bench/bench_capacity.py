@@ -612,10 +612,15 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
         probe = Probe(("127.0.0.1", sip_port))
-        remote = probe.call()
         window = max(1.0, min(args.probe_seconds, args.hold - 4.0))
-        probe.stream(remote, window)
-        probe.hang_up()
+        try:
+            remote = probe.call()
+        except RuntimeError as exc:  # refused (503 when overloaded): measure without it
+            figures["probe_refused"] = str(exc)
+            time.sleep(window)
+        else:
+            probe.stream(remote, window)
+            probe.hang_up()
         cpu1 = proc_cpu_seconds(server.pid)
         mono1 = time.monotonic()
         for name, pid in (("agent", agent.pid or 0), ("sipp", sipp_proc.pid)):
@@ -695,6 +700,8 @@ def main() -> None:
         figures["probe_echo_round_trip_p50_ms"] = _round(percentile(probe.round_trips, 50))
         figures["probe_echo_round_trip_p99_ms"] = _round(percentile(probe.round_trips, 99))
         figures["probe_echoes"] = len(probe.round_trips)
+        figures["probe_round_trip_first_10_ms"] = [round(v, 1) for v in probe.round_trips[:10]]
+        figures["probe_round_trip_last_10_ms"] = [round(v, 1) for v in probe.round_trips[-10:]]
         figures["probe_frames_sent"] = int(window * 50)
     finally:
         if sipp_proc is not None and sipp_proc.poll() is None:

@@ -455,3 +455,28 @@ async def test_a_due_clock_runs_from_other_callbacks_without_waiting_for_its_tim
     endpoint.close()
     peer.close()
     assert 2 <= len(sent) <= 3  # the frames due during the 45 ms, sent by the poke
+
+
+async def test_a_real_time_agent_a_little_late_mid_talkspurt_is_waited_for() -> None:
+    """An agent that streams one frame per 20 ms and is sometimes 5 ms late: its speech
+    goes out whole, with no frame of silence cut into it (the call's phase moves later)."""
+    loop = asyncio.get_running_loop()
+    peer_t, peer = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    frames: list[bytes] = []
+    endpoint, _port = await open_endpoint(peer_t.get_extra_info("sockname"), frames, [])
+    endpoint.start(clock())
+    await asyncio.sleep(0.1)
+    ulaw_decoder = get_codec("pcmu").decoder()
+    start = loop.time()
+    for n in range(40):
+        late = 0.005 if n % 4 == 3 else 0.0
+        await asyncio.sleep(max(0.0, start + n * 0.020 + late - loop.time()))
+        frames.append(ulaw_decoder.decode(bytes([n + 1]) * 160))
+        endpoint.agent_audio()
+    await asyncio.sleep(0.2)
+    endpoint.close()
+    peer_t.close()
+    payloads = [RtpPacket.parse(data).payload[0] for data, _, _ in peer.packets]
+    first = payloads.index(1)
+    speech = payloads[first : first + 40]
+    assert speech == list(range(1, 41))  # every frame, in order, no silence between

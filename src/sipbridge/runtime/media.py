@@ -49,6 +49,9 @@ CATCH_UP_FRAMES = 5
 # At the start of an agent talkspurt the next frame is due one frame period plus this
 # margin after the first: a real-time agent's next frame has arrived by then.
 TALKSPURT_MARGIN_SLOTS = 1
+# Mid-talkspurt, an agent frame that is not there yet is waited for this many slots (8 ms)
+# before silence goes out; when it comes, the call's phase moves that much later.
+GRACE_SLOTS = 4
 
 
 class PortsExhausted(Exception):
@@ -129,6 +132,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self._clock: MediaClock | None = None
         self._time: Callable[[], float] = time.monotonic
         self.clock_slot: int | None = None  # the clock's slot this call is due in
+        self._grace = 0  # slots waited for a late agent frame
         self.frames_skipped = 0  # frame periods skipped after stalls
 
     @property
@@ -226,16 +230,37 @@ class RtpEndpoint(asyncio.DatagramProtocol):
             for _ in range(CATCH_UP_FRAMES):
                 self._send_frame(now)
         elif due == 1:
+            session = self.session
+            if (
+                session.talking
+                and self._grace < GRACE_SLOTS
+                and not self._frame_ready()
+                and not session.sending_dtmf
+            ):
+                # Mid-talkspurt the agent's next frame is late: wait a little for it
+                # rather than cut its speech with a frame of silence.
+                self._grace += 1
+                return slot + 1
+            grace, self._grace = self._grace, 0
             self._send_frame(now)
+            if not session.talking and grace:
+                # The talkspurt ended: keep the phase it had before the wait.
+                slot -= grace
         else:
             for _ in range(due):
                 self._send_frame(now)
         following = slot + due * _SLOTS_PER_FRAME
-        if not self.session.talking:
-            # Silence: let the RTP timeline catch up with real time (one longer gap).
-            on_time = round(self.session.timeline / SLOT_SECONDS)
+        session = self.session
+        if not session.talking:
+            # Silence: bring the RTP timeline back to real time. Ahead (after a talkspurt
+            # started early): wait, one longer gap. Behind by a frame (after waits for a
+            # late agent): leave one silent frame out (RFC 3551 §4.1 silence suppression).
+            timeline = session.timeline
+            on_time = round(timeline / SLOT_SECONDS)
             if on_time > following:
                 return on_time
+            if now - timeline >= FRAME_SECONDS:
+                session.skip(1)
         return following
 
     def _send_frame(self, now: float) -> None:  # hot path
