@@ -31,6 +31,7 @@ def test_pitch_is_found(rate: int) -> None:
     n = rate // 50
     for i in range(0, 10 * n, n):
         plc.good(signal[i : i + n].tobytes())
+    plc._flush_recent()  # the history is built lazily, when a loss needs it
     period = plc._find_pitch()
     assert period % (rate // 125) == 0 or abs(period - rate // 125) <= 1
 
@@ -147,3 +148,25 @@ def test_loss_right_after_a_word_ends_is_not_louder_than_the_speech_was() -> Non
     plc.good(np.concatenate((loud[:120], quiet)).tobytes())  # the word ends abruptly
     concealed = np.frombuffer(plc.conceal(160), "<i2")
     assert np.abs(concealed.astype(int)).max() <= 200
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_lazy_history_conceals_exactly_like_an_eager_one(rate: int) -> None:
+    """Good frames are only kept until a loss needs them: the concealment must be the
+    same, sample for sample, as with the history updated at every frame."""
+    signal = voiced(rate, f0=110.0)
+    lazy, eager = G711Plc(rate), G711Plc(rate)
+    sizes = [rate // 100, rate // 50, 3 * rate // 100]  # 10, 20 and 30 ms packets
+    position, out_lazy, out_eager = 0, [], []
+    for step in range(60):
+        size = sizes[step % 3]
+        if step % 11 == 10:  # a loss now and then
+            out_lazy.append(lazy.conceal(size))
+            out_eager.append(eager.conceal(size))
+        else:
+            frame = signal[position : position + size].tobytes()
+            out_lazy.append(lazy.good(frame))
+            out_eager.append(eager.good(frame))
+            eager._flush_recent()
+        position += size
+    assert out_lazy == out_eager

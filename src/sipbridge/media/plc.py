@@ -26,6 +26,7 @@ erasure.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Final
 
 import numpy as np
@@ -59,6 +60,10 @@ class G711Plc:
         self._ms10: Final = 80 * k
         self._ms4: Final = 32 * k
         self._history = np.zeros(self._history_len, dtype=np.float32)
+        # Good frames since the last erasure, as decoded (enough to fill the history).
+        self._recent: deque[bytes] = deque()
+        self._recent_bytes = 0
+        self._history_bytes = 2 * self._history_len
         self._erased = 0  # samples concealed in the current erasure
         self._pitch = self._pitch_max
         self._cycle: _F32 = np.zeros(0, dtype=np.float32)  # period buffer in use
@@ -144,11 +149,18 @@ class G711Plc:
         g: _F32 = np.clip(1 - (n - self._ms10) * (0.2 / self._ms10), 0.0, 1.0)
         return g
 
+    def _flush_recent(self) -> None:
+        if self._recent:
+            self._push_history(np.frombuffer(b"".join(self._recent), dtype="<i2"))
+            self._recent.clear()
+            self._recent_bytes = 0
+
     def conceal(self, samples: int) -> bytes:
         """PCM16LE standing in for ``samples`` lost samples."""
         if samples <= 0:
             return b""
         if self._erased == 0:
+            self._flush_recent()
             self._pitch = self._find_pitch()
             h = self._history
             self._offset = float(h[-1] - h[-1 - self._pitch])
@@ -159,9 +171,20 @@ class G711Plc:
         data: bytes = np.clip(np.rint(out), -32768, 32767).astype("<i2").tobytes()
         return data
 
-    def good(self, pcm: bytes) -> bytes:
+    def good(self, pcm: bytes) -> bytes:  # hot path: every decoded frame
         """Record a decoded frame; after an erasure, overlap-add its start with the
-        synthetic signal (§I.2.6) and return the smoothed frame."""
+        synthetic signal (§I.2.6) and return the smoothed frame.
+
+        Outside an erasure the frame is only kept (bytes, no numpy work): the history is
+        built from the kept frames when a loss needs it (:meth:`conceal`)."""
+        if not self._erased:
+            if pcm:
+                recent = self._recent
+                recent.append(pcm)
+                self._recent_bytes += len(pcm)
+                while self._recent_bytes - len(recent[0]) >= self._history_bytes:
+                    self._recent_bytes -= len(recent.popleft())
+            return pcm
         frame = np.frombuffer(pcm, dtype="<i2")
         n = len(frame)
         if n == 0:

@@ -61,7 +61,7 @@ class TurnTimer:
         samples = np.frombuffer(pcm, dtype="<i2")
         if not samples.size:
             return
-        mean_square = float(np.dot(samples, samples.astype(np.float64))) / samples.size
+        mean_square = float(samples @ samples.astype(np.float32)) / samples.size
         level = 10 * math.log10(mean_square) - _FULL_SCALE_DB if mean_square > 0 else -120.0
         self._levels.append(level)
         self._until_update -= 1
