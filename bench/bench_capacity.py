@@ -368,6 +368,12 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
 def run_queue_seconds(pid: int) -> float:
     """Time the process spent runnable but waiting for a CPU (/proc/PID/schedstat)."""
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
@@ -583,6 +589,7 @@ def main() -> None:
         time.sleep(ramp + 2.0)  # every call is up
         steady_start = time.time()
         cpu0 = proc_cpu_seconds(server.pid)
+        split0 = proc_cpu_split(server.pid)
         mono0 = time.monotonic()
         before = metrics(http_port)
         others0 = {
@@ -622,7 +629,14 @@ def main() -> None:
             probe.stream(remote, window)
             probe.hang_up()
         cpu1 = proc_cpu_seconds(server.pid)
+        split1 = proc_cpu_split(server.pid)
         mono1 = time.monotonic()
+        figures["server_cpu_user_percent"] = round(
+            100 * (split1[0] - split0[0]) / (mono1 - mono0), 1
+        )
+        figures["server_cpu_system_percent"] = round(
+            100 * (split1[1] - split0[1]) / (mono1 - mono0), 1
+        )
         for name, pid in (("agent", agent.pid or 0), ("sipp", sipp_proc.pid)):
             share = (proc_cpu_seconds(pid) - others0[name]) / (mono1 - mono0)
             figures[f"{name}_cpu_percent_of_a_core"] = round(100 * share, 1)

@@ -279,3 +279,49 @@ def test_opus_clock_and_empty_buffer() -> None:
     buffer.push(2, 960, b"b", 0.02)
     assert [e.duration for e in drain(buffer, 0.02)] == [960, 960]
     assert buffer.ptime == 960
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_push_next_releases_exactly_what_push_and_pop_would(seed: int) -> None:
+    """The fast path (an in-order packet handed back at once) must not change a single
+    event: same frames, same losses, same order, through loss, reordering, duplicates,
+    jitter, silence suppression and a sequence restart."""
+    rng = random.Random(seed)
+    arrivals: list[tuple[float, int, int]] = []
+    for n in range(400):
+        if rng.random() < 0.05:
+            continue  # lost
+        ts = n * 160 + (8000 if n >= 200 else 0)  # one second of silence suppression
+        seq = n if n < 300 else n + 20000  # a sequence restart
+        at = n * 0.02 + rng.uniform(0, 0.03)
+        arrivals.append((at, seq & 0xFFFF, ts))
+        if rng.random() < 0.03:
+            arrivals.append((at + 0.001, seq & 0xFFFF, ts))  # duplicate
+    arrivals.sort()
+
+    fast_releases = 0
+
+    def run(fast: bool) -> list[object]:
+        nonlocal fast_releases
+        buffer = JitterBuffer(8000, min_delay_ms=20.0)
+        events: list[object] = []
+        tick = 0.0
+        for at, seq, ts in arrivals:
+            while tick + 0.02 <= at:
+                tick += 0.02
+                while (event := buffer.pop(tick)) is not None:
+                    events.append(event)
+            payload = f"{seq}".encode()
+            if fast:
+                released = buffer.push_next(seq, ts, payload, at)
+                if released is not None:
+                    fast_releases += 1
+                    events.append(("frame", released))
+            else:
+                buffer.push(seq, ts, payload, at)
+            while (event := buffer.pop(at)) is not None:
+                events.append(event)
+        return [("frame", e.payload) if isinstance(e, Frame) else e for e in events]
+
+    assert run(True) == run(False)
+    assert fast_releases > 100  # the fast path was taken most of the time

@@ -158,6 +158,26 @@ class JitterBuffer:
         """Add one received packet (``seq`` 16-bit, ``timestamp`` 32-bit, ``now`` the
         arrival time in seconds). Duplicates and packets too late to play are dropped and
         counted."""
+        self._push(seq, timestamp, payload, now, ssrc, False)
+
+    def push_next(
+        self, seq: int, timestamp: int, payload: bytes, now: float, *, ssrc: int | None = None
+    ) -> bytes | None:
+        """Like :meth:`push`, but a packet that is next in order, with nothing queued
+        and no timestamp gap before it, is released at once: its payload is returned
+        (decode it as a :class:`Frame`; :meth:`pop` would return nothing more now).
+        The common case on a clean network costs no dict entry and no event object."""
+        return self._push(seq, timestamp, payload, now, ssrc, True)
+
+    def _push(
+        self,
+        seq: int,
+        timestamp: int,
+        payload: bytes,
+        now: float,
+        ssrc: int | None,
+        release: bool,
+    ) -> bytes | None:
         if not self._started or (ssrc is not None and ssrc != self._ssrc):
             # RFC 3550 §8.2: a new SSRC is a new stream; start over with it.
             self._start(seq, timestamp, now, ssrc)
@@ -170,7 +190,7 @@ class JitterBuffer:
             else:
                 self._bad_seq = (seq + 1) & 0xFFFF
                 self.late += 1
-                return
+                return None
         self._bad_seq = None
         ext_ts = _extend(timestamp, self._cursor, 32)
         transit = now - ext_ts / self.clock_rate
@@ -188,11 +208,23 @@ class JitterBuffer:
                 self.late += 1
             if transit > self._base:
                 self._base = transit
-            return
-        if ext_seq in self._packets:
+            return None
+        packets = self._packets
+        if (
+            release
+            and not packets
+            and ext_seq == self._next_seq
+            and ext_ts - self._cursor <= self._ptime // 2
+        ):
+            # What pop() would do with it at once: the next Frame.
+            self._next_seq = ext_seq + 1
+            self._last_out = ext_ts
+            return payload
+        if ext_seq in packets:
             self.duplicates += 1
-            return
-        self._packets[ext_seq] = (ext_ts, payload)
+            return None
+        packets[ext_seq] = (ext_ts, payload)
+        return None
 
     def _update_timing(self, ext_seq: int, ext_ts: int, transit: float) -> None:
         # RFC 3550 A.8: J += (|D| - J) / 16, D the change in transit, in clock units.

@@ -46,7 +46,7 @@ from typing import Final
 from sipbridge.codecs import get_codec
 from sipbridge.codecs.base import ConcealingDecoder, Encoder
 from sipbridge.media.dtmf import DigitPressed, DtmfError, DtmfReceiver, DtmfSender
-from sipbridge.media.jitter import Frame, JitterBuffer
+from sipbridge.media.jitter import Frame, JitterBuffer, Lost
 from sipbridge.media.plc import with_concealment
 from sipbridge.media.quality import ReceiverStats, estimate_mos, mouth_to_ear_delay_ms
 from sipbridge.media.resample import Resampler
@@ -275,8 +275,9 @@ class MediaSession:
             stats.bytes_in += end - start
             self.last_packet_at = now
             self._receiver.update(seq, ts, now, end - start)
-            self._jitter.push(seq, ts, data[start:end], now, ssrc=ssrc)
-            pcm = self._drain(now)
+            payload = self._jitter.push_next(seq, ts, data[start:end], now, ssrc=ssrc)
+            # In order (the common case): straight to the decoder.
+            pcm = self._frame(payload) if payload is not None else self._drain(now)
             if pcm:
                 self.turns.caller_audio(pcm, now)
             return pcm
@@ -340,46 +341,49 @@ class MediaSession:
         jitter = self._jitter
         out = b""
         while (event := jitter.pop(now)) is not None:
-            if isinstance(event, Frame):
-                if self._pending_concealed_ms and self._underrun:
-                    # The stream went on where it stopped: that underrun was concealment.
-                    self.stats.concealed_ms += self._pending_concealed_ms
-                self._pending_concealed_ms = 0
-                self._underrun = 0.0
-                pcm = self._decoder.decode(event.payload)
-            else:
-                samples = event.duration * self._codec_rate // self._clock_rate
-                if samples <= 0:
-                    continue
-                ms = samples * 1000 // self._codec_rate
-                if event.count:
-                    self.stats.concealed_ms += ms
-                    self._underrun = 0.0
-                    self._pending_concealed_ms = 0
-                elif event.next_payload is not None:
-                    # RFC 3551 §4.1 silence suppression: the caller chose not to send.
-                    self._pending_concealed_ms = 0
-                    self._underrun = 0.0
-                else:
-                    # Nothing arrived in time: a late packet or the end of the stream.
-                    self._pending_concealed_ms += ms
-                    self._underrun += samples / self._codec_rate
-                    if self._underrun > _FADED_SECONDS:
-                        # Concealment has faded out: silence, without running it.
-                        silence = (
-                            self._agent_silence
-                            if samples * 50 == self._codec_rate
-                            else bytes(2 * samples * self.agent_rate // self._codec_rate)
-                        )
-                        out = out + silence if out else silence
-                        continue
-                if event.next_payload is not None and event.count:
-                    pcm = self._decoder.decode_fec(event.next_payload, samples)
-                else:
-                    pcm = self._decoder.conceal(samples)
-            audio = self._to_agent.process(pcm)
-            out = out + audio if out else audio
+            audio = self._frame(event.payload) if isinstance(event, Frame) else self._gap(event)
+            if audio:
+                out = out + audio if out else audio
         return out
+
+    def _gap(self, event: Lost) -> bytes:
+        """Audio standing in for a gap: concealment, FEC, or (once faded) silence."""
+        samples = event.duration * self._codec_rate // self._clock_rate
+        if samples <= 0:
+            return b""
+        ms = samples * 1000 // self._codec_rate
+        if event.count:
+            self.stats.concealed_ms += ms
+            self._underrun = 0.0
+            self._pending_concealed_ms = 0
+        elif event.next_payload is not None:
+            # RFC 3551 §4.1 silence suppression: the caller chose not to send.
+            self._pending_concealed_ms = 0
+            self._underrun = 0.0
+        else:
+            # Nothing arrived in time: a late packet or the end of the stream.
+            self._pending_concealed_ms += ms
+            self._underrun += samples / self._codec_rate
+            if self._underrun > _FADED_SECONDS:
+                # Concealment has faded out: silence, without running it.
+                if samples * 50 == self._codec_rate:
+                    return self._agent_silence
+                return bytes(2 * samples * self.agent_rate // self._codec_rate)
+        if event.next_payload is not None and event.count:
+            pcm = self._decoder.decode_fec(event.next_payload, samples)
+        else:
+            pcm = self._decoder.conceal(samples)
+        return self._to_agent.process(pcm)
+
+    def _frame(self, payload: bytes) -> bytes:  # hot path
+        """One packet released in order: decoded and at the agent's rate."""
+        if self._pending_concealed_ms:
+            if self._underrun:
+                # The stream went on where it stopped: that underrun was concealment.
+                self.stats.concealed_ms += self._pending_concealed_ms
+            self._pending_concealed_ms = 0
+        self._underrun = 0.0
+        return self._to_agent.process(self._decoder.decode(payload))
 
     def receive_rtcp(self, data: bytes, source: Address, now: float, wallclock: float) -> None:
         """Caller RTCP: their sender reports (for LSR/DLSR) and our round trip time.
