@@ -48,7 +48,11 @@ class TurnTimer:
     """See the module docstring."""
 
     def __init__(self) -> None:
-        self._threshold = SPEECH_FLOOR_DBFS  # dBFS a chunk must exceed to be speech
+        # Levels are kept as mean squares (no logarithm per chunk): the floor and the
+        # margin above the noise are turned into factors once.
+        self._floor = 10 ** ((SPEECH_FLOOR_DBFS + _FULL_SCALE_DB) / 10)
+        self._above_noise = 10 ** (SPEECH_ABOVE_NOISE_DB / 10)
+        self._threshold = self._floor  # mean square a chunk must exceed to be speech
         self._levels: deque[float] = deque(maxlen=_NOISE_WINDOW)
         self._until_update = _NOISE_EVERY_AT_FIRST
         self._calibrated = False
@@ -61,8 +65,7 @@ class TurnTimer:
         samples = np.frombuffer(pcm, dtype="<i2")
         if not samples.size:
             return
-        mean_square = float(samples @ samples.astype(np.float32)) / samples.size
-        level = 10 * math.log10(mean_square) - _FULL_SCALE_DB if mean_square > 0 else -120.0
+        level = float(samples @ samples.astype(np.float32)) / samples.size
         self._levels.append(level)
         self._until_update -= 1
         if not self._until_update:
@@ -71,7 +74,7 @@ class TurnTimer:
             self._until_update = _NOISE_EVERY_AT_FIRST if young else _NOISE_EVERY
             ordered = sorted(self._levels)
             noise = ordered[len(ordered) // 10]
-            self._threshold = max(SPEECH_FLOOR_DBFS, noise + SPEECH_ABOVE_NOISE_DB)
+            self._threshold = max(self._floor, noise * self._above_noise)
         if self._calibrated and level > self._threshold:
             self._run += 1
             if self._run >= ONSET_CHUNKS:
