@@ -661,7 +661,7 @@ def main() -> None:
         figures["rss_mb_per_call"] = round((rss - rss_idle) / up, 3)
         answered = metric_value(final, 'sipbridge_calls_total{reason="caller_hangup"')
         figures["answered"] = int(answered)
-        figures["failed"] = int(metric_value(final, 'sipbridge_calls_total{reason="') - answered)
+        figures["not_answered"] = up - int(answered)  # refused (503) or failed
         figures["setup_p50_ms"] = _ms(
             histogram_quantile(final, "sipbridge_call_setup_seconds", 0.5)
         )

@@ -494,3 +494,33 @@ async def test_trunk_allowed_numbers(make_bridge: BridgeFactory) -> None:
     assert found["other"].to_number == NUMBER
     assert found["carrier"].status is CallStatus.ANSWERED
     assert agent.calls and len(agent.calls) == 1  # the refused call never reached the agent
+
+
+async def test_an_overload_with_many_calls_up_holds_new_calls_at_that_number(
+    tmp_path: Path,
+) -> None:
+    """Once the instance was overloaded with N calls up, it takes no more than 90 % of N
+    for a minute after it recovers, so a fast ramp of calls does not overload it again
+    and again (the calls already up would suffer each time)."""
+    server = SipBridgeServer(loopback_settings(tmp_path / "ceiling.db"))
+    server.calls.update({f"c{n}": object() for n in range(20)})  # type: ignore[misc]
+    t = 1000.0
+    for k in range(120):  # a second of wake-ups, most 20 ms late: overloaded
+        server._clock_lag(0.02, t + k / 100)
+    server._clock_lag(0.02, t + 1.3)
+    assert server.load.overloaded and server.ua.busy
+    t += 1.3
+    for second in range(4):  # good windows: the overload is over
+        for k in range(100):
+            server._clock_lag(0.0001, t + second + k / 100)
+    t += 4
+    assert not server.load.overloaded and not server.ua.busy
+    assert server._at_ceiling(t)  # 20 calls up, ceiling 18
+    for n in range(3):
+        del server.calls[f"c{n}"]
+    assert not server._at_ceiling(t)  # 17 calls: room for one more
+    server.calls["again"] = object()  # type: ignore[assignment]
+    assert server._at_ceiling(t)
+    assert not server._at_ceiling(t + 61)  # a minute later the ceiling is gone
+    assert server._ceiling is None
+    server.calls.clear()

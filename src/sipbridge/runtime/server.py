@@ -76,6 +76,10 @@ SHUTDOWN_GRACE = 3.0
 TRUNK_REFRESH = 5.0
 # The load monitor's heartbeat (it also sees the loop's lag when no call is up).
 HEARTBEAT_SECONDS = 0.1
+# An overload with at least this many calls up sets a ceiling on calls, kept until this
+# long after the last overload.
+CEILING_MIN_CALLS = 10
+CEILING_SECONDS = 60.0
 # Retry-After (seconds) of the 503 for a trunk at its max_calls.
 TRUNK_BUSY_RETRY_AFTER = 5
 # Access reasons logged at debug only: what every scanner and every first INVITE of a
@@ -149,6 +153,11 @@ class SipBridgeServer:
             LoadLimits(max_lag=settings.overload_lag_ms / 1000, max_cpu=settings.overload_cpu)
         )
         self.media_clock = MediaClock(self.loop, on_lag=self._clock_lag)
+        # After an overload with many calls up, their number is a measured capacity: new
+        # calls stay refused at that number for a while after recovery, so a fast ramp
+        # does not push the instance over again and again.
+        self._ceiling: int | None = None
+        self._ceiling_until = 0.0
         self._heartbeat: asyncio.TimerHandle | None = None
         self._heartbeat_due = 0.0
 
@@ -214,6 +223,12 @@ class SipBridgeServer:
         if load.clock_fired(lag, now) and load.close_window(now, time.process_time()):
             self.ua.busy = load.overloaded
             self.metrics.overloaded.set(1 if load.overloaded else 0)
+            if load.overloaded and len(self.calls) >= CEILING_MIN_CALLS:
+                # 90 %: the window that noticed the overload had already admitted more.
+                ceiling = int(len(self.calls) * 0.9)
+                self._ceiling = ceiling if self._ceiling is None else min(self._ceiling, ceiling)
+            if self._ceiling is not None:
+                self._ceiling_until = now + CEILING_SECONDS
             window = load.last
             assert window is not None
             cpu = "n/a" if window.cpu is None else f"{window.cpu:.2f}"
@@ -230,6 +245,15 @@ class SipBridgeServer:
                 log.warning(
                     "event=overload state=accepting_calls calls=%d cpu=%s", len(self.calls), cpu
                 )
+
+    def _at_ceiling(self, now: float) -> bool:
+        """True while new calls are held at the number that overloaded the instance."""
+        if self._ceiling is None:
+            return False
+        if now >= self._ceiling_until:
+            self._ceiling = None
+            return False
+        return len(self.calls) >= self._ceiling
 
     def _beat(self) -> None:
         now = self.loop.time()
@@ -425,7 +449,7 @@ class SipBridgeServer:
             if len(self.calls) >= self.settings.max_calls:
                 self._refuse_busy(event.call, "server_busy")
                 return
-            if self.load.overloaded:
+            if self.load.overloaded or self._at_ceiling(self.loop.time()):
                 # The calls already up come first: refuse before they degrade.
                 self.metrics.overload_refusals.inc()
                 self._refuse_busy(event.call, "overload")
