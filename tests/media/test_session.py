@@ -357,3 +357,35 @@ def test_response_time_per_turn_from_caller_speech_to_the_agents_talkspurt() -> 
     assert quality.turns == 1
     assert quality.response_p50_ms is not None and 500 <= quality.response_p50_ms <= 600
     assert quality.response_max_ms == quality.response_p50_ms
+
+
+def test_nothing_measured_is_null_not_a_perfect_score() -> None:
+    media = session()
+    media.start(0.0)
+    for k in range(50):
+        media.tick(k * 0.02, None)  # we send, the caller never does
+    quality = media.quality()
+    assert quality.packets_out == 50 and quality.packets_in == 0
+    assert quality.mos is None and quality.jitter_ms is None
+    assert quality.loss_percent is None and quality.packets_lost is None
+    assert quality.concealed_ms is None
+
+
+def test_a_codec_change_keeps_the_whole_calls_figures() -> None:
+    media = session()
+    media.start(0.0)
+    for n in range(50):
+        if n not in (10, 11):  # two lost with PCMU
+            media.receive_rtp(rtp(n), CALLER, n * 0.02)
+    media.set_codec(Negotiated(8, "pcma", 8000, 101, SDP[0], SDP[1], "sendrecv", None))
+    alaw = get_codec("pcma").encoder()
+    for n in range(50, 100):
+        if n == 70:
+            continue  # one lost with PCMA
+        payload = alaw.encode(tone(0x10))
+        packet = RtpPacket(8, n, n * 160, 77, payload=payload).serialize()
+        media.receive_rtp(packet, CALLER, n * 0.02)
+    quality = media.quality()
+    assert quality.packets_in == 97
+    assert quality.packets_lost == 3
+    assert quality.loss_percent == pytest.approx(3.0)  # 3 of 100 expected (50 + 50)

@@ -122,12 +122,13 @@ class MediaQuality:
     packets_out: int
     bytes_in: int
     bytes_out: int
-    packets_lost: int
-    loss_percent: float
-    jitter_ms: float
+    # None when no caller packet ever arrived: nothing was measured.
+    packets_lost: int | None
+    loss_percent: float | None
+    jitter_ms: float | None
     rtt_ms: float | None
-    concealed_ms: int
-    mos: float
+    concealed_ms: int | None
+    mos: float | None
     turns: int  # agent answers to the caller's speech (media/turns.py)
     response_p50_ms: float | None  # end of the caller's speech -> the agent's first audio
     response_max_ms: float | None
@@ -173,6 +174,10 @@ class MediaSession:
         self._pending_concealed_ms = 0  # underrun concealment not yet known to be loss
         self._sender: RtpSender | None = None
         self.turns = TurnTimer()  # the agent's response time per turn, kept across codecs
+        # RFC 3550 figures of the codecs used before the current one (a codec change).
+        self._prior_expected = 0
+        self._prior_received = 0
+        self._prior_jitter_ms: float | None = None
         self.set_codec(negotiated)
 
     # -- set-up ---------------------------------------------------------------
@@ -198,6 +203,12 @@ class MediaSession:
         # Packets in order are released at once; a missing one is waited for at least one
         # frame, so a short stall of our own loop is not mistaken for loss.
         self._jitter = JitterBuffer(info.clock_rate, min_delay_ms=20.0)
+        previous_receiver: ReceiverStats | None = getattr(self, "_receiver", None)
+        if previous_receiver is not None and previous_receiver.received:
+            # A codec change starts new RFC 3550 statistics; the record covers the call.
+            self._prior_expected += previous_receiver.expected
+            self._prior_received += previous_receiver.received
+            self._prior_jitter_ms = previous_receiver.jitter_ms
         self._receiver = ReceiverStats(info.clock_rate)
         self._dtmf_rx = DtmfReceiver(info.clock_rate)
         self._dtmf_tx = DtmfSender(info.clock_rate)
@@ -525,6 +536,12 @@ class MediaSession:
     def quality(self) -> MediaQuality:
         """The call's media figures so far (for the call record and metrics)."""
         receiver = self._receiver
+        received = self._prior_received + receiver.received
+        expected = self._prior_expected + receiver.expected
+        measured = received > 0
+        lost = max(expected - received, 0)
+        loss = 100.0 * lost / expected if expected else 0.0
+        jitter = receiver.jitter_ms if receiver.received else self._prior_jitter_ms
         delay = mouth_to_ear_delay_ms(
             self.codec, jitter_buffer_ms=self._jitter.delay_ms, rtt_ms=self.stats.rtt_ms
         )
@@ -533,12 +550,12 @@ class MediaSession:
             packets_out=self.stats.packets_out,
             bytes_in=self.stats.bytes_in,
             bytes_out=self.stats.bytes_out,
-            packets_lost=max(receiver.lost, 0),
-            loss_percent=round(receiver.loss_percent, 2),
-            jitter_ms=round(receiver.jitter_ms, 2),
+            packets_lost=lost if measured else None,
+            loss_percent=round(loss, 2) if measured else None,
+            jitter_ms=round(jitter, 2) if measured and jitter is not None else None,
             rtt_ms=None if self.stats.rtt_ms is None else round(self.stats.rtt_ms, 1),
-            concealed_ms=self.stats.concealed_ms,
-            mos=round(estimate_mos(self.codec, receiver.loss_percent, delay), 2),
+            concealed_ms=self.stats.concealed_ms if measured else None,
+            mos=round(estimate_mos(self.codec, loss, delay), 2) if measured else None,
             turns=self.turns.count,
             response_p50_ms=self.turns.p50_ms(),
             response_max_ms=self.turns.max_ms(),

@@ -647,8 +647,9 @@ class Call:
             metrics.rtp_packets.labels("out").inc(stats.packets_out)
             metrics.rtp_packets_dropped.inc(stats.dropped_in)
             metrics.media_frames_skipped.inc(self.media.frames_skipped)
-            metrics.rtp_packets_lost.inc(quality.packets_lost)
-            if stats.packets_in:
+            if quality.packets_lost is not None:
+                metrics.rtp_packets_lost.inc(quality.packets_lost)
+            if quality.jitter_ms is not None:
                 metrics.rtp_jitter_seconds.observe(quality.jitter_ms / 1000)
             for response in self.media.session.turns.samples:
                 metrics.agent_response_seconds.observe(response)
