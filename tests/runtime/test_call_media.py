@@ -685,3 +685,57 @@ async def test_the_agents_response_time_per_turn_is_in_the_record(
     assert record.turns == 1
     assert record.response_p50_ms is not None and 380 <= record.response_p50_ms <= 700
     assert record.response_max_ms == record.response_p50_ms
+
+
+@pytest.mark.parametrize("attacker_host", ["127.0.0.1", "127.0.0.2"])
+async def test_rtp_injected_into_a_live_call_reaches_neither_agent_nor_stream(
+    make_bridge: BridgeFactory, attacker_host: str
+) -> None:
+    """A live call through the whole server: bursts of RTP from another port or another
+    address (200 packets a burst, with the caller's SSRC and sequence numbers and with a
+    new SSRC) while the caller talks. The agent hears only the caller, the caller keeps
+    getting our stream, the attacker gets nothing."""
+    bridge = await make_bridge()
+    loop = asyncio.get_running_loop()
+    attacker_t, attacker = await loop.create_datagram_endpoint(
+        RtpListener, local_addr=(attacker_host, 0)
+    )
+    ulaw = get_codec("pcmu").encoder()
+    caller_payload = ulaw.encode(np.full(160, 1200, "<i2").tobytes())
+    injected_payload = ulaw.encode(np.full(160, -9000, "<i2").tobytes())
+    try:
+        async with EchoAgent(echo=False) as agent:
+            await route_to(bridge, agent.url)
+            async with dial(bridge, "inject-1") as dialog:
+                [call] = bridge.calls.values()
+                assert call.rtp_port is not None
+                target = ("127.0.0.1", call.rtp_port)
+                for n in range(100):
+                    dialog.send_rtp(
+                        RtpPacket(0, n, n * 160, 4242, payload=caller_payload).serialize()
+                    )
+                    if n % 10 == 5:
+                        for k in range(200):
+                            ssrc = 4242 if k % 2 else 777
+                            forged = RtpPacket(
+                                0, n + 1 + k, (n + 1 + k) * 160, ssrc, payload=injected_payload
+                            )
+                            attacker_t.sendto(forged.serialize(), target)
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.1)
+                media = call.media
+                assert media is not None
+                refused = media.stats.refused_source
+                heard_by_caller = len(dialog.rtp.packets)
+                await hang_up(dialog)
+        [agent_call] = agent.calls
+        heard = b"".join(agent_call.audio)
+        injected_pcm = get_codec("pcmu").decoder().decode(injected_payload)
+        caller_pcm = get_codec("pcmu").decoder().decode(caller_payload)
+        assert injected_pcm not in heard
+        assert heard.count(caller_pcm) >= 95  # the caller's audio got through
+        assert refused == 2000
+        assert heard_by_caller >= 90  # our stream kept going to the caller
+        assert not attacker.packets  # and never to the attacker
+    finally:
+        attacker_t.close()
