@@ -146,6 +146,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.DatagramTransport, transport)
+        # One time base from the first packet on (early media before the answer too).
+        self._time = asyncio.get_running_loop().time
 
     def datagram_received(self, data: bytes, addr: Address) -> None:  # hot path
         session = self.session
