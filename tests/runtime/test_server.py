@@ -524,3 +524,4 @@ async def test_an_overload_with_many_calls_up_holds_new_calls_at_that_number(
     assert not server._at_ceiling(t + 61)  # a minute later the ceiling is gone
     assert server._ceiling is None
     server.calls.clear()
+    await server.db.close()
