@@ -6,6 +6,7 @@ import asyncio
 import collections
 import itertools
 import json
+import logging
 import os
 import socket
 import time
@@ -166,7 +167,10 @@ async def test_sipp_unknown_number_404(bridge: SipBridgeServer, tmp_path: Path) 
 
 
 @pytest.mark.sipp
-async def test_sipp_agent_down_503(bridge: SipBridgeServer, tmp_path: Path) -> None:
+async def test_sipp_agent_down_503(
+    bridge: SipBridgeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="sipbridge.call")
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -181,6 +185,9 @@ async def test_sipp_agent_down_503(bridge: SipBridgeServer, tmp_path: Path) -> N
         "agent_unreachable",
         503,
     )
+    # a failure on our side is a warning, not an INFO line lost among the others
+    rejected = [r for r in caplog.records if "event=rejected" in r.getMessage()]
+    assert [r.levelno for r in rejected] == [logging.WARNING]
 
 
 @pytest.mark.sipp

@@ -3,8 +3,10 @@ from pathlib import Path
 import pytest
 
 from sipbridge.sdp import MediaDescription, Origin, SdpError, SessionDescription, parse_sdp
+from tests.sip.test_ua import torture_dir
 
-TESTDATA = Path("/work/shared/testdata")
+# The shared torture messages: $SIPBRIDGE_TESTDATA, else shared/testdata beside the checkout.
+TESTDATA = torture_dir()
 
 SIPP_OFFER = (
     b"v=0\r\n"

@@ -59,6 +59,10 @@ if TYPE_CHECKING:
     from sipbridge.runtime.server import SipBridgeServer
 
 log = logging.getLogger("sipbridge.call")
+# Call failures on our side (not the caller's choice or a wrong number): logged at WARNING.
+_FAILURE_REASONS = frozenset(
+    {"agent_unreachable", "agent_lost", "no_rtp_port", "overload", "server_busy", "trunk_busy"}
+)
 
 MEDIA_WATCH_SECONDS = 1.0
 # How long we keep playing queued agent audio after the agent asked to hang up
@@ -682,9 +686,17 @@ class Call:
         self.server.call_finished(self, self._call_events)
 
     def _event(self, name: str, **fields: object) -> None:
-        """One log line per call event: ``call=<id> event=<name> key=value ...``."""
+        """One log line per call event: ``call=<id> event=<name> key=value ...``; at
+        WARNING when the call failed on our side (ERROR for an internal error)."""
         parts = [f"call={self.sip.id}", f"event={name}"]
         for key, value in fields.items():
             if value is not None:
                 parts.append(f"{key.rstrip('_')}={value}")
-        log.info(" ".join(parts))
+        reason = fields.get("reason")
+        if reason == "internal_error":
+            level = logging.ERROR
+        elif reason in _FAILURE_REASONS:
+            level = logging.WARNING
+        else:
+            level = logging.INFO
+        log.log(level, " ".join(parts))
