@@ -310,12 +310,13 @@ class MediaSession:
         return b""
 
     def _accept_source(self, source: Address, ssrc: int, seq: int, ts: int, now: float) -> bool:
-        """Strict RTP. While learning, the first source is taken (the SDP address itself
-        always is). Once locked, another source is refused unless the learned one has been
-        silent for :data:`REBIND_SILENCE_SECONDS` and the new one continues its stream: same
-        SSRC, sequence numbers just after the last one, a timestamp that has not gone
-        back. So a burst from elsewhere (RTP bleed, injection), with the caller's SSRC or a
-        new one, neither plays nor moves our media while the caller is talking."""
+        """Strict RTP. While learning (the start of media, or a new SDP address), the first
+        source of audio is taken. Once locked, another source is refused unless the learned
+        one has been silent for :data:`REBIND_SILENCE_SECONDS` and the new one continues its
+        stream: same SSRC, sequence numbers just after the last one, a timestamp that has
+        moved forward by no more than the silence. So a burst from elsewhere (RTP bleed,
+        injection), with the caller's SSRC or a new one, neither plays nor moves our media
+        while the caller is talking."""
         if self.source_state is SourceState.LEARNING:
             self._learn(source)
             return True
