@@ -160,8 +160,7 @@ class MediaSession:
         self.source_state = SourceState.LEARNING
         self._rtcp_learned = False
         self.stats = MediaStats()
-        self.last_packet_at: float | None = None
-        self._last_from_remote = 0.0
+        self.last_packet_at: float | None = None  # the caller's last packet (strict RTP too)
         self._remote_ssrc: int | None = None
         self._last_seq = 0
         self._last_ts = 0
@@ -277,7 +276,6 @@ class MediaSession:
                 self.stats.dropped_in += 1
                 self.stats.refused_source += 1
                 return b""
-            self._last_from_remote = now
             self._remote_ssrc = ssrc
             self._last_seq = seq
             self._last_ts = ts
@@ -299,7 +297,6 @@ class MediaSession:
                 self.stats.refused_source += 1
                 return b""
             self.last_packet_at = now
-            self._last_from_remote = now
             try:
                 self.digits += self._dtmf_rx.receive(data[start:end], ts, marker, now)
             except DtmfError:
@@ -320,13 +317,14 @@ class MediaSession:
         if self.source_state is SourceState.LEARNING:
             self._learn(source)
             return True
-        if now - self._last_from_remote < REBIND_SILENCE_SECONDS:
+        last = self.last_packet_at if self.last_packet_at is not None else 0.0
+        if now - last < REBIND_SILENCE_SECONDS:
             return False
         if ssrc != self._remote_ssrc:
             return False
         if not 0 < (seq - self._last_seq) & 0xFFFF <= _REBIND_SEQ_WINDOW:
             return False
-        elapsed = int((now - self._last_from_remote + 1.0) * self._clock_rate)
+        elapsed = int((now - last + 1.0) * self._clock_rate)
         if not 0 < (ts - self._last_ts) & 0xFFFFFFFF <= elapsed:
             return False
         self._learn(source)
