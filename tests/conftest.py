@@ -23,6 +23,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from sipbridge.store.db import Database
+from tests.support.require import in_ci, require
 from tests.support.settings import BridgeFactory, loopback_settings
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def postgres_server_url() -> str | None:
     url = os.environ.get(POSTGRES_ENV, "").strip()
     if url:
         return url
-    if os.environ.get("CI", "").lower() == "true":
+    if in_ci():
         pytest.fail(f"{POSTGRES_ENV} is not set: the PostgreSQL tests must run on CI")
     pytest.skip(f"{POSTGRES_ENV} is not set (e.g. postgresql+asyncpg://u:p@127.0.0.1/postgres)")
     return None  # pragma: no cover
@@ -112,7 +113,8 @@ def ca_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real PEM CA certificate (self-signed, made with ``openssl``), for agent CA bundles."""
     openssl = shutil.which("openssl")
     if openssl is None:  # pragma: no cover - openssl ships with Debian and the CI images
-        pytest.skip("openssl is not installed")
+        require("openssl")
+        raise AssertionError("unreachable")
     directory = tmp_path_factory.mktemp("ca")
     subprocess.run(
         [
@@ -180,3 +182,12 @@ async def make_bridge(tmp_path: Path) -> AsyncIterator[BridgeFactory]:
 async def bridge(make_bridge: BridgeFactory) -> SipBridgeServer:
     """One started server with the default settings of ``make_bridge``."""
     return await make_bridge()
+
+
+# ---------------------------------------------------------------- what a test needs
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """``@pytest.mark.requires(...)``: fail under CI, skip elsewhere, when a need is missing."""
+    for marker in item.iter_markers(name="requires"):
+        require(*marker.args)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.require import require
+
 ROOT = Path(__file__).resolve().parents[1]
 FUZZ = ROOT / "fuzz"
 CORPUS = FUZZ / "corpus"
@@ -71,7 +73,7 @@ def test_corpus_replays(target: str, path: Path) -> None:
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_fuzz(target: str, tmp_path: Path) -> None:
-    pytest.importorskip("atheris")
+    require("atheris")
     corpus = tmp_path / "corpus"
     shutil.copytree(CORPUS / target, corpus)  # new inputs go to the copy, not the repo
     artifacts = tmp_path / "artifacts"

@@ -5,7 +5,7 @@ from sipbridge.codecs import ConcealingDecoder, get_codec
 from sipbridge.codecs import opus as opus_module
 from sipbridge.codecs.opus import OpusDecoder, OpusEncoder, OpusError, opus_available
 
-pytestmark = pytest.mark.skipif(not opus_available(), reason="libopus is not installed")
+pytestmark = pytest.mark.requires("libopus")
 
 
 def tone(rate: int, seconds: float = 1.0) -> np.ndarray:

@@ -31,7 +31,7 @@ def test_payload_round_trip() -> None:
         encode_event(1, False, 64, 0)
 
 
-@pytest.mark.skipif(not SIPP_PCAP.exists(), reason="SIPp (sip-tester) is not installed")
+@pytest.mark.requires("sipp-pcap")
 def test_sipp_pcap_digit_is_reported_once() -> None:
     receiver = DtmfReceiver(8000)
     digits: list[DigitPressed] = []

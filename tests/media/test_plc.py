@@ -5,7 +5,7 @@ import pytest
 
 from sipbridge.codecs import get_codec
 from sipbridge.codecs.g711 import UlawDecoder, ulaw_encode
-from sipbridge.codecs.opus import OpusDecoder, opus_available
+from sipbridge.codecs.opus import OpusDecoder
 from sipbridge.media.plc import G711Plc, PlcDecoder, with_concealment
 
 
@@ -117,7 +117,7 @@ def test_g722_with_concealment() -> None:
     assert np.sqrt(np.mean(pcm(decoder.conceal(320)) ** 2)) > 1000
 
 
-@pytest.mark.skipif(not opus_available(), reason="libopus is not installed")
+@pytest.mark.requires("libopus")
 def test_opus_keeps_its_own_concealment() -> None:
     decoder = OpusDecoder(16000)
     assert with_concealment(decoder, 16000) is decoder

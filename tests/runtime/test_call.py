@@ -7,7 +7,6 @@ import collections
 import itertools
 import json
 import logging
-import os
 import socket
 import time
 from pathlib import Path
@@ -62,7 +61,7 @@ def sipp_ok(result: object) -> None:
 
 
 @pytest.mark.sipp
-@pytest.mark.skipif(os.geteuid() != 0, reason="capturing loopback RTP needs root (CI runs as root)")
+@pytest.mark.requires("sipp", "root")
 async def test_sipp_call_audio_echoes_back_bit_exact(
     bridge: SipBridgeServer, tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ from sipbridge.store.records import CallStatus
 from tests.runtime.test_call import NUMBER, SERVICE, UdpClient, records, route_to, sipp_ok
 from tests.support.agents import EchoAgent
 from tests.support.settings import BridgeFactory
-from tests.support.sipp import SIPP, run_sipp
+from tests.support.sipp import run_sipp
 
 CARRIER_IP = "127.0.0.2"  # a trunk's signalling address
 STRANGER_IP = "127.0.0.3"  # anyone else
@@ -488,7 +488,7 @@ _AUTH_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 
 
 @pytest.mark.sipp
-@pytest.mark.skipif(SIPP is None, reason="sipp is not installed")
+@pytest.mark.requires("sipp")
 async def test_sipp_digest_authentication(make_bridge: BridgeFactory, tmp_path: Path) -> None:
     """SIPp's own digest code: SIPp 3.6 knows MD5 only and reads only the first
     challenge, so MD5 is offered first here (``--auth-algorithms md5,sha-256``)."""
@@ -511,7 +511,7 @@ async def test_sipp_digest_authentication(make_bridge: BridgeFactory, tmp_path: 
 
 
 @pytest.mark.sipp
-@pytest.mark.skipif(SIPP is None, reason="sipp is not installed")
+@pytest.mark.requires("sipp")
 async def test_sipp_wrong_password_gets_no_call(make_bridge: BridgeFactory, tmp_path: Path) -> None:
     bridge = await make_bridge(auth_algorithms=("MD5",))
     await service.add_trunk(bridge.db, "sipp", username="sippuser", password="sipppass")

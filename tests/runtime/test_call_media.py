@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 
 from sipbridge.codecs import get_codec
-from sipbridge.codecs.opus import OpusDecoder, OpusEncoder, opus_available
+from sipbridge.codecs.opus import OpusDecoder, OpusEncoder
 from sipbridge.rtp.packet import RtpPacket, parse_rtp_header
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sdp.session import MediaDescription, parse_sdp
@@ -36,16 +35,15 @@ from tests.runtime.test_agent_link import RtpListener
 from tests.runtime.test_call import NUMBER, SERVICE, UdpClient, answer_bye, records, sipp_ok
 from tests.support.agents import AgentCall, EchoAgent, ScriptedAgent
 from tests.support.pcap import write_rtp_pcap
+from tests.support.require import require
 from tests.support.settings import BridgeFactory
 from tests.support.sipp import play_pcap_scenario, run_sipp
 from tests.support.sniff import LoopbackSniffer
 
 SECONDS = 1.5  # of caller speech
 CALLER_SSRC = 0x5EED1234
-AS_ROOT = pytest.mark.skipif(
-    os.geteuid() != 0, reason="SIPp's pcap play and the loopback sniffer need root (CI is root)"
-)
-NEEDS_OPUS = pytest.mark.skipif(not opus_available(), reason="libopus is not installed")
+AS_ROOT = pytest.mark.requires("sipp", "root")  # SIPp's pcap play and the loopback sniffer
+NEEDS_OPUS = pytest.mark.requires("libopus")
 
 G722_OFFER = ("9", "      a=rtpmap:9 G722/8000\n")
 OPUS_OFFER = ("111", "      a=rtpmap:111 opus/48000/2\n      a=fmtp:111 useinbandfec=1\n")
@@ -464,8 +462,8 @@ async def test_answer_codec(
     payload_type: int,
     codec: str,
 ) -> None:
-    if codec == "opus" and not opus_available():
-        pytest.skip("libopus is not installed")
+    if codec == "opus":
+        require("libopus")
     bridge = await make_bridge(**({} if codecs is None else {"codecs": codecs}))
     async with EchoAgent() as agent:
         await route_to(bridge, agent.url)

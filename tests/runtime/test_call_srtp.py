@@ -15,7 +15,6 @@ import base64
 import collections
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import wave
@@ -42,10 +41,7 @@ from tests.support.sipp import free_udp_port
 from tests.support.sniff import LoopbackSniffer
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"
-NEEDS_BARESIP = pytest.mark.skipif(
-    shutil.which("baresip") is None or os.geteuid() != 0,
-    reason="needs baresip (Debian baresip-core) and root for the loopback sniffer",
-)
+NEEDS_BARESIP = pytest.mark.requires("baresip", "root")  # root: the loopback sniffer
 
 
 def b64(key: bytes) -> str:

@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import random
 import socket
+import statistics
 import time
 
 import pytest
@@ -319,12 +320,16 @@ async def test_a_talkspurt_goes_out_at_once_and_the_stream_does_not_drift() -> N
     peer_t.close()
     packets = [(RtpPacket.parse(data), at) for data, _, at in peer.packets]
     ulaw = get_codec("pcmu").encoder()
+    delays = []
     for k, asked in enumerate(spurts):
         first = next(
             (p, at) for p, at in packets if p.payload == ulaw.encode(bytes([k + 1, 0x20]) * 160)
         )
         assert first[0].marker
-        assert first[1] - asked < 0.005  # sent at once, not at the next 20 ms tick
+        delays.append(first[1] - asked)
+    # Sent at once, not at the next 20 ms tick (which would wait 10 ms in the median); the
+    # bound on the worst one leaves room for a loaded machine (a correctness test, no figure).
+    assert statistics.median(delays) < 0.005 and max(delays) < 0.015, delays
     # RTP time never runs ahead of real time: packets ~ elapsed / 20 ms, no extra ones
     span = ended - started
     assert len(packets) <= span / 0.020 + 2
@@ -369,8 +374,8 @@ async def test_a_stall_is_caught_up_then_skipped_with_the_agent_audio_of_its_tim
     assert len(order) + endpoint.frames_skipped == order[-1] + 1
     # after the stall the pace is 20 ms again (the last packets)
     times = [at for _, _, at in peer.packets]
-    tail = [b - a for a, b in itertools.pairwise(times[-4:])]
-    assert all(0.012 < gap < 0.03 for gap in tail)
+    tail = [b - a for a, b in itertools.pairwise(times[-6:])]
+    assert 0.015 < statistics.median(tail) < 0.025, tail  # not back to back: paced again
 
 
 @pytest.mark.parametrize("attacker_host", ["127.0.0.1", "127.0.0.2"])

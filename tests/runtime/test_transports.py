@@ -166,7 +166,7 @@ def client_context(ca: Path) -> ssl.SSLContext:
 
 
 @pytest.mark.sipp
-@pytest.mark.skipif(os.geteuid() != 0, reason="capturing loopback RTP needs root (CI runs as root)")
+@pytest.mark.requires("sipp", "root")
 async def test_sipp_uac_pcap_call_over_tcp(make_bridge: BridgeFactory, tmp_path: Path) -> None:
     bridge = await make_bridge()
     assert bridge.streams.tcp_address == bridge.sip_address  # one port number, both

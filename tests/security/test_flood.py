@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import statistics
 import time
 from pathlib import Path
@@ -69,7 +68,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 @pytest.mark.sipp
-@pytest.mark.skipif(os.geteuid() != 0, reason="capturing loopback RTP needs root (CI runs as root)")
+@pytest.mark.requires("sipp", "root")
 async def test_invite_flood_is_banned_and_calls_keep_their_timing(
     bridge: SipBridgeServer, tmp_path: Path
 ) -> None:

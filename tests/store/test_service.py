@@ -1,8 +1,10 @@
 import asyncio
 import dataclasses
+import errno
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -11,6 +13,7 @@ from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallRecord, CallStatus
 from sipbridge.store.service import UNSET, AlreadyExists, NotFound, NumberRoute
+from sipbridge.store.service import agents as agents_service
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -246,11 +249,19 @@ async def test_add_agent_rejects_too_long_ca_bundle_path(db: Database) -> None:
         await service.add_agent(db, "bot", "wss://a", ca_bundle="/" + "x" * 1024)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-async def test_add_agent_rejects_unreadable_ca_bundle(db: Database, tmp_path: Path) -> None:
+async def test_add_agent_rejects_unreadable_ca_bundle(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "locked.pem"
     path.write_text("unreadable before its content matters")
     path.chmod(0)
+
+    def refuse(file: str, *args: object, **kwargs: object) -> NoReturn:
+        raise PermissionError(errno.EACCES, "Permission denied", file)
+
+    # root reads files whatever their mode (CI runs as root): refuse the read as the
+    # kernel would for anyone else.
+    monkeypatch.setattr(agents_service, "open", refuse, raising=False)
     with pytest.raises(InvalidField, match=r"^ca_bundle: .*cannot be read"):
         await service.add_agent(db, "bot", "wss://a", ca_bundle=str(path))
 
