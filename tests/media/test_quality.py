@@ -4,9 +4,12 @@ import pytest
 
 from sipbridge.media.quality import (
     CODEC_IMPAIRMENTS,
+    MOS_ASSUMED,
+    MOS_CITED,
     ReceiverStats,
     estimate_mos,
     mos_from_r,
+    mos_method,
     mouth_to_ear_delay_ms,
     r_factor,
 )
@@ -119,3 +122,10 @@ def test_r_and_mos_edges() -> None:
 def test_mouth_to_ear_delay() -> None:
     assert mouth_to_ear_delay_ms("pcmu") == 40.0
     assert mouth_to_ear_delay_ms("opus", jitter_buffer_ms=10, rtt_ms=60) == 20 + 6.5 + 10 + 30
+
+
+def test_mos_method_says_which_constants_are_assumed() -> None:
+    """G.711's Ie and Bpl are tabulated in G.113 Appendix I; G.722's Bpl and both Opus
+    values are ours, and the record must say so."""
+    assert mos_method("pcmu") == mos_method("PCMA") == MOS_CITED == "g107"
+    assert mos_method("g722") == mos_method("opus") == MOS_ASSUMED == "g107-assumed"

@@ -366,7 +366,7 @@ def test_nothing_measured_is_null_not_a_perfect_score() -> None:
         media.tick(k * 0.02, None)  # we send, the caller never does
     quality = media.quality()
     assert quality.packets_out == 50 and quality.packets_in == 0
-    assert quality.mos is None and quality.jitter_ms is None
+    assert quality.mos is None and quality.jitter_ms is None and quality.mos_method is None
     assert quality.loss_percent is None and quality.packets_lost is None
     assert quality.concealed_ms is None
 
@@ -389,3 +389,4 @@ def test_a_codec_change_keeps_the_whole_calls_figures() -> None:
     assert quality.packets_in == 97
     assert quality.packets_lost == 3
     assert quality.loss_percent == pytest.approx(3.0)  # 3 of 100 expected (50 + 50)
+    assert quality.mos is not None and quality.mos_method == "g107"

@@ -66,6 +66,7 @@ async def test_media_figures_and_response_times_round_trip(db: Database) -> None
         "rtt_ms": 12.5,
         "concealed_ms": 60,
         "mos": 4.31,
+        "mos_method": "g107",
         "turns": 4,
         "response_p50_ms": 812.5,
         "response_max_ms": 1460.0,

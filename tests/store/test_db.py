@@ -12,7 +12,7 @@ from sipbridge.store import service
 from sipbridge.store.db import MIGRATIONS_DIR, Database, alembic_config, normalize_url
 from sipbridge.store.models import Base, Call
 
-HEAD = "0006"
+HEAD = "0007"
 
 
 def test_normalize_url() -> None:
@@ -58,6 +58,8 @@ def test_packaged_migrations() -> None:
     assert fifth is not None and fifth.down_revision == "0004"
     sixth = script.get_revision("0006")
     assert sixth is not None and sixth.down_revision == "0005"
+    seventh = script.get_revision("0007")
+    assert seventh is not None and seventh.down_revision == "0006"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:

@@ -122,6 +122,7 @@ def test_to_json() -> None:
         "rtt_ms": None,
         "concealed_ms": None,
         "mos": None,
+        "mos_method": None,
         "turns": None,
         "response_p50_ms": None,
         "response_max_ms": None,

@@ -349,6 +349,12 @@ class CallOut(_Out):
     rtt_ms: float | None = Field(description="Round trip time from RTCP, ms; null if unknown")
     concealed_ms: int | None = Field(description="Caller audio concealed (loss), ms")
     mos: float | None = Field(description="Estimated MOS (ITU-T G.107 E-model, simplified)")
+    mos_method: str | None = Field(
+        description='How `mos` was estimated: "g107" with the codec\'s equipment impairment '
+        'and loss robustness from ITU-T G.113 Appendix I (PCMU, PCMA); "g107-assumed" when '
+        "one of them is our assumption, not a tabulated value (G.722's Bpl, Opus' Ie and "
+        "Bpl): an estimate to compare calls of one codec, not a measurement; null with mos"
+    )
     turns: int | None = Field(
         description="Times the agent answered the caller's speech (energy-detected turns)"
     )

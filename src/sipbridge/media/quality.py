@@ -3,7 +3,9 @@
 :class:`ReceiverStats` is fed every RTP packet of the caller's stream — ``update(seq,
 timestamp, arrival, size)`` — and answers expected, lost, fraction lost and interarrival
 jitter in the RTP clock, and builds RTCP report blocks. :func:`estimate_mos` turns loss and
-delay into an R factor and a MOS for PCMU, PCMA, G.722 and Opus.
+delay into an R factor and a MOS for PCMU, PCMA, G.722 and Opus; :func:`mos_method` says
+whether a codec's constants come from an ITU-T table (``"g107"``) or are partly assumed
+(``"g107-assumed"``), so a G.722 or Opus MOS is not read as a measured one.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from sipbridge.rtp.rtcp import ReportBlock, report_block
 
 __all__ = [
     "CODEC_IMPAIRMENTS",
+    "MOS_ASSUMED",
+    "MOS_CITED",
     "CodecImpairment",
     "ReceiverStats",
     "estimate_mos",
     "mos_from_r",
+    "mos_method",
     "mouth_to_ear_delay_ms",
     "r_factor",
 ]
@@ -159,12 +164,14 @@ class CodecImpairment:
     """Equipment impairment ``ie`` and packet-loss robustness ``bpl`` (ITU-T G.113
     Appendix I), on the narrowband R scale (Ro = 93.2, G.107) or, for ``wideband``
     codecs, the wideband scale (Ro = 129, G.107.1); ``lookahead_ms`` is the codec's own
-    algorithmic delay on top of the packet time."""
+    algorithmic delay on top of the packet time; ``cited`` is False when ``ie`` or
+    ``bpl`` is our assumption rather than a value from an ITU-T table."""
 
     ie: float
     bpl: float
     wideband: bool = False
     lookahead_ms: float = 0.0
+    cited: bool = True
 
 
 CODEC_IMPAIRMENTS: Final = {
@@ -173,11 +180,14 @@ CODEC_IMPAIRMENTS: Final = {
     "pcma": CodecImpairment(0.0, 25.1),
     # G.113 (wideband values): G.722 at 64 kbit/s Ie,wb = 13. Bpl with concealment is
     # not tabulated for our PLC; 20 is our assumption (between G.711 with and without).
-    "g722": CodecImpairment(13.0, 20.0, wideband=True, lookahead_ms=1.5),
+    "g722": CodecImpairment(13.0, 20.0, wideband=True, lookahead_ms=1.5, cited=False),
     # Opus is not in G.113: Ie,wb 10 and Bpl 30 (its own PLC and FEC) are estimates for
     # wideband speech at 24 kbit/s; 6.5 ms is the encoder's lookahead (RFC 6716 §2).
-    "opus": CodecImpairment(10.0, 30.0, wideband=True, lookahead_ms=6.5),
+    "opus": CodecImpairment(10.0, 30.0, wideband=True, lookahead_ms=6.5, cited=False),
 }
+
+MOS_CITED: Final = "g107"  # E-model with Ie and Bpl from ITU-T G.113 Appendix I
+MOS_ASSUMED: Final = "g107-assumed"  # E-model with an assumed Ie or Bpl (see above)
 
 _RO_NARROW: Final = 93.2  # G.107 default Ro - Is
 _RO_WIDE: Final = 129.0  # G.107.1
@@ -221,6 +231,11 @@ def mos_from_r(r: float) -> float:
     if r >= 100:
         return 4.5
     return 1 + 0.035 * r + r * (r - 60) * (100 - r) * 7e-6
+
+
+def mos_method(codec: str) -> str:
+    """How :func:`estimate_mos` rates ``codec``: :data:`MOS_CITED` or :data:`MOS_ASSUMED`."""
+    return MOS_CITED if CODEC_IMPAIRMENTS[codec.lower()].cited else MOS_ASSUMED
 
 
 def estimate_mos(

@@ -48,7 +48,12 @@ from sipbridge.codecs.base import ConcealingDecoder, Encoder
 from sipbridge.media.dtmf import DigitPressed, DtmfError, DtmfReceiver, DtmfSender
 from sipbridge.media.jitter import Frame, JitterBuffer, Lost
 from sipbridge.media.plc import with_concealment
-from sipbridge.media.quality import ReceiverStats, estimate_mos, mouth_to_ear_delay_ms
+from sipbridge.media.quality import (
+    ReceiverStats,
+    estimate_mos,
+    mos_method,
+    mouth_to_ear_delay_ms,
+)
 from sipbridge.media.resample import Resampler
 from sipbridge.media.turns import TurnTimer
 from sipbridge.rtp.packet import RtpError, parse_rtp_header
@@ -129,6 +134,7 @@ class MediaQuality:
     rtt_ms: float | None
     concealed_ms: int | None
     mos: float | None
+    mos_method: str | None  # media/quality.py mos_method: cited or assumed constants
     turns: int  # agent answers to the caller's speech (media/turns.py)
     response_p50_ms: float | None  # end of the caller's speech -> the agent's first audio
     response_max_ms: float | None
@@ -555,6 +561,7 @@ class MediaSession:
             rtt_ms=None if self.stats.rtt_ms is None else round(self.stats.rtt_ms, 1),
             concealed_ms=self.stats.concealed_ms if measured else None,
             mos=round(estimate_mos(self.codec, loss, delay), 2) if measured else None,
+            mos_method=mos_method(self.codec) if measured else None,
             turns=self.turns.count,
             response_p50_ms=self.turns.p50_ms(),
             response_max_ms=self.turns.max_ms(),

@@ -674,6 +674,7 @@ class Call:
                 rtt_ms=quality.rtt_ms,
                 concealed_ms=quality.concealed_ms,
                 mos=quality.mos,
+                mos_method=quality.mos_method,
                 turns=quality.turns,
                 response_p50_ms=quality.response_p50_ms,
                 response_max_ms=quality.response_max_ms,

@@ -196,6 +196,7 @@ class Call(Base):
     rtt_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     concealed_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     mos: Mapped[float | None] = mapped_column(Float, nullable=True)
+    mos_method: Mapped[str | None] = mapped_column(String(16), nullable=True)  # 0007
     # The agent's response time per turn (migration 0006).
     turns: Mapped[int | None] = mapped_column(Integer, nullable=True)
     response_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)

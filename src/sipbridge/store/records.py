@@ -56,6 +56,7 @@ QUALITY_FIELDS: tuple[str, ...] = (
     "rtt_ms",
     "concealed_ms",
     "mos",
+    "mos_method",
     "turns",
     "response_p50_ms",
     "response_max_ms",
@@ -245,6 +246,7 @@ class CallRecord:
     rtt_ms: float | None = None
     concealed_ms: int | None = None
     mos: float | None = None
+    mos_method: str | None = None  # "g107" (cited constants) or "g107-assumed"
     # The agent's response time per turn (media/turns.py): how many answers, their
     # median and maximum in ms (None without any turn).
     turns: int | None = None
@@ -313,6 +315,7 @@ class CallRecord:
             "rtt_ms": self.rtt_ms,
             "concealed_ms": self.concealed_ms,
             "mos": self.mos,
+            "mos_method": self.mos_method,
             "turns": self.turns,
             "response_p50_ms": self.response_p50_ms,
             "response_max_ms": self.response_max_ms,
