@@ -66,8 +66,7 @@ def test_ipv6_offer_is_answered_in_ip6() -> None:
     """RFC 4566 §5.2/§5.7: an IPv6 answer says IN IP6 on its o= and c= lines; the
     negotiation carries the offer's address type (the socket family the call needs)."""
     sdp = parse_sdp(
-        b"v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\n"
-        b"m=audio 5000 RTP/AVP 0\r\n"
+        b"v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"
     )
     negotiated = negotiate(sdp, G711)
     assert (negotiated.remote_address, negotiated.remote_type) == ("::1", "IP6")

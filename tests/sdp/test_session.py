@@ -85,8 +85,7 @@ def test_rfc5118_ipv6() -> None:
 
 def test_ipv6_loopback_offer_round_trips() -> None:
     data = (
-        b"v=0\r\no=- 7 7 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\n"
-        b"m=audio 5000 RTP/AVP 0\r\n"
+        b"v=0\r\no=- 7 7 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"
     )
     sdp = parse_sdp(data)
     assert sdp.origin == Origin("-", "7", "7", "IN", "IP6", "::1")

@@ -176,8 +176,9 @@ class SessionDescription:
     """A whole session description (RFC 4566 §5).
 
     ``connection_type`` is the ``IP4``/``IP6`` of the session-level ``c=`` line (None: from
-    the address). ``times`` holds the ``t=`` lines; ``other`` keeps the session-level ``i=``, ``u=``,
-    ``e=``, ``p=``, ``b=``, ``r=``, ``z=``, ``k=`` and unknown lines in the order received.
+    the address). ``times`` holds the ``t=`` lines; ``other`` keeps the session-level
+    ``i=``, ``u=``, ``e=``, ``p=``, ``b=``, ``r=``, ``z=``, ``k=`` and unknown lines in the
+    order received.
     """
 
     origin: Origin
