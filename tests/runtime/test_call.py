@@ -292,6 +292,9 @@ class UdpClient:
     """A raw SIP caller on UDP from ``host`` (127.0.0.1, or ::1 for IPv6: then its
     headers bracket the address, RFC 3261 §19.1.1, and its SDP says IN IP6)."""
 
+    header_host = "127.0.0.1"  # the address as written in SIP headers
+    sdp_address = "IN IP4 127.0.0.1"  # the SDP o= and c= address
+
     def __init__(self, target: tuple[str, int], host: str = "127.0.0.1") -> None:
         self.target = target
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -299,7 +302,7 @@ class UdpClient:
         self.sock.bind((host, 0))
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
-        self.host = f"[{host}]" if ":" in host else host  # as written in SIP headers
+        self.header_host = f"[{host}]" if ":" in host else host
         self.sdp_address = f"IN {'IP6' if ':' in host else 'IP4'} {host}"
 
     def send(self, data: bytes) -> None:
@@ -327,7 +330,7 @@ class UdpClient:
                 else f"m=audio {rtp_port} RTP/AVP 0\r\n"
             )
         ).encode()
-        host = self.host
+        host = self.header_host
         return (
             f"INVITE sip:{NUMBER}@{host} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP {host}:{self.port};branch={branch};rport\r\n"
@@ -339,7 +342,7 @@ class UdpClient:
         ).encode() + sdp
 
     def in_dialog(self, method: str, cseq: int, call_id: str, to_tag: str) -> bytes:
-        host = self.host
+        host = self.header_host
         return (
             f"{method} sip:{host} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP {host}:{self.port};branch=z9hG4bK{method}{cseq};rport\r\n"
