@@ -4,7 +4,7 @@ import socket
 import pytest
 
 from sipbridge import config
-from sipbridge.config import ServeSettings, local_ipv4, parse_port_range
+from sipbridge.config import ServeSettings, local_ipv4, local_ipv6, parse_port_range
 
 
 def test_defaults() -> None:
@@ -109,6 +109,67 @@ def test_advertised_ip_for_wildcard_uses_host_address(
     monkeypatch.setattr(socket, "gethostname", lambda: "pbx")
     monkeypatch.setattr(socket, "gethostbyname", lambda name: "192.0.2.10")
     assert ServeSettings(sip_host=wildcard).advertised_ip == "192.0.2.10"
+
+
+@pytest.mark.parametrize(
+    ("sip_host", "public_ip", "ipv6", "expected"),
+    [
+        # one address: media on it, in its own family only
+        ("::1", None, True, ("::1", "::1")),
+        ("[::1]", None, True, ("::1", "::1")),
+        ("2001:db8::5", "2001:db8::99", True, ("2001:db8::5", "2001:db8::99")),
+        ("::1", None, False, None),
+        ("127.0.0.1", None, True, None),
+        ("127.0.0.1", None, False, ("127.0.0.1", "127.0.0.1")),  # IPv4 as before
+        ("10.0.0.5", "203.0.113.7", False, ("10.0.0.5", "203.0.113.7")),
+        ("10.0.0.5", "2001:db8::99", False, ("10.0.0.5", "10.0.0.5")),
+        # a wildcard (dual-stack): the caller's family, its wildcard, public_ip if it fits
+        ("::", None, True, ("::", "2001:db8::20")),
+        ("::", None, False, ("0.0.0.0", "192.0.2.10")),
+        ("0.0.0.0", None, False, ("0.0.0.0", "192.0.2.10")),
+        ("0.0.0.0", None, True, ("::", "2001:db8::20")),
+        ("::", "203.0.113.7", False, ("0.0.0.0", "203.0.113.7")),
+        ("::", "203.0.113.7", True, ("::", "2001:db8::20")),
+        ("::", "2001:db8::99", True, ("::", "2001:db8::99")),
+    ],
+)
+@pytest.mark.usefixtures("no_packets")
+def test_media_address_follows_the_callers_family(
+    monkeypatch: pytest.MonkeyPatch,
+    sip_host: str,
+    public_ip: str | None,
+    ipv6: bool,
+    expected: tuple[str, str] | None,
+) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "pbx")
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: "192.0.2.10")
+    addresses = {
+        socket.AF_INET6: [("fe80::1%eth0", 0, 0, 2), ("2001:db8::20", 0, 0, 0)],
+        socket.AF_INET: [("192.0.2.10", 0)],
+    }
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda name, port, family=0, *rest: [(family, 2, 17, "", a) for a in addresses[family]],
+    )
+    settings = ServeSettings(sip_host=sip_host, public_ip=public_ip)
+    assert settings.media_address(ipv6) == expected
+
+
+@pytest.mark.usefixtures("no_packets")
+def test_local_ipv6_falls_back_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket, "gethostname", lambda: "pbx")
+    found = [("::1", 0, 0, 0), ("fe80::1", 0, 0, 2), ("::ffff:192.0.2.1", 0, 0, 0)]
+    monkeypatch.setattr(
+        socket, "getaddrinfo", lambda *args: [(socket.AF_INET6, 2, 17, "", a) for a in found]
+    )
+    assert local_ipv6() == "::1"
+
+    def unresolvable(*args: object) -> None:
+        raise socket.gaierror("no such name")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolvable)
+    assert local_ipv6() == "::1"
 
 
 @pytest.mark.usefixtures("no_packets")

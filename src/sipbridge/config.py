@@ -14,6 +14,7 @@ __all__ = [
     "UNKNOWN_SOURCES",
     "ServeSettings",
     "local_ipv4",
+    "local_ipv6",
     "parse_port_range",
 ]
 
@@ -31,6 +32,32 @@ def _is_usable_ipv4(text: str) -> bool:
         and not address.is_unspecified
         and not address.is_link_local
     )
+
+
+def _is_usable_ipv6(text: str) -> bool:
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return False
+    return (
+        isinstance(address, ipaddress.IPv6Address)
+        and address.ipv4_mapped is None
+        and not address.is_loopback
+        and not address.is_unspecified
+        and not address.is_link_local  # needs a scope: useless in SDP
+    )
+
+
+def local_ipv6() -> str:
+    """The first global (non-loopback, non-link-local) IPv6 address of this machine, else
+    ``::1``. Only name resolution of the local host name is used: no packet is sent."""
+    with contextlib.suppress(OSError):
+        hostname = socket.gethostname()
+        for info in socket.getaddrinfo(hostname, None, socket.AF_INET6):
+            candidate = str(info[4][0])
+            if _is_usable_ipv6(candidate):
+                return candidate
+    return "::1"
 
 
 def local_ipv4() -> str:
@@ -246,6 +273,32 @@ class ServeSettings:
         """The digest authentication realm: ``auth_realm``, else the advertised address
         (no software name: a scanner learns nothing from it)."""
         return self.auth_realm.strip() if self.auth_realm else self.advertised_ip
+
+    def media_address(self, ipv6: bool) -> tuple[str, str] | None:
+        """(the address RTP/RTCP sockets bind, the address the SDP answer gives) for a
+        caller whose media address (SDP ``c=``) is IPv6 (``ipv6``) or IPv4; None when this
+        server has no address of that family.
+
+        The media sockets take the family of the caller's address, so a dual-stack
+        server (``--sip-host ::`` or ``0.0.0.0``) serves both: each family binds its
+        wildcard address and advertises ``public_ip`` when it is of that family, else the
+        machine's first usable address of it (``local_ipv4``/``local_ipv6``). A server
+        bound to one address serves the media of that address's family on it (and
+        advertises ``public_ip`` or that address); the other family gets None (the
+        operator chose one address: no socket is opened on any other).
+        """
+        host = self.sip_host.strip().strip("[]")
+        wildcard = self.sip_host.strip() in _WILDCARD_HOSTS
+        public = self.public_ip
+        public_fits = public is not None and (":" in public) == ipv6
+        if wildcard:
+            if public_fits:
+                assert public is not None
+                return ("::" if ipv6 else "0.0.0.0"), public
+            return ("::", local_ipv6()) if ipv6 else ("0.0.0.0", local_ipv4())
+        if (":" in host) != ipv6:
+            return None
+        return host, public if public_fits and public is not None else host
 
     @property
     def advertised_ip(self) -> str:

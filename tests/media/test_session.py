@@ -234,6 +234,31 @@ def test_rtcp_only_from_the_callers_host() -> None:
     assert media.stats.refused_rtcp == 4
 
 
+def test_an_ipv6_caller_is_learned_as_its_socket_reports_it() -> None:
+    """IPv6 sockets give (host, port, flowinfo, scope_id): the learned source is kept in
+    that form, so each later packet matches it with one comparison; another flowinfo
+    with the same host and port is still the caller, another port is not."""
+    negotiated = Negotiated(0, "pcmu", 8000, 101, "::1", 30000, "sendrecv", None)
+    media = MediaSession(negotiated, 8000, rng=random.Random(1))
+    assert media.rtcp_remote == ("::1", 30001)
+    caller = ("::1", 40000, 0, 0)
+    media.start(0.0)
+    out = [media.receive_rtp(rtp(n), caller, n * 0.02) for n in range(20)]
+    assert out == [decoded(0x10)] * 20
+    assert media.remote == caller and media.rtcp_remote == ("::1", 40001, 0, 0)
+    assert media.receive_rtp(rtp(20), ("::1", 40000, 7, 0), 0.4) == decoded(0x10)
+    assert media.receive_rtp(rtp(21), ("::1", 40002, 0, 0), 0.42) == b""
+    assert media.stats.refused_source == 1 and media.stats.source_changes == 0
+    event = RtpPacket(101, 22, 5000, 77, marker=True, payload=encode_event(1, True, 10, 800))
+    media.receive_rtp(event.serialize(), ("::1", 40000, 0, 0), 0.44)
+    assert [d.digit for d in media.digits] == ["1"]
+    rr = serialize_compound([ReceiverReport(ssrc=77, reports=())])
+    media.receive_rtcp(rr, ("::1", 40001, 0, 0), 0.5, 1e9)
+    media.receive_rtcp(rr, ("::1", 40001, 3, 0), 0.5, 1e9)  # another flowinfo: same port
+    media.receive_rtcp(rr, ("::1", 40003, 0, 0), 0.5, 1e9)
+    assert media.stats.refused_rtcp == 1
+
+
 def test_rtcp_report_gives_the_round_trip_time() -> None:
     media = session()
     talking_caller(media)

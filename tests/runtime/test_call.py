@@ -288,12 +288,21 @@ async def test_sipp_agent_hangup_plays_out_then_sends_bye(
 
 
 class UdpClient:
-    def __init__(self, target: tuple[str, int]) -> None:
+    """A raw SIP caller on UDP from ``host`` (127.0.0.1, or ::1 for IPv6: then its
+    headers bracket the address, RFC 3261 §19.1.1, and its SDP says IN IP6)."""
+
+    header_host = "127.0.0.1"  # the address as written in SIP headers
+    sdp_address = "IN IP4 127.0.0.1"  # the SDP o= and c= address
+
+    def __init__(self, target: tuple[str, int], host: str = "127.0.0.1") -> None:
         self.target = target
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock.bind((host, 0))
         self.sock.setblocking(False)
         self.port = self.sock.getsockname()[1]
+        self.header_host = f"[{host}]" if ":" in host else host
+        self.sdp_address = f"IN {'IP6' if ':' in host else 'IP4'} {host}"
 
     def send(self, data: bytes) -> None:
         self.sock.sendto(data, self.target)
@@ -313,29 +322,31 @@ class UdpClient:
 
     def invite(self, branch: str, call_id: str, rtp_port: int, *, dtmf: bool = False) -> bytes:
         sdp = (
-            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+            f"v=0\r\no=- 1 1 {self.sdp_address}\r\ns=-\r\nc={self.sdp_address}\r\nt=0 0\r\n"
             + (
                 f"m=audio {rtp_port} RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
                 if dtmf
                 else f"m=audio {rtp_port} RTP/AVP 0\r\n"
             )
         ).encode()
+        host = self.header_host
         return (
-            f"INVITE sip:{NUMBER}@127.0.0.1 SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch={branch};rport\r\n"
-            f"From: <sip:+15005550006@127.0.0.1>;tag=f-{call_id}\r\n"
-            f"To: <sip:{NUMBER}@127.0.0.1>\r\n"
+            f"INVITE sip:{NUMBER}@{host} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{self.port};branch={branch};rport\r\n"
+            f"From: <sip:+15005550006@{host}>;tag=f-{call_id}\r\n"
+            f"To: <sip:{NUMBER}@{host}>\r\n"
             f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\n"
-            f"Contact: <sip:caller@127.0.0.1:{self.port}>\r\nMax-Forwards: 70\r\n"
+            f"Contact: <sip:caller@{host}:{self.port}>\r\nMax-Forwards: 70\r\n"
             f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n"
         ).encode() + sdp
 
     def in_dialog(self, method: str, cseq: int, call_id: str, to_tag: str) -> bytes:
+        host = self.header_host
         return (
-            f"{method} sip:127.0.0.1 SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{method}{cseq};rport\r\n"
-            f"From: <sip:+15005550006@127.0.0.1>;tag=f-{call_id}\r\n"
-            f"To: <sip:{NUMBER}@127.0.0.1>;tag={to_tag}\r\n"
+            f"{method} sip:{host} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {host}:{self.port};branch=z9hG4bK{method}{cseq};rport\r\n"
+            f"From: <sip:+15005550006@{host}>;tag=f-{call_id}\r\n"
+            f"To: <sip:{NUMBER}@{host}>;tag={to_tag}\r\n"
             f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
             "Content-Length: 0\r\n\r\n"
         ).encode()

@@ -64,6 +64,7 @@ async def open_endpoint(
     pt: int = 0,
     agent_rate: int = 8000,
     digits: list[DigitPressed] | None = None,
+    host: str = "127.0.0.1",
 ) -> tuple[RtpEndpoint, int]:
     loop = asyncio.get_running_loop()
     low = free_udp_port()
@@ -75,7 +76,7 @@ async def open_endpoint(
     return await open_rtp_endpoint(
         loop,
         allocator,
-        "127.0.0.1",
+        host,
         lambda: RtpEndpoint(
             MediaSession(negotiated(remote, codec, pt), agent_rate),
             on_audio=received.append,
@@ -113,6 +114,35 @@ async def test_paced_stream_with_agent_audio_then_silence() -> None:
     times = [t for _, _, t in peer.packets]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert 0.018 < sum(gaps) / len(gaps) < 0.022
+
+
+async def test_ipv6_endpoint_on_loopback_both_ways() -> None:
+    """An endpoint bound to ::1 opens IPv6 RTP and RTCP sockets: the caller's packets
+    (from an IPv6 source, a 4-tuple) reach the agent, and our stream and RTCP go back."""
+    loop = asyncio.get_running_loop()
+    caller_t, caller = await loop.create_datagram_endpoint(Peer, local_addr=("::1", 0))
+    caller_addr = caller_t.get_extra_info("sockname")
+    received: list[bytes] = []
+    endpoint, port = await open_endpoint(
+        ("::1", caller_addr[1]), [bytes(320)] * 200, received, host="::1"
+    )
+    endpoint.start(clock())
+    ulaw = get_codec("pcmu").encoder()
+    tone = bytes([0x10, 0x20]) * 160
+    for n in range(15):
+        packet = RtpPacket(0, 100 + n, n * 160, 9, payload=ulaw.encode(tone))
+        caller_t.sendto(packet.serialize(), ("::1", port))
+        await asyncio.sleep(0.02)
+    endpoint.session.rtcp_due = 0.0  # a report now
+    await asyncio.sleep(0.1)
+    endpoint.close()
+    caller_t.close()
+    assert endpoint.stats.packets_in == 15 and endpoint.stats.refused_source == 0
+    assert b"".join(received).count(get_codec("pcmu").decoder().decode(ulaw.encode(tone))) == 15
+    sources = {addr[:2] for _, addr, _ in caller.packets}
+    assert sources == {("::1", port)}  # our RTP, from our IPv6 socket
+    assert len(caller.packets) >= 15
+    assert endpoint.session.rtcp_remote[:2] == ("::1", caller_addr[1] + 1)
 
 
 async def test_symmetric_rtp_decodes_and_answers_to_the_source() -> None:

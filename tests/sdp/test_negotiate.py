@@ -62,6 +62,26 @@ def test_sipp_answer() -> None:
     )
 
 
+def test_ipv6_offer_is_answered_in_ip6() -> None:
+    """RFC 4566 §5.2/§5.7: an IPv6 answer says IN IP6 on its o= and c= lines; the
+    negotiation carries the offer's address type (the socket family the call needs)."""
+    sdp = parse_sdp(
+        b"v=0\r\no=- 1 1 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"
+    )
+    negotiated = negotiate(sdp, G711)
+    assert (negotiated.remote_address, negotiated.remote_type) == ("::1", "IP6")
+    answer = build_answer(sdp, negotiated, "::1", 10000, 99).serialize()
+    assert b"o=- 99 99 IN IP6 ::1\r\n" in answer
+    assert b"c=IN IP6 ::1\r\n" in answer
+
+
+def test_the_address_type_of_a_named_connection_is_the_offers() -> None:
+    sdp = parse_sdp(offer(b"m=audio 5000 RTP/AVP 0\r\n", session=b"c=IN IP6 pbx.example.com\r\n"))
+    negotiated = negotiate(sdp, G711)
+    assert (negotiated.remote_address, negotiated.remote_type) == ("pbx.example.com", "IP6")
+    assert negotiate(parse_sdp(SIPP_OFFER), G711).remote_type == "IP4"
+
+
 def test_rfc4475_sdp01_static_table_and_rejected_video() -> None:
     sdp = parse_sdp(RFC4475_SDP01)
     negotiated = negotiate(sdp, ["PCMU"])

@@ -83,6 +83,33 @@ def test_rfc5118_ipv6() -> None:
     assert b"c=IN IP6 2001:db8::20\r\n" in sdp.serialize()
 
 
+def test_ipv6_loopback_offer_round_trips() -> None:
+    data = (
+        b"v=0\r\no=- 7 7 IN IP6 ::1\r\ns=-\r\nc=IN IP6 ::1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"
+    )
+    sdp = parse_sdp(data)
+    assert sdp.origin == Origin("-", "7", "7", "IN", "IP6", "::1")
+    assert sdp.connection == "::1" and sdp.connection_type == "IP6"
+    assert sdp.connection_type_for(sdp.media[0]) == "IP6"
+    assert sdp.serialize() == data
+
+
+def test_a_domain_name_keeps_its_address_type() -> None:
+    """RFC 4566 §5.7: a c= line may carry a domain name; its addrtype says which family
+    to resolve it in (the address alone cannot)."""
+    sdp = parse_sdp(
+        b"v=0\r\no=- 1 1 IN IP6 media.example.com\r\ns=-\r\nc=IN IP6 media.example.com\r\n"
+        b"t=0 0\r\nm=audio 5000 RTP/AVP 0\r\nm=audio 5002 RTP/AVP 0\r\n"
+        b"c=IN IP4 other.example.com\r\n"
+    )
+    first, second = sdp.media
+    assert sdp.connection_type_for(first) == "IP6"
+    assert sdp.connection_type_for(second) == "IP4"
+    out = sdp.serialize()
+    assert b"c=IN IP6 media.example.com\r\n" in out
+    assert b"c=IN IP4 other.example.com\r\n" in out
+
+
 def test_rfc5118_media_level_connections() -> None:
     sdp = parse_sdp(body(TESTDATA / "rfc5118/mult-ip-in-sdp.dat"))
     audio, video = sdp.media
@@ -202,6 +229,9 @@ def test_build_and_serialize() -> None:
         (b"v=0\r\no=- 1 1 IN IP4 h\r\nc=IN IP4 h\r\nm=audio 5/0 RTP/AVP 0\r\n", "range"),
         (b"v=0\r\no=- 1 1 IN IP4 h\r\nc=IN IP4 h\r\na=:x\r\n", "invalid a="),
         (b"v=0\r\no=- 1 1 IN IP4 h\r\nm=audio 5000 RTP/AVP 0\r\n", "no c= line"),
+        # RFC 4566 §5.7: the address must be of the type the line names.
+        (b"v=0\r\no=- 1 1 IN IP4 h\r\nc=IN IP4 ::1\r\n", "not of type IP4"),
+        (b"v=0\r\no=- 1 1 IN IP4 h\r\nc=IN IP6 192.0.2.1\r\n", "not of type IP6"),
     ],
 )
 def test_malformed(data: bytes, message: str) -> None:

@@ -19,15 +19,17 @@ BridgeFactory = Callable[..., Awaitable["SipBridgeServer"]]
 def loopback_settings(
     db_file: Path, *, rtp_ports: int = 100, rtp_low: int | None = None, **overrides: Any
 ) -> ServeSettings:
-    """SIP and HTTP on ephemeral 127.0.0.1 ports, a random even RTP range of
-    ``rtp_ports`` ports (or from ``rtp_low``), an SQLite file at ``db_file``."""
+    """SIP and HTTP on ephemeral 127.0.0.1 ports (``sip_host`` may move SIP, e.g. to ::1),
+    a random even RTP range of ``rtp_ports`` ports (or from ``rtp_low``), an SQLite file
+    at ``db_file``."""
     low = rtp_low if rtp_low is not None else random.randrange(40000, 59000, 2)
+    values: dict[str, Any] = {"sip_host": "127.0.0.1"}  # ::1 for the IPv6 tests
+    values.update(overrides)
     return ServeSettings(
-        sip_host="127.0.0.1",
         sip_port=0,
         http_port=0,
         rtp_port_min=low,
         rtp_port_max=low + rtp_ports,
         db=f"sqlite:///{db_file}",
-        **overrides,
+        **values,
     )

@@ -82,7 +82,10 @@ __all__ = [
     "SourceState",
 ]
 
-Address = tuple[str, int]
+# A socket address as the OS reports it: (host, port) for IPv4, (host, port, flowinfo,
+# scope_id) for IPv6. Strict RTP keeps the caller's as received, so the per-packet check
+# is one tuple comparison; what identifies a source is its host and port only.
+Address = tuple[str, int] | tuple[str, int, int, int]
 FRAME_SECONDS: Final = 0.020
 # Strict RTP: once a source is learned, another one may take over only after the learned
 # one has been silent this long (a NAT rebinding), and only by continuing its stream.
@@ -96,6 +99,19 @@ RTCP_INTERVAL_SECONDS: Final = 5.0
 _FADED_SECONDS: Final = 0.12
 # Codecs whose encoder keeps no state: the silence payload is encoded once.
 _STATELESS: Final = frozenset({"pcmu", "pcma"})
+
+
+def _same_endpoint(a: Address, b: Address) -> bool:
+    """Same host and port: an IPv6 address's flowinfo and scope id do not make another
+    source."""
+    return a[0] == b[0] and a[1] == b[1]
+
+
+def _rtcp_address(rtp: Address) -> Address:
+    """Where RTCP for ``rtp`` goes: the next port (RFC 3550 §11), the IPv6 scope kept."""
+    if len(rtp) == 4:
+        return (rtp[0], rtp[1] + 1, rtp[2], rtp[3])
+    return (rtp[0], rtp[1] + 1)
 
 
 class SourceState(Enum):
@@ -161,7 +177,7 @@ class MediaSession:
         self.srtp = srtp
         self.agent_rate = agent_rate
         self.remote: Address = (negotiated.remote_address, negotiated.remote_port)
-        self.rtcp_remote: Address = (negotiated.remote_address, negotiated.remote_port + 1)
+        self.rtcp_remote: Address = _rtcp_address(self.remote)
         self._sdp_remote: Address = self.remote
         self.source_state = SourceState.LEARNING
         self._rtcp_learned = False
@@ -240,7 +256,7 @@ class MediaSession:
             return
         self._sdp_remote = remote
         self.remote = remote
-        self.rtcp_remote = (remote[0], remote[1] + 1)
+        self.rtcp_remote = _rtcp_address(remote)
         self.source_state = SourceState.LEARNING
         self._rtcp_learned = False
 
@@ -297,7 +313,7 @@ class MediaSession:
                 self.turns.caller_audio(pcm, now)
             return pcm
         if pt == self.telephone_event_pt:
-            if source != self.remote:
+            if source != self.remote and not _same_endpoint(source, self.remote):
                 # Strict RTP: events only from the caller's source (learned from audio).
                 self.stats.dropped_in += 1
                 self.stats.refused_source += 1
@@ -323,6 +339,9 @@ class MediaSession:
         if self.source_state is SourceState.LEARNING:
             self._learn(source)
             return True
+        if _same_endpoint(source, self.remote):
+            self.remote = source  # the learned source, its IPv6 flowinfo or scope changed
+            return True
         last = self.last_packet_at if self.last_packet_at is not None else 0.0
         if now - last < REBIND_SILENCE_SECONDS:
             return False
@@ -339,8 +358,10 @@ class MediaSession:
 
     def _learn(self, source: Address) -> None:
         if source != self.remote:
-            self.remote = (source[0], source[1])
-            self.rtcp_remote = (source[0], source[1] + 1)
+            # Kept as the socket reports it (an IPv6 4-tuple too): later packets from the
+            # same source then match it with one comparison, no per-packet conversion.
+            self.remote = source
+            self.rtcp_remote = _rtcp_address(source)
             self._rtcp_learned = False
         self.source_state = SourceState.LOCKED
 
@@ -409,7 +430,11 @@ class MediaSession:
         if self.source_state is SourceState.LEARNING or source[0] != self.remote[0]:
             self.stats.refused_rtcp += 1
             return
-        if self._rtcp_learned and source != self.rtcp_remote:
+        if (
+            self._rtcp_learned
+            and source != self.rtcp_remote
+            and not _same_endpoint(source, self.rtcp_remote)
+        ):
             self.stats.refused_rtcp += 1
             return
         srtp = self.srtp
@@ -425,7 +450,7 @@ class MediaSession:
             self.stats.refused_rtcp += 1
             return
         if not self._rtcp_learned:
-            self.rtcp_remote = (source[0], source[1])
+            self.rtcp_remote = source
             self._rtcp_learned = True
         arrival = ntp_timestamp(wallclock)
         sender = self._sender

@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import ipaddress
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
 from sipbridge.agent.events import (
@@ -123,6 +125,10 @@ class Call:
         self._on_hold = False
         self._media_since = 0.0  # when the caller's RTP was last due to start (answer, unhold)
         self._srtp_policy = SrtpPolicy.OPTIONAL  # set in _setup from the trunk or the server
+        # Our SDP address and the caller's media family (set in _setup from the offer).
+        self._media_address = server.settings.advertised_ip
+        self._media_ipv6 = False
+        self._remote_name: tuple[str, str] | None = None  # an SDP c= name and its address
         self._local_crypto: CryptoAttribute | None = None  # our SRTP key, as answered
 
     # -- events from the SIP side ------------------------------------------------
@@ -162,6 +168,7 @@ class Call:
             # Keep the codec if it is still offered: no needless switch mid-call.
             codecs = [self.media.session.codec, *self.server.settings.codecs]
             chosen = negotiate(offer, codecs, self._srtp_policy)
+            chosen = self._same_family(chosen)
         except (SdpError, NoCommonCodec) as exc:
             ua.reject_reinvite(self.sip, 488, now)
             self.server.flush()
@@ -185,7 +192,7 @@ class Call:
             return build_answer(
                 offer,
                 chosen,
-                self.server.settings.advertised_ip,
+                self._media_address,
                 self.rtp_port,
                 session_id=self._sdp_session,
                 version=version,
@@ -206,6 +213,39 @@ class Call:
             direction=chosen.direction,
             srtp=self._local_crypto.suite.value if self._local_crypto else "off",
         )
+
+    def _same_family(self, chosen: Negotiated) -> Negotiated:
+        """A re-INVITE's media address, usable on the call's socket: of its family
+        (RFC 3264 §8.3.1 lets an offer move the media, but our socket stays), and an IP
+        address (a domain name only when it is the one resolved at set-up). SdpError
+        otherwise (488)."""
+        if (chosen.remote_type == "IP6") != self._media_ipv6:
+            raise SdpError(f"the call's media is {'IPv6' if self._media_ipv6 else 'IPv4'}")
+        if _is_ip(chosen.remote_address):
+            return chosen
+        if self._remote_name is not None and chosen.remote_address == self._remote_name[0]:
+            return dataclasses.replace(chosen, remote_address=self._remote_name[1])
+        raise SdpError(f"a new media host name {chosen.remote_address!r} in a re-INVITE")
+
+    async def _resolve(self, chosen: Negotiated) -> Negotiated:
+        """The offer's media address as an IP address: a domain name in ``c=`` (RFC 4566
+        §5.7) resolved in the family its address type names. SdpError when it does not
+        resolve."""
+        name = chosen.remote_address
+        if _is_ip(name):
+            return chosen
+        family = socket.AF_INET6 if chosen.remote_type == "IP6" else socket.AF_INET
+        try:
+            infos = await self.server.loop.getaddrinfo(
+                name, chosen.remote_port, family=family, type=socket.SOCK_DGRAM
+            )
+        except OSError as exc:
+            raise SdpError(f"cannot resolve the media host {name!r}: {exc}") from None
+        if not infos:
+            raise SdpError(f"cannot resolve the media host {name!r}")
+        address = str(infos[0][4][0])
+        self._remote_name = (name, address)
+        return dataclasses.replace(chosen, remote_address=address)
 
     def on_info(self, request: Request) -> None:
         """SIP INFO DTMF (application/dtmf-relay, application/dtmf)."""
@@ -266,6 +306,23 @@ class Call:
         except NoCommonCodec as exc:
             self._reject(488, "no_common_codec", detail=str(exc))
             return False
+        # The media sockets take the family of the caller's media address (a dual-stack
+        # server serves IPv4 and IPv6 callers); a server on one address of the other
+        # family cannot answer it.
+        self._media_ipv6 = chosen.remote_type == "IP6"
+        media_address = self.server.media_address(self._media_ipv6)
+        if media_address is None:
+            family = "IPv6" if self._media_ipv6 else "IPv4"
+            self._reject(488, "address_family", detail=f"no {family} media address")
+            return False
+        bind_host, self._media_address = media_address
+        try:
+            chosen = await self._resolve(chosen)
+        except SdpError as exc:
+            self._reject(488, "bad_sdp", detail=str(exc))
+            return False
+        if self._cancelled.is_set():
+            return self._was_cancelled()
         self.record.codec = chosen.codec
         srtp = self._srtp_session(chosen, None)
         self.record.srtp = srtp.suite if srtp is not None else None
@@ -289,7 +346,7 @@ class Call:
             self.media, self.rtp_port = await open_rtp_endpoint(
                 self.server.loop,
                 self.server.rtp_ports,
-                self.server.settings.sip_host,
+                bind_host,
                 lambda: self._make_endpoint(chosen, link, srtp),
             )
         except PortsExhausted:
@@ -330,7 +387,7 @@ class Call:
         answer = build_answer(
             offer,
             chosen,
-            self.server.settings.advertised_ip,
+            self._media_address,
             self.rtp_port,
             session_id=self._sdp_session,
             version=self._sdp_version,
@@ -701,3 +758,11 @@ class Call:
         else:
             level = logging.INFO
         log.log(level, " ".join(parts))
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -428,12 +428,15 @@ async def open_rtp_endpoint(
     factory: Callable[[], RtpEndpoint],
     attempts: int = 20,
 ) -> tuple[RtpEndpoint, int]:
-    """Bind RTP on a free even port and RTCP on the next one; PortsExhausted when none binds."""
+    """Bind RTP on a free even port and RTCP on the next one; PortsExhausted when none binds.
+
+    The sockets' family is ``host``'s: IPv6 for an IPv6 address (``::`` included)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     for _ in range(attempts):
         port = allocator.acquire()
         try:
             _transport, protocol = await loop.create_datagram_endpoint(
-                factory, local_addr=(host, port), family=socket.AF_INET
+                factory, local_addr=(host, port), family=family
             )
         except OSError:
             allocator.release(port)
@@ -441,7 +444,7 @@ async def open_rtp_endpoint(
         rtcp = _RtcpSocket(protocol)
         try:
             await loop.create_datagram_endpoint(
-                functools.partial(_same, rtcp), local_addr=(host, port + 1), family=socket.AF_INET
+                functools.partial(_same, rtcp), local_addr=(host, port + 1), family=family
             )
         except OSError:
             protocol.close()

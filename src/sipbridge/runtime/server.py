@@ -128,6 +128,9 @@ class SipBridgeServer:
         self.ua = UserAgent(
             settings.advertised_ip, settings.sip_port, access=self.access, guard=self.guard
         )
+        # Where a call's media binds and what its SDP answer gives, for IPv4 and IPv6
+        # callers (config.py); worked out once: the wildcard case resolves host names.
+        self._media_addresses = {ipv6: settings.media_address(ipv6) for ipv6 in (False, True)}
         self.trunks: dict[str, TrunkRecord] = {}
         self._trunks_seen: list[tuple[object, ...]] | None = None
         self._trunk_task: asyncio.Future[None] | None = None
@@ -135,6 +138,7 @@ class SipBridgeServer:
         self._trunk_calls: collections.Counter[str] = collections.Counter()  # calls per trunk
         self.draining = False
         self._transport: asyncio.DatagramTransport | None = None
+        self._family = socket.AF_INET  # the SIP UDP socket's
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Future[None]] = set()
@@ -177,6 +181,7 @@ class SipBridgeServer:
         await self.reload_trunks()  # before the socket opens: no request meets an empty list
         await self.bans.reload()
         family = socket.AF_INET6 if ":" in self.settings.sip_host else socket.AF_INET
+        self._family = family
         transport, _ = await self.loop.create_datagram_endpoint(
             lambda: _SipProtocol(self),
             local_addr=(self.settings.sip_host, self.settings.sip_port),
@@ -431,9 +436,14 @@ class SipBridgeServer:
         self.flush()
 
     async def _send_resolved(self, data: bytes, destination: Address) -> None:
+        """Send to a host name (a Contact or Via with a name): resolved in the SIP socket's
+        family; on an IPv6 socket an IPv4-only name becomes its v4-mapped address, which a
+        dual-stack socket (``::``) can reach."""
+        family = self._family
+        flags = int(socket.AI_V4MAPPED) if family == socket.AF_INET6 else 0
         try:
             infos = await self.loop.getaddrinfo(
-                destination[0], destination[1], family=socket.AF_INET, type=socket.SOCK_DGRAM
+                destination[0], destination[1], family=family, type=socket.SOCK_DGRAM, flags=flags
             )
         except OSError as exc:
             log.warning("cannot resolve %s: %s", destination[0], exc)
@@ -606,6 +616,11 @@ class SipBridgeServer:
     def pending_tasks(self) -> int:
         """Background tasks still running (calls, record writes)."""
         return len(self._tasks)
+
+    def media_address(self, ipv6: bool) -> tuple[str, str] | None:
+        """(bind address, SDP address) for a caller's media in IPv6 or IPv4; None when
+        this server has none (see ``ServeSettings.media_address``)."""
+        return self._media_addresses[ipv6]
 
     def new_sdp_session_id(self) -> int:
         self._sdp_session += 1

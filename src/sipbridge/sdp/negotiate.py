@@ -28,7 +28,13 @@ from typing import Final
 
 from sipbridge.codecs import UnknownCodec, get_codec
 from sipbridge.sdp.crypto import CryptoAttribute, crypto_attributes
-from sipbridge.sdp.session import MediaDescription, Origin, SdpError, SessionDescription
+from sipbridge.sdp.session import (
+    MediaDescription,
+    Origin,
+    SdpError,
+    SessionDescription,
+    address_type,
+)
 
 __all__ = [
     "STATIC_PAYLOAD_TYPES",
@@ -103,7 +109,9 @@ class SrtpPolicy(enum.Enum):
 class Negotiated:
     """The outcome of :func:`negotiate`.
 
-    ``direction`` is ours, as written in the answer: ``recvonly`` when the offer was
+    ``remote_type`` is the address type of ``remote_address`` (``IP4`` or ``IP6``, RFC 4566
+    §5.7): the family of the socket the call's media needs, also when the address is a
+    domain name. ``direction`` is ours, as written in the answer: ``recvonly`` when the offer was
     ``sendonly`` (we must not send), and so on. ``ptime`` is the offer's packetization time,
     None when it gave none. ``media_index`` is the position of the accepted m-line.
     """
@@ -120,6 +128,7 @@ class Negotiated:
     # The offered a=crypto line we accepted (the caller's key, RFC 4568 §7.1.2); None for
     # plain RTP.
     srtp: CryptoAttribute | None = None
+    remote_type: str = "IP4"
 
 
 def _encodings(media: MediaDescription) -> list[tuple[int, str, int, int | None]]:
@@ -233,6 +242,7 @@ def negotiate(
             ptime=media.ptime,
             media_index=index,
             srtp=crypto,
+            remote_type=offer.connection_type_for(media),
         )
     detail = "; ".join(reasons) or "no audio stream offered"
     if srtp_reason is not None:
@@ -310,11 +320,13 @@ def build_answer(
             session_id=str(session_id),
             # RFC 3264 §8: the version goes up by one with every new description.
             session_version=str(session_id + version),
-            addrtype="IP6" if ":" in address else "IP4",
+            # RFC 4566 §5.2/§5.7: o= and c= name IN IP6 for an IPv6 address.
+            addrtype=address_type(address),
             address=address,
         ),
         session_name="-",
         connection=address,
+        connection_type=address_type(address),
         media=media,
         # §6: the t= line of the answer must equal the offer's.
         times=list(offer.times),

@@ -9,6 +9,7 @@ a round trip unchanged.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -18,6 +19,7 @@ __all__ = [
     "Origin",
     "SdpError",
     "SessionDescription",
+    "address_type",
     "parse_sdp",
 ]
 
@@ -31,7 +33,9 @@ class SdpError(ValueError):
     """The bytes are not a session description this parser can use."""
 
 
-def _addrtype(address: str) -> str:
+def address_type(address: str) -> str:
+    """The RFC 4566 §5.7 ``<addrtype>`` of an address literal: ``IP6`` for IPv6, else
+    ``IP4`` (a domain name is taken as IPv4, the common case)."""
     return "IP6" if ":" in address else "IP4"
 
 
@@ -78,7 +82,8 @@ class MediaDescription:
     """One ``m=`` section (RFC 4566 §5.14) with its ``c=`` and ``a=`` lines.
 
     ``connection`` is the address of a media-level ``c=`` line (with any ``/ttl`` suffix of
-    a multicast address), ``None`` when the section has none; see
+    a multicast address), ``None`` when the section has none, and ``connection_type`` its
+    ``IP4``/``IP6`` (None: from the address, see :func:`address_type`); see
     :meth:`SessionDescription.connection_for`. ``port_count`` is the ``/2`` of
     ``m=audio 49170/2 ...``. ``other`` keeps ``i=``, ``b=``, ``k=`` and unknown lines as
     (type, value) in the order received.
@@ -92,6 +97,7 @@ class MediaDescription:
     attributes: list[Attribute] = field(default_factory=list)
     port_count: int | None = None
     other: list[tuple[str, str]] = field(default_factory=list)
+    connection_type: str | None = None
 
     def attribute(self, name: str) -> str | None:
         """The value of the first ``a=name:value`` line, None when absent or valueless."""
@@ -158,7 +164,8 @@ class MediaDescription:
         result = [" ".join(["m=" + self.media, str(port), self.proto, *self.formats])]
         result.extend(f"{kind}={value}" for kind, value in self.other if kind == "i")
         if self.connection is not None:
-            result.append(f"c=IN {_addrtype(self.connection)} {self.connection}")
+            kind = self.connection_type or address_type(self.connection)
+            result.append(f"c=IN {kind} {self.connection}")
         result.extend(f"{kind}={value}" for kind, value in self.other if kind != "i")
         result.extend(_format_attribute(name, value) for name, value in self.attributes)
         return result
@@ -168,8 +175,10 @@ class MediaDescription:
 class SessionDescription:
     """A whole session description (RFC 4566 §5).
 
-    ``times`` holds the ``t=`` lines; ``other`` keeps the session-level ``i=``, ``u=``,
-    ``e=``, ``p=``, ``b=``, ``r=``, ``z=``, ``k=`` and unknown lines in the order received.
+    ``connection_type`` is the ``IP4``/``IP6`` of the session-level ``c=`` line (None: from
+    the address). ``times`` holds the ``t=`` lines; ``other`` keeps the session-level
+    ``i=``, ``u=``, ``e=``, ``p=``, ``b=``, ``r=``, ``z=``, ``k=`` and unknown lines in the
+    order received.
     """
 
     origin: Origin
@@ -180,11 +189,22 @@ class SessionDescription:
     times: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
     version: int = 0
     other: list[tuple[str, str]] = field(default_factory=list)
+    connection_type: str | None = None
 
     def connection_for(self, media: MediaDescription) -> str | None:
         """Where ``media`` is sent: its own ``c=`` address, else the session's
         (RFC 4566 §5.7)."""
         return media.connection if media.connection is not None else self.connection
+
+    def connection_type_for(self, media: MediaDescription) -> str:
+        """The address type (``IP4`` or ``IP6``) of where ``media`` is sent: what its
+        ``c=`` line says (RFC 4566 §5.7), which matters for a domain name; ``IP4`` when
+        there is no address at all."""
+        if media.connection is not None:
+            return media.connection_type or address_type(media.connection)
+        if self.connection is not None:
+            return self.connection_type or address_type(self.connection)
+        return "IP4"
 
     def direction_for(self, media: MediaDescription) -> str:
         """The direction of ``media``: its own attribute, else the session-level one, else
@@ -198,7 +218,8 @@ class SessionDescription:
         before_c = ("i", "u", "e", "p")
         lines.extend(f"{kind}={value}" for kind, value in self.other if kind in before_c)
         if self.connection is not None:
-            lines.append(f"c=IN {_addrtype(self.connection)} {self.connection}")
+            kind = self.connection_type or address_type(self.connection)
+            lines.append(f"c=IN {kind} {self.connection}")
         lines.extend(f"{kind}={value}" for kind, value in self.other if kind == "b")
         lines.extend(f"t={start} {stop}" for start, stop in self.times)
         lines.extend(
@@ -210,12 +231,29 @@ class SessionDescription:
         return ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
 
 
-def _parse_connection(value: str) -> str:
-    # RFC 4566 §5.7: c=<nettype> <addrtype> <connection-address>
+def _parse_connection(value: str) -> tuple[str, str]:
+    # RFC 4566 §5.7 (RFC 8866 §5.7): c=<nettype> <addrtype> <connection-address>
     fields = value.split()
     if len(fields) != 3 or fields[0] != "IN" or fields[1] not in ("IP4", "IP6") or not fields[2]:
         raise SdpError(f"invalid c= line: {value!r}")
-    return fields[2]
+    kind, address = fields[1], fields[2]
+    if not _address_matches(kind, address.split("/", 1)[0]):
+        raise SdpError(f"c= address {address!r} is not of type {kind}: {value!r}")
+    return kind, address
+
+
+def _address_matches(kind: str, address: str) -> bool:
+    """An IPv6 literal only under IP6, an IPv4 literal only under IP4 (RFC 4566 §5.7
+    unicast-address); a domain name under either. ``::ffff:192.0.2.1`` is IPv6."""
+    if ":" in address:
+        return kind == "IP6"
+    if kind == "IP4":
+        return True
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        return True  # a domain name: resolved as IPv6 (the addrtype says so)
+    return False
 
 
 def _parse_media(value: str) -> MediaDescription:
@@ -256,6 +294,7 @@ def parse_sdp(data: bytes) -> SessionDescription:
     origin: Origin | None = None
     session_name: str | None = None
     connection: str | None = None
+    connection_type: str | None = None
     times: list[tuple[int, int]] = []
     attributes: list[Attribute] = []
     other: list[tuple[str, str]] = []
@@ -272,11 +311,11 @@ def parse_sdp(data: bytes) -> SessionDescription:
         elif kind == "a":
             (attributes if current is None else current.attributes).append(_parse_attribute(value))
         elif kind == "c":
-            address = _parse_connection(value)
+            kind, address = _parse_connection(value)
             if current is None:
-                connection = address
+                connection, connection_type = address, kind
             elif current.connection is None:
-                current.connection = address
+                current.connection, current.connection_type = address, kind
             # RFC 4566 §5.7 allows several c= lines per media for layered multicast
             # encodings only; the first one is where unicast RTP goes.
         elif current is not None:
@@ -314,4 +353,5 @@ def parse_sdp(data: bytes) -> SessionDescription:
         times=times or [(0, 0)],
         version=0,
         other=other,
+        connection_type=connection_type,
     )
