@@ -1,10 +1,21 @@
+from __future__ import annotations
+
 import dataclasses
+import errno
+import ipaddress
 import socket
+from typing import ClassVar
 
 import pytest
 
 from sipbridge import config
-from sipbridge.config import ServeSettings, local_ipv4, local_ipv6, parse_port_range
+from sipbridge.config import (
+    ServeSettings,
+    local_ipv4,
+    local_ipv6,
+    parse_port_range,
+    routed_address,
+)
 
 
 def test_defaults() -> None:
@@ -91,14 +102,66 @@ def test_advertised_ip_uses_specific_bind_address() -> None:
     assert ServeSettings(sip_host="127.0.0.1").advertised_ip == "127.0.0.1"
 
 
+class RouteProbe:
+    """A stand-in UDP socket: ``connect`` only looks the route up (``routes`` maps the
+    family to the source address, absent: no route); sending anything fails the test."""
+
+    routes: ClassVar[dict[int, str]] = {}
+    connected: ClassVar[list[tuple[object, ...]]] = []
+
+    def __init__(self, family: int, kind: int) -> None:
+        assert kind == socket.SOCK_DGRAM
+        self.family = family
+
+    def __enter__(self) -> RouteProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def connect(self, address: tuple[object, ...]) -> None:
+        RouteProbe.connected.append(address)
+        if self.family not in self.routes:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    def getsockname(self) -> tuple[str, int]:
+        return self.routes[self.family], 40000
+
+    def send(self, *args: object) -> None:
+        raise AssertionError("local address discovery sent a packet")
+
+    sendto = sendall = send
+
+
 @pytest.fixture
-def no_packets(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail if anything creates a socket (local address discovery must not send)."""
+def no_packets(monkeypatch: pytest.MonkeyPatch) -> type[RouteProbe]:
+    """Sockets are route probes that never send; no route in either family by default."""
+    monkeypatch.setattr(RouteProbe, "routes", {})
+    monkeypatch.setattr(RouteProbe, "connected", [])
+    monkeypatch.setattr(socket, "socket", RouteProbe)
+    return RouteProbe
 
-    def forbidden(*args: object, **kwargs: object) -> None:
-        raise AssertionError("a socket was created")
 
-    monkeypatch.setattr(socket, "socket", forbidden)
+def test_local_address_is_the_one_that_routes_outward(
+    no_packets: type[RouteProbe], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host name resolves to 127.0.0.1 (as on this CI machine) but eth0 routes
+    outward: that address is advertised, found by a UDP connect that sends nothing."""
+    monkeypatch.setattr(socket, "gethostname", lambda: "vm")
+    monkeypatch.setattr(socket, "gethostbyname", lambda name: "127.0.0.1")
+    monkeypatch.setattr(socket, "gethostbyname_ex", lambda name: ("vm", [], ["127.0.0.1"]))
+    no_packets.routes = {socket.AF_INET: "192.0.2.2", socket.AF_INET6: "2001:db8:5::2"}
+    assert local_ipv4() == "192.0.2.2"
+    assert local_ipv6() == "2001:db8:5::2"
+    assert ServeSettings(sip_host="0.0.0.0").advertised_ip == "192.0.2.2"
+    assert [address[0] for address in no_packets.connected][:2] == ["198.51.100.1", "2001:db8::1"]
+    no_packets.routes = {socket.AF_INET: "127.0.0.1"}  # a route via loopback only: not used
+    assert local_ipv4() == "127.0.0.1"
+
+
+def test_routed_address_on_this_machine() -> None:
+    address = routed_address(socket.AF_INET)
+    assert address is None or ipaddress.ip_address(address).version == 4
 
 
 @pytest.mark.parametrize("wildcard", ["0.0.0.0", "::"])
@@ -262,3 +325,13 @@ def test_transport_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
         ServeSettings(tls_port=70000)
     with pytest.raises(ValueError, match="max_connections_per_source"):
         ServeSettings(max_connections_per_source=0)
+
+
+def test_advertising_loopback_on_all_interfaces_is_warned() -> None:
+    settings = ServeSettings(sip_host="0.0.0.0")
+    warning = settings.loopback_warning("127.0.0.1")
+    assert warning is not None and "--public-ip" in warning and "127.0.0.1" in warning
+    assert ServeSettings(sip_host="::").loopback_warning("::1") is not None
+    assert settings.loopback_warning("192.0.2.2") is None
+    assert settings.loopback_warning("pbx.example.com") is None
+    assert ServeSettings(sip_host="127.0.0.1").loopback_warning("127.0.0.1") is None

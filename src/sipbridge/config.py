@@ -16,6 +16,7 @@ __all__ = [
     "local_ipv4",
     "local_ipv6",
     "parse_port_range",
+    "routed_address",
 ]
 
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -48,9 +49,32 @@ def _is_usable_ipv6(text: str) -> bool:
     )
 
 
+# Documentation ranges (RFC 5737, RFC 3849): never a real host, and routed by the default
+# route like any public address. ``connect()`` on a UDP socket only asks the kernel which
+# route and source address it would use: no packet is sent.
+_ROUTE_PROBES: dict[socket.AddressFamily, str] = {
+    socket.AF_INET: "198.51.100.1",
+    socket.AF_INET6: "2001:db8::1",
+}
+
+
+def routed_address(family: socket.AddressFamily) -> str | None:
+    """The source address of the interface that routes outward (to a public address) in
+    ``family``; None without such a route. Sends nothing."""
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((_ROUTE_PROBES[family], 9))
+            return str(probe.getsockname()[0])
+    except OSError:
+        return None
+
+
 def local_ipv6() -> str:
-    """The first global (non-loopback, non-link-local) IPv6 address of this machine, else
-    ``::1``. Only name resolution of the local host name is used: no packet is sent."""
+    """This machine's global IPv6 address: the one of the interface that routes outward,
+    else the first global one its host name resolves to, else ``::1``. No packet is sent."""
+    routed = routed_address(socket.AF_INET6)
+    if routed is not None and _is_usable_ipv6(routed):
+        return routed
     with contextlib.suppress(OSError):
         hostname = socket.gethostname()
         for info in socket.getaddrinfo(hostname, None, socket.AF_INET6):
@@ -61,10 +85,12 @@ def local_ipv6() -> str:
 
 
 def local_ipv4() -> str:
-    """The first non-loopback IPv4 address of this machine, else ``127.0.0.1``.
-
-    Only name resolution of the local host name is used: no packet is ever sent.
-    """
+    """This machine's IPv4 address: the one of the interface that routes outward (a host
+    whose name resolves to 127.0.0.1 still has one), else the first non-loopback address
+    its host name resolves to, else ``127.0.0.1``. No packet is sent."""
+    routed = routed_address(socket.AF_INET)
+    if routed is not None and _is_usable_ipv4(routed):
+        return routed
     try:
         hostname = socket.gethostname()
     except OSError:
@@ -305,10 +331,27 @@ class ServeSettings:
         """The address put in SDP and Contact headers.
 
         ``public_ip`` when set; else ``sip_host`` unless it is a wildcard address, in which
-        case the machine's first non-loopback IPv4 address (or ``127.0.0.1``).
+        case the address of the interface that routes outward (``local_ipv4``).
         """
         if self.public_ip:
             return self.public_ip
         if self.sip_host.strip() not in _WILDCARD_HOSTS:
             return self.sip_host
         return local_ipv4()
+
+    def loopback_warning(self, advertised: str) -> str | None:
+        """What to tell the operator when ``advertised`` is a loopback address although
+        the server listens on every interface (callers elsewhere could not reach it)."""
+        if self.sip_host.strip() not in _WILDCARD_HOSTS:
+            return None
+        try:
+            loopback = ipaddress.ip_address(advertised.strip("[]")).is_loopback
+        except ValueError:
+            return None  # a host name: the operator chose it
+        if not loopback:
+            return None
+        return (
+            f"advertising loopback address {advertised} in Contact and SDP while listening "
+            f"on all interfaces ({self.sip_host}): no caller on another machine can reach "
+            "this server's media; set --public-ip to the address callers reach"
+        )

@@ -525,3 +525,21 @@ async def test_an_overload_with_many_calls_up_holds_new_calls_at_that_number(
     assert server._ceiling is None
     server.calls.clear()
     await server.db.close()
+
+
+async def test_a_loopback_address_advertised_on_all_interfaces_is_warned_at_start(
+    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Listening on 0.0.0.0 with no outward route and a host name that resolves to
+    127.0.0.1: the server would advertise 127.0.0.1 to callers elsewhere. It says so."""
+    monkeypatch.setattr(
+        server_module.ServeSettings, "advertised_ip", property(lambda s: "127.0.0.1")
+    )
+    with caplog.at_level(logging.WARNING, logger="sipbridge.server"):
+        await make_bridge(sip_host="0.0.0.0")
+    [warning] = [r.getMessage() for r in caplog.records if "loopback_advertised" in r.getMessage()]
+    assert "127.0.0.1" in warning and "--public-ip" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sipbridge.server"):
+        await make_bridge()  # 127.0.0.1 on purpose: nothing to warn about
+    assert not [r for r in caplog.records if "loopback_advertised" in r.getMessage()]

@@ -970,3 +970,26 @@ class TestTimerHeap:
             assert ua.get_timer() == self.brute_force(ua)
             ua.events()
         assert not ua._server_tx or all(tx.deadline is None for tx in ua._server_tx.values())
+
+
+def test_a_dual_stack_ua_gives_ipv6_callers_its_ipv6_host() -> None:
+    """On a dual-stack socket an IPv6 caller must get an IPv6 Via/Contact (its ACK and
+    BYE go there); IPv4 callers, plain or IPv4-mapped, keep the IPv4 host."""
+    for source, host in [
+        (("2001:db8::9", 5070), "[2001:db8::1]"),
+        (("::ffff:127.0.0.1", 5070), "127.0.0.1"),
+        (PEER, "127.0.0.1"),
+    ]:
+        ua = make_ua()
+        ua.local_host_v6 = "2001:db8::1"
+        ua.receive_datagram(invite(), source, 0.0)
+        [event] = ua.events()
+        assert isinstance(event, IncomingCall)
+        ua.datagrams_to_send()
+        ua.answer(event.call, b"v=0\r\n", 0.1)
+        [(ok, _)] = sent(ua)
+        assert ok.headers.get("Contact") == f"<sip:{host}:5060>"
+        ua.receive_datagram(in_dialog("ACK", 1, event.call.local_tag, "z9hG4bK-a"), source, 0.2)
+        ua.hangup(event.call, 0.3)
+        [(bye, _)] = sent(ua)
+        assert isinstance(bye, Request) and bye.vias[0].host == host.strip("[]")

@@ -125,12 +125,18 @@ class SipBridgeServer:
             # A trunk's own networks are never banned automatically (docs/security.md).
             trusted=self.access.knows,
         )
-        self.ua = UserAgent(
-            settings.advertised_ip, settings.sip_port, access=self.access, guard=self.guard
-        )
         # Where a call's media binds and what its SDP answer gives, for IPv4 and IPv6
         # callers (config.py); worked out once: the wildcard case resolves host names.
         self._media_addresses = {ipv6: settings.media_address(ipv6) for ipv6 in (False, True)}
+        ipv6_media = self._media_addresses[True]
+        self.ua = UserAgent(
+            settings.advertised_ip,
+            settings.sip_port,
+            # IPv6 callers of a dual-stack server get our IPv6 address in Via/Contact.
+            local_host_v6=ipv6_media[1] if ipv6_media is not None else None,
+            access=self.access,
+            guard=self.guard,
+        )
         self.trunks: dict[str, TrunkRecord] = {}
         self._trunks_seen: list[tuple[object, ...]] | None = None
         self._trunk_task: asyncio.Future[None] | None = None
@@ -218,6 +224,9 @@ class SipBridgeServer:
             self.settings.advertised_ip,
             self.db.url.render_as_string(hide_password=True),
         )
+        warning = self.settings.loopback_warning(self.ua.local_host)
+        if warning is not None:
+            log.warning("event=loopback_advertised %s", warning)
 
     # -- load ------------------------------------------------------------------
 

@@ -116,6 +116,10 @@ class UserAgent:
 
     local_host: str
     local_port: int
+    # Our host in Via and Contact for callers that reach us over IPv6 on a dual-stack
+    # socket (None: ``local_host`` for everyone). Their later requests (ACK, BYE,
+    # re-INVITE) must be sent to an address of their own family.
+    local_host_v6: str | None = None
     max_message_size: int = 65535
     new_token: Callable[[], str] = _token
     access: AccessPolicy | None = None
@@ -516,7 +520,7 @@ class UserAgent:
         if call.transaction.final_sent:
             return
         response = make_response(call.invite, 180, to_tag=call.local_tag)
-        self._add_dialog_headers(response, call.invite, call.transport)
+        self._add_dialog_headers(response, call.invite, call)
         call.transaction.send_response(response, now)
 
     def answer(self, call: InboundCall, sdp: bytes, now: float) -> None:
@@ -524,7 +528,7 @@ class UserAgent:
         if call.state is not CallState.OFFERED or call.transaction.final_sent:
             raise RuntimeError(f"call {call.id} cannot be answered in state {call.state.name}")
         response = make_response(call.invite, 200, to_tag=call.local_tag)
-        self._add_dialog_headers(response, call.invite, call.transport)
+        self._add_dialog_headers(response, call.invite, call)
         response.headers.add("Content-Type", ACCEPTED_BODY)
         response.body = sdp
         call.local_sdp = sdp
@@ -540,7 +544,7 @@ class UserAgent:
         if tx is None or tx.final_sent:
             return
         response = make_response(tx.request, 200, to_tag=call.local_tag)
-        self._add_dialog_headers(response, tx.request, call.transport)
+        self._add_dialog_headers(response, tx.request, call)
         response.headers.add("Content-Type", ACCEPTED_BODY)
         response.body = sdp
         call.local_sdp = sdp
@@ -595,7 +599,7 @@ class UserAgent:
         transport = call.transport
         port = self.local_port if transport is not Transport.TLS else self.tls_port or 5061
         via = (
-            f"SIP/2.0/{transport.value} {_host_for_header(self.local_host)}:{port}"
+            f"SIP/2.0/{transport.value} {_host_for_header(self._local_host(call))}:{port}"
             f";branch=z9hG4bK{self.new_token()};rport"
         )
         request, destination = call.dialog.create_request(method, via)
@@ -606,7 +610,7 @@ class UserAgent:
             destination = StreamAddress(host, source_port, transport, target=destination)
         if method == "REFER":
             # RFC 3515 §2.4.1: REFER is a target refresh request and carries a Contact.
-            request.headers.add("Contact", f"<{self._contact_uri(transport, call.invite)}>")
+            request.headers.add("Contact", f"<{self._contact_uri(call, call.invite)}>")
         for name, value in extra:
             request.headers.add(name, value)
         key = TransactionKey.for_request(request)  # parses the request: raises before sending
@@ -640,17 +644,22 @@ class UserAgent:
         call.transaction.send_response(response, now)
         call.state = CallState.ENDED
 
-    def _add_dialog_headers(
-        self, response: Response, request: Request, transport: Transport
-    ) -> None:
+    def _add_dialog_headers(self, response: Response, request: Request, call: InboundCall) -> None:
         # RFC 3261 §12.1.1: dialog-creating responses copy Record-Route and
         # carry our Contact.
         for value in request.headers.get_all("Record-Route"):
             response.headers.add("Record-Route", value)
-        response.headers.add("Contact", f"<{self._contact_uri(transport, request)}>")
+        response.headers.add("Contact", f"<{self._contact_uri(call, request)}>")
         response.headers.add("Allow", ALLOW)
 
-    def _contact_uri(self, transport: Transport, invite: Request) -> str:
+    def _local_host(self, call: InboundCall) -> str:
+        """Our host for ``call``'s Via and Contact: ``local_host_v6`` for a caller whose
+        source is IPv6 (not IPv4-mapped), else ``local_host``."""
+        if self.local_host_v6 is not None and _is_ipv6(call.source[0]):
+            return self.local_host_v6
+        return self.local_host
+
+    def _contact_uri(self, call: InboundCall, invite: Request) -> str:
         """Our Contact for a dialog over ``transport``: ``;transport=tcp`` for TCP
         (RFC 3261 §19.1.1); for TLS a sips: URI on the TLS port when the dialog is SIPS
         (RFC 3261 §12.1.1: the INVITE's Request-URI, else its top Record-Route, else its
@@ -658,7 +667,8 @@ class UserAgent:
         for a dialog the caller set up with sip: URIs would make its in-dialog requests
         SIPS, which UAs that dial ``sip:...;transport=tls`` (many trunks; baresip's libre
         refuses outright) cannot send."""
-        host = _host_for_header(self.local_host)
+        transport = call.transport
+        host = _host_for_header(self._local_host(call))
         if transport is Transport.TLS:
             if _dialog_is_sips(invite):
                 return f"sips:{host}:{self.tls_port or 5061}"
@@ -782,6 +792,12 @@ def _accepts_sdp(values: list[str]) -> bool:
 def _initial_cseq() -> int:
     # RFC 3261 §8.1.1.5: the first CSeq is arbitrary but below 2**31.
     return secrets.randbelow(2**30)
+
+
+def _is_ipv6(host: str) -> bool:
+    """True for an IPv6 address that is not IPv4-mapped (``::ffff:a.b.c.d`` is an IPv4
+    peer on a dual-stack socket)."""
+    return ":" in host and not host.lower().startswith("::ffff:")
 
 
 def _host_for_header(host: str) -> str:
