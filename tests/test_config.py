@@ -335,3 +335,15 @@ def test_advertising_loopback_on_all_interfaces_is_warned() -> None:
     assert settings.loopback_warning("192.0.2.2") is None
     assert settings.loopback_warning("pbx.example.com") is None
     assert ServeSettings(sip_host="127.0.0.1").loopback_warning("127.0.0.1") is None
+
+
+def test_usable_codecs_leaves_out_or_refuses_what_cannot_run() -> None:
+    from sipbridge.config import DEFAULT_CODECS, usable_codecs
+
+    assert usable_codecs(DEFAULT_CODECS, frozenset()) == (DEFAULT_CODECS, None)
+    kept, warning = usable_codecs(DEFAULT_CODECS, frozenset({"opus"}))
+    assert kept == ("pcmu", "pcma", "g722")
+    assert warning is not None and "libopus0" in warning
+    assert usable_codecs(("pcmu",), frozenset({"opus"})) == (("pcmu",), None)
+    with pytest.raises(ValueError, match="--codecs names opus"):
+        usable_codecs(("opus",), frozenset({"opus"}))

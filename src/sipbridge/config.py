@@ -17,6 +17,7 @@ __all__ = [
     "local_ipv6",
     "parse_port_range",
     "routed_address",
+    "usable_codecs",
 ]
 
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
@@ -175,6 +176,31 @@ def parse_codecs(text: str) -> tuple[str, ...]:
     if not names:
         raise ValueError("the codec list is empty")
     return tuple(names)
+
+
+def usable_codecs(
+    codecs: tuple[str, ...], unavailable: frozenset[str]
+) -> tuple[tuple[str, ...], str | None]:
+    """The codec list without the codecs this machine cannot run (``unavailable``, e.g.
+    ``{"opus"}`` without libopus), and a warning saying what was left out.
+
+    The default list loses them with the warning; a list the operator wrote that names an
+    unavailable codec is a ValueError with the install hint (they asked for it), as is a
+    list left empty."""
+    missing = [name for name in codecs if name in unavailable]
+    if not missing:
+        return codecs, None
+    hint = "install libopus (apt-get install libopus0)"
+    if codecs != DEFAULT_CODECS:
+        raise ValueError(
+            f"--codecs names {', '.join(missing)} but this machine cannot run it: {hint}, "
+            "or leave it out of --codecs"
+        )
+    kept = tuple(name for name in codecs if name not in unavailable)
+    return kept, (
+        f"{', '.join(missing)} left out of the offer: this machine cannot run it ({hint}); "
+        f"offering {','.join(kept)}"
+    )
 
 
 @dataclass(frozen=True)

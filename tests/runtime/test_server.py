@@ -543,3 +543,32 @@ async def test_a_loopback_address_advertised_on_all_interfaces_is_warned_at_star
     with caplog.at_level(logging.WARNING, logger="sipbridge.server"):
         await make_bridge()  # 127.0.0.1 on purpose: nothing to warn about
     assert not [r for r in caplog.records if "loopback_advertised" in r.getMessage()]
+
+
+async def test_without_libopus_opus_is_left_out_of_the_offer_or_refused_when_named(
+    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No libopus: the default codec list drops Opus with a warning, so an Opus-only
+    caller gets 488 and a record (it got 500 and a traceback); naming opus in --codecs
+    refuses to start with the install hint."""
+    monkeypatch.setattr(server_module, "opus_available", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="sipbridge.server"):
+        bridge = await make_bridge()
+    assert bridge.settings.codecs == ("pcmu", "pcma", "g722")
+    assert any("codec_unavailable" in r.getMessage() for r in caplog.records)
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        client = UdpClient(bridge.sip_address)
+        try:
+            head, _, body = client.invite("z9hG4bK-opus", "opus-only", 40000).partition(b"\r\n\r\n")
+            body = body.replace(b"RTP/AVP 0\r\n", b"RTP/AVP 111\r\na=rtpmap:111 opus/48000/2\r\n")
+            head = head.rsplit(b"Content-Length:", 1)[0] + f"Content-Length: {len(body)}".encode()
+            client.send(head + b"\r\n\r\n" + body)
+            final = await client.final()
+        finally:
+            client.close()
+    assert final.status == 488
+    [record] = await records(bridge)
+    assert record.sip_code == 488
+    with pytest.raises(ValueError, match=r"--codecs names opus .*apt-get install libopus0"):
+        await make_bridge(codecs=("opus", "pcmu"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import gc
 import ipaddress
 import logging
@@ -34,7 +35,8 @@ from typing import Any
 import uvicorn
 from sqlalchemy import text
 
-from sipbridge.config import ServeSettings
+from sipbridge.codecs.opus import opus_available
+from sipbridge.config import ServeSettings, usable_codecs
 from sipbridge.media.overload import LoadLimits, LoadMonitor
 from sipbridge.numbers import caller_number, dialed_number
 from sipbridge.runtime.agent_client import EndpointHealth
@@ -102,6 +104,14 @@ class SipBridgeServer:
     """Owns the SIP socket, the UA core, the RTP port pool, the database and the calls."""
 
     def __init__(self, settings: ServeSettings) -> None:
+        # Only codecs this machine can run are offered (ValueError: the operator named
+        # one it cannot).
+        codecs, warning = usable_codecs(
+            settings.codecs, frozenset() if opus_available() else frozenset({"opus"})
+        )
+        if warning is not None:
+            log.warning("event=codec_unavailable %s", warning)
+            settings = dataclasses.replace(settings, codecs=codecs)
         self.settings = settings
         self.loop = asyncio.get_running_loop()
         self.db = Database(settings.db)
