@@ -16,9 +16,22 @@ from sipbridge.cli import app
 from sipbridge.config import ServeSettings
 from sipbridge.store import service
 from sipbridge.store.db import Database
-from sipbridge.store.records import BanRecord, CallRecord, CallStatus
+from sipbridge.store.records import BanRecord, CallRecord, CallStatus, TrunkRecord
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads SIPBRIDGE_* from the outer environment or writes to the real home:
+    the default database lands under tmp_path."""
+    for name in list(os.environ):
+        if name.startswith("SIPBRIDGE_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    return home / "data"
 
 
 @pytest.fixture
@@ -32,12 +45,13 @@ def db_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(db_url: str) -> dict[str, str]:
     """Point every command at the tmp database through SIPBRIDGE_DB."""
-    for name in list(os.environ):
-        if name.startswith("SIPBRIDGE_"):
-            monkeypatch.delenv(name)
     return {"SIPBRIDGE_DB": db_url}
+
+
+def in_db(env: dict[str, str]) -> str:
+    return f" (database {env['SIPBRIDGE_DB']})"
 
 
 def invoke(runner: CliRunner, env: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
@@ -86,7 +100,7 @@ def test_agent_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
 def test_agent_list_empty(runner: CliRunner, env: dict[str, str]) -> None:
     result = invoke(runner, env, "agent", "list")
     assert result.exit_code == 0
-    assert result.stdout.strip() == "no agents"
+    assert result.stdout.strip() == "no agents" + in_db(env)
 
 
 def test_agent_add_duplicate_exits_1(runner: CliRunner, env: dict[str, str]) -> None:
@@ -102,10 +116,10 @@ def test_agent_add_bad_url_exits_2(runner: CliRunner, env: dict[str, str]) -> No
     assert "ws:// or wss://" in result.stderr
 
 
-def test_agent_url_from_env(runner: CliRunner, env: dict[str, str]) -> None:
+def test_agent_url_not_from_env(runner: CliRunner, env: dict[str, str]) -> None:
     result = runner.invoke(app, ["agent", "add", "bot"], env={**env, "SIPBRIDGE_URL": "ws://e"})
-    assert result.exit_code == 0, result.output
-    assert "ws://e" in invoke(runner, env, "agent", "list").stdout
+    assert result.exit_code == 2
+    assert "--url" in result.output
 
 
 def test_agent_remove_unknown_exits_1(runner: CliRunner, env: dict[str, str]) -> None:
@@ -137,7 +151,7 @@ def test_number_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
     result = invoke(runner, env, "number", "remove", "tel:+1-202-555-0101")
     assert result.exit_code == 0
     assert "removed number +12025550101" in result.stdout
-    assert invoke(runner, env, "number", "list").stdout.strip() == "no numbers"
+    assert invoke(runner, env, "number", "list").stdout.strip() == "no numbers" + in_db(env)
 
 
 def test_number_add_invalid_exits_2(runner: CliRunner, env: dict[str, str]) -> None:
@@ -269,13 +283,13 @@ def test_calls_json_number_filter_and_limit(
     assert [c["id"] for c in data] == ["new"]
 
     result = runner.invoke(app, ["calls"], env={**env, "SIPBRIDGE_JSON": "1"})
-    assert isinstance(json.loads(result.stdout), list)
+    assert result.stdout.startswith("RECEIVED")  # --json is not read from the environment
 
 
 def test_calls_empty(runner: CliRunner, env: dict[str, str]) -> None:
     result = invoke(runner, env, "calls")
     assert result.exit_code == 0
-    assert result.stdout.strip() == "no calls"
+    assert result.stdout.strip() == "no calls" + in_db(env)
     assert json.loads(invoke(runner, env, "calls", "--json").stdout) == []
 
 
@@ -587,27 +601,36 @@ def test_agent_add_all_options(runner: CliRunner, env: dict[str, str], db_url: s
     assert asyncio.run(read_back()) == ("s3cret-token", 16000)
 
 
-def test_agent_options_from_env(runner: CliRunner, env: dict[str, str]) -> None:
+def test_agent_options_not_from_env(runner: CliRunner, env: dict[str, str]) -> None:
+    """Only the token has a variable, named for it; no other agent field is read from
+    the environment."""
     result = runner.invoke(
         app,
-        ["agent", "add", "bot"],
+        ["agent", "add", "bot", "--url", "ws://one"],
         env={
             **env,
-            "SIPBRIDGE_URL": "ws://one ws://two",
             "SIPBRIDGE_PROTOCOL": "twilio",
             "SIPBRIDGE_SAMPLE_RATE": "16000",
             "SIPBRIDGE_TOKEN": "tok",
+            "SIPBRIDGE_VOICE": "false",
         },
     )
     assert result.exit_code == 0, result.output
     assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[:6] == [
         "bot",
-        "ws://one,ws://two",
-        "twilio",
-        "16000",
+        "ws://one",
+        "native",
+        "8000",
         "yes",
-        "yes",
+        "no",
     ]
+    result = runner.invoke(
+        app,
+        ["agent", "add", "other", "--url", "ws://two"],
+        env={**env, "SIPBRIDGE_AGENT_TOKEN": "tok"},
+    )
+    assert result.exit_code == 0, result.output
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[2].split()[5] == "yes"
 
 
 def test_agent_ca_bundle(runner: CliRunner, env: dict[str, str], ca_bundle: Path) -> None:
@@ -640,14 +663,16 @@ def test_agent_ca_bundle(runner: CliRunner, env: dict[str, str], ca_bundle: Path
     assert result.stderr.startswith("error: --ca-bundle and --clear-ca-bundle")
 
 
-def test_agent_ca_bundle_from_env(runner: CliRunner, env: dict[str, str], ca_bundle: Path) -> None:
+def test_agent_ca_bundle_not_from_env(
+    runner: CliRunner, env: dict[str, str], ca_bundle: Path
+) -> None:
     result = runner.invoke(
         app,
         ["agent", "add", "bot", "--url", "wss://a"],
         env={**env, "SIPBRIDGE_CA_BUNDLE": str(ca_bundle)},
     )
     assert result.exit_code == 0, result.output
-    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[6] == str(ca_bundle)
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[6] == "-"
 
 
 def test_agent_bad_ca_bundle_exit_2(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -680,7 +705,7 @@ def test_agent_add_bad_options_exit_2(
     result = invoke(runner, env, "agent", "add", "bot", "--url", "ws://a", *args)
     assert result.exit_code == 2
     assert result.stderr.startswith(message)
-    assert invoke(runner, env, "agent", "list").stdout.strip() == "no agents"
+    assert invoke(runner, env, "agent", "list").stdout.strip() == "no agents" + in_db(env)
 
 
 def test_agent_update(runner: CliRunner, env: dict[str, str]) -> None:
@@ -748,7 +773,7 @@ def test_number_list_by_agent(runner: CliRunner, env: dict[str, str]) -> None:
     invoke(runner, env, "number", "add", "+12025550102", "--agent", "other")
     listing = invoke(runner, env, "number", "list", "--agent", "other").stdout
     assert "+12025550102" in listing and "+12025550101" not in listing
-    assert invoke(runner, env, "number", "list", "--agent", "ghost").stdout.strip() == "no numbers"
+    assert invoke(runner, env, "number", "list", "--agent", "ghost").stdout.strip() == "no numbers" + in_db(env)
 
 
 def test_calls_number_with_region(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
@@ -831,14 +856,14 @@ def test_trunk_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
 
 
 def test_trunk_list_empty(runner: CliRunner, env: dict[str, str]) -> None:
-    assert invoke(runner, env, "trunk", "list").stdout.strip() == "no trunks"
+    assert invoke(runner, env, "trunk", "list").stdout.strip() == "no trunks" + in_db(env)
 
 
 def test_trunk_password_from_env(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = runner.invoke(
         app,
         ["trunk", "add", "t", "--host", "h.example", "--username", "u", "--register"],
-        env={**env, "SIPBRIDGE_PASSWORD": "from-env", "SIPBRIDGE_CODEC": "pcma g722"},
+        env={**env, "SIPBRIDGE_TRUNK_PASSWORD": "from-env", "SIPBRIDGE_CODEC": "pcma g722"},
     )
     assert result.exit_code == 0, result.output
 
@@ -847,7 +872,38 @@ def test_trunk_password_from_env(runner: CliRunner, env: dict[str, str], db_url:
             trunk = await service.get_trunk(db, "t")
             return trunk.password, trunk.codecs
 
-    assert asyncio.run(read_back()) == ("from-env", ["pcma", "g722"])
+    assert asyncio.run(read_back()) == ("from-env", [])  # --codec is not read from it
+
+
+def test_serve_settings_do_not_leak_into_a_trunk(
+    runner: CliRunner, env: dict[str, str], db_url: str
+) -> None:
+    """The variables the README exports for serve leave trunk add at its defaults."""
+    serve_env = {
+        **env,
+        "SIPBRIDGE_MAX_CALLS": "500",
+        "SIPBRIDGE_SRTP": "required",
+        "SIPBRIDGE_HOST": "h.example",
+        "SIPBRIDGE_PASSWORD": "p",
+        "SIPBRIDGE_REGISTER": "true",
+        "SIPBRIDGE_NUMBER": "+12025550101",
+    }
+    result = runner.invoke(app, ["trunk", "add", "t", "--allow", "192.0.2.1"], env=serve_env)
+    assert result.exit_code == 0, result.output
+
+    async def read_back() -> TrunkRecord:
+        async with Database(db_url) as db:
+            return await service.get_trunk(db, "t")
+
+    trunk = asyncio.run(read_back())
+    assert (trunk.max_calls, trunk.srtp, trunk.host, trunk.password, trunk.register) == (
+        None,
+        "optional",
+        None,
+        None,
+        False,
+    )
+    assert trunk.allowed_numbers == []
 
 
 @pytest.mark.parametrize(
@@ -929,7 +985,7 @@ def test_trunk_numbers_and_srtp(runner: CliRunner, env: dict[str, str], db_url: 
     assert asyncio.run(read_back()) == (["+12025550101", "+12025550102"], "required")
 
 
-def test_trunk_srtp_and_region_from_env(runner: CliRunner, env: dict[str, str]) -> None:
+def test_trunk_region_from_env_srtp_not(runner: CliRunner, env: dict[str, str]) -> None:
     result = runner.invoke(
         app,
         ["trunk", "add", "t", "--number", "020 7946 0000"],
@@ -937,14 +993,14 @@ def test_trunk_srtp_and_region_from_env(runner: CliRunner, env: dict[str, str]) 
     )
     assert result.exit_code == 0, result.output
     lines = invoke(runner, env, "trunk", "list").stdout.splitlines()
-    assert lines[1].split()[-2:] == ["+442079460000", "off"]
+    assert lines[1].split()[-2:] == ["+442079460000", "optional"]
 
 
 # ----------------------------------------------------------------------- bans
 
 
 def test_ban_add_list_remove(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
-    assert invoke(runner, env, "ban", "list").stdout.strip() == "no bans"
+    assert invoke(runner, env, "ban", "list").stdout.strip() == "no bans" + in_db(env)
 
     result = invoke(runner, env, "ban", "add", "203.0.113.7/24", "--note", "abuse desk")
     assert result.exit_code == 0, result.output
@@ -993,7 +1049,7 @@ def test_ban_add_list_remove(runner: CliRunner, env: dict[str, str], db_url: str
     result = invoke(runner, env, "ban", "remove", "198.51.100.7/32")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "removed ban on 198.51.100.7"
-    assert invoke(runner, env, "ban", "list").stdout.strip() == "no bans"
+    assert invoke(runner, env, "ban", "list").stdout.strip() == "no bans" + in_db(env)
 
 
 def test_ban_list_all(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
@@ -1033,7 +1089,7 @@ def test_ban_add_bad_input_exits_2(
     result = invoke(runner, env, "ban", "add", *args)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {field}: ")
-    assert invoke(runner, env, "ban", "list", "--all").stdout.strip() == "no bans"
+    assert invoke(runner, env, "ban", "list", "--all").stdout.strip() == "no bans" + in_db(env)
 
 
 def test_ban_remove_unknown_exits_1(runner: CliRunner, env: dict[str, str]) -> None:
@@ -1080,7 +1136,7 @@ def test_apikey_create_list_revoke(runner: CliRunner, env: dict[str, str], db_ur
     assert result.exit_code == 0
     assert "revoked API key dashboard" in result.stdout
     assert asyncio.run(verify(secret)) is None
-    assert invoke(runner, env, "apikey", "list").stdout.strip() == "no API keys"
+    assert invoke(runner, env, "apikey", "list").stdout.strip() == "no API keys" + in_db(env)
 
     result = invoke(runner, env, "apikey", "revoke", "dashboard")
     assert result.exit_code == 1

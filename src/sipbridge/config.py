@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 __all__ = [
@@ -13,6 +16,7 @@ __all__ = [
     "SRTP_MODES",
     "UNKNOWN_SOURCES",
     "ServeSettings",
+    "default_db_path",
     "local_ipv4",
     "parse_port_range",
 ]
@@ -54,6 +58,23 @@ def local_ipv4() -> str:
         if _is_usable_ipv4(candidate):
             return candidate
     return "127.0.0.1"
+
+
+def default_db_path(
+    environ: Mapping[str, str] | None = None, is_root: bool | None = None
+) -> Path:
+    """Where the SQLite database lives when no ``--db`` is given, whatever the working
+    directory: ``$XDG_DATA_HOME/sipbridge/sipbridge.db`` when that variable is set,
+    ``/var/lib/sipbridge/sipbridge.db`` for root, else
+    ``~/.local/share/sipbridge/sipbridge.db`` (the XDG Base Directory default)."""
+    env = os.environ if environ is None else environ
+    data_home = env.get("XDG_DATA_HOME", "")
+    if Path(data_home).is_absolute():  # the XDG spec ignores a relative value
+        return Path(data_home) / "sipbridge" / "sipbridge.db"
+    if os.geteuid() == 0 if is_root is None else is_root:
+        return Path("/var/lib/sipbridge/sipbridge.db")
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return home / ".local" / "share" / "sipbridge" / "sipbridge.db"
 
 
 def parse_port_range(text: str) -> tuple[int, int]:

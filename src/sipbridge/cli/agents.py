@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from sipbridge.cli._common import (
-    DEFAULT_DB,
     DbOption,
     _echo_table,
     _fail,
@@ -27,7 +26,13 @@ UrlsOption = Annotated[
     ),
 ]
 TokenOption = Annotated[
-    str | None, _option("--token", help="Secret sent to the agent (never displayed).")
+    str | None,
+    _option(
+        "--token",
+        envvar="SIPBRIDGE_AGENT_TOKEN",
+        help="Secret sent to the agent, never displayed (or the SIPBRIDGE_AGENT_TOKEN "
+        "variable, kept off the command line).",
+    ),
 ]
 ProtocolOption = Annotated[
     str | None, _option("--protocol", help="Agent protocol: native or twilio.")
@@ -66,7 +71,7 @@ def agent_add(
     protocol: ProtocolOption = None,
     sample_rate: SampleRateOption = None,
     ca_bundle: CaBundleOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Add an agent."""
     record = _run(
@@ -105,7 +110,7 @@ def agent_update(
             help="Remove the CA bundle (verify with the system's CAs again).",
         ),
     ] = False,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Change an agent's settings (only the options given)."""
     new_token = _replacement(token, clear_token, "--token", "--clear-token")
@@ -140,17 +145,17 @@ def _agent_row(a: AgentRecord) -> list[str]:
 
 
 @agent_app.command("list")
-def agent_list(db: DbOption = DEFAULT_DB) -> None:
+def agent_list(db: DbOption = None) -> None:
     """List agents (tokens are never shown)."""
     agents = _run(db, service.list_agents)
     headers = ["NAME", "URLS", "PROTOCOL", "RATE", "VOICE", "TOKEN", "CA BUNDLE", "CREATED (UTC)"]
-    _echo_table(agents, "no agents", headers, _agent_row)
+    _echo_table(agents, "no agents", headers, _agent_row, db)
 
 
 @agent_app.command("remove")
 def agent_remove(
     name: Annotated[str, typer.Argument(help="Agent name.")],
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Remove an agent (its numbers stay, without an agent, and answer 480)."""
     orphaned = _run(db, lambda d: service.remove_agent(d, name))

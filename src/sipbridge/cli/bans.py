@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sipbridge.cli._common import DEFAULT_DB, DbOption, _echo_table, _option, _run
+from sipbridge.cli._common import DbOption, _echo_table, _option, _run
 from sipbridge.store import service
 from sipbridge.store.records import BanRecord
 
@@ -30,11 +30,11 @@ def _ban_row(ban: BanRecord) -> list[str]:
 @ban_app.command("list")
 def ban_list(
     include_expired: Annotated[bool, _option("--all", help="Also bans that have ended.")] = False,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """List the bans in force, newest first."""
     bans = _run(db, lambda d: service.list_bans(d, include_expired=include_expired))
-    _echo_table(bans, "no bans", ["ADDRESS", "REASON", "SINCE", "UNTIL", "NOTE"], _ban_row)
+    _echo_table(bans, "no bans", ["ADDRESS", "REASON", "SINCE", "UNTIL", "NOTE"], _ban_row, db)
 
 
 @ban_app.command("add")
@@ -47,7 +47,7 @@ def ban_add(
         _option("--duration", help="Seconds the ban lasts (default: until removed)."),
     ] = None,
     note: Annotated[str | None, _option("--note", help="Why, for the record.")] = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Ban an address or a network: its SIP traffic is dropped unanswered."""
     record = _run(db, lambda d: service.add_ban(d, address, duration=duration, note=note))
@@ -62,7 +62,7 @@ def ban_add(
 @ban_app.command("remove")
 def ban_remove(
     address: Annotated[str, typer.Argument(help="The address or network, as banned.")],
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Lift a ban."""
     removed = _run(db, lambda d: service.remove_ban(d, address))

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from sipbridge.cli._common import (
-    DEFAULT_DB,
     DbOption,
     RegionOption,
     _echo_table,
@@ -44,7 +43,7 @@ def calls(
     limit: Annotated[int, _option("--limit", min=1, help="How many calls.")] = 50,
     as_json: Annotated[bool, _option("--json", help="Print JSON instead of a table.")] = False,
     default_region: RegionOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Show recent calls, newest first."""
     wanted = number
@@ -61,4 +60,4 @@ def calls(
         return
     headers = ["RECEIVED (UTC)", "FROM", "TO", "AGENT", "STATUS", "REASON", "CODE"]
     headers += ["DURATION", "CODEC"]
-    _echo_table(records, "no calls", headers, _call_row)
+    _echo_table(records, "no calls", headers, _call_row, db)

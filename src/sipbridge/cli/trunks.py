@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from sipbridge.cli._common import (
-    DEFAULT_DB,
     DbOption,
     RegionOption,
     _echo_table,
@@ -33,7 +32,12 @@ def trunk_add(
     username: Annotated[str | None, _option("--username", help="Digest user name.")] = None,
     password: Annotated[
         str | None,
-        _option("--password", help="Digest password (prefer the SIPBRIDGE_PASSWORD variable)."),
+        _option(
+            "--password",
+            envvar="SIPBRIDGE_TRUNK_PASSWORD",
+            help="Digest password (or the SIPBRIDGE_TRUNK_PASSWORD variable, kept off the "
+            "command line).",
+        ),
     ] = None,
     register: Annotated[bool, _option("--register", help="Register with the host.")] = False,
     max_calls: Annotated[
@@ -58,7 +62,7 @@ def trunk_add(
         _option("--srtp", help="SRTP (SDES): off, optional (when offered) or required."),
     ] = "optional",
     default_region: RegionOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Add a SIP trunk (provider)."""
     record = _run(
@@ -97,17 +101,17 @@ def _trunk_row(t: TrunkRecord) -> list[str]:
 
 
 @trunk_app.command("list")
-def trunk_list(db: DbOption = DEFAULT_DB) -> None:
+def trunk_list(db: DbOption = None) -> None:
     """List trunks (passwords are never shown)."""
     trunks = _run(db, service.list_trunks)
     headers = ["NAME", "ALLOW", "HOST", "USERNAME", "PASSWORD", "REGISTER", "MAX CALLS"]
-    _echo_table(trunks, "no trunks", [*headers, "CODECS", "NUMBERS", "SRTP"], _trunk_row)
+    _echo_table(trunks, "no trunks", [*headers, "CODECS", "NUMBERS", "SRTP"], _trunk_row, db)
 
 
 @trunk_app.command("remove")
 def trunk_remove(
     name: Annotated[str, typer.Argument(help="Trunk name.")],
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Remove a trunk."""
     _run(db, lambda d: service.remove_trunk(d, name))
