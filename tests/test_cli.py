@@ -3,6 +3,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import types
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from sipbridge.cli import app
@@ -326,15 +328,32 @@ def test_missing_database_directory_exits_2(runner: CliRunner, tmp_path: Path) -
     url = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
     result = runner.invoke(app, ["agent", "list", "--db", url])
     assert result.exit_code == 2
-    assert "missing-dir' does not exist" in result.stderr
+    assert "folder '" + str(tmp_path / "missing-dir") + "' does not exist" in result.stderr
+    assert not (tmp_path / "missing-dir").exists()
 
 
-def test_unusable_database_exits_1(runner: CliRunner, tmp_path: Path) -> None:
-    garbage = tmp_path / "garbage.db"
-    garbage.write_bytes(b"this is not a sqlite database" * 200)
-    result = runner.invoke(app, ["agent", "list", "--db", f"sqlite:///{garbage}"])
-    assert result.exit_code == 1
-    assert result.stderr.startswith("error: database error")
+def test_default_database_does_not_depend_on_the_working_directory(
+    runner: CliRunner, data_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    assert runner.invoke(app, ["agent", "add", "bot", "--url", "ws://a"]).exit_code == 0
+    monkeypatch.chdir(second)
+    assert "bot" in runner.invoke(app, ["agent", "list"]).stdout
+    database = data_home / "sipbridge" / "sipbridge.db"
+    assert database.is_file()
+    assert list(first.iterdir()) == list(second.iterdir()) == []
+    result = runner.invoke(app, ["number", "list"])
+    assert result.stdout.strip() == f"no numbers (database sqlite:///{database})"
+
+
+def test_serve_uses_the_default_database(
+    runner: CliRunner, data_home: Path, fake_server: list[ServeSettings]
+) -> None:
+    assert runner.invoke(app, ["serve"]).exit_code == 0
+    assert fake_server[0].db == f"sqlite:///{data_home / 'sipbridge' / 'sipbridge.db'}"
 
 
 # ---------------------------------------------------------------- serve
@@ -346,6 +365,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[ServeSettings]:
     module = types.ModuleType("sipbridge.runtime.server")
     module.run = calls.append  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sipbridge.runtime.server", module)
+    monkeypatch.setattr("sipbridge.cli.serve_command.listen_problem", lambda _listeners: None)
     return calls
 
 
@@ -477,6 +497,116 @@ def test_serve_migrates_database_first(
             return list(await service.list_agents(db))
 
     assert asyncio.run(tables_ready()) == []
+
+
+def _one_error_line(result: Result, code: int) -> str:
+    """The command failed with ``code`` and said so in one ``error:`` line."""
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime must not start: the listen check has to stop serve first."""
+    module = types.ModuleType("sipbridge.runtime.server")
+
+    def run(_settings: ServeSettings) -> None:
+        raise AssertionError("the server was started")
+
+    module.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sipbridge.runtime.server", module)
+
+
+@pytest.mark.parametrize("udp", [True, False])
+def test_serve_sip_port_in_use_is_one_line(
+    runner: CliRunner, env: dict[str, str], no_server: None, udp: bool
+) -> None:
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if not udp:
+            taken.listen(1)
+        port = str(taken.getsockname()[1])
+        args = ["serve", "--sip-host", "127.0.0.1", "--sip-port", port, "--http-port", "0"]
+        line = _one_error_line(runner.invoke(app, args, env=env), 1)
+    transport = "UDP" if udp else "TCP"
+    assert line == (
+        f"error: cannot listen for SIP over {transport} on 127.0.0.1:{port}: port {port} is "
+        "already in use (stop the program using it, or choose another --sip-port)"
+    )
+
+
+def test_serve_http_and_tls_ports_in_use(
+    runner: CliRunner, env: dict[str, str], no_server: None, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        base = ["serve", "--sip-host", "127.0.0.1", "--sip-port", "0"]
+        line = _one_error_line(runner.invoke(app, [*base, "--http-port", port], env=env), 1)
+        assert "HTTP on 127.0.0.1:" in line and "--http-port" in line
+        cert = tmp_path / "c.pem"
+        cert.write_text("x")
+        tls = ["--tls-cert", str(cert), "--tls-key", str(cert), "--tls-port", port]
+        line = _one_error_line(runner.invoke(app, [*base, "--http-port", "0", *tls], env=env), 1)
+        assert "SIP over TLS on 127.0.0.1:" in line and "--tls-port" in line
+
+
+def test_serve_on_an_address_the_host_lacks_is_one_line(
+    runner: CliRunner, env: dict[str, str], no_server: None
+) -> None:
+    args = ["serve", "--sip-host", "192.0.2.1", "--sip-port", "0", "--http-port", "0"]
+    line = _one_error_line(runner.invoke(app, args, env=env), 1)
+    assert line == (
+        "error: cannot listen for SIP over UDP on 192.0.2.1:0: this host has no address "
+        "192.0.2.1 (give --sip-host one of its own addresses, or 0.0.0.0 for all)"
+    )
+
+
+UNREACHABLE_PG = "postgresql+asyncpg://u:secret@127.0.0.1:1/x"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--sip-host", "127.0.0.1", "--sip-port", "0", "--http-port", "0"],
+        ["db", "upgrade"],
+        ["agent", "list"],
+        ["agent", "add", "bot", "--url", "ws://a"],
+        ["number", "list"],
+        ["trunk", "list"],
+        ["apikey", "list"],
+        ["ban", "list"],
+        ["calls"],
+    ],
+)
+def test_unreachable_postgresql_is_one_line(
+    runner: CliRunner, no_server: None, args: list[str]
+) -> None:
+    result = runner.invoke(app, args, env={"SIPBRIDGE_DB": UNREACHABLE_PG})
+    line = _one_error_line(result, 1)
+    assert line == (
+        "error: cannot reach the database (database postgresql+asyncpg://u:***@127.0.0.1:1/x): "
+        "Connection refused (is the server running and the URL right? see --db)"
+    )
+
+
+def test_postgresql_url_without_driver_is_accepted(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["agent", "list", "--db", "postgresql://u:secret@127.0.0.1:1/x"])
+    line = _one_error_line(result, 1)
+    assert "Connection refused" in line and "secret" not in line and "psycopg" not in line
+
+
+def test_database_errors_are_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a sqlite database" * 200)
+    result = runner.invoke(app, ["agent", "list", "--db", f"sqlite:///{garbage}"])
+    line = _one_error_line(result, 1)
+    assert line == (f"error: database error: file is not a database (database sqlite:///{garbage})")
 
 
 @pytest.mark.parametrize(
@@ -773,7 +903,9 @@ def test_number_list_by_agent(runner: CliRunner, env: dict[str, str]) -> None:
     invoke(runner, env, "number", "add", "+12025550102", "--agent", "other")
     listing = invoke(runner, env, "number", "list", "--agent", "other").stdout
     assert "+12025550102" in listing and "+12025550101" not in listing
-    assert invoke(runner, env, "number", "list", "--agent", "ghost").stdout.strip() == "no numbers" + in_db(env)
+    assert invoke(
+        runner, env, "number", "list", "--agent", "ghost"
+    ).stdout.strip() == "no numbers" + in_db(env)
 
 
 def test_calls_number_with_region(runner: CliRunner, env: dict[str, str], db_url: str) -> None:

@@ -1,5 +1,6 @@
 import dataclasses
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -201,3 +202,26 @@ def test_transport_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
         ServeSettings(tls_port=70000)
     with pytest.raises(ValueError, match="max_connections_per_source"):
         ServeSettings(max_connections_per_source=0)
+
+
+def test_default_db_path() -> None:
+    home = {"HOME": "/home/ann"}
+    assert config.default_db_path(home, is_root=False) == Path(
+        "/home/ann/.local/share/sipbridge/sipbridge.db"
+    )
+    assert config.default_db_path(home, is_root=True) == Path("/var/lib/sipbridge/sipbridge.db")
+    xdg = {**home, "XDG_DATA_HOME": "/data"}
+    assert config.default_db_path(xdg, is_root=False) == Path("/data/sipbridge/sipbridge.db")
+    assert config.default_db_path(xdg, is_root=True) == Path("/data/sipbridge/sipbridge.db")
+    relative = {**home, "XDG_DATA_HOME": "data"}  # ignored, as the XDG spec says
+    assert config.default_db_path(relative, is_root=False) == Path(
+        "/home/ann/.local/share/sipbridge/sipbridge.db"
+    )
+
+
+def test_default_db_path_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", "/xdg")
+    assert config.default_db_path() == Path("/xdg/sipbridge/sipbridge.db")
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setattr(config.os, "geteuid", lambda: 0)
+    assert config.default_db_path() == Path("/var/lib/sipbridge/sipbridge.db")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Annotated, TypeVar
 
 from sipbridge.cli._common import DbOption, RegionOption, _fail, _run, _setting, database_url
+from sipbridge.cli._listen import Listener, listen_problem
 from sipbridge.config import (
     DEFAULT_CODECS,
     SRTP_MODES,
@@ -272,9 +273,24 @@ def serve(
     async def migrate(_database: Database) -> None:
         return None
 
+    problem = listen_problem(listeners(settings))
+    if problem is not None:
+        _fail(problem, 1)
     _run(db_url, migrate)  # a bad database URL or schema fails here, before any socket opens
 
     run_server(settings)
+
+
+def listeners(settings: ServeSettings) -> list[Listener]:
+    """The sockets ``serve`` will listen on, SIP first."""
+    host = settings.sip_host
+    sip = [Listener("SIP over UDP", host, settings.sip_port, "--sip-host", "--sip-port", udp=True)]
+    if settings.tcp:
+        sip.append(Listener("SIP over TCP", host, settings.sip_port, "--sip-host", "--sip-port"))
+    if settings.tls_cert is not None:
+        sip.append(Listener("SIP over TLS", host, settings.tls_port, "--sip-host", "--tls-port"))
+    http = Listener("HTTP", settings.http_host, settings.http_port, "--http-host", "--http-port")
+    return [*sip, http]
 
 
 def run_server(settings: ServeSettings) -> None:
@@ -287,4 +303,7 @@ def run_server(settings: ServeSettings) -> None:
             raise
         _fail("the SIP runtime (sipbridge.runtime.server) is not installed", 1)
     run: Callable[[ServeSettings], None] = server.run
-    run(settings)
+    try:
+        run(settings)
+    except OSError as exc:  # a socket taken between the check and the start
+        _fail(f"cannot start the server: {exc}", 1)
