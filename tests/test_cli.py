@@ -9,8 +9,10 @@ import sys
 import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -1360,3 +1362,42 @@ def test_serve_transport_options(
     unreadable = runner.invoke(app, ["serve", *missing], env=env)
     assert unreadable.exit_code == 2 and unreadable.stderr.startswith("error: --tls-cert")
     assert len(fake_server) == 3
+
+
+# ----------------------------------------------------------------------- help
+
+
+def _commands(group: Any, path: list[str]) -> list[tuple[list[str], Any]]:
+    """Every command and group under ``group`` with its path of names."""
+    found: list[tuple[list[str], Any]] = []
+    for name, command in group.commands.items():
+        found.append(([*path, name], command))
+        if hasattr(command, "commands"):
+            found += _commands(command, [*path, name])
+    return found
+
+
+def test_help_at_80_columns_shows_every_option_whole(runner: CliRunner) -> None:
+    commands = _commands(typer.main.get_command(app), [])
+    assert len(commands) > 20
+    for path, command in commands:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert result.exit_code == 0, (path, result.output)
+        assert all(len(line) <= 80 for line in result.stdout.splitlines()), path
+        assert "…" not in result.stdout, path
+        for param in command.params:
+            for name in [*param.opts, *param.secondary_opts]:
+                if name.startswith("-"):
+                    assert re.search(rf"(^|[\s,]){re.escape(name)}([\s,]|$)", result.stdout), (
+                        path,
+                        name,
+                    )
+        options = [line for line in result.stdout.splitlines() if line.startswith("  -")]
+        assert not any(re.search(r"<(str|int|float|list)", line) for line in options), path
+        assert not re.search(r"\{[a-z_]+\}", result.stdout), path  # NAME, not {name}
+
+
+def test_sip_port_help_says_udp_and_tcp(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "80"})
+    text = " ".join(result.stdout.split())
+    assert "--sip-port PORT Port for SIP over UDP and TCP" in text

@@ -41,6 +41,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="sipbridge",
+    rich_markup_mode=None,
     help="Self-hosted SIP server that bridges phone calls to AI voice agents.",
     no_args_is_help=True,
     add_completion=False,

@@ -33,12 +33,20 @@ def _env(option: str) -> str:
     return "SIPBRIDGE_" + option.upper().replace("-", "_")
 
 
+def _metavar(param_decls: Sequence[str], kwargs: dict[str, Any]) -> str:
+    """The value's name in ``--help``: given, else the option's last word (``--sip-port
+    PORT``), instead of typer's ``<int range>``."""
+    metavar: str = kwargs.pop("metavar", None) or param_decls[0].rsplit("-", 1)[-1].upper()
+    return metavar
+
+
 def _option(*param_decls: str, help: str, envvar: str | None = None, **kwargs: Any) -> Any:
     """``typer.Option`` of one object or one invocation (a trunk's ``--max-calls``,
     ``--json``): read from the command line only, never from the environment, so a
     variable exported for ``serve`` cannot become a trunk's or an agent's field.
     ``envvar`` names a variable for a secret that should stay off the command line."""
-    return typer.Option(*param_decls, envvar=envvar, help=help, **kwargs)
+    metavar = _metavar(param_decls, kwargs)
+    return typer.Option(*param_decls, envvar=envvar, help=help, metavar=metavar, **kwargs)
 
 
 def _setting(*param_decls: str, help: str, **kwargs: Any) -> Any:
@@ -46,7 +54,8 @@ def _setting(*param_decls: str, help: str, **kwargs: Any) -> Any:
     named after its first declaration: ``"--sip-port"`` reads ``SIPBRIDGE_SIP_PORT``,
     ``"--tcp/--no-tcp"`` ``SIPBRIDGE_TCP``."""
     option = param_decls[0].split("/")[0].removeprefix("--")
-    return typer.Option(*param_decls, envvar=_env(option), help=help, **kwargs)
+    metavar = _metavar(param_decls, kwargs)
+    return typer.Option(*param_decls, envvar=_env(option), help=help, metavar=metavar, **kwargs)
 
 
 DbOption = Annotated[str | None, _setting("--db", help=DB_HELP, metavar="URL")]

@@ -17,7 +17,9 @@ from sipbridge.cli._common import (
 from sipbridge.store import service
 from sipbridge.store.records import AgentRecord
 
-agent_app = typer.Typer(help="Manage AI agents (WebSocket endpoints).", no_args_is_help=True)
+agent_app = typer.Typer(
+    rich_markup_mode=None, help="Manage AI agents (WebSocket endpoints).", no_args_is_help=True
+)
 
 UrlsOption = Annotated[
     list[str],
@@ -64,7 +66,7 @@ def _replacement(
 
 @agent_app.command("add")
 def agent_add(
-    name: Annotated[str, typer.Argument(help="Agent name, e.g. support-bot.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Agent name, e.g. support-bot.")],
     url: UrlsOption,
     voice: Annotated[bool, _option(*VOICE_DECLS, help=VOICE_HELP)] = True,
     token: TokenOption = None,
@@ -92,7 +94,7 @@ def agent_add(
 
 @agent_app.command("update")
 def agent_update(
-    name: Annotated[str, typer.Argument(help="Agent name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Agent name.")],
     url: Annotated[
         list[str] | None, _option("--url", help="Replace the URLs (repeat for fallbacks).")
     ] = None,
@@ -154,7 +156,7 @@ def agent_list(db: DbOption = None) -> None:
 
 @agent_app.command("remove")
 def agent_remove(
-    name: Annotated[str, typer.Argument(help="Agent name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Agent name.")],
     db: DbOption = None,
 ) -> None:
     """Remove an agent (its numbers stay, without an agent, and answer 480)."""

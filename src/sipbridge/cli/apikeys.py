@@ -10,12 +10,12 @@ from sipbridge.cli._common import DbOption, _echo_table, _run, _when
 from sipbridge.store import service
 from sipbridge.store.records import ApiKeyRecord
 
-apikey_app = typer.Typer(help="Manage REST API keys.", no_args_is_help=True)
+apikey_app = typer.Typer(rich_markup_mode=None, help="Manage REST API keys.", no_args_is_help=True)
 
 
 @apikey_app.command("create")
 def apikey_create(
-    name: Annotated[str, typer.Argument(help="Key name, e.g. dashboard.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Key name, e.g. dashboard.")],
     db: DbOption = None,
 ) -> None:
     """Create an API key and print it (once: only its hash is stored)."""
@@ -42,7 +42,7 @@ def apikey_list(db: DbOption = None) -> None:
 
 @apikey_app.command("revoke")
 def apikey_revoke(
-    name: Annotated[str, typer.Argument(help="Key name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Key name.")],
     db: DbOption = None,
 ) -> None:
     """Revoke (delete) an API key; it stops working at once."""

@@ -14,7 +14,9 @@ from sipbridge.cli._common import DbOption, _echo_table, _option, _run
 from sipbridge.store import service
 from sipbridge.store.records import BanRecord
 
-ban_app = typer.Typer(help="List, add and lift bans of SIP sources.", no_args_is_help=True)
+ban_app = typer.Typer(
+    rich_markup_mode=None, help="List, add and lift bans of SIP sources.", no_args_is_help=True
+)
 
 
 def _ban_row(ban: BanRecord) -> list[str]:
@@ -40,7 +42,10 @@ def ban_list(
 @ban_app.command("add")
 def ban_add(
     address: Annotated[
-        str, typer.Argument(help="IP address or network (CIDR), e.g. 203.0.113.0/24.")
+        str,
+        typer.Argument(
+            metavar="ADDRESS", help="IP address or network (CIDR), e.g. 203.0.113.0/24."
+        ),
     ],
     duration: Annotated[
         int | None,
@@ -61,7 +66,9 @@ def ban_add(
 
 @ban_app.command("remove")
 def ban_remove(
-    address: Annotated[str, typer.Argument(help="The address or network, as banned.")],
+    address: Annotated[
+        str, typer.Argument(metavar="ADDRESS", help="The address or network, as banned.")
+    ],
     db: DbOption = None,
 ) -> None:
     """Lift a ban."""

@@ -6,7 +6,7 @@ import typer
 
 from sipbridge.cli._common import DbOption, _run
 
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+db_app = typer.Typer(rich_markup_mode=None, help="Database maintenance.", no_args_is_help=True)
 
 
 @db_app.command("upgrade")

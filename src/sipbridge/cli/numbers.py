@@ -10,12 +10,16 @@ from sipbridge.cli._common import DbOption, RegionOption, _echo_table, _option, 
 from sipbridge.store import service
 from sipbridge.store.records import NumberRecord
 
-number_app = typer.Typer(help="Manage phone numbers and their agents.", no_args_is_help=True)
+number_app = typer.Typer(
+    rich_markup_mode=None, help="Manage phone numbers and their agents.", no_args_is_help=True
+)
 
 
 @number_app.command("add")
 def number_add(
-    number: Annotated[str, typer.Argument(help="Phone number, e.g. +12025550101.")],
+    number: Annotated[
+        str, typer.Argument(metavar="NUMBER", help="Phone number, e.g. +12025550101.")
+    ],
     agent: Annotated[str, _option("--agent", help="Agent that answers it.")],
     default_region: RegionOption = None,
     db: DbOption = None,
@@ -41,7 +45,7 @@ def number_list(
 
 @number_app.command("remove")
 def number_remove(
-    number: Annotated[str, typer.Argument(help="Phone number.")],
+    number: Annotated[str, typer.Argument(metavar="NUMBER", help="Phone number.")],
     default_region: RegionOption = None,
     db: DbOption = None,
 ) -> None:

@@ -48,7 +48,13 @@ def _choice(option: str, value: str, choices: Sequence[str]) -> str:
 def serve(
     sip_host: Annotated[str, _setting("--sip-host", help="Address to bind SIP on.")] = "0.0.0.0",
     sip_port: Annotated[
-        int, _setting("--sip-port", min=0, max=65535, help="UDP port for SIP.")
+        int,
+        _setting(
+            "--sip-port",
+            min=0,
+            max=65535,
+            help="Port for SIP over UDP and TCP (TLS: --tls-port).",
+        ),
     ] = 5060,
     rtp_ports: Annotated[
         str, _setting("--rtp-ports", help="UDP port range for RTP.")
@@ -135,6 +141,7 @@ def serve(
         str,
         _setting(
             "--reject-unknown",
+            metavar="drop|403",
             help="Requests from sources matching no trunk: 'drop' (no answer) or '403'.",
         ),
     ] = "drop",
@@ -155,6 +162,7 @@ def serve(
         str,
         _setting(
             "--srtp",
+            metavar="MODE",
             help="SRTP for calls from no trunk (a trunk's own setting wins): "
             "off, optional or required.",
         ),
@@ -195,6 +203,7 @@ def serve(
         int,
         _setting(
             "--max-transactions-per-source",
+            metavar="N",
             min=1,
             help="Unanswered INVITEs one source (outside trunk networks) may have open.",
         ),

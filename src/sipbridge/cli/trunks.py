@@ -16,15 +16,21 @@ from sipbridge.cli._common import (
 from sipbridge.store import service
 from sipbridge.store.records import TrunkRecord
 
-trunk_app = typer.Typer(help="Manage SIP trunks (providers).", no_args_is_help=True)
+trunk_app = typer.Typer(
+    rich_markup_mode=None, help="Manage SIP trunks (providers).", no_args_is_help=True
+)
 
 
 @trunk_app.command("add")
 def trunk_add(
-    name: Annotated[str, typer.Argument(help="Trunk name, e.g. telnyx.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Trunk name, e.g. telnyx.")],
     allow: Annotated[
         list[str] | None,
-        _option("--allow", help="Source address or CIDR allowed to send calls (repeatable)."),
+        _option(
+            "--allow",
+            metavar="CIDR",
+            help="Source address or CIDR allowed to send calls (repeatable).",
+        ),
     ] = None,
     host: Annotated[
         str | None, _option("--host", help="Where outbound calls and REGISTER go.")
@@ -41,7 +47,7 @@ def trunk_add(
     ] = None,
     register: Annotated[bool, _option("--register", help="Register with the host.")] = False,
     max_calls: Annotated[
-        int | None, _option("--max-calls", help="Concurrent call limit (at least 1).")
+        int | None, _option("--max-calls", metavar="N", help="Concurrent call limit (at least 1).")
     ] = None,
     codec: Annotated[
         list[str] | None,
@@ -59,7 +65,9 @@ def trunk_add(
     ] = None,
     srtp: Annotated[
         str,
-        _option("--srtp", help="SRTP (SDES): off, optional (when offered) or required."),
+        _option(
+            "--srtp", metavar="MODE", help="SRTP (SDES): off, optional (when offered) or required."
+        ),
     ] = "optional",
     default_region: RegionOption = None,
     db: DbOption = None,
@@ -110,7 +118,7 @@ def trunk_list(db: DbOption = None) -> None:
 
 @trunk_app.command("remove")
 def trunk_remove(
-    name: Annotated[str, typer.Argument(help="Trunk name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Trunk name.")],
     db: DbOption = None,
 ) -> None:
     """Remove a trunk."""
