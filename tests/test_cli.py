@@ -163,8 +163,8 @@ def test_number_add_invalid_exits_2(runner: CliRunner, env: dict[str, str]) -> N
     result = invoke(runner, env, "number", "add", "abc", "--agent", "bot")
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "error: number: 'abc' is not a valid phone number (use E.164, e.g. +12025550101, "
-        "or set a default region such as US for national formats)"
+        "error: number: 'abc' is not a valid phone number (write it with its +country code, "
+        "e.g. +12025550101, or give --default-region, e.g. US, for a national number)"
     )
     assert result.stdout == ""
 
@@ -873,7 +873,7 @@ def test_number_add_with_region(runner: CliRunner, env: dict[str, str]) -> None:
     invoke(runner, env, "agent", "add", "bot", "--url", "ws://a")
     result = invoke(runner, env, "number", "add", "(202) 555-0101", "--agent", "bot")
     assert result.exit_code == 2
-    assert "set a default region" in result.stderr
+    assert "give --default-region" in result.stderr
 
     result = invoke(
         runner, env, "number", "add", "(202) 555-0101", "--agent", "bot", "--region", "US"
@@ -914,11 +914,31 @@ def test_calls_number_with_region(runner: CliRunner, env: dict[str, str], db_url
     _seed_calls(db_url)
     result = invoke(runner, env, "calls", "--json", "--number", "202-555-0101", "--region", "US")
     assert [c["id"] for c in json.loads(result.stdout)] == ["old"]
-    result = invoke(runner, env, "calls", "--json", "--number", "anonymous", "--region", "US")
-    assert [c["id"] for c in json.loads(result.stdout)] == ["new"]
     result = invoke(runner, env, "calls", "--number", "2025550101", "--region", "XX")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: default_region: ")
+
+
+def test_calls_number_without_plus(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
+    _seed_calls(db_url)
+    result = invoke(runner, env, "calls", "--json", "--number", "12025550101")
+    assert [c["id"] for c in json.loads(result.stdout)] == ["old"]
+
+
+@pytest.mark.parametrize(
+    ("number", "message"),
+    [
+        ("foo", "error: --number: 'foo' is not a valid phone number"),
+        ("anonymous", "error: --number: 'anonymous' is not a valid phone number"),
+        ("2025550101", "or give --default-region, e.g. US, for a national number)"),
+    ],
+)
+def test_calls_bad_number_exits_2(
+    runner: CliRunner, env: dict[str, str], number: str, message: str
+) -> None:
+    result = invoke(runner, env, "calls", "--number", number)
+    line = _one_error_line(result, 2)
+    assert message in line
 
 
 # --------------------------------------------------------------------- trunks

@@ -60,9 +60,7 @@ def local_ipv4() -> str:
     return "127.0.0.1"
 
 
-def default_db_path(
-    environ: Mapping[str, str] | None = None, is_root: bool | None = None
-) -> Path:
+def default_db_path(environ: Mapping[str, str] | None = None, is_root: bool | None = None) -> Path:
     """Where the SQLite database lives when no ``--db`` is given, whatever the working
     directory: ``$XDG_DATA_HOME/sipbridge/sipbridge.db`` when that variable is set,
     ``/var/lib/sipbridge/sipbridge.db`` for root, else

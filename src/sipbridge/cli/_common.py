@@ -16,6 +16,7 @@ from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from sipbridge.config import default_db_path
+from sipbridge.numbers import InvalidNumber
 from sipbridge.store import service
 from sipbridge.store.db import Database, display_url
 
@@ -77,6 +78,18 @@ def _fail(message: str, code: int) -> NoReturn:
     raise typer.Exit(code)
 
 
+def invalid_number_message(exc: InvalidNumber, option: str | None = None) -> str:
+    """The error for a number that does not read, naming ``--default-region`` when a
+    region would have helped."""
+    field = option or exc.field
+    if exc.hint_region:
+        return (
+            f"{field}: {exc.text!r} is not a valid phone number (write it with its +country "
+            "code, e.g. +12025550101, or give --default-region, e.g. US, for a national number)"
+        )
+    return f"{field}: {exc.detail}"
+
+
 def database_url(db: str | None) -> str:
     """The database ``--db`` names, else the default SQLite file, whose folder is
     created (an explicit path's folder never is)."""
@@ -133,6 +146,8 @@ def _run(db: str | None, action: Callable[[Database], Awaitable[T]]) -> T:
         return asyncio.run(go())
     except (service.NotFound, service.AlreadyExists) as exc:
         _fail(str(exc), 1)
+    except InvalidNumber as exc:
+        _fail(invalid_number_message(exc), 2)
     except ValueError as exc:  # InvalidNumber, bad URL, bad database URL
         _fail(str(exc), 2)
     except CommandError as exc:

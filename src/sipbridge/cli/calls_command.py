@@ -15,8 +15,9 @@ from sipbridge.cli._common import (
     _option,
     _run,
     _when,
+    invalid_number_message,
 )
-from sipbridge.numbers import InvalidNumber, normalize_e164
+from sipbridge.numbers import InvalidNumber, read_number
 from sipbridge.store import service
 from sipbridge.store.records import CallRecord
 
@@ -36,6 +37,16 @@ def _call_row(call: CallRecord) -> list[str]:
     ]
 
 
+def _parsed_number(number: str, default_region: str | None) -> str:
+    """``--number`` read as calls are recorded (E.164), or exit 2 saying why."""
+    try:
+        return read_number(number, default_region)
+    except InvalidNumber as exc:
+        _fail(invalid_number_message(exc, "--number"), 2)
+    except ValueError as exc:  # a bad region
+        _fail(str(exc), 2)
+
+
 def calls(
     number: Annotated[
         str | None, _option("--number", help="Only calls from or to this number.")
@@ -46,14 +57,7 @@ def calls(
     db: DbOption = None,
 ) -> None:
     """Show recent calls, newest first."""
-    wanted = number
-    if number is not None and default_region is not None:
-        try:
-            wanted = normalize_e164(number, default_region)
-        except InvalidNumber:
-            pass  # not a number in that region: matched as typed
-        except ValueError as exc:  # a bad region
-            _fail(str(exc), 2)
+    wanted = None if number is None else _parsed_number(number, default_region)
     records = _run(db, lambda d: service.list_calls(d, number=wanted, limit=limit))
     if as_json:
         typer.echo(json.dumps([record.to_json() for record in records], indent=2))
