@@ -208,6 +208,9 @@ def _seed_calls(db_url: str) -> None:
                     reason="caller_hangup",
                     sip_code=200,
                     codec="PCMU",
+                    mos=4.31,
+                    jitter_ms=12.2,
+                    loss_percent=0.5,
                 ),
             )
             await service.save_call(
@@ -234,6 +237,7 @@ def test_calls_table(runner: CliRunner, env: dict[str, str], db_url: str) -> Non
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == [
+        "ID",
         "RECEIVED",
         "(UTC)",
         "FROM",
@@ -244,8 +248,12 @@ def test_calls_table(runner: CliRunner, env: dict[str, str], db_url: str) -> Non
         "CODE",
         "DURATION",
         "CODEC",
+        "MOS",
+        "JITTER",
+        "LOSS",
     ]
     assert lines[1].split() == [
+        "new",
         "2025-03-01",
         "12:05:00",
         "anonymous",
@@ -256,8 +264,12 @@ def test_calls_table(runner: CliRunner, env: dict[str, str], db_url: str) -> Non
         "404",
         "-",
         "-",
+        "-",
+        "-",
+        "-",
     ]
     assert lines[2].split() == [
+        "old",
         "2025-03-01",
         "12:00:00",
         "+12025550100",
@@ -268,6 +280,9 @@ def test_calls_table(runner: CliRunner, env: dict[str, str], db_url: str) -> Non
         "200",
         "12.4s",
         "PCMU",
+        "4.3",
+        "12ms",
+        "0.5%",
     ]
 
 
@@ -287,7 +302,7 @@ def test_calls_json_number_filter_and_limit(
     assert [c["id"] for c in data] == ["new"]
 
     result = runner.invoke(app, ["calls"], env={**env, "SIPBRIDGE_JSON": "1"})
-    assert result.stdout.startswith("RECEIVED")  # --json is not read from the environment
+    assert result.stdout.startswith("ID ")  # --json is not read from the environment
 
 
 def test_calls_empty(runner: CliRunner, env: dict[str, str]) -> None:

@@ -25,6 +25,7 @@ from sipbridge.store.records import CallRecord
 def _call_row(call: CallRecord) -> list[str]:
     duration = call.duration_s
     return [
+        call.id,
         _when(call.received_at),
         call.from_number or "-",
         call.to_number or "-",
@@ -34,7 +35,14 @@ def _call_row(call: CallRecord) -> list[str]:
         "-" if call.sip_code is None else str(call.sip_code),
         "-" if duration is None else f"{duration:.1f}s",
         call.codec or "-",
+        _figure(call.mos, "{:.1f}"),
+        _figure(call.jitter_ms, "{:.0f}ms"),
+        _figure(call.loss_percent, "{:.1f}%"),
     ]
+
+
+def _figure(value: float | None, form: str) -> str:
+    return "-" if value is None else form.format(value)
 
 
 def _parsed_number(number: str, default_region: str | None) -> str:
@@ -62,6 +70,6 @@ def calls(
     if as_json:
         typer.echo(json.dumps([record.to_json() for record in records], indent=2))
         return
-    headers = ["RECEIVED (UTC)", "FROM", "TO", "AGENT", "STATUS", "REASON", "CODE"]
-    headers += ["DURATION", "CODEC"]
+    headers = ["ID", "RECEIVED (UTC)", "FROM", "TO", "AGENT", "STATUS", "REASON", "CODE"]
+    headers += ["DURATION", "CODEC", "MOS", "JITTER", "LOSS"]
     _echo_table(records, "no calls", headers, _call_row, db)
