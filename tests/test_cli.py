@@ -30,7 +30,7 @@ def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No test reads SIPBRIDGE_* from the outer environment or writes to the real home:
     the default database lands under tmp_path."""
     for name in list(os.environ):
-        if name.startswith("SIPBRIDGE_"):
+        if name.startswith("SIPBRIDGE_") and not name.startswith("SIPBRIDGE_TEST_"):
             monkeypatch.delenv(name)
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
