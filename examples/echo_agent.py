@@ -1,6 +1,6 @@
 """A minimal native-protocol agent: greets the caller with a tone, then echoes their audio.
 
-Run:  python examples/echo_agent.py --port 8765
+Run:  .venv/bin/python examples/echo_agent.py --port 8765   (the venv sipbridge is installed in)
 Then: sipbridge agent add echo --url ws://127.0.0.1:8765
       sipbridge number add +12025550101 --agent echo
 """
@@ -29,16 +29,18 @@ def tone(freq: float = 440.0, seconds: float = 0.5, rate: int = 8000) -> bytes:
 
 
 async def handle(ws: ServerConnection) -> None:
+    call_id = "?"  # the stop message does not repeat it: keep the one from start
     async for message in ws:
         if isinstance(message, bytes):
             await ws.send(message)  # echo: the caller hears themselves
             continue
         event = json.loads(message)
         if event["type"] == "start":
-            log.info("call %s from %s to %s", event["call_id"], event["from"], event["to"])
+            call_id = event["call_id"]
+            log.info("call %s from %s to %s", call_id, event["from"], event["to"])
             await ws.send(tone(rate=event["media_format"]["sample_rate"]))
         elif event["type"] == "stop":
-            log.info("call %s ended: %s", ws.id, event["reason"])
+            log.info("call %s ended: %s", call_id, event["reason"])
 
 
 async def main(host: str, port: int) -> None:

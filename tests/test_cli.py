@@ -3,23 +3,40 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
+from click.testing import Result
 from typer.testing import CliRunner
 
 from sipbridge.cli import app
 from sipbridge.config import ServeSettings
 from sipbridge.store import service
 from sipbridge.store.db import Database
-from sipbridge.store.records import BanRecord, CallRecord, CallStatus
+from sipbridge.store.records import BanRecord, CallRecord, CallStatus, TrunkRecord
 from tests.support.require import require
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads SIPBRIDGE_* from the outer environment or writes to the real home:
+    the default database lands under tmp_path."""
+    for name in list(os.environ):
+        if name.startswith("SIPBRIDGE_") and not name.startswith("SIPBRIDGE_TEST_"):
+            monkeypatch.delenv(name)
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    return home / "data"
 
 
 @pytest.fixture
@@ -33,12 +50,13 @@ def db_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def env(db_url: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(db_url: str) -> dict[str, str]:
     """Point every command at the tmp database through SIPBRIDGE_DB."""
-    for name in list(os.environ):
-        if name.startswith("SIPBRIDGE_"):
-            monkeypatch.delenv(name)
     return {"SIPBRIDGE_DB": db_url}
+
+
+def in_db(env: dict[str, str]) -> str:
+    return f" (database {env['SIPBRIDGE_DB']})"
 
 
 def invoke(runner: CliRunner, env: dict[str, str], *args: str):  # type: ignore[no-untyped-def]
@@ -87,7 +105,7 @@ def test_agent_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
 def test_agent_list_empty(runner: CliRunner, env: dict[str, str]) -> None:
     result = invoke(runner, env, "agent", "list")
     assert result.exit_code == 0
-    assert result.stdout.strip() == "no agents"
+    assert result.stdout.strip() == "no agents" + in_db(env)
 
 
 def test_agent_add_duplicate_exits_1(runner: CliRunner, env: dict[str, str]) -> None:
@@ -103,10 +121,10 @@ def test_agent_add_bad_url_exits_2(runner: CliRunner, env: dict[str, str]) -> No
     assert "ws:// or wss://" in result.stderr
 
 
-def test_agent_url_from_env(runner: CliRunner, env: dict[str, str]) -> None:
+def test_agent_url_not_from_env(runner: CliRunner, env: dict[str, str]) -> None:
     result = runner.invoke(app, ["agent", "add", "bot"], env={**env, "SIPBRIDGE_URL": "ws://e"})
-    assert result.exit_code == 0, result.output
-    assert "ws://e" in invoke(runner, env, "agent", "list").stdout
+    assert result.exit_code == 2
+    assert "--url" in result.output
 
 
 def test_agent_remove_unknown_exits_1(runner: CliRunner, env: dict[str, str]) -> None:
@@ -138,7 +156,7 @@ def test_number_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
     result = invoke(runner, env, "number", "remove", "tel:+1-202-555-0101")
     assert result.exit_code == 0
     assert "removed number +12025550101" in result.stdout
-    assert invoke(runner, env, "number", "list").stdout.strip() == "no numbers"
+    assert invoke(runner, env, "number", "list").stdout.strip() == "no numbers" + in_db(env)
 
 
 def test_number_add_invalid_exits_2(runner: CliRunner, env: dict[str, str]) -> None:
@@ -146,8 +164,8 @@ def test_number_add_invalid_exits_2(runner: CliRunner, env: dict[str, str]) -> N
     result = invoke(runner, env, "number", "add", "abc", "--agent", "bot")
     assert result.exit_code == 2
     assert result.stderr.strip() == (
-        "error: number: 'abc' is not a valid phone number (use E.164, e.g. +12025550101, "
-        "or set a default region such as US for national formats)"
+        "error: number: 'abc' is not a valid phone number (write it with its +country code, "
+        "e.g. +12025550101, or give --default-region, e.g. US, for a national number)"
     )
     assert result.stdout == ""
 
@@ -191,6 +209,9 @@ def _seed_calls(db_url: str) -> None:
                     reason="caller_hangup",
                     sip_code=200,
                     codec="PCMU",
+                    mos=4.31,
+                    jitter_ms=12.2,
+                    loss_percent=0.5,
                 ),
             )
             await service.save_call(
@@ -217,6 +238,7 @@ def test_calls_table(runner: CliRunner, env: dict[str, str], db_url: str) -> Non
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == [
+        "ID",
         "RECEIVED",
         "(UTC)",
         "FROM",
@@ -227,8 +249,12 @@ def test_calls_table(runner: CliRunner, env: dict[str, str], db_url: str) -> Non
         "CODE",
         "DURATION",
         "CODEC",
+        "MOS",
+        "JITTER",
+        "LOSS",
     ]
     assert lines[1].split() == [
+        "new",
         "2025-03-01",
         "12:05:00",
         "anonymous",
@@ -239,8 +265,12 @@ def test_calls_table(runner: CliRunner, env: dict[str, str], db_url: str) -> Non
         "404",
         "-",
         "-",
+        "-",
+        "-",
+        "-",
     ]
     assert lines[2].split() == [
+        "old",
         "2025-03-01",
         "12:00:00",
         "+12025550100",
@@ -251,6 +281,9 @@ def test_calls_table(runner: CliRunner, env: dict[str, str], db_url: str) -> Non
         "200",
         "12.4s",
         "PCMU",
+        "4.3",
+        "12ms",
+        "0.5%",
     ]
 
 
@@ -270,13 +303,13 @@ def test_calls_json_number_filter_and_limit(
     assert [c["id"] for c in data] == ["new"]
 
     result = runner.invoke(app, ["calls"], env={**env, "SIPBRIDGE_JSON": "1"})
-    assert isinstance(json.loads(result.stdout), list)
+    assert result.stdout.startswith("ID ")  # --json is not read from the environment
 
 
 def test_calls_empty(runner: CliRunner, env: dict[str, str]) -> None:
     result = invoke(runner, env, "calls")
     assert result.exit_code == 0
-    assert result.stdout.strip() == "no calls"
+    assert result.stdout.strip() == "no calls" + in_db(env)
     assert json.loads(invoke(runner, env, "calls", "--json").stdout) == []
 
 
@@ -313,15 +346,32 @@ def test_missing_database_directory_exits_2(runner: CliRunner, tmp_path: Path) -
     url = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
     result = runner.invoke(app, ["agent", "list", "--db", url])
     assert result.exit_code == 2
-    assert "missing-dir' does not exist" in result.stderr
+    assert "folder '" + str(tmp_path / "missing-dir") + "' does not exist" in result.stderr
+    assert not (tmp_path / "missing-dir").exists()
 
 
-def test_unusable_database_exits_1(runner: CliRunner, tmp_path: Path) -> None:
-    garbage = tmp_path / "garbage.db"
-    garbage.write_bytes(b"this is not a sqlite database" * 200)
-    result = runner.invoke(app, ["agent", "list", "--db", f"sqlite:///{garbage}"])
-    assert result.exit_code == 1
-    assert result.stderr.startswith("error: database error")
+def test_default_database_does_not_depend_on_the_working_directory(
+    runner: CliRunner, data_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    monkeypatch.chdir(first)
+    assert runner.invoke(app, ["agent", "add", "bot", "--url", "ws://a"]).exit_code == 0
+    monkeypatch.chdir(second)
+    assert "bot" in runner.invoke(app, ["agent", "list"]).stdout
+    database = data_home / "sipbridge" / "sipbridge.db"
+    assert database.is_file()
+    assert list(first.iterdir()) == list(second.iterdir()) == []
+    result = runner.invoke(app, ["number", "list"])
+    assert result.stdout.strip() == f"no numbers (database sqlite:///{database})"
+
+
+def test_serve_uses_the_default_database(
+    runner: CliRunner, data_home: Path, fake_server: list[ServeSettings]
+) -> None:
+    assert runner.invoke(app, ["serve"]).exit_code == 0
+    assert fake_server[0].db == f"sqlite:///{data_home / 'sipbridge' / 'sipbridge.db'}"
 
 
 # ---------------------------------------------------------------- serve
@@ -333,6 +383,7 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> list[ServeSettings]:
     module = types.ModuleType("sipbridge.runtime.server")
     module.run = calls.append  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "sipbridge.runtime.server", module)
+    monkeypatch.setattr("sipbridge.cli.serve_command.listen_problem", lambda _listeners: None)
     return calls
 
 
@@ -466,6 +517,116 @@ def test_serve_migrates_database_first(
     assert asyncio.run(tables_ready()) == []
 
 
+def _one_error_line(result: Result, code: int) -> str:
+    """The command failed with ``code`` and said so in one ``error:`` line."""
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The runtime must not start: the listen check has to stop serve first."""
+    module = types.ModuleType("sipbridge.runtime.server")
+
+    def run(_settings: ServeSettings) -> None:
+        raise AssertionError("the server was started")
+
+    module.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "sipbridge.runtime.server", module)
+
+
+@pytest.mark.parametrize("udp", [True, False])
+def test_serve_sip_port_in_use_is_one_line(
+    runner: CliRunner, env: dict[str, str], no_server: None, udp: bool
+) -> None:
+    kind = socket.SOCK_DGRAM if udp else socket.SOCK_STREAM
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        if not udp:
+            taken.listen(1)
+        port = str(taken.getsockname()[1])
+        args = ["serve", "--sip-host", "127.0.0.1", "--sip-port", port, "--http-port", "0"]
+        line = _one_error_line(runner.invoke(app, args, env=env), 1)
+    transport = "UDP" if udp else "TCP"
+    assert line == (
+        f"error: cannot listen for SIP over {transport} on 127.0.0.1:{port}: port {port} is "
+        "already in use (stop the program using it, or choose another --sip-port)"
+    )
+
+
+def test_serve_http_and_tls_ports_in_use(
+    runner: CliRunner, env: dict[str, str], no_server: None, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        base = ["serve", "--sip-host", "127.0.0.1", "--sip-port", "0"]
+        line = _one_error_line(runner.invoke(app, [*base, "--http-port", port], env=env), 1)
+        assert "HTTP on 127.0.0.1:" in line and "--http-port" in line
+        cert = tmp_path / "c.pem"
+        cert.write_text("x")
+        tls = ["--tls-cert", str(cert), "--tls-key", str(cert), "--tls-port", port]
+        line = _one_error_line(runner.invoke(app, [*base, "--http-port", "0", *tls], env=env), 1)
+        assert "SIP over TLS on 127.0.0.1:" in line and "--tls-port" in line
+
+
+def test_serve_on_an_address_the_host_lacks_is_one_line(
+    runner: CliRunner, env: dict[str, str], no_server: None
+) -> None:
+    args = ["serve", "--sip-host", "192.0.2.1", "--sip-port", "0", "--http-port", "0"]
+    line = _one_error_line(runner.invoke(app, args, env=env), 1)
+    assert line == (
+        "error: cannot listen for SIP over UDP on 192.0.2.1:0: this host has no address "
+        "192.0.2.1 (give --sip-host one of its own addresses, or 0.0.0.0 for all)"
+    )
+
+
+UNREACHABLE_PG = "postgresql+asyncpg://u:secret@127.0.0.1:1/x"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["serve", "--sip-host", "127.0.0.1", "--sip-port", "0", "--http-port", "0"],
+        ["db", "upgrade"],
+        ["agent", "list"],
+        ["agent", "add", "bot", "--url", "ws://a"],
+        ["number", "list"],
+        ["trunk", "list"],
+        ["apikey", "list"],
+        ["ban", "list"],
+        ["calls"],
+    ],
+)
+def test_unreachable_postgresql_is_one_line(
+    runner: CliRunner, no_server: None, args: list[str]
+) -> None:
+    result = runner.invoke(app, args, env={"SIPBRIDGE_DB": UNREACHABLE_PG})
+    line = _one_error_line(result, 1)
+    assert line == (
+        "error: cannot reach the database (database postgresql+asyncpg://u:***@127.0.0.1:1/x): "
+        "Connection refused (is the server running and the URL right? see --db)"
+    )
+
+
+def test_postgresql_url_without_driver_is_accepted(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["agent", "list", "--db", "postgresql://u:secret@127.0.0.1:1/x"])
+    line = _one_error_line(result, 1)
+    assert "Connection refused" in line and "secret" not in line and "psycopg" not in line
+
+
+def test_database_errors_are_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a sqlite database" * 200)
+    result = runner.invoke(app, ["agent", "list", "--db", f"sqlite:///{garbage}"])
+    line = _one_error_line(result, 1)
+    assert line == (f"error: database error: file is not a database (database sqlite:///{garbage})")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -588,27 +749,36 @@ def test_agent_add_all_options(runner: CliRunner, env: dict[str, str], db_url: s
     assert asyncio.run(read_back()) == ("s3cret-token", 16000)
 
 
-def test_agent_options_from_env(runner: CliRunner, env: dict[str, str]) -> None:
+def test_agent_options_not_from_env(runner: CliRunner, env: dict[str, str]) -> None:
+    """Only the token has a variable, named for it; no other agent field is read from
+    the environment."""
     result = runner.invoke(
         app,
-        ["agent", "add", "bot"],
+        ["agent", "add", "bot", "--url", "ws://one"],
         env={
             **env,
-            "SIPBRIDGE_URL": "ws://one ws://two",
             "SIPBRIDGE_PROTOCOL": "twilio",
             "SIPBRIDGE_SAMPLE_RATE": "16000",
             "SIPBRIDGE_TOKEN": "tok",
+            "SIPBRIDGE_VOICE": "false",
         },
     )
     assert result.exit_code == 0, result.output
     assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[:6] == [
         "bot",
-        "ws://one,ws://two",
-        "twilio",
-        "16000",
+        "ws://one",
+        "native",
+        "8000",
         "yes",
-        "yes",
+        "no",
     ]
+    result = runner.invoke(
+        app,
+        ["agent", "add", "other", "--url", "ws://two"],
+        env={**env, "SIPBRIDGE_AGENT_TOKEN": "tok"},
+    )
+    assert result.exit_code == 0, result.output
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[2].split()[5] == "yes"
 
 
 def test_agent_ca_bundle(runner: CliRunner, env: dict[str, str], ca_bundle: Path) -> None:
@@ -641,14 +811,16 @@ def test_agent_ca_bundle(runner: CliRunner, env: dict[str, str], ca_bundle: Path
     assert result.stderr.startswith("error: --ca-bundle and --clear-ca-bundle")
 
 
-def test_agent_ca_bundle_from_env(runner: CliRunner, env: dict[str, str], ca_bundle: Path) -> None:
+def test_agent_ca_bundle_not_from_env(
+    runner: CliRunner, env: dict[str, str], ca_bundle: Path
+) -> None:
     result = runner.invoke(
         app,
         ["agent", "add", "bot", "--url", "wss://a"],
         env={**env, "SIPBRIDGE_CA_BUNDLE": str(ca_bundle)},
     )
     assert result.exit_code == 0, result.output
-    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[6] == str(ca_bundle)
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[6] == "-"
 
 
 def test_agent_bad_ca_bundle_exit_2(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -681,7 +853,7 @@ def test_agent_add_bad_options_exit_2(
     result = invoke(runner, env, "agent", "add", "bot", "--url", "ws://a", *args)
     assert result.exit_code == 2
     assert result.stderr.startswith(message)
-    assert invoke(runner, env, "agent", "list").stdout.strip() == "no agents"
+    assert invoke(runner, env, "agent", "list").stdout.strip() == "no agents" + in_db(env)
 
 
 def test_agent_update(runner: CliRunner, env: dict[str, str]) -> None:
@@ -717,7 +889,7 @@ def test_number_add_with_region(runner: CliRunner, env: dict[str, str]) -> None:
     invoke(runner, env, "agent", "add", "bot", "--url", "ws://a")
     result = invoke(runner, env, "number", "add", "(202) 555-0101", "--agent", "bot")
     assert result.exit_code == 2
-    assert "set a default region" in result.stderr
+    assert "give --default-region" in result.stderr
 
     result = invoke(
         runner, env, "number", "add", "(202) 555-0101", "--agent", "bot", "--region", "US"
@@ -749,18 +921,40 @@ def test_number_list_by_agent(runner: CliRunner, env: dict[str, str]) -> None:
     invoke(runner, env, "number", "add", "+12025550102", "--agent", "other")
     listing = invoke(runner, env, "number", "list", "--agent", "other").stdout
     assert "+12025550102" in listing and "+12025550101" not in listing
-    assert invoke(runner, env, "number", "list", "--agent", "ghost").stdout.strip() == "no numbers"
+    assert invoke(
+        runner, env, "number", "list", "--agent", "ghost"
+    ).stdout.strip() == "no numbers" + in_db(env)
 
 
 def test_calls_number_with_region(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     _seed_calls(db_url)
     result = invoke(runner, env, "calls", "--json", "--number", "202-555-0101", "--region", "US")
     assert [c["id"] for c in json.loads(result.stdout)] == ["old"]
-    result = invoke(runner, env, "calls", "--json", "--number", "anonymous", "--region", "US")
-    assert [c["id"] for c in json.loads(result.stdout)] == ["new"]
     result = invoke(runner, env, "calls", "--number", "2025550101", "--region", "XX")
     assert result.exit_code == 2
     assert result.stderr.startswith("error: default_region: ")
+
+
+def test_calls_number_without_plus(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
+    _seed_calls(db_url)
+    result = invoke(runner, env, "calls", "--json", "--number", "12025550101")
+    assert [c["id"] for c in json.loads(result.stdout)] == ["old"]
+
+
+@pytest.mark.parametrize(
+    ("number", "message"),
+    [
+        ("foo", "error: --number: 'foo' is not a valid phone number"),
+        ("anonymous", "error: --number: 'anonymous' is not a valid phone number"),
+        ("2025550101", "or give --default-region, e.g. US, for a national number)"),
+    ],
+)
+def test_calls_bad_number_exits_2(
+    runner: CliRunner, env: dict[str, str], number: str, message: str
+) -> None:
+    result = invoke(runner, env, "calls", "--number", number)
+    line = _one_error_line(result, 2)
+    assert message in line
 
 
 # --------------------------------------------------------------------- trunks
@@ -832,14 +1026,14 @@ def test_trunk_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
 
 
 def test_trunk_list_empty(runner: CliRunner, env: dict[str, str]) -> None:
-    assert invoke(runner, env, "trunk", "list").stdout.strip() == "no trunks"
+    assert invoke(runner, env, "trunk", "list").stdout.strip() == "no trunks" + in_db(env)
 
 
 def test_trunk_password_from_env(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = runner.invoke(
         app,
         ["trunk", "add", "t", "--host", "h.example", "--username", "u", "--register"],
-        env={**env, "SIPBRIDGE_PASSWORD": "from-env", "SIPBRIDGE_CODEC": "pcma g722"},
+        env={**env, "SIPBRIDGE_TRUNK_PASSWORD": "from-env", "SIPBRIDGE_CODEC": "pcma g722"},
     )
     assert result.exit_code == 0, result.output
 
@@ -848,7 +1042,38 @@ def test_trunk_password_from_env(runner: CliRunner, env: dict[str, str], db_url:
             trunk = await service.get_trunk(db, "t")
             return trunk.password, trunk.codecs
 
-    assert asyncio.run(read_back()) == ("from-env", ["pcma", "g722"])
+    assert asyncio.run(read_back()) == ("from-env", [])  # --codec is not read from it
+
+
+def test_serve_settings_do_not_leak_into_a_trunk(
+    runner: CliRunner, env: dict[str, str], db_url: str
+) -> None:
+    """The variables the README exports for serve leave trunk add at its defaults."""
+    serve_env = {
+        **env,
+        "SIPBRIDGE_MAX_CALLS": "500",
+        "SIPBRIDGE_SRTP": "required",
+        "SIPBRIDGE_HOST": "h.example",
+        "SIPBRIDGE_PASSWORD": "p",
+        "SIPBRIDGE_REGISTER": "true",
+        "SIPBRIDGE_NUMBER": "+12025550101",
+    }
+    result = runner.invoke(app, ["trunk", "add", "t", "--allow", "192.0.2.1"], env=serve_env)
+    assert result.exit_code == 0, result.output
+
+    async def read_back() -> TrunkRecord:
+        async with Database(db_url) as db:
+            return await service.get_trunk(db, "t")
+
+    trunk = asyncio.run(read_back())
+    assert (trunk.max_calls, trunk.srtp, trunk.host, trunk.password, trunk.register) == (
+        None,
+        "optional",
+        None,
+        None,
+        False,
+    )
+    assert trunk.allowed_numbers == []
 
 
 @pytest.mark.parametrize(
@@ -930,7 +1155,7 @@ def test_trunk_numbers_and_srtp(runner: CliRunner, env: dict[str, str], db_url: 
     assert asyncio.run(read_back()) == (["+12025550101", "+12025550102"], "required")
 
 
-def test_trunk_srtp_and_region_from_env(runner: CliRunner, env: dict[str, str]) -> None:
+def test_trunk_region_from_env_srtp_not(runner: CliRunner, env: dict[str, str]) -> None:
     result = runner.invoke(
         app,
         ["trunk", "add", "t", "--number", "020 7946 0000"],
@@ -938,14 +1163,14 @@ def test_trunk_srtp_and_region_from_env(runner: CliRunner, env: dict[str, str]) 
     )
     assert result.exit_code == 0, result.output
     lines = invoke(runner, env, "trunk", "list").stdout.splitlines()
-    assert lines[1].split()[-2:] == ["+442079460000", "off"]
+    assert lines[1].split()[-2:] == ["+442079460000", "optional"]
 
 
 # ----------------------------------------------------------------------- bans
 
 
 def test_ban_add_list_remove(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
-    assert invoke(runner, env, "ban", "list").stdout.strip() == "no bans"
+    assert invoke(runner, env, "ban", "list").stdout.strip() == "no bans" + in_db(env)
 
     result = invoke(runner, env, "ban", "add", "203.0.113.7/24", "--note", "abuse desk")
     assert result.exit_code == 0, result.output
@@ -994,7 +1219,7 @@ def test_ban_add_list_remove(runner: CliRunner, env: dict[str, str], db_url: str
     result = invoke(runner, env, "ban", "remove", "198.51.100.7/32")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "removed ban on 198.51.100.7"
-    assert invoke(runner, env, "ban", "list").stdout.strip() == "no bans"
+    assert invoke(runner, env, "ban", "list").stdout.strip() == "no bans" + in_db(env)
 
 
 def test_ban_list_all(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
@@ -1034,7 +1259,7 @@ def test_ban_add_bad_input_exits_2(
     result = invoke(runner, env, "ban", "add", *args)
     assert result.exit_code == 2
     assert result.stderr.startswith(f"error: {field}: ")
-    assert invoke(runner, env, "ban", "list", "--all").stdout.strip() == "no bans"
+    assert invoke(runner, env, "ban", "list", "--all").stdout.strip() == "no bans" + in_db(env)
 
 
 def test_ban_remove_unknown_exits_1(runner: CliRunner, env: dict[str, str]) -> None:
@@ -1081,7 +1306,7 @@ def test_apikey_create_list_revoke(runner: CliRunner, env: dict[str, str], db_ur
     assert result.exit_code == 0
     assert "revoked API key dashboard" in result.stdout
     assert asyncio.run(verify(secret)) is None
-    assert invoke(runner, env, "apikey", "list").stdout.strip() == "no API keys"
+    assert invoke(runner, env, "apikey", "list").stdout.strip() == "no API keys" + in_db(env)
 
     result = invoke(runner, env, "apikey", "revoke", "dashboard")
     assert result.exit_code == 1
@@ -1173,3 +1398,53 @@ def test_serve_transport_options(
     unreadable = runner.invoke(app, ["serve", *missing], env=env)
     assert unreadable.exit_code == 2 and unreadable.stderr.startswith("error: --tls-cert")
     assert len(fake_server) == 3
+
+
+# ----------------------------------------------------------------------- help
+
+
+def _commands(group: Any, path: list[str]) -> list[tuple[list[str], Any]]:
+    """Every command and group under ``group`` with its path of names."""
+    found: list[tuple[list[str], Any]] = []
+    for name, command in group.commands.items():
+        found.append(([*path, name], command))
+        if hasattr(command, "commands"):
+            found += _commands(command, [*path, name])
+    return found
+
+
+def test_help_at_80_columns_shows_every_option_whole(runner: CliRunner) -> None:
+    commands = _commands(typer.main.get_command(app), [])
+    assert len(commands) > 20
+    for path, command in commands:
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert result.exit_code == 0, (path, result.output)
+        assert all(len(line) <= 80 for line in result.stdout.splitlines()), path
+        assert "…" not in result.stdout, path
+        for param in command.params:
+            for name in [*param.opts, *param.secondary_opts]:
+                if name.startswith("-"):
+                    assert re.search(rf"(^|[\s,]){re.escape(name)}([\s,]|$)", result.stdout), (
+                        path,
+                        name,
+                    )
+        options = [line for line in result.stdout.splitlines() if line.startswith("  -")]
+        assert not any(re.search(r"<(str|int|float|list)", line) for line in options), path
+        assert not re.search(r"\{[a-z_]+\}", result.stdout), path  # NAME, not {name}
+
+
+def test_sip_port_help_says_udp_and_tcp(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["serve", "--help"], env={"COLUMNS": "80"})
+    text = " ".join(result.stdout.split())
+    assert "--sip-port PORT Port for SIP over UDP and TCP" in text
+
+
+def test_serve_with_codecs_naming_opus_without_libopus_is_one_line(
+    runner: CliRunner, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sipbridge.runtime import server as server_module
+
+    monkeypatch.setattr(server_module, "opus_available", lambda: False)
+    args = ["serve", "--sip-host", "127.0.0.1", "--sip-port", "0", "--http-port", "0"]
+    line = _one_error_line(runner.invoke(app, [*args, "--codecs", "opus,pcmu"], env=env), 2)
+    assert "--codecs names opus" in line and "apt-get install libopus0" in line

@@ -4,6 +4,7 @@ import dataclasses
 import errno
 import ipaddress
 import socket
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -347,3 +348,26 @@ def test_usable_codecs_leaves_out_or_refuses_what_cannot_run() -> None:
     assert usable_codecs(("pcmu",), frozenset({"opus"})) == (("pcmu",), None)
     with pytest.raises(ValueError, match="--codecs names opus"):
         usable_codecs(("opus",), frozenset({"opus"}))
+
+
+def test_default_db_path() -> None:
+    home = {"HOME": "/home/ann"}
+    assert config.default_db_path(home, is_root=False) == Path(
+        "/home/ann/.local/share/sipbridge/sipbridge.db"
+    )
+    assert config.default_db_path(home, is_root=True) == Path("/var/lib/sipbridge/sipbridge.db")
+    xdg = {**home, "XDG_DATA_HOME": "/data"}
+    assert config.default_db_path(xdg, is_root=False) == Path("/data/sipbridge/sipbridge.db")
+    assert config.default_db_path(xdg, is_root=True) == Path("/data/sipbridge/sipbridge.db")
+    relative = {**home, "XDG_DATA_HOME": "data"}  # ignored, as the XDG spec says
+    assert config.default_db_path(relative, is_root=False) == Path(
+        "/home/ann/.local/share/sipbridge/sipbridge.db"
+    )
+
+
+def test_default_db_path_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", "/xdg")
+    assert config.default_db_path() == Path("/xdg/sipbridge/sipbridge.db")
+    monkeypatch.delenv("XDG_DATA_HOME")
+    monkeypatch.setattr(config.os, "geteuid", lambda: 0)
+    assert config.default_db_path() == Path("/var/lib/sipbridge/sipbridge.db")

@@ -8,6 +8,7 @@ from sipbridge.numbers import (
     dialed_number,
     normalize_e164,
     normalize_region,
+    read_number,
 )
 
 
@@ -124,7 +125,7 @@ def test_dialed_number_falls_back_to_to_user(ruri: str | None) -> None:
 
 @pytest.mark.parametrize(
     ("ruri", "to_user"),
-    [(None, None), ("bob", "alice"), ("", ""), ("123", None), ("+999", "00")],
+    [(None, None), ("bob", "alice"), ("", ""), ("+123", None), ("+999", "+1abc")],
 )
 def test_dialed_number_none_when_nothing_is_a_number(ruri: str | None, to_user: str | None) -> None:
     assert dialed_number(ruri, to_user) is None
@@ -138,3 +139,44 @@ def test_caller_number() -> None:
     assert caller_number("Restricted") == "Restricted"
     assert caller_number(None) is None
     assert caller_number("") is None
+
+
+@pytest.mark.parametrize(
+    ("ruri", "region", "expected"),
+    [
+        ("2025550101", None, "2025550101"),  # kept as received: no invented +20...
+        ("2025550101", "US", "+12025550101"),
+        ("(202) 555-0101", "US", "+12025550101"),
+        ("12025550101", "US", "+12025550101"),
+        ("12025550101", None, "+12025550101"),
+        ("02079460958", "GB", "+442079460958"),
+        ("+2025550101", "US", "+2025550101"),  # with +: international, as sent
+        ("123", None, "123"),
+    ],
+)
+def test_dialed_number_bare_digits(ruri: str, region: str | None, expected: str) -> None:
+    assert dialed_number(ruri, None, region) == expected
+    assert dialed_number("s", ruri, region) == expected
+
+
+def test_dialed_number_prefers_a_number_in_the_to_user_to_bare_digits() -> None:
+    assert dialed_number("2025550101", "+12025550199") == "+12025550199"
+
+
+def test_caller_number_bare_digits() -> None:
+    assert caller_number("2025550101") == "2025550101"
+    assert caller_number("2025550101", "US") == "+12025550101"
+
+
+def test_read_number() -> None:
+    assert read_number("12025550104") == "+12025550104"
+    assert read_number("+1 202 555 0104") == "+12025550104"
+    assert read_number("tel:+1-202-555-0104") == "+12025550104"
+    assert read_number("2025550104", "us") == "+12025550104"
+    with pytest.raises(InvalidNumber) as info:
+        read_number("2025550104")
+    assert "default region" in str(info.value)
+    with pytest.raises(InvalidNumber):
+        read_number("foo", "US")
+    with pytest.raises(InvalidField, match=r"^default_region"):
+        read_number("2025550104", "XX")

@@ -72,3 +72,13 @@ async def test_agent_not_voice_enabled(db: Database) -> None:
     assert result.status == 480
     assert result.reason == "agent_not_voice_enabled"
     assert result.agent is not None and result.agent.name == "mute"
+
+
+async def test_national_number_read_in_the_default_region(db: Database) -> None:
+    result = await route(db, "2025550101", None, "US")
+    assert (result.status, result.number) == (200, "+12025550101")
+
+
+async def test_national_number_without_region_is_recorded_as_received(db: Database) -> None:
+    result = await route(db, "2025550101", None)
+    assert (result.status, result.reason, result.number) == (404, "unknown_number", "2025550101")

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 __all__ = [
     "DEFAULT_SCANNER_USER_AGENTS",
     "SRTP_MODES",
     "UNKNOWN_SOURCES",
+    "ConfigError",
     "ServeSettings",
+    "default_db_path",
     "local_ipv4",
     "local_ipv6",
     "parse_port_range",
@@ -110,6 +115,21 @@ def local_ipv4() -> str:
     return "127.0.0.1"
 
 
+def default_db_path(environ: Mapping[str, str] | None = None, is_root: bool | None = None) -> Path:
+    """Where the SQLite database lives when no ``--db`` is given, whatever the working
+    directory: ``$XDG_DATA_HOME/sipbridge/sipbridge.db`` when that variable is set,
+    ``/var/lib/sipbridge/sipbridge.db`` for root, else
+    ``~/.local/share/sipbridge/sipbridge.db`` (the XDG Base Directory default)."""
+    env = os.environ if environ is None else environ
+    data_home = env.get("XDG_DATA_HOME", "")
+    if Path(data_home).is_absolute():  # the XDG spec ignores a relative value
+        return Path(data_home) / "sipbridge" / "sipbridge.db"
+    if os.geteuid() == 0 if is_root is None else is_root:
+        return Path("/var/lib/sipbridge/sipbridge.db")
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return home / ".local" / "share" / "sipbridge" / "sipbridge.db"
+
+
 def parse_port_range(text: str) -> tuple[int, int]:
     """Parse ``"10000-20000"`` into ``(10000, 20000)``.
 
@@ -178,6 +198,10 @@ def parse_codecs(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+class ConfigError(ValueError):
+    """A setting the server cannot run with, found at start-up; the message says what to do."""
+
+
 def usable_codecs(
     codecs: tuple[str, ...], unavailable: frozenset[str]
 ) -> tuple[tuple[str, ...], str | None]:
@@ -186,13 +210,13 @@ def usable_codecs(
 
     The default list loses them with the warning; a list the operator wrote that names an
     unavailable codec is a ValueError with the install hint (they asked for it), as is a
-    list left empty."""
+    list left empty (:class:`ConfigError`)."""
     missing = [name for name in codecs if name in unavailable]
     if not missing:
         return codecs, None
     hint = "install libopus (apt-get install libopus0)"
     if codecs != DEFAULT_CODECS:
-        raise ValueError(
+        raise ConfigError(
             f"--codecs names {', '.join(missing)} but this machine cannot run it: {hint}, "
             "or leave it out of --codecs"
         )

@@ -26,6 +26,7 @@ __all__ = [
     "dialed_number",
     "normalize_e164",
     "normalize_region",
+    "read_number",
 ]
 
 # Visual separators allowed in phone numbers (RFC 3966 "visual-separator" plus spaces).
@@ -51,6 +52,7 @@ class InvalidNumber(InvalidField):
 
     def __init__(self, text: str, field: str = "number", *, hint_region: bool = False) -> None:
         self.text = text
+        self.hint_region = hint_region
         hint = "use E.164, e.g. +12025550101"
         if hint_region:
             hint += ", or set a default region such as US for national formats"
@@ -125,47 +127,88 @@ def caller_location(number: str | None) -> tuple[str | None, str | None]:
     return country, description
 
 
-def _wire_number(user: str | None) -> str | None:
-    """Read a SIP URI user part as an international number; E.164 or None."""
+def _wire_number(user: str | None, region: str | None = None) -> str | None:
+    """Read a SIP URI user part as a number; E.164 or None.
+
+    With ``+`` or ``00`` the number is international and kept when *possible*. Bare digits
+    are read in ``region`` first (national format), then as international without ``+``
+    (``12025550101``, as many carriers send it); either reading must give a *valid*
+    number, so ``2025550101`` without a region is not turned into ``+20...``.
+    """
     if not user:
         return None
-    candidate = unquote(user).split(";", 1)[0]
-    candidate = _SEPARATORS.sub("", candidate)
+    candidate = _SEPARATORS.sub("", unquote(user).split(";", 1)[0])
     if candidate.startswith("+"):
-        candidate = candidate[1:]
+        digits, international = candidate[1:], True
     elif candidate.startswith("00"):
-        candidate = candidate[2:]
-    if not _DIGITS.fullmatch(candidate):
+        digits, international = candidate[2:], True
+    else:
+        digits, international = candidate, False
+    if not _DIGITS.fullmatch(digits):
         return None
-    try:
-        parsed = phonenumbers.parse("+" + candidate, None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(parsed):
-        return None
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    readings: list[tuple[str, str | None]] = [("+" + digits, None)]
+    if not international and region is not None:
+        readings.insert(0, (digits, region))
+    for text, reading_region in readings:
+        try:
+            parsed = phonenumbers.parse(text, reading_region)
+        except phonenumbers.NumberParseException:
+            continue
+        usable = (
+            phonenumbers.is_possible_number(parsed)
+            if international
+            else phonenumbers.is_valid_number(parsed)
+        )
+        if usable:
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return None
 
 
-def dialed_number(request_uri_user: str | None, to_user: str | None) -> str | None:
-    """The number a caller dialed, in E.164, or None.
+def _digits_as_received(user: str | None) -> str | None:
+    """A user part of bare digits (separators and ``;params`` dropped), else None."""
+    if not user:
+        return None
+    candidate = _SEPARATORS.sub("", unquote(user).split(";", 1)[0])
+    return candidate if _DIGITS.fullmatch(candidate) else None
+
+
+def read_number(text: str, default_region: str | None = None) -> str:
+    """``text`` read the way numbers off the wire are (:func:`dialed_number`), for a
+    filter typed by an operator: E.164, or :class:`InvalidNumber`."""
+    region = normalize_region(default_region)
+    number = _wire_number(_strip_tel_scheme(text), region)
+    if number is None:
+        bare = not _strip_tel_scheme(text).startswith("+")
+        raise InvalidNumber(text, hint_region=region is None and bare)
+    return number
+
+
+def dialed_number(
+    request_uri_user: str | None, to_user: str | None, default_region: str | None = None
+) -> str | None:
+    """The number a caller dialed, or None.
 
     Taken from the Request-URI user part, falling back to the To user part when the
-    Request-URI does not carry a number. Separators and ``;params`` are stripped; digits
-    without ``+`` (or with a ``00`` international prefix) are read as international.
+    Request-URI does not carry a number. Separators and ``;params`` are stripped. E.164
+    when a number reads as one (national formats in ``default_region``); bare digits that
+    do not are kept as received (``2025550101`` without a region), never given an
+    invented ``+``.
     """
-    number = _wire_number(request_uri_user)
-    if number is not None:
-        return number
-    return _wire_number(to_user)
+    for user in (request_uri_user, to_user):
+        number = _wire_number(user, default_region)
+        if number is not None:
+            return number
+    return _digits_as_received(request_uri_user) or _digits_as_received(to_user)
 
 
-def caller_number(user: str | None) -> str | None:
+def caller_number(user: str | None, default_region: str | None = None) -> str | None:
     """The caller's number from the From user part.
 
-    E.164 when the user part reads as a number, the raw user part otherwise (for example
-    ``"anonymous"``), None when there is no user part.
+    E.164 when the user part reads as a number (national formats in ``default_region``),
+    the raw user part otherwise (``"anonymous"``, or bare digits that are no valid
+    number), None when there is no user part.
     """
     if not user:
         return None
-    number = _wire_number(user)
+    number = _wire_number(user, default_region)
     return number if number is not None else user

@@ -31,9 +31,15 @@ class RouteResult:
         return self.status == 200
 
 
-async def route(db: Database, request_uri_user: str | None, to_user: str | None) -> RouteResult:
-    """Decide which agent takes a call to ``request_uri_user`` (falling back to ``to_user``)."""
-    number = dialed_number(request_uri_user, to_user)
+async def route(
+    db: Database,
+    request_uri_user: str | None,
+    to_user: str | None,
+    default_region: str | None = None,
+) -> RouteResult:
+    """Decide which agent takes a call to ``request_uri_user`` (falling back to ``to_user``;
+    national formats read in ``default_region``)."""
+    number = dialed_number(request_uri_user, to_user, default_region)
     if number is None:
         return RouteResult(number=None, agent=None, status=404, reason="unknown_number")
     found = await service.lookup_number(db, number)

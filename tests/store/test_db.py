@@ -9,7 +9,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, select, text
 
 from sipbridge.store import service
-from sipbridge.store.db import MIGRATIONS_DIR, Database, alembic_config, normalize_url
+from sipbridge.store.db import (
+    MIGRATIONS_DIR,
+    Database,
+    alembic_config,
+    display_url,
+    normalize_url,
+)
 from sipbridge.store.models import Base, Call
 
 HEAD = "0007"
@@ -24,6 +30,29 @@ def test_normalize_url() -> None:
     assert url.drivername == "postgresql+asyncpg"
 
 
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "POSTGRESQL"])
+def test_driverless_postgresql_url_uses_asyncpg(scheme: str) -> None:
+    url = normalize_url(f"{scheme}://u:p@h:5433/db")
+    assert url.drivername == "postgresql+asyncpg"
+    assert (url.username, url.password, url.host, url.port, url.database) == (
+        "u",
+        "p",
+        "h",
+        5433,
+        "db",
+    )
+    Database(f"{scheme}://u:p@h/db")  # no "No module named 'psycopg'"
+
+
+def test_display_url_masks_the_password() -> None:
+    assert display_url("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    assert display_url("sqlite:////var/lib/x.db") == "sqlite:////var/lib/x.db"
+    assert "secret" not in display_url("postgresql://u:secret@h:port/db")  # unparseable
+    with pytest.raises(ValueError) as info:
+        Database("postgresql+nosuchdriver://u:secret@h/db")
+    assert "secret" not in str(info.value)
+
+
 @pytest.mark.parametrize("url", ["not a url", "://nothing"])
 def test_bad_url(url: str) -> None:
     with pytest.raises(ValueError, match="invalid database URL"):
@@ -36,10 +65,21 @@ def test_missing_driver() -> None:
 
 
 def test_missing_sqlite_directory(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="does not exist") as info:
         Database(f"sqlite:///{tmp_path / 'nope' / 'x.db'}")
+    assert f"folder '{tmp_path / 'nope'}' does not exist" in str(info.value)
+    assert not (tmp_path / "nope").exists()  # an explicit path's folder is never created
     Database(f"sqlite:///{tmp_path / 'x.db'}")  # existing directory: fine
     Database("sqlite:///relative.db")  # current directory: fine
+
+
+def test_missing_relative_sqlite_directory_names_the_full_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as info:
+        Database("sqlite:///nope/x.db")
+    assert f"cannot open database '{tmp_path / 'nope' / 'x.db'}'" in str(info.value)
 
 
 def test_packaged_migrations() -> None:

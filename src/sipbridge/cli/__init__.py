@@ -1,7 +1,18 @@
 """The ``sipbridge`` command line.
 
-Every option can also be given as an environment variable ``SIPBRIDGE_<OPTION>``
-(``--db`` is ``SIPBRIDGE_DB``, ``--sip-port`` is ``SIPBRIDGE_SIP_PORT`` ...).
+Environment variables: the server settings of ``serve`` can also be given as
+``SIPBRIDGE_<OPTION>`` (``--sip-port`` is ``SIPBRIDGE_SIP_PORT`` ...), and so can ``--db``
+(``SIPBRIDGE_DB``) and ``--default-region`` (``SIPBRIDGE_DEFAULT_REGION``), which every
+command shares on purpose. The options of one object or one invocation (trunk, agent,
+number, ban and API key fields, ``calls --number/--limit/--json``) are read from the
+command line only: a server setting exported for ``serve`` (``SIPBRIDGE_MAX_CALLS``,
+``SIPBRIDGE_SRTP``) never becomes a trunk's field. The two secrets have variables named
+for them, to keep them off the command line: ``SIPBRIDGE_TRUNK_PASSWORD`` and
+``SIPBRIDGE_AGENT_TOKEN``.
+
+Without ``--db`` the database is a SQLite file at a fixed place, whatever the working
+directory (``sipbridge.config.default_db_path``); commands name the database they used
+in errors and empty results.
 
 Exit codes: 0 success, 1 the operation failed (unknown agent, duplicate, database
 error), 2 bad input (usage error, invalid number, URL or port range).
@@ -30,6 +41,7 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="sipbridge",
+    rich_markup_mode=None,
     help="Self-hosted SIP server that bridges phone calls to AI voice agents.",
     no_args_is_help=True,
     add_completion=False,

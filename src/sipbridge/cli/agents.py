@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from sipbridge.cli._common import (
-    DEFAULT_DB,
     DbOption,
     _echo_table,
     _fail,
@@ -18,7 +17,9 @@ from sipbridge.cli._common import (
 from sipbridge.store import service
 from sipbridge.store.records import AgentRecord
 
-agent_app = typer.Typer(help="Manage AI agents (WebSocket endpoints).", no_args_is_help=True)
+agent_app = typer.Typer(
+    rich_markup_mode=None, help="Manage AI agents (WebSocket endpoints).", no_args_is_help=True
+)
 
 UrlsOption = Annotated[
     list[str],
@@ -27,7 +28,13 @@ UrlsOption = Annotated[
     ),
 ]
 TokenOption = Annotated[
-    str | None, _option("--token", help="Secret sent to the agent (never displayed).")
+    str | None,
+    _option(
+        "--token",
+        envvar="SIPBRIDGE_AGENT_TOKEN",
+        help="Secret sent to the agent, never displayed (or the SIPBRIDGE_AGENT_TOKEN "
+        "variable, kept off the command line).",
+    ),
 ]
 ProtocolOption = Annotated[
     str | None, _option("--protocol", help="Agent protocol: native or twilio.")
@@ -59,14 +66,14 @@ def _replacement(
 
 @agent_app.command("add")
 def agent_add(
-    name: Annotated[str, typer.Argument(help="Agent name, e.g. support-bot.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Agent name, e.g. support-bot.")],
     url: UrlsOption,
     voice: Annotated[bool, _option(*VOICE_DECLS, help=VOICE_HELP)] = True,
     token: TokenOption = None,
     protocol: ProtocolOption = None,
     sample_rate: SampleRateOption = None,
     ca_bundle: CaBundleOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Add an agent."""
     record = _run(
@@ -87,7 +94,7 @@ def agent_add(
 
 @agent_app.command("update")
 def agent_update(
-    name: Annotated[str, typer.Argument(help="Agent name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Agent name.")],
     url: Annotated[
         list[str] | None, _option("--url", help="Replace the URLs (repeat for fallbacks).")
     ] = None,
@@ -105,7 +112,7 @@ def agent_update(
             help="Remove the CA bundle (verify with the system's CAs again).",
         ),
     ] = False,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Change an agent's settings (only the options given)."""
     new_token = _replacement(token, clear_token, "--token", "--clear-token")
@@ -140,17 +147,17 @@ def _agent_row(a: AgentRecord) -> list[str]:
 
 
 @agent_app.command("list")
-def agent_list(db: DbOption = DEFAULT_DB) -> None:
+def agent_list(db: DbOption = None) -> None:
     """List agents (tokens are never shown)."""
     agents = _run(db, service.list_agents)
     headers = ["NAME", "URLS", "PROTOCOL", "RATE", "VOICE", "TOKEN", "CA BUNDLE", "CREATED (UTC)"]
-    _echo_table(agents, "no agents", headers, _agent_row)
+    _echo_table(agents, "no agents", headers, _agent_row, db)
 
 
 @agent_app.command("remove")
 def agent_remove(
-    name: Annotated[str, typer.Argument(help="Agent name.")],
-    db: DbOption = DEFAULT_DB,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Agent name.")],
+    db: DbOption = None,
 ) -> None:
     """Remove an agent (its numbers stay, without an agent, and answer 480)."""
     orphaned = _run(db, lambda d: service.remove_agent(d, name))

@@ -6,17 +6,17 @@ from typing import Annotated
 
 import typer
 
-from sipbridge.cli._common import DEFAULT_DB, DbOption, _echo_table, _run, _when
+from sipbridge.cli._common import DbOption, _echo_table, _run, _when
 from sipbridge.store import service
 from sipbridge.store.records import ApiKeyRecord
 
-apikey_app = typer.Typer(help="Manage REST API keys.", no_args_is_help=True)
+apikey_app = typer.Typer(rich_markup_mode=None, help="Manage REST API keys.", no_args_is_help=True)
 
 
 @apikey_app.command("create")
 def apikey_create(
-    name: Annotated[str, typer.Argument(help="Key name, e.g. dashboard.")],
-    db: DbOption = DEFAULT_DB,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Key name, e.g. dashboard.")],
+    db: DbOption = None,
 ) -> None:
     """Create an API key and print it (once: only its hash is stored)."""
     record, secret = _run(db, lambda d: service.create_api_key(d, name))
@@ -33,17 +33,17 @@ def _apikey_row(k: ApiKeyRecord) -> list[str]:
 
 
 @apikey_app.command("list")
-def apikey_list(db: DbOption = DEFAULT_DB) -> None:
+def apikey_list(db: DbOption = None) -> None:
     """List API keys (name and prefix; the keys themselves are not stored)."""
     keys = _run(db, service.list_api_keys)
     headers = ["NAME", "PREFIX", "CREATED (UTC)", "LAST USED (UTC)"]
-    _echo_table(keys, "no API keys", headers, _apikey_row)
+    _echo_table(keys, "no API keys", headers, _apikey_row, db)
 
 
 @apikey_app.command("revoke")
 def apikey_revoke(
-    name: Annotated[str, typer.Argument(help="Key name.")],
-    db: DbOption = DEFAULT_DB,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Key name.")],
+    db: DbOption = None,
 ) -> None:
     """Revoke (delete) an API key; it stops working at once."""
     _run(db, lambda d: service.revoke_api_key(d, name))

@@ -10,11 +10,13 @@ from typing import Annotated
 
 import typer
 
-from sipbridge.cli._common import DEFAULT_DB, DbOption, _echo_table, _option, _run
+from sipbridge.cli._common import DbOption, _echo_table, _option, _run
 from sipbridge.store import service
 from sipbridge.store.records import BanRecord
 
-ban_app = typer.Typer(help="List, add and lift bans of SIP sources.", no_args_is_help=True)
+ban_app = typer.Typer(
+    rich_markup_mode=None, help="List, add and lift bans of SIP sources.", no_args_is_help=True
+)
 
 
 def _ban_row(ban: BanRecord) -> list[str]:
@@ -30,24 +32,27 @@ def _ban_row(ban: BanRecord) -> list[str]:
 @ban_app.command("list")
 def ban_list(
     include_expired: Annotated[bool, _option("--all", help="Also bans that have ended.")] = False,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """List the bans in force, newest first."""
     bans = _run(db, lambda d: service.list_bans(d, include_expired=include_expired))
-    _echo_table(bans, "no bans", ["ADDRESS", "REASON", "SINCE", "UNTIL", "NOTE"], _ban_row)
+    _echo_table(bans, "no bans", ["ADDRESS", "REASON", "SINCE", "UNTIL", "NOTE"], _ban_row, db)
 
 
 @ban_app.command("add")
 def ban_add(
     address: Annotated[
-        str, typer.Argument(help="IP address or network (CIDR), e.g. 203.0.113.0/24.")
+        str,
+        typer.Argument(
+            metavar="ADDRESS", help="IP address or network (CIDR), e.g. 203.0.113.0/24."
+        ),
     ],
     duration: Annotated[
         int | None,
         _option("--duration", help="Seconds the ban lasts (default: until removed)."),
     ] = None,
     note: Annotated[str | None, _option("--note", help="Why, for the record.")] = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Ban an address or a network: its SIP traffic is dropped unanswered."""
     record = _run(db, lambda d: service.add_ban(d, address, duration=duration, note=note))
@@ -61,8 +66,10 @@ def ban_add(
 
 @ban_app.command("remove")
 def ban_remove(
-    address: Annotated[str, typer.Argument(help="The address or network, as banned.")],
-    db: DbOption = DEFAULT_DB,
+    address: Annotated[
+        str, typer.Argument(metavar="ADDRESS", help="The address or network, as banned.")
+    ],
+    db: DbOption = None,
 ) -> None:
     """Lift a ban."""
     removed = _run(db, lambda d: service.remove_ban(d, address))

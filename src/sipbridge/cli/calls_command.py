@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from sipbridge.cli._common import (
-    DEFAULT_DB,
     DbOption,
     RegionOption,
     _echo_table,
@@ -16,8 +15,9 @@ from sipbridge.cli._common import (
     _option,
     _run,
     _when,
+    invalid_number_message,
 )
-from sipbridge.numbers import InvalidNumber, normalize_e164
+from sipbridge.numbers import InvalidNumber, read_number
 from sipbridge.store import service
 from sipbridge.store.records import CallRecord
 
@@ -25,6 +25,7 @@ from sipbridge.store.records import CallRecord
 def _call_row(call: CallRecord) -> list[str]:
     duration = call.duration_s
     return [
+        call.id,
         _when(call.received_at),
         call.from_number or "-",
         call.to_number or "-",
@@ -34,7 +35,24 @@ def _call_row(call: CallRecord) -> list[str]:
         "-" if call.sip_code is None else str(call.sip_code),
         "-" if duration is None else f"{duration:.1f}s",
         call.codec or "-",
+        _figure(call.mos, "{:.1f}"),
+        _figure(call.jitter_ms, "{:.0f}ms"),
+        _figure(call.loss_percent, "{:.1f}%"),
     ]
+
+
+def _figure(value: float | None, form: str) -> str:
+    return "-" if value is None else form.format(value)
+
+
+def _parsed_number(number: str, default_region: str | None) -> str:
+    """``--number`` read as calls are recorded (E.164), or exit 2 saying why."""
+    try:
+        return read_number(number, default_region)
+    except InvalidNumber as exc:
+        _fail(invalid_number_message(exc, "--number"), 2)
+    except ValueError as exc:  # a bad region
+        _fail(str(exc), 2)
 
 
 def calls(
@@ -44,21 +62,14 @@ def calls(
     limit: Annotated[int, _option("--limit", min=1, help="How many calls.")] = 50,
     as_json: Annotated[bool, _option("--json", help="Print JSON instead of a table.")] = False,
     default_region: RegionOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Show recent calls, newest first."""
-    wanted = number
-    if number is not None and default_region is not None:
-        try:
-            wanted = normalize_e164(number, default_region)
-        except InvalidNumber:
-            pass  # not a number in that region: matched as typed
-        except ValueError as exc:  # a bad region
-            _fail(str(exc), 2)
+    wanted = None if number is None else _parsed_number(number, default_region)
     records = _run(db, lambda d: service.list_calls(d, number=wanted, limit=limit))
     if as_json:
         typer.echo(json.dumps([record.to_json() for record in records], indent=2))
         return
-    headers = ["RECEIVED (UTC)", "FROM", "TO", "AGENT", "STATUS", "REASON", "CODE"]
-    headers += ["DURATION", "CODEC"]
-    _echo_table(records, "no calls", headers, _call_row)
+    headers = ["ID", "RECEIVED (UTC)", "FROM", "TO", "AGENT", "STATUS", "REASON", "CODE"]
+    headers += ["DURATION", "CODEC", "MOS", "JITTER", "LOSS"]
+    _echo_table(records, "no calls", headers, _call_row, db)

@@ -6,19 +6,23 @@ from typing import Annotated
 
 import typer
 
-from sipbridge.cli._common import DEFAULT_DB, DbOption, RegionOption, _echo_table, _option, _run
+from sipbridge.cli._common import DbOption, RegionOption, _echo_table, _option, _run
 from sipbridge.store import service
 from sipbridge.store.records import NumberRecord
 
-number_app = typer.Typer(help="Manage phone numbers and their agents.", no_args_is_help=True)
+number_app = typer.Typer(
+    rich_markup_mode=None, help="Manage phone numbers and their agents.", no_args_is_help=True
+)
 
 
 @number_app.command("add")
 def number_add(
-    number: Annotated[str, typer.Argument(help="Phone number, e.g. +12025550101.")],
+    number: Annotated[
+        str, typer.Argument(metavar="NUMBER", help="Phone number, e.g. +12025550101.")
+    ],
     agent: Annotated[str, _option("--agent", help="Agent that answers it.")],
     default_region: RegionOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Route a phone number to an agent."""
     record = _run(db, lambda d: service.add_number(d, number, agent, default_region))
@@ -32,18 +36,18 @@ def _number_row(n: NumberRecord) -> list[str]:
 @number_app.command("list")
 def number_list(
     agent: Annotated[str | None, _option("--agent", help="Only this agent's numbers.")] = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """List phone numbers."""
     numbers = _run(db, lambda d: service.list_numbers(d, agent=agent))
-    _echo_table(numbers, "no numbers", ["NUMBER", "AGENT"], _number_row)
+    _echo_table(numbers, "no numbers", ["NUMBER", "AGENT"], _number_row, db)
 
 
 @number_app.command("remove")
 def number_remove(
-    number: Annotated[str, typer.Argument(help="Phone number.")],
+    number: Annotated[str, typer.Argument(metavar="NUMBER", help="Phone number.")],
     default_region: RegionOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Remove a phone number."""
     removed = _run(db, lambda d: service.remove_number(d, number, default_region))

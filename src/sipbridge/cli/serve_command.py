@@ -8,11 +8,13 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Annotated, TypeVar
 
-from sipbridge.cli._common import DEFAULT_DB, DbOption, RegionOption, _fail, _option, _run
+from sipbridge.cli._common import DbOption, RegionOption, _fail, _run, _setting, database_url
+from sipbridge.cli._listen import Listener, listen_problem
 from sipbridge.config import (
     DEFAULT_CODECS,
     SRTP_MODES,
     UNKNOWN_SOURCES,
+    ConfigError,
     ServeSettings,
     parse_codecs,
     parse_port_range,
@@ -45,52 +47,58 @@ def _choice(option: str, value: str, choices: Sequence[str]) -> str:
 
 
 def serve(
-    sip_host: Annotated[str, _option("--sip-host", help="Address to bind SIP on.")] = "0.0.0.0",
+    sip_host: Annotated[str, _setting("--sip-host", help="Address to bind SIP on.")] = "0.0.0.0",
     sip_port: Annotated[
-        int, _option("--sip-port", min=0, max=65535, help="UDP port for SIP.")
+        int,
+        _setting(
+            "--sip-port",
+            min=0,
+            max=65535,
+            help="Port for SIP over UDP and TCP (TLS: --tls-port).",
+        ),
     ] = 5060,
     rtp_ports: Annotated[
-        str, _option("--rtp-ports", help="UDP port range for RTP.")
+        str, _setting("--rtp-ports", help="UDP port range for RTP.")
     ] = "10000-20000",
     public_ip: Annotated[
         str | None,
-        _option(
+        _setting(
             "--public-ip",
             help="Address to advertise in SIP/SDP (default: the bind address or this host's).",
         ),
     ] = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
     agent_connect_timeout: Annotated[
         float,
-        _option(
+        _setting(
             "--agent-connect-timeout",
             min=0.1,
             help="Seconds to wait for an agent's WebSocket to connect.",
         ),
     ] = 5.0,
     log_level: Annotated[
-        str, _option("--log-level", help="debug, info, warning or error.")
+        str, _setting("--log-level", help="debug, info, warning or error.")
     ] = "info",
     http_host: Annotated[
         str,
-        _option(
+        _setting(
             "--http-host",
             help="Address to bind the HTTP API (/api, /healthz, /readyz, /metrics) on.",
         ),
     ] = "127.0.0.1",
     http_port: Annotated[
-        int, _option("--http-port", min=0, max=65535, help="TCP port for HTTP.")
+        int, _setting("--http-port", min=0, max=65535, help="TCP port for HTTP.")
     ] = 8080,
     default_region: RegionOption = None,
     codecs: Annotated[
         str,
-        _option(
+        _setting(
             "--codecs", help="Phone-side codecs in order of preference (pcmu, pcma, g722, opus)."
         ),
     ] = ",".join(DEFAULT_CODECS),
     media_timeout: Annotated[
         float,
-        _option(
+        _setting(
             "--media-timeout",
             min=1.0,
             help="Seconds without caller RTP (when not on hold) before the call is hung up.",
@@ -98,7 +106,7 @@ def serve(
     ] = 30.0,
     max_calls: Annotated[
         int,
-        _option(
+        _setting(
             "--max-calls",
             min=1,
             help="Concurrent calls of the whole server; beyond it new calls get 503.",
@@ -106,7 +114,7 @@ def serve(
     ] = 1000,
     max_call_duration: Annotated[
         float,
-        _option(
+        _setting(
             "--max-call-duration",
             min=1.0,
             help="Seconds an answered call may last before sipbridge hangs it up.",
@@ -114,7 +122,7 @@ def serve(
     ] = 4 * 3600.0,
     overload_lag_ms: Annotated[
         float,
-        _option(
+        _setting(
             "--overload-lag-ms",
             min=0.1,
             help="New calls get 503 while the media clock runs this many ms late "
@@ -123,7 +131,7 @@ def serve(
     ] = 5.0,
     overload_cpu: Annotated[
         float,
-        _option(
+        _setting(
             "--overload-cpu",
             min=0.05,
             max=1.0,
@@ -132,39 +140,41 @@ def serve(
     ] = 0.85,
     reject_unknown: Annotated[
         str,
-        _option(
+        _setting(
             "--reject-unknown",
+            metavar="drop|403",
             help="Requests from sources matching no trunk: 'drop' (no answer) or '403'.",
         ),
     ] = "drop",
     auth_realm: Annotated[
         str | None,
-        _option(
+        _setting(
             "--auth-realm", help="Digest authentication realm (default: the advertised address)."
         ),
     ] = None,
     auth_algorithms: Annotated[
         str,
-        _option(
+        _setting(
             "--auth-algorithms",
             help="Digest algorithms to offer and accept, in order (sha-256, md5).",
         ),
     ] = "sha-256,md5",
     srtp: Annotated[
         str,
-        _option(
+        _setting(
             "--srtp",
+            metavar="MODE",
             help="SRTP for calls from no trunk (a trunk's own setting wins): "
             "off, optional or required.",
         ),
     ] = "optional",
     ban_time: Annotated[
         float,
-        _option("--ban-time", min=1.0, help="Seconds an automatic ban lasts."),
+        _setting("--ban-time", min=1.0, help="Seconds an automatic ban lasts."),
     ] = 3600.0,
     flood_rate: Annotated[
         float,
-        _option(
+        _setting(
             "--flood-rate",
             min=0.1,
             help="SIP messages per second one source may send (sustained) before a ban.",
@@ -172,11 +182,11 @@ def serve(
     ] = 50.0,
     flood_burst: Annotated[
         int,
-        _option("--flood-burst", min=1, help="Messages one source may send at once."),
+        _setting("--flood-burst", min=1, help="Messages one source may send at once."),
     ] = 100,
     auth_failure_limit: Annotated[
         int,
-        _option(
+        _setting(
             "--auth-failure-limit",
             min=1,
             help="Failed digest authentications per source and minute before a ban.",
@@ -184,7 +194,7 @@ def serve(
     ] = 5,
     unknown_number_limit: Annotated[
         int,
-        _option(
+        _setting(
             "--unknown-number-limit",
             min=1,
             help="Calls to unknown numbers per source and minute before a ban.",
@@ -192,26 +202,27 @@ def serve(
     ] = 10,
     max_transactions_per_source: Annotated[
         int,
-        _option(
+        _setting(
             "--max-transactions-per-source",
+            metavar="N",
             min=1,
             help="Unanswered INVITEs one source (outside trunk networks) may have open.",
         ),
     ] = 64,
     tcp: Annotated[
         bool,
-        _option("--tcp/--no-tcp", help="Also accept SIP over TCP on the SIP port."),
+        _setting("--tcp/--no-tcp", help="Also accept SIP over TCP on the SIP port."),
     ] = True,
     tls_port: Annotated[
-        int, _option("--tls-port", min=0, max=65535, help="TCP port for SIP over TLS.")
+        int, _setting("--tls-port", min=0, max=65535, help="TCP port for SIP over TLS.")
     ] = 5061,
     tls_cert: Annotated[
         str | None,
-        _option("--tls-cert", help="PEM certificate chain for SIP over TLS (with --tls-key)."),
+        _setting("--tls-cert", help="PEM certificate chain for SIP over TLS (with --tls-key)."),
     ] = None,
     tls_key: Annotated[
         str | None,
-        _option("--tls-key", help="PEM private key of --tls-cert; TLS is off without both."),
+        _setting("--tls-key", help="PEM private key of --tls-cert; TLS is off without both."),
     ] = None,
 ) -> None:
     """Run the SIP server and its HTTP API."""
@@ -234,13 +245,14 @@ def serve(
     for option, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
         if path is not None and not os.access(path, os.R_OK):
             _fail(f"{option}: {path!r} cannot be read", 2)
+    db_url = database_url(db)
     settings = ServeSettings(
         sip_host=sip_host,
         sip_port=sip_port,
         rtp_port_min=rtp_min,
         rtp_port_max=rtp_max,
         public_ip=public_ip,
-        db=db,
+        db=db_url,
         agent_connect_timeout=agent_connect_timeout,
         log_level=level,
         default_region=region,
@@ -271,9 +283,24 @@ def serve(
     async def migrate(_database: Database) -> None:
         return None
 
-    _run(db, migrate)  # a bad database URL or schema fails here, before any socket opens
+    problem = listen_problem(listeners(settings))
+    if problem is not None:
+        _fail(problem, 1)
+    _run(db_url, migrate)  # a bad database URL or schema fails here, before any socket opens
 
     run_server(settings)
+
+
+def listeners(settings: ServeSettings) -> list[Listener]:
+    """The sockets ``serve`` will listen on, SIP first."""
+    host = settings.sip_host
+    sip = [Listener("SIP over UDP", host, settings.sip_port, "--sip-host", "--sip-port", udp=True)]
+    if settings.tcp:
+        sip.append(Listener("SIP over TCP", host, settings.sip_port, "--sip-host", "--sip-port"))
+    if settings.tls_cert is not None:
+        sip.append(Listener("SIP over TLS", host, settings.tls_port, "--sip-host", "--tls-port"))
+    http = Listener("HTTP", settings.http_host, settings.http_port, "--http-host", "--http-port")
+    return [*sip, http]
 
 
 def run_server(settings: ServeSettings) -> None:
@@ -286,4 +313,9 @@ def run_server(settings: ServeSettings) -> None:
             raise
         _fail("the SIP runtime (sipbridge.runtime.server) is not installed", 1)
     run: Callable[[ServeSettings], None] = server.run
-    run(settings)
+    try:
+        run(settings)
+    except OSError as exc:  # a socket taken between the check and the start
+        _fail(f"cannot start the server: {exc}", 1)
+    except ConfigError as exc:  # e.g. --codecs names a codec this machine cannot run
+        _fail(str(exc), 2)

@@ -7,7 +7,6 @@ from typing import Annotated
 import typer
 
 from sipbridge.cli._common import (
-    DEFAULT_DB,
     DbOption,
     RegionOption,
     _echo_table,
@@ -17,15 +16,21 @@ from sipbridge.cli._common import (
 from sipbridge.store import service
 from sipbridge.store.records import TrunkRecord
 
-trunk_app = typer.Typer(help="Manage SIP trunks (providers).", no_args_is_help=True)
+trunk_app = typer.Typer(
+    rich_markup_mode=None, help="Manage SIP trunks (providers).", no_args_is_help=True
+)
 
 
 @trunk_app.command("add")
 def trunk_add(
-    name: Annotated[str, typer.Argument(help="Trunk name, e.g. telnyx.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Trunk name, e.g. telnyx.")],
     allow: Annotated[
         list[str] | None,
-        _option("--allow", help="Source address or CIDR allowed to send calls (repeatable)."),
+        _option(
+            "--allow",
+            metavar="CIDR",
+            help="Source address or CIDR allowed to send calls (repeatable).",
+        ),
     ] = None,
     host: Annotated[
         str | None, _option("--host", help="Where outbound calls and REGISTER go.")
@@ -33,11 +38,16 @@ def trunk_add(
     username: Annotated[str | None, _option("--username", help="Digest user name.")] = None,
     password: Annotated[
         str | None,
-        _option("--password", help="Digest password (prefer the SIPBRIDGE_PASSWORD variable)."),
+        _option(
+            "--password",
+            envvar="SIPBRIDGE_TRUNK_PASSWORD",
+            help="Digest password (or the SIPBRIDGE_TRUNK_PASSWORD variable, kept off the "
+            "command line).",
+        ),
     ] = None,
     register: Annotated[bool, _option("--register", help="Register with the host.")] = False,
     max_calls: Annotated[
-        int | None, _option("--max-calls", help="Concurrent call limit (at least 1).")
+        int | None, _option("--max-calls", metavar="N", help="Concurrent call limit (at least 1).")
     ] = None,
     codec: Annotated[
         list[str] | None,
@@ -55,10 +65,12 @@ def trunk_add(
     ] = None,
     srtp: Annotated[
         str,
-        _option("--srtp", help="SRTP (SDES): off, optional (when offered) or required."),
+        _option(
+            "--srtp", metavar="MODE", help="SRTP (SDES): off, optional (when offered) or required."
+        ),
     ] = "optional",
     default_region: RegionOption = None,
-    db: DbOption = DEFAULT_DB,
+    db: DbOption = None,
 ) -> None:
     """Add a SIP trunk (provider)."""
     record = _run(
@@ -97,17 +109,17 @@ def _trunk_row(t: TrunkRecord) -> list[str]:
 
 
 @trunk_app.command("list")
-def trunk_list(db: DbOption = DEFAULT_DB) -> None:
+def trunk_list(db: DbOption = None) -> None:
     """List trunks (passwords are never shown)."""
     trunks = _run(db, service.list_trunks)
     headers = ["NAME", "ALLOW", "HOST", "USERNAME", "PASSWORD", "REGISTER", "MAX CALLS"]
-    _echo_table(trunks, "no trunks", [*headers, "CODECS", "NUMBERS", "SRTP"], _trunk_row)
+    _echo_table(trunks, "no trunks", [*headers, "CODECS", "NUMBERS", "SRTP"], _trunk_row, db)
 
 
 @trunk_app.command("remove")
 def trunk_remove(
-    name: Annotated[str, typer.Argument(help="Trunk name.")],
-    db: DbOption = DEFAULT_DB,
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Trunk name.")],
+    db: DbOption = None,
 ) -> None:
     """Remove a trunk."""
     _run(db, lambda d: service.remove_trunk(d, name))

@@ -99,7 +99,7 @@ class Call:
         self.record = CallRecord(
             id=sip.id,
             sip_call_id=invite.call_id,
-            from_number=caller_number(invite.from_.uri.user),
+            from_number=caller_number(invite.from_.uri.user, server.settings.default_region),
             to_number=None,
             agent=None,
             received_at=utcnow(),
@@ -282,7 +282,12 @@ class Call:
             source=self.record.source,
             trunk=self.record.trunk,
         )
-        result = await route(self.server.db, invite.uri.user, invite.to.uri.user)
+        result = await route(
+            self.server.db,
+            invite.uri.user,
+            invite.to.uri.user,
+            self.server.settings.default_region,
+        )
         self.record.to_number = result.number
         if result.agent is not None:
             self.record.agent = result.agent.name

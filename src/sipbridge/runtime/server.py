@@ -577,7 +577,9 @@ class SipBridgeServer:
         record = self.trunks.get(call.trunk) if call.trunk is not None else None
         if record is None or not record.allowed_numbers:
             return True
-        number = dialed_number(call.invite.uri.user, call.invite.to.uri.user)
+        number = dialed_number(
+            call.invite.uri.user, call.invite.to.uri.user, self.settings.default_region
+        )
         if number in record.allowed_numbers:
             return True
         self.ua.reject(
@@ -618,8 +620,10 @@ class SipBridgeServer:
         record = CallRecord(
             id=uuid.uuid4().hex,
             sip_call_id=request.call_id,
-            from_number=caller_number(request.from_.uri.user),
-            to_number=dialed_number(request.uri.user, request.to.uri.user),
+            from_number=caller_number(request.from_.uri.user, self.settings.default_region),
+            to_number=dialed_number(
+                request.uri.user, request.to.uri.user, self.settings.default_region
+            ),
             agent=None,
             received_at=now,
             ended_at=now,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -19,27 +20,45 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["MIGRATIONS_DIR", "Database", "alembic_config", "normalize_url"]
+__all__ = ["MIGRATIONS_DIR", "Database", "alembic_config", "display_url", "normalize_url"]
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 _SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
+_POSTGRES_DRIVERLESS = frozenset({"postgresql", "postgres"})
+_USERINFO = re.compile(r"(://[^:/@]*):[^@]*@")
+
+
+def display_url(url: str) -> str:
+    """``url`` as it may be printed: the password, if any, replaced by ``***``."""
+    try:
+        return make_url(url.strip()).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return _USERINFO.sub(r"\1:***@", url)
+
+
 def normalize_url(url: str) -> URL:
     """Turn a user supplied database URL into an async SQLAlchemy URL.
 
-    ``sqlite:///path.db`` becomes ``sqlite+aiosqlite:///path.db``; any other URL is used as
-    given and must name an async driver (e.g. ``postgresql+asyncpg://...``).
+    ``sqlite:///path.db`` becomes ``sqlite+aiosqlite:///path.db``, ``postgresql://`` and
+    ``postgres://`` become ``postgresql+asyncpg://``; any other URL is used as given and
+    must name an async driver.
     """
     try:
         parsed = make_url(url.strip())
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:
         raise ValueError(
-            f"invalid database URL {url!r} (expected e.g. sqlite:///sipbridge.db)"
+            f"invalid database URL {display_url(url)!r} "
+            "(expected e.g. sqlite:////var/lib/sipbridge/sipbridge.db or "
+            "postgresql://user:password@host/db)"
         ) from exc
-    if parsed.drivername == "sqlite":
+    driver = parsed.drivername.lower()
+    if driver == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif driver in _POSTGRES_DRIVERLESS:
+        parsed = parsed.set(drivername="postgresql+asyncpg")
     return parsed
 
 
@@ -54,10 +73,11 @@ def _check_sqlite_directory(url: URL) -> None:
     database = url.database or ""
     if database.startswith("file:"):  # URI filename (?uri=true): leave it to SQLite
         return
-    directory = Path(database).expanduser().parent
-    if not directory.is_dir():
+    path = Path(database).expanduser().absolute()
+    if not path.parent.is_dir():
         raise ValueError(
-            f"cannot create database {database!r}: directory {str(directory)!r} does not exist"
+            f"cannot open database {str(path)!r}: folder {str(path.parent)!r} does not exist "
+            "(create it, or choose another --db)"
         )
 
 
@@ -101,7 +121,7 @@ class Database:
         try:
             self.engine: AsyncEngine = create_async_engine(self.url, **engine_args)
         except (ArgumentError, ImportError) as exc:
-            raise ValueError(f"cannot use database URL {url!r}: {exc}") from exc
+            raise ValueError(f"cannot use database URL {display_url(url)!r}: {exc}") from exc
         if self.url.get_backend_name() == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _set_sqlite_pragmas)
         self.sessionmaker: async_sessionmaker[AsyncSession] = async_sessionmaker(
