@@ -1,4 +1,5 @@
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -63,10 +64,20 @@ def test_write_only_fields_are_not_in_responses(app: FastAPI) -> None:
     assert "password" in components["TrunkCreate"]["properties"]
 
 
-async def test_docs_page(anon: httpx.AsyncClient) -> None:
+async def test_docs_page_needs_nothing_from_the_internet(anon: httpx.AsyncClient) -> None:
+    """Every script, style sheet and image of /docs comes from this server: a server
+    without internet access must not show a blank page."""
     response = await anon.get("/docs")
     assert response.status_code == 200
     assert "swagger" in response.text.lower()
+    assets = re.findall(r"""(?:src|href)=["']([^"']+)["']""", response.text)
+    assert any(a.endswith("swagger-ui-bundle.js") for a in assets)
+    assert any(a.endswith("swagger-ui.css") for a in assets)
+    for asset in assets:
+        assert asset.startswith("/"), f"{asset} is not served by sipbridge"
+        served = await anon.get(asset)
+        assert served.status_code == 200 and len(served.content) > 0, asset
+    assert "http://" not in response.text and "https://" not in response.text
 
 
 async def test_metrics_app_served_at_metrics(db: Database) -> None:

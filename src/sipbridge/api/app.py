@@ -5,8 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import swagger_ui_bundle
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from starlette.routing import Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sipbridge import __version__
@@ -27,6 +31,7 @@ from sipbridge.store.db import Database
 __all__ = ["MAX_BODY_SIZE", "create_app"]
 
 MAX_BODY_SIZE = 64 * 1024
+DOCS_ASSETS = "/docs/assets"  # Swagger UI's files, from the swagger-ui-bundle package
 
 DESCRIPTION = """\
 Manage sipbridge's agents, numbers, trunks and bans, read call records and statistics.
@@ -69,6 +74,8 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         max_body_size=MAX_BODY_SIZE,
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: served below instead
+        redoc_url=None,
     )
     app.state.db = db
     app.state.readiness = readiness
@@ -85,7 +92,27 @@ def create_app(
         routes_stats,
     ):
         app.include_router(module.router)
+    _serve_docs(app)
     if metrics_app is not None:
         metrics: Any = _AsgiEndpoint(metrics_app)
         app.router.routes.append(Route("/metrics", metrics, include_in_schema=False))
     return app
+
+
+def _serve_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI for ``/openapi.json`` with every file served by this process
+    (a server without internet access shows the page too)."""
+    app.mount(
+        DOCS_ASSETS, StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets"
+    )
+
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="sipbridge API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
+
+    app.add_api_route("/docs", docs, include_in_schema=False, response_class=HTMLResponse)
