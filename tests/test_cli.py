@@ -20,7 +20,7 @@ from sipbridge.cli import app
 from sipbridge.config import ServeSettings
 from sipbridge.store import service
 from sipbridge.store.db import Database
-from sipbridge.store.records import BanRecord, CallRecord, CallStatus, TrunkRecord
+from sipbridge.store.records import BanRecord, CallEvent, CallRecord, CallStatus, TrunkRecord
 from tests.support.require import require
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -1448,3 +1448,62 @@ def test_serve_with_codecs_naming_opus_without_libopus_is_one_line(
     args = ["serve", "--sip-host", "127.0.0.1", "--sip-port", "0", "--http-port", "0"]
     line = _one_error_line(runner.invoke(app, [*args, "--codecs", "opus,pcmu"], env=env), 2)
     assert "--codecs names opus" in line and "apt-get install libopus0" in line
+
+
+def test_calls_show_prints_the_whole_call(
+    runner: CliRunner, env: dict[str, str], db_url: str
+) -> None:
+    _seed_calls(db_url)
+
+    async def events() -> None:
+        db = Database(db_url)
+        try:
+            await service.save_call_events(
+                db,
+                "old",
+                [
+                    CallEvent(
+                        "old",
+                        T0 + timedelta(seconds=2),
+                        "transcript",
+                        {"role": "caller", "text": "my bill is wrong"},
+                    ),
+                    CallEvent("old", T0 + timedelta(seconds=3), "metadata", {"intent": "billing"}),
+                    CallEvent("old", T0 + timedelta(seconds=4), "dtmf", {"digit": "5"}),
+                ],
+            )
+        finally:
+            await db.close()
+
+    asyncio.run(events())
+    result = invoke(runner, env, "calls", "show", "old")
+    assert result.exit_code == 0, result.output
+    text = result.stdout
+    assert re.search(r"^id\s+old$", text, re.M)
+    assert re.search(r"^mos\s+4\.3", text, re.M) and re.search(r"^jitter_ms\s+12", text, re.M)
+    assert "caller: my bill is wrong" in text
+    assert '{"intent": "billing"}' in text
+    assert re.search(r"dtmf\s+\{\"digit\": \"5\"\}", text)
+    assert "answered" in text.split("timeline:")[1]
+    data = json.loads(invoke(runner, env, "calls", "show", "old", "--json").stdout)
+    assert data["id"] == "old" and data["transcript"][0]["text"] == "my bill is wrong"
+    missing = invoke(runner, env, "calls", "show", "nope")
+    assert missing.exit_code == 1 and "call 'nope' not found" in missing.stderr
+    assert invoke(runner, env, "calls", "--limit", "1").stdout.startswith("ID ")  # still lists
+
+
+def test_number_update(runner: CliRunner, env: dict[str, str]) -> None:
+    invoke(runner, env, "agent", "add", "bot", "--url", "wss://a.example/ws")
+    invoke(runner, env, "agent", "add", "bot2", "--url", "wss://b.example/ws")
+    invoke(runner, env, "number", "add", "+12025550101", "--agent", "bot")
+    moved = invoke(runner, env, "number", "update", "+1 202 555 0101", "--agent", "bot2")
+    assert moved.exit_code == 0 and moved.stdout.strip() == "updated number +12025550101 -> bot2"
+    assert "+12025550101  bot2" in invoke(runner, env, "number", "list").stdout
+    cleared = invoke(runner, env, "number", "update", "+12025550101", "--no-agent")
+    assert cleared.exit_code == 0 and "- (no agent)" in cleared.stdout
+    assert invoke(runner, env, "number", "update", "+12025550101").exit_code == 2
+    both = invoke(runner, env, "number", "update", "+12025550101", "--agent", "bot", "--no-agent")
+    assert both.exit_code == 2
+    unknown = invoke(runner, env, "number", "update", "+12025550199", "--agent", "bot")
+    assert unknown.exit_code == 1 and "not found" in unknown.stderr
+    assert invoke(runner, env, "number", "update", "+12025550101", "--agent", "x").exit_code == 1

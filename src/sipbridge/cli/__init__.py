@@ -31,7 +31,7 @@ import typer
 from sipbridge.cli.agents import agent_app
 from sipbridge.cli.apikeys import apikey_app
 from sipbridge.cli.bans import ban_app
-from sipbridge.cli.calls_command import calls
+from sipbridge.cli.calls_command import calls_app
 from sipbridge.cli.db import db_app
 from sipbridge.cli.numbers import number_app
 from sipbridge.cli.serve_command import serve
@@ -54,7 +54,7 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(ban_app, name="ban")
 app.add_typer(db_app, name="db")
 app.command()(serve)
-app.command()(calls)
+app.add_typer(calls_app, name="calls")
 
 
 def _version_callback(value: bool) -> None:

@@ -1,4 +1,5 @@
-"""``sipbridge calls``: recent calls, newest first."""
+"""``sipbridge calls``: recent calls, newest first; ``sipbridge calls show ID``: one call
+whole (its record, quality figures, timeline, transcript and metadata)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ from sipbridge.cli._common import (
 )
 from sipbridge.numbers import InvalidNumber, read_number
 from sipbridge.store import service
-from sipbridge.store.records import CallRecord
+from sipbridge.store.records import CallDetail, CallRecord
+
+calls_app = typer.Typer(
+    rich_markup_mode=None,
+    help="Show recent calls, newest first (calls show ID: one call whole).",
+)
 
 
 def _call_row(call: CallRecord) -> list[str]:
@@ -55,7 +61,9 @@ def _parsed_number(number: str, default_region: str | None) -> str:
         _fail(str(exc), 2)
 
 
+@calls_app.callback(invoke_without_command=True)
 def calls(
+    ctx: typer.Context,
     number: Annotated[
         str | None, _option("--number", help="Only calls from or to this number.")
     ] = None,
@@ -64,7 +72,9 @@ def calls(
     default_region: RegionOption = None,
     db: DbOption = None,
 ) -> None:
-    """Show recent calls, newest first."""
+    """Show recent calls, newest first (``calls show ID``: one call whole)."""
+    if ctx.invoked_subcommand is not None:
+        return
     wanted = None if number is None else _parsed_number(number, default_region)
     records = _run(db, lambda d: service.list_calls(d, number=wanted, limit=limit))
     if as_json:
@@ -73,3 +83,48 @@ def calls(
     headers = ["ID", "RECEIVED (UTC)", "FROM", "TO", "AGENT", "STATUS", "REASON", "CODE"]
     headers += ["DURATION", "CODEC", "MOS", "JITTER", "LOSS"]
     _echo_table(records, "no calls", headers, _call_row, db)
+
+
+@calls_app.command("show")
+def calls_show(
+    call_id: Annotated[str, typer.Argument(metavar="ID", help="The call's id (calls: ID).")],
+    as_json: Annotated[bool, _option("--json", help="Print JSON instead of text.")] = False,
+    db: DbOption = None,
+) -> None:
+    """One call whole: its record, quality, timeline, transcript and metadata."""
+    detail = _run(db, lambda d: service.get_call(d, call_id))
+    if as_json:
+        typer.echo(json.dumps(detail.to_json(), indent=2))
+        return
+    typer.echo(_detail_text(detail))
+
+
+def _detail_text(detail: CallDetail) -> str:
+    """The call as ``field: value`` lines, then its timeline, transcript and metadata."""
+    data = detail.to_json()
+    sections = {"timeline", "transcript", "metadata", "quality"}
+    fields = [(name, value) for name, value in data.items() if name not in sections]
+    width = max(len(name) for name, _ in fields)
+    lines = [f"{name.ljust(width)}  {_value(value)}" for name, value in fields]
+    lines.append("")
+    lines.append("timeline:")
+    lines.extend(f"  {point['at']}  {point['event']}" for point in data["timeline"])
+    lines.append("transcript:" if data["transcript"] else "transcript: none")
+    for line in data["transcript"]:
+        final = "" if line["final"] else " (partial)"
+        lines.append(f"  {line['at']}  {line['role']}{final}: {line['text']}")
+    lines.append("metadata:" if data["metadata"] else "metadata: none")
+    lines.extend(
+        f"  {item['at']}  {json.dumps(item['data'], sort_keys=True)}" for item in data["metadata"]
+    )
+    other = [e for e in detail.events if e.kind not in ("transcript", "metadata")]
+    if other:
+        lines.append("events:")
+        lines.extend(
+            f"  {_when(e.at)}  {e.kind}  {json.dumps(e.data, sort_keys=True)}" for e in other
+        )
+    return "\n".join(lines)
+
+
+def _value(value: object) -> str:
+    return "-" if value is None else str(value)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sipbridge.cli._common import DbOption, RegionOption, _echo_table, _option, _run
+from sipbridge.cli._common import DbOption, RegionOption, _echo_table, _fail, _option, _run
 from sipbridge.store import service
 from sipbridge.store.records import NumberRecord
 
@@ -52,3 +52,23 @@ def number_remove(
     """Remove a phone number."""
     removed = _run(db, lambda d: service.remove_number(d, number, default_region))
     typer.echo(f"removed number {removed}")
+
+
+@number_app.command("update")
+def number_update(
+    number: Annotated[str, typer.Argument(metavar="NUMBER", help="Phone number.")],
+    agent: Annotated[
+        str | None, _option("--agent", help="Agent that answers it from now on.")
+    ] = None,
+    no_agent: Annotated[
+        bool, _option("--no-agent", help="Keep the number, answer its calls 480.")
+    ] = False,
+    default_region: RegionOption = None,
+    db: DbOption = None,
+) -> None:
+    """Give a number to another agent (or to none)."""
+    if (agent is None) == (not no_agent):
+        _fail("give exactly one of --agent NAME or --no-agent", 2)
+    record = _run(db, lambda d: service.update_number(d, number, agent, default_region))
+    target = record.agent if record.agent is not None else "- (no agent)"
+    typer.echo(f"updated number {record.number} -> {target}")
