@@ -22,6 +22,7 @@ from sipbridge.store import service
 from sipbridge.store.records import CallRecord, CallStatus
 from tests.support.agents import EchoAgent, SilentTcpServer
 from tests.support.pcap import udp_payloads
+from tests.support.settings import BridgeFactory
 from tests.support.sipp import (
     SIPP_SHARE,
     cancel_scenario,
@@ -535,3 +536,70 @@ async def test_reinvite_moves_media_and_keeps_the_call(bridge: SipBridgeServer) 
             second.close()
     [record] = await records(bridge)
     assert record.reason == "caller_hangup"
+
+
+# ---------------------------------------------------------------- hostile text
+
+
+HOSTILE_USERS = [
+    ("%FF%FE", "%FF%FE"),  # not UTF-8: the agent's start failed to encode, no record
+    ("%00", "%00"),  # NUL: PostgreSQL refused the record of an answered call
+    ("x%0D%0A2026-12-06%2021%3A00%3A00,000%20WARNING%20forged", "x%0D%0A2026-12-06 21:00:00,000"),
+    ("%1B%5B2J", "%1B[2J"),
+    ("%E2%80%AE1010", "%E2%80%AE1010"),
+    ("%ED%A0%80", "%ED%A0%80"),
+]
+
+
+async def test_hostile_wire_text_still_gives_every_call_its_record(
+    make_bridge: BridgeFactory, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """From users that are not UTF-8, hold NUL, line breaks, escape sequences or bidi
+    overrides, an X- header with raw non-UTF-8 bytes: every call is bridged,
+    the agent's start message is valid UTF-8 JSON, and each call has its record, on SQLite
+    and PostgreSQL."""
+    bridge = await make_bridge(db=db_url)
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        client = UdpClient(bridge.sip_address)
+        try:
+            with caplog.at_level(logging.INFO):
+                for n, (user, _) in enumerate(HOSTILE_USERS):
+                    call_id = f"hostile-{n}"
+                    invite = client.invite(f"z9hG4bK-h{n}", call_id, 4100 + 2 * n)
+                    invite = invite.replace(
+                        b"From: <sip:+15005550006@", f"From: <sip:{user}@".encode()
+                    )
+                    invite = invite.replace(
+                        f"Call-ID: {call_id}\r\n".encode(),
+                        f"Call-ID: {call_id}\r\nX-Junk: a\xfe\xffb\r\n".encode("latin-1"),
+                    )
+                    client.send(invite)
+                    final = await client.final()
+                    assert final.status == 200, (user, final.status)
+                    tag = final.to.tag
+                    assert tag is not None
+                    # in_dialog's branch is per method: unique here, or the server
+                    # rightly takes the next call's BYE for a retransmission (§17.2.3)
+                    for method, cseq in (("ACK", 1), ("BYE", 2)):
+                        request = client.in_dialog(method, cseq, final.call_id, tag)
+                        branch = f"branch=z9hG4bK{method}{cseq}".encode()
+                        client.send(request.replace(branch, branch + f"-{n}".encode()))
+                    assert (await client.final()).status == 200
+        finally:
+            client.close()
+    stored = {r.sip_call_id: r for r in await records(bridge, len(HOSTILE_USERS))}
+    assert len(stored) == len(HOSTILE_USERS)
+    for n, (_, prefix) in enumerate(HOSTILE_USERS):
+        record = stored[f"hostile-{n}"]
+        assert record.from_number is not None and record.from_number.startswith(prefix)
+        assert record.status is CallStatus.ANSWERED and record.reason == "caller_hangup"
+    starts = [call.start for call in agent.calls]
+    assert len(starts) == len(HOSTILE_USERS)
+    for start in starts:
+        assert start is not None and start["sip_headers"]["X-Junk"] == "a%FE%FFb"
+        json.dumps(start, ensure_ascii=False).encode("utf-8")
+    for record in caplog.records:
+        message = record.getMessage()
+        assert "\n" not in message and "\x1b" not in message and "\x00" not in message
+    assert not [r for r in caplog.records if "record_write_failed" in r.getMessage()]

@@ -56,6 +56,7 @@ from sipbridge.sdp.session import SdpError, parse_sdp
 from sipbridge.sip.calls import InboundCall
 from sipbridge.sip.message import Request
 from sipbridge.store.records import CallEvent, CallRecord, CallStatus, utcnow
+from sipbridge.wiretext import clean, clean_opt
 
 if TYPE_CHECKING:
     from sipbridge.runtime.server import SipBridgeServer
@@ -98,8 +99,12 @@ class Call:
         invite = sip.invite
         self.record = CallRecord(
             id=sip.id,
-            sip_call_id=invite.call_id,
-            from_number=caller_number(invite.from_.uri.user, server.settings.default_region),
+            # Wire text is made storable, encodable and one-line (wiretext.py) before it
+            # reaches the agent, the store or the logs.
+            sip_call_id=clean(invite.call_id),
+            from_number=clean_opt(
+                caller_number(invite.from_.uri.user, server.settings.default_region)
+            ),
             to_number=None,
             agent=None,
             received_at=utcnow(),
@@ -278,7 +283,7 @@ class Call:
         self._event(
             "received",
             from_=self.record.from_number,
-            uri=str(invite.uri),
+            uri=clean(str(invite.uri)),
             source=self.record.source,
             trunk=self.record.trunk,
         )
@@ -288,7 +293,7 @@ class Call:
             invite.to.uri.user,
             self.server.settings.default_region,
         )
-        self.record.to_number = result.number
+        self.record.to_number = clean_opt(result.number)
         if result.agent is not None:
             self.record.agent = result.agent.name
         if self._cancelled.is_set():
@@ -333,7 +338,9 @@ class Call:
         self.record.srtp = srtp.suite if srtp is not None else None
 
         invite_headers = {
-            name: value for name, value in invite.headers.items() if name.lower().startswith("x-")
+            clean(name): clean(value)
+            for name, value in invite.headers.items()
+            if name.lower().startswith("x-")
         }
         link = AgentLink(
             self.sip.id,
@@ -343,7 +350,7 @@ class Call:
             self._on_first_audio,
             caller=self.record.from_number,
             dialed=self.record.to_number,
-            sip_call_id=invite.call_id,
+            sip_call_id=self.record.sip_call_id,
             sip_headers=invite_headers,
         )
         self.link = link

@@ -68,6 +68,7 @@ from sipbridge.sip.ua import UserAgent
 from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallEvent, CallRecord, CallStatus, TrunkRecord, utcnow
+from sipbridge.wiretext import clean, clean_opt
 
 log = logging.getLogger("sipbridge.server")
 
@@ -619,10 +620,12 @@ class SipBridgeServer:
         now = utcnow()
         record = CallRecord(
             id=uuid.uuid4().hex,
-            sip_call_id=request.call_id,
-            from_number=caller_number(request.from_.uri.user, self.settings.default_region),
-            to_number=dialed_number(
-                request.uri.user, request.to.uri.user, self.settings.default_region
+            sip_call_id=clean(request.call_id),
+            from_number=clean_opt(
+                caller_number(request.from_.uri.user, self.settings.default_region)
+            ),
+            to_number=clean_opt(
+                dialed_number(request.uri.user, request.to.uri.user, self.settings.default_region)
             ),
             agent=None,
             received_at=now,
