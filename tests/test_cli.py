@@ -829,13 +829,13 @@ def test_agent_bad_ca_bundle_exit_2(runner: CliRunner, env: dict[str, str], tmp_
         runner, env, "agent", "add", "bot", "--url", "wss://a", "--ca-bundle", str(missing)
     )
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: ca_bundle: {missing} does not exist")
+    assert result.stderr.startswith(f"error: ca_bundle: {missing} is not a readable PEM CA bundle")
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("garbage")
     invoke(runner, env, "agent", "add", "bot", "--url", "wss://a")
     result = invoke(runner, env, "agent", "update", "bot", "--ca-bundle", str(garbage))
     assert result.exit_code == 2
-    assert result.stderr.startswith(f"error: ca_bundle: {garbage} is not a PEM CA bundle")
+    assert result.stderr.startswith(f"error: ca_bundle: {garbage} is not a readable PEM CA bundle")
 
 
 @pytest.mark.parametrize(

@@ -233,7 +233,7 @@ async def test_create_agent_ca_bundle_defaults_to_null(client: httpx.AsyncClient
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(None, "does not exist"), (b"garbage\n", "is not a PEM CA bundle")],
+    [(None, "is not a readable PEM CA bundle"), (b"garbage\n", "is not a readable PEM CA bundle")],
 )
 async def test_create_agent_bad_ca_bundle_is_422_naming_it(
     client: httpx.AsyncClient, tmp_path: Path, content: bytes | None, message: str

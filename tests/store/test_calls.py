@@ -197,6 +197,14 @@ async def test_list_calls_page_bad_input(db: Database) -> None:
         base64.urlsafe_b64encode(b"[1, 2]").decode(),
         base64.urlsafe_b64encode(b"[1]").decode(),
         base64.urlsafe_b64encode(b"\xff\xfe").decode(),
+        # forged: dates out of range once moved to UTC, ids the database cannot compare
+        base64.urlsafe_b64encode(b'["0001-01-01T00:00:00+05:00", "c1"]').decode(),
+        base64.urlsafe_b64encode(b'["9999-12-31T23:59:59-05:00", "c1"]').decode(),
+        base64.urlsafe_b64encode(b'["2025-03-01T12:00:00+00:00", "c\\u0000"]').decode(),
+        base64.urlsafe_b64encode(b'["2025-03-01T12:00:00+00:00", "\\ud800"]').decode(),
+        base64.urlsafe_b64encode(
+            ('["2025-03-01T12:00:00+00:00", "' + "x" * 300 + '"]').encode()
+        ).decode(),
     ]
     for cursor in bad_cursors:
         with pytest.raises(InvalidField, match=r"^cursor: "):
@@ -249,3 +257,31 @@ async def test_iter_calls(db: Database) -> None:
     ids = [c.id async for c in service.iter_calls(db, CallFilter(agent="bot"), page_size=3)]
     assert ids == [f"c{i}" for i in reversed(range(7))]
     assert [c.id async for c in service.iter_calls(db, CallFilter(agent="nobody"))] == []
+
+
+async def test_records_with_unstorable_text_are_stored_cleaned_and_cut(db: Database) -> None:
+    """NUL (PostgreSQL refuses it), lone surrogates (not UTF-8) and text longer than its
+    column (PostgreSQL refuses it) never cost a record: escaped and cut, on both backends."""
+    call = make_call(
+        "u1",
+        sip_call_id="c" * 300,
+        from_number="\x00\udcff" + "9" * 300,
+        to_number="+1\u202e",
+        reason="r\r\n",
+    )
+    await service.save_call(db, call)
+    record = (await service.get_call(db, "u1")).record
+    assert record.sip_call_id == "c" * 255
+    assert record.from_number is not None and record.from_number.startswith("%00%FF999")
+    assert len(record.from_number) == 255
+    assert record.to_number == "+1%E2%80%AE" and record.reason == "r%0D%0A"
+    events = [
+        CallEvent("u1", T0, "transcript", {"role": "caller", "text": "a\x00b\udcff"}),
+        CallEvent("u1", T0, "metadata", {"k\x00": ["\x1b[2J"]}),
+    ]
+    await service.save_call_events(db, "u1", events)
+    stored = (await service.get_call(db, "u1")).events
+    assert [e.data for e in stored] == [
+        {"role": "caller", "text": "a%00b%FF"},
+        {"k%00": ["%1B[2J"]},
+    ]

@@ -1,6 +1,7 @@
 import asyncio
 import dataclasses
 import errno
+import logging
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -213,28 +214,42 @@ async def test_ca_bundle_accepted_with_ws_urls_only(db: Database, ca_bundle: Pat
     ("content", "message"),
     [
         (None, "does not exist"),
-        (b"this is not a certificate\n", "is not a PEM CA bundle"),
-        (b"", "is not a PEM CA bundle"),
-        ("dir", "is not a file"),
+        (b"this is not a certificate\n", "no certificate could be loaded"),
+        (b"", "no certificate could be loaded"),
+        ("dir", "not a file"),
     ],
 )
 async def test_add_agent_rejects_bad_ca_bundle(
-    db: Database, tmp_path: Path, content: bytes | str | None, message: str
+    db: Database,
+    tmp_path: Path,
+    content: bytes | str | None,
+    message: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """One message whatever the failure (an API-key holder learns nothing about the
+    server's files); the reason is in the operator's log."""
     path = tmp_path / "bundle.pem"
     if content == "dir":
         path.mkdir()
     elif isinstance(content, bytes):
         path.write_bytes(content)
-    with pytest.raises(InvalidField, match=rf"^ca_bundle: .*{message}") as info:
+    with (
+        caplog.at_level(logging.WARNING, logger="sipbridge.store"),
+        pytest.raises(InvalidField) as info,
+    ):
         await service.add_agent(db, "bot", "wss://a", ca_bundle=str(path))
     assert info.value.field == "ca_bundle"
+    assert str(info.value) == (
+        f"ca_bundle: {path} is not a readable PEM CA bundle (a file holding at least one "
+        "certificate that sipbridge can read)"
+    )
+    assert any(message in r.getMessage() for r in caplog.records)
     assert await service.list_agents(db) == []
 
 
 async def test_add_agent_rejects_private_key_as_ca_bundle(db: Database, ca_bundle: Path) -> None:
     key = ca_bundle.parent / "ca-key.pem"
-    with pytest.raises(InvalidField, match=r"^ca_bundle: .*no certificate could be loaded"):
+    with pytest.raises(InvalidField, match=r"^ca_bundle: .*is not a readable PEM CA bundle"):
         await service.add_agent(db, "bot", "wss://a", ca_bundle=str(key))
 
 
@@ -250,7 +265,10 @@ async def test_add_agent_rejects_too_long_ca_bundle_path(db: Database) -> None:
 
 
 async def test_add_agent_rejects_unreadable_ca_bundle(
-    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    db: Database,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     path = tmp_path / "locked.pem"
     path.write_text("unreadable before its content matters")
@@ -262,8 +280,12 @@ async def test_add_agent_rejects_unreadable_ca_bundle(
     # root reads files whatever their mode (CI runs as root): refuse the read as the
     # kernel would for anyone else.
     monkeypatch.setattr(agents_service, "open", refuse, raising=False)
-    with pytest.raises(InvalidField, match=r"^ca_bundle: .*cannot be read"):
+    with (
+        caplog.at_level(logging.WARNING, logger="sipbridge.store"),
+        pytest.raises(InvalidField, match=r"^ca_bundle: .*is not a readable PEM CA bundle"),
+    ):
         await service.add_agent(db, "bot", "wss://a", ca_bundle=str(path))
+    assert any("cannot be read" in r.getMessage() for r in caplog.records)
 
 
 async def test_update_agent_ca_bundle(db: Database, ca_bundle: Path, tmp_path: Path) -> None:
@@ -276,9 +298,9 @@ async def test_update_agent_ca_bundle(db: Database, ca_bundle: Path, tmp_path: P
 
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n")
-    with pytest.raises(InvalidField, match=r"^ca_bundle: .*is not a PEM CA bundle"):
+    with pytest.raises(InvalidField, match=r"^ca_bundle: .*is not a readable PEM CA bundle"):
         await service.update_agent(db, "bot", ca_bundle=str(garbage))
-    with pytest.raises(InvalidField, match=r"^ca_bundle: .*does not exist"):
+    with pytest.raises(InvalidField, match=r"^ca_bundle: .*is not a readable PEM CA bundle"):
         await service.update_agent(db, "bot", ca_bundle=str(tmp_path / "missing.pem"))
     assert (await service.get_agent(db, "bot")).ca_bundle == str(ca_bundle)  # unchanged
 

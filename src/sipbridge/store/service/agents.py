@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import ssl
 from typing import Any, Final
@@ -28,6 +29,8 @@ from sipbridge.store.service._common import (
     _validate_name,
     _validate_secret,
 )
+
+log = logging.getLogger("sipbridge.store")
 
 __all__ = [
     "AGENT_PROTOCOLS",
@@ -105,6 +108,10 @@ def _validate_ca_bundle(path: object) -> str:
     bundle replaced through a symlink (certbot and the like) is picked up by later calls.
     The file is read again on each connection; only its state now is checked. Blocking
     (file system and certificate parsing): callers run it in a thread.
+
+    Every failure to use the file gives the same message, so an API-key holder learns
+    nothing about the server's files (whether a path exists, is readable, is a file); the
+    reason is logged for the operator.
     """
     if not isinstance(path, str) or not path.strip():
         raise InvalidField("ca_bundle", "must be the path of a PEM CA bundle (null to clear it)")
@@ -113,25 +120,33 @@ def _validate_ca_bundle(path: object) -> str:
     absolute = os.path.abspath(path)
     if len(absolute) > MAX_CA_BUNDLE_PATH:
         raise InvalidField("ca_bundle", f"path longer than {MAX_CA_BUNDLE_PATH} characters")
+    reason = _ca_bundle_problem(absolute)
+    if reason is not None:
+        log.warning("event=ca_bundle_refused path=%r reason=%s", absolute, reason)
+        raise InvalidField(
+            "ca_bundle",
+            f"{absolute} is not a readable PEM CA bundle (a file holding at least one "
+            "certificate that sipbridge can read)",
+        )
+    return absolute
+
+
+def _ca_bundle_problem(absolute: str) -> str | None:
+    """Why ``absolute`` cannot serve as a CA bundle, or None when it can."""
     if not os.path.isfile(absolute):
-        what = "is not a file" if os.path.exists(absolute) else "does not exist"
-        raise InvalidField("ca_bundle", f"{absolute} {what}")
+        return "not a file" if os.path.exists(absolute) else "does not exist"
     try:
         with open(absolute, "rb"):
             pass
     except OSError as exc:
-        raise InvalidField("ca_bundle", f"{absolute} cannot be read: {exc.strerror}") from None
+        return f"cannot be read: {exc.strerror}"
     try:
         context = ssl.create_default_context(cafile=absolute)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        raise InvalidField(
-            "ca_bundle",
-            f"{absolute} is not a PEM CA bundle: no certificate could be loaded "
-            f"({_ssl_reason(exc)})",
-        ) from None
+        return f"no certificate could be loaded ({_ssl_reason(exc)})"
     if not context.cert_store_stats().get("x509"):
-        raise InvalidField("ca_bundle", f"{absolute} holds no PEM certificate")
-    return absolute
+        return "holds no PEM certificate"
+    return None
 
 
 def _ssl_reason(exc: Exception) -> str:

@@ -25,6 +25,7 @@ from sipbridge.store.records import (
     as_utc,
 )
 from sipbridge.store.service._common import NotFound
+from sipbridge.wiretext import clean
 
 __all__ = [
     "CallFilter",
@@ -40,15 +41,35 @@ __all__ = [
 MAX_PAGE: Final = 1000
 
 
+# The length of every text column of ``calls``: a value is cut to fit (PostgreSQL refuses
+# a longer one; a record must never be lost for a 300-character Call-ID).
+_TEXT_LENGTHS: Final = {
+    column.key: column.type.length
+    for column in Call.__table__.columns
+    if isinstance(column.type, String) and column.type.length is not None
+}
+
+
+def _storable(values: dict[str, Any]) -> dict[str, Any]:
+    """Every text value made storable on each backend: printable (NUL, controls and
+    bytes that were not UTF-8 percent-escaped, wiretext.py) and cut to its column."""
+    for key, value in values.items():
+        if isinstance(value, str):
+            limit = _TEXT_LENGTHS.get(key)
+            text = clean(value)
+            values[key] = text if limit is None or len(text) <= limit else text[:limit]
+    return values
+
+
 def call_row_values(record: CallRecord) -> dict[str, Any]:
     """The ``calls`` row for ``record`` (without ``id``), with the columns computed at write
     time: caller country/region (when the record has none), UTC day and hour, duration and
-    time to first audio."""
+    time to first audio. Text is made storable on every backend (:func:`_storable`)."""
     country, region = record.caller_country, record.caller_region
     if country is None:
         country, region = caller_location(record.from_number)
     received = as_utc(record.received_at)
-    return {
+    values = {
         "sip_call_id": record.sip_call_id,
         "from_number": record.from_number,
         "to_number": record.to_number,
@@ -73,6 +94,7 @@ def call_row_values(record: CallRecord) -> dict[str, Any]:
         "first_audio_ms": record.time_to_first_audio_ms,
         **{name: getattr(record, name) for name in QUALITY_FIELDS},
     }
+    return _storable(values)
 
 
 def _call_record(call: Call) -> CallRecord:
@@ -130,11 +152,24 @@ async def save_call_events(db: Database, call_id: str, events: Sequence[CallEven
             json.dumps(event.data)
         except (TypeError, ValueError) as exc:
             raise InvalidField("data", f"not JSON serializable: {exc}") from None
-        rows.append({"call_id": call_id, "at": event.at, "kind": event.kind, "data": event.data})
+        data = _clean_json(event.data)
+        rows.append({"call_id": call_id, "at": event.at, "kind": clean(event.kind), "data": data})
     if not rows:
         return
     async with db.sessionmaker() as session, session.begin():
         session.add_all(CallEventRow(**row) for row in rows)
+
+
+def _clean_json(value: Any) -> Any:
+    """An agent's JSON (transcripts, metadata) with every string made printable
+    (wiretext.py), keys included: it is shown by the API, the CLI and dashboards."""
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, dict):
+        return {clean(str(k)): _clean_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean_json(item) for item in value]
+    return value
 
 
 async def get_call(db: Database, call_id: str) -> CallDetail:
@@ -209,6 +244,9 @@ def _filter_conditions(flt: CallFilter) -> list[ColumnElement[bool]]:
     return conditions
 
 
+MAX_CURSOR_ID = 36  # the calls.id column
+
+
 def _encode_cursor(call: Call) -> str:
     raw = json.dumps([as_utc(call.received_at).isoformat(), call.id], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
@@ -221,8 +259,12 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         received, call_id = json.loads(raw)
         if not isinstance(received, str) or not isinstance(call_id, str):
             raise bad
+        # A forged cursor must not reach the database with an id it cannot compare (NUL,
+        # lone surrogates) or a date that overflows when moved to UTC.
+        if not 0 < len(call_id) <= MAX_CURSOR_ID or not call_id.isprintable():
+            raise bad
         return as_utc(datetime.fromisoformat(received)), call_id
-    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError):
+    except (binascii.Error, UnicodeDecodeError, ValueError, TypeError, OverflowError):
         raise bad from None
 
 
