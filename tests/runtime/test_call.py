@@ -603,3 +603,20 @@ async def test_hostile_wire_text_still_gives_every_call_its_record(
         message = record.getMessage()
         assert "\n" not in message and "\x1b" not in message and "\x00" not in message
     assert not [r for r in caplog.records if "record_write_failed" in r.getMessage()]
+
+
+async def test_a_malformed_invite_gets_400_and_a_record(bridge: SipBridgeServer) -> None:
+    """A call attempt whose INVITE does not parse still leaves exactly one record."""
+    client = UdpClient(bridge.sip_address)
+    try:
+        invite = client.invite("z9hG4bK-bad", "bad-1", 4200)
+        client.send(invite.replace(b"Call-ID: bad-1", b"Call-ID: bad-1\xff x"))
+        loop = asyncio.get_running_loop()
+        answer = await asyncio.wait_for(loop.sock_recv(client.sock, 65535), 5)
+        assert answer.startswith(b"SIP/2.0 400 ")  # echoes the broken Call-ID: raw bytes
+    finally:
+        client.close()
+    [record] = await records(bridge)
+    assert record.status is CallStatus.FAILED and record.reason == "malformed_request"
+    assert record.sip_code == 400 and record.sip_call_id == "bad-1%FF x"
+    assert record.from_number == "+15005550006"

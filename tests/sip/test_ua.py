@@ -993,3 +993,21 @@ def test_a_dual_stack_ua_gives_ipv6_callers_its_ipv6_host() -> None:
         ua.hangup(event.call, 0.3)
         [(bye, _)] = sent(ua)
         assert isinstance(bye, Request) and bye.vias[0].host == host.strip("[]")
+
+
+def test_a_malformed_invite_is_answered_and_reported_as_an_invite() -> None:
+    """An INVITE whose Call-ID does not parse: 400, and the event names the method (from
+    the raw CSeq) and carries the header fields, so the call attempt gets its record."""
+    ua = make_ua()
+    data = invite().replace(b"Call-ID: call-1", b"Call-ID: bad\xff id")
+    ua.receive_datagram(data, PEER, 0.0)
+    assert statuses(ua) == [400]
+    [event] = ua.events()
+    assert isinstance(event, RequestRejected)
+    assert event.method == "INVITE" and event.status == 400 and event.request is None
+    assert event.headers is not None and event.headers.get_lines("From")
+    ua.receive_datagram(
+        invite(method="OPTIONS").replace(b"Call-ID: call-1", b"Call-ID: a b"), PEER, 0.1
+    )
+    [other] = ua.events()
+    assert isinstance(other, RequestRejected) and other.method == "OPTIONS"

@@ -61,10 +61,13 @@ from sipbridge.sip.calls import (
     ReInviteReceived,
     RequestRejected,
 )
+from sipbridge.sip.errors import SipParseError
 from sipbridge.sip.framing import StreamAddress
 from sipbridge.sip.guard import Admission, GuardLimits, Offence, SourceGuard
+from sipbridge.sip.headers import Headers
 from sipbridge.sip.message import Request
 from sipbridge.sip.ua import UserAgent
+from sipbridge.sip.values import NameAddr
 from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallEvent, CallRecord, CallStatus, TrunkRecord, utcnow
@@ -507,15 +510,13 @@ class SipBridgeServer:
                 event.status,
                 event.reason.replace(" ", "_")[:120],
             )
-            if (
-                event.request is not None
-                and event.method == "INVITE"
-                and event.status
-                and not event.access
-            ):
-                self._record_rejected_invite(
-                    event.request, event.source, event.status, event.reason, event.trunk
-                )
+            if event.method == "INVITE" and event.status and not event.access:
+                if event.request is not None:
+                    self._record_rejected_invite(
+                        event.request, event.source, event.status, event.reason, event.trunk
+                    )
+                elif event.headers is not None:
+                    self._record_malformed_invite(event.headers, event.source, event.status)
             return
         target = self.calls.get(event.call.id)  # type: ignore[attr-defined]
         if target is None:
@@ -635,6 +636,36 @@ class SipBridgeServer:
             sip_code=status,
             source=f"{source[0]}:{source[1]}",
             trunk=trunk,
+        )
+        self._spawn(self._save_record(record))
+
+    def _record_malformed_invite(self, headers: Headers, source: Address, status: int) -> None:
+        """A call record for an INVITE that did not parse (answered 400/505/513 by the SIP
+        core): its Call-ID, From and To as far as they can be read, reason
+        ``malformed_request``. Only sources the access policy knows get here."""
+
+        def user(name: str) -> str | None:
+            lines = headers.get_lines(name)
+            try:
+                return NameAddr.parse(lines[0]).uri.user if lines else None
+            except SipParseError:
+                return None
+
+        call_ids = headers.get_lines("Call-ID")
+        region = self.settings.default_region
+        now = utcnow()
+        record = CallRecord(
+            id=uuid.uuid4().hex,
+            sip_call_id=clean(call_ids[0]) if call_ids else "-",
+            from_number=clean_opt(caller_number(user("From"), region)),
+            to_number=clean_opt(dialed_number(None, user("To"), region)),
+            agent=None,
+            received_at=now,
+            ended_at=now,
+            status=CallStatus.FAILED,
+            reason="malformed_request",
+            sip_code=status,
+            source=f"{source[0]}:{source[1]}",
         )
         self._spawn(self._save_record(record))
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sipbridge.sip.dialog import Dialog
 from sipbridge.sip.framing import Transport, transport_of
+from sipbridge.sip.headers import Headers
 from sipbridge.sip.message import Request
 from sipbridge.sip.transaction import Address, InviteServerTransaction
 
@@ -164,6 +165,9 @@ class RequestRejected:
     request: Request | None = None
     access: bool = False
     trunk: str | None = None
+    # A request that did not parse: the header fields that did (its Call-ID, From, To),
+    # so a malformed INVITE still gets a call record.
+    headers: Headers | None = None
 
 
 UaEvent = (

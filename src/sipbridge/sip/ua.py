@@ -248,7 +248,15 @@ class UserAgent:
             self._events.append(RequestRejected(source, None, None, f"dropped: {exc.reason}"))
             return
         self._outbox.append((response.serialize(), source))
-        self._events.append(RequestRejected(source, None, exc.status_hint, exc.reason))
+        # The method as the raw CSeq names it (the Request-Line may be what failed): an
+        # INVITE is a call attempt and is recorded as one.
+        assert exc.headers is not None  # a response was built from them
+        cseq = exc.headers.get_lines("CSeq")
+        words = cseq[0].split() if cseq else []
+        method = words[1] if len(words) == 2 else None
+        self._events.append(
+            RequestRejected(source, method, exc.status_hint, exc.reason, headers=exc.headers)
+        )
 
     def _receive_response(self, response: Response, now: float) -> None:
         key = TransactionKey.for_response(response)
