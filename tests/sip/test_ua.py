@@ -31,7 +31,7 @@ from sipbridge.sip.framing import StreamAddress, Transport
 from sipbridge.sip.guard import GuardLimits, SourceGuard
 from sipbridge.sip.message import Headers, Request, Response, parse_message
 from sipbridge.sip.transaction import TIMER_F, TIMER_L
-from sipbridge.sip.ua import UserAgent
+from sipbridge.sip.ua import IN_DIALOG_EXEMPTIONS, UserAgent
 
 PEER = ("127.0.0.1", 5070)
 
@@ -993,3 +993,50 @@ def test_a_dual_stack_ua_gives_ipv6_callers_its_ipv6_host() -> None:
         ua.hangup(event.call, 0.3)
         [(bye, _)] = sent(ua)
         assert isinstance(bye, Request) and bye.vias[0].host == host.strip("[]")
+
+
+class TestInDialogExemption:
+    """``UserAgent.in_dialog``: the live calls whose ACK, BYE, CANCEL and responses pass
+    the guard's rate limit (sip/guard.py)."""
+
+    def test_only_a_live_call_from_its_own_source_bounded_per_call(self) -> None:
+        ua = make_ua()
+        new_call(ua)
+        assert ua.in_dialog(PEER[0], "call-1")
+        assert not ua.in_dialog("127.0.0.9", "call-1")  # another address: forged
+        assert not ua.in_dialog(PEER[0], "call-2")  # a Call-ID we do not hold
+        taken = 1 + sum(ua.in_dialog(PEER[0], "call-1") for _ in range(IN_DIALOG_EXEMPTIONS * 2))
+        assert taken == IN_DIALOG_EXEMPTIONS
+
+    def test_forgotten_once_the_call_and_its_invite_transaction_are_over(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PEER, 0.1)
+        ua.receive_datagram(in_dialog("BYE", 2, call.local_tag, "z9hG4bK-bye"), PEER, 1.0)
+        ua.events()
+        assert ua.in_dialog(PEER[0], "call-1")  # its INVITE transaction still runs (Timer L)
+        ua.handle_timer(TIMER_L + 1)
+        assert not ua.in_dialog(PEER[0], "call-1")
+        assert ua._by_call_id == {}
+
+    def test_our_bye_keeps_the_call_live_until_its_response(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PEER, 0.1)
+        ua.handle_timer(TIMER_L + 1)  # the INVITE transaction is over
+        ua.events()
+        ua.datagrams_to_send()
+        ua.hangup(call, TIMER_L + 2)
+        assert ua.in_dialog(PEER[0], "call-1")  # the 200 to our BYE must get through
+        [(bye, _)] = [(m, a) for m, a in sent(ua) if isinstance(m, Request)]
+        ok = (
+            "SIP/2.0 200 OK\r\n"
+            f"Via: {bye.headers.get('Via')}\r\nFrom: {bye.headers.get('From')}\r\n"
+            f"To: {bye.headers.get('To')}\r\nCall-ID: call-1\r\nCSeq: {bye.cseq.seq} BYE\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        ua.receive_datagram(ok.encode(), PEER, TIMER_L + 2.1)
+        assert [type(e) for e in ua.events()] == [ByeCompleted]
+        assert not ua.in_dialog(PEER[0], "call-1")

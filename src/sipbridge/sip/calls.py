@@ -57,6 +57,8 @@ class InboundCall:
     final_status: int | None = None
     reinvite: InviteServerTransaction | None = None  # the latest in-dialog INVITE
     trunk: str | None = None  # the trunk the access policy admitted it from
+    # Messages of this call admitted past its source's rate limit (sip/guard.py).
+    exempt_messages: int = 0
 
     @property
     def transport(self) -> Transport:

@@ -90,6 +90,11 @@ ALLOW = ", ".join(ALLOWED_METHODS)
 SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
 ACCEPTED_BODY = "application/sdp"
 # Challenge reasons that count as a failed authentication attempt of the source.
+# Messages one call may have admitted past its source's rate limit (ACK, BYE, CANCEL and
+# responses, see sip/guard.py): enough for every retransmission of a normal call's
+# in-dialog traffic (RFC 3261 §17.1.2.2: 11 per request), bounded for whoever learnt a
+# live Call-ID and forges messages from the caller's address.
+IN_DIALOG_EXEMPTIONS = 64
 _FAILED_AUTH = frozenset({"auth_failed", "auth_replayed"})
 
 
@@ -137,6 +142,9 @@ class UserAgent:
     # RFC 3261 §8.2.2.2: (Call-ID, From tag, CSeq) of INVITEs being handled.
     _origins: dict[tuple[str, str, int], InboundCall] = field(default_factory=dict)
     _calls_by_tx: dict[TransactionKey, InboundCall] = field(default_factory=dict)
+    # Call-ID -> the live call (answered or not, or still retransmitting its final
+    # response), for :meth:`in_dialog`; forgotten by :meth:`_forget_if_done`.
+    _by_call_id: dict[str, InboundCall] = field(default_factory=dict)
     # Every transaction's deadline in one heap: (deadline, seq, key, client). An entry is
     # stale when its transaction is gone or has another deadline by now; transactions
     # push a new entry whenever their deadline changes (``watch``), so get_timer and
@@ -218,6 +226,28 @@ class UserAgent:
         return len(self._dialogs) + sum(
             1 for c in self._calls_by_tx.values() if c.state is CallState.OFFERED
         )
+
+    def in_dialog(self, host: str, call_id: str) -> bool:
+        """True when ``call_id`` names a live call whose INVITE came from ``host``, and
+        that call may have one more message admitted past the rate limit (the
+        :class:`~sipbridge.sip.guard.SourceGuard`'s ``in_dialog``; counts it)."""
+        call = self._by_call_id.get(call_id)
+        if call is None or call.source[0] != host:
+            return False
+        if call.exempt_messages >= IN_DIALOG_EXEMPTIONS:
+            return False
+        call.exempt_messages += 1
+        return True
+
+    def _forget_if_done(self, call: InboundCall) -> None:
+        """Drop ``call`` from the Call-ID index once it ended and its INVITE transaction
+        is over (no ACK or response of it can matter any more)."""
+        if (
+            call.state is CallState.ENDED
+            and call.transaction.state is InviteServerState.TERMINATED
+            and self._by_call_id.get(call.invite.call_id) is call
+        ):
+            del self._by_call_id[call.invite.call_id]
 
     # ------------------------------------------------------------------ input
 
@@ -431,6 +461,7 @@ class UserAgent:
         )
         self._origins[origin] = call
         self._calls_by_tx[key] = call
+        self._by_call_id[request.call_id] = call
         # RFC 3261 §17.2.1: 100 Trying at once, without a To tag (§8.2.6.1).
         tx.send_response(make_response(request, 100), now)
         self._events.append(IncomingCall(call))
@@ -717,18 +748,21 @@ class UserAgent:
             self._origins.pop(
                 (call.invite.call_id, call.invite.from_.tag or "", call.invite.cseq.seq), None
             )
+            self._forget_if_done(call)
 
     def _end(self, call: InboundCall) -> None:
         call.state = CallState.ENDED
         if call.dialog is not None:
             call.dialog.state = DialogState.TERMINATED
             self._dialogs.pop(call.dialog.id, None)
+        self._forget_if_done(call)
 
     def _client_done(self, ctx: _ClientContext, status: int | None) -> None:
         if ctx.method == "REFER":
             self._events.append(ReferCompleted(ctx.call, status))
             return
         ctx.call.state = CallState.ENDED
+        self._forget_if_done(ctx.call)
         self._events.append(ByeCompleted(ctx.call, status))
 
 
