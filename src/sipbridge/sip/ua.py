@@ -191,7 +191,7 @@ class UserAgent:
             tx.on_timer(now)
             if isinstance(tx, InviteServerTransaction):
                 if tx.state is InviteServerState.TERMINATED:
-                    self._invite_transaction_ended(key, tx)
+                    self._invite_transaction_ended(key, tx, now)
             elif tx.state is NonInviteServerState.TERMINATED:
                 del self._server_tx[key]
 
@@ -304,7 +304,7 @@ class UserAgent:
             if request.method == "ACK":
                 if isinstance(tx, InviteServerTransaction):
                     if tx.state is InviteServerState.ACCEPTED:
-                        self._receive_ack(request)  # ACK for 2xx reusing the branch
+                        self._receive_ack(request, now)  # ACK for 2xx reusing the branch
                     else:
                         tx.receive_ack(now)
                 return
@@ -312,7 +312,7 @@ class UserAgent:
                 tx.receive_retransmission()
                 return
         if request.method == "ACK":
-            self._receive_ack(request)
+            self._receive_ack(request, now)
             return
         trunk: str | None = None
         if self.access is not None and not self._belongs_to_a_call(request):
@@ -501,6 +501,8 @@ class UserAgent:
             return
         if request.method == "BYE":
             self._reply_once(request, source, now, 200)
+            # A BYE before the ACK: the dialog is gone, the 2xx need not reach anyone.
+            call.transaction.dialog_ended()
             self._end(call)
             self._events.append(ByeReceived(call))
         elif request.method == "INVITE":
@@ -529,7 +531,7 @@ class UserAgent:
         self._calls_by_tx[key] = call
         self._events.append(ReInviteReceived(call, request))
 
-    def _receive_ack(self, request: Request) -> None:
+    def _receive_ack(self, request: Request, now: float) -> None:
         dialog_id = DialogId(request.call_id, request.to.tag or "", request.from_.tag or "")
         call = self._dialogs.get(dialog_id)
         if call is None:
@@ -543,6 +545,8 @@ class UserAgent:
             if call.dialog is not None:
                 call.dialog.state = DialogState.CONFIRMED
             self._events.append(CallConfirmed(call))
+            if call.hangup_pending:
+                self.hangup(call, now)
 
     # ------------------------------------------------------------------ call layer
 
@@ -652,6 +656,11 @@ class UserAgent:
         """End an answered call with BYE (RFC 3261 §15.1.1); no-op if already ending."""
         if call.state not in (CallState.ANSWERED, CallState.CONFIRMED) or call.dialog is None:
             return
+        if call.state is CallState.ANSWERED and call.transaction.awaiting_ack:
+            # RFC 3261 §15: no BYE before the ACK of our 2xx (or its timeout, §13.3.1.4);
+            # the BYE goes out when either comes.
+            call.hangup_pending = True
+            return
         self._send_in_dialog(call, "BYE", now)
         call.state = CallState.ENDING
         call.dialog.state = DialogState.TERMINATED
@@ -737,13 +746,19 @@ class UserAgent:
         self._add_server_tx(key, tx)
         tx.send_response(response, now)
 
-    def _invite_transaction_ended(self, key: TransactionKey, tx: InviteServerTransaction) -> None:
+    def _invite_transaction_ended(
+        self, key: TransactionKey, tx: InviteServerTransaction, now: float
+    ) -> None:
         del self._server_tx[key]
         call = self._calls_by_tx.pop(key, None)
         if call is None:
             return
         if tx.outcome is TransactionOutcome.ACK_TIMEOUT and call.state is CallState.ANSWERED:
-            self._events.append(AckTimeout(call))
+            if call.hangup_pending:
+                # RFC 3261 §13.3.1.4: no ACK for 64*T1; the session ends with a BYE.
+                self.hangup(call, now)
+            else:
+                self._events.append(AckTimeout(call))
         if call.transaction is tx:
             self._origins.pop(
                 (call.invite.call_id, call.invite.from_.tag or "", call.invite.cseq.seq), None
