@@ -320,13 +320,13 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0007" in result.stdout
+    assert "revision 0008" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
             return await db.current_revision()
 
-    assert asyncio.run(revision()) == "0007"
+    assert asyncio.run(revision()) == "0008"
 
 
 def test_db_option_overrides_env(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -1003,8 +1003,11 @@ def test_trunk_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
         "CODECS",
         "NUMBERS",
         "SRTP",
+        "RATE",
     ]
-    assert lines[1].split() == ["plain", "-", "-", "-", "no", "no", "-", "-", "any", "optional"]
+    assert lines[1].split() == [
+        *["plain", "-", "-", "-", "no", "no", "-", "-", "any", "optional", "default"]
+    ]
     assert lines[2].split() == [
         "telnyx",
         "192.0.2.0/24,198.51.100.7/32",
@@ -1016,6 +1019,7 @@ def test_trunk_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
         "pcmu,opus",
         "any",
         "optional",
+        "default",
     ]
     assert "hunter2" not in listing
 
@@ -1132,8 +1136,20 @@ def test_trunk_numbers_and_srtp(runner: CliRunner, env: dict[str, str], db_url: 
     assert result.exit_code == 0, result.output
 
     lines = invoke(runner, env, "trunk", "list").stdout.splitlines()
-    assert lines[0].split()[-3:] == ["CODECS", "NUMBERS", "SRTP"]
-    assert lines[1].split() == ["plain", "-", "-", "-", "no", "no", "-", "-", "any", "off"]
+    assert lines[0].split()[-4:] == ["CODECS", "NUMBERS", "SRTP", "RATE"]
+    assert lines[1].split() == [
+        "plain",
+        "-",
+        "-",
+        "-",
+        "no",
+        "no",
+        "-",
+        "-",
+        "any",
+        "off",
+        "default",
+    ]
     assert lines[2].split() == [
         "secure",
         "-",
@@ -1145,6 +1161,7 @@ def test_trunk_numbers_and_srtp(runner: CliRunner, env: dict[str, str], db_url: 
         "-",
         "+12025550101,+12025550102",
         "required",
+        "default",
     ]
 
     async def read_back() -> tuple[list[str], str]:
@@ -1155,6 +1172,31 @@ def test_trunk_numbers_and_srtp(runner: CliRunner, env: dict[str, str], db_url: 
     assert asyncio.run(read_back()) == (["+12025550101", "+12025550102"], "required")
 
 
+def test_trunk_max_message_rate_add_and_update(
+    runner: CliRunner, env: dict[str, str], db_url: str
+) -> None:
+    result = invoke(runner, env, "trunk", "add", "big", "--max-message-rate", "5000")
+    assert result.exit_code == 0, result.output
+    assert invoke(runner, env, "trunk", "add", "plain").exit_code == 0
+    result = invoke(runner, env, "trunk", "update", "plain", "--max-message-rate", "0")
+    assert result.exit_code == 0, result.output
+    assert "updated trunk plain" in result.stdout
+    lines = invoke(runner, env, "trunk", "list").stdout.splitlines()
+    assert [line.split()[-1] for line in lines] == ["RATE", "5000", "none"]
+    result = invoke(runner, env, "trunk", "update", "big", "--max-calls", "3")
+    assert result.exit_code == 0, result.output
+
+    async def read_back() -> list[tuple[int | None, int | None]]:
+        async with Database(db_url) as db:
+            return [(t.max_message_rate, t.max_calls) for t in await service.list_trunks(db)]
+
+    assert asyncio.run(read_back()) == [(5000, 3), (0, None)]
+    assert invoke(runner, env, "trunk", "update", "big").exit_code == 2  # nothing to change
+    bad = invoke(runner, env, "trunk", "add", "x", "--max-message-rate", "-1")
+    assert bad.exit_code != 0 and "max_message_rate" in bad.output
+    assert invoke(runner, env, "trunk", "update", "nobody", "--max-calls", "2").exit_code == 1
+
+
 def test_trunk_region_from_env_srtp_not(runner: CliRunner, env: dict[str, str]) -> None:
     result = runner.invoke(
         app,
@@ -1163,7 +1205,7 @@ def test_trunk_region_from_env_srtp_not(runner: CliRunner, env: dict[str, str]) 
     )
     assert result.exit_code == 0, result.output
     lines = invoke(runner, env, "trunk", "list").stdout.splitlines()
-    assert lines[1].split()[-2:] == ["+442079460000", "optional"]
+    assert lines[1].split()[-3:] == ["+442079460000", "optional", "default"]
 
 
 # ----------------------------------------------------------------------- bans
@@ -1335,7 +1377,7 @@ def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -
         for name in list(os.environ):
             if name.startswith("SIPBRIDGE_"):
                 monkeypatch.delenv(name)
-        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0007")
+        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0008")
         result = invoke(
             runner, pg_env, "agent", "add", "bot", "--url", "wss://a", "--url", "wss://b"
         )

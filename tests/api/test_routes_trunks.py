@@ -226,3 +226,19 @@ async def test_trunk_bad_numbers_or_srtp_is_422(
     assert any(loc[:2] == ["body", field] for loc in locs), locs
     stored = await service.get_trunk(db, "u")
     assert (stored.allowed_numbers, stored.srtp) == ([], "off")
+
+
+async def test_trunk_max_message_rate(client: httpx.AsyncClient, db: Database) -> None:
+    created = await client.post("/api/trunks", json={"name": "t", "max_message_rate": 3000})
+    assert created.status_code == 201, created.text
+    assert created.json()["max_message_rate"] == 3000
+    minimal = (await client.post("/api/trunks", json={"name": "plain"})).json()
+    assert minimal["max_message_rate"] is None
+    patched = await client.patch("/api/trunks/t", json={"max_message_rate": 0})
+    assert patched.json()["max_message_rate"] == 0
+    assert (await service.get_trunk(db, "t")).max_message_rate == 0
+    reset = await client.patch("/api/trunks/t", json={"max_message_rate": None})
+    assert reset.json()["max_message_rate"] is None
+    for bad in (-1, 1_000_001, "fast"):
+        response = await client.post("/api/trunks", json={"name": "b", "max_message_rate": bad})
+        assert response.status_code == 422

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import socket
 import ssl
 import subprocess
@@ -18,6 +19,7 @@ from sipbridge.agent.protocol import AgentSession
 from sipbridge.runtime.agent_client import (
     COOLDOWN_SECONDS,
     FAILURES_BEFORE_COOLDOWN,
+    FIRST_COOLDOWN_SECONDS,
     AgentConnection,
     AgentUnreachable,
     EndpointHealth,
@@ -183,13 +185,48 @@ def test_endpoint_health_round_robin_and_cooldown() -> None:
     for _ in range(FAILURES_BEFORE_COOLDOWN):
         health.failed("ws://c", 10.0)
     assert health.order("bot", urls, 10.0) == ["ws://a", "ws://b"]  # c is cooling down
-    assert "ws://c" in health.order("bot", urls, 10.0 + COOLDOWN_SECONDS)  # retried later
+    assert "ws://c" in health.order("bot", urls, 10.0 + FIRST_COOLDOWN_SECONDS)  # probed
     health.failed("ws://a", 50.0)
     health.succeeded("ws://a")  # a success resets the count
     for _ in range(FAILURES_BEFORE_COOLDOWN - 1):
         health.failed("ws://a", 51.0)
     assert "ws://a" in health.order("bot", urls, 51.0)
     assert health.order("bot", [], 0.0) == []
+
+
+def test_a_downed_endpoint_is_probed_after_1_s_doubling_and_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    health = EndpointHealth()
+    urls = ["ws://a"]
+    now = 0.0
+    with caplog.at_level(logging.INFO, logger="sipbridge.agent"):
+        for _ in range(FAILURES_BEFORE_COOLDOWN):
+            health.failed("ws://a", now)
+        waits = []
+        for _ in range(8):  # every probe fails: 1, 2, 4, 8, 16, 30, 30, 30
+            start = now
+            while not health.order("bot", urls, now):
+                now += 0.25
+            waits.append(now - start)
+            health.failed("ws://a", now)
+            # Failures of calls already under way while down do not stretch the wait.
+            health.failed("ws://a", now + 0.1)
+        assert waits == [1, 2, 4, 8, 16, COOLDOWN_SECONDS, COOLDOWN_SECONDS, COOLDOWN_SECONDS]
+        while not health.order("bot", urls, now):
+            now += 0.25
+        health.succeeded("ws://a")  # back up: the next outage starts at 1 s again
+        health.succeeded("ws://a")
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m for m in messages if "agent_endpoint_down" in m] == [
+        "event=agent_endpoint_down url=ws://a retry_after_s=1"
+    ]
+    assert [m for m in messages if "agent_endpoint_up" in m] == [
+        "event=agent_endpoint_up url=ws://a"
+    ]
+    for _ in range(FAILURES_BEFORE_COOLDOWN):
+        health.failed("ws://a", now)
+    assert health.order("bot", urls, now + FIRST_COOLDOWN_SECONDS) == urls
 
 
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 70000])

@@ -12,6 +12,7 @@ tests drive raw SIP and RTP from UDP sockets on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from sipbridge.codecs.opus import OpusDecoder, OpusEncoder
 from sipbridge.rtp.packet import RtpPacket, parse_rtp_header
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sdp.session import MediaDescription, parse_sdp
+from sipbridge.sip import transaction
 from sipbridge.sip.message import Request, Response, parse_message
 from sipbridge.store import service
 from sipbridge.store.records import CallRecord, CallStatus
@@ -547,6 +549,42 @@ async def test_media_timeout_hangs_up_a_silent_caller(make_bridge: BridgeFactory
     assert record.status is CallStatus.ANSWERED
     assert (record.reason, record.hangup_by) == ("media_timeout", "server")
     assert call.stop == {"type": "stop", "reason": "media_timeout"}
+
+
+async def test_a_200_never_acked_is_an_ack_timeout_and_no_bye_goes_out_before_it(
+    make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The media timeout (1 s) is shorter than the ACK timeout (64*T1, here 3 s): the
+    # ACK timeout still decides, and no BYE is sent while the 200 is retransmitted
+    # (RFC 3261 §13.3.1.4, §15).
+    monkeypatch.setattr(transaction, "TIMER_L", 3.0)
+    bridge = await make_bridge(media_timeout=1.0)
+    loop = asyncio.get_running_loop()
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        client = UdpClient(bridge.sip_address)
+        try:
+            client.send(client.invite("z9hG4bK-noack", "noack-1", 4010))
+            ok = await client.final()
+            answered = loop.time()
+            assert ok.status == 200
+            seen: list[tuple[float, str]] = []
+            with contextlib.suppress(TimeoutError):
+                while True:  # every message until the BYE (or 6 s of nothing)
+                    data = await asyncio.wait_for(loop.sock_recv(client.sock, 65535), 6)
+                    message = parse_message(data)
+                    kind = message.method if isinstance(message, Request) else "200"
+                    seen.append((loop.time() - answered, kind))
+                    if kind == "BYE":
+                        break
+        finally:
+            client.close()
+    kinds = [kind for _, kind in seen]
+    assert "BYE" in kinds and "200" in kinds
+    assert kinds.index("BYE") > max(i for i, kind in enumerate(kinds) if kind == "200")
+    assert seen[kinds.index("BYE")][0] >= 2.5  # at the ACK timeout, not the media timeout
+    [record] = await records(bridge)
+    assert record.reason == "ack_timeout", record.reason
 
 
 async def test_media_timeout_spares_a_call_on_hold(make_bridge: BridgeFactory) -> None:

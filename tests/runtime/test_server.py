@@ -339,11 +339,22 @@ async def _count_answers(client: Client, wait: float = 0.5) -> int:
         answers += 1
 
 
+async def _answers(client: Client, wait: float) -> list[Response]:
+    found: list[Response] = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            found.append(await client.recv(wait))
+    return found
+
+
 async def test_flooding_stranger_is_banned_before_parsing_and_carrier_only_throttled(
     make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     bridge = await make_bridge(unknown_sources="403", flood_rate=5.0, flood_burst=10)
-    await service.add_trunk(bridge.db, "carrier", allowed_cidrs=[f"{CARRIER_IP}/32"])
+    # The carrier's own rate, as low as the strangers' here (burst: 2 s of it).
+    await service.add_trunk(
+        bridge.db, "carrier", allowed_cidrs=[f"{CARRIER_IP}/32"], max_message_rate=5
+    )
     await bridge.reload_trunks()
     parsed: list[str] = []
     real_receive = bridge.ua.receive_datagram
@@ -388,6 +399,70 @@ async def test_flooding_stranger_is_banned_before_parsing_and_carrier_only_throt
     assert await _metric(bridge, "sipbridge_sip_throttled_requests_total") == 30
     assert await _metric(bridge, 'sipbridge_bans_total{reason="flood"}') == 1
     assert await _metric(bridge, "sipbridge_bans_active") == 1
+
+
+async def test_a_trunk_has_its_own_default_rate_far_above_the_strangers(
+    make_bridge: BridgeFactory,
+) -> None:
+    bridge = await make_bridge(unknown_sources="403", flood_rate=5.0, flood_burst=10)
+    await service.add_trunk(bridge.db, "carrier", allowed_cidrs=[f"{CARRIER_IP}/32"])
+    await bridge.reload_trunks()
+    carrier = Client(bridge.sip_address, CARRIER_IP)
+    try:
+        for batch in range(6):  # 30 times the strangers' burst within about 0.1 s
+            for n in range(50):
+                carrier.send(options_from(carrier, f"c-{batch}-{n}"))
+            await asyncio.sleep(0.02)
+        assert await _count_answers(carrier) > 100  # (loopback UDP buffers may drop some)
+    finally:
+        carrier.close()
+    assert bridge.guard.dropped_throttled == 0
+    assert not bridge.guard.is_banned(CARRIER_IP, bridge.loop.time())
+
+
+async def test_ack_and_bye_of_a_live_call_pass_a_trunk_over_its_rate_forged_ones_do_not(
+    make_bridge: BridgeFactory,
+) -> None:
+    bridge = await make_bridge(unknown_sources="403", flood_rate=5.0, flood_burst=10)
+    await service.add_trunk(
+        bridge.db, "carrier", allowed_cidrs=[f"{CARRIER_IP}/32"], max_message_rate=2
+    )
+    await bridge.reload_trunks()
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        carrier = Client(bridge.sip_address, CARRIER_IP)
+        try:
+            carrier.send(carrier.invite("z9hG4bK-live", "live-1", 4002))
+            ok = await carrier.final()
+            assert ok.status == 200 and ok.to.tag
+            # The trunk spends its whole burst (4) and more: the excess is dropped.
+            for n in range(20):
+                carrier.send(options_from(carrier, f"o-{n}"))
+            answers = await _answers(carrier, 0.3)
+            assert len([a for a in answers if a.cseq.method == "OPTIONS"]) < 10
+            # Forged BYEs (Call-IDs nobody holds) stay under the limit: no 481.
+            for n in range(10):
+                carrier.send(options_from(carrier, f"p-{n}"))
+            for n in range(10):
+                carrier.send(carrier.in_dialog("BYE", 2, f"guess-{n}", ok.to.tag))
+            answers = await _answers(carrier, 0.3)
+            assert [a for a in answers if a.cseq.method == "BYE"] == []
+            # The real ACK and BYE pass although the trunk is still over its rate.
+            throttled = bridge.guard.dropped_throttled
+            for n in range(10):
+                carrier.send(options_from(carrier, f"q-{n}"))
+            carrier.send(carrier.in_dialog("ACK", 1, "live-1", ok.to.tag))
+            carrier.send(carrier.in_dialog("BYE", 2, "live-1", ok.to.tag))
+            answers = await _answers(carrier, 0.5)
+            assert [(a.status, a.call_id) for a in answers if a.cseq.method == "BYE"] == [
+                (200, "live-1")
+            ]
+        finally:
+            carrier.close()
+    [record] = await records(bridge)
+    assert record.reason == "caller_hangup", record.reason
+    assert bridge.guard.admitted_in_dialog == 2 and bridge.guard.dropped_throttled > throttled
+    assert not bridge.guard.is_banned(CARRIER_IP, bridge.loop.time())
 
 
 async def test_bans_from_the_api_and_the_store_reach_the_running_server(

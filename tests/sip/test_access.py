@@ -16,6 +16,7 @@ from sipbridge.sip.access import (
     parse_address,
 )
 from sipbridge.sip.auth import DigestAuthenticator, digest_response
+from sipbridge.sip.guard import DEFAULT_TRUNK_MESSAGE_RATE
 from sipbridge.sip.message import Request, parse_message
 
 REALM = "sipbridge.test"
@@ -291,3 +292,17 @@ def test_set_trunks_replaces_the_list() -> None:
     assert isinstance(policy.check(request(), "203.0.113.5", 0.0), Refused)
     assert policy.check(request(), "127.0.0.1", 0.0) == Allowed(None)
     assert policy.trunks == ()
+
+
+def test_message_rate_is_the_most_specific_trunks_or_none_for_strangers() -> None:
+    wide = TrunkAccess.from_cidrs("wide", ["203.0.113.0/24"], max_message_rate=300.0)
+    pop = TrunkAccess.from_cidrs("pop", ["203.0.113.5/32"], max_message_rate=0.0)
+    policy = make_policy(wide, pop, DIGEST, BOTH)
+    assert policy.message_rate("203.0.113.9") == 300.0
+    assert policy.message_rate("203.0.113.5") == 0.0  # no limit
+    assert policy.message_rate("::ffff:203.0.113.9") == 300.0
+    assert policy.message_rate("198.51.100.7") == DEFAULT_TRUNK_MESSAGE_RATE  # unset: default
+    assert policy.message_rate("192.0.2.1") is None  # a stranger: the unknown-source rate
+    assert policy.message_rate("not-an-address") is None
+    # Loopback while no trunk exists keeps the unknown-source rate.
+    assert make_policy().message_rate("127.0.0.1") is None

@@ -14,6 +14,7 @@ from sipbridge.sip.guard import (
     GuardLimits,
     Offence,
     SourceGuard,
+    in_dialog_call_id,
     normalize_ban_address,
 )
 
@@ -229,3 +230,94 @@ def test_ipv4_bans_hold_for_ipv4_mapped_sources() -> None:
     assert "203.0.113.50" in {b.address for b in guard.bans(2.0)}
     assert guard.unban("192.0.2.1")
     assert guard.admit("::ffff:192.0.2.1", 3.0) is Admission.ADMIT
+
+
+# ---------------------------------------------------------------- trunk rates, in-dialog
+
+
+def bye(call_id: str, *, compact: bool = False, method: str = "BYE") -> bytes:
+    header = "i" if compact else "Call-ID"
+    return (
+        f"{method} sip:a@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKx\r\n"
+        f"{header}: {call_id}\r\nCSeq: 2 {method}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_in_dialog_call_id_reads_only_ack_bye_cancel_and_responses() -> None:
+    assert in_dialog_call_id(bye("abc@host")) == "abc@host"
+    assert in_dialog_call_id(bye("abc", compact=True)) == "abc"
+    assert in_dialog_call_id(bye("abc", method="ACK")) == "abc"
+    assert in_dialog_call_id(bye("abc", method="CANCEL")) == "abc"
+    assert in_dialog_call_id(b"SIP/2.0 200 OK\r\ncall-id:  xyz \r\nCSeq: 1 BYE\r\n\r\n") == "xyz"
+    # Other methods start calls or need admission: never exempt.
+    assert in_dialog_call_id(bye("abc", method="INVITE")) is None
+    assert in_dialog_call_id(bye("abc", method="OPTIONS")) is None
+    # A Call-ID only in the body does not count; no Call-ID at all is None.
+    body = b"BYE sip:a SIP/2.0\r\nCSeq: 2 BYE\r\n\r\nCall-ID: abc\r\n"
+    assert in_dialog_call_id(body) is None
+    assert in_dialog_call_id(b"BYE sip:a SIP/2.0\r\nCall-ID:\r\n\r\n") is None
+    assert in_dialog_call_id(b"garbage") is None
+
+
+def test_a_trunk_network_has_its_own_higher_rate_and_zero_means_no_limit() -> None:
+    rates = {"203.0.113.10": 1000.0, "203.0.113.11": 0.0}
+    guard = make_guard(rate=50.0, burst=100)
+    guard.source_rate = rates.get
+    # 20 calls a second at ~7 messages each, for 10 s: never throttled at 1000/s.
+    now = 0.0
+    for _ in range(1400):
+        assert guard.admit("203.0.113.10", now) is Admission.ADMIT
+        now += 1 / 140
+    # Its burst is two seconds of its rate.
+    verdicts = [guard.admit("203.0.113.10", 100.0) for _ in range(2100)]
+    assert verdicts.count(Admission.ADMIT) == 2000
+    assert guard.dropped_throttled == 100
+    # No limit at all.
+    assert all(guard.admit("203.0.113.11", 0.0) is Admission.ADMIT for _ in range(10_000))
+    # Everyone else keeps the unknown-source limit (and is banned beyond it).
+    assert [guard.admit(ATTACKER, 0.0) for _ in range(101)][-1] is Admission.BANNED
+
+
+def test_reset_rates_looks_the_rate_up_again() -> None:
+    rates: dict[str, float] = {}
+    guard = make_guard()
+    guard.source_rate = rates.get
+    for _ in range(20):
+        guard.admit(CARRIER, 0.0)
+    assert guard.admit(CARRIER, 0.0) is Admission.THROTTLED
+    rates[CARRIER] = 500.0  # the trunk got its own rate
+    guard.reset_rates()
+    assert all(guard.admit(CARRIER, 0.0) is Admission.ADMIT for _ in range(900))
+
+
+def test_in_dialog_messages_of_a_live_call_pass_the_rate_limit_and_are_counted() -> None:
+    live = {(CARRIER, "call-1"), (ATTACKER, "call-2")}
+    asked: list[tuple[str, str]] = []
+
+    def in_dialog(host: str, call_id: str) -> bool:
+        asked.append((host, call_id))
+        return (host, call_id) in live
+
+    guard = make_guard()
+    guard.in_dialog = in_dialog
+    for _ in range(20):
+        guard.admit(CARRIER, 0.0, bye("other"))
+    assert asked == []  # under the rate: no look at the message at all
+    assert guard.admit(CARRIER, 0.0, bye("call-1")) is Admission.ADMIT
+    assert guard.admit(CARRIER, 0.0, bye("call-1", method="ACK")) is Admission.ADMIT
+    assert guard.admitted_in_dialog == 2
+    # Over the rate, anything else is throttled as before: other Call-IDs, other methods.
+    assert guard.admit(CARRIER, 0.0, bye("call-9")) is Admission.THROTTLED
+    assert guard.admit(CARRIER, 0.0, bye("call-1", method="INVITE")) is Admission.THROTTLED
+    assert guard.admit(CARRIER, 0.0, bye("call-1", method="OPTIONS")) is Admission.THROTTLED
+
+
+def test_a_flood_of_forged_byes_is_banned_as_any_flood() -> None:
+    guard = make_guard()
+    guard.in_dialog = lambda host, call_id: (host, call_id) == (ATTACKER, "live")
+    verdicts = [guard.admit(ATTACKER, 0.0, bye(f"guess-{n}")) for n in range(25)]
+    assert verdicts[:20] == [Admission.ADMIT] * 20
+    assert verdicts[20] is Admission.BANNED
+    # Banned: not even a live Call-ID gets through a ban.
+    assert guard.admit(ATTACKER, 0.0, bye("live")) is Admission.BANNED
+    assert guard.admitted_in_dialog == 0

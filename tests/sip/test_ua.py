@@ -31,7 +31,7 @@ from sipbridge.sip.framing import StreamAddress, Transport
 from sipbridge.sip.guard import GuardLimits, SourceGuard
 from sipbridge.sip.message import Headers, Request, Response, parse_message
 from sipbridge.sip.transaction import TIMER_F, TIMER_L
-from sipbridge.sip.ua import UserAgent
+from sipbridge.sip.ua import IN_DIALOG_EXEMPTIONS, UserAgent
 
 PEER = ("127.0.0.1", 5070)
 
@@ -730,6 +730,9 @@ class TestStreamTransports:
         ok = out[-1][0]
         assert isinstance(ok, Response) and ok.status == 200
         assert ok.headers.get("Contact") == "<sip:127.0.0.1:5060;transport=tcp>"
+        ack = in_dialog("ACK", 1, event.call.local_tag, "z9hG4bK-ack")
+        ua.receive_datagram(ack, source, 0.5)
+        ua.events()
         ua.hangup(event.call, 1.0)
         [(bye, addr)] = sent(ua)
         assert isinstance(bye, Request) and bye.method == "BYE"
@@ -1011,3 +1014,108 @@ def test_a_malformed_invite_is_answered_and_reported_as_an_invite() -> None:
     )
     [other] = ua.events()
     assert isinstance(other, RequestRejected) and other.method == "OPTIONS"
+
+
+class TestInDialogExemption:
+    """``UserAgent.in_dialog``: the live calls whose ACK, BYE, CANCEL and responses pass
+    the guard's rate limit (sip/guard.py)."""
+
+    def test_only_a_live_call_from_its_own_source_bounded_per_call(self) -> None:
+        ua = make_ua()
+        new_call(ua)
+        assert ua.in_dialog(PEER[0], "call-1")
+        assert not ua.in_dialog("127.0.0.9", "call-1")  # another address: forged
+        assert not ua.in_dialog(PEER[0], "call-2")  # a Call-ID we do not hold
+        taken = 1 + sum(ua.in_dialog(PEER[0], "call-1") for _ in range(IN_DIALOG_EXEMPTIONS * 2))
+        assert taken == IN_DIALOG_EXEMPTIONS
+
+    def test_forgotten_once_the_call_and_its_invite_transaction_are_over(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PEER, 0.1)
+        ua.receive_datagram(in_dialog("BYE", 2, call.local_tag, "z9hG4bK-bye"), PEER, 1.0)
+        ua.events()
+        assert ua.in_dialog(PEER[0], "call-1")  # its INVITE transaction still runs (Timer L)
+        ua.handle_timer(TIMER_L + 1)
+        assert not ua.in_dialog(PEER[0], "call-1")
+        assert ua._by_call_id == {}
+
+    def test_our_bye_keeps_the_call_live_until_its_response(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PEER, 0.1)
+        ua.handle_timer(TIMER_L + 1)  # the INVITE transaction is over
+        ua.events()
+        ua.datagrams_to_send()
+        ua.hangup(call, TIMER_L + 2)
+        assert ua.in_dialog(PEER[0], "call-1")  # the 200 to our BYE must get through
+        [(bye, _)] = [(m, a) for m, a in sent(ua) if isinstance(m, Request)]
+        ok = (
+            "SIP/2.0 200 OK\r\n"
+            f"Via: {bye.headers.get('Via')}\r\nFrom: {bye.headers.get('From')}\r\n"
+            f"To: {bye.headers.get('To')}\r\nCall-ID: call-1\r\nCSeq: {bye.cseq.seq} BYE\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        ua.receive_datagram(ok.encode(), PEER, TIMER_L + 2.1)
+        assert [type(e) for e in ua.events()] == [ByeCompleted]
+        assert not ua.in_dialog(PEER[0], "call-1")
+
+
+class TestByeAroundTheAck:
+    """RFC 3261 §13.3.1.4, §15 and RFC 6026: the 2xx and the BYE around a missing ACK."""
+
+    def _run_timers(self, ua: UserAgent, until: float) -> list[object]:
+        events: list[object] = []
+        while (deadline := ua.get_timer()) is not None and deadline <= until:
+            ua.handle_timer(deadline)
+            events += ua.events()
+        return events
+
+    def test_a_bye_before_the_ack_stops_the_2xx_retransmissions(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.handle_timer(0.5)  # one retransmission of the 200
+        ua.datagrams_to_send()
+        ua.receive_datagram(in_dialog("BYE", 2, call.local_tag, "z9hG4bK-bye"), PEER, 1.0)
+        assert [type(e) for e in ua.events()] == [ByeReceived]
+        assert [(m.status, m.cseq.method) for m, _ in sent(ua)] == [(200, "BYE")]  # type: ignore[union-attr]
+        # No 200 to the INVITE ever again, and no ACK timeout for a call already ended.
+        events = self._run_timers(ua, TIMER_L + 1)
+        assert [m for m, _ in sent(ua) if m.cseq.method == "INVITE"] == []  # type: ignore[union-attr]
+        assert events == []
+        assert ua.get_timer() is None  # the transaction is over (Timer L)
+
+    def test_our_hangup_before_the_ack_waits_for_it(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.datagrams_to_send()
+        ua.hangup(call, 0.2)
+        assert [m for m, _ in sent(ua) if isinstance(m, Request)] == []  # no BYE yet
+        ua.handle_timer(0.5)
+        assert statuses(ua) == [200]  # the 200 keeps going until its ACK
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PEER, 0.7)
+        assert [type(e) for e in ua.events()] == [CallConfirmed]
+        [(bye, _)] = sent(ua)
+        assert isinstance(bye, Request) and bye.method == "BYE"
+        assert call.state is CallState.ENDING
+
+    def test_our_hangup_without_any_ack_sends_the_bye_at_the_ack_timeout(self) -> None:
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.0)
+        ua.hangup(call, 0.2)
+        ua.datagrams_to_send()
+        events: list[object] = []
+        byes: list[float] = []
+        now = 0.0
+        while (deadline := ua.get_timer()) is not None and deadline <= TIMER_L + 1:
+            now = deadline
+            ua.handle_timer(now)
+            events += ua.events()
+            byes += [now for m, _ in sent(ua) if isinstance(m, Request) and m.method == "BYE"]
+        assert events == []  # the call layer already ended it
+        assert byes and byes[0] >= TIMER_L  # only once the 2xx gave up (§13.3.1.4)

@@ -222,6 +222,7 @@ def test_trunk_and_api_key_records() -> None:
         "codecs": ["pcmu"],
         "allowed_numbers": [],
         "srtp": "optional",
+        "max_message_rate": None,
         "created_at": "2025-01-01T00:00:00+00:00",
     }
     assert "pw" not in json.dumps(data)

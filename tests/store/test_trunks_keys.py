@@ -306,6 +306,7 @@ async def test_trunk_record_round_trip(db: Database) -> None:
         codecs=["pcma"],
         allowed_numbers=["+12025550101", "+12025550102"],
         srtp="required",
+        max_message_rate=400,
     )
     stored = await service.get_trunk(db, "carrier")
     assert stored == created
@@ -320,6 +321,7 @@ async def test_trunk_record_round_trip(db: Database) -> None:
         "codecs": ["pcma"],
         "allowed_numbers": ["+12025550101", "+12025550102"],
         "srtp": "required",
+        "max_message_rate": 400,
         "created_at": created.created_at.isoformat(),
     }
 
@@ -329,3 +331,16 @@ async def test_trunk_bad_default_region_names_it(db: Database) -> None:
         await service.add_trunk(db, "t", allowed_numbers=["+12025550101"], default_region="XX")
     assert info.value.field == "default_region"
     assert await service.list_trunks(db) == []
+
+
+async def test_trunk_max_message_rate(db: Database) -> None:
+    assert (await service.add_trunk(db, "t")).max_message_rate is None  # the default
+    assert (await service.add_trunk(db, "u", max_message_rate=0)).max_message_rate == 0
+    updated = await service.update_trunk(db, "t", max_message_rate=2500)
+    assert updated.max_message_rate == 2500
+    assert (await service.get_trunk(db, "t")).to_json()["max_message_rate"] == 2500
+    assert (await service.update_trunk(db, "t", max_calls=3)).max_message_rate == 2500
+    assert (await service.update_trunk(db, "t", max_message_rate=None)).max_message_rate is None
+    for bad in (-1, 1_000_001, 2.5, "100", True):
+        with pytest.raises(InvalidField, match="max_message_rate"):
+            await service.add_trunk(db, "bad", max_message_rate=bad)  # type: ignore[arg-type]

@@ -62,6 +62,7 @@ async def create_trunk(body: TrunkCreate, db: Db, region: Region) -> dict[str, A
             codecs=list(body.codecs),
             allowed_numbers=list(body.allowed_numbers),
             srtp=body.srtp,
+            max_message_rate=body.max_message_rate,
             default_region=region,
         )
     return trunk.to_json()

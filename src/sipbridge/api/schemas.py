@@ -135,6 +135,10 @@ Host = Annotated[
 ]
 Credential = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(check_text)]
 MaxCalls = Annotated[int, Field(ge=1, le=100_000)]
+MessageRate = Annotated[int, Field(ge=0, le=1_000_000)]
+_MESSAGE_RATE_HELP = (
+    "SIP messages per second the trunk's networks may send; null: the default (1000); 0: no limit"
+)
 Codec = Literal["pcmu", "pcma", "g722", "opus"]
 Codecs = Annotated[list[Codec], Field(max_length=len(CODEC_NAMES))]
 NumberText = Annotated[
@@ -256,10 +260,12 @@ class TrunkCreate(_Body):
     srtp: SrtpMode = Field(
         default="optional", description="SRTP (SDES): off, optional (when offered) or required"
     )
+    max_message_rate: MessageRate | None = Field(default=None, description=_MESSAGE_RATE_HELP)
 
 
 class TrunkUpdate(_Body):
-    """Fields left out stay as they are; null clears host, username, password, max_calls."""
+    """Fields left out stay as they are; null clears host, username, password, max_calls
+    (max_message_rate: back to the default)."""
 
     allowed_cidrs: Cidrs = _optional()
     host: Host | None = None
@@ -270,6 +276,7 @@ class TrunkUpdate(_Body):
     codecs: Codecs = _optional()
     allowed_numbers: AllowedNumbers = _optional()
     srtp: SrtpMode = _optional()
+    max_message_rate: MessageRate | None = Field(default=None, description=_MESSAGE_RATE_HELP)
 
 
 class TrunkOut(_Out):
@@ -283,6 +290,7 @@ class TrunkOut(_Out):
     codecs: list[str]
     allowed_numbers: list[str]
     srtp: Literal["off", "optional", "required"]
+    max_message_rate: int | None = Field(description=_MESSAGE_RATE_HELP)
     created_at: Timestamp
 
 

@@ -16,6 +16,15 @@ from sipbridge.cli._common import (
 from sipbridge.store import service
 from sipbridge.store.records import TrunkRecord
 
+MessageRateOption = Annotated[
+    int | None,
+    _option(
+        "--max-message-rate",
+        metavar="N",
+        help="SIP messages per second the trunk's networks may send (default 1000; 0: no limit).",
+    ),
+]
+
 trunk_app = typer.Typer(
     rich_markup_mode=None, help="Manage SIP trunks (providers).", no_args_is_help=True
 )
@@ -69,6 +78,7 @@ def trunk_add(
             "--srtp", metavar="MODE", help="SRTP (SDES): off, optional (when offered) or required."
         ),
     ] = "optional",
+    max_message_rate: MessageRateOption = None,
     default_region: RegionOption = None,
     db: DbOption = None,
 ) -> None:
@@ -87,10 +97,35 @@ def trunk_add(
             codecs=codec or (),
             allowed_numbers=number or (),
             srtp=srtp,
+            max_message_rate=max_message_rate,
             default_region=default_region,
         ),
     )
     typer.echo(f"added trunk {record.name}")
+
+
+@trunk_app.command("update")
+def trunk_update(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="Trunk name.")],
+    max_calls: Annotated[
+        int | None, _option("--max-calls", metavar="N", help="Concurrent call limit (at least 1).")
+    ] = None,
+    max_message_rate: MessageRateOption = None,
+    db: DbOption = None,
+) -> None:
+    """Change a trunk's limits (options left out stay as they are)."""
+    if max_calls is None and max_message_rate is None:
+        raise typer.BadParameter("nothing to change: give --max-calls or --max-message-rate")
+    record = _run(
+        db,
+        lambda d: service.update_trunk(
+            d,
+            name,
+            max_calls=service.UNSET if max_calls is None else max_calls,
+            max_message_rate=service.UNSET if max_message_rate is None else max_message_rate,
+        ),
+    )
+    typer.echo(f"updated trunk {record.name}")
 
 
 def _trunk_row(t: TrunkRecord) -> list[str]:
@@ -105,6 +140,7 @@ def _trunk_row(t: TrunkRecord) -> list[str]:
         ",".join(t.codecs) or "-",
         ",".join(t.allowed_numbers) or "any",
         t.srtp,
+        "default" if t.max_message_rate is None else str(t.max_message_rate or "none"),
     ]
 
 
@@ -113,7 +149,8 @@ def trunk_list(db: DbOption = None) -> None:
     """List trunks (passwords are never shown)."""
     trunks = _run(db, service.list_trunks)
     headers = ["NAME", "ALLOW", "HOST", "USERNAME", "PASSWORD", "REGISTER", "MAX CALLS"]
-    _echo_table(trunks, "no trunks", [*headers, "CODECS", "NUMBERS", "SRTP"], _trunk_row, db)
+    headers += ["CODECS", "NUMBERS", "SRTP", "RATE"]
+    _echo_table(trunks, "no trunks", headers, _trunk_row, db)
 
 
 @trunk_app.command("remove")

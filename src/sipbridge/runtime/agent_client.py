@@ -51,8 +51,11 @@ except ImportError:  # pragma: no cover - wheels ship the speedup
 
 log = logging.getLogger("sipbridge.agent")
 
-# An endpoint that failed this many times in a row is skipped for COOLDOWN seconds.
+# An endpoint that failed this many times in a row is down: skipped for FIRST_COOLDOWN
+# seconds, then tried again by the next call (a probe); each failed probe doubles the
+# wait, up to COOLDOWN_SECONDS. An agent that restarts for a second is back in a second.
 FAILURES_BEFORE_COOLDOWN = 3
+FIRST_COOLDOWN_SECONDS = 1.0
 COOLDOWN_SECONDS = 30.0
 MAX_MESSAGE_BYTES = 2**22
 # Bytes waiting to be written to one agent above which its caller audio is dropped (about
@@ -113,6 +116,7 @@ class AgentUnreachable(Exception):
 class _EndpointState:
     failures: int = 0
     skip_until: float = 0.0
+    cooldown: float = 0.0  # the last wait while down; 0: up
 
 
 @dataclass
@@ -133,15 +137,25 @@ class EndpointHealth:
 
     def succeeded(self, url: str) -> None:
         state = self._state(url)
+        if state.cooldown:
+            log.info("event=agent_endpoint_up url=%s", url)  # once per outage
         state.failures = 0
         state.skip_until = 0.0
+        state.cooldown = 0.0
 
     def failed(self, url: str, now: float) -> None:
         state = self._state(url)
         state.failures += 1
-        if state.failures >= FAILURES_BEFORE_COOLDOWN:
-            state.skip_until = now + COOLDOWN_SECONDS
-            log.warning("event=agent_endpoint_down url=%s cooldown_s=%g", url, COOLDOWN_SECONDS)
+        if state.failures < FAILURES_BEFORE_COOLDOWN:
+            return
+        if not state.cooldown:
+            state.cooldown = FIRST_COOLDOWN_SECONDS
+            log.warning("event=agent_endpoint_down url=%s retry_after_s=%g", url, state.cooldown)
+        elif state.skip_until <= now:  # a failed probe: wait twice as long
+            state.cooldown = min(state.cooldown * 2, COOLDOWN_SECONDS)
+        else:
+            return  # a call that started before the outage was noticed: no new wait
+        state.skip_until = now + state.cooldown
 
     def _state(self, url: str) -> _EndpointState:
         state = self._states.get(url)

@@ -128,6 +128,7 @@ class Call:
         self._sdp_session = 0
         self._sdp_version = 0
         self._on_hold = False
+        self._confirmed = False  # the ACK for our 2xx arrived
         self._media_since = 0.0  # when the caller's RTP was last due to start (answer, unhold)
         self._srtp_policy = SrtpPolicy.OPTIONAL  # set in _setup from the trunk or the server
         # Our SDP address and the caller's media family (set in _setup from the offer).
@@ -142,6 +143,9 @@ class Call:
         self._cancelled.set()
 
     def on_confirmed(self) -> None:
+        self._confirmed = True
+        # The caller's RTP may wait for the dialog to be confirmed: count from here.
+        self._media_since = max(self._media_since, self.server.loop.time())
         self._event("confirmed")
 
     def on_remote_bye(self) -> None:
@@ -548,7 +552,9 @@ class Call:
                 self._finish(EndCause.MAX_DURATION)
                 return
             media = self.media
-            if media is None or self._on_hold:
+            if media is None or self._on_hold or not self._confirmed:
+                # Before the ACK, the ACK timeout (64*T1, RFC 3261 §13.3.1.4) decides:
+                # a 2xx that never reached the caller is an ack_timeout, not a silence.
                 continue
             last = max(media.session.last_packet_at or 0.0, self._media_since)
             if now - last >= timeout:

@@ -136,8 +136,10 @@ class SipBridgeServer:
                 transactions_per_source=settings.max_transactions_per_source,
                 scanner_user_agents=settings.scanner_user_agents,
             ),
-            # A trunk's own networks are never banned automatically (docs/security.md).
+            # A trunk's own networks are never banned automatically (docs/security.md),
+            # and have the trunk's own, higher message rate.
             trusted=self.access.knows,
+            source_rate=self.access.message_rate,
         )
         # Where a call's media binds and what its SDP answer gives, for IPv4 and IPv6
         # callers (config.py); worked out once: the wildcard case resolves host names.
@@ -151,6 +153,8 @@ class SipBridgeServer:
             access=self.access,
             guard=self.guard,
         )
+        # ACK, BYE, CANCEL and responses of live calls pass the rate limit (sip/guard.py).
+        self.guard.in_dialog = self.ua.in_dialog
         self.trunks: dict[str, TrunkRecord] = {}
         self._trunks_seen: list[tuple[object, ...]] | None = None
         self._trunk_task: asyncio.Future[None] | None = None
@@ -305,6 +309,7 @@ class SipBridgeServer:
                 t.max_calls,
                 tuple(t.allowed_numbers),
                 t.srtp,
+                t.max_message_rate,
             )
             for t in trunks
         ]
@@ -315,7 +320,11 @@ class SipBridgeServer:
         for trunk in trunks:
             try:
                 entry = TrunkAccess.from_cidrs(
-                    trunk.name, trunk.allowed_cidrs, trunk.username, trunk.password
+                    trunk.name,
+                    trunk.allowed_cidrs,
+                    trunk.username,
+                    trunk.password,
+                    None if trunk.max_message_rate is None else float(trunk.max_message_rate),
                 )
             except ValueError as exc:  # the store validates CIDRs; a hand-edited row may not
                 log.warning("trunk=%s event=trunk_ignored error=%s", trunk.name, exc)
@@ -329,6 +338,7 @@ class SipBridgeServer:
             access.append(entry)
         self.trunks = {t.name: t for t in trunks}
         self.access.set_trunks(access)
+        self.guard.reset_rates()  # each source's rate is looked up again
         if not trunks:
             log.warning(
                 "no trunk configured: accepting calls from 127.0.0.1 and ::1 only "
@@ -407,7 +417,7 @@ class SipBridgeServer:
         now = self.loop.time()
         # Flood and ban check before any parsing (sip/guard.py): one dict lookup for a
         # banned source, a token bucket update otherwise.
-        admission = self._admit(addr[0], now)
+        admission = self._admit(addr[0], now, data)
         if admission is not Admission.ADMIT:
             if admission is Admission.BANNED and isinstance(addr, StreamAddress):
                 self.streams.drop(addr)  # no more framing work for a banned source
@@ -540,10 +550,10 @@ class SipBridgeServer:
         elif isinstance(event, ByeCompleted):
             pass  # the call already ended on our side
 
-    def _admit(self, host: str, now: float) -> Admission:
-        """The guard's verdict on one message or connection from ``host``; a ban it made
-        just now is stored (a refused source never reaches :meth:`flush`)."""
-        admission = self.guard.admit(host, now)
+    def _admit(self, host: str, now: float, data: bytes = b"") -> Admission:
+        """The guard's verdict on one message (``data``) or connection from ``host``; a ban
+        it made just now is stored (a refused source never reaches :meth:`flush`)."""
+        admission = self.guard.admit(host, now, data)
         if admission is not Admission.ADMIT and self.guard.has_new_bans:
             self.bans.store_new()
         return admission

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from sipbridge.sip.auth import AuthResult, Credentials, DigestAuthenticator, find_credentials
 from sipbridge.sip.errors import SipParseError
+from sipbridge.sip.guard import DEFAULT_TRUNK_MESSAGE_RATE
 from sipbridge.sip.message import Request, Uri
 
 __all__ = [
@@ -67,6 +68,9 @@ class TrunkAccess:
     networks: tuple[Network, ...] = ()
     username: str | None = None
     password: str | None = None
+    # Messages per second its networks may send (sip/guard.py); 0: no limit; None: the
+    # guard's DEFAULT_TRUNK_MESSAGE_RATE.
+    max_message_rate: float | None = None
 
     @classmethod
     def from_cidrs(
@@ -75,11 +79,12 @@ class TrunkAccess:
         cidrs: Iterable[str],
         username: str | None = None,
         password: str | None = None,
+        max_message_rate: float | None = None,
     ) -> TrunkAccess:
         """Build from CIDR text (host bits allowed: ``10.0.0.1/24`` is ``10.0.0.0/24``);
         ValueError for text that is not a network."""
         networks = tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs)
-        return cls(name, networks, username, password)
+        return cls(name, networks, username, password, max_message_rate)
 
     @property
     def has_credentials(self) -> bool:
@@ -157,6 +162,25 @@ class AccessPolicy:
         if not self._trunks:
             return any(address in network for network in LOOPBACK)
         return any(trunk.holds(address) for trunk in self._trunks)
+
+    def message_rate(self, host: str) -> float | None:
+        """The messages per second ``host`` may send when it is inside a trunk's networks:
+        that of the trunk with the most specific network holding it (0: no limit), else
+        None (the guard's limit for unknown sources; loopback with no trunk too)."""
+        address = parse_address(host)
+        if address is None:
+            return None
+        best: TrunkAccess | None = None
+        best_prefix = -1
+        for trunk in self._trunks:
+            for network in trunk.networks:
+                if address in network and network.prefixlen > best_prefix:
+                    best, best_prefix = trunk, network.prefixlen
+        if best is None:
+            return None
+        if best.max_message_rate is None:
+            return DEFAULT_TRUNK_MESSAGE_RATE
+        return best.max_message_rate
 
     def check(self, request: Request, host: str, now: float) -> AccessDecision:
         """The verdict on ``request`` from ``host``, a request that belongs to no call yet."""

@@ -58,6 +58,11 @@ class InboundCall:
     final_status: int | None = None
     reinvite: InviteServerTransaction | None = None  # the latest in-dialog INVITE
     trunk: str | None = None  # the trunk the access policy admitted it from
+    # Messages of this call admitted past its source's rate limit (sip/guard.py).
+    exempt_messages: int = 0
+    # hangup() came while our 2xx still waited for its ACK: the BYE goes out with the
+    # ACK or at the ACK timeout (RFC 3261 §13.3.1.4, §15).
+    hangup_pending: bool = False
 
     @property
     def transport(self) -> Transport:

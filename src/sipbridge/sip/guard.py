@@ -8,6 +8,21 @@ call layer report offences (:meth:`SourceGuard.offence`): repeated failed digest
 authentication, INVITEs to unknown numbers in a burst, and scanner User-Agents
 (:meth:`SourceGuard.is_scanner`), each banning the source once over its limit.
 
+Trunk networks get their own, higher rate (:attr:`SourceGuard.source_rate`, from each
+trunk's ``max_message_rate``, :data:`DEFAULT_TRUNK_MESSAGE_RATE` by default, 0 for none):
+a carrier's signalling address carries every call of the trunk, so the per-source limit
+for unknown addresses would throttle it at a few calls per second.
+
+The requests that end or confirm a call the server holds (ACK, BYE, CANCEL) and the
+responses to our own requests are never dropped by the rate limit: a dropped ACK or BYE
+keeps a call up (and its agent connected) until a timer ends it. Only when a message is
+over the limit, its first line is checked for these methods and its Call-ID matched
+against the live calls of that very source (:attr:`SourceGuard.in_dialog`, the UA core's
+:meth:`~sipbridge.sip.ua.UserAgent.in_dialog`); a match is admitted without taking a
+token and counted (:attr:`SourceGuard.admitted_in_dialog`). Forged BYEs with made-up
+Call-IDs meet the limit as anything else does; a live Call-ID earns a bounded number of
+exemptions per call (``IN_DIALOG_EXEMPTIONS`` in ``sip/ua.py``). Bans are never bypassed.
+
 Trusted sources are never banned automatically: the runtime passes a ``trusted(host)``
 predicate (a trunk's allowed CIDRs). UDP source addresses can be forged, and a ban on a
 carrier's address would stop every call; a trusted source over the rate only has its excess
@@ -24,16 +39,19 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 __all__ = [
+    "DEFAULT_TRUNK_MESSAGE_RATE",
     "Admission",
     "Ban",
     "BanReason",
     "GuardLimits",
     "Offence",
     "SourceGuard",
+    "in_dialog_call_id",
     "normalize_ban_address",
 ]
 
@@ -47,6 +65,30 @@ IDLE_BUCKET = 60.0
 # millions of addresses cannot grow memory without bound. Beyond it, new sources share
 # no bucket and are only subject to bans (the oldest entries are evicted by ``expire``).
 MAX_TRACKED_SOURCES = 100_000
+# Messages per second from a trunk's networks when the trunk sets no ``max_message_rate``:
+# 20 calls a second take about 140 (INVITE, ACK, BYE, their retransmissions, OPTIONS).
+DEFAULT_TRUNK_MESSAGE_RATE = 1000.0
+# A source with its own rate may save up this many seconds of it (its burst).
+RATE_BURST_SECONDS = 2.0
+
+# The first line of a message that may belong to a call we hold: ACK, BYE and CANCEL
+# requests (RFC 3261 §17.2.3, §15.1.2, §9.2) and responses (to our BYE and REFER).
+_IN_DIALOG_START = (b"ACK ", b"BYE ", b"CANCEL ", b"SIP/2.0 ")
+# The Call-ID header, long or compact form (RFC 3261 §20.8, §7.3.3), in the header
+# section; its value is compared with the live calls' exactly.
+_CALL_ID = re.compile(rb"\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?\n", re.IGNORECASE)
+
+
+def in_dialog_call_id(data: bytes) -> str | None:
+    """The Call-ID of an ACK, BYE, CANCEL or response in ``data`` (raw, unparsed); None
+    for anything else. One prefix test, then a scan of the header section only."""
+    if not data.startswith(_IN_DIALOG_START):
+        return None
+    end = data.find(b"\r\n\r\n")
+    match = _CALL_ID.search(data, 0, len(data) if end < 0 else end + 2)
+    if match is None or not match.group(1):
+        return None
+    return match.group(1).decode("utf-8", "replace")
 
 
 class BanReason(enum.StrEnum):
@@ -112,16 +154,32 @@ def _trust_nobody(host: str) -> bool:
     return False
 
 
+def _no_own_rate(host: str) -> float | None:
+    return None
+
+
+def _no_calls(host: str, call_id: str) -> bool:
+    return False
+
+
 @dataclass
 class SourceGuard:
     """Rate limits, offence counts and bans per source address. See the module docstring."""
 
     limits: GuardLimits = field(default_factory=GuardLimits)
     trusted: Callable[[str], bool] = _trust_nobody
+    # host -> its own messages per second (a trunk's network), 0 for no limit; None: the
+    # default ``limits.rate``. Asked once per source when its bucket is made; call
+    # :meth:`reset_rates` when the answers change (trunks reloaded).
+    source_rate: Callable[[str], float | None] = _no_own_rate
+    # (host, Call-ID) -> True when a call from ``host`` with that Call-ID is live and may
+    # take one more message past the rate limit (see the module docstring).
+    in_dialog: Callable[[str, str], bool] = _no_calls
     # host -> until (None: forever). Exact addresses: one dict lookup per datagram.
     _hosts: dict[str, Ban] = field(default_factory=dict)
     _networks: list[tuple[Network, Ban]] = field(default_factory=list)
-    # host -> [tokens, last refill time]: a list, updated in place (no allocation per packet).
+    # host -> [tokens, last refill time, rate, burst]: a list, updated in place (no
+    # allocation per packet). rate 0: no limit.
     _buckets: dict[str, list[float]] = field(default_factory=dict)
     # (host, offence) -> [count, window start]
     _offences: dict[tuple[str, Offence], list[float]] = field(default_factory=dict)
@@ -130,11 +188,13 @@ class SourceGuard:
     _unsaved: dict[str, Ban] = field(default_factory=dict)
     dropped_banned: int = 0
     dropped_throttled: int = 0
+    admitted_in_dialog: int = 0  # over the rate, admitted as part of a live call
 
     # ------------------------------------------------------------------ hot path
 
-    def admit(self, host: str, now: float) -> Admission:
-        """The verdict on one datagram from ``host``, before any parsing."""
+    def admit(self, host: str, now: float, data: bytes = b"") -> Admission:
+        """The verdict on one datagram from ``host`` (``data``: the raw message, looked at
+        only when it is over the rate), before any parsing."""
         ban = self._hosts.get(host)
         if ban is not None:
             if ban.until is None or ban.until > now:
@@ -147,23 +207,41 @@ class SourceGuard:
         bucket = self._buckets.get(host)
         if bucket is None:
             if len(self._buckets) < MAX_TRACKED_SOURCES:
-                self._buckets[host] = [self.limits.burst - 1.0, now]
+                rate = self.source_rate(host)
+                if rate is None:
+                    rate, burst = self.limits.rate, float(self.limits.burst)
+                else:
+                    burst = max(rate * RATE_BURST_SECONDS, 1.0)
+                self._buckets[host] = [burst - 1.0, now, rate, burst]
             return Admission.ADMIT
+        rate, burst = bucket[2], bucket[3]
+        if rate <= 0.0:
+            return Admission.ADMIT  # a trunk without a message limit
         # Token bucket: ``rate`` tokens per second, at most ``burst`` saved up.
-        tokens = bucket[0] + (now - bucket[1]) * self.limits.rate
-        if tokens > self.limits.burst:
-            tokens = self.limits.burst
+        tokens = bucket[0] + (now - bucket[1]) * rate
+        if tokens > burst:
+            tokens = burst
         bucket[1] = now
         if tokens >= 1.0:
             bucket[0] = tokens - 1.0
             return Admission.ADMIT
         bucket[0] = tokens
+        if data:
+            call_id = in_dialog_call_id(data)
+            if call_id is not None and self.in_dialog(host, call_id):
+                self.admitted_in_dialog += 1
+                return Admission.ADMIT
         if self.trusted(host):
             self.dropped_throttled += 1
             return Admission.THROTTLED
         self.ban(host, BanReason.FLOOD, now)
         self.dropped_banned += 1
         return Admission.BANNED
+
+    def reset_rates(self) -> None:
+        """Forget every source's rate bucket: the per-source rates changed (trunks were
+        reloaded). Every source starts again with a full burst."""
+        self._buckets.clear()
 
     def _in_banned_network(self, host: str, now: float) -> bool:
         try:

@@ -203,6 +203,18 @@ class InviteServerTransaction:
             self._end_at = now + TIMER_I
             self._changed()
 
+    @property
+    def awaiting_ack(self) -> bool:
+        """True while our 2xx is retransmitted for want of its ACK (RFC 3261 §13.3.1.4)."""
+        return self.state is InviteServerState.ACCEPTED and self._retransmit_at is not None
+
+    def dialog_ended(self) -> None:
+        """The dialog our 2xx created is gone (the caller's BYE came before its ACK): stop
+        retransmitting the 2xx, whose only purpose was to get that ACK (RFC 3261
+        §13.3.1.4, RFC 6026 §8.1); the Accepted state still absorbs late ACKs and
+        INVITE retransmissions until Timer L, and no ACK timeout is reported."""
+        self.ack_received()
+
     def ack_received(self) -> None:
         """The UA core matched the ACK for our 2xx: stop retransmitting it."""
         if self.state is InviteServerState.ACCEPTED:

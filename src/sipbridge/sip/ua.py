@@ -90,6 +90,11 @@ ALLOW = ", ".join(ALLOWED_METHODS)
 SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
 ACCEPTED_BODY = "application/sdp"
 # Challenge reasons that count as a failed authentication attempt of the source.
+# Messages one call may have admitted past its source's rate limit (ACK, BYE, CANCEL and
+# responses, see sip/guard.py): enough for every retransmission of a normal call's
+# in-dialog traffic (RFC 3261 §17.1.2.2: 11 per request), bounded for whoever learnt a
+# live Call-ID and forges messages from the caller's address.
+IN_DIALOG_EXEMPTIONS = 64
 _FAILED_AUTH = frozenset({"auth_failed", "auth_replayed"})
 
 
@@ -137,6 +142,9 @@ class UserAgent:
     # RFC 3261 §8.2.2.2: (Call-ID, From tag, CSeq) of INVITEs being handled.
     _origins: dict[tuple[str, str, int], InboundCall] = field(default_factory=dict)
     _calls_by_tx: dict[TransactionKey, InboundCall] = field(default_factory=dict)
+    # Call-ID -> the live call (answered or not, or still retransmitting its final
+    # response), for :meth:`in_dialog`; forgotten by :meth:`_forget_if_done`.
+    _by_call_id: dict[str, InboundCall] = field(default_factory=dict)
     # Every transaction's deadline in one heap: (deadline, seq, key, client). An entry is
     # stale when its transaction is gone or has another deadline by now; transactions
     # push a new entry whenever their deadline changes (``watch``), so get_timer and
@@ -183,7 +191,7 @@ class UserAgent:
             tx.on_timer(now)
             if isinstance(tx, InviteServerTransaction):
                 if tx.state is InviteServerState.TERMINATED:
-                    self._invite_transaction_ended(key, tx)
+                    self._invite_transaction_ended(key, tx, now)
             elif tx.state is NonInviteServerState.TERMINATED:
                 del self._server_tx[key]
 
@@ -218,6 +226,28 @@ class UserAgent:
         return len(self._dialogs) + sum(
             1 for c in self._calls_by_tx.values() if c.state is CallState.OFFERED
         )
+
+    def in_dialog(self, host: str, call_id: str) -> bool:
+        """True when ``call_id`` names a live call whose INVITE came from ``host``, and
+        that call may have one more message admitted past the rate limit (the
+        :class:`~sipbridge.sip.guard.SourceGuard`'s ``in_dialog``; counts it)."""
+        call = self._by_call_id.get(call_id)
+        if call is None or call.source[0] != host:
+            return False
+        if call.exempt_messages >= IN_DIALOG_EXEMPTIONS:
+            return False
+        call.exempt_messages += 1
+        return True
+
+    def _forget_if_done(self, call: InboundCall) -> None:
+        """Drop ``call`` from the Call-ID index once it ended and its INVITE transaction
+        is over (no ACK or response of it can matter any more)."""
+        if (
+            call.state is CallState.ENDED
+            and call.transaction.state is InviteServerState.TERMINATED
+            and self._by_call_id.get(call.invite.call_id) is call
+        ):
+            del self._by_call_id[call.invite.call_id]
 
     # ------------------------------------------------------------------ input
 
@@ -282,7 +312,7 @@ class UserAgent:
             if request.method == "ACK":
                 if isinstance(tx, InviteServerTransaction):
                     if tx.state is InviteServerState.ACCEPTED:
-                        self._receive_ack(request)  # ACK for 2xx reusing the branch
+                        self._receive_ack(request, now)  # ACK for 2xx reusing the branch
                     else:
                         tx.receive_ack(now)
                 return
@@ -290,7 +320,7 @@ class UserAgent:
                 tx.receive_retransmission()
                 return
         if request.method == "ACK":
-            self._receive_ack(request)
+            self._receive_ack(request, now)
             return
         trunk: str | None = None
         if self.access is not None and not self._belongs_to_a_call(request):
@@ -439,6 +469,7 @@ class UserAgent:
         )
         self._origins[origin] = call
         self._calls_by_tx[key] = call
+        self._by_call_id[request.call_id] = call
         # RFC 3261 §17.2.1: 100 Trying at once, without a To tag (§8.2.6.1).
         tx.send_response(make_response(request, 100), now)
         self._events.append(IncomingCall(call))
@@ -478,6 +509,8 @@ class UserAgent:
             return
         if request.method == "BYE":
             self._reply_once(request, source, now, 200)
+            # A BYE before the ACK: the dialog is gone, the 2xx need not reach anyone.
+            call.transaction.dialog_ended()
             self._end(call)
             self._events.append(ByeReceived(call))
         elif request.method == "INVITE":
@@ -506,7 +539,7 @@ class UserAgent:
         self._calls_by_tx[key] = call
         self._events.append(ReInviteReceived(call, request))
 
-    def _receive_ack(self, request: Request) -> None:
+    def _receive_ack(self, request: Request, now: float) -> None:
         dialog_id = DialogId(request.call_id, request.to.tag or "", request.from_.tag or "")
         call = self._dialogs.get(dialog_id)
         if call is None:
@@ -520,6 +553,8 @@ class UserAgent:
             if call.dialog is not None:
                 call.dialog.state = DialogState.CONFIRMED
             self._events.append(CallConfirmed(call))
+            if call.hangup_pending:
+                self.hangup(call, now)
 
     # ------------------------------------------------------------------ call layer
 
@@ -629,6 +664,11 @@ class UserAgent:
         """End an answered call with BYE (RFC 3261 §15.1.1); no-op if already ending."""
         if call.state not in (CallState.ANSWERED, CallState.CONFIRMED) or call.dialog is None:
             return
+        if call.state is CallState.ANSWERED and call.transaction.awaiting_ack:
+            # RFC 3261 §15: no BYE before the ACK of our 2xx (or its timeout, §13.3.1.4);
+            # the BYE goes out when either comes.
+            call.hangup_pending = True
+            return
         self._send_in_dialog(call, "BYE", now)
         call.state = CallState.ENDING
         call.dialog.state = DialogState.TERMINATED
@@ -714,29 +754,38 @@ class UserAgent:
         self._add_server_tx(key, tx)
         tx.send_response(response, now)
 
-    def _invite_transaction_ended(self, key: TransactionKey, tx: InviteServerTransaction) -> None:
+    def _invite_transaction_ended(
+        self, key: TransactionKey, tx: InviteServerTransaction, now: float
+    ) -> None:
         del self._server_tx[key]
         call = self._calls_by_tx.pop(key, None)
         if call is None:
             return
         if tx.outcome is TransactionOutcome.ACK_TIMEOUT and call.state is CallState.ANSWERED:
-            self._events.append(AckTimeout(call))
+            if call.hangup_pending:
+                # RFC 3261 §13.3.1.4: no ACK for 64*T1; the session ends with a BYE.
+                self.hangup(call, now)
+            else:
+                self._events.append(AckTimeout(call))
         if call.transaction is tx:
             self._origins.pop(
                 (call.invite.call_id, call.invite.from_.tag or "", call.invite.cseq.seq), None
             )
+            self._forget_if_done(call)
 
     def _end(self, call: InboundCall) -> None:
         call.state = CallState.ENDED
         if call.dialog is not None:
             call.dialog.state = DialogState.TERMINATED
             self._dialogs.pop(call.dialog.id, None)
+        self._forget_if_done(call)
 
     def _client_done(self, ctx: _ClientContext, status: int | None) -> None:
         if ctx.method == "REFER":
             self._events.append(ReferCompleted(ctx.call, status))
             return
         ctx.call.state = CallState.ENDED
+        self._forget_if_done(ctx.call)
         self._events.append(ByeCompleted(ctx.call, status))
 
 

@@ -122,6 +122,8 @@ class Trunk(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     allowed_numbers: Mapped[list[str]] = mapped_column(JSON, nullable=False, default=list)
     srtp: Mapped[str] = mapped_column(String(16), nullable=False, default="optional")
+    # Messages per second from the trunk's networks; null: the default; 0: no limit.
+    max_message_rate: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Ban(Base):

@@ -144,6 +144,9 @@ class TrunkRecord:
     # Numbers (E.164) this trunk may call; empty: any number with an agent.
     allowed_numbers: list[str] = field(default_factory=list)
     srtp: str = "optional"  # "off", "optional" or "required" (RFC 4568 SDES)
+    # Messages per second from its networks (sip/guard.py); None: the default (1000);
+    # 0: no limit.
+    max_message_rate: int | None = None
 
     def __post_init__(self) -> None:
         self.allowed_cidrs = list(self.allowed_cidrs)
@@ -163,6 +166,7 @@ class TrunkRecord:
             "codecs": list(self.codecs),
             "allowed_numbers": list(self.allowed_numbers),
             "srtp": self.srtp,
+            "max_message_rate": self.max_message_rate,
             "created_at": _iso(self.created_at),
         }
 

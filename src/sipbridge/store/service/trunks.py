@@ -38,6 +38,9 @@ __all__ = [
     "update_trunk",
 ]
 
+# The highest per-trunk message rate that can be set (messages per second); 0 is no limit.
+MAX_MESSAGE_RATE: Final = 1_000_000
+
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
@@ -96,6 +99,15 @@ def _validate_max_calls(max_calls: object) -> int:
     return max_calls
 
 
+def _validate_max_message_rate(rate: object) -> int:
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 0 <= rate <= MAX_MESSAGE_RATE:
+        raise InvalidField(
+            "max_message_rate",
+            f"must be a whole number from 0 (no limit) to {MAX_MESSAGE_RATE}, not {rate!r}",
+        )
+    return rate
+
+
 def _validate_allowed_numbers(numbers: object, default_region: str | None) -> list[str]:
     default_region = normalize_region(default_region)  # a bad one names default_region
     result: list[str] = []
@@ -143,6 +155,7 @@ def _trunk_record(trunk: Trunk) -> TrunkRecord:
         created_at=trunk.created_at,
         allowed_numbers=list(trunk.allowed_numbers or []),
         srtp=trunk.srtp or "optional",
+        max_message_rate=trunk.max_message_rate,
     )
 
 
@@ -164,9 +177,14 @@ def _trunk_values(
     codecs: object | Unset = UNSET,
     allowed_numbers: object | Unset = UNSET,
     srtp: object | Unset = UNSET,
+    max_message_rate: object | Unset = UNSET,
     default_region: str | None = None,
 ) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    if not isinstance(max_message_rate, Unset):
+        values["max_message_rate"] = (
+            None if max_message_rate is None else _validate_max_message_rate(max_message_rate)
+        )
     if not isinstance(allowed_numbers, Unset):
         values["allowed_numbers"] = _validate_allowed_numbers(allowed_numbers, default_region)
     if not isinstance(srtp, Unset):
@@ -205,6 +223,7 @@ async def add_trunk(
     codecs: Sequence[str] = (),
     allowed_numbers: Sequence[str] = (),
     srtp: str = "optional",
+    max_message_rate: int | None = None,
     default_region: str | None = None,
 ) -> TrunkRecord:
     """Create a SIP trunk (provider).
@@ -213,8 +232,9 @@ async def add_trunk(
     calls and registrations go (``host``, ``host:port``, ``[v6]:port``); ``codecs``: names
     from :data:`TRUNK_CODECS` (empty: all supported); ``allowed_numbers``: the numbers
     this trunk may call (E.164, or national with ``default_region``; empty: any);
-    ``srtp``: off, optional or required. InvalidField for bad values, AlreadyExists for a
-    taken name.
+    ``srtp``: off, optional or required; ``max_message_rate``: SIP messages per second its
+    networks may send (None: the default, 1000; 0: no limit). InvalidField for bad
+    values, AlreadyExists for a taken name.
     """
     name = _validate_name(name, "trunk")
     values = _trunk_values(
@@ -227,6 +247,7 @@ async def add_trunk(
         codecs=codecs,
         allowed_numbers=allowed_numbers,
         srtp=srtp,
+        max_message_rate=max_message_rate,
         default_region=default_region,
     )
     _check_trunk(values)
@@ -258,6 +279,7 @@ async def update_trunk(
     codecs: Sequence[str] | Unset = UNSET,
     allowed_numbers: Sequence[str] | Unset = UNSET,
     srtp: str | Unset = UNSET,
+    max_message_rate: int | Unset | None = UNSET,
     default_region: str | None = None,
 ) -> TrunkRecord:
     """Change some of a trunk's settings (UNSET: unchanged; None clears an optional one)."""
@@ -271,6 +293,7 @@ async def update_trunk(
         codecs=codecs,
         allowed_numbers=allowed_numbers,
         srtp=srtp,
+        max_message_rate=max_message_rate,
         default_region=default_region,
     )
     async with db.sessionmaker() as session, session.begin():
