@@ -690,6 +690,55 @@ class TestAccess:
         assert statuses(ua) == [200]
 
 
+class TestAdmitted:
+    """``receive_datagram`` says whether a message was admitted: what keeps a stream from
+    an unknown source open (runtime/transports.py)."""
+
+    def test_refused_dropped_and_broken_requests_are_not_admitted(self) -> None:
+        ua = guarded_ua(TrunkAccess.from_cidrs("carrier", ["203.0.113.0/24"]))
+        assert not ua.receive_datagram(invite(), STRANGER, 0.0)  # unknown source
+        assert not ua.receive_datagram(invite(method="OPTIONS", body=b""), STRANGER, 0.0)
+        assert not ua.receive_datagram(b"garbage\r\n\r\n", STRANGER, 0.0)
+        assert not ua.receive_datagram(b"\r\n\r\n", CARRIER, 0.0)  # a keep-alive
+        ua.guard = SourceGuard(GuardLimits(scanner_user_agents=("friendly-scanner",)))
+        scanner = invite(branch="z9hG4bK-s", extra="User-Agent: friendly-scanner\r\n")
+        assert not ua.receive_datagram(scanner, CARRIER, 0.0)
+        # a known source's request refused by validation is not admitted either
+        assert not ua.receive_datagram(invite(extra="Require: 100rel\r\n"), CARRIER, 0.0)
+        # a stray response (no transaction of ours) is dropped
+        assert not ua.receive_datagram(
+            b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-zz\r\n"
+            b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n"
+            b"Content-Length: 0\r\n\r\n",
+            CARRIER,
+            0.0,
+        )
+
+    def test_challenge_retransmission_and_ack_are_not_admitted(self) -> None:
+        ua = guarded_ua(TrunkAccess.from_cidrs("acme", [], "acme", "pw"))
+        assert not ua.receive_datagram(invite(), STRANGER, 0.0)  # 401
+        [(challenge, _addr)] = sent(ua)
+        assert isinstance(challenge, Response) and challenge.status == 401
+        # its retransmission is answered from the transaction, and not admitted
+        assert not ua.receive_datagram(invite(), STRANGER, 0.1)
+        ack = invite(method="ACK", body=b"", to_tag=f";tag={challenge.to.tag}")
+        assert not ua.receive_datagram(ack, STRANGER, 0.2)
+
+    def test_admitted_requests(self) -> None:
+        ua = guarded_ua(TrunkAccess.from_cidrs("carrier", ["203.0.113.0/24"]))
+        assert ua.receive_datagram(invite(method="OPTIONS", body=b""), CARRIER, 0.0)
+        assert ua.receive_datagram(invite(branch="z9hG4bK-i", call_id="c2"), CARRIER, 0.0)
+        [incoming] = ua.events()
+        assert isinstance(incoming, IncomingCall)
+        call = incoming.call
+        ua.answer(call, b"v=0\r\n", 0.1)
+        ua.datagrams_to_send()
+        ack = in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack", call_id="c2")
+        assert ua.receive_datagram(ack, STRANGER, 0.2)  # an admitted call's ACK
+        bye = in_dialog("BYE", 2, call.local_tag, "z9hG4bK-bye", call_id="c2")
+        assert ua.receive_datagram(bye, STRANGER, 0.3)
+
+
 @pytest.mark.parametrize(
     "contact",
     [

@@ -251,19 +251,24 @@ class UserAgent:
 
     # ------------------------------------------------------------------ input
 
-    def receive_datagram(self, data: bytes, source: Address, now: float) -> None:
+    def receive_datagram(self, data: bytes, source: Address, now: float) -> bool:
+        """Handle one message; True when it was *admitted*: a request the access policy
+        let in and that was not refused (in-dialog requests and ACKs of an admitted
+        call's dialog included), or a response to one of our transactions. Keep-alives,
+        retransmissions (their first copy was judged), unparseable input, refused and
+        dropped requests are not (the runtime closes a stream from an unknown source that sends nothing
+        admitted: runtime/transports.py)."""
         # RFC 5626 §4.4.1 keep-alives (CRLF) carry no message.
         if not data.strip(b"\r\n"):
-            return
+            return False
         try:
             message = parse_message(data, self.max_message_size)
         except SipParseError as exc:
             self._parse_failed(exc, source)
-            return
+            return False
         if isinstance(message, Response):
-            self._receive_response(message, now)
-        else:
-            self._receive_request(message, source, now)
+            return self._receive_response(message, now)
+        return self._receive_request(message, source, now)
 
     def _parse_failed(self, exc: SipParseError, source: Address) -> None:
         # RFC 3261 §21.4.1: answer 400 where enough of the request parsed to
@@ -288,15 +293,16 @@ class UserAgent:
             RequestRejected(source, method, exc.status_hint, exc.reason, headers=exc.headers)
         )
 
-    def _receive_response(self, response: Response, now: float) -> None:
+    def _receive_response(self, response: Response, now: float) -> bool:
         key = TransactionKey.for_response(response)
         ctx = self._client_tx.get(key)
         if ctx is None:
-            return  # RFC 3261 §17.1.3: a response matching no transaction is dropped
+            return False  # RFC 3261 §17.1.3: a response matching no transaction is dropped
         if ctx.transaction.receive_response(response, now):
             self._client_done(ctx, response.status)
+        return True
 
-    def _receive_request(self, request: Request, source: Address, now: float) -> None:
+    def _receive_request(self, request: Request, source: Address, now: float) -> bool:
         guard = self.guard
         if guard is not None and guard.is_scanner(request.headers.get("User-Agent")):
             # A scanner or toll-fraud tool: no answer at all, and its source is banned.
@@ -304,29 +310,30 @@ class UserAgent:
             self._events.append(
                 RequestRejected(source, request.method, None, "scanner", request, access=True)
             )
-            return
+            return False
         self._stamp_via(request, source)
         key = TransactionKey.for_request(request)
         tx = self._server_tx.get(key)
         if tx is not None:
+            # Not admitted anew: the first copy was judged, and a refused request's
+            # transaction answers its retransmissions and ACK too.
             if request.method == "ACK":
                 if isinstance(tx, InviteServerTransaction):
                     if tx.state is InviteServerState.ACCEPTED:
-                        self._receive_ack(request, now)  # ACK for 2xx reusing the branch
-                    else:
-                        tx.receive_ack(now)
-                return
+                        # ACK for 2xx reusing the branch
+                        return self._receive_ack(request, now)
+                    tx.receive_ack(now)
+                return False
             if request.method == tx.request.method:
                 tx.receive_retransmission()
-                return
+                return False
         if request.method == "ACK":
-            self._receive_ack(request, now)
-            return
+            return self._receive_ack(request, now)
         trunk: str | None = None
         if self.access is not None and not self._belongs_to_a_call(request):
             admitted = self._admit(self.access, request, source, now)
             if admitted is None:
-                return
+                return False
             trunk = admitted.trunk
         rejection = self._validate(request)
         if rejection is None:
@@ -337,13 +344,13 @@ class UserAgent:
             self._events.append(
                 RequestRejected(source, request.method, status, reason, request, trunk=trunk)
             )
-            return
+            return False
         if request.method == "CANCEL":
             self._receive_cancel(request, source, now)
         elif request.to.tag is not None:
             self._receive_in_dialog(request, source, now)
         elif request.method == "INVITE":
-            self._receive_invite(request, key, source, now, trunk)
+            return self._receive_invite(request, key, source, now, trunk)
         elif request.method == "OPTIONS":
             if self.busy:
                 self._reply_once(request, source, now, 503, extra=[("Retry-After", "5")])
@@ -351,6 +358,7 @@ class UserAgent:
                 self._reply_once(request, source, now, 200, extra=self._capabilities())
         else:  # BYE, INFO or NOTIFY outside any dialog
             self._reply_once(request, source, now, 481)
+        return True
 
     def _belongs_to_a_call(self, request: Request) -> bool:
         """In-dialog requests of an admitted call, and a CANCEL of an INVITE we hold,
@@ -441,22 +449,24 @@ class UserAgent:
         source: Address,
         now: float,
         trunk: str | None = None,
-    ) -> None:
+    ) -> bool:
+        """A new INVITE the access policy let in; False when it is refused here (482,
+        503 ``source_busy``)."""
         origin = (request.call_id, request.from_.tag or "", request.cseq.seq)
         existing = self._origins.get(origin)
         if existing is not None:
             if existing.transaction.request.vias[0].branch == request.vias[0].branch:
-                return  # a late retransmission of an INVITE already handled
+                return True  # a late retransmission of an INVITE already handled
             # RFC 3261 §8.2.2.2: the same request arriving by another path.
             self._reply_once(request, source, now, 482)
-            return
+            return False
         if self.guard is not None and self._source_busy(self.guard, source[0]):
             # Per-source limit on open INVITE transactions (the ones that wait on us).
             self._reply_once(request, source, now, 503, extra=[("Retry-After", "5")])
             self._events.append(
                 RequestRejected(source, "INVITE", 503, "source_busy", request, trunk=trunk)
             )
-            return
+            return False
         tx = InviteServerTransaction(request, source, self._outbox, now)
         self._add_server_tx(key, tx)
         call = InboundCall(
@@ -473,6 +483,7 @@ class UserAgent:
         # RFC 3261 §17.2.1: 100 Trying at once, without a To tag (§8.2.6.1).
         tx.send_response(make_response(request, 100), now)
         self._events.append(IncomingCall(call))
+        return True
 
     def _source_busy(self, guard: SourceGuard, host: str) -> bool:
         """True when untrusted ``host`` already has its limit of unanswered INVITEs (trunk
@@ -539,11 +550,12 @@ class UserAgent:
         self._calls_by_tx[key] = call
         self._events.append(ReInviteReceived(call, request))
 
-    def _receive_ack(self, request: Request, now: float) -> None:
+    def _receive_ack(self, request: Request, now: float) -> bool:
+        """An ACK outside any transaction we hold: True when it is one of our dialogs'."""
         dialog_id = DialogId(request.call_id, request.to.tag or "", request.from_.tag or "")
         call = self._dialogs.get(dialog_id)
         if call is None:
-            return  # RFC 3261 §17.2.3: a stray ACK is dropped, never answered
+            return False  # RFC 3261 §17.2.3: a stray ACK is dropped, never answered
         # The ACK names the INVITE it confirms by CSeq number (RFC 3261 §13.2.2.4).
         for tx in (call.transaction, call.reinvite):
             if tx is not None and tx.request.cseq.seq == request.cseq.seq:
@@ -555,6 +567,7 @@ class UserAgent:
             self._events.append(CallConfirmed(call))
             if call.hangup_pending:
                 self.hangup(call, now)
+        return True
 
     # ------------------------------------------------------------------ call layer
 
