@@ -1442,6 +1442,20 @@ def test_serve_transport_options(
     assert len(fake_server) == 3
 
 
+def test_serve_unknown_connection_timeout(
+    runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
+) -> None:
+    assert (
+        runner.invoke(app, ["serve", "--unknown-connection-timeout", "2.5"], env=env).exit_code == 0
+    )
+    environ = {**env, "SIPBRIDGE_UNKNOWN_CONNECTION_TIMEOUT": "7"}
+    assert runner.invoke(app, ["serve"], env=environ).exit_code == 0
+    assert runner.invoke(app, ["serve"], env=env).exit_code == 0
+    assert [s.unknown_connection_timeout for s in fake_server] == [2.5, 7.0, 5.0]
+    bad = runner.invoke(app, ["serve", "--unknown-connection-timeout", "0"], env=env)
+    assert bad.exit_code == 2
+
+
 # ----------------------------------------------------------------------- help
 
 

@@ -326,6 +326,9 @@ def test_transport_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
         ServeSettings(tls_port=70000)
     with pytest.raises(ValueError, match="max_connections_per_source"):
         ServeSettings(max_connections_per_source=0)
+    assert settings.unknown_connection_timeout == 5.0
+    with pytest.raises(ValueError, match="unknown_connection_timeout"):
+        ServeSettings(unknown_connection_timeout=0)
 
 
 def test_advertising_loopback_on_all_interfaces_is_warned() -> None:

@@ -276,7 +276,12 @@ class ServeSettings:
     tls_port: int = 5061
     tls_cert: str | None = None  # PEM certificate chain file
     tls_key: str | None = None  # PEM private key file
-    max_connections_per_source: int = 32  # TCP/TLS connections from one address
+    # TCP/TLS connections from one trunk address, or from one /24 or /64 of sources
+    # matching no trunk.
+    max_connections_per_source: int = 32
+    # Seconds a TCP/TLS connection from a source matching no trunk may stay open without
+    # an admitted request (docs/security.md, "Transports").
+    unknown_connection_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         self._check_transports()
@@ -332,6 +337,8 @@ class ServeSettings:
             raise ValueError(f"tls_port {self.tls_port} is outside 0-65535")
         if self.max_connections_per_source < 1:
             raise ValueError("max_connections_per_source must be at least 1")
+        if self.unknown_connection_timeout <= 0:
+            raise ValueError("unknown_connection_timeout must be positive")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
         for name in ("tls_cert", "tls_key"):

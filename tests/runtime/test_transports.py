@@ -20,8 +20,10 @@ import pytest
 from sipbridge.codecs import get_codec
 from sipbridge.rtp.packet import parse_rtp_header
 from sipbridge.runtime import transports
+from sipbridge.sip.auth import digest_response
 from sipbridge.sip.framing import StreamFramer, Transport, transport_of
 from sipbridge.sip.message import Request, Response, parse_message
+from sipbridge.store import service
 from sipbridge.store.records import CallStatus
 from tests.runtime.test_agent_client import make_ca_and_cert
 from tests.runtime.test_call import NUMBER, SERVICE, records, route_to, sipp_ok
@@ -406,7 +408,7 @@ async def test_connection_limit_per_source(make_bridge: BridgeFactory) -> None:
         assert (await clients[-1].final()).status == 200
         other = await StreamClient.open(bridge.sip_address, source="127.0.0.5")
         assert not await other.closed(0.3)  # another source has its own budget
-        assert bridge.streams.per_source["127.0.0.5"] == 1
+        assert bridge.streams.per_source["127.0.0.0/24"] == 1  # counted per /24
         await clients[0].close()
         for _ in range(100):
             if bridge.streams.per_source.get("127.0.0.1") == 31:
@@ -614,3 +616,175 @@ async def test_baresip_calls_over_tls_with_srtp(
     [dump] = (folder / "snd").glob("dump-*-dec.wav")
     score, _lag = align(reference, read_wav(dump).astype(np.float64))
     assert score > 0.95, score
+
+
+# ---------------------------------------------------------------- connection slots
+
+
+async def test_unknown_sources_idle_connection_is_closed_a_trunks_is_not(
+    make_bridge: BridgeFactory,
+) -> None:
+    """A source matching no trunk must send an admitted request within
+    ``unknown_connection_timeout`` of its accept: bytes, keep-alives and requests the
+    access policy drops do not count. A trunk's idle connection keeps the idle timeout."""
+    bridge = await make_bridge(unknown_connection_timeout=0.5)
+    await service.add_trunk(bridge.db, "carrier", allowed_cidrs=["127.0.0.1/32"])
+    await bridge.reload_trunks()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    idle = await StreamClient.open(bridge.sip_address, source="127.0.0.20")
+    chatty = await StreamClient.open(bridge.sip_address, source="127.0.0.21")
+    trunk = await StreamClient.open(bridge.sip_address)
+    try:
+        for n in range(4):  # keep-alives and a refused OPTIONS (dropped: unknown source)
+            chatty.send(b"\r\n\r\n")
+            assert await asyncio.wait_for(chatty.reader.readexactly(2), 3) == b"\r\n"
+            chatty.send(chatty.options(n + 1))
+            await asyncio.sleep(0.1)
+        assert await idle.closed(3) and await chatty.closed(3)
+        assert 0.4 < loop.time() - started < 3.0
+        assert not await trunk.closed(1.0)  # twice the unknown timeout: still open
+        trunk.send(trunk.options())
+        assert (await trunk.final()).status == 200
+    finally:
+        for client in (idle, chatty, trunk):
+            await client.close()
+
+
+async def test_an_admitted_request_keeps_an_unknown_sources_connection(
+    make_bridge: BridgeFactory,
+) -> None:
+    """A digest trunk's caller matches no network: its authenticated request (the UA
+    core admits it) keeps its connection past the unknown-source timeout; the challenge
+    alone does not."""
+    bridge = await make_bridge(unknown_connection_timeout=0.5)
+    await service.add_trunk(bridge.db, "acme", username="acme", password="pw")
+    await bridge.reload_trunks()
+    client = await StreamClient.open(bridge.sip_address, source="127.0.0.22")
+    try:
+        request = client.options()
+        client.send(request)  # with no credentials: dropped (unknown source)
+        await asyncio.sleep(0.1)
+        [connection] = bridge.streams.connections.values()
+        assert not connection.known and not connection.admitted
+        # The same OPTIONS with valid credentials is admitted (AccessPolicy.check).
+        challenge = bridge.access.authenticator.challenge(bridge.loop.time())[0][1]
+        nonce = challenge.split('nonce="')[1].split('"')[0]
+        uri = "sip:127.0.0.1"
+        response = digest_response(
+            algorithm="SHA-256",
+            username="acme",
+            realm="sipbridge.test",
+            password="pw",
+            method="OPTIONS",
+            uri=uri,
+            nonce=nonce,
+            nc="00000001",
+            cnonce="x",
+        )
+        authorization = (
+            f'Authorization: Digest username="acme", realm="sipbridge.test", '
+            f'nonce="{nonce}", uri="{uri}", response="{response}", algorithm=SHA-256, '
+            'qop=auth, nc=00000001, cnonce="x"\r\n'
+        )
+        client.send(
+            client.options(2).replace(b"Content-Length", authorization.encode() + b"Content-Length")
+        )
+        assert (await client.final()).status == 200
+        assert connection.admitted
+        assert not await client.closed(1.0)
+    finally:
+        await client.close()
+
+
+def test_source_group_counts_a_v4_24_and_a_v6_64_once() -> None:
+    assert transports.source_group("203.0.113.7") == "203.0.113.0/24"
+    assert transports.source_group("203.0.113.250") == "203.0.113.0/24"
+    assert transports.source_group("::ffff:203.0.113.9") == "203.0.113.0/24"
+    assert transports.source_group("2001:db8:1:2:aaaa::1") == "2001:db8:1:2::/64"
+    assert transports.source_group("2001:db8:1:3::1") == "2001:db8:1:3::/64"
+    assert transports.source_group("not-an-address") == "not-an-address"
+
+
+def test_connection_cap_leaves_half_the_fd_limit() -> None:
+    assert transports.connection_cap(1024) == 480  # (1024 - 64 reserved) / 2
+    assert transports.connection_cap(20000) == transports.MAX_CONNECTIONS
+    assert transports.connection_cap(10) == 16
+
+
+def test_fd_limit_is_raised_to_the_hard_limit() -> None:
+    import resource
+
+    calls: list[tuple[int, int]] = []
+
+    def setrlimit(kind: int, limits: tuple[int, int]) -> None:
+        assert kind == resource.RLIMIT_NOFILE
+        calls.append(limits)
+
+    assert transports.raise_fd_limit(lambda kind: (1024, 4096), setrlimit) == 4096
+    assert calls == [(4096, 4096)]
+    # Already at the hard limit: nothing to do.
+    assert transports.raise_fd_limit(lambda kind: (4096, 4096), setrlimit) == 4096
+    assert len(calls) == 1
+
+    def refuse(kind: int, limits: tuple[int, int]) -> None:
+        raise ValueError("not allowed")
+
+    assert transports.raise_fd_limit(lambda kind: (1024, 4096), refuse) == 1024
+    unlimited = resource.RLIM_INFINITY
+    assert transports.raise_fd_limit(lambda kind: (1024, unlimited), setrlimit) == 65536
+    assert calls[-1] == (65536, unlimited)
+
+
+async def test_start_up_line_says_the_fd_limit_and_the_connection_cap(
+    make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sipbridge.runtime import server as server_module
+
+    caplog.set_level(logging.INFO, "sipbridge.server")
+    monkeypatch.setattr(server_module, "raise_fd_limit", lambda: 1024)
+    bridge = await make_bridge()
+    assert bridge.streams.max_connections == 480 and bridge.streams.max_unknown == 360
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("listening")]
+    assert "fd_limit=1024 max_connections=480 max_unknown_connections=360" in line
+    # 1000 calls need 2000 RTP/RTCP sockets: more than 1024 allows.
+    [warning] = [r for r in caplog.records if "event=fd_limit_low" in r.getMessage()]
+    assert warning.levelno == logging.WARNING
+
+
+def test_refusal_log_counts_per_source_and_window() -> None:
+    refusals = transports.RefusalLog(60.0, max_sources=2)
+    assert refusals.refused("192.0.2.1", "per_source", 100.0)  # a window starts
+    assert refusals.window_end == 160.0
+    for now in range(101, 130):
+        assert not refusals.refused("192.0.2.1", "per_source", float(now))
+    assert not refusals.refused("192.0.2.1", "banned", 130.0)
+    assert not refusals.refused("192.0.2.2", "full", 131.0)
+    assert not refusals.refused("192.0.2.3", "full", 132.0)  # beyond max_sources
+    assert refusals.flush() == [
+        ("192.0.2.1", 31, "per_source:30,banned:1"),
+        ("192.0.2.2", 1, "full:1"),
+        ("others", 1, "full:1"),
+    ]
+    assert refusals.window_end is None and refusals.flush() == []
+    assert refusals.refused("192.0.2.1", "full", 200.0)  # the next window
+
+
+async def test_refused_connections_are_logged_once_per_source_and_window(
+    make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(transports, "REFUSAL_LOG_WINDOW", 0.5)
+    caplog.set_level(logging.INFO, "sipbridge.transports")
+    bridge = await make_bridge(max_connections_per_source=2)
+    clients = [await StreamClient.open(bridge.sip_address, source="127.0.0.30") for _ in range(12)]
+    try:
+        outcomes = [await client.closed(0.1) for client in clients]
+        assert outcomes == [False] * 2 + [True] * 10
+        await asyncio.sleep(0.8)  # the window has ended
+        lines = [r.getMessage() for r in caplog.records if "connection_refused" in r.getMessage()]
+        [line] = lines
+        assert "source=127.0.0.30 count=10 reasons=per_source:10" in line
+        assert all(r.levelno == logging.INFO for r in caplog.records if r.getMessage() == line)
+    finally:
+        for client in clients:
+            await client.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import statistics
 import time
 from pathlib import Path
@@ -20,14 +21,17 @@ import httpx
 import pytest
 
 from sipbridge.rtp.packet import parse_rtp_header
+from sipbridge.runtime import transports
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.store import service
 from sipbridge.store.records import CallStatus
 from tests.runtime.test_call import SERVICE, records, route_to
 from tests.runtime.test_metrics import sample
+from tests.runtime.test_transports import StreamClient
 from tests.support.agents import EchoAgent
 from tests.support.capture import Stamped, UdpCapture
 from tests.support.flood import FLOOD_SCENARIO, start_sipp
+from tests.support.settings import BridgeFactory
 from tests.support.tap import SourceTap
 
 CARRIER_A = "127.0.0.2"  # the live call's trunk
@@ -191,3 +195,72 @@ async def test_invite_flood_is_banned_and_calls_keep_their_timing(
     assert len(during) >= (flood_ended - flood_started) / 0.02 * 0.9, figures
     assert percentile(during, 0.99) <= GAP_P99_MS, figures
     assert max(during) <= GAP_MAX_MS, figures
+
+
+# ---------------------------------------------------------------- a connection flood
+
+# Idle TCP connections from many loopback addresses (Linux routes 127.0.0.0/8 to lo):
+# GROUPS /24 networks, ADDRESSES_PER_GROUP addresses in each, one connection per address.
+FLOOD_GROUPS = 8
+ADDRESSES_PER_GROUP = 40
+FLOOD_SLOTS = 200  # MAX_CONNECTIONS for this test: 150 for unknown sources (75 %)
+
+
+async def test_idle_connection_flood_leaves_slots_for_a_trunks_tcp_call(
+    make_bridge: BridgeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hundreds of idle TCP connections from addresses matching no trunk: each /24 counts
+    as one source (32 connections), all of them together take at most 75 % of the
+    slots, and the trunk's SIP-over-TCP call gets through during the flood."""
+    monkeypatch.setattr(transports, "MAX_CONNECTIONS", FLOOD_SLOTS)
+    # Long enough for the flood to hold while the trunk calls.
+    bridge = await make_bridge(unknown_connection_timeout=30.0)
+    assert bridge.streams.max_connections == FLOOD_SLOTS
+    await service.add_trunk(bridge.db, "carrier", allowed_cidrs=["127.0.0.1/32"])
+    await bridge.reload_trunks()
+    flood: list[socket.socket] = []
+    loop = asyncio.get_running_loop()
+    try:
+        for group in range(1, FLOOD_GROUPS + 1):
+            for host in range(1, ADDRESSES_PER_GROUP + 1):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                flood.append(sock)
+                sock.bind((f"127.0.{group}.{host}", 0))
+                await asyncio.wait_for(loop.sock_connect(sock, bridge.sip_address), 5)
+        streams = bridge.streams
+        for _ in range(200):  # every accept has reached the server
+            if streams.unknown == streams.max_unknown:
+                break
+            await asyncio.sleep(0.01)
+        # 320 attempts: the first four /24s hold 32 each, the fifth the 22 left of the
+        # unknown sources' 150, the rest are refused.
+        assert streams.unknown == 150 == streams.total
+        assert [streams.per_source.get(f"127.0.{g}.0/24", 0) for g in range(1, 9)] == [
+            32,
+            32,
+            32,
+            32,
+            22,
+            0,
+            0,
+            0,
+        ]
+        async with EchoAgent() as agent:
+            await route_to(bridge, agent.url)
+            client = await StreamClient.open(bridge.sip_address)  # the trunk
+            try:
+                client.send(client.invite("flood-tcp-1"))
+                ok = await client.final()
+                assert ok.status == 200 and ok.to.tag
+                client.send(client.in_dialog("ACK", 1, "flood-tcp-1", ok.to.tag))
+                client.send(client.in_dialog("BYE", 2, "flood-tcp-1", ok.to.tag))
+                assert (await client.final()).status == 200
+                [record] = await records(bridge)
+            finally:
+                await client.close()
+        assert (record.status, record.trunk) == (CallStatus.ANSWERED, "carrier")
+        assert streams.unknown == 150  # the flood was still on
+    finally:
+        for sock in flood:
+            sock.close()

@@ -224,6 +224,15 @@ def serve(
         str | None,
         _setting("--tls-key", help="PEM private key of --tls-cert; TLS is off without both."),
     ] = None,
+    unknown_connection_timeout: Annotated[
+        float,
+        _setting(
+            "--unknown-connection-timeout",
+            min=0.1,
+            help="Seconds a TCP/TLS connection from a source matching no trunk may stay "
+            "open without an admitted request.",
+        ),
+    ] = 5.0,
 ) -> None:
     """Run the SIP server and its HTTP API."""
     rtp_min, rtp_max = _parsed("--rtp-ports", parse_port_range, rtp_ports)
@@ -278,6 +287,7 @@ def serve(
         tls_port=tls_port,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        unknown_connection_timeout=unknown_connection_timeout,
     )
 
     async def migrate(_database: Database) -> None:

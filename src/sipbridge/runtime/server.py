@@ -44,7 +44,12 @@ from sipbridge.runtime.bans import BanSync
 from sipbridge.runtime.call import Call
 from sipbridge.runtime.media import MediaClock, RtpPortAllocator
 from sipbridge.runtime.metrics import Metrics
-from sipbridge.runtime.transports import MAX_CONNECTIONS, StreamTransports
+from sipbridge.runtime.transports import (
+    FD_RESERVE,
+    StreamTransports,
+    connection_cap,
+    raise_fd_limit,
+)
 from sipbridge.sip.access import AccessPolicy, TrunkAccess
 from sipbridge.sip.auth import DigestAuthenticator
 from sipbridge.sip.calls import (
@@ -175,6 +180,7 @@ class SipBridgeServer:
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Future[None] | None = None
         self.streams = StreamTransports(self)  # SIP over TCP and TLS (runtime/transports.py)
+        self.fd_limit = 0  # the soft open-file limit, raised at start
         # One send clock for every call's media, and the overload verdict fed by its lag
         # and by a heartbeat that also runs without calls (media/overload.py).
         self.load = LoadMonitor(
@@ -201,6 +207,10 @@ class SipBridgeServer:
         return host, port
 
     async def start(self) -> None:
+        # Connections are capped well below the open-file limit: a connection flood must
+        # leave room for RTP sockets, the database and HTTP (runtime/transports.py).
+        self.fd_limit = raise_fd_limit()
+        self.streams.max_connections = connection_cap(self.fd_limit)
         await self.db.upgrade()
         await self.reload_trunks()  # before the socket opens: no request meets an empty list
         await self.bans.reload()
@@ -234,14 +244,30 @@ class SipBridgeServer:
         self._heartbeat = self.loop.call_at(self._heartbeat_due, self._beat)
         gc.freeze()
         log.info(
-            "listening sip=%s rtp=%d-%d http=%s advertise=%s db=%s",
+            "listening sip=%s rtp=%d-%d http=%s advertise=%s db=%s fd_limit=%d "
+            "max_connections=%d max_unknown_connections=%d",
             ",".join(listeners),
             self.settings.rtp_port_min,
             self.settings.rtp_port_max,
             "{}:{}".format(*self.http_address) if self._http is not None else "off",
             self.settings.advertised_ip,
             self.db.url.render_as_string(hide_password=True),
+            self.fd_limit,
+            self.streams.max_connections,
+            self.streams.max_unknown,
         )
+        rtp_sockets = 2 * self.settings.max_calls
+        if self.streams.max_connections + rtp_sockets + FD_RESERVE > self.fd_limit:
+            log.warning(
+                "event=fd_limit_low fd_limit=%d max_connections=%d max_calls=%d: %d calls "
+                "need %d RTP/RTCP sockets; raise the open-file limit (LimitNOFILE=, "
+                "ulimit -n) or lower --max-calls",
+                self.fd_limit,
+                self.streams.max_connections,
+                self.settings.max_calls,
+                self.settings.max_calls,
+                rtp_sockets,
+            )
         warning = self.settings.loopback_warning(self.ua.local_host)
         if warning is not None:
             log.warning("event=loopback_advertised %s", warning)
@@ -411,9 +437,10 @@ class SipBridgeServer:
 
     # -- SIP plumbing --------------------------------------------------------
 
-    def receive(self, data: bytes, addr: Address) -> None:
+    def receive(self, data: bytes, addr: Address) -> bool:
         """Every received SIP message: a UDP datagram (``addr`` its source), or a message
-        framed from a TCP/TLS connection (``addr`` the connection's StreamAddress)."""
+        framed from a TCP/TLS connection (``addr`` the connection's StreamAddress). True
+        when the UA core admitted it (``UserAgent.receive_datagram``)."""
         now = self.loop.time()
         # Flood and ban check before any parsing (sip/guard.py): one dict lookup for a
         # banned source, a token bucket update otherwise.
@@ -421,15 +448,17 @@ class SipBridgeServer:
         if admission is not Admission.ADMIT:
             if admission is Admission.BANNED and isinstance(addr, StreamAddress):
                 self.streams.drop(addr)  # no more framing work for a banned source
-            return
+            return False
         source = addr if isinstance(addr, StreamAddress) else (addr[0], addr[1])
+        admitted = False
         try:
-            self.ua.receive_datagram(data, source, now)
+            admitted = self.ua.receive_datagram(data, source, now)
         except Exception:
             # The core answers bad input itself; anything else is our bug and
             # must not stop the server from serving the next request.
             log.exception("internal error handling a datagram from %s:%d", addr[0], addr[1])
         self.flush()
+        return admitted
 
     def flush(self) -> None:
         """Send what the UA produced, dispatch its events, re-arm its timer.
@@ -558,17 +587,18 @@ class SipBridgeServer:
             self.bans.store_new()
         return admission
 
-    def accept_connection(self, host: str) -> bool:
+    def accept_connection(self, host: str) -> str | None:
         """Admit a new TCP/TLS connection from ``host`` (every accepted connection comes
-        through here): none from a banned source, and a new connection counts like a
-        message towards the source's rate (a connection flood is banned as a message flood
-        is); at most ``max_connections_per_source`` per source address and
-        ``MAX_CONNECTIONS`` in all."""
-        if self._admit(host, self.loop.time()) is not Admission.ADMIT:
-            return False
-        return (
-            self.streams.per_source.get(host, 0) < self.settings.max_connections_per_source
-            and self.streams.total < MAX_CONNECTIONS
+        through here); None when it may stay, else why not. None from a banned source,
+        and a new connection counts like a message towards the source's rate (a
+        connection flood is banned as a message flood is); then a free slot
+        (``StreamTransports.slot_refusal``): ``max_connections_per_source`` per trunk
+        address or per unknown /24 and /64, the unknown sources' share, the total."""
+        admission = self._admit(host, self.loop.time())
+        if admission is not Admission.ADMIT:
+            return str(admission.value)
+        return self.streams.slot_refusal(
+            host, self.access.knows(host), self.settings.max_connections_per_source
         )
 
     # -- calls -----------------------------------------------------------------

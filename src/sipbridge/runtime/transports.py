@@ -9,22 +9,36 @@ the connection in the table (RFC 3261 §18.2.2: responses on the request's conne
 our in-dialog BYE/REFER reuse it too), or opens a new one to the address's ``target``
 when it is gone (§18.1.1).
 
-Limits: every accepted connection goes through ``SipBridgeServer.accept_connection`` (at
-most ``max_connections_per_source`` per source address), at most ``MAX_CONNECTIONS`` in
-all; a connection with no complete message (or keep-alive) for ``IDLE_TIMEOUT`` seconds
-is closed unless a call uses it, and one that starts a message without finishing it
-within ``INCOMPLETE_TIMEOUT`` seconds is closed (slowloris). A framing error answers 400
-to a known source when the broken message was a request, then closes the connection.
+Limits (docs/security.md, "Transports"): every accepted connection goes through
+``SipBridgeServer.accept_connection``. The table holds at most
+:attr:`StreamTransports.max_connections` (derived from the open-file limit:
+:func:`connection_cap`); sources that match no trunk (``AccessPolicy.knows``) share at
+most ``UNKNOWN_SHARE`` of it, so trunks always find a free slot, and their per-source cap
+(``max_connections_per_source``) counts a whole /24 (IPv4) or /64 (IPv6) as one source
+(:func:`source_group`): an attacker with many addresses in one network counts once. A
+connection from such a source is closed when it sends no admitted request
+(``UserAgent.receive_datagram``) within ``unknown_connection_timeout`` seconds of its
+accept; a trunk's connection with no complete message (or keep-alive) for
+``IDLE_TIMEOUT`` seconds is closed unless a call uses it, and one that starts a message
+without finishing it within ``INCOMPLETE_TIMEOUT`` seconds is closed (slowloris). A
+framing error answers 400 to a known source when the broken message was a request, then
+closes the connection. Refused connections are logged once per source and minute, with
+their count (:class:`RefusalLog`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import ipaddress
 import logging
+import resource
 import socket
 import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from sipbridge.sip.access import parse_address
 from sipbridge.sip.framing import FramingError, StreamAddress, StreamFramer, Transport
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,12 +53,110 @@ ConnectionKey = tuple[Transport, str, int]
 IDLE_TIMEOUT = 300.0
 # Seconds a started message may take to arrive in full (slowloris).
 INCOMPLETE_TIMEOUT = 10.0
-# Connections of all sources together.
+# Connections of all sources together, at most; fewer when the open-file limit is low
+# (connection_cap).
 MAX_CONNECTIONS = 4096
+# The share of the connection slots that sources matching no trunk may hold together:
+# the rest is kept for trunks.
+UNKNOWN_SHARE = 0.75
+# Open files kept out of every count: listeners, the database pool, log files, the HTTP
+# server's own connections.
+FD_RESERVE = 64
+# Unknown sources are counted per network of these prefix lengths (one /24 or /64 is
+# usually one customer, one attacker).
+UNKNOWN_PREFIX_V4 = 24
+UNKNOWN_PREFIX_V6 = 64
+# Refused connections are logged once per source and window (seconds), with a count; at
+# most REFUSAL_LOG_SOURCES sources per window by name, the rest as ``source=others``.
+REFUSAL_LOG_WINDOW = 60.0
+REFUSAL_LOG_SOURCES = 1000
 # Seconds for a TLS handshake, and for opening a connection of our own.
 HANDSHAKE_TIMEOUT = 10.0
 # Bytes queued for a peer that does not read before its connection is dropped.
 MAX_WRITE_BUFFER = 1 << 20
+
+
+def source_group(host: str) -> str:
+    """The key an unknown source's connections are counted under: its /24 (IPv4,
+    IPv4-mapped IPv6 included) or /64 (IPv6) network; ``host`` itself when it is not an
+    address."""
+    address = parse_address(host)
+    if address is None:
+        return host
+    prefix = UNKNOWN_PREFIX_V4 if address.version == 4 else UNKNOWN_PREFIX_V6
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def connection_cap(fd_limit: int) -> int:
+    """The connection slots (TCP and TLS, handshakes included) for a process allowed
+    ``fd_limit`` open files: half of what ``FD_RESERVE`` leaves, so the other half stays
+    for RTP/RTCP sockets (two a call), and never more than ``MAX_CONNECTIONS``; at
+    least 16."""
+    return max(16, min(MAX_CONNECTIONS, (fd_limit - FD_RESERVE) // 2))
+
+
+def raise_fd_limit(
+    getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
+    setrlimit: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
+) -> int:
+    """Raise the soft open-file limit (RLIMIT_NOFILE) to the hard one where allowed;
+    the soft limit in force afterwards. An unlimited hard limit raises the soft one to
+    ``MAX_CONNECTIONS * 16`` (the kernel refuses "unlimited")."""
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, MAX_CONNECTIONS * 16)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft if soft != resource.RLIM_INFINITY else target
+    try:
+        setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("event=fd_limit_not_raised soft=%d hard=%d error=%s", soft, hard, exc)
+        return soft
+    return target
+
+
+class RefusalLog:
+    """Refused connections counted per source and window (sans-I/O: ``now`` comes in).
+
+    Call :meth:`refused` for each refusal; when it returns True a new window started:
+    call :meth:`flush` at ``window_end`` and log what it returns (one line per source,
+    with the count and the reasons)."""
+
+    def __init__(self, window: float, max_sources: int) -> None:
+        self.window = window
+        self.max_sources = max_sources
+        self.window_end: float | None = None
+        self._counts: dict[str, collections.Counter[str]] = {}
+        self._others: collections.Counter[str] = collections.Counter()
+
+    def refused(self, source: str, reason: str, now: float) -> bool:
+        started = self.window_end is None
+        if started:
+            self.window_end = now + self.window
+        counts = self._counts.get(source)
+        if counts is None:
+            if len(self._counts) >= self.max_sources:
+                self._others[reason] += 1
+                return started
+            counts = self._counts[source] = collections.Counter()
+        counts[reason] += 1
+        return started
+
+    def flush(self) -> list[tuple[str, int, str]]:
+        """(source, count, reasons as ``reason:count,...``) of the window, which ends."""
+        lines = [
+            (source, sum(counts.values()), _reasons(counts))
+            for source, counts in self._counts.items()
+        ]
+        if self._others:
+            lines.append(("others", sum(self._others.values()), _reasons(self._others)))
+        self._counts = {}
+        self._others = collections.Counter()
+        self.window_end = None
+        return lines
+
+
+def _reasons(counts: collections.Counter[str]) -> str:
+    return ",".join(f"{reason}:{n}" for reason, n in counts.most_common())
 
 
 def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -65,6 +177,13 @@ class SipConnection(asyncio.Protocol):
         self.address: StreamAddress | None = None
         self.framer = StreamFramer(streams.server.ua.max_message_size)
         self.transport: asyncio.Transport | None = None
+        # Set at accept: whether the source matched a trunk (or loopback with no trunk),
+        # the key its slot is counted under, and whether it sent an admitted request
+        # (until then an unknown source has ``unknown_connection_timeout`` seconds).
+        self.known = True
+        self.group = ""
+        self.admitted = True
+        self.accepted_at = 0.0
         self.last_activity = 0.0
         self.incomplete_since: float | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -78,14 +197,21 @@ class SipConnection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         host, port = str(peer[0]), int(peer[1])
-        if not self.outbound and not self.streams.server.accept_connection(host):
-            log.info("event=connection_refused transport=%s source=%s", self.kind.value, host)
-            transport.abort()
-            return
+        now = self.streams.loop.time()
+        self.group = host
+        if not self.outbound:
+            refusal = self.streams.server.accept_connection(host)
+            if refusal is not None:
+                self.streams.refused(host, refusal, now)
+                transport.abort()
+                return
+            self.known = self.admitted = self.streams.server.access.knows(host)
+            if not self.known:
+                self.group = source_group(host)
         self.transport = transport
         self.address = StreamAddress(host, port, self.kind)
         self.streams.register(self)
-        self.last_activity = self.streams.loop.time()
+        self.accepted_at = self.last_activity = now
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -117,7 +243,8 @@ class SipConnection(asyncio.Protocol):
         else:
             self.incomplete_since = None
         for message in messages:
-            self.streams.server.receive(message, address)
+            if self.streams.server.receive(message, address) is True:
+                self.admitted = True
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
@@ -149,9 +276,15 @@ class SipConnection(asyncio.Protocol):
 
     def _deadline(self) -> float:
         deadline = self.last_activity + IDLE_TIMEOUT
+        if not self.admitted:
+            deadline = min(deadline, self._unadmitted_deadline)
         if self.incomplete_since is not None:
             deadline = min(deadline, self.incomplete_since + INCOMPLETE_TIMEOUT)
         return deadline
+
+    @property
+    def _unadmitted_deadline(self) -> float:
+        return self.accepted_at + self.streams.server.settings.unknown_connection_timeout
 
     def _arm(self) -> None:
         """One timer per connection; it re-checks when it fires, so it is only moved
@@ -164,19 +297,28 @@ class SipConnection(asyncio.Protocol):
         self._timer = self.streams.loop.call_at(deadline, self._on_timer)
         self._timer_at = deadline
 
+    def _timed_out(self, now: float, address: StreamAddress) -> str | None:
+        if self.incomplete_since is not None and now >= self.incomplete_since + INCOMPLETE_TIMEOUT:
+            return "incomplete_message"
+        if now >= self.last_activity + IDLE_TIMEOUT:
+            if not self.streams.in_use(address):
+                return "idle"
+            self.last_activity = now  # a long call's connection stays open
+        return None
+
     def _on_timer(self) -> None:
         self._timer = None
         if self.closing or self.address is None:
             return
         now = self.streams.loop.time()
         reason = None
-        if self.incomplete_since is not None and now >= self.incomplete_since + INCOMPLETE_TIMEOUT:
-            reason = "incomplete_message"
-        elif now >= self.last_activity + IDLE_TIMEOUT:
-            if self.streams.in_use(self.address):
-                self.last_activity = now  # a long call's connection stays open
+        if not self.admitted and now >= self._unadmitted_deadline:
+            if self.streams.server.access.knows(self.address[0]):
+                self.admitted = True  # a trunk added since its accept
             else:
-                reason = "idle"
+                reason = "no_admitted_request"
+        if reason is None:
+            reason = self._timed_out(now, self.address)
         if reason is not None:
             log.info(
                 "event=connection_timeout transport=%s source=%s:%d reason=%s",
@@ -197,7 +339,14 @@ class StreamTransports:
         self.server = server
         self.loop = server.loop
         self.connections: dict[ConnectionKey, SipConnection] = {}
+        # Connections per source: per address for trunk sources, per /24 or /64 for the
+        # others (source_group); and how many come from sources matching no trunk.
         self.per_source: dict[str, int] = {}
+        self.unknown = 0
+        # Set by the server from the open-file limit at start (connection_cap).
+        self.max_connections = MAX_CONNECTIONS
+        self.refusals = RefusalLog(REFUSAL_LOG_WINDOW, REFUSAL_LOG_SOURCES)
+        self._refusal_timer: asyncio.TimerHandle | None = None
         self.ssl_context: ssl.SSLContext | None = None
         self._tcp: asyncio.Server | None = None
         self._tls: asyncio.Server | None = None
@@ -241,11 +390,32 @@ class StreamTransports:
     def total(self) -> int:
         return len(self.connections)
 
+    @property
+    def max_unknown(self) -> int:
+        """The slots sources matching no trunk may hold together."""
+        return int(self.max_connections * UNKNOWN_SHARE)
+
+    def slot_refusal(self, host: str, known: bool, per_source: int) -> str | None:
+        """Why a new connection from ``host`` finds no slot (None: it does): ``full``,
+        ``unknown_share`` (the unknown sources' share is taken) or ``per_source`` (its
+        address, or for an unknown source its /24 or /64, has ``per_source``)."""
+        if self.total >= self.max_connections:
+            return "full"
+        if not known and self.unknown >= self.max_unknown:
+            return "unknown_share"
+        group = host if known else source_group(host)
+        if self.per_source.get(group, 0) >= per_source:
+            return "per_source"
+        return None
+
     def register(self, connection: SipConnection) -> None:
         address = connection.address
         assert address is not None
         self.connections[(connection.kind, address[0], address[1])] = connection
-        self.per_source[address[0]] = self.per_source.get(address[0], 0) + 1
+        group = connection.group
+        self.per_source[group] = self.per_source.get(group, 0) + 1
+        if not connection.known:
+            self.unknown += 1
 
     def unregister(self, connection: SipConnection) -> None:
         address = connection.address
@@ -254,11 +424,33 @@ class StreamTransports:
         key = (connection.kind, address[0], address[1])
         if self.connections.get(key) is connection:
             del self.connections[key]
-            left = self.per_source.get(address[0], 1) - 1
+            group = connection.group
+            left = self.per_source.get(group, 1) - 1
             if left > 0:
-                self.per_source[address[0]] = left
+                self.per_source[group] = left
             else:
-                self.per_source.pop(address[0], None)
+                self.per_source.pop(group, None)
+            if not connection.known:
+                self.unknown -= 1
+
+    def refused(self, host: str, reason: str, now: float) -> None:
+        """Count a refused connection; the counts are logged when the window ends."""
+        if self.refusals.refused(host, reason, now):
+            end = self.refusals.window_end
+            assert end is not None
+            self._refusal_timer = self.loop.call_at(end, self.log_refusals)
+
+    def log_refusals(self) -> None:
+        """One INFO line per source that had connections refused in the window."""
+        self._refusal_timer = None
+        for source, count, reasons in self.refusals.flush():
+            log.info(
+                "event=connection_refused source=%s count=%d reasons=%s window=%ds",
+                source,
+                count,
+                reasons,
+                round(self.refusals.window),
+            )
 
     def in_use(self, address: StreamAddress) -> bool:
         """True when an active call came in on this connection."""
@@ -346,6 +538,9 @@ class StreamTransports:
         for listener in (self._tcp, self._tls):
             if listener is not None:
                 listener.close()
+        if self._refusal_timer is not None:
+            self._refusal_timer.cancel()
+            self.log_refusals()
         for connection in list(self.connections.values()):
             if connection.transport is not None:
                 connection.transport.abort()

@@ -256,8 +256,8 @@ class UserAgent:
         let in and that was not refused (in-dialog requests and ACKs of an admitted
         call's dialog included), or a response to one of our transactions. Keep-alives,
         retransmissions (their first copy was judged), unparseable input, refused and
-        dropped requests are not (the runtime closes a stream from an unknown source that sends nothing
-        admitted: runtime/transports.py)."""
+        dropped requests are not (the runtime closes a stream from an unknown source
+        that sends nothing admitted: runtime/transports.py)."""
         # RFC 5626 §4.4.1 keep-alives (CRLF) carry no message.
         if not data.strip(b"\r\n"):
             return False
