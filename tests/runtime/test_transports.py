@@ -788,3 +788,44 @@ async def test_refused_connections_are_logged_once_per_source_and_window(
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_tls_handshakes_hold_slots_like_connections(
+    make_bridge: BridgeFactory, certs: tuple[Path, Path, Path]
+) -> None:
+    """TCP connections to the TLS port that never start their handshake are judged and
+    counted at their accept: the per-source cap refuses the next at once, and an unknown
+    source's stalled handshake ends with the unknown-source timeout (not 10 s)."""
+    bridge = await make_bridge(
+        max_connections_per_source=2, unknown_connection_timeout=0.5, **tls_settings(certs)
+    )
+    tls = bridge.tls_address
+    assert tls is not None
+    loop = asyncio.get_running_loop()
+    stalled: list[StreamClient] = []
+    try:
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(*tls, local_addr=("127.0.0.40", 0))
+            stalled.append(StreamClient(reader, writer, "TCP"))
+        started = loop.time()
+        assert await stalled[2].closed(1.0)  # the third: refused at once
+        for _ in range(100):
+            if bridge.streams.per_source.get("127.0.0.0/24") == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert bridge.streams.per_source["127.0.0.0/24"] == 2 == bridge.streams.unknown
+        assert await stalled[0].closed(3) and await stalled[1].closed(3)
+        assert loop.time() - started < 3.0
+        for _ in range(100):
+            if not bridge.streams.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert bridge.streams.total == 0 and bridge.streams.unknown == 0
+        # A TLS client from a known source still gets through.
+        client = await StreamClient.open(tls, context=client_context(certs[0]))
+        stalled.append(client)
+        client.send(client.options())
+        assert (await client.final()).status == 200
+    finally:
+        for client in stalled:
+            await client.close()

@@ -23,7 +23,9 @@ accept; a trunk's connection with no complete message (or keep-alive) for
 without finishing it within ``INCOMPLETE_TIMEOUT`` seconds is closed (slowloris). A
 framing error answers 400 to a known source when the broken message was a request, then
 closes the connection. Refused connections are logged once per source and minute, with
-their count (:class:`RefusalLog`).
+their count (:class:`RefusalLog`). The TLS listener is an accept loop of our own: a
+connection is judged and counted before its handshake (:meth:`SipConnection.handshake`),
+so handshakes hold slots like connections.
 """
 
 from __future__ import annotations
@@ -188,6 +190,7 @@ class SipConnection(asyncio.Protocol):
         self.incomplete_since: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._handshaking = False  # a TLS connection counted before its handshake ends
 
     # -- asyncio.Protocol --------------------------------------------------------
 
@@ -195,24 +198,56 @@ class SipConnection(asyncio.Protocol):
         # Not an isinstance check: uvloop's TLS transport is no asyncio.Transport subclass
         # but has the same methods (write, abort, close, get_extra_info).
         transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
-        host, port = str(peer[0]), int(peer[1])
+        if self.address is None:
+            peer = transport.get_extra_info("peername")
+            if not self.accept(str(peer[0]), int(peer[1])):
+                transport.abort()
+                return
+        # else: a TLS connection accepted (and counted) before its handshake
+        self._handshaking = False
+        self.transport = transport
+        self._arm()
+
+    def accept(self, host: str, port: int) -> bool:
+        """Judge and count a new connection from ``host`` (ours are not judged); False
+        when it is refused (counted for the log)."""
         now = self.streams.loop.time()
         self.group = host
         if not self.outbound:
             refusal = self.streams.server.accept_connection(host)
             if refusal is not None:
                 self.streams.refused(host, refusal, now)
-                transport.abort()
-                return
+                return False
             self.known = self.admitted = self.streams.server.access.knows(host)
             if not self.known:
                 self.group = source_group(host)
-        self.transport = transport
         self.address = StreamAddress(host, port, self.kind)
         self.streams.register(self)
         self.accepted_at = self.last_activity = now
-        self._arm()
+        return True
+
+    async def handshake(self, sock: socket.socket) -> None:
+        """The server side of the TLS handshake on a connection :meth:`accept` took
+        (within ``HANDSHAKE_TIMEOUT``, or the unknown-source timeout when shorter);
+        :meth:`connection_made` follows when it succeeds."""
+        streams = self.streams
+        timeout = HANDSHAKE_TIMEOUT
+        if not self.known:
+            timeout = min(timeout, streams.server.settings.unknown_connection_timeout)
+        self._handshaking = True
+        try:
+            await streams.loop.connect_accepted_socket(
+                lambda: self, sock, ssl=streams.ssl_context, ssl_handshake_timeout=timeout
+            )
+        except Exception as exc:  # failed or timed out: the transport closed the socket
+            log.info(
+                "event=tls_handshake_failed source=%s error=%s",
+                self.address[0] if self.address is not None else "-",
+                (str(exc) or type(exc).__name__).replace(" ", "_")[:120],
+            )
+        finally:
+            if self._handshaking:  # cancelled (shutdown) or failed
+                self.streams.unregister(self)
 
     def data_received(self, data: bytes) -> None:
         address = self.address
@@ -267,6 +302,12 @@ class SipConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def abort(self) -> None:
+        """Close at once (a TLS handshake still running is cancelled by
+        :meth:`StreamTransports.close` or its timeout)."""
+        if self.transport is not None:
+            self.transport.abort()
 
     @property
     def closing(self) -> bool:
@@ -349,8 +390,10 @@ class StreamTransports:
         self._refusal_timer: asyncio.TimerHandle | None = None
         self.ssl_context: ssl.SSLContext | None = None
         self._tcp: asyncio.Server | None = None
-        self._tls: asyncio.Server | None = None
+        self._tls: socket.socket | None = None
+        self._tls_task: asyncio.Future[None] | None = None
         self._connecting: dict[ConnectionKey, list[bytes]] = {}
+        self._handshakes: set[asyncio.Future[None]] = set()
         self._client_context: ssl.SSLContext | None = None
 
     async def start(self, host: str, port: int) -> None:
@@ -368,15 +411,15 @@ class StreamTransports:
             )
         if settings.tls_cert is not None and settings.tls_key is not None:
             self.ssl_context = server_ssl_context(settings.tls_cert, settings.tls_key)
-            self._tls = await self.loop.create_server(
-                lambda: SipConnection(self, Transport.TLS),
-                host,
-                settings.tls_port,
-                family=family,
-                reuse_address=True,
-                ssl=self.ssl_context,
-                ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+            # Our own accept loop: each connection is judged and counted at its accept,
+            # before its handshake (SipConnection.handshake), so handshakes hold slots
+            # like connections and a refused one costs no TLS work.
+            listener = socket.create_server(
+                (host.strip("[]"), settings.tls_port), family=family, backlog=1024
             )
+            listener.setblocking(False)
+            self._tls = listener
+            self._tls_task = asyncio.ensure_future(self._accept_tls(listener))
 
     @property
     def tcp_address(self) -> Address | None:
@@ -384,7 +427,24 @@ class StreamTransports:
 
     @property
     def tls_address(self) -> Address | None:
-        return _bound(self._tls)
+        if self._tls is None:
+            return None
+        host, port = self._tls.getsockname()[:2]
+        return str(host), int(port)
+
+    async def _accept_tls(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                sock, peer = await self.loop.sock_accept(listener)
+            except OSError as exc:  # e.g. out of file descriptors: try again shortly
+                log.warning("event=accept_failed transport=tls error=%s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            connection = SipConnection(self, Transport.TLS)
+            if not connection.accept(str(peer[0]), int(peer[1])):
+                sock.close()
+                continue
+            self.handshake(connection, sock)
 
     @property
     def total(self) -> int:
@@ -432,6 +492,12 @@ class StreamTransports:
                 self.per_source.pop(group, None)
             if not connection.known:
                 self.unknown -= 1
+
+    def handshake(self, connection: SipConnection, sock: socket.socket) -> None:
+        """Run ``connection``'s TLS handshake (cancelled by :meth:`close`)."""
+        task = asyncio.ensure_future(connection.handshake(sock))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
 
     def refused(self, host: str, reason: str, now: float) -> None:
         """Count a refused connection; the counts are logged when the window ends."""
@@ -526,24 +592,28 @@ class StreamTransports:
     def drop(self, address: StreamAddress) -> None:
         """Close the connection at ``address`` at once (its source was banned)."""
         connection = self.connections.get((address.transport, address[0], address[1]))
-        if connection is not None and connection.transport is not None:
+        if connection is not None:
             log.info(
                 "event=connection_closed transport=%s source=%s reason=banned",
                 address.transport.value,
                 address[0],
             )
-            connection.transport.abort()
+            connection.abort()
 
     def close(self) -> None:
-        for listener in (self._tcp, self._tls):
-            if listener is not None:
-                listener.close()
+        if self._tcp is not None:
+            self._tcp.close()
+        if self._tls_task is not None:
+            self._tls_task.cancel()
+        if self._tls is not None:
+            self._tls.close()
         if self._refusal_timer is not None:
             self._refusal_timer.cancel()
             self.log_refusals()
+        for task in list(self._handshakes):
+            task.cancel()
         for connection in list(self.connections.values()):
-            if connection.transport is not None:
-                connection.transport.abort()
+            connection.abort()
 
 
 def _bound(listener: asyncio.Server | None) -> Address | None:
