@@ -18,7 +18,7 @@ from sipbridge.store.db import (
 )
 from sipbridge.store.models import Base, Call
 
-HEAD = "0007"
+HEAD = "0008"
 
 
 def test_normalize_url() -> None:
@@ -100,6 +100,8 @@ def test_packaged_migrations() -> None:
     assert sixth is not None and sixth.down_revision == "0005"
     seventh = script.get_revision("0007")
     assert seventh is not None and seventh.down_revision == "0006"
+    eighth = script.get_revision("0008")
+    assert eighth is not None and eighth.down_revision == "0007"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:

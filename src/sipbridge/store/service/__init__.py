@@ -40,12 +40,14 @@ from sipbridge.store.service.calls import MAX_PAGE as MAX_PAGE
 from sipbridge.store.service.calls import (
     CallFilter,
     call_row_values,
+    close_interrupted,
     get_call,
     iter_calls,
     list_calls,
     list_calls_page,
     save_call,
     save_call_events,
+    write_call,
 )
 from sipbridge.store.service.numbers import (
     NumberRoute,
@@ -85,6 +87,7 @@ __all__ = [
     "add_trunk",
     "call_row_values",
     "call_stats",
+    "close_interrupted",
     "create_api_key",
     "get_agent",
     "get_call",
@@ -112,4 +115,5 @@ __all__ = [
     "update_trunk",
     "validate_ban_address",
     "verify_api_key",
+    "write_call",
 ]
