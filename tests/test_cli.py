@@ -430,6 +430,25 @@ def test_serve_builds_settings(
     ]
 
 
+def test_serve_record_options(
+    runner: CliRunner,
+    env: dict[str, str],
+    fake_server: list[ServeSettings],
+    tmp_path: Path,
+) -> None:
+    spool = str(tmp_path / "records.spool")
+    args = ["serve", "--instance-id", "sip-1", "--spool", spool, "--spool-max-mb", "2"]
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    [settings] = fake_server
+    assert (settings.instance_id, settings.spool_path) == ("sip-1", spool)
+    assert settings.owner_id == "sip-1" and settings.spool_max_bytes == 2 * 1024 * 1024
+    fake_server.clear()
+    result = runner.invoke(app, ["serve"], env={**env, "SIPBRIDGE_INSTANCE_ID": "from-env"})
+    assert result.exit_code == 0, result.output
+    assert fake_server[0].owner_id == "from-env"
+
+
 def test_serve_defaults_and_env(
     runner: CliRunner, env: dict[str, str], db_url: str, fake_server: list[ServeSettings]
 ) -> None:
@@ -639,6 +658,7 @@ def test_database_errors_are_one_line(runner: CliRunner, tmp_path: Path) -> None
         (["--auth-realm", " "], "--auth-realm"),
         (["--auth-algorithms", "sha-512"], "--auth-algorithms"),
         (["--auth-algorithms", ","], "--auth-algorithms"),
+        (["--instance-id", " "], "--instance-id"),
     ],
 )
 def test_serve_bad_options_exit_2(
