@@ -468,3 +468,43 @@ async def test_close_keeps_a_write_the_store_did_not_finish_in_the_spool(tmp_pat
     assert writer.pending == 2
     await writer.close(0.2)
     assert [e.record.id for e in RecordSpool(tmp_path / "r.spool").entries()] == ["slow", "next"]
+
+
+async def test_unhealthy_without_a_spool_entry_recovers_by_a_probe_write(tmp_path: Path) -> None:
+    """A record dropped (the spool full) leaves nothing to replay: an empty write tells
+    when the store takes writes again, so /readyz does not wait for the next call."""
+    from sipbridge.runtime.metrics import Metrics
+
+    store = _FlakyStore(failures=1)
+    probes: list[bool] = []
+    refusing = [True]
+
+    async def probe(_db: Database) -> None:
+        probes.append(True)
+        if refusing[0]:
+            raise OSError("connection refused")
+
+    writer = RecordWriter(
+        Database("sqlite://"),
+        RecordSpool(tmp_path / "r.spool", max_bytes=4096),
+        Metrics(),
+        "me",
+        write=store,
+        probe=probe,
+    )
+    writer.retry_backoff(0.05, 0.1)
+    await writer.start()
+    try:
+        big = _record("big", CallStatus.FAILED)
+        big.reason = "x" * 5000  # larger than the spool: dropped
+        writer.submit(big)
+        deadline = time.monotonic() + 5
+        while not probes and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert probes and not writer.healthy and writer.spool.depth == 0
+        refusing[0] = False
+        while not writer.healthy and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert writer.healthy
+    finally:
+        await writer.close(1.0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, String, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, String, literal, or_, select, tuple_, update
 
 from sipbridge.numbers import InvalidField, InvalidNumber, caller_location, normalize_e164
 from sipbridge.store.db import Database
@@ -36,6 +36,7 @@ __all__ = [
     "iter_calls",
     "list_calls",
     "list_calls_page",
+    "probe_call_write",
     "save_call",
     "save_call_events",
     "write_call",
@@ -154,6 +155,13 @@ async def write_call(db: Database, record: CallRecord, events: Sequence[CallEven
         if closing and rows:
             session.add_all(CallEventRow(**row) for row in rows)
     return True
+
+
+async def probe_call_write(db: Database) -> None:
+    """A write to ``calls`` that changes nothing (an UPDATE matching no row): raises
+    when the database refuses writes (SQLite locked, PostgreSQL read-only or down)."""
+    async with db.sessionmaker() as session, session.begin():
+        await session.execute(update(Call).where(Call.id == "").values(status=Call.status))
 
 
 async def close_interrupted(db: Database, owner: str) -> list[str]:
