@@ -508,3 +508,37 @@ async def test_unhealthy_without_a_spool_entry_recovers_by_a_probe_write(tmp_pat
         assert writer.healthy
     finally:
         await writer.close(1.0)
+
+
+async def test_a_database_that_hangs_delays_no_call_and_shutdown_spools_the_records(
+    tmp_path: Path,
+) -> None:
+    """Record writes that never finish: calls are answered and hung up as usual, and the
+    records still waiting at shutdown are kept in the spool."""
+    hung = asyncio.Event()
+
+    async def hanging(_db: Database, _record: CallRecord, _events: Any) -> bool:
+        hung.set()
+        await asyncio.sleep(60)
+        return True
+
+    settings = dataclasses.replace(
+        loopback_settings(tmp_path / "hang.db", agent_connect_timeout=2.0), instance_id="inst-h"
+    )
+    server = SipBridgeServer(settings)
+    server.records = RecordWriter(
+        server.db, RecordSpool(settings.spool_file), server.metrics, "inst-h", write=hanging
+    )
+    await server.start()
+    try:
+        async with EchoAgent() as agent:
+            await route_to(server, agent.url)
+            for n in range(2):
+                await call_and_hang_up(server, f"hang-{n}")
+        assert hung.is_set() and server.records.pending
+    finally:
+        await server.stop()
+    entries = RecordSpool(settings.spool_file).entries()
+    finals = {e.record.sip_call_id: e.record for e in entries if not e.record.status.is_open}
+    assert set(finals) == {"hang-0", "hang-1"}
+    assert all(r.status is CallStatus.ANSWERED and r.owner == "inst-h" for r in finals.values())
