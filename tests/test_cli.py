@@ -320,13 +320,13 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0008" in result.stdout
+    assert "revision 0009" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
             return await db.current_revision()
 
-    assert asyncio.run(revision()) == "0008"
+    assert asyncio.run(revision()) == "0009"
 
 
 def test_db_option_overrides_env(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -428,6 +428,25 @@ def test_serve_builds_settings(
             http_port=9090,
         )
     ]
+
+
+def test_serve_record_options(
+    runner: CliRunner,
+    env: dict[str, str],
+    fake_server: list[ServeSettings],
+    tmp_path: Path,
+) -> None:
+    spool = str(tmp_path / "records.spool")
+    args = ["serve", "--instance-id", "sip-1", "--spool", spool, "--spool-max-mb", "2"]
+    result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 0, result.output
+    [settings] = fake_server
+    assert (settings.instance_id, settings.spool_path) == ("sip-1", spool)
+    assert settings.owner_id == "sip-1" and settings.spool_max_bytes == 2 * 1024 * 1024
+    fake_server.clear()
+    result = runner.invoke(app, ["serve"], env={**env, "SIPBRIDGE_INSTANCE_ID": "from-env"})
+    assert result.exit_code == 0, result.output
+    assert fake_server[0].owner_id == "from-env"
 
 
 def test_serve_defaults_and_env(
@@ -639,6 +658,7 @@ def test_database_errors_are_one_line(runner: CliRunner, tmp_path: Path) -> None
         (["--auth-realm", " "], "--auth-realm"),
         (["--auth-algorithms", "sha-512"], "--auth-algorithms"),
         (["--auth-algorithms", ","], "--auth-algorithms"),
+        (["--instance-id", " "], "--instance-id"),
     ],
 )
 def test_serve_bad_options_exit_2(
@@ -1377,7 +1397,7 @@ def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -
         for name in list(os.environ):
             if name.startswith("SIPBRIDGE_"):
                 monkeypatch.delenv(name)
-        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0008")
+        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0009")
         result = invoke(
             runner, pg_env, "agent", "add", "bot", "--url", "wss://a", "--url", "wss://b"
         )

@@ -374,3 +374,23 @@ def test_default_db_path_reads_the_environment(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("XDG_DATA_HOME")
     monkeypatch.setattr(config.os, "geteuid", lambda: 0)
     assert config.default_db_path() == Path("/var/lib/sipbridge/sipbridge.db")
+
+
+def test_instance_id_and_spool_file_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqlite = ServeSettings(sip_port=5070, db=f"sqlite:///{tmp_path / 'calls.db'}")
+    assert sqlite.owner_id == f"{socket.gethostname()}:5070"  # the same after a restart
+    assert sqlite.spool_file == tmp_path / "calls.db.spool"  # beside the database
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    postgres = ServeSettings(db="postgresql://u:p@db/sipbridge", instance_id="sip 1/a")
+    assert postgres.owner_id == "sip 1/a"
+    assert postgres.spool_file == tmp_path / "data" / "sipbridge" / "records-sip_1_a.spool"
+    memory = ServeSettings(db="sqlite://", instance_id="x")
+    assert memory.spool_file.name == "records-x.spool"
+    assert ServeSettings(spool_path=str(tmp_path / "s")).spool_file == tmp_path / "s"
+    for bad in ("", " ", "a\nb", "x" * 256):
+        with pytest.raises(ValueError, match="instance_id"):
+            ServeSettings(instance_id=bad)
+    with pytest.raises(ValueError, match="spool_max_bytes"):
+        ServeSettings(spool_max_bytes=100)

@@ -282,8 +282,23 @@ class ServeSettings:
     # Seconds a TCP/TLS connection from a source matching no trunk may stay open without
     # an admitted request (docs/security.md, "Transports").
     unknown_connection_timeout: float = 5.0
+    # Call records (docs/operations.md): who owns the open calls this process writes
+    # (None: ``<hostname>:<sip_port>``, stable across restarts), and the spool file that
+    # keeps records the database refused (None: beside a SQLite file, else in the data
+    # directory; see ``spool_file``) and its size cap.
+    instance_id: str | None = None
+    spool_path: str | None = None
+    spool_max_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
+        if self.instance_id is not None and (
+            not self.instance_id.strip()
+            or not self.instance_id.isprintable()
+            or len(self.instance_id) > 255
+        ):
+            raise ValueError("instance_id must be printable text of 1-255 characters")
+        if self.spool_max_bytes < 4096:
+            raise ValueError("spool_max_bytes must be at least 4096")
         self._check_transports()
         if not 0 <= self.sip_port <= 65535:
             raise ValueError(f"sip_port {self.sip_port} is outside 0-65535")
@@ -350,6 +365,41 @@ class ServeSettings:
                     pass
             except OSError as exc:
                 raise ValueError(f"{name} {path!r} cannot be read: {exc.strerror}") from exc
+
+    @property
+    def owner_id(self) -> str:
+        """This instance's id on the calls it writes: ``--instance-id``, else
+        ``<hostname>:<sip_port>`` (the same after a restart, different for two instances
+        on one host)."""
+        if self.instance_id is not None:
+            return self.instance_id.strip()
+        return f"{socket.gethostname()}:{self.sip_port}"
+
+    @property
+    def spool_file(self) -> Path:
+        """The record spool: ``--spool``; else ``<database file>.spool`` beside a SQLite
+        database, or ``records-<instance id>.spool`` in the default data directory (the
+        folder of ``default_db_path()``) for PostgreSQL and in-memory SQLite."""
+        if self.spool_path is not None:
+            return Path(self.spool_path).expanduser()
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(self.db)
+        except Exception:  # the database layer reports a bad URL
+            url = None
+        database = url.database if url is not None else None
+        if (
+            url is not None
+            and url.get_backend_name() == "sqlite"
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
+        ):
+            path = Path(database).expanduser().absolute()
+            return path.with_name(path.name + ".spool")
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.owner_id)
+        return default_db_path().parent / f"records-{safe}.spool"
 
     @property
     def realm(self) -> str:

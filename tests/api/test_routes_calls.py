@@ -291,3 +291,28 @@ async def test_csv_neutralizes_formulas(client: httpx.AsyncClient, db: Database)
 )
 def test_csv_cell(value: object, cell: str) -> None:
     assert csv_cell(value) == cell
+
+
+async def test_calls_in_progress_are_listed_and_filtered(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    ringing = call("r1", T0)
+    ringing.status, ringing.owner, ringing.updated_at = CallStatus.RINGING, "host:5060", T0
+    active = call("a1", T0 + timedelta(minutes=1))
+    active.status = CallStatus.ACTIVE
+    interrupted = call("i1", T0 + timedelta(minutes=2))
+    interrupted.status, interrupted.reason = CallStatus.INTERRUPTED, "instance_restarted"
+    for record in (ringing, active, interrupted):
+        await service.write_call(db, record)
+    page = await get_page(client)
+    assert [(item["id"], item["status"]) for item in page["items"]] == [
+        ("i1", "interrupted"),
+        ("a1", "active"),
+        ("r1", "ringing"),
+    ]
+    assert page["items"][2]["owner"] == "host:5060"
+    assert page["items"][2]["updated_at"] == T0.isoformat()
+    assert ids(await get_page(client, status="active")) == ["a1"]
+    assert ids(await get_page(client, status="interrupted")) == ["i1"]
+    csv_rows = read_csv((await client.get("/api/calls.csv")).text)
+    assert {row["status"] for row in csv_rows} == {"ringing", "active", "interrupted"}

@@ -46,8 +46,10 @@ async def records(
 ) -> list[CallRecord]:
     deadline = time.monotonic() + timeout
     while True:
+        # Idle first, then read: a call's row exists (ringing) before its final write.
+        idle = not server.calls and not server.pending_tasks
         found = await service.list_calls(server.db)
-        if len(found) >= count and not server.calls and not server.pending_tasks:
+        if len(found) >= count and idle:
             return found
         if time.monotonic() > deadline:
             raise AssertionError(f"expected {count} call records, found {found}")

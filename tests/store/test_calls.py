@@ -1,5 +1,6 @@
 import base64
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -285,3 +286,72 @@ async def test_records_with_unstorable_text_are_stored_cleaned_and_cut(db: Datab
         {"role": "caller", "text": "a%00b%FF"},
         {"k%00": ["%1B[2J"]},
     ]
+
+
+def _open_call(call_id: str, owner: str, status: CallStatus, at: datetime) -> CallRecord:
+    return CallRecord(
+        id=call_id,
+        sip_call_id=f"{call_id}@t",
+        from_number=None,
+        to_number=None,
+        agent=None,
+        received_at=at,
+        answered_at=at + timedelta(seconds=1) if status is CallStatus.ACTIVE else None,
+        status=status,
+        owner=owner,
+        updated_at=at + timedelta(seconds=30),
+    )
+
+
+async def test_close_interrupted_closes_only_the_owners_open_calls(db: Database) -> None:
+    t0 = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    for record in (
+        _open_call("a-ring", "a", CallStatus.RINGING, t0),
+        _open_call("a-up", "a", CallStatus.ACTIVE, t0),
+        _open_call("a-done", "a", CallStatus.ANSWERED, t0),
+        _open_call("b-up", "b", CallStatus.ACTIVE, t0),
+    ):
+        await service.write_call(db, record)
+    assert sorted(await service.close_interrupted(db, "a")) == ["a-ring", "a-up"]
+    calls = {c.id: c for c in await service.list_calls(db)}
+    up = calls["a-up"]
+    assert up.status is CallStatus.INTERRUPTED and up.reason == "instance_restarted"
+    assert up.ended_at == t0 + timedelta(seconds=30) and up.duration_s == 29.0
+    assert calls["a-ring"].status is CallStatus.INTERRUPTED and calls["a-ring"].duration_s is None
+    assert calls["a-done"].status is CallStatus.ANSWERED
+    assert calls["b-up"].status is CallStatus.ACTIVE  # another instance's call
+    assert await service.close_interrupted(db, "a") == []
+    # The call's own end, replayed from a spool after that, still lands with its events.
+    final = _open_call("a-up", "a", CallStatus.ANSWERED, t0)
+    event = CallEvent("a-up", t0, "transcript", {"role": "agent", "text": "hi"})
+    assert await service.write_call(db, final, [event])
+    detail = await service.get_call(db, "a-up")
+    assert detail.record.status is CallStatus.ANSWERED and len(detail.events) == 1
+
+
+async def test_probe_call_write_fails_while_sqlite_is_locked(tmp_path: Path) -> None:
+    import sqlite3
+
+    from sipbridge.store import db as db_module
+
+    path = tmp_path / "probe.db"
+    database = Database(f"sqlite:///{path}")
+    try:
+        await database.upgrade()
+        await service.probe_call_write(database)
+        await database.engine.dispose()
+        lock = sqlite3.connect(path, isolation_level=None)
+        try:
+            lock.execute("BEGIN EXCLUSIVE")
+            old = db_module._SQLITE_BUSY_TIMEOUT_MS
+            db_module._SQLITE_BUSY_TIMEOUT_MS = 50
+            try:
+                with pytest.raises(Exception, match="locked"):
+                    await service.probe_call_write(database)
+            finally:
+                db_module._SQLITE_BUSY_TIMEOUT_MS = old
+        finally:
+            lock.close()
+        await service.probe_call_write(database)
+    finally:
+        await database.close()

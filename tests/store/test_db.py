@@ -18,7 +18,7 @@ from sipbridge.store.db import (
 )
 from sipbridge.store.models import Base, Call
 
-HEAD = "0008"
+HEAD = "0009"
 
 
 def test_normalize_url() -> None:
@@ -102,6 +102,8 @@ def test_packaged_migrations() -> None:
     assert seventh is not None and seventh.down_revision == "0006"
     eighth = script.get_revision("0008")
     assert eighth is not None and eighth.down_revision == "0007"
+    ninth = script.get_revision("0009")
+    assert ninth is not None and ninth.down_revision == "0008"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:

@@ -32,6 +32,8 @@ def make_call(**overrides: object) -> CallRecord:
 
 
 def test_call_status_values() -> None:
+    assert [s.value for s in CallStatus if s.is_open] == ["ringing", "active"]
+    assert not CallStatus.INTERRUPTED.is_open and CallStatus("interrupted").value == "interrupted"
     assert str(CallStatus.ANSWERED) == "answered"
     assert CallStatus.FAILED.value == "failed"
     assert CallStatus("cancelled") is CallStatus.CANCELLED
@@ -126,6 +128,8 @@ def test_to_json() -> None:
         "turns": None,
         "response_p50_ms": None,
         "response_max_ms": None,
+        "owner": None,
+        "updated_at": None,
     }
     json.dumps(data)  # serializable as is
     assert datetime.fromisoformat(data["received_at"]) == T0

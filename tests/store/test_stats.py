@@ -116,6 +116,20 @@ async def test_totals_and_reasons(seeded: Database) -> None:
     ]
 
 
+async def test_calls_in_progress_and_interrupted_are_not_failures(db: Database) -> None:
+    for record in (
+        call("r1", MONDAY, CallStatus.RINGING),
+        call("c1", MONDAY, CallStatus.ACTIVE),
+        call("i1", MONDAY, CallStatus.INTERRUPTED, reason="instance_restarted"),
+        call("a1", MONDAY, CallStatus.ANSWERED, duration=10),
+    ):
+        await service.save_call(db, record)
+    stats = await service.call_stats(db, None, None)
+    assert (stats.total, stats.answered, stats.failed, stats.cancelled) == (4, 1, 0, 0)
+    assert (stats.in_progress, stats.interrupted) == (2, 1)
+    assert stats.failure_reasons == [{"reason": "instance_restarted", "count": 1}]
+
+
 async def test_time_buckets(seeded: Database) -> None:
     stats = await service.call_stats(seeded, None, None)
     hours = [0] * 24
@@ -188,6 +202,8 @@ async def test_stats_json_shape(seeded: Database) -> None:
         "answered",
         "failed",
         "cancelled",
+        "interrupted",
+        "in_progress",
         "success_rate",
         "average_duration_s",
         "failure_reasons",

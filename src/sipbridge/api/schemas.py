@@ -328,7 +328,10 @@ class CallOut(_Out):
     answered_at: Timestamp | None
     ended_at: Timestamp | None
     duration_s: float | None
-    status: Literal["answered", "failed", "cancelled"]
+    status: Literal["ringing", "active", "answered", "failed", "cancelled", "interrupted"] = Field(
+        description="ringing, active: in progress; answered, failed, cancelled: how it ended; "
+        "interrupted: the instance handling it ended (crash) and closed it at its next start"
+    )
     reason: str | None
     sip_code: int | None
     codec: str | None
@@ -371,6 +374,12 @@ class CallOut(_Out):
         "audio after it, measured at the bridge, ms; null without any turn"
     )
     response_max_ms: float | None = Field(description="Longest such response time, ms")
+    owner: str | None = Field(
+        default=None, description="The instance (--instance-id) that handled the call"
+    )
+    updated_at: Timestamp | None = Field(
+        default=None, description="When that instance last wrote the record"
+    )
 
 
 class CallPage(_Out):
@@ -444,6 +453,10 @@ class CallStatsOut(_Out):
     answered: int
     failed: int
     cancelled: int
+    interrupted: int = Field(
+        description="closed by their instance's next start after it ended mid-call (crash)"
+    )
+    in_progress: int = Field(description="ringing or active now: neither answered nor failed")
     success_rate: float = Field(description="answered / total; 0 without calls")
     average_duration_s: float | None = Field(description="over answered calls")
     failure_reasons: list[ReasonCount]

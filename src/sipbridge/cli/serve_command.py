@@ -233,6 +233,26 @@ def serve(
             "open without an admitted request.",
         ),
     ] = 5.0,
+    instance_id: Annotated[
+        str | None,
+        _setting(
+            "--instance-id",
+            help="This instance's id on the calls it records; at start it closes its own "
+            "calls left open as interrupted (default: hostname:sip-port).",
+        ),
+    ] = None,
+    spool: Annotated[
+        str | None,
+        _setting(
+            "--spool",
+            help="File keeping call records the database refused until it takes them "
+            "(default: beside a SQLite file, else in the data directory).",
+        ),
+    ] = None,
+    spool_max_mb: Annotated[
+        int,
+        _setting("--spool-max-mb", min=1, help="Size cap of the spool file, MiB."),
+    ] = 64,
 ) -> None:
     """Run the SIP server and its HTTP API."""
     rtp_min, rtp_max = _parsed("--rtp-ports", parse_port_range, rtp_ports)
@@ -254,6 +274,10 @@ def serve(
     for option, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
         if path is not None and not os.access(path, os.R_OK):
             _fail(f"{option}: {path!r} cannot be read", 2)
+    if instance_id is not None and (
+        not instance_id.strip() or not instance_id.isprintable() or len(instance_id) > 255
+    ):
+        _fail("--instance-id: must be printable, non-empty text of at most 255 characters", 2)
     db_url = database_url(db)
     settings = ServeSettings(
         sip_host=sip_host,
@@ -288,6 +312,9 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         unknown_connection_timeout=unknown_connection_timeout,
+        instance_id=instance_id,
+        spool_path=spool,
+        spool_max_bytes=spool_max_mb * 1024 * 1024,
     )
 
     async def migrate(_database: Database) -> None:

@@ -108,6 +108,7 @@ class Call:
             to_number=None,
             agent=None,
             received_at=utcnow(),
+            status=CallStatus.RINGING,  # until answered, rejected or cancelled
             source=f"{sip.source[0]}:{sip.source[1]}",
             trunk=sip.trunk,
         )
@@ -414,8 +415,10 @@ class Call:
         self.record.answered_at = utcnow()
         self._answered_at = self.server.loop.time()
         self.server.metrics.setup_seconds.observe(self._answered_at - self._received_at)
-        self.record.status = CallStatus.ANSWERED
+        self.record.status = CallStatus.ANSWERED  # how it ends, once it does
         self.record.sip_code = 200
+        # The store shows the call in progress (a background write: no waiting here).
+        self.server.records.submit(self.record, status=CallStatus.ACTIVE)
         self.media.session.sending = chosen.direction in ("sendrecv", "sendonly")
         self._on_hold = chosen.direction in ("sendonly", "inactive")
         self._media_since = self._answered_at
@@ -758,6 +761,9 @@ class Call:
             )
         if self._dropped_audio:
             metrics.agent_audio_dropped_bytes.inc(self._dropped_audio)
+        if self.record.status.is_open:  # ended before any answer or rejection
+            self.record.status = CallStatus.FAILED
+            self.record.reason = self.record.reason or "internal_error"
         metrics.calls.labels(self.record.status.value, self.record.reason or "").inc()
         self.server.call_finished(self, self._call_events)
 

@@ -140,6 +140,40 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # Call records (runtime/recorder.py): every record is written, spooled (the
+        # database refused it; written later from the spool) or, with a full spool,
+        # dropped. Closed records written = final rows in the table from this process.
+        self.call_records_written = Counter(
+            "sipbridge_call_records_written",
+            "Call record writes the store took, by state (open: ringing/active, closed: "
+            "final) and path (direct, or replayed from the spool).",
+            ["state", "via"],
+            registry=r,
+        )
+        self.call_records_spooled = Counter(
+            "sipbridge_call_records_spooled",
+            "Call record writes kept in the local spool because the store refused them "
+            "(or older ones were waiting there).",
+            registry=r,
+        )
+        self.call_record_write_failures = Counter(
+            "sipbridge_call_record_write_failures",
+            "Failed call record writes, by reason (locked, read_only, unavailable, error).",
+            ["reason"],
+            registry=r,
+        )
+        self.call_records_dropped = Counter(
+            "sipbridge_call_records_dropped",
+            "Call record writes lost: the spool was full (spool_full) or not writable "
+            "(spool_error).",
+            ["reason"],
+            registry=r,
+        )
+        self.record_spool_depth = Gauge(
+            "sipbridge_record_spool_depth",
+            "Call record writes waiting in the spool for the store.",
+            registry=r,
+        )
         self.asgi_app = make_asgi_app(registry=r)
 
     def watch_guard(self, guard: SourceGuard, now: Callable[[], float]) -> None:

@@ -44,6 +44,7 @@ from sipbridge.runtime.bans import BanSync
 from sipbridge.runtime.call import Call
 from sipbridge.runtime.media import MediaClock, RtpPortAllocator
 from sipbridge.runtime.metrics import Metrics
+from sipbridge.runtime.recorder import RecordWriter
 from sipbridge.runtime.transports import (
     FD_RESERVE,
     StreamTransports,
@@ -76,6 +77,7 @@ from sipbridge.sip.values import NameAddr
 from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallEvent, CallRecord, CallStatus, TrunkRecord, utcnow
+from sipbridge.store.spool import RecordSpool
 from sipbridge.wiretext import clean, clean_opt
 
 log = logging.getLogger("sipbridge.server")
@@ -93,6 +95,8 @@ CEILING_MIN_CALLS = 10
 CEILING_SECONDS = 60.0
 # Retry-After (seconds) of the 503 for a trunk at its max_calls.
 TRUNK_BUSY_RETRY_AFTER = 5
+# /readyz says not ready while more record writes than this wait in the spool.
+READY_SPOOL_DEPTH = 100
 # Access reasons logged at debug only: what every scanner and every first INVITE of a
 # digest trunk produces.
 _QUIET_ACCESS_REASONS = frozenset({"unknown_source", "auth_required", "scanner"})
@@ -177,6 +181,14 @@ class SipBridgeServer:
         self.metrics.active_calls.set_function(lambda: len(self.calls))
         self.metrics.watch_guard(self.guard, self.loop.time)
         self.bans = BanSync(self.guard, self.db, self.metrics, self.loop, self._spawn)
+        # Call records: written in the background, kept in a local spool while the
+        # database refuses them (runtime/recorder.py).
+        self.records = RecordWriter(
+            self.db,
+            RecordSpool(settings.spool_file, settings.spool_max_bytes),
+            self.metrics,
+            settings.owner_id,
+        )
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Future[None] | None = None
         self.streams = StreamTransports(self)  # SIP over TCP and TLS (runtime/transports.py)
@@ -212,6 +224,21 @@ class SipBridgeServer:
         self.fd_limit = raise_fd_limit()
         self.streams.max_connections = connection_cap(self.fd_limit)
         await self.db.upgrade()
+        # What an earlier run could not write comes first; then the calls this instance
+        # left open when its process ended (a crash: nobody closed them).
+        await self.records.start()
+        try:
+            closed = await service.close_interrupted(self.db, self.records.owner)
+        except Exception as exc:
+            log.error("event=close_interrupted_failed owner=%s error=%s", self.records.owner, exc)
+        else:
+            if closed:
+                log.warning(
+                    "event=calls_interrupted owner=%s count=%d calls=%s",
+                    self.records.owner,
+                    len(closed),
+                    ",".join(closed[:20]),
+                )
         await self.reload_trunks()  # before the socket opens: no request meets an empty list
         await self.bans.reload()
         family = socket.AF_INET6 if ":" in self.settings.sip_host else socket.AF_INET
@@ -432,8 +459,21 @@ class SipBridgeServer:
             db_ok = True
         except Exception:
             db_ok = False
-        detail = {"sip": sip_ok, "database": db_ok, "draining": self.draining}
-        return sip_ok and db_ok and not self.draining, detail
+        # A database that answers SELECT 1 may still refuse writes (locked, read-only):
+        # the record writes say so.
+        records = self.records
+        depth = records.spool.depth
+        writes_ok = records.healthy and depth <= READY_SPOOL_DEPTH
+        detail: dict[str, Any] = {
+            "sip": sip_ok,
+            "database": db_ok,
+            "draining": self.draining,
+            "record_writes": "ok" if records.healthy else f"failing: {records.last_error}",
+            "record_spool_depth": depth,
+        }
+        if depth > READY_SPOOL_DEPTH:
+            detail["record_spool"] = f"more than {READY_SPOOL_DEPTH} records wait"
+        return sip_ok and db_ok and writes_ok and not self.draining, detail
 
     # -- SIP plumbing --------------------------------------------------------
 
@@ -533,6 +573,7 @@ class SipBridgeServer:
                 return
             call = Call(self, event.call)
             self.calls[event.call.id] = call
+            self.records.submit(call.record)  # in the store as ringing from now on
             if event.call.trunk is not None:
                 self._trunk_calls[event.call.trunk] += 1
             self._spawn(call.run())
@@ -677,7 +718,7 @@ class SipBridgeServer:
             source=f"{source[0]}:{source[1]}",
             trunk=trunk,
         )
-        self._spawn(self._save_record(record))
+        self.records.submit(record)
 
     def _record_malformed_invite(self, headers: Headers, source: Address, status: int) -> None:
         """A call record for an INVITE that did not parse (answered 400/505/513 by the SIP
@@ -707,12 +748,13 @@ class SipBridgeServer:
             sip_code=status,
             source=f"{source[0]}:{source[1]}",
         )
-        self._spawn(self._save_record(record))
+        self.records.submit(record)
 
     @property
     def pending_tasks(self) -> int:
-        """Background tasks still running (calls, record writes)."""
-        return len(self._tasks)
+        """Background tasks still running (calls) and record writes not yet stored or
+        spooled."""
+        return len(self._tasks) + self.records.pending
 
     def media_address(self, ipv6: bool) -> tuple[str, str] | None:
         """(bind address, SDP address) for a caller's media in IPv6 or IPv4; None when
@@ -734,17 +776,7 @@ class SipBridgeServer:
             self.guard.offence(call.sip.source[0], Offence.UNKNOWN_NUMBER, self.loop.time())
             if self.guard.has_new_bans:
                 self.bans.store_new()
-        self._spawn(self._save_record(call.record, events or []))
-
-    async def _save_record(self, record: CallRecord, events: list[CallEvent] | None = None) -> None:
-        """Write a call's record (and its transcript/metadata/DTMF events), off the media
-        path; a database error is logged, never raised into the call."""
-        try:
-            await service.save_call(self.db, record)
-            if events:
-                await service.save_call_events(self.db, record.id, events)
-        except Exception:
-            log.exception("call=%s event=record_write_failed", record.id)
+        self.records.submit(call.record, events or [])
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -768,6 +800,8 @@ class SipBridgeServer:
         # Give our BYEs a moment to be retransmitted/answered.
         while self.ua.active_calls and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
+        # The last records: into the store, or the spool when it does not take them.
+        await self.records.close(max(0.5, deadline - self.loop.time()))
         if self._timer is not None:
             self._timer.cancel()
         if self._heartbeat is not None:

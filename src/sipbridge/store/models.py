@@ -161,6 +161,8 @@ class Call(Base):
         Index("ix_calls_agent_name_received_at", "agent_name", "received_at", "id"),
         Index("ix_calls_status_received_at", "status", "received_at", "id"),
         Index("ix_calls_reason_received_at", "reason", "received_at", "id"),
+        # A starting instance looks for its own calls still open (migration 0008).
+        Index("ix_calls_owner_status", "owner", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -199,6 +201,9 @@ class Call(Base):
     concealed_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
     mos: Mapped[float | None] = mapped_column(Float, nullable=True)
     mos_method: Mapped[str | None] = mapped_column(String(16), nullable=True)  # 0007
+    # The instance that handles the call and its last write (migration 0008).
+    owner: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # The agent's response time per turn (migration 0006).
     turns: Mapped[int | None] = mapped_column(Integer, nullable=True)
     response_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "OPEN_STATUSES",
     "AgentRecord",
     "ApiKeyRecord",
     "CallDetail",
@@ -64,9 +65,25 @@ QUALITY_FIELDS: tuple[str, ...] = (
 
 
 class CallStatus(StrEnum):
+    """A call's state in the store. ``ringing`` and ``active`` are the open states of a
+    call in progress (written at admission and at the answer); the others are final.
+    ``interrupted``: the instance that owned the open call ended without closing it (a
+    crash, ``kill -9``); its next start closes the row."""
+
+    RINGING = "ringing"
+    ACTIVE = "active"
     ANSWERED = "answered"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def is_open(self) -> bool:
+        """True for a call still in progress (ringing or active)."""
+        return self in OPEN_STATUSES
+
+
+OPEN_STATUSES: frozenset[CallStatus] = frozenset({CallStatus.RINGING, CallStatus.ACTIVE})
 
 
 @dataclass
@@ -256,11 +273,16 @@ class CallRecord:
     turns: int | None = None
     response_p50_ms: float | None = None
     response_max_ms: float | None = None
+    # The instance that wrote the row (``--instance-id``) and when it last did: a
+    # restarted instance closes its own rows still open as ``interrupted``.
+    owner: str | None = None
+    updated_at: datetime | None = None
 
     def __post_init__(self) -> None:
         self.received_at = as_utc(self.received_at)
         self.answered_at = _opt_utc(self.answered_at)
         self.ended_at = _opt_utc(self.ended_at)
+        self.updated_at = _opt_utc(self.updated_at)
         self.first_audio_at = _opt_utc(self.first_audio_at)
         self.status = CallStatus(self.status)
 
@@ -323,6 +345,8 @@ class CallRecord:
             "turns": self.turns,
             "response_p50_ms": self.response_p50_ms,
             "response_max_ms": self.response_max_ms,
+            "owner": self.owner,
+            "updated_at": _iso(self.updated_at),
         }
 
     def quality(self) -> dict[str, Any] | None:

@@ -40,12 +40,15 @@ from sipbridge.store.service.calls import MAX_PAGE as MAX_PAGE
 from sipbridge.store.service.calls import (
     CallFilter,
     call_row_values,
+    close_interrupted,
     get_call,
     iter_calls,
     list_calls,
     list_calls_page,
+    probe_call_write,
     save_call,
     save_call_events,
+    write_call,
 )
 from sipbridge.store.service.numbers import (
     NumberRoute,
@@ -85,6 +88,7 @@ __all__ = [
     "add_trunk",
     "call_row_values",
     "call_stats",
+    "close_interrupted",
     "create_api_key",
     "get_agent",
     "get_call",
@@ -99,6 +103,7 @@ __all__ = [
     "list_numbers",
     "list_trunks",
     "lookup_number",
+    "probe_call_write",
     "purge_expired_bans",
     "remove_agent",
     "remove_ban",
@@ -112,4 +117,5 @@ __all__ = [
     "update_trunk",
     "validate_ban_address",
     "verify_api_key",
+    "write_call",
 ]

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import ColumnElement, String, literal, or_, select, tuple_
+from sqlalchemy import ColumnElement, String, literal, or_, select, tuple_, update
 
 from sipbridge.numbers import InvalidField, InvalidNumber, caller_location, normalize_e164
 from sipbridge.store.db import Database
 from sipbridge.store.models import Call, CallEventRow, UTCDateTime
 from sipbridge.store.records import (
+    OPEN_STATUSES,
     QUALITY_FIELDS,
     CallDetail,
     CallEvent,
@@ -28,17 +29,24 @@ from sipbridge.store.service._common import NotFound
 from sipbridge.wiretext import clean
 
 __all__ = [
+    "INTERRUPTED_REASON",
     "CallFilter",
     "call_row_values",
+    "close_interrupted",
     "get_call",
     "iter_calls",
     "list_calls",
     "list_calls_page",
+    "probe_call_write",
     "save_call",
     "save_call_events",
+    "write_call",
 ]
 
 MAX_PAGE: Final = 1000
+# The reason of a call closed as ``interrupted`` by its instance's next start.
+INTERRUPTED_REASON: Final = "instance_restarted"
+_OPEN_VALUES: Final = tuple(status.value for status in OPEN_STATUSES)
 
 
 # The length of every text column of ``calls``: a value is cut to fit (PostgreSQL refuses
@@ -93,6 +101,8 @@ def call_row_values(record: CallRecord) -> dict[str, Any]:
         "received_hour": received.hour,
         "first_audio_ms": record.time_to_first_audio_ms,
         **{name: getattr(record, name) for name in QUALITY_FIELDS},
+        "owner": record.owner,
+        "updated_at": record.updated_at,
     }
     return _storable(values)
 
@@ -119,6 +129,8 @@ def _call_record(call: Call) -> CallRecord:
         caller_region=call.caller_region,
         first_audio_at=call.first_audio_at,
         **{name: getattr(call, name) for name in QUALITY_FIELDS},
+        owner=call.owner,
+        updated_at=call.updated_at,
     )
 
 
@@ -138,8 +150,66 @@ async def save_call(db: Database, record: CallRecord) -> None:
                 setattr(call, key, value)
 
 
-async def save_call_events(db: Database, call_id: str, events: Sequence[CallEvent]) -> None:
-    """Append ``events`` to a call's log (the call record may not be written yet)."""
+async def write_call(db: Database, record: CallRecord, events: Sequence[CallEvent] = ()) -> bool:
+    """Upsert the call's row (the call id is the primary key) and, with the write that
+    closes it, its events, in one transaction. Idempotent, for the record spool: writing
+    the same record twice leaves one row and one copy of its events (a row already closed
+    keeps the events it has), and an open record never reopens a closed row (returns
+    False: nothing written).
+    """
+    values = call_row_values(record)
+    closing = not CallStatus(record.status).is_open
+    rows = _event_rows(record.id, events)
+    async with db.sessionmaker() as session, session.begin():
+        call = await session.get(Call, record.id)
+        if call is None:
+            session.add(Call(id=record.id, **values))
+        elif not CallStatus(call.status).is_open:
+            if not closing:
+                return False  # a late snapshot of a call already closed
+            if call.status != CallStatus.INTERRUPTED.value:
+                rows = []  # this closing write was made before: its events are there
+            for key, value in values.items():
+                setattr(call, key, value)
+        else:
+            for key, value in values.items():
+                setattr(call, key, value)
+        if closing and rows:
+            session.add_all(CallEventRow(**row) for row in rows)
+    return True
+
+
+async def probe_call_write(db: Database) -> None:
+    """A write to ``calls`` that changes nothing (an UPDATE matching no row): raises
+    when the database refuses writes (SQLite locked, PostgreSQL read-only or down)."""
+    async with db.sessionmaker() as session, session.begin():
+        await session.execute(update(Call).where(Call.id == "").values(status=Call.status))
+
+
+async def close_interrupted(db: Database, owner: str) -> list[str]:
+    """Close the calls ``owner`` left open (its process ended without closing them) as
+    ``interrupted``, ended at their last update; other owners' rows are not touched.
+    Returns the ids closed."""
+    async with db.sessionmaker() as session, session.begin():
+        calls = list(
+            await session.scalars(
+                select(Call).where(Call.owner == owner, Call.status.in_(_OPEN_VALUES))
+            )
+        )
+        for call in calls:
+            ended = call.updated_at or call.answered_at or call.received_at
+            call.status = CallStatus.INTERRUPTED.value
+            call.reason = INTERRUPTED_REASON
+            call.hangup_by = "server"
+            call.ended_at = ended
+            if call.answered_at is not None:
+                call.duration_s = max(
+                    0.0, (as_utc(ended) - as_utc(call.answered_at)).total_seconds()
+                )
+    return [call.id for call in calls]
+
+
+def _event_rows(call_id: str, events: Sequence[CallEvent]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for event in events:
         if event.call_id != call_id:
@@ -154,6 +224,12 @@ async def save_call_events(db: Database, call_id: str, events: Sequence[CallEven
             raise InvalidField("data", f"not JSON serializable: {exc}") from None
         data = _clean_json(event.data)
         rows.append({"call_id": call_id, "at": event.at, "kind": clean(event.kind), "data": data})
+    return rows
+
+
+async def save_call_events(db: Database, call_id: str, events: Sequence[CallEvent]) -> None:
+    """Append ``events`` to a call's log (the call record may not be written yet)."""
+    rows = _event_rows(call_id, events)
     if not rows:
         return
     async with db.sessionmaker() as session, session.begin():

@@ -34,6 +34,8 @@ class CallStats:
     answered: int = 0
     failed: int = 0
     cancelled: int = 0
+    interrupted: int = 0  # the instance handling them ended (crash); closed at its restart
+    in_progress: int = 0  # ringing or active right now: neither success nor failure yet
     average_duration_s: float | None = None
     failure_reasons: list[dict[str, Any]] = field(default_factory=list)
     by_hour_of_day: list[int] = field(default_factory=lambda: [0] * 24)
@@ -56,6 +58,8 @@ class CallStats:
             "answered": self.answered,
             "failed": self.failed,
             "cancelled": self.cancelled,
+            "interrupted": self.interrupted,
+            "in_progress": self.in_progress,
             "success_rate": self.success_rate,
             "average_duration_s": self.average_duration_s,
             "failure_reasons": self.failure_reasons,
@@ -148,8 +152,13 @@ async def call_stats(
                 totals.audio_sum += float(a_sum or 0.0)
                 totals.audio_count += int(a_count)
             continue
+        if CallStatus(status).is_open:
+            stats.in_progress += count
+            continue
         if status == CallStatus.CANCELLED.value:
             stats.cancelled += count
+        elif status == CallStatus.INTERRUPTED.value:
+            stats.interrupted += count
         else:
             stats.failed += count
         key = reason or "unknown"
