@@ -41,7 +41,8 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
-from sipbridge.agent.events import AgentEvent
+from sipbridge.agent.events import AgentEvent, RateExceeded
+from sipbridge.agent.limits import MessageRate
 from sipbridge.agent.session import Session
 
 try:  # the C speedup websockets ships; its pure-Python twin otherwise
@@ -207,6 +208,9 @@ class AgentConnection(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dropped_frames = 0  # caller audio not sent: the agent was not reading
         self._over_cap_since: float | None = None
+        limits = session.limits
+        self._rate = MessageRate(limits.message_rate, limits.message_burst, time.monotonic())
+        self._over_rate = False
 
     async def open(
         self,
@@ -338,6 +342,9 @@ class AgentConnection(asyncio.Protocol):
         self._message(opcode, data)
 
     def _message(self, opcode: Opcode, data: bytes) -> None:
+        if not self._rate.allow(time.monotonic()) or self._over_rate:
+            self._rate_exceeded()
+            return
         session = self.session
         if opcode is Opcode.TEXT:
             try:
@@ -356,6 +363,16 @@ class AgentConnection(asyncio.Protocol):
         self.flush_session()
         if self._on_message is not None:
             self._on_message()
+
+    def _rate_exceeded(self) -> None:
+        """More messages than the session's limits allow: the call ends (once), the
+        connection is closed (1008) and nothing more from it is read."""
+        if self._over_rate:
+            return
+        self._over_rate = True
+        limits = self.session.limits
+        self._on_events([RateExceeded(limits.message_rate, limits.message_burst)])
+        self._fail(CloseCode.POLICY_VIOLATION, "message rate exceeded")
 
     def _fail(self, code: CloseCode, reason: str) -> None:
         protocol = self._protocol

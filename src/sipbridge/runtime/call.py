@@ -29,7 +29,9 @@ from sipbridge.agent.events import (
     AudioDropped,
     HangupRequested,
     InvalidMessage,
+    LimitReached,
     Metadata,
+    RateExceeded,
     SendDtmf,
     Transcript,
     TransferRequested,
@@ -63,7 +65,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipbridge.call")
 # Call failures on our side (not the caller's choice or a wrong number): logged at WARNING.
 _FAILURE_REASONS = frozenset(
-    {"agent_unreachable", "agent_lost", "no_rtp_port", "overload", "server_busy", "trunk_busy"}
+    {
+        "agent_unreachable",
+        "agent_lost",
+        "agent_protocol_error",
+        "no_rtp_port",
+        "overload",
+        "server_busy",
+        "trunk_busy",
+    }
 )
 
 MEDIA_WATCH_SECONDS = 1.0
@@ -79,6 +89,7 @@ class EndCause(enum.Enum):
     AGENT_HANGUP = "agent_hangup"
     AGENT_DISCONNECTED = "agent_disconnected"
     AGENT_LOST = "agent_lost"
+    AGENT_PROTOCOL_ERROR = "agent_protocol_error"
     TRANSFERRED = "transferred"
     ACK_TIMEOUT = "ack_timeout"
     MEDIA_TIMEOUT = "media_timeout"
@@ -345,6 +356,7 @@ class Call:
             dialed=self.record.to_number,
             sip_call_id=invite.call_id,
             sip_headers=invite_headers,
+            limits=self.server.settings.agent_limits,
         )
         self.link = link
         try:
@@ -506,7 +518,26 @@ class Call:
             EndCause.AGENT_DISCONNECTED: "agent",
             EndCause.TRANSFERRED: "agent",
         }.get(cause, "server")
-        self._event("ended", reason=cause.value, hangup_by=self.record.hangup_by)
+        session = link.session
+        self._event(
+            "ended",
+            reason=cause.value,
+            hangup_by=self.record.hangup_by,
+            protocol_errors=_counts(session.protocol_errors),
+            dropped=_counts(session.dropped),
+        )
+        if session.protocol_errors or session.dropped:
+            self._call_events.append(
+                CallEvent(
+                    self.sip.id,
+                    utcnow(),
+                    "agent_limits",
+                    {
+                        "protocol_errors": dict(session.protocol_errors),
+                        "dropped": dict(session.dropped),
+                    },
+                )
+            )
 
     async def _reconnect(self) -> bool:
         """The agent's connection dropped mid-call: one new connection (any healthy
@@ -571,10 +602,7 @@ class Call:
             elif isinstance(event, TransferRequested):
                 self._transfer(event.target, event.headers)
             elif isinstance(event, SendDtmf):
-                sent = self.media is not None and self.media.session.send_dtmf(
-                    event.digits, event.duration_ms
-                )
-                self._event("agent_dtmf", digits=event.digits, sent=sent)
+                self._agent_dtmf(event)
             elif isinstance(event, Transcript):
                 self._call_events.append(
                     CallEvent(
@@ -593,7 +621,40 @@ class Call:
             elif isinstance(event, UnknownMessage):
                 self._event("agent_unknown_message", type=event.type)
             elif isinstance(event, InvalidMessage):
-                self._event("agent_invalid_message", error=event.reason)
+                self._event(
+                    "agent_invalid_message",
+                    kind=event.kind,
+                    error=event.reason,
+                    note="more of this kind are counted, not logged",
+                )
+            elif isinstance(event, LimitReached):
+                self._event(
+                    "agent_limit_reached",
+                    kind=event.kind,
+                    limit=event.detail,
+                    note="the excess is dropped and counted",
+                )
+            elif isinstance(event, RateExceeded):
+                self._event(
+                    "agent_protocol_error",
+                    error="message rate exceeded",
+                    rate=event.rate,
+                    burst=event.burst,
+                )
+                self._finish(EndCause.AGENT_PROTOCOL_ERROR)
+
+    def _agent_dtmf(self, event: SendDtmf) -> None:
+        """Digits for the caller, within the per-call DTMF caps."""
+        media, link = self.media, self.link
+        if media is None or link is None:
+            return
+        refused = link.session.admit_dtmf(len(event.digits), media.session.dtmf_pending)
+        if refused is not None:
+            if refused:
+                self._on_agent_events(refused)
+            return
+        sent = media.session.send_dtmf(event.digits, event.duration_ms)
+        self._event("agent_dtmf", digits=event.digits, sent=sent)
 
     def _agent_hangs_up(self, after_playout: bool) -> None:
         if self._agent_hangup:
@@ -745,6 +806,13 @@ class Call:
             )
         if self._dropped_audio:
             metrics.agent_audio_dropped_bytes.inc(self._dropped_audio)
+        if self.link is not None:
+            session = self.link.session
+            for kind, count in session.dropped.items():
+                metrics.agent_messages_dropped.labels(kind).inc(count)
+            errors = sum(session.protocol_errors.values())
+            if errors:
+                metrics.agent_protocol_errors.inc(errors)
         metrics.calls.labels(self.record.status.value, self.record.reason or "").inc()
         self.server.call_finished(self, self._call_events)
 
@@ -763,6 +831,11 @@ class Call:
         else:
             level = logging.INFO
         log.log(level, " ".join(parts))
+
+
+def _counts(counts: dict[str, int]) -> str | None:
+    """``kind:count,...`` for a log line, None when there is nothing."""
+    return ",".join(f"{kind}:{count}" for kind, count in counts.items()) or None
 
 
 def _is_ip(host: str) -> bool:
