@@ -1448,3 +1448,30 @@ def test_serve_with_codecs_naming_opus_without_libopus_is_one_line(
     args = ["serve", "--sip-host", "127.0.0.1", "--sip-port", "0", "--http-port", "0"]
     line = _one_error_line(runner.invoke(app, [*args, "--codecs", "opus,pcmu"], env=env), 2)
     assert "--codecs names opus" in line and "apt-get install libopus0" in line
+
+
+def test_agent_transfer_allow(runner: CliRunner, env: dict[str, str]) -> None:
+    result = invoke(runner, env, "agent", "add", "bot", "--url", "wss://a")
+    assert result.exit_code == 0, result.output
+    lines = invoke(runner, env, "agent", "list").stdout.splitlines()
+    assert "TRANSFERS" in lines[0] and lines[1].split()[7] == "default"
+    result = invoke(
+        runner,
+        env,
+        "agent",
+        "update",
+        "bot",
+        "--transfer-allow",
+        "+1202555*",
+        "--transfer-allow",
+        "PBX.example.com",
+    )
+    assert result.exit_code == 0, result.output
+    row = invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()
+    assert row[7] == "+1202555*,pbx.example.com"
+    result = invoke(runner, env, "agent", "update", "bot", "--transfer-allow", "bad host")
+    assert result.exit_code == 2 and "transfer_allow" in result.output
+    assert invoke(runner, env, "agent", "update", "bot", "--clear-transfer-allow").exit_code == 0
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[7] == "default"
+    result = invoke(runner, env, "agent", "add", "two", "--url", "wss://b", "--transfer-allow", "*")
+    assert result.exit_code == 0, result.output

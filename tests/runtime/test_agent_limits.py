@@ -13,13 +13,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.server import ServerConnection
 
 from sipbridge.agent.limits import AgentLimits
 from sipbridge.runtime.server import SipBridgeServer
+from sipbridge.sip.message import Request, parse_message
 from sipbridge.store import service
 from tests.conftest import BridgeFactory
 from tests.runtime.test_agent_link import LiveCall, add_agent, caller_hangs_up, live_call
 from tests.runtime.test_call import answer_bye, records
+from tests.support.agents import AgentCall, ScriptedAgent, wait_for_text
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,3 +156,70 @@ async def test_invalid_frame_flood_is_logged_once_and_ends_the_call(
     assert sample(bridge, "sipbridge_agent_protocol_errors_total") >= 2000
     calls = "sipbridge_calls_total"
     assert sample(bridge, calls, status="answered", reason="agent_protocol_error") == 1
+
+
+FORBIDDEN = [
+    ({"target": "tel:+19005551234"}, "premium_rate"),
+    ({"target": "tel:+442079460000"}, "other_country"),
+    ({"target": "sip:anything@evil.example"}, "sip_target"),
+    (
+        {
+            "target": "tel:+12025550123",
+            "headers": {"P-Asserted-Identity": "<sip:+12025550000@x>", "Diversion": "<sip:y>"},
+        },
+        "identity_header",
+    ),
+]
+
+
+async def test_transfer_policy_in_a_live_call(bridge: SipBridgeServer) -> None:
+    """Forbidden transfers are refused and recorded, with no REFER on the wire; an allowed
+    one goes out as a REFER without identity headers set by the agent."""
+    loop = asyncio.get_running_loop()
+
+    async def script(ws: ServerConnection, call: AgentCall) -> None:
+        for body, _ in FORBIDDEN:
+            await ws.send(json.dumps({"type": "transfer", **body}))
+        await ws.send(
+            json.dumps(
+                {"type": "transfer", "target": "tel:+12025550123", "headers": {"X-Ticket": "8"}}
+            )
+        )
+        await wait_for_text(call, lambda t: t.get("status") == "accepted")
+
+    async with ScriptedAgent(script) as agent:
+        await add_agent(bridge, [agent.url])
+        async with live_call(bridge, "policy-1") as call:
+            data = await asyncio.wait_for(loop.sock_recv(call.client.sock, 65535), 5)
+            refer = parse_message(data)
+            # The first request on the wire is the allowed transfer's: none went out before.
+            assert isinstance(refer, Request) and refer.method == "REFER"
+            assert refer.headers.get("Refer-To") == "<tel:+12025550123>"
+            assert refer.headers.get("X-Ticket") == "8"
+            for name in ("P-Asserted-Identity", "Diversion", "Privacy", "History-Info"):
+                assert refer.headers.get(name) is None
+            assert len(refer.headers.get_all("Referred-By")) == 1  # ours only
+            accepted = (
+                "SIP/2.0 202 Accepted\r\n"
+                + "".join(f"Via: {v}\r\n" for v in refer.headers.get_all("Via"))
+                + f"From: {refer.headers.get('From')}\r\nTo: {refer.headers.get('To')}\r\n"
+                f"Call-ID: {refer.call_id}\r\nCSeq: {refer.cseq.seq} REFER\r\n"
+                "Content-Length: 0\r\n\r\n"
+            )
+            call.client.send(accepted.encode())
+            await wait_for_text(agent.calls[0], lambda t: t.get("status") == "accepted")
+            await caller_hangs_up(call)
+    results = [t for t in agent.calls[0].texts if t.get("type") == "transfer_result"]
+    assert [(r["status"], r["sip_code"]) for r in results] == [("failed", None)] * 4 + [
+        ("accepted", 202)
+    ]
+    [record] = await records(bridge)
+    detail = (await service.get_call(bridge.db, record.id)).to_json()
+    transfers = [(t["target"], t["status"], t.get("reason")) for t in detail["transfers"]]
+    assert transfers == [
+        *((body["target"], "refused", why) for body, why in FORBIDDEN),
+        ("tel:+12025550123", "requested", None),
+        ("tel:+12025550123", "accepted", None),
+    ]
+    assert detail["transfers"][-1]["sip_code"] == 202
+    assert sum(1 for point in detail["timeline"] if point["event"] == "transfer") == 6

@@ -18,7 +18,7 @@ from sipbridge.store.db import (
 )
 from sipbridge.store.models import Base, Call
 
-HEAD = "0007"
+HEAD = "0008"
 
 
 def test_normalize_url() -> None:
@@ -100,6 +100,8 @@ def test_packaged_migrations() -> None:
     assert sixth is not None and sixth.down_revision == "0005"
     seventh = script.get_revision("0007")
     assert seventh is not None and seventh.down_revision == "0006"
+    eighth = script.get_revision("0008")
+    assert eighth is not None and eighth.down_revision == "0007"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:
@@ -156,6 +158,25 @@ async def test_downgrade_then_upgrade(db: Database) -> None:
     assert await _tables(db) <= {"alembic_version"}
     await db.upgrade()
     assert await db.current_revision() == HEAD
+
+
+async def test_0008_gives_existing_agents_the_default_transfer_policy(db_url: str) -> None:
+    async with Database(db_url) as database:
+        await database.upgrade("0007")
+        async with database.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO agents (name, urls, voice_enabled, created_at) "
+                    "VALUES ('bot', '[\"wss://bot.example/ws\"]', :yes, :at)"
+                ),
+                {"yes": True, "at": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+        await database.upgrade()
+        agent = await service.get_agent(database, "bot")
+        assert agent.transfer_allow == []
+        await service.update_agent(database, "bot", transfer_allow=["+1202555*", "PBX.example"])
+        agent = await service.get_agent(database, "bot")
+        assert agent.transfer_allow == ["+1202555*", "pbx.example"]
 
 
 async def test_0002_migrates_existing_rows(db_url: str) -> None:

@@ -441,10 +441,10 @@ _RESERVED_TRANSFER_HEADERS = frozenset(
         "c",
         "refer-to",
         "r",
-        "referred-by",
-        "b",
     }
 )
+# Identity headers (Referred-By, P-Asserted-Identity...) parse here but refuse the transfer
+# in its policy (sipbridge.agent.transfers), which records why.
 
 
 def parse_transfer(body: dict[str, Any]) -> TransferRequested | InvalidMessage:

@@ -37,6 +37,7 @@ from sipbridge.agent.events import (
     TransferRequested,
     UnknownMessage,
 )
+from sipbridge.agent.transfers import transfer_refusal
 from sipbridge.media.dtmf import DigitPressed, DtmfError, parse_dtmf_info
 from sipbridge.media.session import MediaSession
 from sipbridge.numbers import caller_number
@@ -127,6 +128,7 @@ class Call:
         self._reader: asyncio.Future[Closed] | None = None
         self._reconnected = False
         self._transfer_pending = False
+        self._transfer_target: str | None = None
         self._call_events: list[CallEvent] = []
         self._hangup_task: asyncio.Future[None] | None = None
         self._received_at = server.loop.time()
@@ -669,20 +671,44 @@ class Call:
             self._finish(EndCause.AGENT_HANGUP)
 
     def _transfer(self, target: str, headers: dict[str, str]) -> None:
-        """Blind transfer by REFER to the caller's side (RFC 3515)."""
+        """Blind transfer by REFER to the caller's side (RFC 3515), if the agent's transfer
+        policy allows the target and headers (sipbridge.agent.transfers)."""
+        allow = self.link.agent.transfer_allow if self.link is not None else []
+        refusal = transfer_refusal(target, headers, allow, self.record.to_number)
+        if refusal is not None:
+            reason, _, detail = refusal.partition(": ")
+            self._event("transfer_refused", target=target, reason=reason, detail=detail)
+            self._transfer_event(target, "refused", reason=reason, detail=detail)
+            self._transfer_result("failed", None)
+            return
         ua, now = self.server.ua, self.server.loop.time()
-        if self._transfer_pending or not ua.refer(self.sip, target, now, headers):
+        if self._transfer_pending:
+            self._transfer_event(target, "refused", reason="transfer_pending")
+            self._transfer_result("failed", None)
+            return
+        if not ua.refer(self.sip, target, now, headers):
+            self._transfer_event(target, "failed", reason="refer_not_sent")
             self._transfer_result("failed", None)
             return
         self._transfer_pending = True
+        self._transfer_target = target
         self.server.flush()
         self._event("transfer", target=target)
+        self._transfer_event(target, "requested")
+
+    def _transfer_event(self, target: str | None, status: str, **fields: object) -> None:
+        """One step of a transfer in the call's stored events (its timeline)."""
+        data: dict[str, object] = {"target": target, "status": status}
+        data.update({key: value for key, value in fields.items() if value is not None})
+        self._call_events.append(CallEvent(self.sip.id, utcnow(), "transfer", data))
 
     def on_refer_completed(self, status: int | None) -> None:
         if status is not None and 200 <= status < 300:
+            self._transfer_event(self._transfer_target, "accepted", sip_code=status)
             self._transfer_result("accepted", status)
             return
         self._transfer_pending = False
+        self._transfer_event(self._transfer_target, "failed", sip_code=status)
         self._transfer_result("failed", status)
 
     def on_notify(self, status: int | None, terminated: bool) -> None:
@@ -690,6 +716,9 @@ class Call:
         if not self._transfer_pending or status is None or status < 200:
             return
         self._transfer_pending = False
+        self._transfer_event(
+            self._transfer_target, "completed" if status < 300 else "failed", sip_code=status
+        )
         if status < 300:
             self._event("transferred", sip_code=status)
             self._finish(EndCause.TRANSFERRED)  # RFC 5589 §6: the transferor hangs up
