@@ -388,8 +388,32 @@ class CallPage(_Out):
 
 
 class TimelineEntry(_Out):
-    event: Literal["received", "answered", "first_audio", "ended"]
+    event: Literal[
+        "received",
+        "answered",
+        "first_audio",
+        "ended",
+        "transfer_refused",
+        "transfer_requested",
+        "transfer_accepted",
+        "transfer_failed",
+        "transfer_completed",
+    ]
     at: Timestamp
+
+
+class TransferEntry(_Out):
+    """One step of a transfer the agent asked for."""
+
+    at: Timestamp
+    target: str | None
+    status: Literal["refused", "requested", "accepted", "failed", "completed"]
+    reason: str | None = Field(
+        description="why it was refused or failed: premium_rate, other_country, sip_target, "
+        "not_allowed, identity_header, not_a_number, transfer_pending, refer_not_sent"
+    )
+    detail: str | None
+    sip_code: int | None
 
 
 class TranscriptEntry(_Out):
@@ -408,6 +432,7 @@ class CallDetailOut(CallOut):
     timeline: list[TimelineEntry]
     transcript: list[TranscriptEntry]
     metadata: list[MetadataEntry]
+    transfers: list[TransferEntry]
     quality: dict[str, Any] | None
 
 

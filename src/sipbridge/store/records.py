@@ -370,7 +370,7 @@ class CallDetail:
             {"event": name, "at": _iso(at)} for name, at in points if at is not None
         ]
         transfers = [
-            {"event": "transfer", "at": _iso(event.at), **event.data}
+            {"event": f"transfer_{event.data.get('status')}", "at": _iso(event.at)}
             for event in self.events
             if event.kind == "transfer"
         ]
@@ -383,7 +383,14 @@ class CallDetail:
         (with ``reason``), ``requested``, ``accepted``, ``failed`` or ``completed``
         (with ``sip_code`` when known)."""
         return [
-            {"at": _iso(event.at), **event.data}
+            {
+                "at": _iso(event.at),
+                "target": event.data.get("target"),
+                "status": event.data.get("status"),
+                "reason": event.data.get("reason"),
+                "detail": event.data.get("detail"),
+                "sip_code": event.data.get("sip_code"),
+            }
             for event in self.events
             if event.kind == "transfer"
         ]
