@@ -118,3 +118,12 @@ def test_message_rate_bucket() -> None:
         assert rate.allow(now)
     with pytest.raises(ValueError):
         MessageRate(0, 1, 0.0)
+
+
+def test_caps_measure_text_with_lone_surrogates_without_raising() -> None:
+    session = AgentSession("c")
+    # A str that did not come from UTF-8 (the fuzzer feeds such text directly).
+    [kept] = session.receive_text('{"type":"transcript","role":"agent","text":"a\udc80"}')
+    assert isinstance(kept, Transcript)
+    [data] = session.receive_text('{"type":"metadata","data":{"k":"\ud800"}}')
+    assert isinstance(data, Metadata)

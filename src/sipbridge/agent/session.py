@@ -261,7 +261,7 @@ class Session(ABC):
 
     def _admit_transcript(self, event: Transcript) -> list[AgentEvent]:
         limits = self.limits
-        size = len(event.text.encode())
+        size = len(event.text.encode("utf-8", "surrogatepass"))  # never raises
         if size > limits.transcript_text_bytes:
             return self.drop(
                 "transcript", f"a text of more than {limits.transcript_text_bytes} bytes"
@@ -276,7 +276,8 @@ class Session(ABC):
 
     def _admit_metadata(self, event: Metadata) -> list[AgentEvent]:
         limits = self.limits
-        size = len(json.dumps(event.data, separators=(",", ":"), ensure_ascii=False).encode())
+        text = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
+        size = len(text.encode("utf-8", "surrogatepass"))  # never raises
         if size > limits.metadata_message_bytes:
             return self.drop(
                 "metadata", f"a message of more than {limits.metadata_message_bytes} bytes"
