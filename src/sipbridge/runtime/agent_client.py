@@ -15,6 +15,12 @@ that agent is dropped (counted in :attr:`AgentConnection.dropped_frames`); when 
 has stayed above the cap for :data:`STALLED_SECONDS`, the connection is aborted and the
 call handles it like any lost agent connection (one reconnection, else ``agent_lost``).
 
+Fairness and rate: at most :data:`FRAMES_PER_TURN` frames from one agent are handled per
+turn of the event loop (reading pauses while a backlog waits), and every message takes a
+token of the session's :class:`~sipbridge.agent.limits.MessageRate`; an agent over it gets
+its connection failed (1008) and the call a
+:class:`~sipbridge.agent.events.RateExceeded` event.
+
 :class:`EndpointHealth` is shared by all calls of a server: it orders an agent's URLs
 round-robin over the healthy ones and takes an endpoint that keeps failing out of
 rotation for a while.
