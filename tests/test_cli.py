@@ -16,6 +16,7 @@ import typer
 from click.testing import Result
 from typer.testing import CliRunner
 
+from sipbridge.agent.limits import AgentLimits
 from sipbridge.cli import app
 from sipbridge.config import ServeSettings
 from sipbridge.store import service
@@ -1475,3 +1476,19 @@ def test_agent_transfer_allow(runner: CliRunner, env: dict[str, str]) -> None:
     assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[7] == "default"
     result = invoke(runner, env, "agent", "add", "two", "--url", "wss://b", "--transfer-allow", "*")
     assert result.exit_code == 0, result.output
+
+
+def test_serve_agent_limits(
+    runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
+) -> None:
+    args = ["serve", "--agent-limits", "transcripts=5000,message_rate=1000"]
+    assert runner.invoke(app, args, env=env).exit_code == 0
+    environ = {**env, "SIPBRIDGE_AGENT_LIMITS": "dtmf_pending=8"}
+    assert runner.invoke(app, ["serve"], env=environ).exit_code == 0
+    assert runner.invoke(app, ["serve"], env=env).exit_code == 0
+    explicit, from_env, default = fake_server
+    assert (explicit.agent_limits.transcripts, explicit.agent_limits.message_rate) == (5000, 1000)
+    assert from_env.agent_limits.dtmf_pending == 8
+    assert default.agent_limits == AgentLimits()
+    result = runner.invoke(app, ["serve", "--agent-limits", "bogus=1"], env=env)
+    assert result.exit_code == 2 and "--agent-limits" in result.output

@@ -7,7 +7,7 @@ import pytest
 
 from sipbridge.agent import AgentSession, InvalidMessage, Metadata, Transcript, TwilioSession
 from sipbridge.agent.events import LimitReached
-from sipbridge.agent.limits import DEFAULT_LIMITS, AgentLimits, MessageRate
+from sipbridge.agent.limits import DEFAULT_LIMITS, AgentLimits, MessageRate, parse_agent_limits
 
 
 def transcript(text: str) -> str:
@@ -127,3 +127,13 @@ def test_caps_measure_text_with_lone_surrogates_without_raising() -> None:
     assert isinstance(kept, Transcript)
     [data] = session.receive_text('{"type":"metadata","data":{"k":"\ud800"}}')
     assert isinstance(data, Metadata)
+
+
+def test_parse_agent_limits() -> None:
+    limits = parse_agent_limits("transcripts=5000, message-rate=1000.5,dtmf_pending=8")
+    assert (limits.transcripts, limits.message_rate, limits.dtmf_pending) == (5000, 1000.5, 8)
+    assert limits.metadata_bytes == DEFAULT_LIMITS.metadata_bytes
+    assert parse_agent_limits("") == DEFAULT_LIMITS
+    for bad in ("transcripts", "nope=1", "transcripts=x", "transcripts=0", "message_rate=-1"):
+        with pytest.raises(ValueError):
+            parse_agent_limits(bad)

@@ -14,10 +14,11 @@ other calls. docs/security.md says what each one is for.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-__all__ = ["DEFAULT_LIMITS", "LIMIT_KINDS", "AgentLimits", "MessageRate"]
+__all__ = ["DEFAULT_LIMITS", "LIMIT_KINDS", "AgentLimits", "MessageRate", "parse_agent_limits"]
 
 #: The kinds of per-call caps, as in the ``kind`` label of
 #: ``sipbridge_agent_messages_dropped_total``.
@@ -46,6 +47,33 @@ class AgentLimits:
 
 
 DEFAULT_LIMITS: Final = AgentLimits()
+
+
+def parse_agent_limits(text: str, base: AgentLimits = DEFAULT_LIMITS) -> AgentLimits:
+    """``"transcripts=5000,message_rate=1000"``: ``base`` with those limits changed (the
+    names of :class:`AgentLimits`' fields, positive numbers; empty text: ``base``).
+    ValueError saying what is wrong otherwise."""
+    fields = {field.name: field for field in dataclasses.fields(AgentLimits)}
+    changes: dict[str, Any] = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, equals, value = item.partition("=")
+        name = name.strip().lower().replace("-", "_")
+        if not equals or name not in fields:
+            raise ValueError(
+                f"{item.strip()!r}: expected NAME=VALUE, NAME one of {', '.join(fields)}"
+            )
+        try:
+            number: int | float = (
+                float(value) if fields[name].type in ("float", float) else int(value)
+            )
+        except ValueError:
+            raise ValueError(f"{name}: {value.strip()!r} is not a number") from None
+        if not number > 0:
+            raise ValueError(f"{name}: must be positive")
+        changes[name] = number
+    return dataclasses.replace(base, **changes)
 
 
 class MessageRate:
