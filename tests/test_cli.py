@@ -16,6 +16,7 @@ import typer
 from click.testing import Result
 from typer.testing import CliRunner
 
+from sipbridge.agent.limits import AgentLimits
 from sipbridge.cli import app
 from sipbridge.config import ServeSettings
 from sipbridge.store import service
@@ -320,13 +321,13 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0009" in result.stdout
+    assert "revision 0010" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
             return await db.current_revision()
 
-    assert asyncio.run(revision()) == "0009"
+    assert asyncio.run(revision()) == "0010"
 
 
 def test_db_option_overrides_env(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -1397,7 +1398,7 @@ def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -
         for name in list(os.environ):
             if name.startswith("SIPBRIDGE_"):
                 monkeypatch.delenv(name)
-        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0009")
+        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0010")
         result = invoke(
             runner, pg_env, "agent", "add", "bot", "--url", "wss://a", "--url", "wss://b"
         )
@@ -1583,3 +1584,46 @@ def test_number_update(runner: CliRunner, env: dict[str, str]) -> None:
     unknown = invoke(runner, env, "number", "update", "+12025550199", "--agent", "bot")
     assert unknown.exit_code == 1 and "not found" in unknown.stderr
     assert invoke(runner, env, "number", "update", "+12025550101", "--agent", "x").exit_code == 1
+
+
+def test_agent_transfer_allow(runner: CliRunner, env: dict[str, str]) -> None:
+    result = invoke(runner, env, "agent", "add", "bot", "--url", "wss://a")
+    assert result.exit_code == 0, result.output
+    lines = invoke(runner, env, "agent", "list").stdout.splitlines()
+    assert "TRANSFERS" in lines[0] and lines[1].split()[7] == "default"
+    result = invoke(
+        runner,
+        env,
+        "agent",
+        "update",
+        "bot",
+        "--transfer-allow",
+        "+1202555*",
+        "--transfer-allow",
+        "PBX.example.com",
+    )
+    assert result.exit_code == 0, result.output
+    row = invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()
+    assert row[7] == "+1202555*,pbx.example.com"
+    result = invoke(runner, env, "agent", "update", "bot", "--transfer-allow", "bad host")
+    assert result.exit_code == 2 and "transfer_allow" in result.output
+    assert invoke(runner, env, "agent", "update", "bot", "--clear-transfer-allow").exit_code == 0
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[7] == "default"
+    result = invoke(runner, env, "agent", "add", "two", "--url", "wss://b", "--transfer-allow", "*")
+    assert result.exit_code == 0, result.output
+
+
+def test_serve_agent_limits(
+    runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
+) -> None:
+    args = ["serve", "--agent-limits", "transcripts=5000,message_rate=1000"]
+    assert runner.invoke(app, args, env=env).exit_code == 0
+    environ = {**env, "SIPBRIDGE_AGENT_LIMITS": "dtmf_pending=8"}
+    assert runner.invoke(app, ["serve"], env=environ).exit_code == 0
+    assert runner.invoke(app, ["serve"], env=env).exit_code == 0
+    explicit, from_env, default = fake_server
+    assert (explicit.agent_limits.transcripts, explicit.agent_limits.message_rate) == (5000, 1000)
+    assert from_env.agent_limits.dtmf_pending == 8
+    assert default.agent_limits == AgentLimits()
+    result = runner.invoke(app, ["serve", "--agent-limits", "bogus=1"], env=env)
+    assert result.exit_code == 2 and "--agent-limits" in result.output

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sipbridge.agent.limits import DEFAULT_LIMITS, AgentLimits
+
 __all__ = [
     "DEFAULT_SCANNER_USER_AGENTS",
     "SRTP_MODES",
@@ -247,6 +249,8 @@ class ServeSettings:
     media_timeout: float = 30.0  # seconds without caller RTP (not on hold) before hanging up
     max_calls: int = 1000  # concurrent calls of the whole server; beyond it INVITEs get 503
     max_call_duration: float = 4 * 3600.0  # seconds an answered call may last
+    # What one agent may store, queue and send per call (docs/security.md).
+    agent_limits: AgentLimits = DEFAULT_LIMITS
     # Overload (media/overload.py): new calls get 503 while the media clock keeps running
     # late (wake-ups more than ``overload_lag_ms`` late, three or more in a second) or the
     # process uses more than ``overload_cpu`` of one core; the calls already up go on.

@@ -34,7 +34,7 @@ def test_union_lists_every_event_class() -> None:
         if isinstance(obj := getattr(events, name), type) and dataclasses.is_dataclass(obj)
     }
     assert set(typing.get_args(AgentEvent)) == classes
-    assert len(classes) == 9
+    assert len(classes) == 11
 
 
 def test_dtmf_constants() -> None:

@@ -268,3 +268,29 @@ async def test_update_agent_ca_bundle_set_and_clear(
     assert response.status_code == 200, response.text
     assert response.json()["ca_bundle"] is None
     assert (await service.get_agent(db, "support")).ca_bundle is None
+
+
+async def test_agent_transfer_allow(client: httpx.AsyncClient, db: Database) -> None:
+    response = await client.post("/api/agents", json=AGENT)
+    assert response.json()["transfer_allow"] == []  # the default policy
+    response = await client.patch(
+        "/api/agents/support", json={"transfer_allow": ["tel:+1-202-555-*", "PBX.example.com"]}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["transfer_allow"] == ["+1202555*", "pbx.example.com"]
+    stored = await service.get_agent(db, "support")
+    assert stored.transfer_allow == [
+        "+1202555*",
+        "pbx.example.com",
+    ]
+    response = await client.patch("/api/agents/support", json={"urls": ["wss://b.example/ws"]})
+    assert response.json()["transfer_allow"] == ["+1202555*", "pbx.example.com"]  # unchanged
+    response = await client.patch("/api/agents/support", json={"transfer_allow": []})
+    assert response.json()["transfer_allow"] == []
+
+
+@pytest.mark.parametrize("allow", [["bad host"], ["+12a"], "pbx.example.com", [""], ["*"] * 101])
+async def test_agent_bad_transfer_allow_is_422(client: httpx.AsyncClient, allow: object) -> None:
+    response = await client.post("/api/agents", json={**AGENT, "transfer_allow": allow})
+    assert response.status_code == 422, response.text
+    assert "transfer_allow" in response.text

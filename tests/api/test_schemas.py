@@ -77,6 +77,13 @@ def aliases(model: type[BaseModel]) -> set[str]:
                 [
                     CallEvent("c", NOW, "transcript", {"role": "agent", "text": "hi"}),
                     CallEvent("c", NOW, "metadata", {"k": 1}),
+                    CallEvent(
+                        "c",
+                        NOW,
+                        "transfer",
+                        {"target": "tel:+19005551234", "status": "refused", "reason": "r"},
+                    ),
+                    CallEvent("c", NOW, "transfer", {"target": "tel:+1", "status": "requested"}),
                 ],
             ).to_json(),
         ),

@@ -20,6 +20,7 @@ from sipbridge.runtime.agent_client import (
     COOLDOWN_SECONDS,
     FAILURES_BEFORE_COOLDOWN,
     FIRST_COOLDOWN_SECONDS,
+    FRAMES_PER_TURN,
     AgentConnection,
     AgentUnreachable,
     EndpointHealth,
@@ -380,3 +381,48 @@ async def test_pings_answered_keep_the_connection(monkeypatch: pytest.MonkeyPatc
         await conn.open(f"ws://127.0.0.1:{port}/", 2.0)
         closed = await asyncio.wait_for(conn.run(), 5)
     assert closed.clean
+
+
+async def test_a_burst_of_messages_is_handled_a_few_at_a_time() -> None:
+    """Thousands of small messages in one read must not hold the event loop (other calls'
+    audio) until all are handled: at most FRAMES_PER_TURN per turn, in order, and what
+    came before the close is still handled."""
+    count = 1000
+    handled: list[AgentEvent] = []
+    per_turn: list[int] = []
+
+    def frame(text: str) -> bytes:
+        payload = text.encode()
+        assert len(payload) < 126
+        return bytes((0x81, len(payload))) + payload  # server frames are not masked
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        burst = b"".join(
+            frame(json.dumps({"type": "transcript", "role": "agent", "text": str(i)}))
+            for i in range(count)
+        )
+        ws.transport.write(burst + frame('{"type":"hangup"}'))
+        await ws.close()
+
+    async def ticker(done: asyncio.Event) -> None:
+        seen = 0
+        while not done.is_set():
+            await asyncio.sleep(0)
+            per_turn.append(len(handled) - seen)
+            seen = len(handled)
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        conn = AgentConnection(AgentSession("c1"), handled.extend)
+        await conn.open(f"ws://127.0.0.1:{port}/", 2.0)
+        done = asyncio.Event()
+        ticking = asyncio.ensure_future(ticker(done))
+        await conn.send_text("{}")
+        closed = await asyncio.wait_for(conn.run(), 5)
+        done.set()
+        await ticking
+    assert closed.clean
+    assert len(handled) == count + 1 and isinstance(handled[-1], HangupRequested)
+    assert [e.text for e in handled[:-1]] == [str(i) for i in range(count)]  # type: ignore[union-attr]
+    assert max(per_turn) <= 2 * FRAMES_PER_TURN, max(per_turn)

@@ -162,7 +162,7 @@ async def test_transfer_by_refer_ends_our_leg(bridge: SipBridgeServer) -> None:
 
     loop = asyncio.get_running_loop()
     async with ScriptedAgent(script) as agent:
-        await add_agent(bridge, [agent.url])
+        await add_agent(bridge, [agent.url], transfer_allow=["+1555*"])
         async with live_call(bridge, "xfer-1") as call:
             data = await asyncio.wait_for(loop.sock_recv(call.client.sock, 65535), 5)
             refer = parse_message(data)

@@ -18,7 +18,7 @@ from sipbridge.store.db import (
 )
 from sipbridge.store.models import Base, Call
 
-HEAD = "0009"
+HEAD = "0010"
 
 
 def test_normalize_url() -> None:
@@ -104,6 +104,8 @@ def test_packaged_migrations() -> None:
     assert eighth is not None and eighth.down_revision == "0007"
     ninth = script.get_revision("0009")
     assert ninth is not None and ninth.down_revision == "0008"
+    tenth = script.get_revision("0010")
+    assert tenth is not None and tenth.down_revision == "0009"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:
@@ -160,6 +162,25 @@ async def test_downgrade_then_upgrade(db: Database) -> None:
     assert await _tables(db) <= {"alembic_version"}
     await db.upgrade()
     assert await db.current_revision() == HEAD
+
+
+async def test_0010_gives_existing_agents_the_default_transfer_policy(db_url: str) -> None:
+    async with Database(db_url) as database:
+        await database.upgrade("0009")
+        async with database.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO agents (name, urls, voice_enabled, created_at) "
+                    "VALUES ('bot', '[\"wss://bot.example/ws\"]', :yes, :at)"
+                ),
+                {"yes": True, "at": datetime(2026, 1, 1, tzinfo=UTC)},
+            )
+        await database.upgrade()
+        agent = await service.get_agent(database, "bot")
+        assert agent.transfer_allow == []
+        await service.update_agent(database, "bot", transfer_allow=["+1202555*", "PBX.example"])
+        agent = await service.get_agent(database, "bot")
+        assert agent.transfer_allow == ["+1202555*", "pbx.example"]
 
 
 async def test_0002_migrates_existing_rows(db_url: str) -> None:

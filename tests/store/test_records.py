@@ -165,6 +165,7 @@ def test_agent_and_number_records() -> None:
         "voice_enabled": True,
         "has_token": False,
         "ca_bundle": None,
+        "transfer_allow": [],
         "created_at": "2025-01-01T00:00:00+00:00",
         "updated_at": None,
     }

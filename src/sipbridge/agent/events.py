@@ -12,7 +12,9 @@ layer handles them once::
     ├── AudioCleared        the agent interrupted its own audio (barge-in)
     ├── AudioDropped        agent audio beyond the playout cap was discarded
     ├── UnknownMessage      a message kind this version does not know (once per kind)
-    └── InvalidMessage      a frame that was ignored, and why
+    ├── InvalidMessage      a frame that was ignored, and why (once per kind of error)
+    ├── LimitReached        a per-call cap was reached: the excess is dropped (once per kind)
+    └── RateExceeded        the agent sent messages faster than allowed: end the call
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ __all__ = [
     "AudioDropped",
     "HangupRequested",
     "InvalidMessage",
+    "LimitReached",
     "Metadata",
+    "RateExceeded",
     "SendDtmf",
     "Transcript",
     "TransferRequested",
@@ -115,9 +119,34 @@ class UnknownMessage:
 
 @dataclass(frozen=True, slots=True)
 class InvalidMessage:
-    """A frame from the agent was ignored; ``reason`` says why. The call goes on."""
+    """A frame from the agent was ignored; ``reason`` says why. The call goes on.
+
+    ``kind`` names the kind of error (``invalid_json``, ``not_object``, ``no_type``,
+    ``audio``, or the message type whose fields were wrong). A session reports the first
+    error of each kind per call and counts the others (``Session.protocol_errors``).
+    """
 
     reason: str
+    kind: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitReached:
+    """A per-call cap of ``kind`` (``transcript``, ``metadata``, ``dtmf``) was reached;
+    ``detail`` says which. Reported once per kind per call; this message and the later
+    ones of the kind over the cap are dropped and counted (``Session.dropped``)."""
+
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateExceeded:
+    """The agent's connection sent more than ``burst`` messages at once or more than
+    ``rate`` per second on average: the call ends as ``agent_protocol_error``."""
+
+    rate: float
+    burst: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,4 +166,6 @@ AgentEvent = (
     | UnknownMessage
     | InvalidMessage
     | AudioDropped
+    | LimitReached
+    | RateExceeded
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
+from sipbridge.agent.limits import DEFAULT_LIMITS, AgentLimits
 from sipbridge.agent.protocol import AgentSession
 from sipbridge.agent.session import Session
 from sipbridge.agent.twilio import TwilioSession
@@ -25,6 +26,7 @@ def make_session(
     stream_sid: str | None = None,
     call_sid: str | None = None,
     custom_parameters: Mapping[str, str] | None = None,
+    limits: AgentLimits = DEFAULT_LIMITS,
 ) -> Session:
     """A new session for one call.
 
@@ -48,7 +50,9 @@ def make_session(
         ]
         if given:
             raise ValueError(f"{', '.join(given)}: only for the twilio protocol")
-        return AgentSession(call_id, sample_rate=sample_rate, cap_seconds=cap_seconds)
+        return AgentSession(
+            call_id, sample_rate=sample_rate, cap_seconds=cap_seconds, limits=limits
+        )
     if protocol == "twilio":
         return TwilioSession(
             call_id,
@@ -57,5 +61,6 @@ def make_session(
             call_sid=call_sid,
             custom_parameters=custom_parameters,
             cap_seconds=cap_seconds,
+            limits=limits,
         )
     raise ValueError(f"unknown agent protocol {protocol!r}; expected one of {PROTOCOLS}")

@@ -30,6 +30,7 @@ from sipbridge.agent.events import (
     TransferRequested,
     UnknownMessage,
 )
+from sipbridge.agent.limits import DEFAULT_LIMITS, AgentLimits
 from sipbridge.agent.session import (
     Session,
     parse_hangup,
@@ -79,9 +80,14 @@ class AgentSession(Session):
         sample_rate: int = 8000,
         frame_ms: int = 20,
         cap_seconds: float = 60.0,
+        limits: AgentLimits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__(
-            call_id, sample_rate=sample_rate, frame_ms=frame_ms, cap_seconds=cap_seconds
+            call_id,
+            sample_rate=sample_rate,
+            frame_ms=frame_ms,
+            cap_seconds=cap_seconds,
+            limits=limits,
         )
 
     # -- to the agent -----------------------------------------------------------------
@@ -156,7 +162,7 @@ class AgentSession(Session):
     def receive_binary(self, data: bytes) -> list[AgentEvent]:
         """Queue one binary frame of agent audio for playout."""
         if len(data) & 1:
-            return [InvalidMessage(f"odd-length audio frame of {len(data)} bytes skipped")]
+            return self._error("audio", f"odd-length audio frame of {len(data)} bytes skipped")
         return self._queue_audio(data)
 
     def _handle(self, kind: str, message: dict[str, Any]) -> list[AgentEvent]:

@@ -31,12 +31,14 @@ from sipbridge.agent.events import (
     AudioDropped,
     HangupRequested,
     InvalidMessage,
+    LimitReached,
     Metadata,
     SendDtmf,
     Transcript,
     TransferRequested,
     UnknownMessage,
 )
+from sipbridge.agent.limits import DEFAULT_LIMITS, AgentLimits
 from sipbridge.agent.playout import PlayoutBuffer
 from sipbridge.sip import grammar
 from sipbridge.sip.errors import SipError
@@ -62,6 +64,8 @@ _MAX_TRANSFER_HEADERS: Final = 32
 _MAX_HEADER_VALUE: Final = 1024
 _MAX_DTMF_DIGITS: Final = 64
 _MAX_TRANSCRIPT: Final = 65536
+# Kinds of protocol errors counted per call (they are our names or known message types).
+_MAX_ERROR_KINDS: Final = 32
 
 TRANSFER_STATUSES: Final = ("accepted", "failed")
 _TRANSFER_SCHEMES: Final = ("tel", "sip", "sips")
@@ -111,6 +115,7 @@ class Session(ABC):
         sample_rate: int = 8000,
         frame_ms: int = 20,
         cap_seconds: float = 60.0,
+        limits: AgentLimits = DEFAULT_LIMITS,
     ) -> None:
         if sample_rate <= 0 or frame_ms <= 0 or cap_seconds <= 0:
             raise ValueError("sample_rate, frame_ms and cap_seconds must be positive")
@@ -127,6 +132,16 @@ class Session(ABC):
         # (position in the playout stream, name), positions never decreasing.
         self._marks: deque[tuple[int, str]] = deque()
         self._outbox: list[dict[str, Any]] = []
+        self.limits = limits
+        #: Protocol errors of this call by kind (see :class:`InvalidMessage`).
+        self.protocol_errors: dict[str, int] = {}
+        #: Messages dropped by the per-call caps, by kind (``transcript``...).
+        self.dropped: dict[str, int] = {}
+        self._transcripts = 0
+        self._transcript_bytes = 0
+        self._metadata = 0
+        self._metadata_bytes = 0
+        self._dtmf_digits = 0
 
     # -- to the agent -----------------------------------------------------------------
 
@@ -190,13 +205,90 @@ class Session(ABC):
         except (ValueError, RecursionError) as exc:
             # ValueError covers JSONDecodeError, integers beyond the digit limit, NaN and
             # UnicodeEncodeError (a lone surrogate).
-            return [InvalidMessage(f"invalid JSON: {exc}")]
+            return self._error("invalid_json", f"invalid JSON: {exc}")
         if not isinstance(message, dict):
-            return [InvalidMessage("message is not a JSON object")]
+            return self._error("not_object", "message is not a JSON object")
         kind = message.get(self.kind_key)
         if not isinstance(kind, str):
-            return [InvalidMessage(f'message has no string "{self.kind_key}"')]
-        return self._handle(kind, message)
+            return self._error("no_type", f'message has no string "{self.kind_key}"')
+        events = self._handle(kind, message)
+        return self._screen(events, kind) if events else events
+
+    def admit_dtmf(self, digits: int, pending: int) -> list[AgentEvent] | None:
+        """Whether ``digits`` more digits may be queued for the caller while ``pending``
+        wait: None when they may (they are counted), else the events to report (the
+        request is dropped and counted as ``dtmf``)."""
+        limits = self.limits
+        if pending + digits > limits.dtmf_pending:
+            return self.drop("dtmf", f"more than {limits.dtmf_pending} digits waiting")
+        if self._dtmf_digits + digits > limits.dtmf_digits:
+            return self.drop("dtmf", f"more than {limits.dtmf_digits} digits in the call")
+        self._dtmf_digits += digits
+        return None
+
+    def drop(self, kind: str, detail: str) -> list[AgentEvent]:
+        """Count one message of ``kind`` dropped by a cap; the first one is reported."""
+        count = self.dropped.get(kind, 0)
+        self.dropped[kind] = count + 1
+        return [] if count else [LimitReached(kind, detail)]
+
+    def _error(self, kind: str, reason: str) -> list[AgentEvent]:
+        """Count one protocol error of ``kind``; the first of each kind is reported."""
+        errors = self.protocol_errors
+        count = errors.get(kind)
+        if count is None:
+            if len(errors) >= _MAX_ERROR_KINDS:
+                kind = "other"
+                count = errors.get(kind, 0)
+            else:
+                count = 0
+        errors[kind] = count + 1
+        return [] if count else [InvalidMessage(reason, kind)]
+
+    def _screen(self, events: list[AgentEvent], kind: str) -> list[AgentEvent]:
+        """Apply the per-call caps and count protocol errors (``kind``: the message's)."""
+        screened: list[AgentEvent] = []
+        for event in events:
+            if isinstance(event, InvalidMessage):
+                screened += self._error(event.kind or kind, event.reason)
+            elif isinstance(event, Transcript):
+                screened += self._admit_transcript(event)
+            elif isinstance(event, Metadata):
+                screened += self._admit_metadata(event)
+            else:
+                screened.append(event)
+        return screened
+
+    def _admit_transcript(self, event: Transcript) -> list[AgentEvent]:
+        limits = self.limits
+        size = len(event.text.encode("utf-8", "surrogatepass"))  # never raises
+        if size > limits.transcript_text_bytes:
+            return self.drop(
+                "transcript", f"a text of more than {limits.transcript_text_bytes} bytes"
+            )
+        if self._transcripts >= limits.transcripts:
+            return self.drop("transcript", f"more than {limits.transcripts} lines")
+        if self._transcript_bytes + size > limits.transcript_bytes:
+            return self.drop("transcript", f"more than {limits.transcript_bytes} bytes of text")
+        self._transcripts += 1
+        self._transcript_bytes += size
+        return [event]
+
+    def _admit_metadata(self, event: Metadata) -> list[AgentEvent]:
+        limits = self.limits
+        text = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
+        size = len(text.encode("utf-8", "surrogatepass"))  # never raises
+        if size > limits.metadata_message_bytes:
+            return self.drop(
+                "metadata", f"a message of more than {limits.metadata_message_bytes} bytes"
+            )
+        if self._metadata >= limits.metadata_messages:
+            return self.drop("metadata", f"more than {limits.metadata_messages} messages")
+        if self._metadata_bytes + size > limits.metadata_bytes:
+            return self.drop("metadata", f"more than {limits.metadata_bytes} bytes")
+        self._metadata += 1
+        self._metadata_bytes += size
+        return [event]
 
     @abstractmethod
     def receive_binary(self, data: bytes) -> list[AgentEvent]:
@@ -350,10 +442,10 @@ _RESERVED_TRANSFER_HEADERS = frozenset(
         "c",
         "refer-to",
         "r",
-        "referred-by",
-        "b",
     }
 )
+# Identity headers (Referred-By, P-Asserted-Identity...) parse here but refuse the transfer
+# in its policy (sipbridge.agent.transfers), which records why.
 
 
 def parse_transfer(body: dict[str, Any]) -> TransferRequested | InvalidMessage:

@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from sipbridge.agent.events import AgentEvent, InvalidMessage
+from sipbridge.agent.limits import DEFAULT_LIMITS, AgentLimits
 from sipbridge.agent.session import (
     Session,
     parse_hangup,
@@ -90,9 +91,14 @@ class TwilioSession(Session):
         call_sid: str | None = None,
         custom_parameters: Mapping[str, str] | None = None,
         cap_seconds: float = 60.0,
+        limits: AgentLimits = DEFAULT_LIMITS,
     ) -> None:
         super().__init__(
-            call_id, sample_rate=SAMPLE_RATE, frame_ms=_FRAME_MS, cap_seconds=cap_seconds
+            call_id,
+            sample_rate=SAMPLE_RATE,
+            frame_ms=_FRAME_MS,
+            cap_seconds=cap_seconds,
+            limits=limits,
         )
         self.account_sid = account_sid or derive_sid("AC", call_id)
         self.stream_sid = stream_sid or derive_sid("MZ", call_id)
@@ -192,7 +198,7 @@ class TwilioSession(Session):
     # -- from the agent ---------------------------------------------------------------
 
     def receive_binary(self, data: bytes) -> list[AgentEvent]:
-        return [InvalidMessage("binary frame in Twilio mode (audio goes in media events)")]
+        return self._error("binary", "binary frame in Twilio mode (audio goes in media events)")
 
     def _handle(self, kind: str, message: dict[str, Any]) -> list[AgentEvent]:
         if kind == "media":

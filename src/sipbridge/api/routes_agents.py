@@ -53,6 +53,7 @@ async def create_agent(body: AgentCreate, db: Db) -> dict[str, Any]:
             token=body.token,
             sample_rate=body.sample_rate,
             ca_bundle=body.ca_bundle,
+            transfer_allow=body.transfer_allow,
         )
     return agent.to_json()
 

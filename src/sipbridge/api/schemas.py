@@ -121,6 +121,16 @@ _CA_BUNDLE_HELP = (
     "certificate instead of the system's. It must exist and hold a certificate; stored as "
     "an absolute path."
 )
+TransferAllow = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=256), AfterValidator(check_text)]],
+    Field(max_length=100, examples=[["+1202555*", "pbx.example.com"]]),
+]
+_TRANSFER_HELP = (
+    "Where the agent may transfer callers: +NUMBER patterns (tel: targets, * and ? as "
+    "wildcards), HOST or USER@HOST patterns (sip:/sips: targets), or * (anywhere). Empty: "
+    "the default policy (numbers in the called number's country, no premium rate, no sip: "
+    "targets)."
+)
 Cidr = Annotated[
     str,
     Field(min_length=1, max_length=64, examples=["203.0.113.0/24"]),
@@ -189,6 +199,7 @@ class AgentCreate(_Body):
     sample_rate: SampleRate = 8000
     voice_enabled: bool = True
     ca_bundle: CaBundle | None = Field(default=None, description=_CA_BUNDLE_HELP)
+    transfer_allow: TransferAllow = Field(default_factory=list, description=_TRANSFER_HELP)
 
 
 class AgentUpdate(_Body):
@@ -203,6 +214,9 @@ class AgentUpdate(_Body):
     ca_bundle: CaBundle | None = Field(
         default=None, description=_CA_BUNDLE_HELP + " null removes it."
     )
+    transfer_allow: TransferAllow | None = Field(
+        default=None, description=_TRANSFER_HELP + " Replaces the list; [] for the default."
+    )
 
 
 class AgentOut(_Out):
@@ -211,6 +225,7 @@ class AgentOut(_Out):
     protocol: str
     has_token: bool
     ca_bundle: str | None = Field(description="absolute path of the CA bundle, or null")
+    transfer_allow: list[str] = Field(description=_TRANSFER_HELP)
     sample_rate: int
     voice_enabled: bool
     created_at: Timestamp
@@ -390,8 +405,32 @@ class CallPage(_Out):
 
 
 class TimelineEntry(_Out):
-    event: Literal["received", "answered", "first_audio", "ended"]
+    event: Literal[
+        "received",
+        "answered",
+        "first_audio",
+        "ended",
+        "transfer_refused",
+        "transfer_requested",
+        "transfer_accepted",
+        "transfer_failed",
+        "transfer_completed",
+    ]
     at: Timestamp
+
+
+class TransferEntry(_Out):
+    """One step of a transfer the agent asked for."""
+
+    at: Timestamp
+    target: str | None
+    status: Literal["refused", "requested", "accepted", "failed", "completed"]
+    reason: str | None = Field(
+        description="why it was refused or failed: premium_rate, other_country, sip_target, "
+        "not_allowed, identity_header, not_a_number, transfer_pending, refer_not_sent"
+    )
+    detail: str | None
+    sip_code: int | None
 
 
 class TranscriptEntry(_Out):
@@ -410,6 +449,7 @@ class CallDetailOut(CallOut):
     timeline: list[TimelineEntry]
     transcript: list[TranscriptEntry]
     metadata: list[MetadataEntry]
+    transfers: list[TransferEntry]
     quality: dict[str, Any] | None
 
 

@@ -16,6 +16,7 @@ from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from sipbridge.config import default_db_path
+from sipbridge.logs import escape_controls
 from sipbridge.numbers import InvalidNumber
 from sipbridge.store import service
 from sipbridge.store.db import Database, display_url
@@ -74,7 +75,7 @@ RegionOption = Annotated[
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {escape_controls(message)}", err=True)
     raise typer.Exit(code)
 
 
@@ -164,6 +165,9 @@ def _run(db: str | None, action: Callable[[Database], Awaitable[T]]) -> T:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Aligned columns; control characters in cells (a caller's From user, an agent's
+    name...) are shown as escapes, never sent to the terminal (sipbridge.logs)."""
+    rows = [[escape_controls(cell) for cell in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in rows:
         widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]

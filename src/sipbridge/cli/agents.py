@@ -48,6 +48,16 @@ CaBundleOption = Annotated[
         "(instead of the system's); stored as an absolute path.",
     ),
 ]
+TransferAllowOption = Annotated[
+    list[str] | None,
+    _option(
+        "--transfer-allow",
+        metavar="PATTERN",
+        help="Where the agent may transfer callers; repeat for more: +NUMBER* (tel: "
+        "numbers), HOST or USER@HOST (sip: targets), * (anywhere). Without it: numbers "
+        "in the called number's country, no premium rate, no sip: targets.",
+    ),
+]
 VOICE_DECLS = ("--voice/--no-voice",)
 VOICE_HELP = "Whether the agent takes calls."
 
@@ -73,6 +83,7 @@ def agent_add(
     protocol: ProtocolOption = None,
     sample_rate: SampleRateOption = None,
     ca_bundle: CaBundleOption = None,
+    transfer_allow: TransferAllowOption = None,
     db: DbOption = None,
 ) -> None:
     """Add an agent."""
@@ -87,6 +98,7 @@ def agent_add(
             token=token,
             sample_rate=8000 if sample_rate is None else sample_rate,
             ca_bundle=ca_bundle,
+            transfer_allow=transfer_allow or [],
         ),
     )
     typer.echo(f"added agent {record.name} -> {', '.join(record.urls)}")
@@ -112,9 +124,21 @@ def agent_update(
             help="Remove the CA bundle (verify with the system's CAs again).",
         ),
     ] = False,
+    transfer_allow: TransferAllowOption = None,
+    clear_transfer_allow: Annotated[
+        bool,
+        _option(
+            "--clear-transfer-allow",
+            help="Remove the transfer patterns (back to the default transfer policy).",
+        ),
+    ] = False,
     db: DbOption = None,
 ) -> None:
-    """Change an agent's settings (only the options given)."""
+    """Change an agent's settings (only the options given; --transfer-allow replaces
+    the patterns)."""
+    if clear_transfer_allow and transfer_allow:
+        _fail("--transfer-allow and --clear-transfer-allow cannot be combined", 2)
+    new_allow = [] if clear_transfer_allow else transfer_allow or None
     new_token = _replacement(token, clear_token, "--token", "--clear-token")
     new_ca_bundle = _replacement(ca_bundle, clear_ca_bundle, "--ca-bundle", "--clear-ca-bundle")
     record = _run(
@@ -128,6 +152,7 @@ def agent_update(
             token=new_token,
             sample_rate=sample_rate,
             ca_bundle=new_ca_bundle,
+            transfer_allow=new_allow,
         ),
     )
     typer.echo(f"updated agent {record.name} -> {', '.join(record.urls)}")
@@ -142,6 +167,7 @@ def _agent_row(a: AgentRecord) -> list[str]:
         "yes" if a.voice_enabled else "no",
         "yes" if a.token is not None else "no",
         a.ca_bundle or "-",
+        ",".join(a.transfer_allow) or "default",
         _when(a.created_at),
     ]
 
@@ -150,7 +176,17 @@ def _agent_row(a: AgentRecord) -> list[str]:
 def agent_list(db: DbOption = None) -> None:
     """List agents (tokens are never shown)."""
     agents = _run(db, service.list_agents)
-    headers = ["NAME", "URLS", "PROTOCOL", "RATE", "VOICE", "TOKEN", "CA BUNDLE", "CREATED (UTC)"]
+    headers = [
+        "NAME",
+        "URLS",
+        "PROTOCOL",
+        "RATE",
+        "VOICE",
+        "TOKEN",
+        "CA BUNDLE",
+        "TRANSFERS",
+        "CREATED (UTC)",
+    ]
     _echo_table(agents, "no agents", headers, _agent_row, db)
 
 

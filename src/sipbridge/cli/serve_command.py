@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Annotated, TypeVar
 
+from sipbridge.agent.limits import parse_agent_limits
 from sipbridge.cli._common import DbOption, RegionOption, _fail, _run, _setting, database_url
 from sipbridge.cli._listen import Listener, listen_problem
 from sipbridge.config import (
@@ -152,6 +153,15 @@ def serve(
             "--auth-realm", help="Digest authentication realm (default: the advertised address)."
         ),
     ] = None,
+    agent_limits: Annotated[
+        str,
+        _setting(
+            "--agent-limits",
+            metavar="NAME=VALUE,...",
+            help="Change what each call's agent may store, queue and send, e.g. "
+            "transcripts=5000,message_rate=1000 (names and defaults: docs/security.md).",
+        ),
+    ] = "",
     auth_algorithms: Annotated[
         str,
         _setting(
@@ -268,6 +278,7 @@ def serve(
     if auth_realm is not None and (not auth_realm.strip() or not auth_realm.isprintable()):
         _fail("--auth-realm: must be printable, non-empty text", 2)
     algorithms = _parsed("--auth-algorithms", parse_algorithms, auth_algorithms)
+    limits = _parsed("--agent-limits", parse_agent_limits, agent_limits)
     srtp_mode = _choice("--srtp", srtp, SRTP_MODES)
     if (tls_cert is None) != (tls_key is None):
         _fail("--tls-cert and --tls-key must be given together", 2)
@@ -295,6 +306,7 @@ def serve(
         media_timeout=media_timeout,
         max_calls=max_calls,
         max_call_duration=max_call_duration,
+        agent_limits=limits,
         overload_lag_ms=overload_lag_ms,
         overload_cpu=overload_cpu,
         unknown_sources="403" if unknown == "403" else "drop",

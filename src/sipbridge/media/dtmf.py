@@ -215,6 +215,11 @@ class DtmfSender:
         self._queue.extend(events)
 
     @property
+    def pending(self) -> int:
+        """Digits waiting or being sent."""
+        return len(self._queue) + (self._current is not None)
+
+    @property
     def active(self) -> bool:
         """Whether digits are being sent or waiting."""
         return self._current is not None or bool(self._queue) or self._pause_left > 0

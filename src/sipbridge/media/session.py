@@ -269,6 +269,11 @@ class MediaSession:
         return True
 
     @property
+    def dtmf_pending(self) -> int:
+        """Digits queued by :meth:`send_dtmf` and not yet sent in full."""
+        return self._dtmf_tx.pending
+
+    @property
     def sending_dtmf(self) -> bool:
         return self._dtmf_tx.active
 

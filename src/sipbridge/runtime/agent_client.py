@@ -15,6 +15,12 @@ that agent is dropped (counted in :attr:`AgentConnection.dropped_frames`); when 
 has stayed above the cap for :data:`STALLED_SECONDS`, the connection is aborted and the
 call handles it like any lost agent connection (one reconnection, else ``agent_lost``).
 
+Fairness and rate: at most :data:`FRAMES_PER_TURN` frames from one agent are handled per
+turn of the event loop (reading pauses while a backlog waits), and every message takes a
+token of the session's :class:`~sipbridge.agent.limits.MessageRate`; an agent over it gets
+its connection failed (1008) and the call a
+:class:`~sipbridge.agent.events.RateExceeded` event.
+
 :class:`EndpointHealth` is shared by all calls of a server: it orders an agent's URLs
 round-robin over the healthy ones and takes an endpoint that keeps failing out of
 rotation for a while.
@@ -30,6 +36,7 @@ import socket
 import ssl
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
@@ -38,10 +45,11 @@ from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosedOK, InvalidURI, WebSocketException
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Response
-from websockets.protocol import State
+from websockets.protocol import Event, State
 from websockets.uri import parse_uri
 
-from sipbridge.agent.events import AgentEvent
+from sipbridge.agent.events import AgentEvent, RateExceeded
+from sipbridge.agent.limits import MessageRate
 from sipbridge.agent.session import Session
 
 try:  # the C speedup websockets ships; its pure-Python twin otherwise
@@ -66,6 +74,10 @@ WRITE_BUFFER_CAP = 256 * 1024
 PING_INTERVAL = 20.0
 PING_TIMEOUT = 20.0
 STALLED_SECONDS = 5.0
+# Frames from one agent handled per turn of the event loop: a read of 256 KiB can hold
+# thousands of small messages, and other calls' audio must not wait for all of them.
+# The rest waits (the socket is not read meanwhile) for the next turn.
+FRAMES_PER_TURN = 64
 
 _OPCODE_TEXT = 0x81  # FIN + text (RFC 6455 §5.2)
 _OPCODE_BINARY = 0x82  # FIN + binary
@@ -221,6 +233,10 @@ class AgentConnection(asyncio.Protocol):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.dropped_frames = 0  # caller audio not sent: the agent was not reading
         self._over_cap_since: float | None = None
+        limits = session.limits
+        self._rate = MessageRate(limits.message_rate, limits.message_burst, time.monotonic())
+        self._over_rate = False
+        self._backlog: deque[Event] = deque()  # parsed, not yet handled
 
     async def open(
         self,
@@ -284,13 +300,45 @@ class AgentConnection(asyncio.Protocol):
         if protocol is None:
             return
         protocol.receive_data(data)
-        for event in protocol.events_received():
+        events = protocol.events_received()
+        if self._backlog or len(events) > FRAMES_PER_TURN:
+            self._backlog.extend(events)
+            self._drain()
+            return
+        for event in events:
             if isinstance(event, Frame):
                 self._frame(event)
             elif isinstance(event, Response):
                 self._handshake_done(protocol)
+        self._after_events(protocol)
+
+    def _drain(self, everything: bool = False) -> None:
+        """Handle up to :data:`FRAMES_PER_TURN` frames of the backlog (all of them with
+        ``everything``); while some are left, the socket is not read and the rest waits
+        for the next turn of the loop."""
+        protocol = self._protocol
+        if protocol is None:
+            self._backlog.clear()
+            return
+        backlog = self._backlog
+        for _ in range(len(backlog) if everything else min(len(backlog), FRAMES_PER_TURN)):
+            event = backlog.popleft()
+            if isinstance(event, Frame):
+                self._frame(event)
+            elif isinstance(event, Response):
+                self._handshake_done(protocol)
+        transport = self._transport
+        if backlog and self._loop is not None:
+            if transport is not None and transport.is_reading():
+                transport.pause_reading()
+            self._loop.call_soon(self._drain)
+        elif transport is not None and not transport.is_closing() and not transport.is_reading():
+            transport.resume_reading()
+        self._after_events(protocol)
+
+    def _after_events(self, protocol: ClientProtocol) -> None:
         self._write_pending()
-        if protocol.close_expected() and self._transport is not None:
+        if protocol.close_expected() and self._transport is not None and not self._backlog:
             self._transport.close()
 
     def eof_received(self) -> bool | None:
@@ -300,6 +348,8 @@ class AgentConnection(asyncio.Protocol):
         return None  # close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._backlog:
+            self._drain(everything=True)  # what the agent sent before it went
         self._closed = True
         self._cancel_timers()
         protocol = self._protocol
@@ -352,6 +402,9 @@ class AgentConnection(asyncio.Protocol):
         self._message(opcode, data)
 
     def _message(self, opcode: Opcode, data: bytes) -> None:
+        if not self._rate.allow(time.monotonic()) or self._over_rate:
+            self._rate_exceeded()
+            return
         session = self.session
         if opcode is Opcode.TEXT:
             try:
@@ -370,6 +423,16 @@ class AgentConnection(asyncio.Protocol):
         self.flush_session()
         if self._on_message is not None:
             self._on_message()
+
+    def _rate_exceeded(self) -> None:
+        """More messages than the session's limits allow: the call ends (once), the
+        connection is closed (1008) and nothing more from it is read."""
+        if self._over_rate:
+            return
+        self._over_rate = True
+        limits = self.session.limits
+        self._on_events([RateExceeded(limits.message_rate, limits.message_burst)])
+        self._fail(CloseCode.POLICY_VIOLATION, "message rate exceeded")
 
     def _fail(self, code: CloseCode, reason: str) -> None:
         protocol = self._protocol

@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from sipbridge.agent.events import AgentEvent
 from sipbridge.agent.factory import make_session
+from sipbridge.agent.limits import DEFAULT_LIMITS, AgentLimits
 from sipbridge.agent.session import Session
 from sipbridge.runtime.agent_client import (
     AgentConnection,
@@ -46,12 +47,15 @@ class AgentLink:
         dialed: str | None,
         sip_call_id: str,
         sip_headers: dict[str, str],
+        limits: AgentLimits = DEFAULT_LIMITS,
     ) -> None:
         self.agent = agent
         self._health = health
         self._on_events = on_events
         self._on_first_audio: Callable[[], None] | None = on_first_audio
-        self.session: Session = make_session(agent.protocol, call_id, sample_rate=agent.sample_rate)
+        self.session: Session = make_session(
+            agent.protocol, call_id, sample_rate=agent.sample_rate, limits=limits
+        )
         self._caller = caller
         self._dialed = dialed
         self._sip_call_id = sip_call_id

@@ -29,12 +29,15 @@ from sipbridge.agent.events import (
     AudioDropped,
     HangupRequested,
     InvalidMessage,
+    LimitReached,
     Metadata,
+    RateExceeded,
     SendDtmf,
     Transcript,
     TransferRequested,
     UnknownMessage,
 )
+from sipbridge.agent.transfers import transfer_refusal
 from sipbridge.media.dtmf import DigitPressed, DtmfError, parse_dtmf_info
 from sipbridge.media.session import MediaSession
 from sipbridge.numbers import caller_number
@@ -64,7 +67,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("sipbridge.call")
 # Call failures on our side (not the caller's choice or a wrong number): logged at WARNING.
 _FAILURE_REASONS = frozenset(
-    {"agent_unreachable", "agent_lost", "no_rtp_port", "overload", "server_busy", "trunk_busy"}
+    {
+        "agent_unreachable",
+        "agent_lost",
+        "agent_protocol_error",
+        "no_rtp_port",
+        "overload",
+        "server_busy",
+        "trunk_busy",
+    }
 )
 
 MEDIA_WATCH_SECONDS = 1.0
@@ -80,6 +91,7 @@ class EndCause(enum.Enum):
     AGENT_HANGUP = "agent_hangup"
     AGENT_DISCONNECTED = "agent_disconnected"
     AGENT_LOST = "agent_lost"
+    AGENT_PROTOCOL_ERROR = "agent_protocol_error"
     TRANSFERRED = "transferred"
     ACK_TIMEOUT = "ack_timeout"
     MEDIA_TIMEOUT = "media_timeout"
@@ -122,6 +134,7 @@ class Call:
         self._reader: asyncio.Future[Closed] | None = None
         self._reconnected = False
         self._transfer_pending = False
+        self._transfer_target: str | None = None
         self._call_events: list[CallEvent] = []
         self._hangup_task: asyncio.Future[None] | None = None
         self._received_at = server.loop.time()
@@ -357,6 +370,7 @@ class Call:
             dialed=self.record.to_number,
             sip_call_id=self.record.sip_call_id,
             sip_headers=invite_headers,
+            limits=self.server.settings.agent_limits,
         )
         self.link = link
         try:
@@ -520,7 +534,26 @@ class Call:
             EndCause.AGENT_DISCONNECTED: "agent",
             EndCause.TRANSFERRED: "agent",
         }.get(cause, "server")
-        self._event("ended", reason=cause.value, hangup_by=self.record.hangup_by)
+        session = link.session
+        self._event(
+            "ended",
+            reason=cause.value,
+            hangup_by=self.record.hangup_by,
+            protocol_errors=_counts(session.protocol_errors),
+            dropped=_counts(session.dropped),
+        )
+        if session.protocol_errors or session.dropped:
+            self._call_events.append(
+                CallEvent(
+                    self.sip.id,
+                    utcnow(),
+                    "agent_limits",
+                    {
+                        "protocol_errors": dict(session.protocol_errors),
+                        "dropped": dict(session.dropped),
+                    },
+                )
+            )
 
     async def _reconnect(self) -> bool:
         """The agent's connection dropped mid-call: one new connection (any healthy
@@ -587,10 +620,7 @@ class Call:
             elif isinstance(event, TransferRequested):
                 self._transfer(event.target, event.headers)
             elif isinstance(event, SendDtmf):
-                sent = self.media is not None and self.media.session.send_dtmf(
-                    event.digits, event.duration_ms
-                )
-                self._event("agent_dtmf", digits=event.digits, sent=sent)
+                self._agent_dtmf(event)
             elif isinstance(event, Transcript):
                 self._call_events.append(
                     CallEvent(
@@ -609,7 +639,40 @@ class Call:
             elif isinstance(event, UnknownMessage):
                 self._event("agent_unknown_message", type=event.type)
             elif isinstance(event, InvalidMessage):
-                self._event("agent_invalid_message", error=event.reason)
+                self._event(
+                    "agent_invalid_message",
+                    kind=event.kind,
+                    error=event.reason,
+                    note="more of this kind are counted, not logged",
+                )
+            elif isinstance(event, LimitReached):
+                self._event(
+                    "agent_limit_reached",
+                    kind=event.kind,
+                    limit=event.detail,
+                    note="the excess is dropped and counted",
+                )
+            elif isinstance(event, RateExceeded):
+                self._event(
+                    "agent_protocol_error",
+                    error="message rate exceeded",
+                    rate=event.rate,
+                    burst=event.burst,
+                )
+                self._finish(EndCause.AGENT_PROTOCOL_ERROR)
+
+    def _agent_dtmf(self, event: SendDtmf) -> None:
+        """Digits for the caller, within the per-call DTMF caps."""
+        media, link = self.media, self.link
+        if media is None or link is None:
+            return
+        refused = link.session.admit_dtmf(len(event.digits), media.session.dtmf_pending)
+        if refused is not None:
+            if refused:
+                self._on_agent_events(refused)
+            return
+        sent = media.session.send_dtmf(event.digits, event.duration_ms)
+        self._event("agent_dtmf", digits=event.digits, sent=sent)
 
     def _agent_hangs_up(self, after_playout: bool) -> None:
         if self._agent_hangup:
@@ -624,20 +687,44 @@ class Call:
             self._finish(EndCause.AGENT_HANGUP)
 
     def _transfer(self, target: str, headers: dict[str, str]) -> None:
-        """Blind transfer by REFER to the caller's side (RFC 3515)."""
+        """Blind transfer by REFER to the caller's side (RFC 3515), if the agent's transfer
+        policy allows the target and headers (sipbridge.agent.transfers)."""
+        allow = self.link.agent.transfer_allow if self.link is not None else []
+        refusal = transfer_refusal(target, headers, allow, self.record.to_number)
+        if refusal is not None:
+            reason, _, detail = refusal.partition(": ")
+            self._event("transfer_refused", target=target, reason=reason, detail=detail)
+            self._transfer_event(target, "refused", reason=reason, detail=detail)
+            self._transfer_result("failed", None)
+            return
         ua, now = self.server.ua, self.server.loop.time()
-        if self._transfer_pending or not ua.refer(self.sip, target, now, headers):
+        if self._transfer_pending:
+            self._transfer_event(target, "refused", reason="transfer_pending")
+            self._transfer_result("failed", None)
+            return
+        if not ua.refer(self.sip, target, now, headers):
+            self._transfer_event(target, "failed", reason="refer_not_sent")
             self._transfer_result("failed", None)
             return
         self._transfer_pending = True
+        self._transfer_target = target
         self.server.flush()
         self._event("transfer", target=target)
+        self._transfer_event(target, "requested")
+
+    def _transfer_event(self, target: str | None, status: str, **fields: object) -> None:
+        """One step of a transfer in the call's stored events (its timeline)."""
+        data: dict[str, object] = {"target": target, "status": status}
+        data.update({key: value for key, value in fields.items() if value is not None})
+        self._call_events.append(CallEvent(self.sip.id, utcnow(), "transfer", data))
 
     def on_refer_completed(self, status: int | None) -> None:
         if status is not None and 200 <= status < 300:
+            self._transfer_event(self._transfer_target, "accepted", sip_code=status)
             self._transfer_result("accepted", status)
             return
         self._transfer_pending = False
+        self._transfer_event(self._transfer_target, "failed", sip_code=status)
         self._transfer_result("failed", status)
 
     def on_notify(self, status: int | None, terminated: bool) -> None:
@@ -645,6 +732,9 @@ class Call:
         if not self._transfer_pending or status is None or status < 200:
             return
         self._transfer_pending = False
+        self._transfer_event(
+            self._transfer_target, "completed" if status < 300 else "failed", sip_code=status
+        )
         if status < 300:
             self._event("transferred", sip_code=status)
             self._finish(EndCause.TRANSFERRED)  # RFC 5589 §6: the transferor hangs up
@@ -764,6 +854,13 @@ class Call:
         if self.record.status.is_open:  # ended before any answer or rejection
             self.record.status = CallStatus.FAILED
             self.record.reason = self.record.reason or "internal_error"
+        if self.link is not None:
+            session = self.link.session
+            for kind, count in session.dropped.items():
+                metrics.agent_messages_dropped.labels(kind).inc(count)
+            errors = sum(session.protocol_errors.values())
+            if errors:
+                metrics.agent_protocol_errors.inc(errors)
         metrics.calls.labels(self.record.status.value, self.record.reason or "").inc()
         self.server.call_finished(self, self._call_events)
 
@@ -782,6 +879,11 @@ class Call:
         else:
             level = logging.INFO
         log.log(level, " ".join(parts))
+
+
+def _counts(counts: dict[str, int]) -> str | None:
+    """``kind:count,...`` for a log line, None when there is nothing."""
+    return ",".join(f"{kind}:{count}" for kind, count in counts.items()) or None
 
 
 def _is_ip(host: str) -> bool:

@@ -121,6 +121,19 @@ class Metrics:
             "Agent audio bytes dropped because the playout buffer cap was reached.",
             registry=r,
         )
+        self.agent_messages_dropped = Counter(
+            "sipbridge_agent_messages_dropped",
+            "Agent requests dropped by a per-call cap, by kind (transcript, metadata, "
+            "dtmf); added when a call ends.",
+            ["kind"],
+            registry=r,
+        )
+        self.agent_protocol_errors = Counter(
+            "sipbridge_agent_protocol_errors",
+            "Agent messages ignored as invalid (bad JSON, wrong fields...); added when a "
+            "call ends.",
+            registry=r,
+        )
         self.caller_audio_dropped_frames = Counter(
             "sipbridge_caller_audio_dropped_frames",
             "Caller audio frames not sent to an agent that was not reading (its "

@@ -37,6 +37,7 @@ from sqlalchemy import text
 
 from sipbridge.codecs.opus import opus_available
 from sipbridge.config import ServeSettings, usable_codecs
+from sipbridge.logs import setup_logging
 from sipbridge.media.overload import LoadLimits, LoadMonitor
 from sipbridge.numbers import caller_number, dialed_number
 from sipbridge.runtime.agent_client import EndpointHealth
@@ -853,10 +854,7 @@ async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> N
 
 def run(settings: ServeSettings) -> None:
     """Entry point of ``sipbridge serve``: logging, uvloop, and the event loop."""
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    setup_logging(settings.log_level)  # one line per record, control characters escaped
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

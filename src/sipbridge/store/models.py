@@ -93,6 +93,10 @@ class Agent(Base):
     updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Absolute path of a PEM CA bundle for the agent's wss:// certificate (migration 0003).
     ca_bundle: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    # Where the agent may transfer callers (sipbridge.agent.transfers; migration 0008).
+    transfer_allow: Mapped[list[str]] = mapped_column(
+        JSON, nullable=False, default=list, server_default=text("'[]'")
+    )
 
 
 class PhoneNumber(Base):

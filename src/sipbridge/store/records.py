@@ -93,6 +93,8 @@ class AgentRecord:
     ``token`` is a secret: it is never part of :meth:`to_json` (``has_token`` is).
     ``ca_bundle`` is the absolute path of a PEM file of CA certificates that verifies the
     agent's ``wss://`` certificate instead of the system trust store (None: the system's).
+    ``transfer_allow`` are the patterns of the targets it may transfer callers to (empty:
+    the default policy; see :mod:`sipbridge.agent.transfers`).
     """
 
     name: str
@@ -104,6 +106,7 @@ class AgentRecord:
     sample_rate: int = 8000  # 8000 | 16000
     updated_at: datetime | None = None
     ca_bundle: str | None = None
+    transfer_allow: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if isinstance(self.urls, str):  # AgentRecord("bot", "wss://...", ...) still works
@@ -127,6 +130,7 @@ class AgentRecord:
             "voice_enabled": self.voice_enabled,
             "has_token": self.token is not None,
             "ca_bundle": self.ca_bundle,
+            "transfer_allow": list(self.transfer_allow),
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }
@@ -390,7 +394,34 @@ class CallDetail:
             ("first_audio", record.first_audio_at),
             ("ended", record.ended_at),
         ]
-        return [{"event": name, "at": _iso(at)} for name, at in points if at is not None]
+        timeline: list[dict[str, Any]] = [
+            {"event": name, "at": _iso(at)} for name, at in points if at is not None
+        ]
+        transfers = [
+            {"event": f"transfer_{event.data.get('status')}", "at": _iso(event.at)}
+            for event in self.events
+            if event.kind == "transfer"
+        ]
+        if transfers:
+            timeline = sorted(timeline + transfers, key=lambda point: point["at"] or "")
+        return timeline
+
+    def transfers(self) -> list[dict[str, Any]]:
+        """Every transfer the agent asked for, step by step: ``status`` is ``refused``
+        (with ``reason``), ``requested``, ``accepted``, ``failed`` or ``completed``
+        (with ``sip_code`` when known)."""
+        return [
+            {
+                "at": _iso(event.at),
+                "target": event.data.get("target"),
+                "status": event.data.get("status"),
+                "reason": event.data.get("reason"),
+                "detail": event.data.get("detail"),
+                "sip_code": event.data.get("sip_code"),
+            }
+            for event in self.events
+            if event.kind == "transfer"
+        ]
 
     def to_json(self) -> dict[str, Any]:
         data = self.record.to_json()
@@ -410,5 +441,6 @@ class CallDetail:
             for event in self.events
             if event.kind == "metadata"
         ]
+        data["transfers"] = self.transfers()
         data["quality"] = self.record.quality()
         return data

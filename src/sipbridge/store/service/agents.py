@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, select, update
 
+from sipbridge.agent.transfers import MAX_PATTERNS, normalize_pattern
 from sipbridge.numbers import InvalidField
 from sipbridge.store.db import Database
 from sipbridge.store.models import Agent, PhoneNumber
@@ -168,7 +169,26 @@ def _agent_record(agent: Agent) -> AgentRecord:
         sample_rate=agent.sample_rate,
         updated_at=agent.updated_at,
         ca_bundle=agent.ca_bundle,
+        transfer_allow=list(agent.transfer_allow or []),
     )
+
+
+def _validate_transfer_allow(patterns: object) -> list[str]:
+    if isinstance(patterns, str) or not isinstance(patterns, list | tuple):
+        raise InvalidField("transfer_allow", "must be a list of patterns")
+    if len(patterns) > MAX_PATTERNS:
+        raise InvalidField("transfer_allow", f"at most {MAX_PATTERNS} patterns")
+    normalized: list[str] = []
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise InvalidField("transfer_allow", "patterns are strings")
+        try:
+            value = normalize_pattern(pattern)
+        except ValueError as exc:
+            raise InvalidField("transfer_allow", str(exc)) from None
+        if value not in normalized:
+            normalized.append(value)
+    return normalized
 
 
 async def add_agent(
@@ -181,13 +201,16 @@ async def add_agent(
     token: str | None = None,
     sample_rate: int = 8000,
     ca_bundle: str | None = None,
+    transfer_allow: list[str] | tuple[str, ...] = (),
 ) -> AgentRecord:
     """Create an agent reached at ``urls`` (tried in order; one URL may be given as a str).
 
     ``ca_bundle`` is the path of a PEM file of CA certificates that verify the agent's
     ``wss://`` certificate in place of the system trust store; it is stored as an absolute
     path. It is accepted even when every URL is ``ws://`` (it is then unused), so URLs and
-    bundle can be changed in either order.
+    bundle can be changed in either order. ``transfer_allow`` are the patterns of the
+    targets its transfers may go to (:mod:`sipbridge.agent.transfers`; none: the default
+    policy).
 
     InvalidField for a bad name, URL, protocol, token, sample rate or CA bundle (missing,
     unreadable or without a PEM certificate); AlreadyExists for a taken name.
@@ -199,6 +222,7 @@ async def add_agent(
     if token is not None:
         token = _validate_secret(token, "token", 1024)
     sample_rate = _validate_sample_rate(sample_rate)
+    allow = _validate_transfer_allow(list(transfer_allow))
     if ca_bundle is not None:
         ca_bundle = await asyncio.to_thread(_validate_ca_bundle, ca_bundle)
     agent = Agent(
@@ -210,6 +234,7 @@ async def add_agent(
         token=token,
         sample_rate=sample_rate,
         ca_bundle=ca_bundle,
+        transfer_allow=allow,
     )
     await _add_named(db, agent, "agent")
     return _agent_record(agent)
@@ -235,6 +260,7 @@ async def update_agent(
     token: str | Unset | None = UNSET,
     sample_rate: int | None = None,
     ca_bundle: str | Unset | None = UNSET,
+    transfer_allow: list[str] | tuple[str, ...] | None = None,
 ) -> AgentRecord:
     """Change some of an agent's settings (None / UNSET: unchanged; ``token=None`` and
     ``ca_bundle=None`` clear them). A CA bundle is checked as in :func:`add_agent`.
@@ -252,6 +278,8 @@ async def update_agent(
         values["token"] = None if token is None else _validate_secret(token, "token", 1024)
     if sample_rate is not None:
         values["sample_rate"] = _validate_sample_rate(sample_rate)
+    if transfer_allow is not None:
+        values["transfer_allow"] = _validate_transfer_allow(list(transfer_allow))
     if not isinstance(ca_bundle, Unset):
         values["ca_bundle"] = (
             None if ca_bundle is None else await asyncio.to_thread(_validate_ca_bundle, ca_bundle)
