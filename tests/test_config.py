@@ -394,3 +394,8 @@ def test_instance_id_and_spool_file_defaults(
             ServeSettings(instance_id=bad)
     with pytest.raises(ValueError, match="spool_max_bytes"):
         ServeSettings(spool_max_bytes=100)
+
+
+def test_is_ip_address() -> None:
+    assert config.is_ip_address("127.0.0.1") and config.is_ip_address("::1")
+    assert not config.is_ip_address("localhost") and not config.is_ip_address("[::1]")

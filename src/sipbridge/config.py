@@ -20,6 +20,7 @@ __all__ = [
     "ConfigError",
     "ServeSettings",
     "default_db_path",
+    "is_ip_address",
     "local_ipv4",
     "local_ipv6",
     "parse_port_range",
@@ -28,6 +29,15 @@ __all__ = [
 ]
 
 _WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def is_ip_address(host: str) -> bool:
+    """True when ``host`` is an IPv4 or IPv6 address literal, not a name to resolve."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_usable_ipv4(text: str) -> bool:

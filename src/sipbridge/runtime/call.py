@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
-import ipaddress
 import logging
 import socket
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from sipbridge.agent.events import (
     UnknownMessage,
 )
 from sipbridge.agent.transfers import transfer_refusal
+from sipbridge.config import is_ip_address
 from sipbridge.media.dtmf import DigitPressed, DtmfError, parse_dtmf_info
 from sipbridge.media.session import MediaSession
 from sipbridge.numbers import caller_number
@@ -244,7 +244,7 @@ class Call:
         otherwise (488)."""
         if (chosen.remote_type == "IP6") != self._media_ipv6:
             raise SdpError(f"the call's media is {'IPv6' if self._media_ipv6 else 'IPv4'}")
-        if _is_ip(chosen.remote_address):
+        if is_ip_address(chosen.remote_address):
             return chosen
         if self._remote_name is not None and chosen.remote_address == self._remote_name[0]:
             return dataclasses.replace(chosen, remote_address=self._remote_name[1])
@@ -255,7 +255,7 @@ class Call:
         §5.7) resolved in the family its address type names. SdpError when it does not
         resolve."""
         name = chosen.remote_address
-        if _is_ip(name):
+        if is_ip_address(name):
             return chosen
         family = socket.AF_INET6 if chosen.remote_type == "IP6" else socket.AF_INET
         try:
@@ -884,11 +884,3 @@ class Call:
 def _counts(counts: dict[str, int]) -> str | None:
     """``kind:count,...`` for a log line, None when there is nothing."""
     return ",".join(f"{kind}:{count}" for kind, count in counts.items()) or None
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -21,7 +21,6 @@ import collections
 import contextlib
 import dataclasses
 import gc
-import ipaddress
 import logging
 import random
 import secrets
@@ -36,7 +35,7 @@ import uvicorn
 from sqlalchemy import text
 
 from sipbridge.codecs.opus import opus_available
-from sipbridge.config import ServeSettings, usable_codecs
+from sipbridge.config import ServeSettings, is_ip_address, usable_codecs
 from sipbridge.logs import setup_logging
 from sipbridge.media.overload import LoadLimits, LoadMonitor
 from sipbridge.numbers import caller_number, dialed_number
@@ -514,7 +513,7 @@ class SipBridgeServer:
                     self.streams.send(data, destination)
                 elif transport is None:
                     break
-                elif _is_ip(destination[0]):
+                elif is_ip_address(destination[0]):
                     transport.sendto(data, destination)
                 else:
                     self._spawn(self._send_resolved(data, destination))
@@ -824,14 +823,6 @@ class _EmbeddedUvicorn(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> None:
