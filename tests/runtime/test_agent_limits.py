@@ -21,7 +21,7 @@ from sipbridge.sip.message import Request, parse_message
 from sipbridge.store import service
 from tests.conftest import BridgeFactory
 from tests.runtime.test_agent_link import LiveCall, add_agent, caller_hangs_up, live_call
-from tests.runtime.test_call import answer_bye, records
+from tests.runtime.test_call import answer_bye, records, response_to
 from tests.support.agents import AgentCall, ScriptedAgent, wait_for_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,14 +199,7 @@ async def test_transfer_policy_in_a_live_call(bridge: SipBridgeServer) -> None:
             for name in ("P-Asserted-Identity", "Diversion", "Privacy", "History-Info"):
                 assert refer.headers.get(name) is None
             assert len(refer.headers.get_all("Referred-By")) == 1  # ours only
-            accepted = (
-                "SIP/2.0 202 Accepted\r\n"
-                + "".join(f"Via: {v}\r\n" for v in refer.headers.get_all("Via"))
-                + f"From: {refer.headers.get('From')}\r\nTo: {refer.headers.get('To')}\r\n"
-                f"Call-ID: {refer.call_id}\r\nCSeq: {refer.cseq.seq} REFER\r\n"
-                "Content-Length: 0\r\n\r\n"
-            )
-            call.client.send(accepted.encode())
+            call.client.send(response_to(refer, "202 Accepted"))
             await wait_for_text(agent.calls[0], lambda t: t.get("status") == "accepted")
             await caller_hangs_up(call)
     results = [t for t in agent.calls[0].texts if t.get("type") == "transfer_result"]

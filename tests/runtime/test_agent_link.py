@@ -18,7 +18,7 @@ from sipbridge.rtp.packet import RtpPacket
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.message import Request, parse_message
 from sipbridge.store import service
-from tests.runtime.test_call import NUMBER, UdpClient, answer_bye, records
+from tests.runtime.test_call import NUMBER, UdpClient, answer_bye, records, response_to
 from tests.support.agents import AgentCall, ScriptedAgent, wait_for_text
 
 ULAW_SILENCE = b"\xff" * 160
@@ -169,14 +169,7 @@ async def test_transfer_by_refer_ends_our_leg(bridge: SipBridgeServer) -> None:
             assert isinstance(refer, Request) and refer.method == "REFER"
             assert refer.headers.get("Refer-To") == "<tel:+15551230000>"
             assert refer.headers.get("X-Queue") == "7"
-            accepted = (
-                "SIP/2.0 202 Accepted\r\n"
-                + "".join(f"Via: {v}\r\n" for v in refer.headers.get_all("Via"))
-                + f"From: {refer.headers.get('From')}\r\nTo: {refer.headers.get('To')}\r\n"
-                f"Call-ID: {refer.call_id}\r\nCSeq: {refer.cseq.seq} REFER\r\n"
-                "Content-Length: 0\r\n\r\n"
-            )
-            call.client.send(accepted.encode())
+            call.client.send(response_to(refer, "202 Accepted"))
             result = await wait_for_text(
                 agent.calls[0], lambda t: t.get("type") == "transfer_result"
             )

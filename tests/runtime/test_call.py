@@ -471,14 +471,20 @@ async def answer_bye(client: UdpClient, timeout: float = 5.0) -> Request:
         message = parse_message(data)
         if isinstance(message, Request) and message.method == "BYE":
             break
-    response = (
-        "SIP/2.0 200 OK\r\n"
-        + "".join(f"Via: {v}\r\n" for v in message.headers.get_all("Via"))
-        + f"From: {message.headers.get('From')}\r\nTo: {message.headers.get('To')}\r\n"
-        f"Call-ID: {message.call_id}\r\nCSeq: {message.cseq.seq} BYE\r\nContent-Length: 0\r\n\r\n"
-    )
-    client.send(response.encode())
+    client.send(response_to(message, "200 OK"))
     return message
+
+
+def response_to(request: Request, status: str) -> bytes:
+    """Our test caller's answer ``status`` (e.g. ``"202 Accepted"``) to a request of the
+    server's: its Via, From, To, Call-ID and CSeq echoed (RFC 3261 §8.2.6.2)."""
+    return (
+        f"SIP/2.0 {status}\r\n"
+        + "".join(f"Via: {v}\r\n" for v in request.headers.get_all("Via"))
+        + f"From: {request.headers.get('From')}\r\nTo: {request.headers.get('To')}\r\n"
+        f"Call-ID: {request.call_id}\r\nCSeq: {request.cseq.seq} {request.method}\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
 
 
 async def test_agent_closing_socket_ends_call_after_playout(bridge: SipBridgeServer) -> None:

@@ -699,26 +699,15 @@ class SipBridgeServer:
         trunk: str | None = None,
     ) -> None:
         """A call record for an INVITE the SIP core refused before any call existed."""
-        now = utcnow()
-        record = CallRecord(
-            id=uuid.uuid4().hex,
-            sip_call_id=clean(request.call_id),
-            from_number=clean_opt(
-                caller_number(request.from_.uri.user, self.settings.default_region)
-            ),
-            to_number=clean_opt(
-                dialed_number(request.uri.user, request.to.uri.user, self.settings.default_region)
-            ),
-            agent=None,
-            received_at=now,
-            ended_at=now,
-            status=CallStatus.FAILED,
-            reason=reason,
-            sip_code=status,
-            source=f"{source[0]}:{source[1]}",
-            trunk=trunk,
+        self._record_refused(
+            request.call_id,
+            request.from_.uri.user,
+            (request.uri.user, request.to.uri.user),
+            source,
+            status,
+            reason,
+            trunk,
         )
-        self.records.submit(record)
 
     def _record_malformed_invite(self, headers: Headers, source: Address, status: int) -> None:
         """A call record for an INVITE that did not parse (answered 400/505/513 by the SIP
@@ -733,20 +722,38 @@ class SipBridgeServer:
                 return None
 
         call_ids = headers.get_lines("Call-ID")
+        call_id = call_ids[0] if call_ids else "-"
+        self._record_refused(
+            call_id, user("From"), (None, user("To")), source, status, "malformed_request"
+        )
+
+    def _record_refused(
+        self,
+        sip_call_id: str,
+        from_user: str | None,
+        dialed: tuple[str | None, str | None],
+        source: Address,
+        status: int,
+        reason: str,
+        trunk: str | None = None,
+    ) -> None:
+        """The failed call record of an INVITE refused before any call existed; ``dialed``
+        is (Request-URI user, To user), wire text made storable (wiretext.py)."""
         region = self.settings.default_region
         now = utcnow()
         record = CallRecord(
             id=uuid.uuid4().hex,
-            sip_call_id=clean(call_ids[0]) if call_ids else "-",
-            from_number=clean_opt(caller_number(user("From"), region)),
-            to_number=clean_opt(dialed_number(None, user("To"), region)),
+            sip_call_id=clean(sip_call_id),
+            from_number=clean_opt(caller_number(from_user, region)),
+            to_number=clean_opt(dialed_number(*dialed, region)),
             agent=None,
             received_at=now,
             ended_at=now,
             status=CallStatus.FAILED,
-            reason="malformed_request",
+            reason=reason,
             sip_code=status,
             source=f"{source[0]}:{source[1]}",
+            trunk=trunk,
         )
         self.records.submit(record)
 
