@@ -18,7 +18,7 @@ from sipbridge.store.db import (
 )
 from sipbridge.store.models import Base, Call
 
-HEAD = "0010"
+HEAD = "0011"
 
 
 def test_normalize_url() -> None:
@@ -106,12 +106,23 @@ def test_packaged_migrations() -> None:
     assert ninth is not None and ninth.down_revision == "0008"
     tenth = script.get_revision("0010")
     assert tenth is not None and tenth.down_revision == "0009"
+    eleventh = script.get_revision("0011")
+    assert eleventh is not None and eleventh.down_revision == "0010"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:
     async with db.engine.connect() as conn:
         tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-    expected = {"agents", "phone_numbers", "calls", "trunks", "api_keys", "call_events", "bans"}
+    expected = {
+        "agents",
+        "phone_numbers",
+        "calls",
+        "trunks",
+        "api_keys",
+        "call_events",
+        "bans",
+        "instances",
+    }
     assert expected | {"alembic_version"} <= tables
     assert await db.current_revision() == HEAD
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import (
@@ -25,6 +25,8 @@ __all__ = ["MIGRATIONS_DIR", "Database", "alembic_config", "display_url", "norma
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 _SQLITE_BUSY_TIMEOUT_MS = 5000
+# The PostgreSQL advisory lock migrations run under (any fixed 64-bit number: "sipbrdg1").
+_MIGRATION_LOCK = 0x7369706272646731
 
 
 _POSTGRES_DRIVERLESS = frozenset({"postgresql", "postgres"})
@@ -129,8 +131,14 @@ class Database:
         )
 
     async def upgrade(self, revision: str = "head") -> None:
-        """Run Alembic migrations up to ``revision`` (idempotent)."""
+        """Run Alembic migrations up to ``revision`` (idempotent). On PostgreSQL, under
+        an advisory lock: the instances of a cluster starting together on one new database
+        migrate it one after the other (the first does the work), not at the same time."""
         async with self.engine.begin() as connection:
+            if self.url.get_backend_name() == "postgresql":
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
+                )
             await connection.run_sync(_run_upgrade, revision)
 
     async def current_revision(self) -> str | None:

@@ -29,6 +29,7 @@ __all__ = [
     "Base",
     "Call",
     "CallEventRow",
+    "Instance",
     "PhoneNumber",
     "Trunk",
     "UTCDateTime",
@@ -226,3 +227,19 @@ class CallEventRow(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     kind: Mapped[str] = mapped_column(String(32), nullable=False)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
+
+
+class Instance(Base):
+    """A sipbridge process sharing the database (migration 0011): its heartbeat, and for
+    one that died, the peer that closed its open calls. Times are the database's clock."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # --instance-id
+    sip_address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    lost_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lost_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lost_calls: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -19,6 +19,8 @@ __all__ = [
     "CallEvent",
     "CallRecord",
     "CallStatus",
+    "InstanceRecord",
+    "InstanceState",
     "NumberRecord",
     "TrunkRecord",
     "as_utc",
@@ -444,3 +446,52 @@ class CallDetail:
         data["transfers"] = self.transfers()
         data["quality"] = self.record.quality()
         return data
+
+
+class InstanceState(StrEnum):
+    """An instance's state in the store. ``running`` and ``draining`` are alive (they
+    write a heartbeat); ``stopped`` ended cleanly; ``lost`` stopped writing its heartbeat
+    and a peer closed its open calls."""
+
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    LOST = "lost"
+
+    @property
+    def is_alive(self) -> bool:
+        return self in (InstanceState.RUNNING, InstanceState.DRAINING)
+
+
+@dataclass
+class InstanceRecord:
+    """One instance sharing the database. ``seen_at`` is its last heartbeat; for a lost
+    one, ``lost_by`` is the peer that closed its ``lost_calls`` open calls at ``lost_at``.
+    Times are the database's clock."""
+
+    id: str
+    sip_address: str | None
+    state: InstanceState
+    started_at: datetime
+    seen_at: datetime
+    lost_at: datetime | None = None
+    lost_by: str | None = None
+    lost_calls: int | None = None
+
+    def __post_init__(self) -> None:
+        self.state = InstanceState(self.state)
+        self.started_at = as_utc(self.started_at)
+        self.seen_at = as_utc(self.seen_at)
+        self.lost_at = _opt_utc(self.lost_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "sip_address": self.sip_address,
+            "state": self.state.value,
+            "started_at": _iso(self.started_at),
+            "seen_at": _iso(self.seen_at),
+            "lost_at": _iso(self.lost_at),
+            "lost_by": self.lost_by,
+            "lost_calls": self.lost_calls,
+        }

@@ -7,7 +7,7 @@ names :class:`NotFound`, taken names :class:`AlreadyExists`.
 
 One module a job: :mod:`._common` (errors, :data:`UNSET`, shared validators and by-name
 queries), :mod:`.agents`, :mod:`.numbers`, :mod:`.trunks`, :mod:`.apikeys`, :mod:`.bans`,
-:mod:`.calls` and :mod:`.stats`; everything public is re-exported here.
+:mod:`.calls`, :mod:`.instances` and :mod:`.stats`; everything public is re-exported here.
 """
 
 from sipbridge.store.service._common import UNSET, AlreadyExists, InvalidField, NotFound, Unset
@@ -41,6 +41,7 @@ from sipbridge.store.service.calls import (
     CallFilter,
     call_row_values,
     close_interrupted,
+    close_open_calls,
     get_call,
     iter_calls,
     list_calls,
@@ -49,6 +50,18 @@ from sipbridge.store.service.calls import (
     save_call,
     save_call_events,
     write_call,
+)
+from sipbridge.store.service.instances import (
+    LOST_REASON,
+    Heartbeat,
+    LostInstance,
+    close_lost_instances,
+    database_now,
+    get_instance,
+    instance_heartbeat,
+    list_instances,
+    register_instance,
+    stop_instance,
 )
 from sipbridge.store.service.numbers import (
     NumberRoute,
@@ -72,13 +85,16 @@ from sipbridge.store.service.trunks import (
 __all__ = [
     "AGENT_PROTOCOLS",
     "BAN_REASONS",
+    "LOST_REASON",
     "SAMPLE_RATES",
     "TRUNK_CODECS",
     "UNSET",
     "AlreadyExists",
     "CallFilter",
     "CallStats",
+    "Heartbeat",
     "InvalidField",
+    "LostInstance",
     "NotFound",
     "NumberRoute",
     "Unset",
@@ -89,22 +105,29 @@ __all__ = [
     "call_row_values",
     "call_stats",
     "close_interrupted",
+    "close_lost_instances",
+    "close_open_calls",
     "create_api_key",
+    "database_now",
     "get_agent",
     "get_call",
+    "get_instance",
     "get_number",
     "get_trunk",
+    "instance_heartbeat",
     "iter_calls",
     "list_agents",
     "list_api_keys",
     "list_bans",
     "list_calls",
     "list_calls_page",
+    "list_instances",
     "list_numbers",
     "list_trunks",
     "lookup_number",
     "probe_call_write",
     "purge_expired_bans",
+    "register_instance",
     "remove_agent",
     "remove_ban",
     "remove_number",
@@ -112,6 +135,7 @@ __all__ = [
     "revoke_api_key",
     "save_call",
     "save_call_events",
+    "stop_instance",
     "update_agent",
     "update_number",
     "update_trunk",

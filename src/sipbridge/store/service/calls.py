@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, String, literal, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from sipbridge.numbers import InvalidField, InvalidNumber, caller_location, normalize_e164
 from sipbridge.store.db import Database
@@ -33,6 +34,7 @@ __all__ = [
     "CallFilter",
     "call_row_values",
     "close_interrupted",
+    "close_open_calls",
     "get_call",
     "iter_calls",
     "list_calls",
@@ -191,21 +193,29 @@ async def close_interrupted(db: Database, owner: str) -> list[str]:
     ``interrupted``, ended at their last update; other owners' rows are not touched.
     Returns the ids closed."""
     async with db.sessionmaker() as session, session.begin():
-        calls = list(
-            await session.scalars(
-                select(Call).where(Call.owner == owner, Call.status.in_(_OPEN_VALUES))
-            )
+        return await close_open_calls(session, owner, INTERRUPTED_REASON)
+
+
+async def close_open_calls(session: AsyncSession, owner: str, reason: str) -> list[str]:
+    """In ``session``'s transaction: close ``owner``'s open calls as ``interrupted`` with
+    ``reason``, each ended at its last update (rows locked until the commit on
+    PostgreSQL). Returns the ids closed."""
+    calls = list(
+        await session.scalars(
+            select(Call)
+            .where(Call.owner == owner, Call.status.in_(_OPEN_VALUES))
+            .order_by(Call.id)
+            .with_for_update()
         )
-        for call in calls:
-            ended = call.updated_at or call.answered_at or call.received_at
-            call.status = CallStatus.INTERRUPTED.value
-            call.reason = INTERRUPTED_REASON
-            call.hangup_by = "server"
-            call.ended_at = ended
-            if call.answered_at is not None:
-                call.duration_s = max(
-                    0.0, (as_utc(ended) - as_utc(call.answered_at)).total_seconds()
-                )
+    )
+    for call in calls:
+        ended = call.updated_at or call.answered_at or call.received_at
+        call.status = CallStatus.INTERRUPTED.value
+        call.reason = reason
+        call.hangup_by = "server"
+        call.ended_at = ended
+        if call.answered_at is not None:
+            call.duration_s = max(0.0, (as_utc(ended) - as_utc(call.answered_at)).total_seconds())
     return [call.id for call in calls]
 
 
