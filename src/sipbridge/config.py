@@ -301,6 +301,9 @@ class ServeSettings:
     # keeps records the database refused (None: beside a SQLite file, else in the data
     # directory; see ``spool_file``) and its size cap.
     instance_id: str | None = None
+    # Seconds without a heartbeat after which peers sharing the database declare an
+    # instance lost and close its open calls (runtime/cluster.py).
+    instance_timeout: float = 30.0
     spool_path: str | None = None
     spool_max_bytes: int = 64 * 1024 * 1024
 
@@ -311,6 +314,8 @@ class ServeSettings:
             or len(self.instance_id) > 255
         ):
             raise ValueError("instance_id must be printable text of 1-255 characters")
+        if self.instance_timeout < 1:
+            raise ValueError("instance_timeout must be at least 1 second")
         if self.spool_max_bytes < 4096:
             raise ValueError("spool_max_bytes must be at least 4096")
         self._check_transports()

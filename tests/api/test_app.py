@@ -29,6 +29,7 @@ PATHS = {
     "/api/calls.csv": {"get"},
     "/api/calls/{call_id}": {"get"},
     "/api/stats": {"get"},
+    "/api/instances": {"get"},
 }
 
 

@@ -13,6 +13,7 @@ from sipbridge.api.schemas import (
     CallDetailOut,
     CallOut,
     CallStatsOut,
+    InstanceOut,
     NumberOut,
     TrunkCreate,
     TrunkOut,
@@ -26,6 +27,8 @@ from sipbridge.store.records import (
     CallDetail,
     CallEvent,
     CallRecord,
+    InstanceRecord,
+    InstanceState,
     NumberRecord,
     TrunkRecord,
 )
@@ -70,6 +73,16 @@ def aliases(model: type[BaseModel]) -> set[str]:
         (TrunkOut, TrunkRecord("t", [], None, None, "p", False, None, [], NOW).to_json()),
         (TrunkOut, TRUNK.to_json()),
         (CallOut, CALL.to_json()),
+        (
+            InstanceOut,
+            InstanceRecord("a", "127.0.0.1:5071", InstanceState.RUNNING, NOW, NOW).to_json(),
+        ),
+        (
+            InstanceOut,
+            InstanceRecord(
+                "b", None, InstanceState.LOST, NOW, NOW, lost_at=NOW, lost_by="a", lost_calls=2
+            ).to_json(),
+        ),
         (
             CallDetailOut,
             CallDetail(

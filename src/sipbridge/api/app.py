@@ -19,6 +19,7 @@ from sipbridge.api import (
     routes_bans,
     routes_calls,
     routes_health,
+    routes_instances,
     routes_numbers,
     routes_stats,
     routes_trunks,
@@ -34,7 +35,8 @@ MAX_BODY_SIZE = 64 * 1024
 DOCS_ASSETS = "/docs/assets"  # Swagger UI's files, from the swagger-ui-bundle package
 
 DESCRIPTION = """\
-Manage sipbridge's agents, numbers, trunks and bans, read call records and statistics.
+Manage sipbridge's agents, numbers, trunks and bans, read call records and statistics
+and the instances sharing the database.
 
 Every `/api/...` route needs `Authorization: Bearer <key>` with a key from
 `sipbridge apikey create NAME`. `/healthz`, `/readyz` and `/metrics` need none.
@@ -90,6 +92,7 @@ def create_app(
         routes_bans,
         routes_calls,
         routes_stats,
+        routes_instances,
     ):
         app.include_router(module.router)
     _serve_docs(app)

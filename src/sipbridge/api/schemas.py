@@ -31,6 +31,7 @@ __all__ = [
     "CallPage",
     "CallStatsOut",
     "ErrorMessage",
+    "InstanceOut",
     "MetadataEntry",
     "NumberCreate",
     "NumberOut",
@@ -326,6 +327,22 @@ class BanOut(_Out):
     note: str | None
     created_at: Timestamp
     expires_at: Timestamp | None = Field(description="null: until lifted")
+
+
+# ----------------------------------------------------------------------- instances
+
+
+class InstanceOut(_Out):
+    """An instance sharing the database; times are the database's clock."""
+
+    id: str = Field(description="Its --instance-id, the owner of the calls it records")
+    sip_address: str | None = Field(description="Advertised SIP address and port")
+    state: Literal["running", "draining", "stopped", "lost"]
+    started_at: Timestamp
+    seen_at: Timestamp = Field(description="Its last heartbeat")
+    lost_at: Timestamp | None = Field(description="When a peer declared it lost")
+    lost_by: str | None = Field(description="The peer that closed its open calls")
+    lost_calls: int | None = Field(description="How many open calls that peer closed")
 
 
 # --------------------------------------------------------------------------- calls

@@ -251,6 +251,15 @@ def serve(
             "calls left open as interrupted (default: hostname:sip-port).",
         ),
     ] = None,
+    instance_timeout: Annotated[
+        float,
+        _setting(
+            "--instance-timeout",
+            min=1.0,
+            help="Seconds without a heartbeat in the database after which the other "
+            "instances sharing it declare this one lost and close its open calls.",
+        ),
+    ] = 30.0,
     spool: Annotated[
         str | None,
         _setting(
@@ -325,6 +334,7 @@ def serve(
         tls_key=tls_key,
         unknown_connection_timeout=unknown_connection_timeout,
         instance_id=instance_id,
+        instance_timeout=instance_timeout,
         spool_path=spool,
         spool_max_bytes=spool_max_mb * 1024 * 1024,
     )

@@ -77,6 +77,17 @@ class Metrics:
             "New calls (INVITEs) refused with 503 because of overload.",
             registry=r,
         )
+        self.lost_instances = Counter(
+            "sipbridge_lost_instances",
+            "Peer instances this instance declared lost (no heartbeat for "
+            "--instance-timeout) and whose open calls it closed.",
+            registry=r,
+        )
+        self.lost_instance_calls = Counter(
+            "sipbridge_lost_instance_calls",
+            "Open calls of lost peer instances this instance closed as interrupted.",
+            registry=r,
+        )
         self.media_frames_skipped = Counter(
             "sipbridge_media_frames_skipped",
             "20 ms frames skipped in RTP time after a stall of the media clock "

@@ -9,6 +9,9 @@ Who may call is the UA core's :class:`~sipbridge.sip.access.AccessPolicy`; this 
 loads the trunks from the store at start and every ``TRUNK_REFRESH`` seconds, and
 enforces each trunk's ``max_calls`` and allowed numbers when a call arrives.
 
+The same periodic refresh writes this instance's heartbeat into the shared store and
+closes the open calls of peers that stopped writing theirs (runtime/cluster.py).
+
 Every received message first meets the :class:`~sipbridge.sip.guard.SourceGuard` (bans
 and per-source rates, before parsing); the bans it makes are logged, counted and stored,
 and the stored bans (the operator's, other instances') are read back with the trunks.
@@ -42,6 +45,7 @@ from sipbridge.numbers import caller_number, dialed_number
 from sipbridge.runtime.agent_client import EndpointHealth
 from sipbridge.runtime.bans import BanSync
 from sipbridge.runtime.call import Call
+from sipbridge.runtime.cluster import InstanceBeat, heartbeat_interval
 from sipbridge.runtime.media import MediaClock, RtpPortAllocator
 from sipbridge.runtime.metrics import Metrics
 from sipbridge.runtime.recorder import RecordWriter
@@ -189,6 +193,12 @@ class SipBridgeServer:
             self.metrics,
             settings.owner_id,
         )
+        # This instance among its peers on the database (runtime/cluster.py); the refresh
+        # period is shortened when --instance-timeout needs more frequent heartbeats.
+        self.instance = InstanceBeat(
+            self.db, settings.owner_id, settings.instance_timeout, self.metrics
+        )
+        self._refresh_period = heartbeat_interval(TRUNK_REFRESH, settings.instance_timeout)
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Future[None] | None = None
         self.streams = StreamTransports(self)  # SIP over TCP and TLS (runtime/transports.py)
@@ -262,6 +272,7 @@ class SipBridgeServer:
         if tls is not None:
             listeners.append(f"tls:{host}:{tls[1]}")
         await self._start_http()
+        await self.instance.register(self.instance_address)
         # Everything allocated so far (FastAPI, SQLAlchemy, pydantic: ~10^5 objects) lives
         # as long as the process: move it out of the collector's sight, so a full
         # collection takes microseconds instead of stalling every call's media for tens
@@ -402,12 +413,20 @@ class SipBridgeServer:
 
     async def _refresh_trunks(self) -> None:
         while True:
-            await asyncio.sleep(TRUNK_REFRESH)
+            await asyncio.sleep(self._refresh_period)
             try:
                 await self.reload_trunks()
                 await self.bans.reload()
             except Exception as exc:  # keep the last good lists; say why
                 log.warning("event=trunk_reload_failed error=%s", exc)
+            await self.instance.beat(draining=self.draining)  # logs its own failures
+
+    @property
+    def instance_address(self) -> str:
+        """This instance's SIP address as its peers and a proxy reach it: the advertised
+        address and the bound port (``host:port``, ``[v6]:port``)."""
+        host = self.ua.local_host
+        return f"[{host}]:{self.ua.local_port}" if ":" in host else f"{host}:{self.ua.local_port}"
 
     async def _start_http(self) -> None:
         """The REST API, /metrics and health checks, on uvicorn in this event loop."""
@@ -809,6 +828,7 @@ class SipBridgeServer:
             await asyncio.sleep(0.05)
         # The last records: into the store, or the spool when it does not take them.
         await self.records.close(max(0.5, deadline - self.loop.time()))
+        await self.instance.stop()  # every record written: a clean exit
         if self._timer is not None:
             self._timer.cancel()
         if self._heartbeat is not None:

@@ -134,9 +134,7 @@ async def _beat(
     return Heartbeat(record, now, previous, was_lost)
 
 
-async def register_instance(
-    db: Database, instance_id: str, sip_address: str | None
-) -> Heartbeat:
+async def register_instance(db: Database, instance_id: str, sip_address: str | None) -> Heartbeat:
     """At start: this instance's row, ``running``, started and seen now (created, or taken
     over from an earlier run of the same instance)."""
     return await _beat(db, instance_id, InstanceState.RUNNING, sip_address, starting=True)
