@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# A local sipbridge cluster for trying the scale-out set-up on one machine (docs/scaling.md):
+# Kamailio on 127.0.0.1:5060 in front of N sipbridge instances on 127.0.0.1, all on one
+# PostgreSQL database. Runs in the foreground; Ctrl-C (or SIGTERM) stops everything:
+# the instances stop cleanly (their calls hung up and recorded), then Kamailio.
+#
+#   deploy/cluster/run-local.sh postgresql://postgres:postgres@127.0.0.1/sipbridge [N]
+#
+# Instance i (1..N): id local-i, SIP (UDP and TCP) 127.0.0.1:$((5070 + i)), HTTP API
+# 127.0.0.1:$((8080 + i)), RTP/RTCP ports 10000 + (i-1)*RTP_PORTS_EACH upwards (disjoint).
+# Settings from the environment:
+#   PROXY_ADDRESS (127.0.0.1), PROXY_PORT (5060), SIP_BASE (5070), HTTP_BASE (8080),
+#   RTP_BASE (10000), RTP_PORTS_EACH (2000: 1000 calls), PING_INTERVAL (2 s),
+#   INSTANCE_TIMEOUT (30 s), SIPBRIDGE (the command: "sipbridge", or "python3 -m sipbridge"),
+#   KAMAILIO (kamailio), RUN_DIR (a new temporary folder: logs, dispatcher list, pid files).
+# Every other SIPBRIDGE_* variable reaches the instances (e.g. SIPBRIDGE_MAX_CALLS=100).
+# Add agents, numbers and API keys once, through any instance (or `sipbridge --db URL ...`):
+# they are in the shared database.
+set -euo pipefail
+
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  exit 2
+fi
+DB_URL="$1"
+COUNT="${2:-2}"
+case "$COUNT" in ''|*[!0-9]*) echo "N must be a number" >&2; exit 2 ;; esac
+[ "$COUNT" -ge 1 ] || { echo "N must be at least 1" >&2; exit 2; }
+
+HERE="$(cd "$(dirname "$0")" && pwd)"
+CFG="$HERE/../kamailio/kamailio.cfg"
+PROXY_ADDRESS="${PROXY_ADDRESS:-127.0.0.1}"
+PROXY_PORT="${PROXY_PORT:-5060}"
+SIP_BASE="${SIP_BASE:-5070}"
+HTTP_BASE="${HTTP_BASE:-8080}"
+RTP_BASE="${RTP_BASE:-10000}"
+RTP_PORTS_EACH="${RTP_PORTS_EACH:-2000}"
+PING_INTERVAL="${PING_INTERVAL:-2}"
+INSTANCE_TIMEOUT="${INSTANCE_TIMEOUT:-30}"
+KAMAILIO="${KAMAILIO:-kamailio}"
+if [ -z "${SIPBRIDGE:-}" ]; then
+  if command -v sipbridge >/dev/null 2>&1; then SIPBRIDGE=sipbridge; else SIPBRIDGE="python3 -m sipbridge"; fi
+fi
+RUN_DIR="${RUN_DIR:-$(mktemp -d -t sipbridge-cluster.XXXXXX)}"
+mkdir -p "$RUN_DIR"
+
+PIDS=()
+stop_all() {
+  trap - INT TERM EXIT
+  echo "stopping: the instances hang up, write their records and stop; then Kamailio" >&2
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait || true
+}
+trap stop_all INT TERM EXIT
+
+# One migration before the instances start (each would also migrate, one at a time).
+# shellcheck disable=SC2086
+$SIPBRIDGE db upgrade --db "$DB_URL" >/dev/null
+
+LIST="$RUN_DIR/dispatcher.list"
+: > "$LIST"
+for i in $(seq 1 "$COUNT"); do
+  sip=$((SIP_BASE + i))
+  http=$((HTTP_BASE + i))
+  low=$((RTP_BASE + (i - 1) * RTP_PORTS_EACH))
+  high=$((low + RTP_PORTS_EACH - 1))
+  echo "1 sip:127.0.0.1:$sip 0 0" >> "$LIST"
+  # shellcheck disable=SC2086
+  SIPBRIDGE_DB="$DB_URL" $SIPBRIDGE serve \
+    --instance-id "local-$i" --instance-timeout "$INSTANCE_TIMEOUT" \
+    --sip-host 127.0.0.1 --sip-port "$sip" --http-port "$http" --rtp-ports "$low-$high" \
+    --spool "$RUN_DIR/records-local-$i.spool" \
+    > "$RUN_DIR/local-$i.log" 2>&1 &
+  PIDS+=("$!")
+  echo "instance local-$i: sip 127.0.0.1:$sip http http://127.0.0.1:$http rtp $low-$high log $RUN_DIR/local-$i.log" >&2
+done
+
+"$KAMAILIO" -DD -E -f "$CFG" -Y "$RUN_DIR" \
+  -A "LISTEN=udp:$PROXY_ADDRESS:$PROXY_PORT" \
+  -A "DISPATCHER_LIST=\"$LIST\"" \
+  -A "PING_INTERVAL=$PING_INTERVAL" \
+  > "$RUN_DIR/kamailio.log" 2>&1 &
+PIDS+=("$!")
+echo "kamailio: sip udp:$PROXY_ADDRESS:$PROXY_PORT log $RUN_DIR/kamailio.log" >&2
+echo "calls to sip:NUMBER@$PROXY_ADDRESS:$PROXY_PORT; Ctrl-C stops the cluster" >&2
+
+# Stop everything when any process ends (a crash shows in its log).
+wait -n || true
+echo "a process of the cluster ended; see $RUN_DIR" >&2
