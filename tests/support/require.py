@@ -48,6 +48,10 @@ NEEDS: dict[str, Need] = {
         ),
         "apt-get install sip-tester (its pcap files)",
     ),
+    "kamailio": Need(
+        lambda: shutil.which("kamailio") is not None or Path("/usr/sbin/kamailio").exists(),
+        "apt-get install kamailio",
+    ),
     "baresip": Need(lambda: shutil.which("baresip") is not None, "apt-get install baresip-core"),
     "openssl": Need(lambda: shutil.which("openssl") is not None, "apt-get install openssl"),
     "libopus": Need(_opus, "apt-get install libopus0"),

@@ -1,0 +1,459 @@
+"""Two ``sipbridge serve`` processes behind Kamailio (deploy/kamailio/kamailio.cfg) on one
+PostgreSQL database, driven by SIPp on 127.0.0.1 (docs/scaling.md).
+
+One test, in phases, so the processes start once (the CI budget is tight): calls spread
+over both instances and are answered with audio; an instance at its ``--max-calls`` is
+skipped (its 503 fails the call over to the other); ``kill -9`` of an instance with a call
+up: new calls succeed on the survivor at once, and the survivor records the dead one's
+call as ``interrupted`` / ``instance_lost``; a clean exit marks an instance ``stopped``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sipbridge.store import service
+from sipbridge.store.db import Database
+from sipbridge.store.records import CallRecord, CallStatus, InstanceState
+from tests.conftest import create_postgres_database, drop_postgres_database, postgres_server_url
+from tests.support.agents import EchoAgent
+from tests.support.sipp import SIPP, SIPP_SHARE, free_udp_port
+
+ROOT = Path(__file__).resolve().parents[2]
+# /usr/sbin is not on every user's PATH.
+KAMAILIO = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/usr/local/sbin")
+KAMAILIO_CFG = ROOT / "deploy" / "kamailio" / "kamailio.cfg"
+NUMBER = "+12025550101"
+SERVICE = "12025550101"
+# Short on purpose: the whole module must stay within its CI budget.
+PING_INTERVAL = 1  # Kamailio's OPTIONS probes, seconds
+FR_TIMER_MS = 1000  # an instance that does not answer an INVITE: the next one after this
+INSTANCE_TIMEOUT = 3.0  # seconds without a heartbeat before a peer declares an instance lost
+
+pytestmark = [pytest.mark.sipp, pytest.mark.requires("sipp", "sipp-pcap", "kamailio")]
+
+# INVITE through the proxy; ACK and BYE follow the route set the proxy recorded (rrs,
+# [routes]) to the instance's Contact ([next_url]): loose routing, RFC 3261 §16.12.
+_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="call through the proxy">
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:+15005550006@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200" rtd="true" rrs="true"/>
+  <send>
+    <![CDATA[
+
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: sipp <sip:+15005550006@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop>
+    <action>
+      <exec play_pcap_audio="pcap/g711a.pcap"/>
+    </action>
+  </nop>
+  <pause milliseconds="{hold_ms}"/>
+  <send retrans="500">
+    <![CDATA[
+
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: sipp <sip:+15005550006@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" crlf="true"/>
+</scenario>
+"""
+
+
+@dataclass
+class Instance:
+    name: str
+    sip_port: int
+    process: asyncio.subprocess.Process
+    log: Path
+
+    def tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def answers_options(port: int, timeout: float) -> None:
+    """Wait until something on 127.0.0.1:``port`` answers an OPTIONS with a final response."""
+    loop = asyncio.get_running_loop()
+    deadline = time.monotonic() + timeout
+    n = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        local = sock.getsockname()[1]
+        while time.monotonic() < deadline:
+            n += 1
+            request = (
+                f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-probe{n}\r\n"
+                f"From: <sip:probe@127.0.0.1:{local}>;tag=p{n}\r\n"
+                f"To: <sip:127.0.0.1:{port}>\r\nCall-ID: probe-{n}-{local}\r\n"
+                "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            ).encode()
+            sock.sendto(request, ("127.0.0.1", port))
+            with contextlib.suppress(TimeoutError, ConnectionRefusedError):
+                data = await asyncio.wait_for(loop.sock_recv(sock, 65535), 0.3)
+                if data.startswith(b"SIP/2.0 2"):
+                    return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"nothing answered OPTIONS on 127.0.0.1:{port} within {timeout} s")
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
+    """Poll ``check`` until true; the seconds it took."""
+    start = time.monotonic()
+    while not await check():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.1)
+    return time.monotonic() - start
+
+
+class Cluster:
+    """The processes of one test: two instances, Kamailio, SIPp runs."""
+
+    def __init__(self, workdir: Path, db_url: str) -> None:
+        self.workdir = workdir
+        self.db_url = db_url
+        self.instances: dict[str, Instance] = {}
+        self.kamailio: asyncio.subprocess.Process | None = None
+        self.kamailio_log = workdir / "kamailio.log"
+        self.proxy_port = 0
+        self.sipp: list[asyncio.subprocess.Process] = []
+        self.rtp_low = 30000 + (os.getpid() % 200) * 100
+        (workdir / "pcap").symlink_to(SIPP_SHARE)
+
+    async def start_instance(self, name: str, *, max_calls: int) -> Instance:
+        port = free_udp_port()
+        low = self.rtp_low + 40 * len(self.instances)  # disjoint RTP ranges
+        log = self.workdir / f"{name}.log"
+        with log.open("wb") as out:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "sipbridge",
+                "serve",
+                "--sip-host",
+                "127.0.0.1",
+                "--sip-port",
+                str(port),
+                "--http-port",
+                str(free_port()),
+                "--rtp-ports",
+                f"{low}-{low + 38}",
+                "--instance-id",
+                name,
+                "--instance-timeout",
+                str(INSTANCE_TIMEOUT),
+                "--max-calls",
+                str(max_calls),
+                "--spool",
+                str(self.workdir / f"{name}.spool"),
+                "--log-level",
+                "info",
+                env={**os.environ, "SIPBRIDGE_DB": self.db_url},
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+            )
+        instance = Instance(name, port, process, log)
+        self.instances[name] = instance
+        return instance
+
+    async def start_kamailio(self) -> None:
+        assert KAMAILIO is not None
+        listing = self.workdir / "dispatcher.list"
+        listing.write_text(
+            "".join(f"1 sip:127.0.0.1:{i.sip_port} 0 0\n" for i in self.instances.values())
+        )
+        self.proxy_port = free_udp_port()
+        with self.kamailio_log.open("wb") as out:
+            # Its own configuration, port and run folder, in the foreground (-DD), logging
+            # to stderr (-E): the Debian package's service plays no part.
+            self.kamailio = await asyncio.create_subprocess_exec(
+                KAMAILIO,
+                "-DD",
+                "-E",
+                "-f",
+                str(KAMAILIO_CFG),
+                "-Y",
+                str(self.workdir),
+                "-A",
+                f"LISTEN=udp:127.0.0.1:{self.proxy_port}",
+                "-A",
+                f'DISPATCHER_LIST="{listing}"',
+                "-A",
+                f"PING_INTERVAL={PING_INTERVAL}",
+                "-A",
+                f"FR_TIMER_MS={FR_TIMER_MS}",
+                "-A",
+                "CHILDREN=2",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+            )
+        await answers_options(self.proxy_port, 10)
+
+    async def call(self, hold_ms: int, *, calls: int = 1, wait: bool = True) -> int | None:
+        """SIPp ``calls`` calls through the proxy, each held ``hold_ms``; its exit code
+        (0: every call succeeded), or None when ``wait`` is False (left running)."""
+        assert SIPP is not None
+        n = len(self.sipp)
+        scenario = self.workdir / f"call-{n}.xml"
+        scenario.write_text(_SCENARIO.replace("{hold_ms}", str(hold_ms)))
+        process = await asyncio.create_subprocess_exec(
+            SIPP,
+            f"127.0.0.1:{self.proxy_port}",
+            "-sf",
+            str(scenario),
+            "-s",
+            SERVICE,
+            "-m",
+            str(calls),
+            "-l",
+            str(calls),
+            "-r",
+            "20",
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-p",
+            str(free_udp_port()),
+            "-mp",
+            str(free_udp_port()),
+            "-timeout",
+            "20s",
+            "-timeout_error",
+            "-nostdin",
+            "-trace_err",
+            "-error_file",
+            str(self.workdir / f"sipp-{n}-errors.log"),
+            cwd=self.workdir,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        self.sipp.append(process)
+        if not wait:
+            return None
+        return await asyncio.wait_for(process.wait(), 30)
+
+    def logs(self) -> str:
+        parts = [f"--- {i.name}\n{i.tail()}" for i in self.instances.values()]
+        if self.kamailio_log.exists():
+            parts.append("--- kamailio\n" + self.kamailio_log.read_text(errors="replace")[-3000:])
+        for errors in sorted(self.workdir.glob("sipp-*-errors.log")):
+            parts.append(f"--- {errors.name}\n" + errors.read_text(errors="replace")[-1500:])
+        return "\n".join(parts)
+
+    async def close(self) -> None:
+        processes = [*self.sipp, *(i.process for i in self.instances.values())]
+        if self.kamailio is not None:
+            processes.append(self.kamailio)
+        for process in processes:
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+        for process in processes:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), 10)
+
+
+@pytest.fixture
+async def database_url() -> AsyncIterator[str]:
+    server = postgres_server_url()
+    assert server is not None
+    url = await create_postgres_database(server)
+    try:
+        yield url
+    finally:
+        await drop_postgres_database(server, url)
+
+
+async def calls_by_id(db: Database) -> dict[str, CallRecord]:
+    return {c.id: c for c in await service.list_calls(db, limit=200)}
+
+
+async def test_calls_spread_fail_over_and_a_killed_instances_calls_are_recorded_lost(
+    tmp_path: Path, database_url: str
+) -> None:
+    db = Database(database_url)
+    await db.upgrade()
+    cluster = Cluster(tmp_path, database_url)
+    try:
+        async with EchoAgent() as agent:
+            await service.add_agent(db, "echo", agent.url, voice_enabled=True)
+            await service.add_number(db, NUMBER, "echo")
+            # "b" takes one call at a time: the proxy must skip it when it is busy.
+            a = await cluster.start_instance("a", max_calls=10)
+            b = await cluster.start_instance("b", max_calls=1)
+            await asyncio.gather(answers_options(a.sip_port, 30), answers_options(b.sip_port, 30))
+            await cluster.start_kamailio()
+
+            try:
+                await run_phases(cluster, db, agent, a, b)
+            except BaseException:
+                print(cluster.logs())
+                raise
+    finally:
+        await cluster.close()
+        await db.close()
+
+
+async def run_phases(
+    cluster: Cluster, db: Database, agent: EchoAgent, a: Instance, b: Instance
+) -> None:
+    # 1. Two calls at once through the proxy: round-robin puts one on each instance, and
+    #    both are answered with audio both ways.
+    assert await cluster.call(1500, calls=2) == 0, "spread calls failed"
+
+    async def idle() -> bool:
+        calls = await calls_by_id(db)
+        return len(calls) == 2 and not any(c.status.is_open for c in calls.values())
+
+    await wait_for(idle, 10, "the two calls recorded as ended")
+    spread = list((await calls_by_id(db)).values())
+    assert sorted(c.owner or "" for c in spread) == ["a", "b"], spread
+    for record in spread:
+        assert record.status is CallStatus.ANSWERED and record.reason == "caller_hangup"
+        assert record.codec == "pcma" and record.sip_code == 200
+        assert (record.packets_in or 0) > 0 and (record.packets_out or 0) > 0, record
+    assert len(agent.calls) == 2 and all(call.audio for call in agent.calls)
+
+    # 2. Long calls until "b" holds one (it is then at its --max-calls) ...
+    async def open_calls() -> list[CallRecord]:
+        return [c for c in (await calls_by_id(db)).values() if c.status is CallStatus.ACTIVE]
+
+    for count in (1, 2):
+        await cluster.call(60_000, wait=False)
+
+        async def up(count: int = count) -> bool:
+            return len(await open_calls()) == count
+
+        await wait_for(up, 10, f"{count} long call(s) active")
+        if any(c.owner == "b" for c in await open_calls()):
+            break
+    [held_by_b] = [c for c in await open_calls() if c.owner == "b"]
+    # ... then new calls skip it: those the proxy sends there get 503 and go to "a".
+    before = set(await calls_by_id(db))
+    for _ in range(3):
+        assert await cluster.call(300) == 0, "a call while b was full failed"
+
+    async def ended() -> bool:
+        new = [c for c in (await calls_by_id(db)).values() if c.id not in before]
+        return not any(c.status.is_open for c in new)
+
+    await wait_for(ended, 10, "the calls while b was full recorded as ended")
+    new = [c for c in (await calls_by_id(db)).values() if c.id not in before]
+    answered = [c for c in new if c.status is CallStatus.ANSWERED]
+    assert len(answered) == 3 and {c.owner for c in answered} == {"a"}, new
+    busy = [c for c in new if c.reason == "server_busy"]
+    assert busy and {c.owner for c in busy} == {"b"} and {c.sip_code for c in busy} == {503}
+
+    # 3. kill -9 "b" with its call up: new calls succeed on "a" at once (the proxy fails
+    #    over after FR_TIMER_MS, and its probes take "b" out within PING_INTERVAL) ...
+    b.process.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    await b.process.wait()
+    before = set(await calls_by_id(db))
+    for _ in range(2):
+        started = time.monotonic()
+        assert await cluster.call(200) == 0, "a call after the kill failed"
+        assert time.monotonic() - started < FR_TIMER_MS / 1000 + 3
+
+    async def new_ended() -> bool:
+        new = [c for c in (await calls_by_id(db)).values() if c.id not in before]
+        return len(new) == 2 and not any(c.status.is_open for c in new)
+
+    await wait_for(new_ended, 10, "the calls after the kill recorded as ended")
+    new = [c for c in (await calls_by_id(db)).values() if c.id not in before]
+    assert {c.owner for c in new} == {"a"}, new
+    assert all(c.status is CallStatus.ANSWERED for c in new), new
+
+    # ... and "a" records the dead instance's call as lost.
+    async def recorded_lost() -> bool:
+        return (await calls_by_id(db))[held_by_b.id].status is CallStatus.INTERRUPTED
+
+    await wait_for(recorded_lost, INSTANCE_TIMEOUT + 6, "b's call closed by a")
+    lost_after = time.monotonic() - killed
+    lost_call = (await calls_by_id(db))[held_by_b.id]
+    assert lost_call.reason == "instance_lost" and lost_call.owner == "b"
+    assert lost_call.hangup_by == "server" and lost_call.duration_s is not None
+    rows = {i.id: i for i in await service.list_instances(db)}
+    assert rows["b"].state is InstanceState.LOST
+    assert (rows["b"].lost_by, rows["b"].lost_calls) == ("a", 1)
+    assert rows["b"].sip_address == f"127.0.0.1:{b.sip_port}"
+    assert INSTANCE_TIMEOUT - 1 < lost_after < INSTANCE_TIMEOUT + 6
+
+    # 4. A clean exit of "a": its calls closed, its row stopped.
+    for process in cluster.sipp:
+        if process.returncode is None:
+            process.kill()
+    a.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(a.process.wait(), 15) == 0
+    rows = {i.id: i for i in await service.list_instances(db)}
+    assert rows["a"].state is InstanceState.STOPPED
+    assert not [c for c in (await calls_by_id(db)).values() if c.status.is_open]
