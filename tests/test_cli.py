@@ -448,6 +448,17 @@ def test_serve_record_options(
     result = runner.invoke(app, ["serve"], env={**env, "SIPBRIDGE_INSTANCE_ID": "from-env"})
     assert result.exit_code == 0, result.output
     assert fake_server[0].owner_id == "from-env"
+    assert fake_server[0].instance_timeout == 30.0  # the default
+    fake_server.clear()
+    result = runner.invoke(app, ["serve", "--instance-timeout", "4.5"], env=env)
+    assert result.exit_code == 0, result.output
+    assert fake_server[0].instance_timeout == 4.5
+    fake_server.clear()
+    result = runner.invoke(app, ["serve"], env={**env, "SIPBRIDGE_INSTANCE_TIMEOUT": "12"})
+    assert result.exit_code == 0, result.output
+    assert fake_server[0].instance_timeout == 12.0
+    result = runner.invoke(app, ["serve", "--instance-timeout", "0.5"], env=env)
+    assert result.exit_code == 2 and "--instance-timeout" in result.output
 
 
 def test_serve_defaults_and_env(

@@ -399,3 +399,10 @@ def test_instance_id_and_spool_file_defaults(
 def test_is_ip_address() -> None:
     assert config.is_ip_address("127.0.0.1") and config.is_ip_address("::1")
     assert not config.is_ip_address("localhost") and not config.is_ip_address("[::1]")
+
+
+def test_settings_instance_timeout() -> None:
+    assert ServeSettings().instance_timeout == 30.0
+    assert ServeSettings(instance_timeout=1).instance_timeout == 1
+    with pytest.raises(ValueError, match="instance_timeout must be at least 1 second"):
+        ServeSettings(instance_timeout=0.5)
