@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 import time
+import typing
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,7 +184,9 @@ class Cluster:
         self.proxy_port = 0
         self.sipp: list[asyncio.subprocess.Process] = []
         self.rtp_low = 30000 + (os.getpid() % 200) * 100
-        (workdir / "pcap").symlink_to(SIPP_SHARE)
+        pcap = workdir / "pcap"
+        if not pcap.exists():
+            pcap.symlink_to(SIPP_SHARE)
 
     async def start_instance(self, name: str, *, max_calls: int) -> Instance:
         port = free_udp_port()
@@ -222,12 +225,13 @@ class Cluster:
         self.instances[name] = instance
         return instance
 
-    async def start_kamailio(self) -> None:
+    async def start_kamailio(self, ports: list[int] | None = None) -> None:
+        """Kamailio in front of the instances (or of ``ports``)."""
         assert KAMAILIO is not None
+        if ports is None:
+            ports = [i.sip_port for i in self.instances.values()]
         listing = self.workdir / "dispatcher.list"
-        listing.write_text(
-            "".join(f"1 sip:127.0.0.1:{i.sip_port} 0 0\n" for i in self.instances.values())
-        )
+        listing.write_text("".join(f"1 sip:127.0.0.1:{port} 0 0\n" for port in ports))
         self.proxy_port = free_udp_port()
         with self.kamailio_log.open("wb") as out:
             # Its own configuration, port and run folder, in the foreground (-DD), logging
@@ -457,3 +461,80 @@ async def run_phases(
     rows = {i.id: i for i in await service.list_instances(db)}
     assert rows["a"].state is InstanceState.STOPPED
     assert not [c for c in (await calls_by_id(db)).values() if c.status.is_open]
+
+
+class FakeInstance(asyncio.DatagramProtocol):
+    """A UDP peer in the dispatcher list: answers OPTIONS 200 and every INVITE 486, and
+    keeps the INVITEs it got, as bytes."""
+
+    def __init__(self) -> None:
+        self.invites: list[bytes] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport is no asyncio.DatagramTransport subclass: no isinstance.
+        self.transport = typing.cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        head = data.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+        method = head[0].split(b" ", 1)[0]
+        if method not in (b"OPTIONS", b"INVITE"):
+            return
+        if method == b"INVITE":
+            self.invites.append(data)
+        copied = [
+            line
+            for line in head[1:]
+            if line.split(b":", 1)[0].strip().lower()
+            in (b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq")
+        ]
+        status = b"200 OK" if method == b"OPTIONS" else b"486 Busy Here"
+        response = b"\r\n".join([b"SIP/2.0 " + status, *copied, b"Content-Length: 0", b"", b""])
+        assert self.transport is not None
+        self.transport.sendto(response, addr)
+
+
+async def test_the_proxy_sets_the_real_source_and_leaves_the_sdp_alone(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    transport, fake = await loop.create_datagram_endpoint(FakeInstance, local_addr=("127.0.0.1", 0))
+    cluster = Cluster(tmp_path, "")
+    try:
+        await cluster.start_kamailio([transport.get_extra_info("sockname")[1]])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            port = sock.getsockname()[1]
+            body = (
+                b"v=0\r\no=- 1 1 IN IP4 192.0.2.55\r\ns=-\r\nc=IN IP4 192.0.2.55\r\n"
+                b"t=0 0\r\nm=audio 49170 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+            )
+            invite = (
+                f"INVITE sip:12025550101@127.0.0.1:{cluster.proxy_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-src1\r\n"
+                f"From: <sip:+15005550006@127.0.0.1:{port}>;tag=s1\r\n"
+                "To: <sip:12025550101@127.0.0.1>\r\n"
+                f"Call-ID: source-{port}\r\nCSeq: 1 INVITE\r\n"
+                f"Contact: <sip:caller@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n"
+                # A forged source: the proxy must drop it.
+                "X-Sipbridge-Source: 203.0.113.66:5060;transport=udp\r\n"
+                "Content-Type: application/sdp\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode() + body
+            sock.sendto(invite, ("127.0.0.1", cluster.proxy_port))
+            final = b""
+            deadline = time.monotonic() + 5
+            while not final.startswith(b"SIP/2.0 486") and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    final = await asyncio.wait_for(loop.sock_recv(sock, 65535), 0.5)
+        assert final.startswith(b"SIP/2.0 486"), (final, cluster.logs())
+        [forwarded] = fake.invites
+        head, forwarded_body = forwarded.split(b"\r\n\r\n", 1)
+        sources = [
+            line for line in head.split(b"\r\n") if line.lower().startswith(b"x-sipbridge-source")
+        ]
+        assert sources == [f"X-Sipbridge-Source: 127.0.0.1:{port};transport=udp".encode()]
+        assert f"Record-Route: <sip:127.0.0.1:{cluster.proxy_port};lr>".encode() in head
+        assert forwarded_body == body  # the SDP untouched: media goes straight to the caller
+    finally:
+        transport.close()
+        await cluster.close()
