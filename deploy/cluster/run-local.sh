@@ -50,6 +50,7 @@ stop_all() {
   echo "stopping: the instances hang up, write their records and stop; then Kamailio" >&2
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait || true
+  exit 0
 }
 trap stop_all INT TERM EXIT
 
