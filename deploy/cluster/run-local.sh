@@ -46,13 +46,15 @@ mkdir -p "$RUN_DIR"
 
 PIDS=()
 stop_all() {
+  local status="$1"
   trap - INT TERM EXIT
   echo "stopping: the instances hang up, write their records and stop; then Kamailio" >&2
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait || true
-  exit 0
+  exit "$status"
 }
-trap stop_all INT TERM EXIT
+trap 'stop_all 0' INT TERM  # asked to stop
+trap 'stop_all $?' EXIT     # a failed step, or a process of the cluster ended
 
 # One migration before the instances start (each would also migrate, one at a time).
 # shellcheck disable=SC2086
@@ -88,3 +90,4 @@ echo "calls to sip:NUMBER@$PROXY_ADDRESS:$PROXY_PORT; Ctrl-C stops the cluster" 
 # Stop everything when any process ends (a crash shows in its log).
 wait -n || true
 echo "a process of the cluster ended; see $RUN_DIR" >&2
+exit 1
