@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import sys
 import time
 import typing
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,13 +27,11 @@ import pytest
 from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallRecord, CallStatus, InstanceState
-from tests.conftest import create_postgres_database, drop_postgres_database, postgres_server_url
 from tests.support.agents import EchoAgent
+from tests.support.cluster import KAMAILIO, answers_options
 from tests.support.sipp import SIPP, SIPP_SHARE, free_udp_port
 
 ROOT = Path(__file__).resolve().parents[2]
-# /usr/sbin is not on every user's PATH.
-KAMAILIO = shutil.which("kamailio") or shutil.which("kamailio", path="/usr/sbin:/usr/local/sbin")
 KAMAILIO_CFG = ROOT / "deploy" / "kamailio" / "kamailio.cfg"
 NUMBER = "+12025550101"
 SERVICE = "12025550101"
@@ -133,33 +130,6 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def answers_options(port: int, timeout: float) -> None:
-    """Wait until something on 127.0.0.1:``port`` answers an OPTIONS with a final response."""
-    loop = asyncio.get_running_loop()
-    deadline = time.monotonic() + timeout
-    n = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        local = sock.getsockname()[1]
-        while time.monotonic() < deadline:
-            n += 1
-            request = (
-                f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-probe{n}\r\n"
-                f"From: <sip:probe@127.0.0.1:{local}>;tag=p{n}\r\n"
-                f"To: <sip:127.0.0.1:{port}>\r\nCall-ID: probe-{n}-{local}\r\n"
-                "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-            ).encode()
-            sock.sendto(request, ("127.0.0.1", port))
-            with contextlib.suppress(TimeoutError, ConnectionRefusedError):
-                data = await asyncio.wait_for(loop.sock_recv(sock, 65535), 0.3)
-                if data.startswith(b"SIP/2.0 2"):
-                    return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"nothing answered OPTIONS on 127.0.0.1:{port} within {timeout} s")
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:
@@ -324,17 +294,6 @@ class Cluster:
         for process in processes:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), 10)
-
-
-@pytest.fixture
-async def database_url() -> AsyncIterator[str]:
-    server = postgres_server_url()
-    assert server is not None
-    url = await create_postgres_database(server)
-    try:
-        yield url
-    finally:
-        await drop_postgres_database(server, url)
 
 
 async def calls_by_id(db: Database) -> dict[str, CallRecord]:
