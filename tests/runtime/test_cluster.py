@@ -139,6 +139,6 @@ async def test_a_database_error_never_escapes(tmp_path: object) -> None:
         await beat.register("127.0.0.1:5060")
         await beat.beat(draining=False)
         await beat.close_lost()
-        await beat.stop()
+        await beat.stop(1.0)
     finally:
         await broken.close()

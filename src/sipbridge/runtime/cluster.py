@@ -14,6 +14,7 @@ heartbeat is old, and the first to get through must not take its live peers for 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from sipbridge.runtime.metrics import Metrics
@@ -101,9 +102,10 @@ class InstanceBeat:
                 ",".join(peer.calls[:20]),
             )
 
-    async def stop(self) -> None:
-        """At a clean exit, after the last record writes: ``stopped``."""
+    async def stop(self, timeout: float) -> None:
+        """At a clean exit, after the last record writes: ``stopped`` (given up after
+        ``timeout`` seconds: an unreachable database must not hold the exit up)."""
         try:
-            await service.stop_instance(self.db, self.id)
+            await asyncio.wait_for(service.stop_instance(self.db, self.id), timeout)
         except Exception as exc:
             log.warning("event=instance_stop_failed instance=%s error=%s", self.id, exc)

@@ -814,10 +814,6 @@ class SipBridgeServer:
     async def stop(self) -> None:
         """Refuse new calls, hang up the active ones, write their records, close."""
         self.draining = True
-        if self._trunk_task is not None:
-            self._trunk_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._trunk_task
         for call in list(self.calls.values()):
             call.on_shutdown()
         deadline = self.loop.time() + SHUTDOWN_GRACE
@@ -828,7 +824,13 @@ class SipBridgeServer:
             await asyncio.sleep(0.05)
         # The last records: into the store, or the spool when it does not take them.
         await self.records.close(max(0.5, deadline - self.loop.time()))
-        await self.instance.stop()  # every record written: a clean exit
+        # The refresh ran until now: its heartbeat says "draining" while calls end, so a
+        # drain longer than --instance-timeout does not look like a dead instance.
+        if self._trunk_task is not None:
+            self._trunk_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trunk_task
+        await self.instance.stop(SHUTDOWN_GRACE)  # every record written: a clean exit
         if self._timer is not None:
             self._timer.cancel()
         if self._heartbeat is not None:
