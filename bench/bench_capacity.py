@@ -733,15 +733,24 @@ def main() -> None:
         capture.stop()
         final = metrics(http_port)
 
-        up = args.calls + 1  # the probe too
+        # the calls up during the steady window, read from the server (calls refused
+        # with 503 cost next to nothing and must not dilute the figure), plus the probe
+        # (up for the whole window, but neither before nor after it)
+        up = int(
+            min(
+                metric_value(before, "sipbridge_active_calls"),
+                metric_value(after, "sipbridge_active_calls"),
+            )
+        ) + (0 if "probe_refused" in figures else 1)
+        figures["calls_up_steady"] = up
         cpu_share = (cpu1 - cpu0) / (mono1 - mono0)
         figures["server_cpu_percent_of_a_core"] = round(100 * cpu_share, 1)
-        figures["server_cpu_percent_per_call"] = round(100 * cpu_share / up, 3)
+        figures["server_cpu_percent_per_call"] = round(100 * cpu_share / up, 3) if up else None
         figures["rss_mb_idle"] = round(rss_idle, 1)
-        figures["rss_mb_per_call"] = round((rss - rss_idle) / up, 3)
+        figures["rss_mb_per_call"] = round((rss - rss_idle) / up, 3) if up else None
         answered = metric_value(final, 'sipbridge_calls_total{reason="caller_hangup"')
         figures["answered"] = int(answered)
-        figures["not_answered"] = up - int(answered)  # refused (503) or failed
+        figures["not_answered"] = args.calls + 1 - int(answered)  # refused (503) or failed
         figures["setup_p50_ms"] = _ms(
             histogram_quantile(final, "sipbridge_call_setup_seconds", 0.5)
         )
