@@ -35,7 +35,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +182,7 @@ class SipBridgeServer:
         self._trunk_calls: collections.Counter[str] = collections.Counter()  # calls per trunk
         self.draining = False
         self._drained: asyncio.Future[None] | None = None  # done when the last call ends
+        self._drain_started: float | None = None  # loop time
         # Health for the 503s (docs/operations.md): the database answered the last
         # refresh; the voice agents' endpoints; until when every one of them is in its
         # failure back-off (0.0: one can be tried).
@@ -922,9 +923,9 @@ class SipBridgeServer:
         the last one ends, ``timeout`` seconds pass or ``interrupt`` is set; then
         :meth:`stop` hangs up what is left. Says which: ``calls_ended``, ``timeout``,
         ``interrupted``."""
-        started = self.loop.time()
-        self._start_draining()
-        log.warning("event=drain_started active=%d timeout=%g", len(self.calls), timeout)
+        self.start_drain(timeout)
+        started = self._drain_started
+        assert started is not None
         outcome = "calls_ended"
         if self.calls:
             drained = self._drained = self.loop.create_future()
@@ -948,6 +949,15 @@ class SipBridgeServer:
             self.loop.time() - started,
         )
         return outcome
+
+    def start_drain(self, timeout: float) -> None:
+        """The drain's first step, at once (from the signal handler: no INVITE in the
+        same turn of the loop is taken any more); :meth:`drain` waits for its end."""
+        if self._drain_started is not None:
+            return
+        self._drain_started = self.loop.time()
+        self._start_draining()
+        log.warning("event=drain_started active=%d timeout=%g", len(self.calls), timeout)
 
     def _start_draining(self) -> None:
         if not self.draining:
@@ -1005,6 +1015,8 @@ class ShutdownRequests:
     drain: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     count: int = 0
+    # Set by serve() once the server runs: the drain starts in the signal handler itself.
+    on_drain: Callable[[float], None] | None = None
 
     def received(self, sig: int) -> None:
         self.count += 1
@@ -1015,6 +1027,8 @@ class ShutdownRequests:
             hint = ": press Ctrl-C again to stop at once" if sig == signal.SIGINT else ""
             log.warning("event=signal signal=%s action=drain%s", name, hint)
             self.drain.set()
+            if self.on_drain is not None:
+                self.on_drain(self.drain_timeout)
         else:
             log.warning("event=signal signal=%s action=stop", name)
             self.stop.set()
@@ -1044,6 +1058,7 @@ async def serve(settings: ServeSettings, requests: ShutdownRequests | None = Non
     try:
         server = SipBridgeServer(settings)
         await server.start()
+        shutdown.on_drain = server.start_drain
         try:
             await _first_of(shutdown.drain, shutdown.stop)
             if not shutdown.stop.is_set():
@@ -1053,6 +1068,7 @@ async def serve(settings: ServeSettings, requests: ShutdownRequests | None = Non
             await server.stop()
             log.info("stopped")
     finally:
+        shutdown.on_drain = None
         for number in installed:
             loop.remove_signal_handler(number)
 
