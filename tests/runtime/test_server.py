@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from sipbridge.runtime import agent_client
 from sipbridge.runtime import server as server_module
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.message import Response, parse_message
@@ -216,9 +217,13 @@ async def test_global_call_limit_and_maximum_call_duration(tmp_path: Path) -> No
                 assert busy.status == 503
                 assert busy.headers.get("Retry-After")
                 assert busy.headers.get("Reason") == 'SIP ;cause=503 ;text="server_busy"'
+                # At its limit the instance says so to a proxy's probes too.
+                second.send(options(second.port, "limit-opt-1"))
+                _assert_503(await _final_for(second, "OPTIONS"), "server_busy", "5")
                 bye = await answer_bye(first, timeout=6)  # the call hits its maximum length
                 assert 1.9 <= loop.time() - answered <= 4.5
                 assert bye.method == "BYE"
+                await _options_until(second, 200, 5)  # once the call has ended
             finally:
                 first.close()
                 second.close()
@@ -917,3 +922,93 @@ async def test_serve_subprocess_drains_on_sigterm_and_exits_0_when_the_call_ends
     assert "Traceback" not in text, text
     found = await _stored_calls(db_url)
     assert (found["sp-1"].reason, found["sp-2"].reason) == ("caller_hangup", "draining")
+
+
+async def test_no_reachable_agent_makes_options_and_invites_503_until_a_back_off_ends(
+    tmp_path: Path,
+) -> None:
+    """Every endpoint of every voice agent in its failure back-off: OPTIONS and new
+    INVITEs get 503 ``unhealthy`` (the INVITE's record says why in a ``refusal`` event)
+    and /readyz says so; when the back-off ends a call may probe the agent again."""
+    settings = loopback_settings(tmp_path / "agents-down.db", rtp_ports=20)
+    server = SipBridgeServer(settings)
+    await server.start()
+    client = UdpClient(server.sip_address)
+    loop = asyncio.get_running_loop()
+    try:
+        url = f"ws://127.0.0.1:{free_udp_port()}"  # nobody listens
+        await route_to(server, url)
+        await server.refresh()  # the periodic refresh reads the agents
+        client.send(options(client.port, "ah-opt-1"))
+        assert (await _final_for(client, "OPTIONS")).status == 200
+        for _ in range(agent_client.FAILURES_BEFORE_COOLDOWN):  # what failed calls report
+            server.agent_health.failed(url, loop.time())
+        down_at = loop.time()
+        client.send(options(client.port, "ah-opt-2"))
+        _assert_503(await _final_for(client, "OPTIONS"), "unhealthy", "5")
+        client.send(client.invite("z9hG4bK-ah1", "ah-1", 4070))
+        _assert_503(await _final_for(client, "INVITE", "ah-1"), "unhealthy", "5")
+        status, body = await _readyz(server)
+        assert status == 503 and body["agents"] == "unreachable"
+        assert await _metric(server, "sipbridge_unhealthy") == 1
+        [record] = await records(server)
+        assert (record.reason, record.sip_code) == ("unhealthy", 503)
+        detail = await service.get_call(server.db, record.id)
+        assert [(e.kind, e.data) for e in detail.events] == [
+            ("refusal", {"cause": "no_agent_reachable"})
+        ]
+        # The back-off (1 s) ends: the heartbeat notices, probes are answered 200 again.
+        step = 2
+        while True:
+            step += 1
+            client.send(options(client.port, f"ah-opt-{step}"))
+            if (await _final_for(client, "OPTIONS")).status == 200:
+                break
+            assert loop.time() - down_at < 10, "still 503 long after the back-off"
+            await asyncio.sleep(0.1)
+        assert loop.time() - down_at >= agent_client.FIRST_COOLDOWN_SECONDS - 0.05
+        assert (await _readyz(server))[0] == 200
+        assert await _metric(server, "sipbridge_unhealthy") == 0
+    finally:
+        client.close()
+        await server.stop()
+
+
+async def test_an_unreachable_database_makes_options_and_invites_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic refresh finds the store unreachable: OPTIONS and new INVITEs get 503
+    ``unhealthy`` (no query per probe); the next refresh that works ends it."""
+    settings = loopback_settings(tmp_path / "db-down.db", rtp_ports=20)
+    server = SipBridgeServer(settings)
+    await server.start()
+    client = UdpClient(server.sip_address)
+    queries = 0
+
+    async def unreachable(db: Database) -> list[Any]:
+        nonlocal queries
+        queries += 1
+        raise OSError("connection refused")
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(service, "list_trunks", unreachable)
+            await server.refresh()
+            assert not server.db_ok
+            for step in range(5):
+                client.send(options(client.port, f"db-opt-{step}"))
+                _assert_503(await _final_for(client, "OPTIONS"), "unhealthy", "5")
+            assert queries == 1  # the probes asked nothing of the store
+            client.send(client.invite("z9hG4bK-db1", "db-1", 4072))
+            _assert_503(await _final_for(client, "INVITE", "db-1"), "unhealthy", "5")
+        await server.refresh()
+        assert server.db_ok
+        client.send(options(client.port, "db-opt-ok"))
+        assert (await _final_for(client, "OPTIONS")).status == 200
+        [record] = await records(server)
+        assert (record.reason, record.sip_code) == ("unhealthy", 503)
+        detail = await service.get_call(server.db, record.id)
+        assert [e.data for e in detail.events] == [{"cause": "database_unreachable"}]
+    finally:
+        client.close()
+        await server.stop()
