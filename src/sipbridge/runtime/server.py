@@ -496,7 +496,7 @@ class SipBridgeServer:
         try:
             await asyncio.wait_for(self.reload_trunks(), TRUNK_REFRESH)
         except Exception as exc:  # keep the last good lists; say why
-            log.warning("event=trunk_reload_failed error=%s", exc or type(exc).__name__)
+            log.warning("event=trunk_reload_failed error=%s", str(exc) or type(exc).__name__)
             self._set_db_ok(False)
             return
         self._set_db_ok(True)
@@ -504,7 +504,7 @@ class SipBridgeServer:
             await self.bans.reload()
             await self._read_agents()
         except Exception as exc:
-            log.warning("event=trunk_reload_failed error=%s", exc or type(exc).__name__)
+            log.warning("event=trunk_reload_failed error=%s", str(exc) or type(exc).__name__)
 
     async def _start_http(self) -> None:
         """The REST API, /metrics and health checks, on uvicorn in this event loop."""
