@@ -372,15 +372,16 @@ class SipBridgeServer:
     # -- availability ----------------------------------------------------------
 
     def _refusal(self, now: float) -> str | None:
-        """Why the instance refuses every new call now (None: it takes them)."""
+        """Why the instance refuses every new call now (None: it takes them); in the
+        order :meth:`_dispatch` checks an INVITE, so a probe hears what a call would."""
         if self.draining:
             return "draining"
-        if self.unhealthy(now) is not None:
-            return "unhealthy"
-        if self.load.overloaded:
-            return "overload"
         if len(self.calls) >= self.settings.max_calls:
             return "server_busy"
+        if self.load.overloaded:
+            return "overload"
+        if self.unhealthy(now) is not None:
+            return "unhealthy"
         return None
 
     def _update_busy(self) -> None:
@@ -682,7 +683,7 @@ class SipBridgeServer:
                 self._trunk_calls[event.call.trunk] += 1
             self._spawn(call.run())
             if len(self.calls) >= self.settings.max_calls:
-                self._update_busy()
+                self._update_busy()  # now at --max-calls
             return
         if isinstance(event, RequestRejected):
             self.metrics.sip_rejected.labels(str(event.status or "dropped")).inc()
@@ -898,8 +899,8 @@ class SipBridgeServer:
             self._trunk_calls[call.sip.trunk] -= 1
             if not self._trunk_calls[call.sip.trunk]:
                 del self._trunk_calls[call.sip.trunk]
-        if self._busy_reason == "server_busy":
-            self._update_busy()
+        if self._busy_reason is not None:
+            self._update_busy()  # at --max-calls no more, or another reason in force
         drained = self._drained
         if not self.calls and drained is not None and not drained.done():
             drained.set_result(None)
