@@ -121,6 +121,16 @@ def serve(
             help="Seconds an answered call may last before sipbridge hangs it up.",
         ),
     ] = 4 * 3600.0,
+    drain_timeout: Annotated[
+        float,
+        _setting(
+            "--drain-timeout",
+            min=0.0,
+            max=7 * 24 * 3600.0,
+            help="After SIGTERM, seconds the calls up may go on while new ones get 503; "
+            "then the rest are hung up (0: at once). A second SIGTERM stops at once.",
+        ),
+    ] = 300.0,
     overload_lag_ms: Annotated[
         float,
         _setting(
@@ -315,6 +325,7 @@ def serve(
         media_timeout=media_timeout,
         max_calls=max_calls,
         max_call_duration=max_call_duration,
+        drain_timeout=drain_timeout,
         agent_limits=limits,
         overload_lag_ms=overload_lag_ms,
         overload_cpu=overload_cpu,
