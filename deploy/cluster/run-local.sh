@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A local sipbridge cluster for trying the scale-out set-up on one machine (docs/scaling.md):
 # Kamailio on 127.0.0.1:5060 in front of N sipbridge instances on 127.0.0.1, all on one
-# PostgreSQL database. Runs in the foreground; Ctrl-C (or SIGTERM) stops everything:
-# the instances stop cleanly (their calls hung up and recorded), then Kamailio.
+# PostgreSQL database. Runs in the foreground; Ctrl-C (or SIGTERM) stops everything: the
+# instances drain (new calls refused, the calls up go on until they end or --drain-timeout;
+# Ctrl-C again stops them at once), then Kamailio, which carries their BYEs until the end.
 #
 #   deploy/cluster/run-local.sh postgresql://postgres:postgres@127.0.0.1/sipbridge [N]
 #
@@ -44,13 +45,22 @@ fi
 RUN_DIR="${RUN_DIR:-$(mktemp -d -t sipbridge-cluster.XXXXXX)}"
 mkdir -p "$RUN_DIR"
 
-PIDS=()
+PIDS=()          # the instances
+KAMAILIO_PID=""
 stop_all() {
   local status="$1"
-  trap - INT TERM EXIT
-  echo "stopping: the instances hang up, write their records and stop; then Kamailio" >&2
+  trap - EXIT
+  trap 'for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done' INT TERM
+  echo "stopping: the instances drain and write their records; then Kamailio" >&2
   for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait || true
+  # (a second Ctrl-C interrupts a wait: wait again until each one has exited)
+  for pid in "${PIDS[@]}"; do
+    while kill -0 "$pid" 2>/dev/null; do wait "$pid" 2>/dev/null || true; done
+  done
+  if [ -n "$KAMAILIO_PID" ]; then
+    kill -TERM "$KAMAILIO_PID" 2>/dev/null || true
+    wait "$KAMAILIO_PID" 2>/dev/null || true
+  fi
   exit "$status"
 }
 trap 'stop_all 0' INT TERM  # asked to stop
@@ -83,7 +93,7 @@ done
   -A "DISPATCHER_LIST=\"$LIST\"" \
   -A "PING_INTERVAL=$PING_INTERVAL" \
   > "$RUN_DIR/kamailio.log" 2>&1 &
-PIDS+=("$!")
+KAMAILIO_PID="$!"
 echo "kamailio: sip udp:$PROXY_ADDRESS:$PROXY_PORT log $RUN_DIR/kamailio.log" >&2
 echo "calls to sip:NUMBER@$PROXY_ADDRESS:$PROXY_PORT; Ctrl-C stops the cluster" >&2
 
