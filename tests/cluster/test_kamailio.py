@@ -3,9 +3,11 @@ PostgreSQL database, driven by SIPp on 127.0.0.1 (docs/scaling.md).
 
 One test, in phases, so the processes start once (the CI budget is tight): calls spread
 over both instances and are answered with audio; an instance at its ``--max-calls`` is
-skipped (its 503 fails the call over to the other); ``kill -9`` of an instance with a call
-up: new calls succeed on the survivor at once, and the survivor records the dead one's
-call as ``interrupted`` / ``instance_lost``; a clean exit marks an instance ``stopped``.
+skipped (its probes and INVITEs get 503); ``kill -9`` of an instance with a call up: new
+calls succeed on the survivor at once, and the survivor records the dead one's call as
+``interrupted`` / ``instance_lost``; the dead one restarts with its id; a drain lets its
+call end normally while new calls go to the other; a clean exit marks an instance
+``stopped``.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ SERVICE = "12025550101"
 PING_INTERVAL = 1  # Kamailio's OPTIONS probes, seconds
 FR_TIMER_MS = 1000  # an instance that does not answer an INVITE: the next one after this
 INSTANCE_TIMEOUT = 3.0  # seconds without a heartbeat before a peer declares an instance lost
+DRAIN_TIMEOUT = 6  # a drain hangs up what is left after this (the 60 s calls SIPp leaves)
 
 pytestmark = [pytest.mark.sipp, pytest.mark.requires("sipp", "sipp-pcap", "kamailio")]
 
@@ -159,10 +162,13 @@ class Cluster:
             pcap.symlink_to(SIPP_SHARE)
 
     async def start_instance(self, name: str, *, max_calls: int) -> Instance:
-        port = free_udp_port()
-        low = self.rtp_low + 40 * len(self.instances)  # disjoint RTP ranges
+        """Start instance ``name``; again on its port and RTP range after it ended."""
+        earlier = self.instances.get(name)
+        port = earlier.sip_port if earlier is not None else free_udp_port()
+        index = list(self.instances).index(name) if earlier else len(self.instances)
+        low = self.rtp_low + 40 * index  # disjoint RTP ranges
         log = self.workdir / f"{name}.log"
-        with log.open("wb") as out:
+        with log.open("ab") as out:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -182,6 +188,8 @@ class Cluster:
                 str(INSTANCE_TIMEOUT),
                 "--max-calls",
                 str(max_calls),
+                "--drain-timeout",
+                str(DRAIN_TIMEOUT),
                 "--spool",
                 str(self.workdir / f"{name}.spool"),
                 "--log-level",
@@ -300,7 +308,7 @@ async def calls_by_id(db: Database) -> dict[str, CallRecord]:
     return {c.id: c for c in await service.list_calls(db, limit=200)}
 
 
-async def test_calls_spread_fail_over_and_a_killed_instances_calls_are_recorded_lost(
+async def test_spread_max_calls_kill_restart_and_drain_behind_kamailio(
     tmp_path: Path, database_url: str
 ) -> None:
     db = Database(database_url)
@@ -415,12 +423,64 @@ async def run_phases(
     assert rows["b"].sip_address == f"127.0.0.1:{b.sip_port}"
     assert INSTANCE_TIMEOUT - 1 < lost_after < INSTANCE_TIMEOUT + 6
 
-    # 4. A clean exit of "a": its calls closed, its row stopped.
+    # 4. "b" comes back with the same id: running again, and the proxy's probes take it
+    #    back into the rotation.
+    b = await cluster.start_instance("b", max_calls=10)
+    await answers_options(b.sip_port, 30)
+
+    async def b_running() -> bool:
+        return (await service.get_instance(db, "b")).state is InstanceState.RUNNING
+
+    await wait_for(b_running, 10, "b running again")
+    await asyncio.sleep(PING_INTERVAL * 1.5)
+
+    # 5. Drain "b" with a call up: the call goes on to its normal end, new calls go to
+    #    "a", and "b" exits 0 once its call has ended, its row stopped.
+    for _attempt in range(3):
+        before = set(await calls_by_id(db))
+        await cluster.call(4000, wait=False)
+
+        async def one_more(before: set[str] = before) -> bool:
+            calls = await calls_by_id(db)
+            return any(c.status is CallStatus.ACTIVE for i, c in calls.items() if i not in before)
+
+        await wait_for(one_more, 10, "a 4 s call active")
+        [draining_call] = [c for i, c in (await calls_by_id(db)).items() if i not in before]
+        if draining_call.owner == "b":
+            break
+    assert draining_call.owner == "b", "no call reached the restarted b"
+    b.process.send_signal(signal.SIGTERM)
+
+    async def b_draining() -> bool:
+        return (await service.get_instance(db, "b")).state is InstanceState.DRAINING
+
+    await wait_for(b_draining, 3, "b's row draining")
+    before = set(await calls_by_id(db))
+    for _ in range(2):
+        assert await cluster.call(200) == 0, "a call while b drained failed"
+    assert await asyncio.wait_for(b.process.wait(), 15) == 0, b.tail()
+
+    async def b_done() -> bool:
+        return (await calls_by_id(db))[draining_call.id].status is CallStatus.ANSWERED
+
+    await wait_for(b_done, 5, "the drained call recorded")
+    ended = (await calls_by_id(db))[draining_call.id]
+    assert ended.reason == "caller_hangup" and ended.hangup_by == "caller", ended
+    answered = [
+        c
+        for i, c in (await calls_by_id(db)).items()
+        if i not in before and c.status is CallStatus.ANSWERED
+    ]
+    assert len(answered) == 2 and {c.owner for c in answered} == {"a"}, answered
+    assert (await service.get_instance(db, "b")).state is InstanceState.STOPPED
+
+    # 6. "a" stops too (what SIPp left up is hung up at the drain timeout): every call
+    #    closed, every row stopped.
     for process in cluster.sipp:
         if process.returncode is None:
             process.kill()
     a.process.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(a.process.wait(), 15) == 0
+    assert await asyncio.wait_for(a.process.wait(), DRAIN_TIMEOUT + 10) == 0
     rows = {i.id: i for i in await service.list_instances(db)}
     assert rows["a"].state is InstanceState.STOPPED
     assert not [c for c in (await calls_by_id(db)).values() if c.status.is_open]
