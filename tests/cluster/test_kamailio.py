@@ -190,6 +190,12 @@ class Cluster:
                 str(max_calls),
                 "--drain-timeout",
                 str(DRAIN_TIMEOUT),
+                # Not under test here: a CI machine shared with other jobs must not make
+                # an instance refuse calls as overloaded (media/overload.py).
+                "--overload-lag-ms",
+                "1000",
+                "--overload-cpu",
+                "1.0",
                 "--spool",
                 str(self.workdir / f"{name}.spool"),
                 "--log-level",
