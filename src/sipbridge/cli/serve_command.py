@@ -11,7 +11,6 @@ from typing import Annotated, Any, TypeVar
 
 from sipbridge.agent.limits import parse_agent_limits
 from sipbridge.cli._common import DbOption, RegionOption, _fail, _run, _setting, database_url
-from sipbridge.listen import Listener, listen_problem
 from sipbridge.config import (
     DEFAULT_CODECS,
     SRTP_MODES,
@@ -21,6 +20,7 @@ from sipbridge.config import (
     parse_codecs,
     parse_port_range,
 )
+from sipbridge.listen import Listener, listen_problem
 from sipbridge.numbers import normalize_region
 from sipbridge.sip.auth import parse_algorithms
 from sipbridge.store.db import Database
