@@ -236,12 +236,43 @@ def check_rtp_ports(settings: ServeSettings) -> Check:
 # ------------------------------------------------------------------- advertised address
 
 
+# Addresses no caller on the internet reaches: RFC 1918, RFC 6598 (carrier-grade NAT),
+# RFC 4193 (unique local), loopback and link-local. Documentation ranges (RFC 5737, 3849)
+# count as public: they stand for public addresses in examples (as in config.py).
+_LOCAL_NETWORKS = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "::1/128",
+        "fe80::/10",
+    )
+)
+
+
+def _local_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """``"a loopback"``, ``"a private"`` or None (public) for an address."""
+    if address.is_loopback:
+        return "a loopback"
+    if any(address in network for network in _LOCAL_NETWORKS):
+        return "a private"
+    return None
+
+
 def _public_network(cidr: str) -> bool:
     try:
         network = ipaddress.ip_network(cidr, strict=False)
     except ValueError:
         return False
-    return not (network.is_private or network.is_loopback or network.is_link_local)
+    return not any(
+        network.version == local.version and network.subnet_of(local)  # type: ignore[arg-type]
+        for local in _LOCAL_NETWORKS
+    )
 
 
 def check_advertised_address(settings: ServeSettings, trunks: Sequence[TrunkRecord]) -> Check:
@@ -252,13 +283,7 @@ def check_advertised_address(settings: ServeSettings, trunks: Sequence[TrunkReco
         address = ipaddress.ip_address(advertised.strip("[]"))
     except ValueError:
         return Check("advertised_address", "ok", f"advertising {advertised} in Contact and SDP")
-    kind = (
-        "a loopback"
-        if address.is_loopback
-        else "a private"
-        if address.is_private or address.is_link_local
-        else None
-    )
+    kind = _local_kind(address)
     if kind is None:
         return Check("advertised_address", "ok", f"advertising {advertised} in Contact and SDP")
     public_trunks = [
