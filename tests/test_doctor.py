@@ -464,3 +464,37 @@ def test_check_json_has_the_documented_fields() -> None:
         "fix": "f",
     }
     assert doctor.problems([check, Check("x", "warning", "w")]) == 1
+
+
+async def test_a_real_running_sipbridge_is_named_as_the_holder(make_bridge: Any) -> None:
+    bridge = await make_bridge()
+    sip_host, sip_port = bridge.sip_address
+    http_host, http_port = bridge.http_address
+    listeners = [
+        Listener("SIP over UDP", sip_host, sip_port, "--sip-host", "--sip-port", udp=True),
+        Listener("HTTP", http_host, http_port, "--http-host", "--http-port"),
+    ]
+    # In a thread: the server answers /healthz on this test's event loop.
+    checks = await asyncio.to_thread(check_ports, listeners, http_host, http_port)
+    assert [c.status for c in checks] == ["problem", "problem"]
+    for check in checks:
+        assert "already in use" in check.message
+        assert f"a sipbridge answers /healthz on {http_host}:{http_port}" in check.message
+
+
+async def test_database_at_a_revision_this_version_does_not_know(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    database = Database(url)
+    try:
+        await database.upgrade()
+        async with database.engine.begin() as connection:
+            await connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        await database.close()
+    check, opened = await check_database(url)
+    assert opened is not None
+    await opened.close()
+    assert check.status == "problem"
+    assert "at revision 9999, which this sipbridge does not know" in check.message
