@@ -55,7 +55,9 @@ __all__ = [
     "check_rtp_ports",
     "check_tls",
     "check_trunks",
+    "problems",
     "run_checks",
+    "sipbridge_answers",
 ]
 
 Status = Literal["ok", "info", "warning", "problem"]
@@ -265,14 +267,13 @@ def _local_kind(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str |
 
 
 def _public_network(cidr: str) -> bool:
+    """Whether a trunk's network holds addresses outside :data:`_LOCAL_NETWORKS`."""
     try:
         network = ipaddress.ip_network(cidr, strict=False)
     except ValueError:
         return False
-    return not any(
-        network.version == local.version and network.subnet_of(local)  # type: ignore[arg-type]
-        for local in _LOCAL_NETWORKS
-    )
+    first, last = network.network_address, network.broadcast_address
+    return not any(first in local and last in local for local in _LOCAL_NETWORKS)
 
 
 def check_advertised_address(settings: ServeSettings, trunks: Sequence[TrunkRecord]) -> Check:
