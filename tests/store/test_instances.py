@@ -13,6 +13,7 @@ from sipbridge.store.db import Database
 from sipbridge.store.models import Instance
 from sipbridge.store.records import CallRecord, CallStatus, InstanceRecord, InstanceState
 from sipbridge.store.service import NotFound
+from tests.conftest import create_postgres_database, drop_postgres_database, postgres_server_url
 
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
 
@@ -210,14 +211,18 @@ def test_record_json() -> None:
     assert InstanceState.DRAINING.is_alive and not InstanceState.LOST.is_alive
 
 
-async def test_concurrent_upgrades_of_a_new_database(db_url: str, backend: str) -> None:
-    """The instances of a new cluster start together: each migrates, none fails."""
-    if backend == "sqlite":
-        pytest.skip("a cluster shares PostgreSQL; SQLite serves one instance")
-    databases = [Database(db_url) for _ in range(3)]
+async def test_concurrent_upgrades_of_a_new_database() -> None:
+    """The instances of a new cluster start together on one new PostgreSQL database: each
+    migrates (one after the other, under an advisory lock), none fails. (A cluster shares
+    PostgreSQL; SQLite serves one instance.)"""
+    server = postgres_server_url()
+    assert server is not None
+    url = await create_postgres_database(server)
+    databases = [Database(url) for _ in range(3)]
     try:
         await asyncio.gather(*(d.upgrade() for d in databases))
         assert {await d.current_revision() for d in databases} == {"0011"}
     finally:
         for database in databases:
             await database.close()
+        await drop_postgres_database(server, url)
