@@ -220,7 +220,8 @@ async def test_concurrent_upgrades_of_a_new_database() -> None:
     url = await create_postgres_database(server)
     databases = [Database(url) for _ in range(3)]
     try:
-        await asyncio.gather(*(d.upgrade() for d in databases))
+        # Without the lock the migrations wait for each other for good: a bounded wait.
+        await asyncio.wait_for(asyncio.gather(*(d.upgrade() for d in databases)), 60)
         assert {await d.current_revision() for d in databases} == {"0011"}
     finally:
         for database in databases:
