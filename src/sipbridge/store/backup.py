@@ -64,6 +64,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import TypeDecorator
 
 from sipbridge.store.db import Database, alembic_config
 from sipbridge.store.models import Base
@@ -131,6 +132,8 @@ def schema_tables() -> list[Table]:
 def _kind(column: Column[Any]) -> str:
     """The portable type of a column: how its values are written in the file."""
     column_type = column.type
+    while isinstance(column_type, TypeDecorator):  # its python_type is object
+        column_type = column_type.impl_instance
     if isinstance(column_type, JSON):
         return "json"
     try:
@@ -141,7 +144,7 @@ def _kind(column: Column[Any]) -> str:
         if issubclass(python_type, types):
             return kind
     raise BackupError(
-        f"column {column.table.name}.{column.name} has type {column_type!r}, "
+        f"column {column.table.name}.{column.name} has type {column.type!r}, "
         "which the backup format does not support"
     )
 
