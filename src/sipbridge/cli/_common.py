@@ -19,6 +19,7 @@ from sipbridge.config import default_db_path
 from sipbridge.logs import escape_controls
 from sipbridge.numbers import InvalidNumber
 from sipbridge.store import service
+from sipbridge.store.backup import BackupError, DatabaseStateError
 from sipbridge.store.db import Database, display_url
 
 T = TypeVar("T")
@@ -128,8 +129,9 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def _run(db: str | None, action: Callable[[Database], Awaitable[T]]) -> T:
-    """Open the database, bring it to the latest schema, run ``action``, close.
+def _run(db: str | None, action: Callable[[Database], Awaitable[T]], *, upgrade: bool = True) -> T:
+    """Open the database, bring it to the latest schema (unless ``upgrade`` is false), run
+    ``action``, close.
 
     Every failure ends the command with one ``error:`` line naming the database."""
     url = database_url(db)
@@ -138,7 +140,8 @@ def _run(db: str | None, action: Callable[[Database], Awaitable[T]]) -> T:
     async def go() -> T:
         database = Database(url)
         try:
-            await database.upgrade()
+            if upgrade:
+                await database.upgrade()
             return await action(database)
         finally:
             await database.close()
@@ -147,6 +150,8 @@ def _run(db: str | None, action: Callable[[Database], Awaitable[T]]) -> T:
         return asyncio.run(go())
     except (service.NotFound, service.AlreadyExists) as exc:
         _fail(str(exc), 1)
+    except BackupError as exc:  # the database named when it is the problem, not the file
+        _fail(f"{exc}{where if isinstance(exc, DatabaseStateError) else ''}", 1)
     except InvalidNumber as exc:
         _fail(invalid_number_message(exc), 2)
     except ValueError as exc:  # InvalidNumber, bad URL, bad database URL

@@ -75,6 +75,7 @@ __all__ = [
     "BackupError",
     "BackupInfo",
     "DatabaseNotEmpty",
+    "DatabaseStateError",
     "Progress",
     "TableInfo",
     "backup",
@@ -96,7 +97,11 @@ class BackupError(Exception):
     """A backup that cannot be made or restored; the message says why, for the user."""
 
 
-class DatabaseNotEmpty(BackupError):
+class DatabaseStateError(BackupError):
+    """The database, not the file, is the problem (its schema revision, its rows)."""
+
+
+class DatabaseNotEmpty(DatabaseStateError):
     """The restore target holds rows and ``force`` was not given."""
 
 
@@ -238,7 +243,7 @@ async def _database_revision(database: Database) -> str:
     current = await database.current_revision()
     if current != revisions[-1]:
         where = "has no sipbridge schema" if current is None else f"is at revision {current}"
-        raise BackupError(
+        raise DatabaseStateError(
             f"the database {where}, this sipbridge's schema is {revisions[-1]}: "
             "run `sipbridge db upgrade` first"
         )
