@@ -17,10 +17,13 @@ from typer.testing import CliRunner
 from sipbridge.cli import app
 from sipbridge.cli.db import ProgressBar
 from sipbridge.store import service
+from sipbridge.store.backup import schema_revisions, schema_tables
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallEvent, CallRecord, CallStatus
 from tests.conftest import create_postgres_database, drop_postgres_database, postgres_server_url
 
+HEAD = schema_revisions()[-1]
+TABLES = len(schema_tables())
 T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
 
 
@@ -85,7 +88,8 @@ def test_backup_then_restore_into_postgresql(tmp_path: Path) -> None:
     result = run("db", "backup", str(path), "--db", source)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
-        f"backed up 4 rows of 7 tables (schema revision 0010) to {path} (database {source})"
+        f"backed up 4 rows of {TABLES} tables (schema revision {HEAD}) to {path} "
+        f"(database {source})"
     )
     assert result.stderr.strip() == (
         f"warning: {path} holds secrets (trunk passwords, agent tokens): keep it private"
@@ -98,8 +102,8 @@ def test_backup_then_restore_into_postgresql(tmp_path: Path) -> None:
     try:
         result = run("db", "restore", str(path), "--db", target)
         assert result.exit_code == 0, result.output
-        assert result.stdout.startswith(f"restored 4 rows of 7 tables from {path} (made ")
-        assert "from sqlite, schema revision 0010)" in result.stdout
+        assert result.stdout.startswith(f"restored 4 rows of {TABLES} tables from {path} (made ")
+        assert f"from sqlite, schema revision {HEAD})" in result.stdout
         assert (
             contents(target)
             == contents(source)
@@ -188,7 +192,7 @@ def test_restore_of_a_backup_from_a_newer_sipbridge(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith(
         "error: the backup is from schema revision 0042, which this sipbridge does not know "
-        "(its newest is 0010): it was made by a newer sipbridge"
+        f"(its newest is {HEAD}): it was made by a newer sipbridge"
     )
 
 
@@ -203,7 +207,7 @@ def test_backup_of_a_database_not_upgraded(tmp_path: Path) -> None:
     result = run("db", "backup", str(tmp_path / "b.gz"), "--db", url)
     assert result.exit_code == 1
     assert result.stderr == (
-        "error: the database is at revision 0009, this sipbridge's schema is 0010: run "
+        f"error: the database is at revision 0009, this sipbridge's schema is {HEAD}: run "
         f"`sipbridge db upgrade` first (database {url})\n"
     )
     assert not (tmp_path / "b.gz").exists()

@@ -20,6 +20,7 @@ from sipbridge.store.backup import (
     backup,
     read_header,
     restore,
+    schema_revisions,
     schema_tables,
 )
 from sipbridge.store.db import Database
@@ -31,7 +32,7 @@ from tests.conftest import (
 )
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
-HEAD = "0010"  # the newest migration; a later one changes this with it
+HEAD = schema_revisions()[-1]
 
 
 @asynccontextmanager

@@ -81,6 +81,7 @@ __all__ = [
     "backup",
     "read_header",
     "restore",
+    "schema_revisions",
     "schema_tables",
 ]
 
@@ -222,7 +223,7 @@ def _dumps(value: Any) -> str:
 # ------------------------------------------------------------------ revisions
 
 
-def _schema_revisions() -> list[str]:
+def schema_revisions() -> list[str]:
     """This code's migrations, oldest first."""
     script = ScriptDirectory.from_config(alembic_config())
     return [revision.revision for revision in reversed(list(script.walk_revisions()))]
@@ -239,7 +240,7 @@ def _check_revision(revision: str, revisions: Sequence[str]) -> None:
 
 
 async def _database_revision(database: Database) -> str:
-    revisions = _schema_revisions()
+    revisions = schema_revisions()
     current = await database.current_revision()
     if current != revisions[-1]:
         where = "has no sipbridge schema" if current is None else f"is at revision {current}"
@@ -499,12 +500,14 @@ def _parse_header(reader: _Reader) -> BackupInfo:
             f"version {FORMAT_VERSION}: restore it with the sipbridge that made it"
         )
     try:
-        tables = []
+        tables: list[TableInfo] = []
         for table in value["tables"]:
             columns = tuple((str(name), str(kind)) for name, kind in table["columns"])
             rows = table["rows"]
             if not isinstance(rows, int) or rows < 0:
                 raise ValueError(f"row count {rows!r}")
+            if any(seen.name == table["name"] for seen in tables):
+                raise ValueError(f"table {table['name']!r} twice")
             tables.append(TableInfo(str(table["name"]), rows, columns))
         created_at = datetime.fromisoformat(value["created_at"])
         revision = value["revision"]
@@ -524,7 +527,7 @@ def read_header(path: Path) -> BackupInfo:
         info = _parse_header(reader)
     finally:
         reader.close()
-    _check_revision(info.revision, _schema_revisions())
+    _check_revision(info.revision, schema_revisions())
     return info
 
 
@@ -620,7 +623,7 @@ async def restore(
     reader = _Reader(path)
     try:
         info = _parse_header(reader)
-        _check_revision(info.revision, _schema_revisions())
+        _check_revision(info.revision, schema_revisions())
         ordered = schema_tables()
         tables = {table.name: table for table in ordered}
         _check_tables(info, tables)
