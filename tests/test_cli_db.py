@@ -5,6 +5,7 @@ import asyncio
 import gzip
 import io
 import json
+import logging
 import os
 import stat
 from datetime import UTC, datetime
@@ -29,7 +30,9 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No SIPBRIDGE_* variable from outside; the default database under tmp_path."""
+    """No SIPBRIDGE_* variable from outside; the default database under tmp_path; no root
+    log handler left by an earlier test's ``serve`` (writing to that test's closed stderr)."""
+    monkeypatch.setattr(logging.root, "handlers", [])
     for name in list(os.environ):
         if name.startswith("SIPBRIDGE_") and not name.startswith("SIPBRIDGE_TEST_"):
             monkeypatch.delenv(name)
