@@ -289,7 +289,7 @@ async def _read_batches(
             yield rows
         if len(rows) < batch_size:
             return
-        last = [rows[-1]._mapping[key.name] for key in keys]
+        last = [rows[-1]._mapping[key] for key in keys]
         offset += len(rows)
 
 
@@ -333,7 +333,7 @@ async def backup(
             dialect=connection.dialect.name,
             tables=tuple(TableInfo(t.name, counts[t.name], tuple(kinds[t.name])) for t in tables),
         )
-        with _output(path) as out:
+        with _OutputFile(path) as out:
             out.write(_dumps(_header_json(info)) + "\n")
             total = 0
             for table in tables:
@@ -377,7 +377,7 @@ def _header_json(info: BackupInfo) -> dict[str, Any]:
     }
 
 
-class _output:
+class _OutputFile:
     """A gzip'd text file written beside ``path`` (mode 0600), fsynced and renamed over
     ``path`` on success, removed on failure."""
 
