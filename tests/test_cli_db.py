@@ -225,6 +225,15 @@ def test_backup_into_a_missing_folder(tmp_path: Path) -> None:
     assert result.stderr == f"error: cannot write {path}: No such file or directory\n"
 
 
+def test_backup_of_a_database_that_does_not_exist(tmp_path: Path) -> None:
+    url = sqlite(tmp_path, "nothing.db")
+    result = run("db", "backup", str(tmp_path / "b.gz"), "--db", url)
+    assert result.exit_code == 1
+    assert result.stderr == f"error: no database at {tmp_path / 'nothing.db'} (database {url})\n"
+    assert not (tmp_path / "nothing.db").exists()
+    assert not (tmp_path / "b.gz").exists()
+
+
 def test_bad_database_url_exits_2(tmp_path: Path) -> None:
     result = run("db", "backup", str(tmp_path / "b.gz"), "--db", "not a url")
     assert result.exit_code == 2

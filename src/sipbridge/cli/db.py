@@ -9,10 +9,10 @@ from typing import Annotated, TextIO
 
 import typer
 
-from sipbridge.cli._common import DbOption, _fail, _option, _run, in_database
+from sipbridge.cli._common import DbOption, _fail, _option, _run, database_url, in_database
 from sipbridge.logs import escape_controls
 from sipbridge.store import backup as backups
-from sipbridge.store.db import Database
+from sipbridge.store.db import Database, normalize_url
 
 db_app = typer.Typer(rich_markup_mode=None, help="Database maintenance.", no_args_is_help=True)
 
@@ -53,6 +53,20 @@ class ProgressBar:
         self.out.flush()
 
 
+def _check_exists(db: str | None) -> None:
+    """A SQLite file that is not there is an error, not a new empty database to back up."""
+    try:
+        url = normalize_url(database_url(db))
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    if url.database.startswith("file:"):  # URI filename: left to SQLite
+        return
+    if not Path(url.database).expanduser().exists():
+        _fail(f"no database at {url.database}{in_database(db)}", 1)
+
+
 @db_app.command("backup")
 def db_backup(
     file: Annotated[
@@ -67,6 +81,7 @@ def db_backup(
     restores into SQLite or PostgreSQL alike (`sipbridge db restore`). It holds the secrets
     as stored (trunk passwords, agent tokens) and is created readable by its owner only.
     The database must be at this sipbridge's schema (`sipbridge db upgrade`)."""
+    _check_exists(db)
     progress = ProgressBar(sys.stdout, not quiet)
 
     async def go(database: Database) -> backups.BackupInfo:

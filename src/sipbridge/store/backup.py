@@ -410,6 +410,7 @@ class _OutputFile:
                     os.fsync(self.raw.fileno())
                     self.raw.close()
                     os.replace(self.temporary, self.path)
+                    _fsync_directory(self.path.parent)
                 except OSError as error:
                     raise BackupError(f"cannot write {self.path}: {_reason(error)}") from error
                 return
@@ -418,6 +419,20 @@ class _OutputFile:
                 self.raw.close()
             if os.path.exists(self.temporary):
                 os.unlink(self.temporary)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable (best effort: not every system opens directories)."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - Windows
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # pragma: no cover - file systems that refuse it
+        pass
+    finally:
+        os.close(descriptor)
 
 
 class _Writer:
