@@ -70,7 +70,7 @@ def _check_exists(db: str | None) -> None:
 @db_app.command("backup")
 def db_backup(
     file: Annotated[
-        Path, typer.Argument(metavar="FILE", help="The backup file (replaced if it exists).")
+        str, typer.Argument(metavar="FILE", help="The backup file (replaced if it exists).")
     ],
     db: DbOption = None,
     quiet: QuietOption = False,
@@ -85,10 +85,10 @@ def db_backup(
     progress = ProgressBar(sys.stdout, not quiet)
 
     async def go(database: Database) -> backups.BackupInfo:
-        return await backups.backup(database, file, progress=progress)
+        return await backups.backup(database, Path(file), progress=progress)
 
     info = _run(db, go, upgrade=False)
-    shown = escape_controls(str(file))
+    shown = escape_controls(file)
     typer.echo(
         f"warning: {shown} holds secrets (trunk passwords, agent tokens): keep it private",
         err=True,
@@ -102,7 +102,7 @@ def db_backup(
 
 @db_app.command("restore")
 def db_restore(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="A file of `sipbridge db backup`.")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="A file of `sipbridge db backup`.")],
     db: DbOption = None,
     force: Annotated[
         bool,
@@ -118,19 +118,19 @@ def db_restore(
     any row is refused unless --force, which empties it in the same transaction. A backup
     from a newer sipbridge is refused."""
     try:
-        backups.read_header(file)  # a file that is no backup never touches the database
+        backups.read_header(Path(file))  # a file that is no backup never touches the database
     except backups.BackupError as exc:
         _fail(str(exc), 1)
     progress = ProgressBar(sys.stdout, not quiet)
 
     async def go(database: Database) -> backups.BackupInfo:
-        return await backups.restore(database, file, force=force, progress=progress)
+        return await backups.restore(database, Path(file), force=force, progress=progress)
 
     info = _run(db, go)
     if not quiet:
         made = info.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
         typer.echo(
             f"restored {info.rows:,} rows of {len(info.tables)} tables from "
-            f"{escape_controls(str(file))} (made {made} from {info.dialect}, schema revision "
+            f"{escape_controls(file)} (made {made} from {info.dialect}, schema revision "
             f"{info.revision}){in_database(db)}"
         )
