@@ -1,6 +1,8 @@
+import asyncio
 import gzip
 import json
 import stat
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
@@ -8,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, inspect, select
+from sqlalchemy import delete, event, insert, inspect, select
 from sqlalchemy.exc import IntegrityError
 
 from sipbridge.store import service
@@ -573,31 +575,33 @@ async def test_every_table_of_the_database_is_backed_up(db: Database, tmp_path: 
     assert {table.name for table in info.tables} == in_database
 
 
-async def test_a_backup_is_one_snapshot(tmp_path: Path) -> None:
+async def test_a_backup_is_one_snapshot(db_url: str, db: Database, tmp_path: Path) -> None:
     """Rows written while the backup runs (a server taking calls) are not in it, and do not
     make the counts disagree: every table is read in one read transaction."""
-    import sqlite3
+    await populate(db, calls=30)
 
-    async with open_database("sqlite", tmp_path, "live") as db:
-        await populate(db, calls=30)
-        writer = sqlite3.connect(tmp_path / "live.db", isolation_level=None)
+    async def write() -> None:
+        async with Database(db_url) as other, other.engine.begin() as connection:
+            await connection.execute(
+                insert(Call),
+                [
+                    {"id": name, "sip_call_id": name, "received_at": T0, "status": "ringing"}
+                    for name in ("late", "late2")
+                ],
+            )
+            await connection.execute(delete(Call).where(Call.id == "call-000003"))
 
-        def write_meanwhile(table: str, done: int, total: int) -> None:
-            if table == "call_events" and done == 0:
-                writer.execute(
-                    "INSERT INTO calls (id, sip_call_id, received_at, status) "
-                    "VALUES ('late', 'late@trunk', '2025-03-01 12:00:00', 'ringing'), "
-                    "('late2', 'late2@trunk', '2025-03-01 12:00:00', 'ringing')"
-                )
-                writer.execute("DELETE FROM calls WHERE id = 'call-000003'")
+    def write_meanwhile(table: str, done: int, total: int) -> None:
+        if table == "call_events" and done == 0:  # calls are read after call_events
+            thread = threading.Thread(target=asyncio.run, args=(write(),))
+            thread.start()
+            thread.join()
 
-        try:
-            info = await backup(db, tmp_path / "b.gz", batch_size=10, progress=write_meanwhile)
-        finally:
-            writer.close()
-        assert {t.name: t.rows for t in info.tables}["calls"] == 30
-        async with open_database("sqlite", tmp_path, "copy") as copy:
-            await restore(copy, tmp_path / "b.gz")
-            ids = [row[0] for row in (await dump(copy))["calls"]]
-        assert "late" not in ids
-        assert "call-000003" in ids
+    info = await backup(db, tmp_path / "b.gz", batch_size=10, progress=write_meanwhile)
+    assert {t.name: t.rows for t in info.tables}["calls"] == 30
+    assert len(await service.list_calls(db, limit=100)) == 31  # the writes happened
+    async with open_database("sqlite", tmp_path, "copy") as copy:
+        await restore(copy, tmp_path / "b.gz")
+        ids = [row[0] for row in (await dump(copy))["calls"]]
+    assert "late" not in ids
+    assert "call-000003" in ids

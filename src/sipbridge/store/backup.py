@@ -353,7 +353,7 @@ async def backup(
                     done += len(rows)
                     if progress:
                         progress(table.name, done, max(expected, done))
-                if done != expected:  # pragma: no cover - the snapshot makes them equal
+                if done != expected:  # pragma: no cover - a guard: the snapshot keeps them equal
                     raise BackupError(
                         f"table {table.name} changed during the backup ({expected} rows "
                         f"counted, {done} read): run it again"
