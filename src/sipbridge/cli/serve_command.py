@@ -22,6 +22,7 @@ from sipbridge.config import (
 )
 from sipbridge.numbers import normalize_region
 from sipbridge.sip.auth import parse_algorithms
+from sipbridge.sip.proxy import TrustedProxies
 from sipbridge.store.db import Database
 
 S = TypeVar("S")
@@ -219,6 +220,17 @@ def serve(
             help="Unanswered INVITEs one source (outside trunk networks) may have open.",
         ),
     ] = 64,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        _setting(
+            "--trusted-proxy",
+            envvar="SIPBRIDGE_TRUSTED_PROXIES",
+            metavar="ADDRESS|CIDR",
+            help="A SIP proxy in front (repeatable; the variable: comma-separated) whose "
+            "X-Sipbridge-Source header gives each request's real source: trunks, bans and "
+            "flood limits apply to that source. Only ever the proxy's own addresses.",
+        ),
+    ] = None,
     tcp: Annotated[
         bool,
         _setting("--tcp/--no-tcp", help="Also accept SIP over TCP on the SIP port."),
@@ -280,6 +292,7 @@ def serve(
     algorithms = _parsed("--auth-algorithms", parse_algorithms, auth_algorithms)
     limits = _parsed("--agent-limits", parse_agent_limits, agent_limits)
     srtp_mode = _choice("--srtp", srtp, SRTP_MODES)
+    proxies = _parsed("--trusted-proxy", TrustedProxies.parse, trusted_proxy or [])
     if (tls_cert is None) != (tls_key is None):
         _fail("--tls-cert and --tls-key must be given together", 2)
     for option, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
@@ -319,6 +332,7 @@ def serve(
         auth_failure_limit=auth_failure_limit,
         unknown_number_limit=unknown_number_limit,
         max_transactions_per_source=max_transactions_per_source,
+        trusted_proxies=tuple(str(proxies).split(",")) if proxies else (),
         tcp=tcp,
         tls_port=tls_port,
         tls_cert=tls_cert,
