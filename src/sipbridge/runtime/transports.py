@@ -12,21 +12,21 @@ when it is gone (§18.1.1).
 Limits (docs/security.md, "Transports"): every accepted connection goes through
 ``SipBridgeServer.accept_connection``. The table holds at most
 :attr:`StreamTransports.max_connections` (derived from the open-file limit:
-:func:`connection_cap`); sources that match no trunk and are no trusted proxy
-(``SipBridgeServer.knows_peer``) share at most ``UNKNOWN_SHARE`` of it, so trunks always
-find a free slot, and their per-source cap (``max_connections_per_source``) counts a
-whole /24 (IPv4) or /64 (IPv6) as one source (:func:`source_group`): an attacker with
-many addresses in one network counts once. A connection from such a source is closed
-when it sends no admitted request (``UserAgent.receive_datagram``) within
-``unknown_connection_timeout`` seconds of its accept; a trunk's connection with no
-complete message (or keep-alive) for ``IDLE_TIMEOUT`` seconds is closed unless a call
-uses it, and one that starts a message without finishing it within
-``INCOMPLETE_TIMEOUT`` seconds is closed (slowloris). A framing error answers 400 to a
-known source when the broken message was a request, then closes the connection. Refused
-connections are logged once per source and minute, with their count
-(:class:`RefusalLog`). The TLS listener is an accept loop of our own: a connection is
-judged and counted before its handshake (:meth:`SipConnection.handshake`), so handshakes
-hold slots like connections."""
+:func:`connection_cap`); sources of no trunk nor proxy (``SipBridgeServer.knows_peer``) share at
+most ``UNKNOWN_SHARE`` of it, so trunks always find a free slot, and their per-source cap
+(``max_connections_per_source``) counts a whole /24 (IPv4) or /64 (IPv6) as one source
+(:func:`source_group`): an attacker with many addresses in one network counts once. A
+connection from such a source is closed when it sends no admitted request
+(``UserAgent.receive_datagram``) within ``unknown_connection_timeout`` seconds of its
+accept; a trunk's connection with no complete message (or keep-alive) for
+``IDLE_TIMEOUT`` seconds is closed unless a call uses it, and one that starts a message
+without finishing it within ``INCOMPLETE_TIMEOUT`` seconds is closed (slowloris). A
+framing error answers 400 to a known source when the broken message was a request, then
+closes the connection. Refused connections are logged once per source and minute, with
+their count (:class:`RefusalLog`). The TLS listener is an accept loop of our own: a
+connection is judged and counted before its handshake (:meth:`SipConnection.handshake`),
+so handshakes hold slots like connections.
+"""
 
 from __future__ import annotations
 
