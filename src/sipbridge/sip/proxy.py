@@ -99,7 +99,8 @@ PROXY_OWN = Relayed()
 def parse_source(value: str) -> tuple[Address, Transport | None]:
     """The address and transport of an ``X-Sipbridge-Source`` value; ValueError, saying
     what is wrong, for anything else. The host comes back as the socket layer writes it
-    (no brackets, IPv6 compressed), so it compares with real sources."""
+    (no brackets, IPv6 compressed; an IPv4-mapped address as IPv4), so it compares with
+    real sources and bans."""
     match = _VALUE.fullmatch(value.strip())
     if match is None:
         raise ValueError("not ip:port[;transport=udp|tcp|tls]")
@@ -111,6 +112,8 @@ def parse_source(value: str) -> tuple[Address, Transport | None]:
             address = ipaddress.IPv6Address(match["v6"])
     except ValueError:
         raise ValueError("not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # [::ffff:192.0.2.1] is the IPv4 source 192.0.2.1
     port = int(match["port"])
     if not 1 <= port <= 65535:
         raise ValueError("port outside 1-65535")
