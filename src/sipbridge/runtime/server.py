@@ -513,7 +513,10 @@ class SipBridgeServer:
             )
         admitted = False
         try:
-            admitted = self.ua.receive_datagram(data, source, now, relayed)
+            if relayed is None:  # not from a trusted proxy
+                admitted = self.ua.receive_datagram(data, source, now)
+            else:
+                admitted = self.ua.receive_datagram(data, source, now, relayed)
         except Exception:
             # The core answers bad input itself; anything else is our bug and
             # must not stop the server from serving the next request.
