@@ -43,6 +43,7 @@ from sipbridge.sip.framing import Transport
 from sipbridge.sip.guard import Admission, SourceGuard
 
 __all__ = [
+    "PROXY_OWN",
     "SOURCE_HEADER",
     "Relayed",
     "TrustedProxies",
@@ -60,7 +61,8 @@ SOURCE_HEADER = "X-Sipbridge-Source"
 MAX_REMEMBERED = 4096
 
 # The header field in the header section of a raw message, from its line start; its value
-# is the rest of the line (RFC 3261 §7.3.1: name, optional whitespace, colon).
+# is the rest of the line (RFC 3261 §7.3.1: name, optional whitespace, colon; an
+# extension-header, §25.1, whose name is case-insensitive).
 _HEADER = re.compile(rb"\nX-Sipbridge-Source[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
 # ``host:port[;transport=t]``: an IPv4 address or a bracketed IPv6 reference (RFC 3261
 # §25.1 ``IPv6reference``), as Kamailio writes ``$si:$sp;transport=$proto``.
@@ -77,8 +79,9 @@ class Relayed:
     """What a message from a trusted proxy says of its original source.
 
     ``origin``: the address the header names (None without a header or with a malformed
-    one); ``transport``: its ``;transport=`` (None when not given); ``error``: why the
-    header is malformed (the request is answered 400 with it), None when it is not.
+    one); ``transport``: its ``;transport=`` (None when not given; checked, but only
+    informative: answers go back on the proxy's own transport); ``error``: why the header
+    is malformed (the request is answered 400 with it), None when it is not.
     """
 
     origin: Address | None = None
