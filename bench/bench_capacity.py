@@ -95,8 +95,8 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
       s=-
       c=IN IP[media_ip_type] [media_ip]
       t=0 0
-      m=audio [rtpstream_audio_port] RTP/AVP 0
-      a=rtpmap:0 PCMU/8000
+      m=audio [{media_port}] RTP/AVP {pt}
+      a=rtpmap:{pt} {rtpmap}
 
     ]]>
   </send>
@@ -116,9 +116,9 @@ SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
 
     ]]>
   </send>
-  <nop><action><exec rtp_stream="{audio},-1,0"/></action></nop>
+  <nop><action><exec {play}/></action></nop>
   <pause milliseconds="{hold_ms}"/>
-  <nop><action><exec rtp_stream="pause"/></action></nop>
+{stop}
   <send retrans="500">
     <![CDATA[
       BYE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
@@ -440,21 +440,83 @@ def wait_for_http(port: int, timeout: float) -> None:
     raise RuntimeError("sipbridge serve did not start")
 
 
-def speech_like_ulaw(path: Path, seconds: int = 10) -> None:
-    """A μ-law file of harmonics plus noise (not silence: the codec and concealment paths
-    do real work), for SIPp's rtp_stream."""
+def speech_like_pcm(rate: int, seconds: float) -> bytes:
+    """PCM16 of harmonics plus noise (not silence: the codec and concealment paths do
+    real work)."""
     import numpy as np
 
-    from sipbridge.codecs import get_codec
-
     rng = np.random.default_rng(1)
-    t = np.arange(8000 * seconds) / 8000
+    t = np.arange(int(rate * seconds)) / rate
     f0 = 140 + 30 * np.sin(2 * np.pi * 0.5 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / 8000
+    phase = 2 * np.pi * np.cumsum(f0) / rate
     signal = sum(np.sin(k * phase) / k for k in range(1, 6)) * 4000
     signal = signal * (0.6 + 0.4 * np.sin(2 * np.pi * 0.3 * t)) + rng.normal(0, 300, t.size)
-    pcm = np.clip(signal, -32768, 32767).astype("<i2").tobytes()
-    path.write_bytes(get_codec("pcmu").encoder().encode(pcm))
+    return bytes(np.clip(signal, -32768, 32767).astype("<i2").tobytes())
+
+
+# The caller's codec: (payload type, rtpmap, SDP name for --codecs, PCM rate encoded from).
+CALLER_CODECS = {
+    "pcmu": (0, "PCMU/8000", 8000),
+    "pcma": (8, "PCMA/8000", 8000),
+    "g722": (9, "G722/8000", 16000),  # RTP clock 8000 (RFC 3551 §4.5.2), audio 16 kHz
+    "opus": (111, "opus/48000/2", 16000),
+}
+
+
+def caller_media(codec: str, work: Path, seconds: float) -> tuple[str, str, str]:
+    """What SIPp's scenario plays for ``codec``: (SDP port keyword, play action, stop).
+
+    G.711 and G.722 are raw 20 ms payload files looped by ``rtp_stream`` (SIPp sends
+    160 octets per packet at 50 packets/s for payload types 0, 8 and 9). Opus has no
+    fixed frame size, so it is a pcap of RTP packets (our own encoder, 20 ms frames)
+    that ``play_pcap_audio`` replays at the captured pace for the whole call."""
+    from sipbridge.codecs import get_codec
+
+    pt, _rtpmap, rate = CALLER_CODECS[codec]
+    if codec != "opus":
+        audio = work / f"speech.{codec}"
+        pcm = speech_like_pcm(rate, 10)
+        audio.write_bytes(get_codec(codec).encoder(rate).encode(pcm))
+        return (
+            "rtpstream_audio_port",
+            f'rtp_stream="{audio},-1,{pt}"',
+            '  <nop><action><exec rtp_stream="pause"/></action></nop>',
+        )
+    encoder = get_codec("opus").encoder(rate)
+    pcm = speech_like_pcm(rate, seconds + 2)
+    frame = rate // 50 * 2
+    pcap = work / "speech-opus.pcap"
+    with pcap.open("wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))  # Ethernet
+        for index in range(len(pcm) // frame):
+            payload = encoder.encode(pcm[index * frame : (index + 1) * frame])
+            rtp = struct.pack("!BBHII", 0x80, pt, index & 0xFFFF, index * 960, 0x5EED) + payload
+            udp = struct.pack("!HHHH", 40000, 40000, 8 + len(rtp), 0) + rtp
+            ip = (
+                struct.pack(
+                    "!BBHHHBBH4s4s",
+                    0x45,
+                    0,
+                    20 + len(udp),
+                    0,
+                    0,
+                    64,
+                    17,
+                    0,
+                    bytes([127, 0, 0, 1]),
+                    bytes([127, 0, 0, 1]),
+                )
+                + udp
+            )
+            packet = bytes(12) + b"\x08\x00" + ip
+            micros = index * 20_000
+            out.write(
+                struct.pack(
+                    "<IIII", micros // 1_000_000, micros % 1_000_000, len(packet), len(packet)
+                )
+            )
+            out.write(packet)
+    return ("media_port", f'play_pcap_audio="{pcap}"', "")
 
 
 def main() -> None:
@@ -464,6 +526,9 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=30.0, help="seconds each call lasts")
     parser.add_argument("--probe-seconds", type=float, default=10.0)
     parser.add_argument("--agent-rate", type=int, default=8000, choices=(8000, 16000))
+    parser.add_argument(
+        "--codec", default="pcmu", choices=sorted(CALLER_CODECS), help="the SIPp callers' codec"
+    )
     parser.add_argument(
         "--server-arg",
         action="append",
@@ -484,8 +549,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-capacity-"))
     db = f"sqlite:///{work / 'calls.db'}"
-    audio = work / "speech.ulaw"
-    speech_like_ulaw(audio)
+    media_port, play, stop_play = caller_media(args.codec, work, args.hold)
     ctx = mp.get_context("spawn")
     pipe, child = ctx.Pipe()
     agent = ctx.Process(target=agent_main, args=(child,), daemon=True)
@@ -525,7 +589,7 @@ def main() -> None:
             "--db",
             db,
             "--codecs",
-            "pcmu",
+            ",".join(dict.fromkeys((args.codec, "pcmu"))),  # the probe call offers PCMU
             "--media-timeout",
             "300",
             "--max-calls",
@@ -539,7 +603,13 @@ def main() -> None:
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    figures: dict[str, Any] = {"calls": args.calls, "rate": args.rate, "hold_s": args.hold}
+    figures: dict[str, Any] = {
+        "calls": args.calls,
+        "rate": args.rate,
+        "hold_s": args.hold,
+        "codec": args.codec,
+        "agent_rate": args.agent_rate,
+    }
     sipp_proc: subprocess.Popen[bytes] | None = None
     capture: RtpCapture | None = None
     try:
@@ -547,7 +617,17 @@ def main() -> None:
         time.sleep(1.0)
         rss_idle = proc_rss_mb(server.pid)
         scenario = work / "capacity.xml"
-        scenario.write_text(SCENARIO.format(audio=audio, hold_ms=int(args.hold * 1000)))
+        pt, rtpmap, _rate = CALLER_CODECS[args.codec]
+        scenario.write_text(
+            SCENARIO.format(
+                media_port=media_port,
+                pt=pt,
+                rtpmap=rtpmap,
+                play=play,
+                stop=stop_play,
+                hold_ms=int(args.hold * 1000),
+            )
+        )
         capture = RtpCapture(range(low, high + 1))
         ramp = args.calls / args.rate
         sipp_log = open(work / "sipp.log", "wb")  # noqa: SIM115 - closed by the process end
@@ -653,15 +733,24 @@ def main() -> None:
         capture.stop()
         final = metrics(http_port)
 
-        up = args.calls + 1  # the probe too
+        # the calls up during the steady window, read from the server (calls refused
+        # with 503 cost next to nothing and must not dilute the figure), plus the probe
+        # (up for the whole window, but neither before nor after it)
+        up = int(
+            min(
+                metric_value(before, "sipbridge_active_calls"),
+                metric_value(after, "sipbridge_active_calls"),
+            )
+        ) + (0 if "probe_refused" in figures else 1)
+        figures["calls_up_steady"] = up
         cpu_share = (cpu1 - cpu0) / (mono1 - mono0)
         figures["server_cpu_percent_of_a_core"] = round(100 * cpu_share, 1)
-        figures["server_cpu_percent_per_call"] = round(100 * cpu_share / up, 3)
+        figures["server_cpu_percent_per_call"] = round(100 * cpu_share / up, 3) if up else None
         figures["rss_mb_idle"] = round(rss_idle, 1)
-        figures["rss_mb_per_call"] = round((rss - rss_idle) / up, 3)
+        figures["rss_mb_per_call"] = round((rss - rss_idle) / up, 3) if up else None
         answered = metric_value(final, 'sipbridge_calls_total{reason="caller_hangup"')
         figures["answered"] = int(answered)
-        figures["not_answered"] = up - int(answered)  # refused (503) or failed
+        figures["not_answered"] = args.calls + 1 - int(answered)  # refused (503) or failed
         figures["setup_p50_ms"] = _ms(
             histogram_quantile(final, "sipbridge_call_setup_seconds", 0.5)
         )

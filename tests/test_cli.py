@@ -450,6 +450,25 @@ def test_serve_record_options(
     assert fake_server[0].owner_id == "from-env"
 
 
+def test_serve_drain_timeout_option_and_env(
+    runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
+) -> None:
+    result = runner.invoke(app, ["serve"], env=env)
+    assert result.exit_code == 0, result.output
+    assert fake_server[0].drain_timeout == 300.0  # the default: five minutes
+    fake_server.clear()
+    result = runner.invoke(app, ["serve", "--drain-timeout", "0"], env=env)
+    assert result.exit_code == 0, result.output
+    assert fake_server[0].drain_timeout == 0.0  # hang up at once, as before the drain
+    fake_server.clear()
+    result = runner.invoke(app, ["serve"], env={**env, "SIPBRIDGE_DRAIN_TIMEOUT": "42.5"})
+    assert result.exit_code == 0, result.output
+    assert fake_server[0].drain_timeout == 42.5
+    fake_server.clear()
+    result = runner.invoke(app, ["serve", "--drain-timeout", "-1"], env=env)
+    assert result.exit_code == 2 and fake_server == []
+
+
 def test_serve_defaults_and_env(
     runner: CliRunner, env: dict[str, str], db_url: str, fake_server: list[ServeSettings]
 ) -> None:

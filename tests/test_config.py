@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import ipaddress
+import math
 import socket
 from pathlib import Path
 from typing import ClassVar
@@ -312,6 +313,14 @@ def test_call_limits_are_validated() -> None:
         ServeSettings(max_calls=0)
     with pytest.raises(ValueError, match="max_call_duration"):
         ServeSettings(max_call_duration=0)
+
+
+def test_drain_timeout_is_validated() -> None:
+    assert ServeSettings().drain_timeout == 300.0
+    assert ServeSettings(drain_timeout=0).drain_timeout == 0  # 0: hang up at once
+    for bad in (-1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="drain_timeout"):
+            ServeSettings(drain_timeout=bad)
 
 
 def test_transport_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]

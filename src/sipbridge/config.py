@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -259,6 +260,9 @@ class ServeSettings:
     media_timeout: float = 30.0  # seconds without caller RTP (not on hold) before hanging up
     max_calls: int = 1000  # concurrent calls of the whole server; beyond it INVITEs get 503
     max_call_duration: float = 4 * 3600.0  # seconds an answered call may last
+    # Graceful drain (docs/operations.md): after the first SIGTERM the calls up may go on
+    # this many seconds while new ones get 503; then what is left is hung up. 0: at once.
+    drain_timeout: float = 300.0
     # What one agent may store, queue and send per call (docs/security.md).
     agent_limits: AgentLimits = DEFAULT_LIMITS
     # Overload (media/overload.py): new calls get 503 while the media clock keeps running
@@ -331,6 +335,8 @@ class ServeSettings:
             raise ValueError("max_calls must be at least 1")
         if self.max_call_duration <= 0:
             raise ValueError("max_call_duration must be positive")
+        if not 0 <= self.drain_timeout < math.inf:
+            raise ValueError("drain_timeout must be a finite number of seconds, 0 or more")
         if self.overload_lag_ms <= 0:
             raise ValueError("overload_lag_ms must be positive")
         if not 0 < self.overload_cpu <= 1:

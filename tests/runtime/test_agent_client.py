@@ -230,6 +230,29 @@ def test_a_downed_endpoint_is_probed_after_1_s_doubling_and_logged_once(
     assert health.order("bot", urls, now + FIRST_COOLDOWN_SECONDS) == urls
 
 
+def test_down_until_says_when_no_endpoint_can_be_reached_and_changes_are_reported() -> None:
+    """The server's health (503 to OPTIONS and INVITEs while no agent is reachable) reads
+    ``down_until``; it re-reads it when told an endpoint went down or came back."""
+    changes: list[None] = []
+    health = EndpointHealth(on_change=lambda: changes.append(None))
+    urls = ["ws://a", "ws://b"]
+    assert health.down_until([], 0.0) == 0.0  # no endpoint at all: nothing is down
+    assert health.down_until(urls, 0.0) == 0.0  # never tried: up
+    for _ in range(FAILURES_BEFORE_COOLDOWN):
+        health.failed("ws://a", 10.0)
+    assert len(changes) == 1
+    assert health.down_until(urls, 10.0) == 0.0  # b can still be tried
+    assert health.down_until(["ws://a"], 10.0) == 10.0 + FIRST_COOLDOWN_SECONDS
+    for _ in range(FAILURES_BEFORE_COOLDOWN):
+        health.failed("ws://b", 10.5)
+    assert health.down_until(urls, 10.5) == 10.0 + FIRST_COOLDOWN_SECONDS  # a's probe first
+    assert health.down_until(urls, 11.0) == 0.0  # a may be probed now
+    health.succeeded("ws://b")
+    health.succeeded("ws://b")  # already up: no change to report
+    assert len(changes) == 3
+    assert health.down_until(urls, 10.6) == 0.0
+
+
 @pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 70000])
 def test_masked_frames_parse_as_rfc6455_client_frames(length: int) -> None:
     from websockets.frames import Frame, Opcode

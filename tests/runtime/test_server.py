@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
+import re
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -19,11 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
+from sipbridge.runtime import agent_client
 from sipbridge.runtime import server as server_module
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.message import Response, parse_message
 from sipbridge.store import service
-from sipbridge.store.records import BanRecord, CallStatus
+from sipbridge.store.db import Database
+from sipbridge.store.records import BanRecord, CallRecord, CallStatus
 from tests.runtime.test_agent_client import make_ca_and_cert
 from tests.runtime.test_call import NUMBER, UdpClient, answer_bye, records, route_to
 from tests.runtime.test_call_access import (
@@ -212,9 +217,13 @@ async def test_global_call_limit_and_maximum_call_duration(tmp_path: Path) -> No
                 assert busy.status == 503
                 assert busy.headers.get("Retry-After")
                 assert busy.headers.get("Reason") == 'SIP ;cause=503 ;text="server_busy"'
+                # At its limit the instance says so to a proxy's probes too.
+                second.send(options(second.port, "limit-opt-1"))
+                _assert_503(await _final_for(second, "OPTIONS"), "server_busy", "5")
                 bye = await answer_bye(first, timeout=6)  # the call hits its maximum length
                 assert 1.9 <= loop.time() - answered <= 4.5
                 assert bye.method == "BYE"
+                await _options_until(second, 200, 5)  # once the call has ended
             finally:
                 first.close()
                 second.close()
@@ -647,3 +656,359 @@ async def test_without_libopus_opus_is_left_out_of_the_offer_or_refused_when_nam
     assert record.sip_code == 488
     with pytest.raises(ValueError, match=r"--codecs names opus .*apt-get install libopus0"):
         await make_bridge(codecs=("opus", "pcmu"))
+
+
+# ---------------------------------------------------------------- drain and honest 503s
+
+
+def _media_port(answer: Response) -> int:
+    match = re.search(rb"m=audio (\d+) ", answer.body)
+    assert match, answer.body
+    return int(match.group(1))
+
+
+def _rtp(seq: int) -> bytes:
+    """One 20 ms PCMU packet (RFC 3550 §5.1 header, payload type 0)."""
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x1234) + b"\xff" * 160
+
+
+class _Media:
+    """The test caller's RTP socket: sends a packet, reads what the server sends."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.seq = 0
+
+    async def exchange(self, server_port: int) -> bytes:
+        """Send one packet to the server's RTP port; the next packet it sends us."""
+        self.seq += 1
+        self.sock.sendto(_rtp(self.seq), ("127.0.0.1", server_port))
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(loop.sock_recv(self.sock, 2048), 5)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def _readyz(bridge: SipBridgeServer) -> tuple[int, dict[str, Any]]:
+    async with httpx.AsyncClient(base_url="http://{}:{}".format(*bridge.http_address)) as http:
+        response = await http.get("/readyz", timeout=5)
+    return response.status_code, response.json()
+
+
+async def _answered(client: UdpClient, call_id: str, media: _Media) -> Response:
+    """An INVITE from ``client`` answered 200 and ACKed."""
+    client.send(client.invite(f"z9hG4bK-{call_id}", call_id, media.port))
+    ok = await _final_for(client, "INVITE", call_id)
+    assert ok.status == 200 and ok.to.tag, ok
+    client.send(client.in_dialog("ACK", 1, call_id, ok.to.tag))
+    return ok
+
+
+def _assert_503(response: Response, reason: str, retry_after: str) -> None:
+    assert response.status == 503, response
+    assert response.headers.get("Retry-After") == retry_after
+    assert response.headers.get("Reason") == f'SIP ;cause=503 ;text="{reason}"'
+
+
+async def test_drain_refuses_new_calls_and_options_while_the_call_up_goes_on_to_its_bye(
+    tmp_path: Path,
+) -> None:
+    """The drain a Kamailio dispatcher routes around: new INVITEs and OPTIONS get 503
+    (Retry-After, Reason), /readyz says draining, and the call already up keeps its media
+    until the caller's BYE ends it; then the drain is done at once."""
+    settings = loopback_settings(tmp_path / "drain.db", rtp_ports=20)
+    server = SipBridgeServer(settings)
+    await server.start()
+    media = _Media()
+    try:
+        async with EchoAgent() as agent:
+            await route_to(server, agent.url)
+            first = UdpClient(server.sip_address)
+            second = UdpClient(server.sip_address)
+            try:
+                ok = await _answered(first, "dr-1", media)
+                rtp_port = _media_port(ok)
+                await media.exchange(rtp_port)
+                draining = asyncio.ensure_future(server.drain(60))
+                await asyncio.sleep(0)  # the drain starts at once
+                assert server.draining and not draining.done()
+                second.send(second.invite("z9hG4bK-dr2", "dr-2", 4060))
+                _assert_503(await _final_for(second, "INVITE", "dr-2"), "draining", "30")
+                second.send(options(second.port, "dr-opt"))
+                _assert_503(await _final_for(second, "OPTIONS"), "draining", "30")
+                status, body = await _readyz(server)
+                assert status == 503 and body["draining"] is True
+                assert await _metric(server, "sipbridge_draining") == 1
+                # The call up goes on: its media flows both ways through the drain.
+                for _ in range(3):
+                    await media.exchange(rtp_port)
+                assert not draining.done() and not agent.calls[0].closed.is_set()
+                first.send(first.in_dialog("BYE", 2, "dr-1", ok.to.tag))
+                assert (await _final_for(first, "BYE")).status == 200
+                assert await asyncio.wait_for(draining, 10) == "calls_ended"
+            finally:
+                first.close()
+                second.close()
+        found = await records(server, 2)
+    finally:
+        media.close()
+        await server.stop()
+    by_id = {r.sip_call_id: r for r in found}
+    assert (by_id["dr-2"].status, by_id["dr-2"].reason, by_id["dr-2"].sip_code) == (
+        CallStatus.FAILED,
+        "draining",
+        503,
+    )
+    assert (by_id["dr-1"].reason, by_id["dr-1"].hangup_by) == ("caller_hangup", "caller")
+
+
+async def _seeded(db_url: str, agent_url: str) -> None:
+    """The agent and number in the store of a server that serve() will start."""
+    db = Database(db_url)
+    try:
+        await db.upgrade()
+        await service.add_agent(db, "echo", agent_url, voice_enabled=True)
+        await service.add_number(db, NUMBER, "echo")
+    finally:
+        await db.close()
+
+
+async def _stored_calls(db_url: str) -> dict[str, CallRecord]:
+    db = Database(db_url)
+    try:
+        return {r.sip_call_id: r for r in await service.list_calls(db)}
+    finally:
+        await db.close()
+
+
+async def _options_until(client: UdpClient, status: int, timeout: float = 20) -> Response:
+    """OPTIONS every 0.2 s until one is answered ``status`` (a server starting up)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    step = 0
+    while loop.time() < deadline:
+        step += 1
+        client.send(options(client.port, f"up-{step}"))
+        with contextlib.suppress(TimeoutError):
+            response = await client.recv(0.2)
+            if response.status == status:
+                return response
+    raise AssertionError(f"no OPTIONS answered {status} within {timeout} s")
+
+
+@pytest.mark.parametrize("second_signal", [False, True])
+async def test_serve_hangs_up_what_the_drain_leaves_at_its_timeout_or_a_second_signal(
+    tmp_path: Path, second_signal: bool
+) -> None:
+    """serve() drains at the first SIGTERM; the call still up when ``drain_timeout``
+    passes (or at once on a second signal, here SIGINT: Ctrl-C twice) gets our BYE and a
+    ``server_shutdown`` record, and serve() returns."""
+    port = free_udp_port()
+    settings = dataclasses.replace(
+        loopback_settings(tmp_path / "serve-drain.db", rtp_ports=20),
+        sip_port=port,
+        drain_timeout=300.0 if second_signal else 1.5,
+    )
+    requests = server_module.ShutdownRequests(settings.drain_timeout)
+    media = _Media()
+    async with EchoAgent() as agent:
+        await _seeded(settings.db, agent.url)
+        serving = asyncio.ensure_future(server_module.serve(settings, requests))
+        client = UdpClient(("127.0.0.1", port))
+        loop = asyncio.get_running_loop()
+        try:
+            await _options_until(client, 200)
+            ok = await _answered(client, "sd-1", media)
+            requests.received(signal.SIGTERM)
+            assert requests.drain.is_set() and not requests.stop.is_set()
+            client.send(client.invite("z9hG4bK-sd2", "sd-2", 4062))
+            _assert_503(await _final_for(client, "INVITE", "sd-2"), "draining", "30")
+            signalled = loop.time()
+            if second_signal:
+                requests.received(signal.SIGINT)
+                assert requests.stop.is_set()
+            bye = await answer_bye(client, timeout=15)
+            assert bye.from_.tag == ok.to.tag
+            if not second_signal:
+                assert loop.time() - signalled >= 1.0  # not before the drain timeout
+            await asyncio.wait_for(serving, 15)
+        finally:
+            client.close()
+            media.close()
+            if not serving.done():
+                requests.received(signal.SIGTERM)
+                requests.received(signal.SIGTERM)
+                await asyncio.wait_for(serving, 15)
+    found = await _stored_calls(settings.db)
+    assert (found["sd-1"].reason, found["sd-1"].hangup_by) == ("server_shutdown", "server")
+    assert (found["sd-2"].reason, found["sd-2"].sip_code) == ("draining", 503)
+
+
+def test_signals_drain_first_and_stop_on_the_second(caplog: pytest.LogCaptureFixture) -> None:
+    """Ctrl-C drains too, and says how to stop at once; with a drain timeout of 0 the
+    first signal stops (the behaviour before drains existed)."""
+    requests = server_module.ShutdownRequests(300.0)
+    with caplog.at_level(logging.WARNING, logger="sipbridge.server"):
+        requests.received(signal.SIGINT)
+        assert requests.drain.is_set() and not requests.stop.is_set()
+        requests.received(signal.SIGTERM)
+        assert requests.stop.is_set()
+    assert [r.getMessage() for r in caplog.records] == [
+        "event=signal signal=SIGINT action=drain: press Ctrl-C again to stop at once",
+        "event=signal signal=SIGTERM action=stop",
+    ]
+    at_once = server_module.ShutdownRequests(0.0)
+    at_once.received(signal.SIGTERM)
+    assert at_once.stop.is_set() and not at_once.drain.is_set()
+
+
+async def test_serve_subprocess_drains_on_sigterm_and_exits_0_when_the_call_ends(
+    tmp_path: Path,
+) -> None:
+    """The real entry point: SIGTERM starts the drain (OPTIONS and new INVITEs 503), the
+    call up ends by the caller's BYE, and the process exits 0 with every record written."""
+    port = free_udp_port()
+    low = random.randrange(40000, 59000, 2)
+    db_url = f"sqlite:///{tmp_path / 'serve-drain.db'}"
+    media = _Media()
+    async with EchoAgent() as agent:
+        await _seeded(db_url, agent.url)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "sipbridge",
+            "serve",
+            "--sip-host",
+            "127.0.0.1",
+            "--sip-port",
+            str(port),
+            "--rtp-ports",
+            f"{low}-{low + 20}",
+            "--http-port",
+            "0",
+            env={**os.environ, "SIPBRIDGE_DB": db_url, "SIPBRIDGE_DRAIN_TIMEOUT": "120"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        output = asyncio.ensure_future(proc.communicate())
+        client = UdpClient(("127.0.0.1", port))
+        try:
+            await _options_until(client, 200)
+            ok = await _answered(client, "sp-1", media)
+            rtp_port = _media_port(ok)
+            await media.exchange(rtp_port)
+            proc.send_signal(signal.SIGTERM)
+            _assert_503(await _options_until(client, 503), "draining", "30")
+            client.send(client.invite("z9hG4bK-sp2", "sp-2", 4064))
+            _assert_503(await _final_for(client, "INVITE", "sp-2"), "draining", "30")
+            await media.exchange(rtp_port)  # the call up still has its media
+            client.send(client.in_dialog("BYE", 2, "sp-1", ok.to.tag))
+            assert (await _final_for(client, "BYE")).status == 200
+            out, _ = await asyncio.wait_for(output, 20)
+        finally:
+            client.close()
+            media.close()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "event=drain_started active=1 timeout=120" in text
+    assert "event=drain_done outcome=calls_ended active=0" in text
+    assert "Traceback" not in text, text
+    found = await _stored_calls(db_url)
+    assert (found["sp-1"].reason, found["sp-2"].reason) == ("caller_hangup", "draining")
+
+
+async def test_no_reachable_agent_makes_options_and_invites_503_until_a_back_off_ends(
+    tmp_path: Path,
+) -> None:
+    """Every endpoint of every voice agent in its failure back-off: OPTIONS and new
+    INVITEs get 503 ``unhealthy`` (the INVITE's record says why in a ``refusal`` event)
+    and /readyz says so; when the back-off ends a call may probe the agent again."""
+    settings = loopback_settings(tmp_path / "agents-down.db", rtp_ports=20)
+    server = SipBridgeServer(settings)
+    await server.start()
+    client = UdpClient(server.sip_address)
+    loop = asyncio.get_running_loop()
+    try:
+        url = f"ws://127.0.0.1:{free_udp_port()}"  # nobody listens
+        await route_to(server, url)
+        await server.refresh()  # the periodic refresh reads the agents
+        client.send(options(client.port, "ah-opt-1"))
+        assert (await _final_for(client, "OPTIONS")).status == 200
+        for _ in range(agent_client.FAILURES_BEFORE_COOLDOWN):  # what failed calls report
+            server.agent_health.failed(url, loop.time())
+        down_at = loop.time()
+        client.send(options(client.port, "ah-opt-2"))
+        _assert_503(await _final_for(client, "OPTIONS"), "unhealthy", "5")
+        client.send(client.invite("z9hG4bK-ah1", "ah-1", 4070))
+        _assert_503(await _final_for(client, "INVITE", "ah-1"), "unhealthy", "5")
+        status, body = await _readyz(server)
+        assert status == 503 and body["agents"] == "unreachable"
+        assert await _metric(server, "sipbridge_unhealthy") == 1
+        [record] = await records(server)
+        assert (record.reason, record.sip_code) == ("unhealthy", 503)
+        detail = await service.get_call(server.db, record.id)
+        assert [(e.kind, e.data) for e in detail.events] == [
+            ("refusal", {"cause": "no_agent_reachable"})
+        ]
+        # The back-off (1 s) ends: the heartbeat notices, probes are answered 200 again.
+        step = 2
+        while True:
+            step += 1
+            client.send(options(client.port, f"ah-opt-{step}"))
+            if (await _final_for(client, "OPTIONS")).status == 200:
+                break
+            assert loop.time() - down_at < 10, "still 503 long after the back-off"
+            await asyncio.sleep(0.1)
+        assert loop.time() - down_at >= agent_client.FIRST_COOLDOWN_SECONDS - 0.05
+        assert (await _readyz(server))[0] == 200
+        assert await _metric(server, "sipbridge_unhealthy") == 0
+    finally:
+        client.close()
+        await server.stop()
+
+
+async def test_an_unreachable_database_makes_options_and_invites_503(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic refresh finds the store unreachable: OPTIONS and new INVITEs get 503
+    ``unhealthy`` (no query per probe); the next refresh that works ends it."""
+    settings = loopback_settings(tmp_path / "db-down.db", rtp_ports=20)
+    server = SipBridgeServer(settings)
+    await server.start()
+    client = UdpClient(server.sip_address)
+    queries = 0
+
+    async def unreachable(db: Database) -> list[Any]:
+        nonlocal queries
+        queries += 1
+        raise OSError("connection refused")
+
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(service, "list_trunks", unreachable)
+            await server.refresh()
+            assert not server.db_ok
+            for step in range(5):
+                client.send(options(client.port, f"db-opt-{step}"))
+                _assert_503(await _final_for(client, "OPTIONS"), "unhealthy", "5")
+            assert queries == 1  # the probes asked nothing of the store
+            client.send(client.invite("z9hG4bK-db1", "db-1", 4072))
+            _assert_503(await _final_for(client, "INVITE", "db-1"), "unhealthy", "5")
+        await server.refresh()
+        assert server.db_ok
+        client.send(options(client.port, "db-opt-ok"))
+        assert (await _final_for(client, "OPTIONS")).status == 200
+        [record] = await records(server)
+        assert (record.reason, record.sip_code) == ("unhealthy", 503)
+        detail = await service.get_call(server.db, record.id)
+        assert [e.data for e in detail.events] == [{"cause": "database_unreachable"}]
+    finally:
+        client.close()
+        await server.stop()

@@ -424,6 +424,38 @@ class TestOutOfDialog:
         for name in ("Server", "User-Agent"):
             assert response.headers.get(name) is None
 
+    def test_options_503_while_busy_says_why_and_when_to_retry(self) -> None:
+        """A proxy's OPTIONS probe (RFC 3261 §11.2) gets the answer a new INVITE would:
+        503 with Retry-After (§21.5.4) and the cause in a Reason header (RFC 3326)."""
+        ua = make_ua()
+        ua.set_busy("draining", 30)
+        ua.receive_datagram(invite(method="OPTIONS", body=b"", branch="z9hG4bK-o1"), PEER, 0.0)
+        [(response, _)] = sent(ua)
+        assert isinstance(response, Response) and response.status == 503
+        assert response.headers.get("Retry-After") == "30"
+        assert response.headers.get("Reason") == 'SIP ;cause=503 ;text="draining"'
+        assert response.headers.get("Allow") is None
+        ua.set_busy("unhealthy")
+        ua.receive_datagram(invite(method="OPTIONS", body=b"", branch="z9hG4bK-o2"), PEER, 0.1)
+        [(response, _)] = sent(ua)
+        assert isinstance(response, Response) and response.status == 503
+        assert response.headers.get("Retry-After") == "5"
+        assert response.headers.get("Reason") == 'SIP ;cause=503 ;text="unhealthy"'
+        ua.set_busy(None)
+        assert not ua.busy
+        ua.receive_datagram(invite(method="OPTIONS", body=b"", branch="z9hG4bK-o3"), PEER, 0.2)
+        assert statuses(ua) == [200]
+
+    def test_options_in_a_dialog_stays_200_while_busy(self) -> None:
+        """A busy instance still serves its calls: only probes outside a dialog get 503."""
+        ua = make_ua()
+        call = new_call(ua).call
+        ua.answer(call, b"v=0\r\n", 0.1)
+        ua.datagrams_to_send()
+        ua.set_busy("draining", 30)
+        ua.receive_datagram(in_dialog("OPTIONS", 2, call.local_tag, "z9hG4bK-io"), PEER, 0.2)
+        assert statuses(ua) == [200]
+
     def test_unknown_method_501_with_allow(self) -> None:
         ua = make_ua()
         ua.receive_datagram(invite(method="SUBSCRIBE", body=b""), PEER, 0.0)

@@ -18,7 +18,8 @@ Exit codes: 0 success, 1 the operation failed (unknown agent, duplicate, databas
 error), 2 bad input (usage error, invalid number, URL or port range).
 
 One module per command group (``serve_command``, ``agents``, ``numbers``, ``trunks``,
-``apikeys``, ``bans``, ``calls_command``, ``db``); shared options and helpers are in ``_common``.
+``apikeys``, ``bans``, ``calls_command``, ``db``, ``doctor_command``); shared options and
+helpers are in ``_common``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sipbridge.cli.apikeys import apikey_app
 from sipbridge.cli.bans import ban_app
 from sipbridge.cli.calls_command import calls_app
 from sipbridge.cli.db import db_app
+from sipbridge.cli.doctor_command import doctor
 from sipbridge.cli.numbers import number_app
 from sipbridge.cli.serve_command import serve
 from sipbridge.cli.trunks import trunk_app
@@ -54,6 +56,7 @@ app.add_typer(apikey_app, name="apikey")
 app.add_typer(ban_app, name="ban")
 app.add_typer(db_app, name="db")
 app.command()(serve)
+app.command()(doctor)
 app.add_typer(calls_app, name="calls")
 
 

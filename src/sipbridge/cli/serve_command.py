@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import os
-from collections.abc import Callable, Sequence
-from typing import Annotated, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from types import SimpleNamespace
+from typing import Annotated, Any, TypeVar
 
 from sipbridge.agent.limits import parse_agent_limits
 from sipbridge.cli._common import DbOption, RegionOption, _fail, _run, _setting, database_url
-from sipbridge.cli._listen import Listener, listen_problem
 from sipbridge.config import (
     DEFAULT_CODECS,
     SRTP_MODES,
@@ -20,6 +20,7 @@ from sipbridge.config import (
     parse_codecs,
     parse_port_range,
 )
+from sipbridge.listen import Listener, listen_problem
 from sipbridge.numbers import normalize_region
 from sipbridge.sip.auth import parse_algorithms
 from sipbridge.sip.proxy import TrustedProxies
@@ -122,6 +123,16 @@ def serve(
             help="Seconds an answered call may last before sipbridge hangs it up.",
         ),
     ] = 4 * 3600.0,
+    drain_timeout: Annotated[
+        float,
+        _setting(
+            "--drain-timeout",
+            min=0.0,
+            max=7 * 24 * 3600.0,
+            help="After SIGTERM, seconds the calls up may go on while new ones get 503; "
+            "then the rest are hung up (0: at once). A second SIGTERM stops at once.",
+        ),
+    ] = 300.0,
     overload_lag_ms: Annotated[
         float,
         _setting(
@@ -277,71 +288,7 @@ def serve(
     ] = 64,
 ) -> None:
     """Run the SIP server and its HTTP API."""
-    rtp_min, rtp_max = _parsed("--rtp-ports", parse_port_range, rtp_ports)
-    if public_ip is not None:
-        try:
-            ipaddress.ip_address(public_ip)
-        except ValueError:
-            _fail(f"--public-ip: {public_ip!r} is not an IP address", 2)
-    level = _choice("--log-level", log_level, LOG_LEVELS)
-    region = _parsed("--default-region", normalize_region, default_region)
-    codec_list = _parsed("--codecs", parse_codecs, codecs)
-    unknown = _choice("--reject-unknown", reject_unknown, UNKNOWN_SOURCES)
-    if auth_realm is not None and (not auth_realm.strip() or not auth_realm.isprintable()):
-        _fail("--auth-realm: must be printable, non-empty text", 2)
-    algorithms = _parsed("--auth-algorithms", parse_algorithms, auth_algorithms)
-    limits = _parsed("--agent-limits", parse_agent_limits, agent_limits)
-    srtp_mode = _choice("--srtp", srtp, SRTP_MODES)
-    proxies = _parsed("--trusted-proxy", TrustedProxies.parse, trusted_proxy or [])
-    if (tls_cert is None) != (tls_key is None):
-        _fail("--tls-cert and --tls-key must be given together", 2)
-    for option, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
-        if path is not None and not os.access(path, os.R_OK):
-            _fail(f"{option}: {path!r} cannot be read", 2)
-    if instance_id is not None and (
-        not instance_id.strip() or not instance_id.isprintable() or len(instance_id) > 255
-    ):
-        _fail("--instance-id: must be printable, non-empty text of at most 255 characters", 2)
-    db_url = database_url(db)
-    settings = ServeSettings(
-        sip_host=sip_host,
-        sip_port=sip_port,
-        rtp_port_min=rtp_min,
-        rtp_port_max=rtp_max,
-        public_ip=public_ip,
-        db=db_url,
-        agent_connect_timeout=agent_connect_timeout,
-        log_level=level,
-        default_region=region,
-        http_host=http_host,
-        http_port=http_port,
-        codecs=codec_list,
-        media_timeout=media_timeout,
-        max_calls=max_calls,
-        max_call_duration=max_call_duration,
-        agent_limits=limits,
-        overload_lag_ms=overload_lag_ms,
-        overload_cpu=overload_cpu,
-        unknown_sources="403" if unknown == "403" else "drop",
-        auth_realm=auth_realm,
-        auth_algorithms=algorithms,
-        srtp="off" if srtp_mode == "off" else "required" if srtp_mode == "required" else "optional",
-        ban_time=ban_time,
-        flood_rate=flood_rate,
-        flood_burst=flood_burst,
-        auth_failure_limit=auth_failure_limit,
-        unknown_number_limit=unknown_number_limit,
-        max_transactions_per_source=max_transactions_per_source,
-        trusted_proxies=tuple(str(proxies).split(",")) if proxies else (),
-        tcp=tcp,
-        tls_port=tls_port,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-        unknown_connection_timeout=unknown_connection_timeout,
-        instance_id=instance_id,
-        spool_path=spool,
-        spool_max_bytes=spool_max_mb * 1024 * 1024,
-    )
+    settings = serve_settings(locals())
 
     async def migrate(_database: Database) -> None:
         return None
@@ -349,9 +296,86 @@ def serve(
     problem = listen_problem(listeners(settings))
     if problem is not None:
         _fail(problem, 1)
-    _run(db_url, migrate)  # a bad database URL or schema fails here, before any socket opens
+    _run(settings.db, migrate)  # a bad database URL or schema fails here, before any socket opens
 
     run_server(settings)
+
+
+def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> ServeSettings:
+    """The :class:`ServeSettings` of ``serve``'s options (its parameters by name), or exit 2
+    naming the option that is wrong. ``sipbridge doctor`` takes the same options; it passes
+    ``tls_files=False`` to report unreadable TLS files itself (they are left out of the
+    settings then)."""
+    o = SimpleNamespace(**options)
+    rtp_min, rtp_max = _parsed("--rtp-ports", parse_port_range, o.rtp_ports)
+    public_ip, tls_cert, tls_key = o.public_ip, o.tls_cert, o.tls_key
+    if public_ip is not None:
+        try:
+            ipaddress.ip_address(public_ip)
+        except ValueError:
+            _fail(f"--public-ip: {public_ip!r} is not an IP address", 2)
+    level = _choice("--log-level", o.log_level, LOG_LEVELS)
+    region = _parsed("--default-region", normalize_region, o.default_region)
+    codec_list = _parsed("--codecs", parse_codecs, o.codecs)
+    unknown = _choice("--reject-unknown", o.reject_unknown, UNKNOWN_SOURCES)
+    if o.auth_realm is not None and (not o.auth_realm.strip() or not o.auth_realm.isprintable()):
+        _fail("--auth-realm: must be printable, non-empty text", 2)
+    algorithms = _parsed("--auth-algorithms", parse_algorithms, o.auth_algorithms)
+    limits = _parsed("--agent-limits", parse_agent_limits, o.agent_limits)
+    srtp_mode = _choice("--srtp", o.srtp, SRTP_MODES)
+    proxies = _parsed("--trusted-proxy", TrustedProxies.parse, o.trusted_proxy or [])
+    if (tls_cert is None) != (tls_key is None):
+        _fail("--tls-cert and --tls-key must be given together", 2)
+    for option, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
+        if path is not None and not os.access(path, os.R_OK):
+            if tls_files:
+                _fail(f"{option}: {path!r} cannot be read", 2)
+            tls_cert = tls_key = None
+    if o.instance_id is not None and (
+        not o.instance_id.strip() or not o.instance_id.isprintable() or len(o.instance_id) > 255
+    ):
+        _fail("--instance-id: must be printable, non-empty text of at most 255 characters", 2)
+    db_url = database_url(o.db)
+    return ServeSettings(
+        sip_host=o.sip_host,
+        sip_port=o.sip_port,
+        rtp_port_min=rtp_min,
+        rtp_port_max=rtp_max,
+        public_ip=public_ip,
+        db=db_url,
+        agent_connect_timeout=o.agent_connect_timeout,
+        log_level=level,
+        default_region=region,
+        http_host=o.http_host,
+        http_port=o.http_port,
+        codecs=codec_list,
+        media_timeout=o.media_timeout,
+        max_calls=o.max_calls,
+        max_call_duration=o.max_call_duration,
+        drain_timeout=o.drain_timeout,
+        agent_limits=limits,
+        overload_lag_ms=o.overload_lag_ms,
+        overload_cpu=o.overload_cpu,
+        unknown_sources="403" if unknown == "403" else "drop",
+        auth_realm=o.auth_realm,
+        auth_algorithms=algorithms,
+        srtp="off" if srtp_mode == "off" else "required" if srtp_mode == "required" else "optional",
+        ban_time=o.ban_time,
+        flood_rate=o.flood_rate,
+        flood_burst=o.flood_burst,
+        auth_failure_limit=o.auth_failure_limit,
+        unknown_number_limit=o.unknown_number_limit,
+        max_transactions_per_source=o.max_transactions_per_source,
+        trusted_proxies=tuple(str(proxies).split(",")) if proxies else (),
+        tcp=o.tcp,
+        tls_port=o.tls_port,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        unknown_connection_timeout=o.unknown_connection_timeout,
+        instance_id=o.instance_id,
+        spool_path=o.spool,
+        spool_max_bytes=o.spool_max_mb * 1024 * 1024,
+    )
 
 
 def listeners(settings: ServeSettings) -> list[Listener]:

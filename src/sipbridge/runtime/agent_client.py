@@ -31,13 +31,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -137,6 +138,8 @@ class EndpointHealth:
 
     _states: dict[str, _EndpointState] = field(default_factory=dict)
     _next: dict[str, int] = field(default_factory=dict)
+    # Called when an endpoint goes down or comes back (the server's health state).
+    on_change: Callable[[], None] | None = None
 
     def order(self, agent: str, urls: list[str], now: float) -> list[str]:
         """The URLs to try for a new call, best first; cooled-down endpoints are left out."""
@@ -147,13 +150,28 @@ class EndpointHealth:
         rotated = urls[start:] + urls[:start]
         return [url for url in rotated if self._state(url).skip_until <= now]
 
+    def down_until(self, urls: Iterable[str], now: float) -> float:
+        """When the first of ``urls`` may be tried again if every one is cooling down at
+        ``now`` (no call could reach any of them before); 0.0 when one may be tried now,
+        or ``urls`` is empty. Endpoints never tried count as up."""
+        until = math.inf
+        for url in urls:
+            state = self._states.get(url)
+            if state is None or state.skip_until <= now:
+                return 0.0
+            until = min(until, state.skip_until)
+        return 0.0 if until == math.inf else until
+
     def succeeded(self, url: str) -> None:
         state = self._state(url)
-        if state.cooldown:
+        was_down = bool(state.cooldown)
+        if was_down:
             log.info("event=agent_endpoint_up url=%s", url)  # once per outage
         state.failures = 0
         state.skip_until = 0.0
         state.cooldown = 0.0
+        if was_down and self.on_change is not None:
+            self.on_change()
 
     def failed(self, url: str, now: float) -> None:
         state = self._state(url)
@@ -168,6 +186,8 @@ class EndpointHealth:
         else:
             return  # a call that started before the outage was noticed: no new wait
         state.skip_until = now + state.cooldown
+        if self.on_change is not None:
+            self.on_change()
 
     def _state(self, url: str) -> _EndpointState:
         state = self._states.get(url)

@@ -72,6 +72,18 @@ class Metrics:
             "1 while new calls are refused with 503 because the instance cannot keep up.",
             registry=r,
         )
+        self.draining = Gauge(
+            "sipbridge_draining",
+            "1 while the instance drains (after SIGTERM): new calls get 503, the calls up "
+            "go on until they end or --drain-timeout passes.",
+            registry=r,
+        )
+        self.unhealthy = Gauge(
+            "sipbridge_unhealthy",
+            "1 while new calls get 503 because the database is unreachable or no agent "
+            "endpoint can be reached (every one in its failure back-off).",
+            registry=r,
+        )
         self.overload_refusals = Counter(
             "sipbridge_overload_refusals",
             "New calls (INVITEs) refused with 503 because of overload.",

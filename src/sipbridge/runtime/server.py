@@ -15,6 +15,13 @@ and the stored bans (the operator's, other instances') are read back with the tr
 Behind a proxy (``--trusted-proxy``, sip/proxy.py) a message from a trusted proxy meets
 the guard as its real source, named by the proxy's ``X-Sipbridge-Source`` header; the
 proxy itself is never rate-limited or banned.
+
+A proxy in front (Kamailio's dispatcher) routes around an instance that answers its
+OPTIONS probes and new INVITEs 503: this one does while it drains, is at ``--max-calls``,
+is overloaded, or is unhealthy (database unreachable, or every agent endpoint in its
+failure back-off). ``ua.busy`` holds that verdict, updated when one of its inputs changes,
+so a probe costs no lookup. :func:`serve` drains at the first SIGTERM or SIGINT and stops
+at the second (docs/operations.md, "Graceful drain").
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
@@ -97,8 +105,11 @@ HEARTBEAT_SECONDS = 0.1
 # long after the last overload.
 CEILING_MIN_CALLS = 10
 CEILING_SECONDS = 60.0
-# Retry-After (seconds) of the 503 for a trunk at its max_calls.
+# Retry-After (seconds) of the 503 for a trunk at its max_calls (and the instance's
+# other refusals: at --max-calls, overload, unhealthy).
 TRUNK_BUSY_RETRY_AFTER = 5
+# Retry-After (seconds) of the 503s of a draining instance: it will not take calls again.
+DRAIN_RETRY_AFTER = 30
 # /readyz says not ready while more record writes than this wait in the spool.
 READY_SPOOL_DEPTH = 100
 # Access reasons logged at debug only: what every scanner and every first INVITE of a
@@ -177,6 +188,15 @@ class SipBridgeServer:
         self.calls: dict[str, Call] = {}
         self._trunk_calls: collections.Counter[str] = collections.Counter()  # calls per trunk
         self.draining = False
+        self._drained: asyncio.Future[None] | None = None  # done when the last call ends
+        self._drain_started: float | None = None  # loop time
+        # Health for the 503s (docs/operations.md): the database answered the last
+        # refresh; the voice agents' endpoints; until when every one of them is in its
+        # failure back-off (0.0: one can be tried).
+        self.db_ok = True
+        self._agent_urls: tuple[str, ...] = ()
+        self._agents_down_until = 0.0
+        self._busy_reason: str | None = None  # why ua.busy is set
         self._transport: asyncio.DatagramTransport | None = None
         self._family = socket.AF_INET  # the SIP UDP socket's
         self._timer: asyncio.TimerHandle | None = None
@@ -184,7 +204,7 @@ class SipBridgeServer:
         self._tasks: set[asyncio.Future[None]] = set()
         self._sdp_session = random.getrandbits(31)
         self.metrics = Metrics()
-        self.agent_health = EndpointHealth()
+        self.agent_health = EndpointHealth(on_change=self._agents_changed)
         self.metrics.active_calls.set_function(lambda: len(self.calls))
         self.metrics.watch_guard(self.guard, self.loop.time)
         self.bans = BanSync(self.guard, self.db, self.metrics, self.loop, self._spawn)
@@ -273,6 +293,7 @@ class SipBridgeServer:
         # as long as the process: move it out of the collector's sight, so a full
         # collection takes microseconds instead of stalling every call's media for tens
         # of milliseconds (measured by bench/bench_agent.py).
+        await self._read_agents()
         self._trunk_task = asyncio.ensure_future(self._refresh_trunks())
         self._heartbeat_due = self.loop.time() + HEARTBEAT_SECONDS
         self._heartbeat = self.loop.call_at(self._heartbeat_due, self._beat)
@@ -314,7 +335,7 @@ class SipBridgeServer:
         self.metrics.media_clock_lag_seconds.observe(lag)
         load = self.load
         if load.clock_fired(lag, now) and load.close_window(now, time.process_time()):
-            self.ua.busy = load.overloaded
+            self._update_busy()
             self.metrics.overloaded.set(1 if load.overloaded else 0)
             if load.overloaded and len(self.calls) >= CEILING_MIN_CALLS:
                 # 90 %: the window that noticed the overload had already admitted more.
@@ -350,9 +371,73 @@ class SipBridgeServer:
 
     def _beat(self) -> None:
         now = self.loop.time()
+        if self._agents_down_until and now >= self._agents_down_until:
+            self._agents_changed()  # a back-off ended: an endpoint may be probed
         self._clock_lag(max(0.0, now - self._heartbeat_due), now)
         self._heartbeat_due = max(self._heartbeat_due + HEARTBEAT_SECONDS, now)
         self._heartbeat = self.loop.call_at(self._heartbeat_due, self._beat)
+
+    # -- availability ----------------------------------------------------------
+
+    def _refusal(self, now: float) -> str | None:
+        """Why the instance refuses every new call now (None: it takes them); in the
+        order :meth:`_dispatch` checks an INVITE, so a probe hears what a call would."""
+        if self.draining:
+            return "draining"
+        if len(self.calls) >= self.settings.max_calls:
+            return "server_busy"
+        if self.load.overloaded:
+            return "overload"
+        if self.unhealthy(now) is not None:
+            return "unhealthy"
+        return None
+
+    def _update_busy(self) -> None:
+        """``ua.busy`` (OPTIONS 503) from the refusal in force; called whenever one of
+        its inputs changes (drain, health, overload, a call added or ended), so that an
+        OPTIONS probe reads one attribute."""
+        reason = self._refusal(self.loop.time())
+        if reason == self._busy_reason:
+            return
+        self._busy_reason = reason
+        retry_after = DRAIN_RETRY_AFTER if reason == "draining" else TRUNK_BUSY_RETRY_AFTER
+        self.ua.set_busy(reason, retry_after)
+
+    def unhealthy(self, now: float) -> str | None:
+        """Why this instance cannot complete a call (None: it can): the database did not
+        answer its last refresh (``database_unreachable``), or every endpoint of every
+        voice agent is in its failure back-off (``no_agent_reachable``). No agent at all
+        is healthy: every instance shares the store, so routing elsewhere would not help
+        (the calls get their 404 or 480)."""
+        if not self.db_ok:
+            return "database_unreachable"
+        if now < self._agents_down_until:
+            return "no_agent_reachable"
+        return None
+
+    def _agents_changed(self) -> None:
+        """An agent endpoint went down or came back, a back-off ended, or the agent list
+        changed: when can the next call reach an agent again, and is the instance busy."""
+        self._agents_down_until = self.agent_health.down_until(self._agent_urls, self.loop.time())
+        self.metrics.unhealthy.set(1 if self.unhealthy(self.loop.time()) is not None else 0)
+        self._update_busy()
+
+    def _set_db_ok(self, ok: bool) -> None:
+        if ok != self.db_ok:
+            self.db_ok = ok
+            if ok:
+                log.info("event=database_reachable")
+            else:
+                log.warning("event=database_unreachable state=refusing_new_calls")
+            self._agents_changed()
+
+    async def _read_agents(self) -> None:
+        """The voice agents' endpoints, for :meth:`unhealthy`."""
+        agents = await service.list_agents(self.db)
+        urls = tuple(dict.fromkeys(u for a in agents if a.voice_enabled for u in a.urls))
+        if urls != self._agent_urls:
+            self._agent_urls = urls
+            self._agents_changed()
 
     # -- trunks ----------------------------------------------------------------
 
@@ -409,13 +494,26 @@ class SipBridgeServer:
             log.info("event=trunks_loaded count=%d names=%s", len(trunks), ",".join(self.trunks))
 
     async def _refresh_trunks(self) -> None:
+        """Every ``TRUNK_REFRESH`` seconds: the trunks, bans and agents from the store;
+        whether the store answered (within that time) is the database's health."""
         while True:
             await asyncio.sleep(TRUNK_REFRESH)
-            try:
-                await self.reload_trunks()
-                await self.bans.reload()
-            except Exception as exc:  # keep the last good lists; say why
-                log.warning("event=trunk_reload_failed error=%s", exc)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """One refresh of the trunk, ban and agent lists, and of the database health."""
+        try:
+            await asyncio.wait_for(self.reload_trunks(), TRUNK_REFRESH)
+        except Exception as exc:  # keep the last good lists; say why
+            log.warning("event=trunk_reload_failed error=%s", str(exc) or type(exc).__name__)
+            self._set_db_ok(False)
+            return
+        self._set_db_ok(True)
+        try:
+            await self.bans.reload()
+            await self._read_agents()
+        except Exception as exc:
+            log.warning("event=trunk_reload_failed error=%s", str(exc) or type(exc).__name__)
 
     async def _start_http(self) -> None:
         """The REST API, /metrics and health checks, on uvicorn in this event loop."""
@@ -472,16 +570,18 @@ class SipBridgeServer:
         records = self.records
         depth = records.spool.depth
         writes_ok = records.healthy and depth <= READY_SPOOL_DEPTH
+        agents_ok = self.unhealthy(self.loop.time()) != "no_agent_reachable"
         detail: dict[str, Any] = {
             "sip": sip_ok,
             "database": db_ok,
+            "agents": "ok" if agents_ok else "unreachable",
             "draining": self.draining,
             "record_writes": "ok" if records.healthy else f"failing: {records.last_error}",
             "record_spool_depth": depth,
         }
         if depth > READY_SPOOL_DEPTH:
             detail["record_spool"] = f"more than {READY_SPOOL_DEPTH} records wait"
-        return sip_ok and db_ok and writes_ok and not self.draining, detail
+        return sip_ok and db_ok and agents_ok and writes_ok and not self.draining, detail
 
     # -- SIP plumbing --------------------------------------------------------
 
@@ -579,16 +679,21 @@ class SipBridgeServer:
 
     def _dispatch(self, event: object) -> None:
         if isinstance(event, IncomingCall):
+            now = self.loop.time()
             if self.draining:
-                self.ua.reject(event.call, 503, self.loop.time(), headers=[("Retry-After", "30")])
+                self._refuse_busy(event.call, "draining", DRAIN_RETRY_AFTER)
                 return
             if len(self.calls) >= self.settings.max_calls:
                 self._refuse_busy(event.call, "server_busy")
                 return
-            if self.load.overloaded or self._at_ceiling(self.loop.time()):
+            if self.load.overloaded or self._at_ceiling(now):
                 # The calls already up come first: refuse before they degrade.
                 self.metrics.overload_refusals.inc()
                 self._refuse_busy(event.call, "overload")
+                return
+            cause = self.unhealthy(now)
+            if cause is not None:
+                self._refuse_busy(event.call, "unhealthy", cause=cause)
                 return
             if self._trunk_full(event.call.trunk):
                 self._refuse_busy(event.call, "trunk_busy")
@@ -601,6 +706,8 @@ class SipBridgeServer:
             if event.call.trunk is not None:
                 self._trunk_calls[event.call.trunk] += 1
             self._spawn(call.run())
+            if len(self.calls) >= self.settings.max_calls:
+                self._update_busy()  # now at --max-calls
             return
         if isinstance(event, RequestRejected):
             self.metrics.sip_rejected.labels(str(event.status or "dropped")).inc()
@@ -715,18 +822,28 @@ class SipBridgeServer:
         self.guard.offence(call.origin[0], Offence.UNKNOWN_NUMBER, self.loop.time())
         return False
 
-    def _refuse_busy(self, call: InboundCall, reason: str) -> None:
-        """503 with Retry-After and a Reason header (RFC 3326), and a call record."""
+    def _refuse_busy(
+        self,
+        call: InboundCall,
+        reason: str,
+        retry_after: int = TRUNK_BUSY_RETRY_AFTER,
+        *,
+        cause: str | None = None,
+    ) -> None:
+        """503 with Retry-After (RFC 3261 §21.5.4) and a Reason header (RFC 3326), and a
+        call record; ``cause`` (what is unhealthy) goes into the record's events."""
         self.ua.reject(
             call,
             503,
             self.loop.time(),
             headers=[
-                ("Retry-After", str(TRUNK_BUSY_RETRY_AFTER)),
+                ("Retry-After", str(retry_after)),
                 ("Reason", f'SIP ;cause=503 ;text="{reason}"'),
             ],
         )
-        self._record_rejected_invite(call.invite, call.origin, 503, reason, call.trunk)
+        self._record_rejected_invite(
+            call.invite, call.origin, 503, reason, call.trunk, {"cause": cause} if cause else None
+        )
 
     def _record_rejected_invite(
         self,
@@ -735,8 +852,10 @@ class SipBridgeServer:
         status: int,
         reason: str,
         trunk: str | None = None,
+        refusal: dict[str, Any] | None = None,
     ) -> None:
-        """A call record for an INVITE the SIP core refused before any call existed."""
+        """A call record for an INVITE the SIP core refused before any call existed;
+        ``refusal``, when given, is stored as its ``refusal`` event."""
         self._record_refused(
             request.call_id,
             request.from_.uri.user,
@@ -745,6 +864,7 @@ class SipBridgeServer:
             status,
             reason,
             trunk,
+            refusal,
         )
 
     def _record_malformed_invite(self, headers: Headers, source: Address, status: int) -> None:
@@ -774,6 +894,7 @@ class SipBridgeServer:
         status: int,
         reason: str,
         trunk: str | None = None,
+        refusal: dict[str, Any] | None = None,
     ) -> None:
         """The failed call record of an INVITE refused before any call existed; ``dialed``
         is (Request-URI user, To user), wire text made storable (wiretext.py)."""
@@ -793,7 +914,8 @@ class SipBridgeServer:
             source=f"{source[0]}:{source[1]}",
             trunk=trunk,
         )
-        self.records.submit(record)
+        events = [] if refusal is None else [CallEvent(record.id, now, "refusal", refusal)]
+        self.records.submit(record, events)
 
     @property
     def pending_tasks(self) -> int:
@@ -815,6 +937,11 @@ class SipBridgeServer:
             self._trunk_calls[call.sip.trunk] -= 1
             if not self._trunk_calls[call.sip.trunk]:
                 del self._trunk_calls[call.sip.trunk]
+        if self._busy_reason is not None:
+            self._update_busy()  # at --max-calls no more, or another reason in force
+        drained = self._drained
+        if not self.calls and drained is not None and not drained.done():
+            drained.set_result(None)
         if call.record.reason == "unknown_number":
             # Dialling numbers that do not exist, in a burst, is how scanners look for
             # open routes: counted towards the source's ban (sip/guard.py).
@@ -830,9 +957,56 @@ class SipBridgeServer:
 
     # -- shutdown --------------------------------------------------------------
 
+    async def drain(self, timeout: float, interrupt: asyncio.Event | None = None) -> str:
+        """Refuse new calls (503, reason ``draining``) while the calls up go on, until
+        the last one ends, ``timeout`` seconds pass or ``interrupt`` is set; then
+        :meth:`stop` hangs up what is left. Says which: ``calls_ended``, ``timeout``,
+        ``interrupted``."""
+        self.start_drain(timeout)
+        started = self._drain_started
+        assert started is not None
+        outcome = "calls_ended"
+        if self.calls:
+            drained = self._drained = self.loop.create_future()
+            waiters: set[asyncio.Future[Any]] = {drained}
+            if interrupt is not None:
+                waiters.add(asyncio.ensure_future(interrupt.wait()))
+            try:
+                done, _ = await asyncio.wait(
+                    waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+                self._drained = None
+            if drained not in done:
+                outcome = "interrupted" if done else "timeout"
+        log.warning(
+            "event=drain_done outcome=%s active=%d seconds=%.1f",
+            outcome,
+            len(self.calls),
+            self.loop.time() - started,
+        )
+        return outcome
+
+    def start_drain(self, timeout: float) -> None:
+        """The drain's first step, at once (from the signal handler: no INVITE in the
+        same turn of the loop is taken any more); :meth:`drain` waits for its end."""
+        if self._drain_started is not None:
+            return
+        self._drain_started = self.loop.time()
+        self._start_draining()
+        log.warning("event=drain_started active=%d timeout=%g", len(self.calls), timeout)
+
+    def _start_draining(self) -> None:
+        if not self.draining:
+            self.draining = True
+            self.metrics.draining.set(1)
+            self._update_busy()
+
     async def stop(self) -> None:
         """Refuse new calls, hang up the active ones, write their records, close."""
-        self.draining = True
+        self._start_draining()
         if self._trunk_task is not None:
             self._trunk_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -878,22 +1052,72 @@ class _EmbeddedUvicorn(uvicorn.Server):
         yield
 
 
-async def serve(settings: ServeSettings, stop: asyncio.Event | None = None) -> None:
-    """Run the server until ``stop`` is set or SIGINT/SIGTERM arrives."""
-    stop_event = stop or asyncio.Event()
+@dataclass
+class ShutdownRequests:
+    """What SIGTERM and SIGINT ask of :func:`serve`: the first one a drain (with a
+    ``drain_timeout`` of 0, a stop), any further one a stop at once. :func:`serve` makes
+    :meth:`received` the handler of both signals; tests call it directly."""
+
+    drain_timeout: float
+    drain: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    count: int = 0
+    # Set by serve() once the server runs: the drain starts in the signal handler itself.
+    on_drain: Callable[[float], None] | None = None
+
+    def received(self, sig: int) -> None:
+        self.count += 1
+        name = signal.Signals(sig).name
+        if self.count == 1 and self.drain_timeout > 0:
+            # Ctrl-C in a terminal drains too (a call may be up); the user is told how
+            # to stop at once.
+            hint = ": press Ctrl-C again to stop at once" if sig == signal.SIGINT else ""
+            log.warning("event=signal signal=%s action=drain%s", name, hint)
+            self.drain.set()
+            if self.on_drain is not None:
+                self.on_drain(self.drain_timeout)
+        else:
+            log.warning("event=signal signal=%s action=stop", name)
+            self.stop.set()
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def serve(settings: ServeSettings, requests: ShutdownRequests | None = None) -> None:
+    """Run the server until SIGTERM/SIGINT (or ``requests``): the first drains (new calls
+    get 503, the calls up go on for at most ``settings.drain_timeout`` seconds), a second
+    stops at once; then the calls left are hung up and every record is written."""
+    shutdown = requests or ShutdownRequests(settings.drain_timeout)
     loop = asyncio.get_running_loop()
     # Before start(): a signal during start-up must still stop the server cleanly.
+    installed: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop_event.set)
-    server = SipBridgeServer(settings)
-    await server.start()
+            loop.add_signal_handler(sig, shutdown.received, sig)
+            installed.append(sig)
     try:
-        await stop_event.wait()
+        server = SipBridgeServer(settings)
+        await server.start()
+        shutdown.on_drain = server.start_drain
+        try:
+            await _first_of(shutdown.drain, shutdown.stop)
+            if not shutdown.stop.is_set():
+                await server.drain(settings.drain_timeout, shutdown.stop)
+        finally:
+            log.info("shutting down calls=%d", len(server.calls))
+            await server.stop()
+            log.info("stopped")
     finally:
-        log.info("shutting down calls=%d", len(server.calls))
-        await server.stop()
-        log.info("stopped")
+        shutdown.on_drain = None
+        for number in installed:
+            loop.remove_signal_handler(number)
 
 
 def run(settings: ServeSettings) -> None:

@@ -97,6 +97,9 @@ from sipbridge.sip.transaction import (
 
 ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY")
 ALLOW = ", ".join(ALLOWED_METHODS)
+# Retry-After (seconds) of an OPTIONS 503 while the instance is busy, unless the runtime
+# names another (:meth:`UserAgent.set_busy`).
+BUSY_RETRY_AFTER = 5
 SUPPORTED_SCHEMES = frozenset({"sip", "sips", "tel"})
 ACCEPTED_BODY = "application/sdp"
 # Challenge reasons that count as a failed authentication attempt of the source.
@@ -140,10 +143,15 @@ class UserAgent:
     access: AccessPolicy | None = None
     tls_port: int | None = None  # our SIP-over-TLS port, for sips: Contacts (RFC 5630)
     guard: SourceGuard | None = None
-    # Set by the runtime while the instance refuses new calls (overload): an OPTIONS
-    # probe outside a dialog is answered 503 so a proxy in front routes elsewhere
-    # (RFC 3261 §11.2: the answer is the one an INVITE would get).
+    # Set by the runtime (:meth:`set_busy`) while the instance refuses new calls
+    # (draining, at its call limit, overloaded, unhealthy): an OPTIONS probe outside a
+    # dialog is answered 503 so a proxy in front routes elsewhere (RFC 3261 §11.2: the
+    # answer is the one an INVITE would get).
     busy: bool = False
+    # The headers of that 503, built once by :meth:`set_busy` (probes are a hot path).
+    _busy_headers: list[tuple[str, str]] = field(
+        default_factory=lambda: [("Retry-After", str(BUSY_RETRY_AFTER))]
+    )
     # Whose X-Sipbridge-Source is believed (sip/proxy.py); nobody's by default.
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     _outbox: list[tuple[bytes, Address]] = field(default_factory=list)
@@ -430,7 +438,7 @@ class UserAgent:
             return self._receive_invite(request, key, source, now, trunk, relayed_from)
         elif request.method == "OPTIONS":
             if self.busy:
-                self._reply_once(request, source, now, 503, extra=[("Retry-After", "5")])
+                self._reply_once(request, source, now, 503, extra=self._busy_headers)
             else:
                 self._reply_once(request, source, now, 200, extra=self._capabilities())
         else:  # BYE, INFO or NOTIFY outside any dialog
@@ -530,6 +538,17 @@ class UserAgent:
             # refuse now rather than fail when answering.
             return 400, "bad_dialog_headers", []
         return None
+
+    def set_busy(self, reason: str | None, retry_after: int = BUSY_RETRY_AFTER) -> None:
+        """Answer OPTIONS outside a dialog 503 while ``reason`` is set (None: 200 again),
+        with ``Retry-After: retry_after`` (RFC 3261 §21.5.4) and ``reason`` in a Reason
+        header (RFC 3326), as the runtime answers a new INVITE meanwhile."""
+        self.busy = reason is not None
+        if reason is not None:
+            self._busy_headers = [
+                ("Retry-After", str(retry_after)),
+                ("Reason", f'SIP ;cause=503 ;text="{reason}"'),
+            ]
 
     def _capabilities(self) -> list[tuple[str, str]]:
         return [("Allow", ALLOW), ("Accept", ACCEPTED_BODY)]
