@@ -448,6 +448,15 @@ async def test_a_trunk_behind_a_trusted_proxy_is_admitted_and_a_stranger_refused
     assert bridge.guard.bans(bridge.loop.time()) == []
 
 
+async def test_a_broad_trusted_network_is_warned_about_at_start(
+    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sipbridge.server"):
+        await make_bridge(trusted_proxies=("127.0.0.1", "10.0.0.0/8"))
+    [line] = [r.getMessage() for r in caplog.records if "trusted_proxy_broad" in r.getMessage()]
+    assert line.startswith("event=trusted_proxy_broad networks=10.0.0.0/8: ")
+
+
 async def test_the_header_from_anyone_but_a_trusted_proxy_is_ignored(
     make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

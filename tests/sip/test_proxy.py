@@ -90,6 +90,12 @@ class TestTrustedProxies:
         for host in ("10.0.0.6", "10.1.0.16", "2001:db8::6", "not-an-address", ""):
             assert not proxies.trusts(host)
 
+    def test_broad_networks_are_pointed_out(self) -> None:
+        proxies = TrustedProxies.parse(["10.0.0.5", "10.0.0.0/24", "10.0.0.0/23", "0.0.0.0/0"])
+        assert [str(n) for n in proxies.broad] == ["10.0.0.0/23", "0.0.0.0/0"]
+        v6 = TrustedProxies.parse(["2001:db8::/64", "2001:db8::/48"])
+        assert [str(n) for n in v6.broad] == ["2001:db8::/48"]
+
     def test_nobody_by_default(self) -> None:
         proxies = TrustedProxies.parse([])
         assert not proxies and str(proxies) == ""

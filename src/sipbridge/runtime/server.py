@@ -324,6 +324,12 @@ class SipBridgeServer:
                 self.settings.max_calls,
                 rtp_sockets,
             )
+        if self.proxies.broad:
+            log.warning(
+                "event=trusted_proxy_broad networks=%s: every address in them may claim any "
+                "source with X-Sipbridge-Source; trust only the proxies' own addresses",
+                ",".join(str(n) for n in self.proxies.broad),
+            )
         warning = self.settings.loopback_warning(self.ua.local_host)
         if warning is not None:
             log.warning("event=loopback_advertised %s", warning)

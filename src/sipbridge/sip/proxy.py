@@ -56,6 +56,9 @@ Address = tuple[str, int]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SOURCE_HEADER = "X-Sipbridge-Source"
+# Networks wider than these prefixes are hardly a proxy's own addresses: the runtime warns.
+BROAD_PREFIX_V4 = 24
+BROAD_PREFIX_V6 = 64
 # Verdicts of :meth:`TrustedProxies.trusts` on addresses inside no single-address entry
 # are remembered for this many hosts (a flood from many addresses cannot grow it).
 MAX_REMEMBERED = 4096
@@ -191,6 +194,16 @@ class TrustedProxies:
         """The entries as ``--trusted-proxy`` takes them, comma-separated (for logs)."""
         return ",".join(
             str(n.network_address) if n.num_addresses == 1 else str(n) for n in self.networks
+        )
+
+    @property
+    def broad(self) -> tuple[Network, ...]:
+        """The entries wider than a /24 (IPv4) or a /64 (IPv6): likely to hold more than the
+        proxies (callers, NAT gateways), each of which could then claim any source."""
+        return tuple(
+            n
+            for n in self.networks
+            if n.prefixlen < (BROAD_PREFIX_V4 if n.version == 4 else BROAD_PREFIX_V6)
         )
 
     def trusts(self, host: str) -> bool:
