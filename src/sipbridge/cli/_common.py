@@ -19,6 +19,7 @@ from sipbridge.config import default_db_path
 from sipbridge.logs import escape_controls
 from sipbridge.numbers import InvalidNumber
 from sipbridge.store import service
+from sipbridge.store.backup import BackupError, DatabaseStateError
 from sipbridge.store.db import Database, display_url
 
 T = TypeVar("T")
@@ -51,13 +52,16 @@ def _option(*param_decls: str, help: str, envvar: str | None = None, **kwargs: A
     return typer.Option(*param_decls, envvar=envvar, help=help, metavar=metavar, **kwargs)
 
 
-def _setting(*param_decls: str, help: str, **kwargs: Any) -> Any:
+def _setting(*param_decls: str, help: str, envvar: str | None = None, **kwargs: Any) -> Any:
     """``typer.Option`` of a server setting, also read from the environment variable
     named after its first declaration: ``"--sip-port"`` reads ``SIPBRIDGE_SIP_PORT``,
-    ``"--tcp/--no-tcp"`` ``SIPBRIDGE_TCP``."""
+    ``"--tcp/--no-tcp"`` ``SIPBRIDGE_TCP``; ``envvar`` for a repeatable option, whose
+    variable holds a list (``--trusted-proxy``: ``SIPBRIDGE_TRUSTED_PROXIES``)."""
     option = param_decls[0].split("/")[0].removeprefix("--")
     metavar = _metavar(param_decls, kwargs)
-    return typer.Option(*param_decls, envvar=_env(option), help=help, metavar=metavar, **kwargs)
+    return typer.Option(
+        *param_decls, envvar=envvar or _env(option), help=help, metavar=metavar, **kwargs
+    )
 
 
 DbOption = Annotated[str | None, _setting("--db", help=DB_HELP, metavar="URL")]
@@ -128,8 +132,9 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc) or type(exc).__name__
 
 
-def _run(db: str | None, action: Callable[[Database], Awaitable[T]]) -> T:
-    """Open the database, bring it to the latest schema, run ``action``, close.
+def _run(db: str | None, action: Callable[[Database], Awaitable[T]], *, upgrade: bool = True) -> T:
+    """Open the database, bring it to the latest schema (unless ``upgrade`` is false), run
+    ``action``, close.
 
     Every failure ends the command with one ``error:`` line naming the database."""
     url = database_url(db)
@@ -138,7 +143,8 @@ def _run(db: str | None, action: Callable[[Database], Awaitable[T]]) -> T:
     async def go() -> T:
         database = Database(url)
         try:
-            await database.upgrade()
+            if upgrade:
+                await database.upgrade()
             return await action(database)
         finally:
             await database.close()
@@ -147,6 +153,8 @@ def _run(db: str | None, action: Callable[[Database], Awaitable[T]]) -> T:
         return asyncio.run(go())
     except (service.NotFound, service.AlreadyExists) as exc:
         _fail(str(exc), 1)
+    except BackupError as exc:  # the database named when it is the problem, not the file
+        _fail(f"{exc}{where if isinstance(exc, DatabaseStateError) else ''}", 1)
     except InvalidNumber as exc:
         _fail(invalid_number_message(exc), 2)
     except ValueError as exc:  # InvalidNumber, bad URL, bad database URL
