@@ -26,7 +26,7 @@ from sipbridge.store.backup import (
     schema_tables,
 )
 from sipbridge.store.db import Database
-from sipbridge.store.models import Agent, Ban, Call, CallEventRow, PhoneNumber, Trunk
+from sipbridge.store.models import Agent, Ban, Call, CallEventRow, Instance, PhoneNumber, Trunk
 from tests.conftest import (
     create_postgres_database,
     drop_postgres_database,
@@ -172,6 +172,31 @@ async def populate(db: Database, calls: int = 3) -> None:
             )
         await connection.execute(insert(Call), rows)
         await connection.execute(insert(CallEventRow), events)
+        await connection.execute(
+            insert(Instance),
+            [
+                {
+                    "id": "sb-1 ☁",
+                    "sip_address": "[2001:db8::11]:5071",
+                    "state": "lost",
+                    "started_at": T0,
+                    "seen_at": T0 + timedelta(microseconds=3),
+                    "lost_at": T0 + timedelta(seconds=31),
+                    "lost_by": "sb-2",
+                    "lost_calls": 0,
+                },
+                {
+                    "id": "sb-2",
+                    "sip_address": None,
+                    "state": "running",
+                    "started_at": T0,
+                    "seen_at": T0,
+                    "lost_at": None,
+                    "lost_by": None,
+                    "lost_calls": None,
+                },
+            ],
+        )
     await service.create_api_key(db, "dashboard")
 
 
