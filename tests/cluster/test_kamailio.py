@@ -31,7 +31,7 @@ from sipbridge.store.db import Database
 from sipbridge.store.records import CallRecord, CallStatus, InstanceState
 from tests.support.agents import EchoAgent
 from tests.support.cluster import KAMAILIO, answers_options
-from tests.support.sipp import SIPP, SIPP_SHARE, free_udp_port
+from tests.support.sipp import SIPP, SIPP_SHARE, expect_error_scenario, free_udp_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KAMAILIO_CFG = ROOT / "deploy" / "kamailio" / "kamailio.cfg"
@@ -161,7 +161,9 @@ class Cluster:
         if not pcap.exists():
             pcap.symlink_to(SIPP_SHARE)
 
-    async def start_instance(self, name: str, *, max_calls: int) -> Instance:
+    async def start_instance(
+        self, name: str, *, max_calls: int, extra: tuple[str, ...] = ()
+    ) -> Instance:
         """Start instance ``name``; again on its port and RTP range after it ended."""
         earlier = self.instances.get(name)
         port = earlier.sip_port if earlier is not None else free_udp_port()
@@ -200,6 +202,7 @@ class Cluster:
                 str(self.workdir / f"{name}.spool"),
                 "--log-level",
                 "info",
+                *extra,
                 env={**os.environ, "SIPBRIDGE_DB": self.db_url},
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
@@ -244,13 +247,22 @@ class Cluster:
             )
         await answers_options(self.proxy_port, 10)
 
-    async def call(self, hold_ms: int, *, calls: int = 1, wait: bool = True) -> int | None:
-        """SIPp ``calls`` calls through the proxy, each held ``hold_ms``; its exit code
-        (0: every call succeeded), or None when ``wait`` is False (left running)."""
+    async def call(
+        self,
+        hold_ms: int,
+        *,
+        calls: int = 1,
+        wait: bool = True,
+        source: str = "127.0.0.1",
+        scenario_text: str | None = None,
+    ) -> int | None:
+        """SIPp ``calls`` calls through the proxy from ``source``, each held ``hold_ms``
+        (or ``scenario_text``); its exit code (0: every call succeeded), or None when
+        ``wait`` is False (left running)."""
         assert SIPP is not None
         n = len(self.sipp)
         scenario = self.workdir / f"call-{n}.xml"
-        scenario.write_text(_SCENARIO.replace("{hold_ms}", str(hold_ms)))
+        scenario.write_text(scenario_text or _SCENARIO.replace("{hold_ms}", str(hold_ms)))
         process = await asyncio.create_subprocess_exec(
             SIPP,
             f"127.0.0.1:{self.proxy_port}",
@@ -265,9 +277,9 @@ class Cluster:
             "-r",
             "20",
             "-i",
-            "127.0.0.1",
+            source,
             "-mi",
-            "127.0.0.1",
+            source,
             "-p",
             str(free_udp_port()),
             "-mp",
@@ -490,6 +502,54 @@ async def run_phases(
     rows = {i.id: i for i in await service.list_instances(db)}
     assert rows["a"].state is InstanceState.STOPPED
     assert not [c for c in (await calls_by_id(db)).values() if c.status.is_open]
+
+
+async def test_trunk_allowlists_see_the_real_source_through_the_proxy(
+    tmp_path: Path, database_url: str
+) -> None:
+    """An instance that trusts the proxy (--trusted-proxy) admits a trunk by the address
+    the call really comes from (X-Sipbridge-Source), and refuses a stranger, although
+    both reach it from the proxy's address. Loopback has room for three hosts: the proxy
+    on 127.0.0.1, the trunk on 127.0.0.2, the stranger on 127.0.0.3."""
+    db = Database(database_url)
+    await db.upgrade()
+    cluster = Cluster(tmp_path, database_url)
+    try:
+        async with EchoAgent() as agent:
+            await service.add_agent(db, "echo", agent.url, voice_enabled=True)
+            await service.add_number(db, NUMBER, "echo")
+            await service.add_trunk(db, "carrier", allowed_cidrs=["127.0.0.2/32"])
+            only = await cluster.start_instance(
+                "only",
+                max_calls=10,
+                extra=("--trusted-proxy", "127.0.0.1", "--reject-unknown", "403"),
+            )
+            await cluster.start_kamailio()
+            try:
+                await answers_options(cluster.proxy_port, 10)
+                # The proxy's own probes (no header) are answered: it keeps the instance.
+                await asyncio.sleep(PING_INTERVAL * 1.5)
+                assert await cluster.call(300, source="127.0.0.2") == 0, "the trunk's call"
+                # A source matching no trunk: 403 (--reject-unknown 403), no call record.
+                stranger = expect_error_scenario(403)
+                assert await cluster.call(0, source="127.0.0.3", scenario_text=stranger) == 0
+
+                async def recorded() -> bool:
+                    calls = list((await calls_by_id(db)).values())
+                    return len(calls) == 1 and not calls[0].status.is_open
+
+                await wait_for(recorded, 10, "the trunk's call recorded")
+            except BaseException:
+                print(cluster.logs())
+                raise
+        [trunk_call] = await service.list_calls(db)
+        assert trunk_call.status is CallStatus.ANSWERED and trunk_call.trunk == "carrier"
+        assert (trunk_call.source or "").startswith("127.0.0.2:"), trunk_call.source
+        assert trunk_call.owner == "only" and (trunk_call.packets_in or 0) > 0
+        assert only.process.returncode is None
+    finally:
+        await cluster.close()
+        await db.close()
 
 
 class FakeInstance(asyncio.DatagramProtocol):
