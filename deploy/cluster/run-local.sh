@@ -82,6 +82,7 @@ for i in $(seq 1 "$COUNT"); do
   SIPBRIDGE_DB="$DB_URL" $SIPBRIDGE serve \
     --instance-id "local-$i" --instance-timeout "$INSTANCE_TIMEOUT" \
     --sip-host 127.0.0.1 --sip-port "$sip" --http-port "$http" --rtp-ports "$low-$high" \
+    --trusted-proxy "$PROXY_ADDRESS" \
     --spool "$RUN_DIR/records-local-$i.spool" \
     > "$RUN_DIR/local-$i.log" 2>&1 &
   PIDS+=("$!")
