@@ -31,7 +31,7 @@ from sipbridge.sip.framing import StreamAddress, Transport
 from sipbridge.sip.guard import GuardLimits, SourceGuard
 from sipbridge.sip.message import Headers, Request, Response, parse_message
 from sipbridge.sip.transaction import TIMER_F, TIMER_L
-from sipbridge.sip.ua import IN_DIALOG_EXEMPTIONS, UserAgent
+from sipbridge.sip.ua import IN_DIALOG_EXEMPTIONS, UserAgent, _timer_deadline
 
 PEER = ("127.0.0.1", 5070)
 
@@ -460,7 +460,7 @@ class TestOutOfDialog:
         ua.receive_datagram(invite(method="SUBSCRIBE", body=b""), PEER, 0.0)
         [(response, _)] = sent(ua)
         assert isinstance(response, Response) and response.status == 501
-        allow = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY"]
+        allow = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY", "UPDATE"]
         assert response.headers.get_all("Allow") == allow
         assert isinstance(ua.events()[0], RequestRejected)
 
@@ -1002,6 +1002,8 @@ class TestTimerHeap:
     def brute_force(ua: UserAgent) -> float | None:
         deadlines = [tx.deadline for tx in ua._server_tx.values()]
         deadlines += [ctx.transaction.deadline for ctx in ua._client_tx.values()]
+        # Session timers (RFC 4028) of the calls up.
+        deadlines += [_timer_deadline(call) for call in ua._dialogs.values()]
         live = [d for d in deadlines if d is not None]
         return min(live) if live else None
 

@@ -94,6 +94,8 @@ class EndCause(enum.Enum):
     AGENT_PROTOCOL_ERROR = "agent_protocol_error"
     TRANSFERRED = "transferred"
     ACK_TIMEOUT = "ack_timeout"
+    SESSION_EXPIRED = "session_expired"  # RFC 4028 §10: the caller's refresh never came
+    SESSION_REFRESH_FAILED = "session_refresh_failed"  # ours got 408/481 or no answer
     MEDIA_TIMEOUT = "media_timeout"
     MAX_DURATION = "max_duration"
     SERVER_SHUTDOWN = "server_shutdown"
@@ -172,6 +174,14 @@ class Call:
         self._cancelled.set()
         self._finish(EndCause.SERVER_SHUTDOWN)
 
+    def on_session_expired(self, reason: str) -> None:
+        """RFC 4028: the session timer ran out; the call ends with our BYE."""
+        self._event(reason)
+        if reason == EndCause.SESSION_REFRESH_FAILED.value:
+            self._finish(EndCause.SESSION_REFRESH_FAILED)
+        else:
+            self._finish(EndCause.SESSION_EXPIRED)
+
     def on_reinvite(self, request: Request) -> None:
         """A new offer in the dialog (RFC 3264 §8): hold/unhold, a new address or port, or
         another codec. Answered at once; the agent connection is not touched."""
@@ -185,7 +195,35 @@ class Call:
             # the peer's answer arrives in the ACK, which changes nothing here.
             ua.answer_reinvite(self.sip, self.sip.local_sdp, now)
             self.server.flush()
+            self._event("session_refresh", method="INVITE")
             return
+        answer = self._new_offer(request, "reinvite")
+        if answer is None:
+            ua.reject_reinvite(self.sip, 488, now)
+        else:
+            ua.answer_reinvite(self.sip, answer, now)
+        self.server.flush()
+
+    def on_update(self, request: Request) -> None:
+        """An UPDATE with an offer (RFC 3311 §5.2): answered at once like a re-INVITE's
+        offer, by the same negotiation; the dialog does not change."""
+        ua, now = self.server.ua, self.server.loop.time()
+        if self.media is None or self.rtp_port is None:
+            ua.reject_update(self.sip, 491, now)  # no answer of ours to build on yet
+            self.server.flush()
+            return
+        answer = self._new_offer(request, "update")
+        if answer is None:
+            ua.reject_update(self.sip, 488, now)
+        else:
+            ua.answer_update(self.sip, answer, now)
+        self.server.flush()
+
+    def _new_offer(self, request: Request, kind: str) -> bytes | None:
+        """Apply an in-dialog offer (re-INVITE or UPDATE) to the media and return our
+        answer; None when it is not acceptable (answer 488; the session goes on as it
+        was, RFC 3261 §14.2)."""
+        assert self.media is not None and self.rtp_port is not None
         try:
             offer = parse_sdp(request.body)
             # Keep the codec if it is still offered: no needless switch mid-call.
@@ -193,10 +231,8 @@ class Call:
             chosen = negotiate(offer, codecs, self._srtp_policy)
             chosen = self._same_family(chosen)
         except (SdpError, NoCommonCodec) as exc:
-            ua.reject_reinvite(self.sip, 488, now)
-            self.server.flush()
-            self._event("reinvite_rejected", error=str(exc))
-            return
+            self._event(f"{kind}_rejected", error=str(exc))
+            return None
         media = self.media.session
         if chosen.codec != media.codec or chosen.payload_type != media.payload_type:
             media.set_codec(chosen)
@@ -227,15 +263,14 @@ class Call:
             # RFC 3264 §8: a changed description carries the next version number.
             self._sdp_version += 1
             body = answer(self._sdp_version)
-        ua.answer_reinvite(self.sip, body, now)
-        self.server.flush()
         self._event(
-            "reinvite",
+            kind,
             remote=f"{chosen.remote_address}:{chosen.remote_port}",
             codec=chosen.codec,
             direction=chosen.direction,
             srtp=self._local_crypto.suite.value if self._local_crypto else "off",
         )
+        return body
 
     def _same_family(self, chosen: Negotiated) -> Negotiated:
         """A re-INVITE's media address, usable on the call's socket: of its family

@@ -74,6 +74,8 @@ from sipbridge.sip.calls import (
     ReferCompleted,
     ReInviteReceived,
     RequestRejected,
+    SessionExpired,
+    UpdateReceived,
 )
 from sipbridge.sip.errors import SipParseError
 from sipbridge.sip.framing import StreamAddress
@@ -172,6 +174,8 @@ class SipBridgeServer:
             local_host_v6=ipv6_media[1] if ipv6_media is not None else None,
             access=self.access,
             guard=self.guard,
+            session_expires=settings.session_expires or None,
+            min_se=settings.min_se,
         )
         # ACK, BYE, CANCEL and responses of live calls pass the rate limit (sip/guard.py).
         self.guard.in_dialog = self.ua.in_dialog
@@ -718,6 +722,10 @@ class SipBridgeServer:
             target.on_ack_timeout()
         elif isinstance(event, ReInviteReceived):
             target.on_reinvite(event.request)
+        elif isinstance(event, UpdateReceived):
+            target.on_update(event.request)
+        elif isinstance(event, SessionExpired):
+            target.on_session_expired(event.reason)
         elif isinstance(event, InfoReceived):
             target.on_info(event.request)
         elif isinstance(event, ReferCompleted):
