@@ -164,6 +164,9 @@ class TestNegotiation:
         assert theirs.expire_at == 100.0 + 90 - 32  # max(32, 90/3) = 32
         long = SessionTimer(1800, False, 0.0)
         assert long.expire_at == 1800 - 600
+        # below 64 s (a lowered --min-se) the rule would leave no time for a refresh
+        short = SessionTimer(4, False, 0.0)
+        assert short.expire_at == 3.0
 
     def test_response_decides_the_refresher(self) -> None:
         timer = SessionTimer(120, True, 0.0)

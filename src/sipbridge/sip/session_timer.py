@@ -107,7 +107,12 @@ class SessionTimer:
     def expire_at(self) -> float:
         if self.we_refresh:
             return self.refreshed_at + self.interval
-        return self.refreshed_at + self.interval - max(32.0, self.interval / 3)
+        slack = max(32.0, self.interval / 3)
+        if slack > self.interval / 2:
+            # Only below 64 s, under the RFC's 90 s floor (a lowered --min-se, in tests):
+            # the rule would end the session before the refresher's half-way refresh.
+            slack = self.interval / 4
+        return self.refreshed_at + self.interval - slack
 
     @property
     def deadline(self) -> float:
