@@ -279,3 +279,135 @@ async def test_short_session_expires_gets_422(make_bridge: BridgeFactory, tmp_pa
     sipp_ok(result)
     [record] = await records(bridge)
     assert record.sip_code == 422 and record.reason == "session_interval_too_small"
+
+
+def expect_body(regexp: str, var: str) -> str:
+    """The 200 of SIPp's request, its SDP body matching ``regexp``."""
+    return f"""  <recv response="100" optional="true"/>
+  <recv response="200">
+    <action>
+      <ereg regexp="{regexp}" search_in="body" check_it="true" assign_to="{var}"/>
+    </action>
+  </recv>
+"""
+
+
+async def test_update_puts_the_call_on_hold_and_back(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    """RFC 3311: UPDATE offers answered like a re-INVITE's, the dialog unchanged."""
+    bridge = await make_bridge()
+    scenario = _scenario(
+        "UPDATE hold",
+        answered()
+        + pause(300)
+        + in_dialog("UPDATE", 2, (), sdp(2353687638, "sendonly"))
+        + expect_body("a=recvonly", "h1")
+        + pause(300)
+        + in_dialog("UPDATE", 3, (), sdp(2353687639, "sendrecv"))
+        + expect_body("a=sendrecv", "h2")
+        + in_dialog("UPDATE", 4, (), sdp(2353687640, "inactive"))
+        + expect_body("a=inactive", "h3")
+        + in_dialog("BYE", 5)
+        + expect_200()
+        + references("h1", "h2", "h3"),
+    )
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        result = await run_sipp(
+            bridge.sip_address, tmp_path, service=SERVICE, scenario=scenario, timeout=10
+        )
+        sipp_ok(result)
+        [record] = await records(bridge)
+    assert record.reason == "caller_hangup"
+
+
+_INVITE_NO_SDP = """
+  <send retrans="500">
+    <![CDATA[
+
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:+15005550006@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="100" optional="true"/>
+  <recv response="180" optional="true"/>
+  <recv response="200">
+    <action>
+      <ereg regexp="m=audio [0-9]+ RTP/AVP 0 8 9 96 101 102" search_in="body" check_it="true"
+            assign_to="offer"/>
+    </action>
+  </recv>
+"""
+
+
+async def test_delayed_offer_answer_in_the_ack_gets_audio_both_ways(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    bridge = await make_bridge()
+    scenario = _scenario(
+        "delayed offer",
+        _INVITE_NO_SDP
+        + ack(1, sdp())
+        + """
+  <nop>
+    <action>
+      <exec play_pcap_audio="pcap/g711a.pcap"/>
+    </action>
+  </nop>
+"""
+        + pause(2500)
+        + in_dialog("BYE", 2)
+        + expect_200()
+        + references("offer"),
+    )
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        result = await run_sipp(
+            bridge.sip_address, tmp_path, service=SERVICE, scenario=scenario, timeout=10
+        )
+        sipp_ok(result)
+        [record] = await records(bridge)
+        [call] = agent.calls
+    assert record.status is CallStatus.ANSWERED and record.reason == "caller_hangup"
+    assert record.codec == "pcma"
+    # The caller's audio reached the agent, and its echo went back to the ACK's address.
+    assert call.start is not None
+    assert sum(len(frame) for frame in call.audio) > 320 * 50
+    assert any(any(frame) for frame in call.audio)
+    assert record.packets_in is not None and record.packets_in > 50
+    assert record.packets_out is not None and record.packets_out > 50
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [("", "no_sdp_answer"), (sdp().replace("8 101", "18"), "bad_sdp_answer")],
+)
+async def test_delayed_offer_without_a_usable_answer_is_hung_up(
+    make_bridge: BridgeFactory, tmp_path: Path, body: str, reason: str
+) -> None:
+    bridge = await make_bridge(codecs=("pcma",))
+    scenario = _scenario(
+        "delayed offer, no answer",
+        _INVITE_NO_SDP.replace(" 0 8 9 96 101 102", " 8 101")
+        + ack(1, body)
+        + '  <recv request="BYE" timeout="5000"/>\n'
+        + reply_200()
+        + references("offer"),
+    )
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        result = await run_sipp(
+            bridge.sip_address, tmp_path, service=SERVICE, scenario=scenario, timeout=10
+        )
+        sipp_ok(result)
+        [record] = await records(bridge)
+    assert record.reason == reason and record.hangup_by == "server"

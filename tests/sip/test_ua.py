@@ -1202,3 +1202,18 @@ class TestByeAroundTheAck:
             byes += [now for m, _ in sent(ua) if isinstance(m, Request) and m.method == "BYE"]
         assert events == []  # the call layer already ended it
         assert byes and byes[0] >= TIMER_L  # only once the 2xx gave up (§13.3.1.4)
+
+
+class TestDelayedOffer:
+    def test_offerless_invite_is_an_incoming_call_and_the_ack_carries_the_answer(self) -> None:
+        ua = make_ua()
+        call = new_call(ua, body=b"").call  # RFC 3261 §13.2.1: no 488 in the core
+        ua.answer(call, b"v=0\r\noffer\r\n", 0.1)
+        ack = in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack").replace(
+            b"Content-Length: 0\r\n\r\n",
+            b"Content-Type: application/sdp\r\nContent-Length: 12\r\n\r\nv=0\r\nanswer",
+        )
+        ua.receive_datagram(ack, PEER, 0.2)
+        [event] = ua.events()
+        assert isinstance(event, CallConfirmed)
+        assert event.request is not None and event.request.body == b"v=0\r\nanswer"

@@ -715,7 +715,7 @@ class SipBridgeServer:
         if isinstance(event, CallCancelled):
             target.on_cancel()
         elif isinstance(event, CallConfirmed):
-            target.on_confirmed()
+            target.on_confirmed(event.request)
         elif isinstance(event, ByeReceived):
             target.on_remote_bye()
         elif isinstance(event, AckTimeout):

@@ -103,9 +103,11 @@ class CallCancelled:
 
 @dataclass(frozen=True)
 class CallConfirmed:
-    """The ACK for our 2xx arrived."""
+    """The ACK for our 2xx arrived; ``request`` is that ACK (its body is the caller's SDP
+    answer when our 2xx carried the offer, RFC 3261 §13.2.1)."""
 
     call: InboundCall
+    request: Request | None = None
 
 
 @dataclass(frozen=True)

@@ -850,7 +850,7 @@ class UserAgent:
             call.state = CallState.CONFIRMED
             if call.dialog is not None:
                 call.dialog.state = DialogState.CONFIRMED
-            self._events.append(CallConfirmed(call))
+            self._events.append(CallConfirmed(call, request))
             if call.hangup_pending:
                 self.hangup(call, now)
         return True
