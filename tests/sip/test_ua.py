@@ -1211,7 +1211,7 @@ class TestDelayedOffer:
         ua.answer(call, b"v=0\r\noffer\r\n", 0.1)
         ack = in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack").replace(
             b"Content-Length: 0\r\n\r\n",
-            b"Content-Type: application/sdp\r\nContent-Length: 12\r\n\r\nv=0\r\nanswer",
+            b"Content-Type: application/sdp\r\nContent-Length: 11\r\n\r\nv=0\r\nanswer",
         )
         ua.receive_datagram(ack, PEER, 0.2)
         [event] = ua.events()
