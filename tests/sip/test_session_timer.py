@@ -11,6 +11,7 @@ from sipbridge.sip.calls import (
     CallConfirmed,
     InboundCall,
     IncomingCall,
+    RefreshAnswered,
     ReInviteReceived,
     RequestRejected,
     SessionExpired,
@@ -455,3 +456,17 @@ class TestUpdateOffer:
         ua = make_ua()
         ua.receive_datagram(request("UPDATE", to_tag="nope"), PEER, 0.0)
         assert [r.status for r in responses(ua)] == [481]
+
+
+def test_the_answer_in_our_refresh_2xx_goes_to_the_call_layer() -> None:
+    ua = make_ua()
+    call = answered_call(ua, "Session-Expires: 120\r\n")
+    ua.handle_timer(60.0)
+    [reinvite] = sent(ua)
+    assert isinstance(reinvite, Request)
+    ua.receive_datagram(ok_for(reinvite, body=SDP), PEER, 60.2)
+    [event] = ua.events()
+    assert isinstance(event, RefreshAnswered) and event.call is call and event.body == SDP
+    # the retransmitted 2xx is ACKed again but reported once
+    ua.receive_datagram(ok_for(reinvite, body=SDP), PEER, 60.7)
+    assert ua.events() == []

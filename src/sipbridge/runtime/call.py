@@ -192,6 +192,25 @@ class Call:
         else:
             self._finish(EndCause.SESSION_EXPIRED)
 
+    def on_refresh_answer(self, body: bytes) -> None:
+        """The caller's answer to the offer of our refresh re-INVITE (our current SDP): it
+        may move its media or change direction (RFC 3264 §8). One we cannot use changes
+        nothing (the re-INVITE is over; the old session goes on)."""
+        if self.media is None:
+            return
+        try:
+            answer = parse_sdp(body)
+            chosen = negotiate(
+                answer, [self.media.session.codec, *self.server.settings.codecs], self._srtp_policy
+            )
+            chosen = self._same_family(chosen)
+        except (SdpError, NoCommonCodec) as exc:
+            self._event("refresh_answer_ignored", error=str(exc))
+            return
+        media = self.media.session
+        media.update_remote((chosen.remote_address, chosen.remote_port))
+        media.sending = chosen.direction in ("sendrecv", "sendonly")
+
     def on_reinvite(self, request: Request) -> None:
         """A new offer in the dialog (RFC 3264 §8): hold/unhold, a new address or port, or
         another codec. Answered at once; the agent connection is not touched."""

@@ -72,6 +72,7 @@ from sipbridge.sip.calls import (
     InfoReceived,
     NotifyReceived,
     ReferCompleted,
+    RefreshAnswered,
     ReInviteReceived,
     RequestRejected,
     SessionExpired,
@@ -724,6 +725,8 @@ class SipBridgeServer:
             target.on_reinvite(event.request)
         elif isinstance(event, UpdateReceived):
             target.on_update(event.request)
+        elif isinstance(event, RefreshAnswered):
+            target.on_refresh_answer(event.body)
         elif isinstance(event, SessionExpired):
             target.on_session_expired(event.reason)
         elif isinstance(event, InfoReceived):

@@ -34,6 +34,7 @@ __all__ = [
     "NotifyReceived",
     "ReInviteReceived",
     "ReferCompleted",
+    "RefreshAnswered",
     "RequestRejected",
     "SessionExpired",
     "UaEvent",
@@ -150,6 +151,15 @@ class UpdateReceived:
 
 
 @dataclass(frozen=True)
+class RefreshAnswered:
+    """The 2xx to our refresh re-INVITE carried ``body``, the peer's answer to our offer
+    (RFC 3264 §8): the call layer applies it (a new address, the direction). Already ACKed."""
+
+    call: InboundCall
+    body: bytes
+
+
+@dataclass(frozen=True)
 class SessionExpired:
     """The session timer ran out (RFC 4028 §10): the peer's refresh never came
     (``session_expired``), or our refresh failed for good (``session_refresh_failed``:
@@ -224,6 +234,7 @@ UaEvent = (
     | ByeCompleted
     | ReInviteReceived
     | UpdateReceived
+    | RefreshAnswered
     | SessionExpired
     | InfoReceived
     | ReferCompleted

@@ -57,6 +57,7 @@ from sipbridge.sip.calls import (
     InfoReceived,
     NotifyReceived,
     ReferCompleted,
+    RefreshAnswered,
     ReInviteReceived,
     RequestRejected,
     SessionExpired,
@@ -467,6 +468,8 @@ class UserAgent:
             ctx.ack = (request.serialize(), self._destination(call, destination))
             self._outbox.append(ctx.ack)
         self._refresh_answered(ctx, response, now)
+        if response.body and call.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            self._events.append(RefreshAnswered(call, response.body))
 
     def _receive_request(self, request: Request, source: Address, now: float) -> bool:
         guard = self.guard
@@ -794,7 +797,10 @@ class UserAgent:
             self._reply_once(request, source, now, 422, extra=timer.headers)
             return
         if not request.body:
-            extra = [("Contact", f"<{self._contact_uri(call, call.invite)}>")]
+            extra = [
+                ("Contact", f"<{self._contact_uri(call, call.invite)}>"),
+                ("Supported", SUPPORTED),
+            ]
             extra.extend(self._timer_headers(timer))
             self._reply_once(request, source, now, 200, extra=extra)
             self._start_timer(call, timer, now)
@@ -814,6 +820,7 @@ class UserAgent:
         call.update = None
         response = make_response(tx.request, 200)
         response.headers.add("Contact", f"<{self._contact_uri(call, call.invite)}>")
+        response.headers.add("Supported", SUPPORTED)
         for name, value in self._timer_headers(call.pending_update_timer):
             response.headers.add(name, value)
         response.headers.add("Content-Type", ACCEPTED_BODY)
