@@ -411,3 +411,45 @@ async def test_delayed_offer_without_a_usable_answer_is_hung_up(
         sipp_ok(result)
         [record] = await records(bridge)
     assert record.reason == reason and record.hangup_by == "server"
+
+
+def reply(status: int, reason: str) -> str:
+    return reply_200().replace("SIP/2.0 200 OK", f"SIP/2.0 {status} {reason}")
+
+
+async def test_glare_both_ways_then_our_refresh_goes_through(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    """Our refresh re-INVITE (at 2 s) crosses SIPp's: SIPp's gets 491 from us; SIPp then
+    answers a retransmission of ours 491 too; ours comes again after the RFC 3261 §14.1
+    back-off (at most 2 s: the caller owns the Call-ID) and gets 200 and our ACK."""
+    bridge = await timer_bridge(make_bridge)
+    ack_491 = ack(2).replace(
+        "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]", "[last_Via:]"
+    )
+    scenario = _scenario(
+        "glare",
+        answered((), check="^ *4;refresher=uas")
+        + '  <recv request="INVITE" timeout="5000"/>\n'
+        + in_dialog("INVITE", 2, (), sdp(2353687638))
+        + '  <recv response="100" optional="true"/>\n'
+        + '  <recv response="491"/>\n'
+        + ack_491
+        + '  <recv request="INVITE" timeout="3000"/>\n'  # Timer A's retransmission of ours
+        + reply(491, "Request Pending")
+        + '  <recv request="ACK"/>\n'
+        + '  <recv request="INVITE" timeout="3000"/>\n'  # after the back-off
+        + reply_200(body=sdp(2353687637))
+        + '  <recv request="ACK"/>\n'
+        + in_dialog("BYE", 3)
+        + expect_200()
+        + references("se0"),
+    )
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        result = await run_sipp(
+            bridge.sip_address, tmp_path, service=SERVICE, scenario=scenario, timeout=15
+        )
+        sipp_ok(result)
+        [record] = await records(bridge)
+    assert record.reason == "caller_hangup"

@@ -305,8 +305,10 @@ class UserAgent:
             call.state is not CallState.CONFIRMED
             or (call.reinvite is not None and not call.reinvite.final_sent)
             or call.update is not None
+            or call.refresh_pending is not None
         ):
-            # No ACK yet, or the peer's own offer is being answered: try again shortly.
+            # No ACK yet, the peer's own offer is being answered, or our previous refresh
+            # is still out (RFC 3261 §14.1: one INVITE at a time): try again shortly.
             timer.retry_at = now + 1.0
             self._arm_session_timer(call)
             return
