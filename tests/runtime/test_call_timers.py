@@ -422,15 +422,16 @@ async def test_glare_both_ways_then_our_refresh_goes_through(
 ) -> None:
     """Our refresh re-INVITE (at 2 s) crosses SIPp's: SIPp's gets 491 from us; SIPp then
     answers a retransmission of ours 491 too; ours comes again after the RFC 3261 §14.1
-    back-off (at most 2 s: the caller owns the Call-ID) and gets 200 and our ACK."""
-    bridge = await timer_bridge(make_bridge)
+    back-off (at most 2 s: the caller owns the Call-ID) and gets 200 and our ACK. The
+    interval is 8 s so that the back-off always ends before the session does."""
+    bridge = await make_bridge(min_se=2, session_expires=8)
     ack_491 = ack(2).replace(
         "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]", "[last_Via:]"
     )
     scenario = _scenario(
         "glare",
-        answered((), check="^ *4;refresher=uas")
-        + '  <recv request="INVITE" timeout="5000"/>\n'
+        answered((), check="^ *8;refresher=uas")
+        + '  <recv request="INVITE" timeout="6000"/>\n'
         + in_dialog("INVITE", 2, (), sdp(2353687638))
         + '  <recv response="100" optional="true"/>\n'
         + '  <recv response="491"/>\n'
