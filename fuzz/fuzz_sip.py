@@ -11,7 +11,8 @@ datagram goes through:
 * one ``UserAgent`` fed every datagram of the input in turn, with a small call layer
   that acts on its events like the runtime does (ring and answer or reject each call from
   its SDP, answer re-INVITEs, read INFO DTMF, hang up or transfer some calls), then runs
-  every timer and one far in the future. Nothing may raise; everything sent must be a SIP
+  every timer and one far in the future (an input with an ``X-Sipbridge-Source`` header
+  has its source as a trusted proxy). Nothing may raise; everything sent must be a SIP
   message that parses, responses go back to the source, requests to a usable address.
 """
 
@@ -43,6 +44,7 @@ with instrumented(__name__ == "__main__"):
     from sipbridge.sip.errors import SipParseError
     from sipbridge.sip.framing import FramingError, StreamFramer
     from sipbridge.sip.message import Request, parse_message
+    from sipbridge.sip.proxy import TrustedProxies
     from sipbridge.sip.ua import UserAgent
 
 SEPARATOR = b"\n=====\n"
@@ -166,6 +168,9 @@ def check_ua(datagrams: list[bytes]) -> None:
     # Deterministic tags and branches (z9hG4bKt1, ...): the same input, the same run.
     tokens = (f"t{n}" for n in itertools.count(1))
     ua = UserAgent(*LOCAL, new_token=lambda: next(tokens))
+    if any(b"x-sipbridge-source" in d.lower() for d in datagrams):
+        # The source as a trusted proxy (sip/proxy.py): its header is read, and believed.
+        ua.proxies = TrustedProxies.parse([SOURCE[0]])
     now = 1000.0
     pending: list[InboundCall] = []
     for datagram in datagrams:

@@ -551,6 +551,25 @@ def test_serve_access_options(
     )
 
 
+def test_serve_trusted_proxies(
+    runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
+) -> None:
+    args = ["serve", "--trusted-proxy", "10.0.0.5", "--trusted-proxy", "10.1.0.9/29,[2001:db8::5]"]
+    assert runner.invoke(app, args, env=env).exit_code == 0
+    environ = {**env, "SIPBRIDGE_TRUSTED_PROXIES": "10.0.0.5, 10.0.0.6"}
+    assert runner.invoke(app, ["serve"], env=environ).exit_code == 0
+    assert runner.invoke(app, ["serve"], env=env).exit_code == 0
+    explicit, from_env, default = fake_server
+    assert explicit.trusted_proxies == ("10.0.0.5", "10.1.0.8/29", "2001:db8::5")
+    assert from_env.trusted_proxies == ("10.0.0.5", "10.0.0.6")
+    assert default.trusted_proxies == ()
+    result = runner.invoke(
+        app, ["serve", "--trusted-proxy", "x"], env={**env, "SIPBRIDGE_TRUSTED_PROXIES": "1.2.3.4"}
+    )
+    assert result.exit_code == 2  # the command line wins over the variable
+    assert result.stderr.startswith("error: --trusted-proxy: 'x' is not an IP address")
+
+
 def test_serve_http_defaults(
     runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
 ) -> None:
@@ -698,6 +717,8 @@ def test_database_errors_are_one_line(runner: CliRunner, tmp_path: Path) -> None
         (["--auth-algorithms", "sha-512"], "--auth-algorithms"),
         (["--auth-algorithms", ","], "--auth-algorithms"),
         (["--instance-id", " "], "--instance-id"),
+        (["--trusted-proxy", "proxy.example.com"], "--trusted-proxy"),
+        (["--trusted-proxy", "10.0.0.0/33"], "--trusted-proxy"),
     ],
 )
 def test_serve_bad_options_exit_2(

@@ -298,6 +298,14 @@ def test_access_settings() -> None:
         ServeSettings(auth_algorithms=("SHA-512",))
 
 
+def test_trusted_proxies_are_validated_and_normalized() -> None:
+    assert ServeSettings().trusted_proxies == ()
+    settings = ServeSettings(trusted_proxies=("10.0.0.5/32", " 10.1.0.9/29 ", "[::1]"))
+    assert settings.trusted_proxies == ("10.0.0.5", "10.1.0.8/29", "::1")
+    with pytest.raises(ValueError, match="'proxy' is not an IP address or network"):
+        ServeSettings(trusted_proxies=("proxy",))
+
+
 def test_call_limits_are_validated() -> None:
     assert ServeSettings().max_calls == 1000
     assert ServeSettings().max_call_duration == 4 * 3600.0

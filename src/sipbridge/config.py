@@ -294,6 +294,10 @@ class ServeSettings:
     unknown_number_limit: int = 10  # INVITEs to unknown numbers per source and minute
     max_transactions_per_source: int = 64  # concurrent server transactions per source
     scanner_user_agents: tuple[str, ...] = DEFAULT_SCANNER_USER_AGENTS
+    # Proxies in front (addresses or CIDRs) whose X-Sipbridge-Source header names a
+    # request's real source (sip/proxy.py, docs/security.md "Behind a proxy"): they are
+    # never rate-limited or banned, and the real source is judged instead.
+    trusted_proxies: tuple[str, ...] = ()
     # SIP over TCP on the SIP port's number, and over TLS on ``tls_port`` when a
     # certificate chain and its key are given (RFC 3261 §18, docs/security.md).
     tcp: bool = True
@@ -368,6 +372,10 @@ class ServeSettings:
             tuple(a.strip().lower() for a in self.scanner_user_agents if a.strip()),
         )
         from sipbridge.sip.auth import parse_algorithms
+        from sipbridge.sip.proxy import TrustedProxies
+
+        proxies = str(TrustedProxies.parse(self.trusted_proxies))  # ValueError: not one
+        object.__setattr__(self, "trusted_proxies", tuple(proxies.split(",")) if proxies else ())
 
         object.__setattr__(
             self, "auth_algorithms", parse_algorithms(",".join(self.auth_algorithms))

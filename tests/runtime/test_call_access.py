@@ -382,6 +382,136 @@ async def test_max_calls_per_trunk_gives_503_with_retry_after(make_bridge: Bridg
     assert found["m-1"].status is CallStatus.ANSWERED and found["m-3"].trunk == "small"
 
 
+# ---------------------------------------------------------------- behind a proxy
+
+PROXY_IP = "127.0.0.1"  # stands in for Kamailio (--trusted-proxy 127.0.0.1)
+TRUNK_BEHIND = (CARRIER_IP, 5099)  # the trunk's real source, relayed by the proxy
+STRANGER_BEHIND = ("127.0.0.9", 5099)  # someone else relayed by the same proxy
+
+
+def relay(data: bytes, origin: tuple[str, int]) -> bytes:
+    """``data`` as the proxy forwards it: with X-Sipbridge-Source naming ``origin`` at the
+    end of the header section (Kamailio's ``append_hf``)."""
+    head, blank, body = data.partition(b"\r\n\r\n")
+    header = f"\r\nX-Sipbridge-Source: {origin[0]}:{origin[1]};transport=udp"
+    return head + header.encode() + blank + body
+
+
+class ProxyClient(Client):
+    """The proxy's socket relaying one real source's requests (responses come back to it
+    along the Via)."""
+
+    def __init__(self, target: tuple[str, int], origin: tuple[str, int]) -> None:
+        super().__init__(target, PROXY_IP)
+        self.origin = origin
+
+    def send(self, data: bytes) -> None:
+        super().send(relay(data, self.origin))
+
+
+async def test_a_trunk_behind_a_trusted_proxy_is_admitted_and_a_stranger_refused(
+    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="sipbridge.server"):
+        bridge = await make_bridge(trusted_proxies=(PROXY_IP,))
+    [listening] = [r.getMessage() for r in caplog.records if "listening" in r.getMessage()]
+    assert listening.endswith(f" trusted_proxies={PROXY_IP}")
+    await service.add_trunk(bridge.db, "carrier", allowed_cidrs=[f"{CARRIER_IP}/32"])
+    await bridge.reload_trunks()
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        probe = Client(bridge.sip_address, PROXY_IP)  # the proxy's own OPTIONS probe
+        trunk = ProxyClient(bridge.sip_address, TRUNK_BEHIND)
+        stranger = ProxyClient(bridge.sip_address, STRANGER_BEHIND)
+        try:
+            probe.send(options(probe, "probe-1"))
+            assert (await probe.final()).status == 200
+            trunk.send(trunk.invite("z9hG4bK-t1", "t-1", 4030))
+            await hang_up(trunk, "t-1", await trunk.final())  # ACK and BYE relayed too
+            stranger.send(stranger.invite("z9hG4bK-x1", "x-1", 4032))
+            stranger.send(options(stranger, "x-2"))
+            assert await stranger.silent()
+        finally:
+            probe.close()
+            trunk.close()
+            stranger.close()
+    [record] = await records(bridge)
+    assert (record.sip_call_id, record.status, record.trunk) == (
+        "t-1",
+        CallStatus.ANSWERED,
+        "carrier",
+    )
+    assert record.source == f"{CARRIER_IP}:{TRUNK_BEHIND[1]}"  # the real source
+    [call] = agent.calls
+    assert call.start is not None
+    assert not any(name.lower() == "x-sipbridge-source" for name in call.start["sip_headers"])
+    assert bridge.guard.bans(bridge.loop.time()) == []
+
+
+async def test_a_broad_trusted_network_is_warned_about_at_start(
+    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sipbridge.server"):
+        await make_bridge(trusted_proxies=("127.0.0.1", "10.0.0.0/8"))
+    [line] = [r.getMessage() for r in caplog.records if "trusted_proxy_broad" in r.getMessage()]
+    assert line.startswith("event=trusted_proxy_broad networks=10.0.0.0/8: ")
+
+
+async def test_the_header_from_anyone_but_a_trusted_proxy_is_ignored(
+    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    bridge = await make_bridge(trusted_proxies=(PROXY_IP,))
+    await service.add_trunk(bridge.db, "carrier", allowed_cidrs=[f"{CARRIER_IP}/32"])
+    await bridge.reload_trunks()
+    forger = Client(bridge.sip_address, STRANGER_IP)  # claims to relay the trunk
+    try:
+        with caplog.at_level(logging.DEBUG, logger="sipbridge.server"):
+            forger.send(relay(forger.invite("z9hG4bK-f1", "f-1", 4034), TRUNK_BEHIND))
+            assert await forger.silent()
+    finally:
+        forger.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert (
+        f"event=source_header_ignored source={STRANGER_IP}:{forger.port}: not a trusted proxy"
+        in messages
+    )
+    assert any(
+        f"event=request_rejected source={STRANGER_IP}:{forger.port} method=INVITE" in m
+        and "reason=unknown_source" in m
+        for m in messages
+    )
+    assert await service.list_calls(bridge.db) == []
+
+
+async def test_a_malformed_header_from_the_proxy_gets_400_and_a_record(
+    make_bridge: BridgeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    bridge = await make_bridge(trusted_proxies=(PROXY_IP,))
+    await service.add_trunk(bridge.db, "carrier", allowed_cidrs=[f"{CARRIER_IP}/32"])
+    await bridge.reload_trunks()
+    proxy = Client(bridge.sip_address, PROXY_IP)
+    try:
+        invite = proxy.invite("z9hG4bK-b1", "b-1", 4036)
+        broken = invite.replace(b"\r\n\r\n", b"\r\nX-Sipbridge-Source: 127.0.0.2\r\n\r\n", 1)
+        with caplog.at_level(logging.WARNING, logger="sipbridge.server"):
+            proxy.send(broken)
+            response = await proxy.final()
+            proxy.ack(broken, response)
+    finally:
+        proxy.close()
+    assert response.status == 400
+    assert response.reason == "Bad X-Sipbridge-Source (not ip:port[;transport=udp|tcp|tls])"
+    [record] = await records(bridge)
+    assert (record.sip_call_id, record.status, record.reason, record.sip_code) == (
+        "b-1",
+        CallStatus.FAILED,
+        "bad_source_header",
+        400,
+    )
+    [line] = [r.getMessage() for r in caplog.records if "bad_source_header" in r.getMessage()]
+    assert f"proxy={PROXY_IP}:{proxy.port}" in line and "detail=not_ip:port" in line
+
+
 # ---------------------------------------------------------------- SIPp
 
 

@@ -523,6 +523,45 @@ async def test_banned_source_is_disconnected_and_cannot_connect(
         await open_client.close()
 
 
+async def test_a_trusted_proxys_connection_outlives_the_bans_of_sources_behind_it(
+    make_bridge: BridgeFactory,
+) -> None:
+    """A proxy's TCP connection carries many real sources (sip/proxy.py): a banned one's
+    requests on it are dropped unparsed but the connection stays, another source's are
+    answered, and the proxy is a known peer (no unknown-source timeout); a ban of the
+    proxy's own address changes nothing."""
+    bridge = await make_bridge(trusted_proxies=("127.0.0.1",), unknown_connection_timeout=0.3)
+    await service.add_trunk(bridge.db, "carrier", allowed_cidrs=["127.0.0.2/32"])
+    await bridge.reload_trunks()
+    now = bridge.loop.time()
+    bridge.guard.ban("127.0.0.9", "manual", now, duration=60.0)
+    bridge.guard.ban("127.0.0.1", "manual", now, duration=60.0)  # the proxy: no effect
+    proxy = await StreamClient.open(bridge.sip_address)
+    try:
+
+        def relayed(data: bytes, host: str) -> bytes:
+            header = f"\r\nX-Sipbridge-Source: {host}:5062;transport=tcp"
+            head, blank, body = data.partition(b"\r\n\r\n")
+            return head + header.encode() + blank + body
+
+        parsed: list[object] = []
+        real_receive = bridge.ua.receive_datagram
+
+        def counting_receive(data: bytes, source: Any, now: float, relayed: Any = None) -> bool:
+            parsed.append(relayed.origin)
+            return real_receive(data, source, now, relayed)
+
+        bridge.ua.receive_datagram = counting_receive  # type: ignore[method-assign]
+        proxy.send(relayed(proxy.options(), "127.0.0.9"))  # banned: dropped unparsed
+        await asyncio.sleep(0.5)  # past the unknown-source timeout
+        assert not await proxy.closed(0.1)
+        proxy.send(relayed(proxy.options(2), "127.0.0.2"))
+        assert (await proxy.final()).status == 200
+        assert parsed == [("127.0.0.2", 5062)]
+    finally:
+        await proxy.close()
+
+
 async def test_a_connection_flood_is_banned_like_a_message_flood(
     make_bridge: BridgeFactory,
 ) -> None:

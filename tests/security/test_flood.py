@@ -3,7 +3,8 @@ live calls: the flooder is banned, the calls' audio keeps its 20 ms timing and a
 trunk still gets its call through.
 
 Addresses: 127.0.0.2 and 127.0.0.4 are two trunks' signalling addresses (trusted, never
-banned), 127.0.0.3 is the attacker. Our RTP towards 127.0.0.2 is captured with kernel
+banned), 127.0.0.3 is the attacker; behind a proxy (127.0.0.1, trusted), the same addresses
+are the real sources the proxy names. Our RTP towards 127.0.0.2 is captured with kernel
 timestamps (tests/support/capture.py, needs root as CI runs), so the measured gaps are the
 server's own pacing, not the capturing thread's.
 """
@@ -26,6 +27,7 @@ from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.store import service
 from sipbridge.store.records import CallStatus
 from tests.runtime.test_call import SERVICE, records, route_to
+from tests.runtime.test_call_access import Client, ProxyClient, hang_up, options
 from tests.runtime.test_metrics import sample
 from tests.runtime.test_transports import StreamClient
 from tests.support.agents import EchoAgent
@@ -264,3 +266,112 @@ async def test_idle_connection_flood_leaves_slots_for_a_trunks_tcp_call(
     finally:
         for sock in flood:
             sock.close()
+
+
+# ---------------------------------------------------------------- a flood through a proxy
+
+# 127.0.0.1 stands in for Kamailio in front (--trusted-proxy): SIPp floods INVITEs from it
+# as the proxy would relay them from one real source, each with that source in
+# X-Sipbridge-Source; a trunk's call is relayed by the same proxy address meanwhile.
+PROXY = "127.0.0.1"
+RELAYED_ATTACKER = (ATTACKER, 5999)
+RELAYED_TRUNK = (CARRIER_A, 5098)
+PROXY_FLOOD_RATE = 2000  # INVITEs per second
+PROXY_FLOOD_SECONDS = 2.0
+
+
+@pytest.mark.sipp
+@pytest.mark.requires("sipp")
+async def test_a_flood_through_a_trusted_proxy_bans_its_real_source_only(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    bridge = await make_bridge(trusted_proxies=(PROXY,))
+    settings = bridge.settings
+    await service.add_trunk(bridge.db, "carrier-a", allowed_cidrs=[f"{CARRIER_A}/32"])
+    await bridge.reload_trunks()
+    tap = SourceTap(bridge)
+    header = f"X-Sipbridge-Source: {RELAYED_ATTACKER[0]}:{RELAYED_ATTACKER[1]};transport=udp"
+    scenario = FLOOD_SCENARIO.replace("Max-Forwards: 70", f"Max-Forwards: 70\n      {header}")
+    assert header in scenario
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        flood = await start_sipp(
+            bridge.sip_address,
+            tmp_path / "flood",
+            local_ip=PROXY,
+            service=SERVICE,
+            scenario=scenario,
+            calls=int(PROXY_FLOOD_RATE * PROXY_FLOOD_SECONDS),
+            rate=PROXY_FLOOD_RATE,
+            timeout=PROXY_FLOOD_SECONDS + 10,
+            extra=("-nr",),
+        )
+        await asyncio.sleep(0.5)  # the flood is on (and its real source banned)
+        trunk = ProxyClient(bridge.sip_address, RELAYED_TRUNK)
+        probe = Client(bridge.sip_address, PROXY)
+        try:
+            trunk.send(trunk.invite("z9hG4bK-pf1", "pf-1", 4040))
+            await hang_up(trunk, "pf-1", await trunk.final(), cseq=1)
+            probe.send(options(probe, "pf-probe"))  # the proxy's own health check
+            assert (await probe.final()).status == 200
+        finally:
+            trunk.close()
+            probe.close()
+        flood_run = await flood.wait()
+        # After the flood, the banned source's requests through the proxy are still
+        # dropped before parsing.
+        reached = tap[ATTACKER].reached_core
+        dropped = bridge.guard.dropped_banned
+        late = ProxyClient(bridge.sip_address, RELAYED_ATTACKER)
+        try:
+            late.send(late.invite("z9hG4bK-pf2", "pf-2", 4042))
+            assert await late.silent()
+        finally:
+            late.close()
+        assert tap[ATTACKER].reached_core == reached
+        assert bridge.guard.dropped_banned == dropped + 1
+        [record] = await records(bridge)
+        async with httpx.AsyncClient(base_url="http://{}:{}".format(*bridge.http_address)) as h:
+            metrics = (await h.get("/metrics")).text
+
+    now = bridge.loop.time()
+    created = flood_run.sent("INVITE")
+    figures = {
+        "flood INVITEs sent": created,
+        "flood seconds": round(flood_run.elapsed, 2),
+        "datagrams read from the proxy": tap[PROXY].arrived,
+        "flood datagrams that reached the SIP core": tap[ATTACKER].reached_core,
+        "answers to the proxy": len(tap[PROXY].answered),
+    }
+    print("\nproxy flood figures:", figures)
+    assert flood_run.returncode == 0, (flood_run.returncode, flood_run.stderr[-2000:])
+    assert created >= PROXY_FLOOD_RATE * PROXY_FLOOD_SECONDS * 0.9, figures
+    assert tap[PROXY].arrived >= created * 0.5, figures
+
+    # The real source is banned for flooding, after at most its burst plus what the rate
+    # refilled meanwhile; the proxy carrying it is not, nor is the trunk behind it.
+    [ban] = [b for b in bridge.guard.bans(now) if b.address == ATTACKER]
+    assert ban.reason == "flood" and ban.until is not None and ban.until > now
+    assert [b.address for b in bridge.guard.bans(now)] == [ATTACKER]
+    assert not bridge.guard.is_banned(PROXY, now)
+    assert not bridge.guard.is_banned(CARRIER_A, now)
+    flooder = tap[ATTACKER]
+    first = tap[PROXY].first_arrival
+    assert first is not None and flooder.last_reached_core is not None
+    admitted_for = flooder.last_reached_core - first
+    assert flooder.reached_core <= settings.flood_burst + settings.flood_rate * admitted_for + 2
+    # An unknown source gets nothing through the proxy: the answers it did get are the
+    # trunk's call and the probe's.
+    assert len(tap[PROXY].answered) < 20, tap[PROXY].answered
+    assert sample(metrics, 'sipbridge_bans_total{reason="flood"}') == 1
+    assert sample(metrics, "sipbridge_sip_banned_requests_total") >= created * 0.5 - (
+        flooder.reached_core + 1
+    )
+
+    # The trunk's call through the same proxy went through meanwhile, as its own source.
+    assert (record.sip_call_id, record.status, record.trunk) == (
+        "pf-1",
+        CallStatus.ANSWERED,
+        "carrier-a",
+    )
+    assert record.source == f"{CARRIER_A}:{RELAYED_TRUNK[1]}"

@@ -30,6 +30,7 @@ from sipbridge.sip.errors import SipParseError
 from sipbridge.sip.framing import StreamAddress, Transport
 from sipbridge.sip.guard import GuardLimits, SourceGuard
 from sipbridge.sip.message import Headers, Request, Response, parse_message
+from sipbridge.sip.proxy import TrustedProxies
 from sipbridge.sip.transaction import TIMER_F, TIMER_L
 from sipbridge.sip.ua import IN_DIALOG_EXEMPTIONS, UserAgent, _timer_deadline
 
@@ -1217,3 +1218,224 @@ class TestDelayedOffer:
         [event] = ua.events()
         assert isinstance(event, CallConfirmed)
         assert event.request is not None and event.request.body == b"v=0\r\nanswer"
+
+
+PROXY = ("10.0.0.5", 5060)  # a trusted proxy in front (sip/proxy.py)
+TRUNK_VIA_PROXY = ("203.0.113.5", 5062)  # a trunk's real address behind it
+OTHER_STRANGER = ("192.0.2.77", 5060)
+
+
+def source_header(address: tuple[str, int], transport: str = "udp") -> str:
+    return f"X-Sipbridge-Source: {address[0]}:{address[1]};transport={transport}\r\n"
+
+
+def proxied_ua(*trunks: TrunkAccess, refuse_status: int | None = None) -> UserAgent:
+    """An access policy with ``trunks``, a guard trusting their networks, and PROXY as a
+    trusted proxy."""
+    ua = shielded_ua(*trunks)
+    assert ua.access is not None and ua.guard is not None
+    ua.access.refuse_status = refuse_status
+    ua.proxies = TrustedProxies.parse([PROXY[0]])
+    access = ua.access
+    ua.guard.trusted = lambda host: access.knows(host) or ua.proxies.trusts(host)
+    return ua
+
+
+class TestTrustedProxy:
+    """Requests relayed by a trusted proxy are judged by the source its X-Sipbridge-Source
+    names; answers still go to the proxy."""
+
+    carrier = TrunkAccess.from_cidrs("carrier", ["203.0.113.0/24"])
+
+    def test_an_allowlisted_source_behind_the_proxy_is_admitted(self) -> None:
+        ua = proxied_ua(self.carrier)
+        assert ua.receive_datagram(invite(extra=source_header(TRUNK_VIA_PROXY)), PROXY, 0.0)
+        [event] = ua.events()
+        assert isinstance(event, IncomingCall)
+        call = event.call
+        assert call.trunk == "carrier"
+        assert call.origin == TRUNK_VIA_PROXY and call.relayed_from == TRUNK_VIA_PROXY
+        assert call.source == PROXY
+        [(trying, addr)] = sent(ua)
+        assert isinstance(trying, Response) and trying.status == 100
+        assert addr == PROXY  # along the Via, to the proxy
+        assert trying.vias[0].params["received"] == PROXY[0]
+
+    def test_a_stranger_behind_the_proxy_is_refused(self) -> None:
+        ua = proxied_ua(self.carrier)
+        for n, method in enumerate(("INVITE", "OPTIONS", "REGISTER")):
+            data = invite(
+                method=method,
+                branch=f"z9hG4bK-s{n}",
+                body=b"v=0\r\n" if method == "INVITE" else b"",
+                extra=source_header(STRANGER),
+            )
+            assert not ua.receive_datagram(data, PROXY, 0.0)
+            [event] = ua.events()
+            assert isinstance(event, RequestRejected)
+            assert (event.status, event.reason, event.access) == (None, "unknown_source", True)
+            assert event.origin == STRANGER and event.source == PROXY
+        assert ua.datagrams_to_send() == []
+        # Garbage through the proxy from a stranger gets nothing either.
+        broken = b"INVITE sip:x@y SIP/2.0\r\n" + source_header(STRANGER).encode() + b"\r\n"
+        ua.receive_datagram(broken, PROXY, 0.0)
+        assert ua.datagrams_to_send() == []
+        assert [e.origin for e in ua.events()] == [STRANGER]  # type: ignore[attr-defined]
+
+    def test_a_stranger_behind_the_proxy_gets_403_when_configured(self) -> None:
+        ua = proxied_ua(self.carrier, refuse_status=403)
+        ua.receive_datagram(invite(extra=source_header(STRANGER)), PROXY, 0.0)
+        [(forbidden, addr)] = sent(ua)
+        assert isinstance(forbidden, Response) and forbidden.status == 403 and addr == PROXY
+
+    def test_the_header_from_anyone_else_is_ignored(self) -> None:
+        ua = proxied_ua(self.carrier)
+        # A stranger claiming to be the trunk is still the stranger...
+        assert not ua.receive_datagram(invite(extra=source_header(CARRIER)), STRANGER, 0.0)
+        [event] = ua.events()
+        assert isinstance(event, RequestRejected) and event.reason == "unknown_source"
+        assert event.origin == STRANGER and event.relayed_from is None
+        # ... and the trunk claiming to be a stranger is still the trunk.
+        data = invite(branch="z9hG4bK-2", call_id="c2", extra=source_header(STRANGER))
+        assert ua.receive_datagram(data, CARRIER, 0.0)
+        [incoming] = ua.events()
+        assert isinstance(incoming, IncomingCall) and incoming.call.origin == CARRIER
+
+    @pytest.mark.parametrize(
+        ("header", "detail"),
+        [
+            ("X-Sipbridge-Source: 203.0.113.5\r\n", "not ip:port[;transport=udp|tcp|tls]"),
+            ("X-Sipbridge-Source: 203.0.113.5:99999\r\n", "port outside 1-65535"),
+            (
+                "X-Sipbridge-Source: 203.0.113.5:5060\r\nX-Sipbridge-Source: 192.0.2.1:5060\r\n",
+                "more than one header",
+            ),
+            ("", "missing"),  # a new call through the proxy must say whose it is
+        ],
+    )
+    def test_a_malformed_header_from_the_proxy_gets_400(self, header: str, detail: str) -> None:
+        ua = proxied_ua(self.carrier)
+        assert not ua.receive_datagram(invite(extra=header), PROXY, 0.0)
+        [(response, addr)] = sent(ua)
+        assert isinstance(response, Response) and addr == PROXY
+        assert (response.status, response.reason) == (400, f"Bad X-Sipbridge-Source ({detail})")
+        [event] = ua.events()
+        assert isinstance(event, RequestRejected)
+        assert (event.method, event.status, event.reason) == ("INVITE", 400, "bad_source_header")
+        assert event.detail == detail and not event.access  # recorded as a refused INVITE
+        assert event.request is not None
+        # Its retransmission is answered from the transaction.
+        ua.receive_datagram(invite(extra=header), PROXY, 0.5)
+        assert statuses(ua) == [400] and ua.events() == []
+
+    def test_the_proxys_own_options_probe_is_answered(self) -> None:
+        ua = proxied_ua(self.carrier)
+        assert ua.receive_datagram(invite(method="OPTIONS", body=b""), PROXY, 0.0)
+        [(pong, addr)] = sent(ua)
+        assert isinstance(pong, Response) and pong.status == 200 and addr == PROXY
+        ua.busy = True  # overloaded: the proxy routes elsewhere
+        ua.receive_datagram(invite(method="OPTIONS", body=b"", branch="z9hG4bK-2"), PROXY, 0.0)
+        assert statuses(ua) == [503]
+        # Garbage from the proxy itself is answered as a known source's.
+        ua.receive_datagram(
+            b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK-x\r\n\r\n",
+            PROXY,
+            0.0,
+        )
+        assert statuses(ua) == [400]
+
+    @pytest.mark.parametrize("with_header", [True, False])
+    def test_in_dialog_requests_from_the_proxy_follow_their_call(self, with_header: bool) -> None:
+        ua = proxied_ua(self.carrier)
+        ua.receive_datagram(invite(extra=source_header(TRUNK_VIA_PROXY)), PROXY, 0.0)
+        [event] = ua.events()
+        call = event.call  # type: ignore[attr-defined]
+        ua.answer(call, b"v=0\r\n", 0.1)
+        ua.datagrams_to_send()
+        header = source_header(TRUNK_VIA_PROXY).encode() if with_header else b""
+
+        def relayed(data: bytes) -> bytes:
+            return data.replace(b"Max-Forwards: 70\r\n", b"Max-Forwards: 70\r\n" + header)
+
+        assert ua.receive_datagram(
+            relayed(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack")), PROXY, 0.2
+        )
+        assert [type(e) for e in ua.events()] == [CallConfirmed]
+        reinvite = in_dialog("INVITE", 2, call.local_tag, "z9hG4bK-re")
+        assert ua.receive_datagram(relayed(reinvite), PROXY, 0.3)
+        assert [type(e) for e in ua.events()] == [ReInviteReceived]
+        ua.reject_reinvite(call, 488, 0.3)
+        assert [addr for _, addr in ua.datagrams_to_send()] == [PROXY, PROXY]  # 100, 488
+        ua.receive_datagram(relayed(in_dialog("BYE", 3, call.local_tag, "z9hG4bK-bye")), PROXY, 1)
+        assert [type(e) for e in ua.events()] == [ByeReceived]
+        [(ok, addr)] = sent(ua)
+        assert isinstance(ok, Response) and ok.status == 200 and addr == PROXY
+
+    def test_our_bye_goes_to_the_proxy_along_the_route_set(self) -> None:
+        ua = proxied_ua(self.carrier)
+        data = invite(extra=source_header(TRUNK_VIA_PROXY)).replace(
+            b"<sip:proxy.example.com;lr>", b"<sip:10.0.0.5:5060;lr>"
+        )
+        ua.receive_datagram(data, PROXY, 0.0)
+        [event] = ua.events()
+        call = event.call  # type: ignore[attr-defined]
+        ua.answer(call, b"v=0\r\n", 0.1)
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PROXY, 0.2)
+        ua.datagrams_to_send()
+        ua.hangup(call, 1.0)
+        [(bye, addr)] = sent(ua)
+        assert isinstance(bye, Request) and bye.method == "BYE" and addr == PROXY
+
+    def test_offences_and_bans_land_on_the_real_source_not_the_proxy(self) -> None:
+        ua = proxied_ua(TrunkAccess.from_cidrs("acme", [], "acme", "pw"))
+        guard = ua.guard
+        assert guard is not None and guard.limits.auth_failures == 5
+        for attempt in range(5):
+            ua.receive_datagram(
+                invite(
+                    branch=f"z9hG4bK-{attempt}",
+                    call_id=f"c{attempt}",
+                    extra=bad_credentials(attempt) + source_header(STRANGER),
+                ),
+                PROXY,
+                float(attempt),
+            )
+        assert [(b.address, b.reason) for b in guard.take_new_bans()] == [
+            (STRANGER[0], "auth_failures")
+        ]
+        # A scanner through the proxy is banned by its own address too.
+        scan = invite(
+            method="OPTIONS",
+            body=b"",
+            branch="z9hG4bK-scan",
+            extra="User-Agent: friendly-scanner\r\n" + source_header(OTHER_STRANGER),
+        )
+        ua.receive_datagram(scan, PROXY, 6.0)
+        assert [(b.address, b.reason) for b in guard.take_new_bans()] == [
+            (OTHER_STRANGER[0], "scanner")
+        ]
+        assert not guard.is_banned(PROXY[0], 7.0)
+        # The proxy's own scanner-looking request bans nobody.
+        own = invite(
+            method="OPTIONS", body=b"", branch="z9hG4bK-own", extra="User-Agent: sipvicious\r\n"
+        )
+        ua.receive_datagram(own, PROXY, 7.0)
+        assert guard.take_new_bans() == [] and not guard.is_banned(PROXY[0], 8.0)
+
+    def test_open_invites_are_counted_per_real_source(self) -> None:
+        ua = proxied_ua()
+        assert ua.guard is not None
+        ua.access = None  # admit everyone: only the guard's limit is under test
+        ua.guard.limits = GuardLimits(transactions_per_source=2)
+        for n in range(3):
+            data = invite(branch=f"z9hG4bK-{n}", call_id=f"c{n}", extra=source_header(STRANGER))
+            ua.receive_datagram(data, PROXY, 0.0)
+        events = ua.events()
+        assert [type(e) for e in events] == [IncomingCall, IncomingCall, RequestRejected]
+        assert events[2].reason == "source_busy"  # type: ignore[union-attr]
+        # Another source through the same proxy is not affected.
+        data = invite(branch="z9hG4bK-9", call_id="c9", extra=source_header(OTHER_STRANGER))
+        ua.receive_datagram(data, PROXY, 0.0)
+        assert [type(e) for e in ua.events()] == [IncomingCall]
+        # The rate-limit exemption of in-dialog messages follows the real source.
+        assert ua.in_dialog(STRANGER[0], "c0") and not ua.in_dialog(PROXY[0], "c0")

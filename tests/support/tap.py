@@ -4,7 +4,8 @@ what got past the flood/ban guard into the SIP core, and what it answered.
 The server's own objects are wrapped on the instance (nothing in src/ is changed):
 ``server.receive`` sees every datagram before the guard, ``server.ua.receive_datagram``
 only those the guard admitted, ``server.ua.datagrams_to_send`` every message the core
-produced.
+produced. A message a trusted proxy relayed arrives from the proxy's address but reaches
+the core as its real source's (the address its X-Sipbridge-Source names, sip/proxy.py).
 """
 
 from __future__ import annotations
@@ -44,12 +45,13 @@ class SourceTap:
             traffic.last_arrival = now
             receive(data, addr)
 
-        def tapped_core(data: bytes, source: Any, now: float) -> Any:
-            traffic = self.hosts[source[0]]
+        def tapped_core(data: bytes, source: Any, now: float, relayed: Any = None) -> Any:
+            origin = relayed.origin if relayed is not None else None
+            traffic = self.hosts[(origin or source)[0]]
             traffic.reached_core += 1
             traffic.core_data.append(data)
             traffic.last_reached_core = time.time()
-            return core(data, source, now)
+            return core(data, source, now, relayed)
 
         def tapped_outbox() -> Any:
             out = outbox()

@@ -52,13 +52,16 @@ def _option(*param_decls: str, help: str, envvar: str | None = None, **kwargs: A
     return typer.Option(*param_decls, envvar=envvar, help=help, metavar=metavar, **kwargs)
 
 
-def _setting(*param_decls: str, help: str, **kwargs: Any) -> Any:
+def _setting(*param_decls: str, help: str, envvar: str | None = None, **kwargs: Any) -> Any:
     """``typer.Option`` of a server setting, also read from the environment variable
     named after its first declaration: ``"--sip-port"`` reads ``SIPBRIDGE_SIP_PORT``,
-    ``"--tcp/--no-tcp"`` ``SIPBRIDGE_TCP``."""
+    ``"--tcp/--no-tcp"`` ``SIPBRIDGE_TCP``; ``envvar`` for a repeatable option, whose
+    variable holds a list (``--trusted-proxy``: ``SIPBRIDGE_TRUSTED_PROXIES``)."""
     option = param_decls[0].split("/")[0].removeprefix("--")
     metavar = _metavar(param_decls, kwargs)
-    return typer.Option(*param_decls, envvar=_env(option), help=help, metavar=metavar, **kwargs)
+    return typer.Option(
+        *param_decls, envvar=envvar or _env(option), help=help, metavar=metavar, **kwargs
+    )
 
 
 DbOption = Annotated[str | None, _setting("--db", help=DB_HELP, metavar="URL")]

@@ -23,6 +23,7 @@ from sipbridge.config import (
 from sipbridge.listen import Listener, listen_problem
 from sipbridge.numbers import normalize_region
 from sipbridge.sip.auth import parse_algorithms
+from sipbridge.sip.proxy import TrustedProxies
 from sipbridge.store.db import Database
 
 S = TypeVar("S")
@@ -247,6 +248,17 @@ def serve(
             help="Unanswered INVITEs one source (outside trunk networks) may have open.",
         ),
     ] = 64,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        _setting(
+            "--trusted-proxy",
+            envvar="SIPBRIDGE_TRUSTED_PROXIES",
+            metavar="ADDRESS|CIDR",
+            help="A SIP proxy in front (repeatable; the variable: comma-separated) whose "
+            "X-Sipbridge-Source header gives each request's real source: trunks, bans and "
+            "flood limits apply to that source. Only ever the proxy's own addresses.",
+        ),
+    ] = None,
     tcp: Annotated[
         bool,
         _setting("--tcp/--no-tcp", help="Also accept SIP over TCP on the SIP port."),
@@ -328,6 +340,7 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
     algorithms = _parsed("--auth-algorithms", parse_algorithms, o.auth_algorithms)
     limits = _parsed("--agent-limits", parse_agent_limits, o.agent_limits)
     srtp_mode = _choice("--srtp", o.srtp, SRTP_MODES)
+    proxies = _parsed("--trusted-proxy", TrustedProxies.parse, o.trusted_proxy or [])
     if (tls_cert is None) != (tls_key is None):
         _fail("--tls-cert and --tls-key must be given together", 2)
     for option, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
@@ -374,6 +387,7 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
         auth_failure_limit=o.auth_failure_limit,
         unknown_number_limit=o.unknown_number_limit,
         max_transactions_per_source=o.max_transactions_per_source,
+        trusted_proxies=tuple(str(proxies).split(",")) if proxies else (),
         tcp=o.tcp,
         tls_port=o.tls_port,
         tls_cert=tls_cert,

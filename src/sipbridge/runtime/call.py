@@ -60,6 +60,7 @@ from sipbridge.sdp.negotiate import (
 from sipbridge.sdp.session import SdpError, SessionDescription, parse_sdp
 from sipbridge.sip.calls import InboundCall
 from sipbridge.sip.message import Request
+from sipbridge.sip.proxy import SOURCE_HEADER
 from sipbridge.store.records import CallEvent, CallRecord, CallStatus, utcnow
 from sipbridge.wiretext import clean, clean_opt
 
@@ -67,6 +68,8 @@ if TYPE_CHECKING:
     from sipbridge.runtime.server import SipBridgeServer
 
 log = logging.getLogger("sipbridge.call")
+# Never passed on to the agent: it is between a trusted proxy and us (sip/proxy.py).
+_SOURCE_HEADER = SOURCE_HEADER.lower()
 # Call failures on our side (not the caller's choice or a wrong number): logged at WARNING.
 _FAILURE_REASONS = frozenset(
     {
@@ -129,7 +132,8 @@ class Call:
             agent=None,
             received_at=utcnow(),
             status=CallStatus.RINGING,  # until answered, rejected or cancelled
-            source=f"{sip.source[0]}:{sip.source[1]}",
+            # The real source (a trusted proxy's X-Sipbridge-Source, sip/proxy.py).
+            source=f"{sip.origin[0]}:{sip.origin[1]}",
             trunk=sip.trunk,
         )
         self._cancelled = asyncio.Event()
@@ -362,11 +366,14 @@ class Call:
 
     async def _setup(self) -> bool:
         invite = self.sip.invite
+        # A call relayed by a trusted proxy names the proxy too (sip/proxy.py).
+        sip_proxy = self.sip.source if self.sip.relayed_from is not None else None
         self._event(
             "received",
             from_=self.record.from_number,
             uri=clean(str(invite.uri)),
             source=self.record.source,
+            proxy=None if sip_proxy is None else f"{sip_proxy[0]}:{sip_proxy[1]}",
             trunk=self.record.trunk,
         )
         result = await route(
@@ -431,7 +438,8 @@ class Call:
         invite_headers = {
             clean(name): clean(value)
             for name, value in invite.headers.items()
-            if name.lower().startswith("x-")
+            # X-Sipbridge-Source is between the proxy and us (and forged by anyone else).
+            if name.lower().startswith("x-") and name.lower() != _SOURCE_HEADER
         }
         link = AgentLink(
             self.sip.id,

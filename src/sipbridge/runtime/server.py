@@ -12,6 +12,9 @@ enforces each trunk's ``max_calls`` and allowed numbers when a call arrives.
 Every received message first meets the :class:`~sipbridge.sip.guard.SourceGuard` (bans
 and per-source rates, before parsing); the bans it makes are logged, counted and stored,
 and the stored bans (the operator's, other instances') are read back with the trunks.
+Behind a proxy (``--trusted-proxy``, sip/proxy.py) a message from a trusted proxy meets
+the guard as its real source, named by the proxy's ``X-Sipbridge-Source`` header; the
+proxy itself is never rate-limited or banned.
 
 A proxy in front (Kamailio's dispatcher) routes around an instance that answers its
 OPTIONS probes and new INVITEs 503: this one does while it drains, is at ``--max-calls``,
@@ -83,6 +86,7 @@ from sipbridge.sip.framing import StreamAddress
 from sipbridge.sip.guard import Admission, GuardLimits, Offence, SourceGuard
 from sipbridge.sip.headers import Headers
 from sipbridge.sip.message import Request
+from sipbridge.sip.proxy import TrustedProxies, admit_message, carries_source_header
 from sipbridge.sip.ua import UserAgent
 from sipbridge.sip.values import NameAddr
 from sipbridge.store import service
@@ -149,6 +153,8 @@ class SipBridgeServer:
             ),
             refuse_status=403 if settings.unknown_sources == "403" else None,
         )
+        # Proxies in front whose X-Sipbridge-Source is believed (sip/proxy.py).
+        self.proxies = TrustedProxies.parse(settings.trusted_proxies)
         self.guard = SourceGuard(
             GuardLimits(
                 ban_time=settings.ban_time,
@@ -160,8 +166,8 @@ class SipBridgeServer:
                 scanner_user_agents=settings.scanner_user_agents,
             ),
             # A trunk's own networks are never banned automatically (docs/security.md),
-            # and have the trunk's own, higher message rate.
-            trusted=self.access.knows,
+            # and have the trunk's own, higher message rate; nor is a trusted proxy.
+            trusted=self.knows_peer,
             source_rate=self.access.message_rate,
         )
         # Where a call's media binds and what its SDP answer gives, for IPv4 and IPv6
@@ -177,6 +183,7 @@ class SipBridgeServer:
             guard=self.guard,
             session_expires=settings.session_expires or None,
             min_se=settings.min_se,
+            proxies=self.proxies,
         )
         # ACK, BYE, CANCEL and responses of live calls pass the rate limit (sip/guard.py).
         self.guard.in_dialog = self.ua.in_dialog
@@ -298,7 +305,7 @@ class SipBridgeServer:
         gc.freeze()
         log.info(
             "listening sip=%s rtp=%d-%d http=%s advertise=%s db=%s fd_limit=%d "
-            "max_connections=%d max_unknown_connections=%d",
+            "max_connections=%d max_unknown_connections=%d%s",
             ",".join(listeners),
             self.settings.rtp_port_min,
             self.settings.rtp_port_max,
@@ -308,6 +315,7 @@ class SipBridgeServer:
             self.fd_limit,
             self.streams.max_connections,
             self.streams.max_unknown,
+            f" trusted_proxies={self.proxies}" if self.proxies else "",
         )
         rtp_sockets = 2 * self.settings.max_calls
         if self.streams.max_connections + rtp_sockets + FD_RESERVE > self.fd_limit:
@@ -320,6 +328,12 @@ class SipBridgeServer:
                 self.settings.max_calls,
                 self.settings.max_calls,
                 rtp_sockets,
+            )
+        if self.proxies.broad:
+            log.warning(
+                "event=trusted_proxy_broad networks=%s: every address in them may claim any "
+                "source with X-Sipbridge-Source; trust only the proxies' own addresses",
+                ",".join(str(n) for n in self.proxies.broad),
             )
         warning = self.settings.loopback_warning(self.ua.local_host)
         if warning is not None:
@@ -587,17 +601,33 @@ class SipBridgeServer:
         framed from a TCP/TLS connection (``addr`` the connection's StreamAddress). True
         when the UA core admitted it (``UserAgent.receive_datagram``)."""
         now = self.loop.time()
+        source = addr if isinstance(addr, StreamAddress) else (addr[0], addr[1])
         # Flood and ban check before any parsing (sip/guard.py): one dict lookup for a
-        # banned source, a token bucket update otherwise.
-        admission = self._admit(addr[0], now, data)
+        # banned source, a token bucket update otherwise; for a trusted proxy's message,
+        # on the real source its X-Sipbridge-Source names (sip/proxy.py).
+        admission, relayed = admit_message(self.guard, self.proxies, data, source, now)
         if admission is not Admission.ADMIT:
-            if admission is Admission.BANNED and isinstance(addr, StreamAddress):
+            if self.guard.has_new_bans:
+                self.bans.store_new()  # a refused source never reaches flush()
+            if (
+                admission is Admission.BANNED
+                and relayed is None  # a proxy's connection carries other sources too
+                and isinstance(addr, StreamAddress)
+            ):
                 self.streams.drop(addr)  # no more framing work for a banned source
             return False
-        source = addr if isinstance(addr, StreamAddress) else (addr[0], addr[1])
+        if relayed is None and log.isEnabledFor(logging.DEBUG) and carries_source_header(data):
+            log.debug(
+                "event=source_header_ignored source=%s:%d: not a trusted proxy",
+                addr[0],
+                addr[1],
+            )
         admitted = False
         try:
-            admitted = self.ua.receive_datagram(data, source, now)
+            if relayed is None:  # not from a trusted proxy
+                admitted = self.ua.receive_datagram(data, source, now)
+            else:
+                admitted = self.ua.receive_datagram(data, source, now, relayed)
         except Exception:
             # The core answers bad input itself; anything else is our bug and
             # must not stop the server from serving the next request.
@@ -693,22 +723,29 @@ class SipBridgeServer:
         if isinstance(event, RequestRejected):
             self.metrics.sip_rejected.labels(str(event.status or "dropped")).inc()
             quiet = event.access and event.reason in _QUIET_ACCESS_REASONS
+            # A trusted proxy's broken header is a configuration error worth seeing.
+            level = logging.DEBUG if quiet else logging.INFO
+            if event.reason == "bad_source_header":
+                level = logging.WARNING
+            origin = event.origin
             log.log(
-                logging.DEBUG if quiet else logging.INFO,
-                "event=request_rejected source=%s:%d method=%s status=%s reason=%s",
-                event.source[0],
-                event.source[1],
+                level,
+                "event=request_rejected source=%s:%d method=%s status=%s reason=%s%s%s",
+                origin[0],
+                origin[1],
                 event.method,
                 event.status,
                 event.reason.replace(" ", "_")[:120],
+                _proxy_field(event.source, event.relayed_from, event.reason),
+                f" detail={event.detail.replace(' ', '_')}" if event.detail else "",
             )
             if event.method == "INVITE" and event.status and not event.access:
                 if event.request is not None:
                     self._record_rejected_invite(
-                        event.request, event.source, event.status, event.reason, event.trunk
+                        event.request, origin, event.status, event.reason, event.trunk
                     )
                 elif event.headers is not None:
-                    self._record_malformed_invite(event.headers, event.source, event.status)
+                    self._record_malformed_invite(event.headers, origin, event.status)
             return
         target = self.calls.get(event.call.id)  # type: ignore[attr-defined]
         if target is None:
@@ -753,12 +790,19 @@ class SipBridgeServer:
         connection flood is banned as a message flood is); then a free slot
         (``StreamTransports.slot_refusal``): ``max_connections_per_source`` per trunk
         address or per unknown /24 and /64, the unknown sources' share, the total."""
-        admission = self._admit(host, self.loop.time())
-        if admission is not Admission.ADMIT:
-            return str(admission.value)
+        if not self.proxies.trusts(host):  # a trusted proxy is never limited or banned
+            admission = self._admit(host, self.loop.time())
+            if admission is not Admission.ADMIT:
+                return str(admission.value)
         return self.streams.slot_refusal(
-            host, self.access.knows(host), self.settings.max_connections_per_source
+            host, self.knows_peer(host), self.settings.max_connections_per_source
         )
+
+    def knows_peer(self, host: str) -> bool:
+        """True for a transport source inside a trunk's networks (or loopback with no
+        trunk) and for a trusted proxy: trusted by the guard (never banned automatically)
+        and by the connection limits (runtime/transports.py)."""
+        return self.access.knows(host) or self.proxies.trusts(host)
 
     # -- calls -----------------------------------------------------------------
 
@@ -790,9 +834,9 @@ class SipBridgeServer:
             headers=[("Reason", 'SIP ;cause=404 ;text="number_not_allowed"')],
         )
         self._record_rejected_invite(
-            call.invite, call.source, 404, "number_not_allowed", call.trunk
+            call.invite, call.origin, 404, "number_not_allowed", call.trunk
         )
-        self.guard.offence(call.source[0], Offence.UNKNOWN_NUMBER, self.loop.time())
+        self.guard.offence(call.origin[0], Offence.UNKNOWN_NUMBER, self.loop.time())
         return False
 
     def _refuse_busy(
@@ -815,7 +859,7 @@ class SipBridgeServer:
             ],
         )
         self._record_rejected_invite(
-            call.invite, call.source, 503, reason, call.trunk, {"cause": cause} if cause else None
+            call.invite, call.origin, 503, reason, call.trunk, {"cause": cause} if cause else None
         )
 
     def _record_rejected_invite(
@@ -918,7 +962,7 @@ class SipBridgeServer:
         if call.record.reason == "unknown_number":
             # Dialling numbers that do not exist, in a burst, is how scanners look for
             # open routes: counted towards the source's ban (sip/guard.py).
-            self.guard.offence(call.sip.source[0], Offence.UNKNOWN_NUMBER, self.loop.time())
+            self.guard.offence(call.sip.origin[0], Offence.UNKNOWN_NUMBER, self.loop.time())
             if self.guard.has_new_bans:
                 self.bans.store_new()
         self.records.submit(call.record, events or [])
@@ -1007,6 +1051,14 @@ class SipBridgeServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http_task, 5)
         await self.db.close()
+
+
+def _proxy_field(source: Address, relayed_from: Address | None, reason: str) -> str:
+    """`` proxy=host:port`` for a log line about a request a trusted proxy relayed (or
+    whose header it broke), else nothing."""
+    if relayed_from is None and reason != "bad_source_header":
+        return ""
+    return f" proxy={source[0]}:{source[1]}"
 
 
 class _EmbeddedUvicorn(uvicorn.Server):

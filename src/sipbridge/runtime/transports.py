@@ -12,7 +12,7 @@ when it is gone (§18.1.1).
 Limits (docs/security.md, "Transports"): every accepted connection goes through
 ``SipBridgeServer.accept_connection``. The table holds at most
 :attr:`StreamTransports.max_connections` (derived from the open-file limit:
-:func:`connection_cap`); sources that match no trunk (``AccessPolicy.knows``) share at
+:func:`connection_cap`); sources of no trunk nor proxy (``SipBridgeServer.knows_peer``) share at
 most ``UNKNOWN_SHARE`` of it, so trunks always find a free slot, and their per-source cap
 (``max_connections_per_source``) counts a whole /24 (IPv4) or /64 (IPv6) as one source
 (:func:`source_group`): an attacker with many addresses in one network counts once. A
@@ -218,7 +218,7 @@ class SipConnection(asyncio.Protocol):
             if refusal is not None:
                 self.streams.refused(host, refusal, now)
                 return False
-            self.known = self.admitted = self.streams.server.access.knows(host)
+            self.known = self.admitted = self.streams.server.knows_peer(host)
             if not self.known:
                 self.group = source_group(host)
         self.address = StreamAddress(host, port, self.kind)
@@ -263,7 +263,7 @@ class SipConnection(asyncio.Protocol):
                 address[1],
                 exc.reason.replace(" ", "_")[:120],
             )
-            if exc.response is not None and self.streams.server.access.knows(address[0]):
+            if exc.response is not None and self.streams.server.knows_peer(address[0]):
                 self.transport.write(exc.response)
             self.close()
             return
@@ -354,7 +354,7 @@ class SipConnection(asyncio.Protocol):
         now = self.streams.loop.time()
         reason = None
         if not self.admitted and now >= self._unadmitted_deadline:
-            if self.streams.server.access.knows(self.address[0]):
+            if self.streams.server.knows_peer(self.address[0]):
                 self.admitted = True  # a trunk added since its accept
             else:
                 reason = "no_admitted_request"

@@ -82,6 +82,15 @@ class InboundCall:
     refresh_pending: str | None = None
     # The INVITE's Allow names UPDATE: our refreshes go as UPDATE (RFC 4028 §7.1).
     peer_allows_update: bool = False
+    # The INVITE came through a trusted proxy (``source``) from this address, its
+    # X-Sipbridge-Source (sip/proxy.py); None: straight from ``source``.
+    relayed_from: Address | None = None
+
+    @property
+    def origin(self) -> Address:
+        """Where the INVITE really came from: the trunk or caller the access policy, the
+        guard, the record and the logs see (``source`` is the hop our answers go to)."""
+        return self.relayed_from or self.source
 
     @property
     def transport(self) -> Transport:
@@ -210,7 +219,9 @@ class RequestRejected:
     ``request`` is the parsed request when it parsed (so a rejected INVITE can still
     get a call record). ``access`` is True when the access policy refused or challenged
     it (no call record for those: they are what scanners send); ``trunk`` is the trunk
-    a request refused after admission came from.
+    a request refused after admission came from. ``source`` is the transport source (a
+    trusted proxy, for a relayed request: then ``relayed_from`` is the original source,
+    :attr:`origin` either way); ``detail`` says more about ``reason`` for the log.
     """
 
     source: Address
@@ -223,6 +234,13 @@ class RequestRejected:
     # A request that did not parse: the header fields that did (its Call-ID, From, To),
     # so a malformed INVITE still gets a call record.
     headers: Headers | None = None
+    relayed_from: Address | None = None
+    detail: str | None = None
+
+    @property
+    def origin(self) -> Address:
+        """Where the request really came from (see :attr:`InboundCall.origin`)."""
+        return self.relayed_from or self.source
 
 
 UaEvent = (

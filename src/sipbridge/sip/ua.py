@@ -33,6 +33,15 @@ bans and rates before parsing), the core reports what it sees: a request with a 
 User-Agent is dropped unanswered and its source banned, failed digest authentication
 counts towards the source's ban, and an untrusted source may have only so many INVITEs
 waiting for our answer (503 beyond).
+
+Behind a proxy, ``proxies`` (:class:`~sipbridge.sip.proxy.TrustedProxies`) names the
+addresses whose ``X-Sipbridge-Source`` header is believed: a request from one of them is
+judged, counted, recorded and logged as coming from the address the header names (its
+*origin*), while every answer still goes to the proxy (``source``, along the Via). A
+malformed header, or an INVITE from a trusted proxy without one, is answered 400; a
+request without one is otherwise the proxy's own (its OPTIONS probes), answered as a known
+source's. The runtime reads the header before parsing (``sip.proxy.admit_message``, for
+the guard) and passes what it found to :meth:`UserAgent.receive_datagram`.
 """
 
 from __future__ import annotations
@@ -76,6 +85,7 @@ from sipbridge.sip.message import (
     make_response,
     parse_message,
 )
+from sipbridge.sip.proxy import SOURCE_HEADER, Relayed, TrustedProxies
 from sipbridge.sip.session_timer import (
     DEFAULT_SESSION_EXPIRES,
     MIN_SE_FLOOR,
@@ -179,6 +189,8 @@ class UserAgent:
     _busy_headers: list[tuple[str, str]] = field(
         default_factory=lambda: [("Retry-After", str(BUSY_RETRY_AFTER))]
     )
+    # Whose X-Sipbridge-Source is believed (sip/proxy.py); nobody's by default.
+    proxies: TrustedProxies = field(default_factory=TrustedProxies)
     _outbox: list[tuple[bytes, Address]] = field(default_factory=list)
     _events: list[UaEvent] = field(default_factory=list)
     _server_tx: dict[TransactionKey, ServerTransaction] = field(default_factory=dict)
@@ -378,7 +390,7 @@ class UserAgent:
         that call may have one more message admitted past the rate limit (the
         :class:`~sipbridge.sip.guard.SourceGuard`'s ``in_dialog``; counts it)."""
         call = self._by_call_id.get(call_id)
-        if call is None or call.source[0] != host:
+        if call is None or call.origin[0] != host:
             return False
         if call.exempt_messages >= IN_DIALOG_EXEMPTIONS:
             return False
@@ -397,36 +409,56 @@ class UserAgent:
 
     # ------------------------------------------------------------------ input
 
-    def receive_datagram(self, data: bytes, source: Address, now: float) -> bool:
+    def receive_datagram(
+        self, data: bytes, source: Address, now: float, relayed: Relayed | None = None
+    ) -> bool:
         """Handle one message; True when it was *admitted*: a request the access policy
         let in and that was not refused (in-dialog requests and ACKs of an admitted
         call's dialog included), or a response to one of our transactions. Keep-alives,
         retransmissions (their first copy was judged), unparseable input, refused and
         dropped requests are not (the runtime closes a stream from an unknown source
-        that sends nothing admitted: runtime/transports.py)."""
+        that sends nothing admitted: runtime/transports.py).
+
+        ``relayed``: what :meth:`TrustedProxies.relayed` found in ``data`` when ``source``
+        is a trusted proxy (the runtime read it already for the guard); None: read here
+        when ``source`` is one."""
         # RFC 5626 §4.4.1 keep-alives (CRLF) carry no message.
         if not data.strip(b"\r\n"):
             return False
+        if relayed is None and self.proxies.trusts(source[0]):
+            relayed = self.proxies.relayed(data)
         try:
             message = parse_message(data, self.max_message_size)
         except SipParseError as exc:
-            self._parse_failed(exc, source)
+            self._parse_failed(exc, source, relayed)
             return False
         if isinstance(message, Response):
             return self._receive_response(message, now)
-        return self._receive_request(message, source, now)
+        return self._receive_request(message, source, now, relayed)
 
-    def _parse_failed(self, exc: SipParseError, source: Address) -> None:
+    def _parse_failed(self, exc: SipParseError, source: Address, relayed: Relayed | None) -> None:
         # RFC 3261 §21.4.1: answer 400 where enough of the request parsed to
         # build a response; responses and hopeless input are dropped.
-        if self.access is not None and not self.access.knows(source[0]):
-            self._events.append(RequestRejected(source, None, None, "unknown_source", access=True))
+        relayed_from = relayed.origin if relayed is not None else None
+        origin = relayed_from or source
+        # A trusted proxy is known for what it says itself (no or a malformed header).
+        from_proxy = relayed is not None and relayed.origin is None
+        if self.access is not None and not from_proxy and not self.access.knows(origin[0]):
+            self._events.append(
+                RequestRejected(
+                    source, None, None, "unknown_source", access=True, relayed_from=relayed_from
+                )
+            )
             return
         response = None
         if exc.is_request and exc.headers is not None:
             response = build_error_response(exc.headers, exc.status_hint, exc.reason)
         if response is None:
-            self._events.append(RequestRejected(source, None, None, f"dropped: {exc.reason}"))
+            self._events.append(
+                RequestRejected(
+                    source, None, None, f"dropped: {exc.reason}", relayed_from=relayed_from
+                )
+            )
             return
         self._outbox.append((response.serialize(), source))
         # The method as the raw CSeq names it (the Request-Line may be what failed): an
@@ -436,7 +468,14 @@ class UserAgent:
         words = cseq[0].split() if cseq else []
         method = words[1] if len(words) == 2 else None
         self._events.append(
-            RequestRejected(source, method, exc.status_hint, exc.reason, headers=exc.headers)
+            RequestRejected(
+                source,
+                method,
+                exc.status_hint,
+                exc.reason,
+                headers=exc.headers,
+                relayed_from=relayed_from,
+            )
         )
 
     def _receive_response(self, response: Response, now: float) -> bool:
@@ -473,13 +512,25 @@ class UserAgent:
         if response.body and call.state in (CallState.ANSWERED, CallState.CONFIRMED):
             self._events.append(RefreshAnswered(call, response.body))
 
-    def _receive_request(self, request: Request, source: Address, now: float) -> bool:
+    def _receive_request(
+        self, request: Request, source: Address, now: float, relayed: Relayed | None
+    ) -> bool:
+        relayed_from = relayed.origin if relayed is not None else None
+        origin = relayed_from or source
         guard = self.guard
         if guard is not None and guard.is_scanner(request.headers.get("User-Agent")):
             # A scanner or toll-fraud tool: no answer at all, and its source is banned.
-            guard.scanner(source[0], now)
+            guard.scanner(origin[0], now)
             self._events.append(
-                RequestRejected(source, request.method, None, "scanner", request, access=True)
+                RequestRejected(
+                    source,
+                    request.method,
+                    None,
+                    "scanner",
+                    request,
+                    access=True,
+                    relayed_from=relayed_from,
+                )
             )
             return False
         self._stamp_via(request, source)
@@ -499,10 +550,28 @@ class UserAgent:
                 tx.receive_retransmission()
                 return False
         if request.method == "ACK":
-            return self._receive_ack(request, now)
+            return self._receive_ack(request, now)  # follows its dialog, header or not
+        if relayed is not None and relayed.origin is None:
+            problem = relayed.error
+            if problem is None and request.method == "INVITE" and request.to.tag is None:
+                # A new call through the proxy must say whose it is: judging it as the
+                # proxy's own would let every source in or keep every trunk out.
+                problem = "missing"
+            if problem is not None:
+                self._reply_once(
+                    request, source, now, 400, phrase=f"Bad {SOURCE_HEADER} ({problem})"
+                )
+                self._events.append(
+                    RequestRejected(
+                        source, request.method, 400, "bad_source_header", request, detail=problem
+                    )
+                )
+                return False
         trunk: str | None = None
-        if self.access is not None and not self._belongs_to_a_call(request):
-            admitted = self._admit(self.access, request, source, now)
+        # The trusted proxy's own requests (its OPTIONS probes) are a known source's.
+        own = relayed is not None and relayed_from is None
+        if self.access is not None and not own and not self._belongs_to_a_call(request):
+            admitted = self._admit(self.access, request, source, now, relayed_from)
             if admitted is None:
                 return False
             trunk = admitted.trunk
@@ -513,7 +582,15 @@ class UserAgent:
             status, reason, extra = rejection
             self._reply_once(request, source, now, status, extra=extra)
             self._events.append(
-                RequestRejected(source, request.method, status, reason, request, trunk=trunk)
+                RequestRejected(
+                    source,
+                    request.method,
+                    status,
+                    reason,
+                    request,
+                    trunk=trunk,
+                    relayed_from=relayed_from,
+                )
             )
             return False
         if request.method == "CANCEL":
@@ -521,7 +598,7 @@ class UserAgent:
         elif request.to.tag is not None:
             self._receive_in_dialog(request, source, now)
         elif request.method == "INVITE":
-            return self._receive_invite(request, key, source, now, trunk)
+            return self._receive_invite(request, key, source, now, trunk, relayed_from)
         elif request.method == "OPTIONS":
             if self.busy:
                 self._reply_once(request, source, now, 503, extra=self._busy_headers)
@@ -542,15 +619,22 @@ class UserAgent:
         return dialog_id in self._dialogs
 
     def _admit(
-        self, access: AccessPolicy, request: Request, source: Address, now: float
+        self,
+        access: AccessPolicy,
+        request: Request,
+        source: Address,
+        now: float,
+        relayed_from: Address | None,
     ) -> Allowed | None:
-        """The access policy's verdict; None when the request was challenged or refused
-        (and answered 401, the refusal status, or not at all)."""
-        decision = access.check(request, source[0], now)
+        """The access policy's verdict on ``request`` from its origin (``relayed_from``
+        when a trusted proxy relayed it, else ``source``); None when the request was
+        challenged or refused (and answered 401, the refusal status, or not at all)."""
+        origin = relayed_from or source
+        decision = access.check(request, origin[0], now)
         if isinstance(decision, Allowed):
             return decision
         if self.guard is not None and decision.reason in _FAILED_AUTH:
-            self.guard.offence(source[0], Offence.AUTH_FAILURE, now)
+            self.guard.offence(origin[0], Offence.AUTH_FAILURE, now)
         status: int | None
         if isinstance(decision, Challenged):
             # RFC 3261 §22.2: a UAS challenges with 401 and WWW-Authenticate.
@@ -561,7 +645,15 @@ class UserAgent:
             if status is not None:
                 self._reply_once(request, source, now, status)
         self._events.append(
-            RequestRejected(source, request.method, status, decision.reason, request, access=True)
+            RequestRejected(
+                source,
+                request.method,
+                status,
+                decision.reason,
+                request,
+                access=True,
+                relayed_from=relayed_from,
+            )
         )
         return None
 
@@ -637,6 +729,7 @@ class UserAgent:
         source: Address,
         now: float,
         trunk: str | None = None,
+        relayed_from: Address | None = None,
     ) -> bool:
         """A new INVITE the access policy let in; False when it is refused here (482,
         503 ``source_busy``)."""
@@ -648,11 +741,20 @@ class UserAgent:
             # RFC 3261 §8.2.2.2: the same request arriving by another path.
             self._reply_once(request, source, now, 482)
             return False
-        if self.guard is not None and self._source_busy(self.guard, source[0]):
+        host = (relayed_from or source)[0]
+        if self.guard is not None and self._source_busy(self.guard, host):
             # Per-source limit on open INVITE transactions (the ones that wait on us).
             self._reply_once(request, source, now, 503, extra=[("Retry-After", "5")])
             self._events.append(
-                RequestRejected(source, "INVITE", 503, "source_busy", request, trunk=trunk)
+                RequestRejected(
+                    source,
+                    "INVITE",
+                    503,
+                    "source_busy",
+                    request,
+                    trunk=trunk,
+                    relayed_from=relayed_from,
+                )
             )
             return False
         timer = self._timer_answer(request, now)
@@ -661,7 +763,13 @@ class UserAgent:
             self._reply_once(request, source, now, 422, extra=timer.headers)
             self._events.append(
                 RequestRejected(
-                    source, "INVITE", 422, "session_interval_too_small", request, trunk=trunk
+                    source,
+                    "INVITE",
+                    422,
+                    "session_interval_too_small",
+                    request,
+                    trunk=trunk,
+                    relayed_from=relayed_from,
                 )
             )
             return False
@@ -676,6 +784,7 @@ class UserAgent:
             trunk=trunk,
             pending_timer=timer,
             peer_allows_update=allows(request.headers, "UPDATE"),
+            relayed_from=relayed_from,
         )
         self._origins[origin] = call
         self._calls_by_tx[key] = call
@@ -705,7 +814,7 @@ class UserAgent:
         open_here = sum(
             1
             for call in self._calls_by_tx.values()
-            if call.state is CallState.OFFERED and call.source[0] == host
+            if call.state is CallState.OFFERED and call.origin[0] == host
         )
         return open_here >= guard.limits.transactions_per_source
 
@@ -1068,6 +1177,7 @@ class UserAgent:
         *,
         extra: Iterable[tuple[str, str]] = (),
         to_tag: str | None = None,
+        phrase: str | None = None,
     ) -> None:
         """Answer a non-INVITE request (or reject an INVITE) inside a server transaction.
 
@@ -1077,7 +1187,7 @@ class UserAgent:
         key = TransactionKey.for_request(request)
         if to_tag is None and request.to.tag is None and status > 100:
             to_tag = self.new_token()
-        response = make_response(request, status, to_tag=to_tag)
+        response = make_response(request, status, phrase, to_tag=to_tag)
         for name, value in extra:
             response.headers.add(name, value)
         tx: ServerTransaction
