@@ -480,6 +480,25 @@ def test_serve_drain_timeout_option_and_env(
     assert result.exit_code == 2 and fake_server == []
 
 
+def test_serve_session_timer_options(
+    runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
+) -> None:
+    result = runner.invoke(app, ["serve"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (fake_server[0].session_expires, fake_server[0].min_se) == (1800, 90)
+    fake_server.clear()
+    result = runner.invoke(app, ["serve", "--session-expires", "600", "--min-se", "120"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (fake_server[0].session_expires, fake_server[0].min_se) == (600, 120)
+    fake_server.clear()
+    result = runner.invoke(app, ["serve"], env={**env, "SIPBRIDGE_SESSION_EXPIRES": "0"})
+    assert result.exit_code == 0 and fake_server[0].session_expires == 0
+    fake_server.clear()
+    result = runner.invoke(app, ["serve", "--session-expires", "60"], env=env)
+    assert result.exit_code == 2 and fake_server == []
+    assert "--min-se" in result.output
+
+
 def test_serve_defaults_and_env(
     runner: CliRunner, env: dict[str, str], db_url: str, fake_server: list[ServeSettings]
 ) -> None:

@@ -315,6 +315,17 @@ def test_call_limits_are_validated() -> None:
         ServeSettings(max_call_duration=0)
 
 
+def test_session_timer_settings_are_validated() -> None:
+    settings = ServeSettings()
+    assert (settings.session_expires, settings.min_se) == (1800, 90)  # on by default
+    assert ServeSettings(session_expires=0).session_expires == 0  # off
+    assert ServeSettings(session_expires=4, min_se=2).min_se == 2  # tests lower them
+    with pytest.raises(ValueError, match="min_se"):
+        ServeSettings(min_se=0)
+    with pytest.raises(ValueError, match="session_expires"):
+        ServeSettings(session_expires=60)
+
+
 def test_drain_timeout_is_validated() -> None:
     assert ServeSettings().drain_timeout == 300.0
     assert ServeSettings(drain_timeout=0).drain_timeout == 0  # 0: hang up at once

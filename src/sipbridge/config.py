@@ -260,6 +260,12 @@ class ServeSettings:
     media_timeout: float = 30.0  # seconds without caller RTP (not on hold) before hanging up
     max_calls: int = 1000  # concurrent calls of the whole server; beyond it INVITEs get 503
     max_call_duration: float = 4 * 3600.0  # seconds an answered call may last
+    # RFC 4028 session timers (docs/operations.md "Session timers"): the interval we ask
+    # for when the caller names none (0: no session timers), and the shortest we accept
+    # (422 Session Interval Too Small below it; the RFC's floor is 90, lower values are
+    # for tests).
+    session_expires: int = 1800
+    min_se: int = 90
     # Graceful drain (docs/operations.md): after the first SIGTERM the calls up may go on
     # this many seconds while new ones get 503; then what is left is hung up. 0: at once.
     drain_timeout: float = 300.0
@@ -340,6 +346,10 @@ class ServeSettings:
             raise ValueError("max_calls must be at least 1")
         if self.max_call_duration <= 0:
             raise ValueError("max_call_duration must be positive")
+        if self.min_se < 1:
+            raise ValueError("min_se must be at least 1 second")
+        if self.session_expires != 0 and self.session_expires < self.min_se:
+            raise ValueError("session_expires must be 0 (off) or at least min_se")
         if not 0 <= self.drain_timeout < math.inf:
             raise ValueError("drain_timeout must be a finite number of seconds, 0 or more")
         if self.overload_lag_ms <= 0:

@@ -14,6 +14,7 @@ from sipbridge.sdp import (
     SrtpPolicy,
     answer_crypto,
     build_answer,
+    build_offer,
     negotiate,
     parse_crypto,
     parse_sdp,
@@ -402,3 +403,30 @@ def test_policy_picks_among_several_streams() -> None:
     with pytest.raises(NoCommonCodec) as refused:
         negotiate(no_codec, G711, SrtpPolicy.REQUIRED)
     assert not isinstance(refused.value, SrtpMismatch)
+
+
+def test_delayed_offer_lists_every_codec_and_telephone_event() -> None:
+    offer = build_offer(["pcmu", "pcma", "g722", "opus"], "192.0.2.1", 40000, session_id=7)
+    text = offer.serialize().decode()
+    assert "m=audio 40000 RTP/AVP 0 8 9 96 101 102\r\n" in text
+    assert "a=rtpmap:96 opus/48000/2\r\n" in text
+    assert "a=rtpmap:101 telephone-event/8000\r\n" in text
+    assert "a=rtpmap:102 telephone-event/48000\r\n" in text
+    assert "a=fmtp:101 0-16\r\n" in text
+    assert "a=sendrecv\r\n" in text and "c=IN IP4 192.0.2.1\r\n" in text
+    parsed = parse_sdp(offer.serialize())
+    assert parsed.media[0].port == 40000
+    # The caller's answer (PCMA and its telephone-event) goes through negotiate().
+    answer = parse_sdp(
+        b"v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n"
+        b"m=audio 5004 RTP/AVP 8 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
+    chosen = negotiate(answer, ["pcmu", "pcma", "g722", "opus"])
+    assert (chosen.codec, chosen.telephone_event_pt, chosen.remote_port) == ("pcma", 101, 5004)
+
+
+def test_delayed_offer_in_ipv6() -> None:
+    offer = build_offer(["pcma"], "2001:db8::1", 40000, session_id=7, version=1)
+    text = offer.serialize().decode()
+    assert "o=- 7 8 IN IP6 2001:db8::1\r\n" in text and "c=IN IP6 2001:db8::1\r\n" in text
+    assert "m=audio 40000 RTP/AVP 8 101\r\n" in text

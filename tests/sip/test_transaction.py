@@ -9,12 +9,17 @@ from sipbridge.sip.message import Request, Response, make_response, parse_messag
 from sipbridge.sip.transaction import (
     T1,
     T2,
+    TIMER_B,
+    TIMER_D,
     TIMER_F,
     TIMER_H,
     TIMER_I,
     TIMER_J,
     TIMER_K,
     TIMER_L,
+    TIMER_M,
+    InviteClientState,
+    InviteClientTransaction,
     InviteServerState,
     InviteServerTransaction,
     NonInviteClientState,
@@ -237,6 +242,85 @@ class TestNonInviteClient:
         tx.on_timer(0.6 + TIMER_K)
         assert tx.state is NonInviteClientState.TERMINATED
         assert tx.outcome is TransactionOutcome.NORMAL
+
+
+REINVITE = (
+    b"INVITE sip:alice@127.0.0.1:5070 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-reinv-1\r\n"
+    b"Route: <sip:proxy.example.com;lr>\r\n"
+    b"From: <sip:+12025550101@127.0.0.1>;tag=b1\r\n"
+    b"To: <sip:alice@127.0.0.1>;tag=a1\r\n"
+    b"Call-ID: tx-test-1\r\n"
+    b"CSeq: 7 INVITE\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+class TestInviteClient:
+    """RFC 3261 §17.1.1 (our re-INVITE), with RFC 6026's Accepted state."""
+
+    def test_timer_a_doubles_without_cap_and_timer_b_times_out(self) -> None:
+        outbox: list[tuple[bytes, tuple[str, int]]] = []
+        tx = InviteClientTransaction(request(REINVITE), SRC, outbox, now=0.0)
+        assert len(outbox) == 1
+        fired = run_timers(tx, until=TIMER_B + 1)
+        assert fired == [0.5, 1.5, 3.5, 7.5, 15.5, 31.5, TIMER_B]
+        assert len(outbox) == 7  # the first send and six retransmissions
+        assert tx.state is InviteClientState.TERMINATED
+        assert tx.outcome is TransactionOutcome.TIMEOUT
+
+    def test_provisional_stops_retransmissions(self) -> None:
+        outbox: list[tuple[bytes, tuple[str, int]]] = []
+        reinvite = request(REINVITE)
+        tx = InviteClientTransaction(reinvite, SRC, outbox, now=0.0)
+        assert tx.receive_response(make_response(reinvite, 100), 0.1) is False
+        assert tx.state is InviteClientState.PROCEEDING
+        assert run_timers(tx, until=TIMER_B + 1) == [TIMER_B]
+        assert len(outbox) == 1
+
+    def test_non_2xx_is_acked_by_the_transaction(self) -> None:
+        outbox: list[tuple[bytes, tuple[str, int]]] = []
+        reinvite = request(REINVITE)
+        tx = InviteClientTransaction(reinvite, SRC, outbox, now=0.0)
+        outbox.clear()
+        assert tx.receive_response(make_response(reinvite, 491), 0.2) is True
+        assert tx.state is InviteClientState.COMPLETED and tx.final_status == 491
+        [(data, addr)] = outbox
+        ack = request(data)
+        assert addr == SRC and ack.method == "ACK"
+        assert ack.vias[0].branch == "z9hG4bK-reinv-1"  # same transaction (§17.1.1.3)
+        assert str(ack.cseq) == "7 ACK"
+        assert ack.headers.get_all("Route") == ["<sip:proxy.example.com;lr>"]
+        assert ack.uri == reinvite.uri and ack.to.tag == "a1"
+        # a retransmitted final response: the ACK again, nothing for the TU
+        assert tx.receive_response(make_response(reinvite, 491), 0.7) is False
+        assert len(outbox) == 2
+        assert run_timers(tx, until=0.2 + TIMER_D + 1) == [pytest.approx(0.2 + TIMER_D)]
+        assert tx.state is InviteClientState.TERMINATED
+        assert tx.outcome is TransactionOutcome.NORMAL
+
+    def test_2xx_and_its_retransmissions_go_up_until_timer_m(self) -> None:
+        outbox: list[tuple[bytes, tuple[str, int]]] = []
+        reinvite = request(REINVITE)
+        tx = InviteClientTransaction(reinvite, SRC, outbox, now=0.0)
+        outbox.clear()
+        assert tx.receive_response(make_response(reinvite, 200), 0.2) is True
+        assert tx.state is InviteClientState.ACCEPTED
+        assert outbox == []  # the ACK of a 2xx is the UA core's (§13.2.2.4)
+        assert tx.receive_response(make_response(reinvite, 200), 0.7) is True
+        assert run_timers(tx, until=TIMER_M + 1) == [pytest.approx(0.2 + TIMER_M)]
+        assert tx.terminated
+
+    def test_no_timer_a_and_no_timer_d_over_a_stream(self) -> None:
+        stream = StreamAddress("127.0.0.1", 5070, Transport.TCP)
+        outbox: list[tuple[bytes, tuple[str, int]]] = []
+        reinvite = request(REINVITE)
+        tx = InviteClientTransaction(reinvite, stream, outbox, now=0.0)
+        assert run_timers(tx, until=TIMER_B + 1) == [TIMER_B]
+        tx = InviteClientTransaction(reinvite, stream, outbox, now=0.0)
+        tx.receive_response(make_response(reinvite, 486), 0.1)
+        assert tx.deadline == pytest.approx(0.1)  # Timer D is zero on a reliable transport
 
 
 class TestReliableTransport:

@@ -32,7 +32,7 @@ from sipbridge.sip.guard import GuardLimits, SourceGuard
 from sipbridge.sip.message import Headers, Request, Response, parse_message
 from sipbridge.sip.proxy import TrustedProxies
 from sipbridge.sip.transaction import TIMER_F, TIMER_L
-from sipbridge.sip.ua import IN_DIALOG_EXEMPTIONS, UserAgent
+from sipbridge.sip.ua import IN_DIALOG_EXEMPTIONS, UserAgent, _timer_deadline
 
 PEER = ("127.0.0.1", 5070)
 
@@ -461,7 +461,7 @@ class TestOutOfDialog:
         ua.receive_datagram(invite(method="SUBSCRIBE", body=b""), PEER, 0.0)
         [(response, _)] = sent(ua)
         assert isinstance(response, Response) and response.status == 501
-        allow = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY"]
+        allow = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY", "UPDATE"]
         assert response.headers.get_all("Allow") == allow
         assert isinstance(ua.events()[0], RequestRejected)
 
@@ -1003,6 +1003,8 @@ class TestTimerHeap:
     def brute_force(ua: UserAgent) -> float | None:
         deadlines = [tx.deadline for tx in ua._server_tx.values()]
         deadlines += [ctx.transaction.deadline for ctx in ua._client_tx.values()]
+        # Session timers (RFC 4028) of the calls up.
+        deadlines += [_timer_deadline(call) for call in ua._dialogs.values()]
         live = [d for d in deadlines if d is not None]
         return min(live) if live else None
 
@@ -1201,6 +1203,21 @@ class TestByeAroundTheAck:
             byes += [now for m, _ in sent(ua) if isinstance(m, Request) and m.method == "BYE"]
         assert events == []  # the call layer already ended it
         assert byes and byes[0] >= TIMER_L  # only once the 2xx gave up (§13.3.1.4)
+
+
+class TestDelayedOffer:
+    def test_offerless_invite_is_an_incoming_call_and_the_ack_carries_the_answer(self) -> None:
+        ua = make_ua()
+        call = new_call(ua, body=b"").call  # RFC 3261 §13.2.1: no 488 in the core
+        ua.answer(call, b"v=0\r\noffer\r\n", 0.1)
+        ack = in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack").replace(
+            b"Content-Length: 0\r\n\r\n",
+            b"Content-Type: application/sdp\r\nContent-Length: 11\r\n\r\nv=0\r\nanswer",
+        )
+        ua.receive_datagram(ack, PEER, 0.2)
+        [event] = ua.events()
+        assert isinstance(event, CallConfirmed)
+        assert event.request is not None and event.request.body == b"v=0\r\nanswer"
 
 
 PROXY = ("10.0.0.5", 5060)  # a trusted proxy in front (sip/proxy.py)

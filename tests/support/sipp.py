@@ -124,7 +124,7 @@ _INVITE = """
       Contact: sip:sipp@[local_ip]:[local_port]
       Max-Forwards: 70
       X-Customer-Id: 4711
-      Content-Type: application/sdp
+{headers}      Content-Type: application/sdp
       Content-Length: [len]
 
       v=0
@@ -182,8 +182,14 @@ def _scenario(name: str, body: str) -> str:
     )
 
 
-def invite(formats: tuple[str, str] = _PCMA) -> str:
-    return _INVITE.replace("{formats}", formats[0]).replace("{rtpmaps}", formats[1])
+def invite(formats: tuple[str, str] = _PCMA, headers: tuple[str, ...] = ()) -> str:
+    """The scenario's INVITE, with ``headers`` (``Name: value`` lines) added."""
+    extra = "".join(f"      {line}\n" for line in headers)
+    return (
+        _INVITE.replace("{formats}", formats[0])
+        .replace("{rtpmaps}", formats[1])
+        .replace("{headers}", extra)
+    )
 
 
 def expect_error_scenario(status: int, formats: tuple[str, str] = _PCMA) -> str:

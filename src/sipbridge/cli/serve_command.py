@@ -123,6 +123,23 @@ def serve(
             help="Seconds an answered call may last before sipbridge hangs it up.",
         ),
     ] = 4 * 3600.0,
+    session_expires: Annotated[
+        int,
+        _setting(
+            "--session-expires",
+            min=0,
+            help="RFC 4028 session interval (seconds) asked of callers that name none;"
+            " refreshes at half of it, BYE when the caller's refresh never comes; 0: off.",
+        ),
+    ] = 1800,
+    min_se: Annotated[
+        int,
+        _setting(
+            "--min-se",
+            min=1,
+            help="Shortest session interval accepted (422 below it); RFC 4028 says 90.",
+        ),
+    ] = 90,
     drain_timeout: Annotated[
         float,
         _setting(
@@ -344,6 +361,8 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
         not o.instance_id.strip() or not o.instance_id.isprintable() or len(o.instance_id) > 255
     ):
         _fail("--instance-id: must be printable, non-empty text of at most 255 characters", 2)
+    if o.session_expires and o.session_expires < o.min_se:
+        _fail("--session-expires must be 0 (no session timers) or at least --min-se", 2)
     db_url = database_url(o.db)
     return ServeSettings(
         sip_host=o.sip_host,
@@ -361,6 +380,8 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
         media_timeout=o.media_timeout,
         max_calls=o.max_calls,
         max_call_duration=o.max_call_duration,
+        session_expires=o.session_expires,
+        min_se=o.min_se,
         drain_timeout=o.drain_timeout,
         agent_limits=limits,
         overload_lag_ms=o.overload_lag_ms,

@@ -37,6 +37,7 @@ from sipbridge.agent.events import (
     UnknownMessage,
 )
 from sipbridge.agent.transfers import transfer_refusal
+from sipbridge.codecs import get_codec
 from sipbridge.config import is_ip_address
 from sipbridge.media.dtmf import DigitPressed, DtmfError, parse_dtmf_info
 from sipbridge.media.session import MediaSession
@@ -53,9 +54,10 @@ from sipbridge.sdp.negotiate import (
     SrtpMismatch,
     SrtpPolicy,
     build_answer,
+    build_offer,
     negotiate,
 )
-from sipbridge.sdp.session import SdpError, parse_sdp
+from sipbridge.sdp.session import SdpError, SessionDescription, parse_sdp
 from sipbridge.sip.calls import InboundCall
 from sipbridge.sip.message import Request
 from sipbridge.sip.proxy import SOURCE_HEADER
@@ -97,6 +99,12 @@ class EndCause(enum.Enum):
     AGENT_PROTOCOL_ERROR = "agent_protocol_error"
     TRANSFERRED = "transferred"
     ACK_TIMEOUT = "ack_timeout"
+    SESSION_EXPIRED = "session_expired"  # RFC 4028 §10: the caller's refresh never came
+    SESSION_REFRESH_FAILED = "session_refresh_failed"  # ours got 408/481 or no answer
+    # Delayed offer (RFC 3261 §13.2.1): the ACK of our offer carried no answer, or one
+    # we cannot use.
+    NO_SDP_ANSWER = "no_sdp_answer"
+    BAD_SDP_ANSWER = "bad_sdp_answer"
     MEDIA_TIMEOUT = "media_timeout"
     MAX_DURATION = "max_duration"
     SERVER_SHUTDOWN = "server_shutdown"
@@ -154,14 +162,18 @@ class Call:
         self._media_ipv6 = False
         self._remote_name: tuple[str, str] | None = None  # an SDP c= name and its address
         self._local_crypto: CryptoAttribute | None = None  # our SRTP key, as answered
+        # Delayed offer: the ACK's body (the caller's answer to the offer in our 2xx).
+        self._ack_answer: asyncio.Future[bytes] = server.loop.create_future()
 
     # -- events from the SIP side ------------------------------------------------
 
     def on_cancel(self) -> None:
         self._cancelled.set()
 
-    def on_confirmed(self) -> None:
+    def on_confirmed(self, ack: Request | None = None) -> None:
         self._confirmed = True
+        if not self._ack_answer.done():
+            self._ack_answer.set_result(ack.body if ack is not None else b"")
         # The caller's RTP may wait for the dialog to be confirmed: count from here.
         self._media_since = max(self._media_since, self.server.loop.time())
         self._event("confirmed")
@@ -176,6 +188,33 @@ class Call:
         self._cancelled.set()
         self._finish(EndCause.SERVER_SHUTDOWN)
 
+    def on_session_expired(self, reason: str) -> None:
+        """RFC 4028: the session timer ran out; the call ends with our BYE."""
+        self._event(reason)
+        if reason == EndCause.SESSION_REFRESH_FAILED.value:
+            self._finish(EndCause.SESSION_REFRESH_FAILED)
+        else:
+            self._finish(EndCause.SESSION_EXPIRED)
+
+    def on_refresh_answer(self, body: bytes) -> None:
+        """The caller's answer to the offer of our refresh re-INVITE (our current SDP): it
+        may move its media or change direction (RFC 3264 §8). One we cannot use changes
+        nothing (the re-INVITE is over; the old session goes on)."""
+        if self.media is None:
+            return
+        try:
+            answer = parse_sdp(body)
+            chosen = negotiate(
+                answer, [self.media.session.codec, *self.server.settings.codecs], self._srtp_policy
+            )
+            chosen = self._same_family(chosen)
+        except (SdpError, NoCommonCodec) as exc:
+            self._event("refresh_answer_ignored", error=str(exc))
+            return
+        media = self.media.session
+        media.update_remote((chosen.remote_address, chosen.remote_port))
+        media.sending = chosen.direction in ("sendrecv", "sendonly")
+
     def on_reinvite(self, request: Request) -> None:
         """A new offer in the dialog (RFC 3264 §8): hold/unhold, a new address or port, or
         another codec. Answered at once; the agent connection is not touched."""
@@ -189,7 +228,35 @@ class Call:
             # the peer's answer arrives in the ACK, which changes nothing here.
             ua.answer_reinvite(self.sip, self.sip.local_sdp, now)
             self.server.flush()
+            self._event("session_refresh", method="INVITE")
             return
+        answer = self._new_offer(request, "reinvite")
+        if answer is None:
+            ua.reject_reinvite(self.sip, 488, now)
+        else:
+            ua.answer_reinvite(self.sip, answer, now)
+        self.server.flush()
+
+    def on_update(self, request: Request) -> None:
+        """An UPDATE with an offer (RFC 3311 §5.2): answered at once like a re-INVITE's
+        offer, by the same negotiation; the dialog does not change."""
+        ua, now = self.server.ua, self.server.loop.time()
+        if self.media is None or self.rtp_port is None:
+            ua.reject_update(self.sip, 491, now)  # no answer of ours to build on yet
+            self.server.flush()
+            return
+        answer = self._new_offer(request, "update")
+        if answer is None:
+            ua.reject_update(self.sip, 488, now)
+        else:
+            ua.answer_update(self.sip, answer, now)
+        self.server.flush()
+
+    def _new_offer(self, request: Request, kind: str) -> bytes | None:
+        """Apply an in-dialog offer (re-INVITE or UPDATE) to the media and return our
+        answer; None when it is not acceptable (answer 488; the session goes on as it
+        was, RFC 3261 §14.2)."""
+        assert self.media is not None and self.rtp_port is not None
         try:
             offer = parse_sdp(request.body)
             # Keep the codec if it is still offered: no needless switch mid-call.
@@ -197,10 +264,8 @@ class Call:
             chosen = negotiate(offer, codecs, self._srtp_policy)
             chosen = self._same_family(chosen)
         except (SdpError, NoCommonCodec) as exc:
-            ua.reject_reinvite(self.sip, 488, now)
-            self.server.flush()
-            self._event("reinvite_rejected", error=str(exc))
-            return
+            self._event(f"{kind}_rejected", error=str(exc))
+            return None
         media = self.media.session
         if chosen.codec != media.codec or chosen.payload_type != media.payload_type:
             media.set_codec(chosen)
@@ -231,15 +296,14 @@ class Call:
             # RFC 3264 §8: a changed description carries the next version number.
             self._sdp_version += 1
             body = answer(self._sdp_version)
-        ua.answer_reinvite(self.sip, body, now)
-        self.server.flush()
         self._event(
-            "reinvite",
+            kind,
             remote=f"{chosen.remote_address}:{chosen.remote_port}",
             codec=chosen.codec,
             direction=chosen.direction,
             srtp=self._local_crypto.suite.value if self._local_crypto else "off",
         )
+        return body
 
     def _same_family(self, chosen: Negotiated) -> Negotiated:
         """A re-INVITE's media address, usable on the call's socket: of its family
@@ -329,18 +393,27 @@ class Call:
         assert result.agent is not None
 
         self._srtp_policy = self._policy_for_call()
-        try:
-            offer = parse_sdp(invite.body)
-            chosen = negotiate(offer, self.server.settings.codecs, self._srtp_policy)
-        except SdpError as exc:
-            self._reject(488, "bad_sdp", detail=str(exc))
-            return False
-        except SrtpMismatch as exc:
-            self._reject(488, exc.reason, detail=str(exc))
-            return False
-        except NoCommonCodec as exc:
-            self._reject(488, "no_common_codec", detail=str(exc))
-            return False
+        offer: SessionDescription | None = None
+        if not invite.body:
+            # Delayed offer (RFC 3261 §13.2.1): our offer goes in the 200, the caller's
+            # answer comes in the ACK. Until then the media waits on a placeholder stream.
+            if self._srtp_policy is SrtpPolicy.REQUIRED:
+                self._reject(488, "srtp_required", detail="an INVITE without an SDP offer")
+                return False
+            chosen = self._placeholder_stream()
+        else:
+            try:
+                offer = parse_sdp(invite.body)
+                chosen = negotiate(offer, self.server.settings.codecs, self._srtp_policy)
+            except SdpError as exc:
+                self._reject(488, "bad_sdp", detail=str(exc))
+                return False
+            except SrtpMismatch as exc:
+                self._reject(488, exc.reason, detail=str(exc))
+                return False
+            except NoCommonCodec as exc:
+                self._reject(488, "no_common_codec", detail=str(exc))
+                return False
         # The media sockets take the family of the caller's media address (a dual-stack
         # server serves IPv4 and IPv6 callers); a server on one address of the other
         # family cannot answer it.
@@ -415,6 +488,8 @@ class Call:
             return False
         self.server.metrics.agent_connect_seconds.observe(self.server.loop.time() - connect_started)
         self._event("agent_connected", url=url, protocol=result.agent.protocol)
+        if offer is None:
+            return await self._answer_with_offer(link)
         await link.start()
         if self._cancelled.is_set():
             return self._was_cancelled()
@@ -452,6 +527,93 @@ class Call:
             rtp_port=self.rtp_port,
             srtp=srtp.suite if srtp is not None else "off",
         )
+        return True
+
+    def _placeholder_stream(self) -> Negotiated:
+        """The media stream of a delayed-offer call until the caller's answer arrives: our
+        first codec, nowhere to send (the media clock is not started before the answer),
+        in the family of the caller's signalling address."""
+        name = self.server.settings.codecs[0]
+        info = get_codec(name)
+        ipv6 = ":" in self.sip.source[0] and not self.sip.source[0].lower().startswith("::ffff:")
+        return Negotiated(
+            payload_type=info.static_payload_type if info.static_payload_type is not None else 96,
+            codec=name,
+            clock_rate=info.clock_rate,
+            telephone_event_pt=None,
+            remote_address="::" if ipv6 else "0.0.0.0",
+            remote_port=9,  # RFC 4566 §5.14's discard port: nothing is sent yet
+            direction="sendrecv",
+            ptime=None,
+            remote_type="IP6" if ipv6 else "IP4",
+        )
+
+    async def _answer_with_offer(self, link: AgentLink) -> bool:
+        """Delayed offer (RFC 3261 §13.2.1, RFC 3264 §5): the 200 carries our offer (every
+        configured codec, telephone-event); the ACK carries the caller's answer. The media
+        and the agent's ``start`` begin when it arrives; an ACK without an answer, or with
+        one we cannot use, ends the call with BYE (``no_sdp_answer``, ``bad_sdp_answer``)."""
+        assert self.media is not None and self.rtp_port is not None
+        loop = self.server.loop
+        self._sdp_session = self.server.new_sdp_session_id()
+        offer = build_offer(
+            self.server.settings.codecs,
+            self._media_address,
+            self.rtp_port,
+            session_id=self._sdp_session,
+            version=self._sdp_version,
+        )
+        self.server.ua.answer(self.sip, offer.serialize(), loop.time())
+        self.server.flush()
+        self.record.answered_at = utcnow()
+        self._answered_at = loop.time()
+        self.server.metrics.setup_seconds.observe(self._answered_at - self._received_at)
+        self.record.status = CallStatus.ANSWERED
+        self.record.sip_code = 200
+        self.server.records.submit(self.record, status=CallStatus.ACTIVE)
+        self._event("offered", rtp_port=self.rtp_port, codecs=",".join(self.server.settings.codecs))
+        waiting: set[asyncio.Future[Any]] = {self._ack_answer, self._ended}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if self._ended.done():
+            return True  # the caller's BYE or the ACK timeout: _bridge ends it
+        body = self._ack_answer.result()
+        if not body:
+            self._event("no_sdp_answer", detail="the ACK carries no SDP answer")
+            self._finish(EndCause.NO_SDP_ANSWER)
+            return True
+        try:
+            answer = parse_sdp(body)
+            chosen = negotiate(answer, self.server.settings.codecs, self._srtp_policy)
+            chosen = self._same_family(chosen)
+        except (SdpError, NoCommonCodec) as exc:
+            self._event("bad_sdp_answer", detail=str(exc))
+            self._finish(EndCause.BAD_SDP_ANSWER)
+            return True
+        media = self.media.session
+        if chosen.codec != media.codec or chosen.payload_type != media.payload_type:
+            media.set_codec(chosen)
+        media.update_remote((chosen.remote_address, chosen.remote_port))
+        media.sending = chosen.direction in ("sendrecv", "sendonly")
+        self._on_hold = chosen.direction in ("sendonly", "inactive")
+        self.record.codec = chosen.codec
+        # From now on our description is the stream agreed on (a refresh re-INVITE offers
+        # it); it changed from the offer, so its version goes up (RFC 3264 §8).
+        self._sdp_version += 1
+        self.sip.local_sdp = build_answer(
+            answer,
+            chosen,
+            self._media_address,
+            self.rtp_port,
+            session_id=self._sdp_session,
+            version=self._sdp_version,
+        ).serialize()
+        await link.start()
+        if self._ended.done():
+            return True
+        self._media_since = loop.time()
+        self.media.start(self.server.media_clock)
+        link.on_agent_audio = self.media.agent_audio
+        self._event("answered", codec=chosen.codec, rtp_port=self.rtp_port, offer="ours")
         return True
 
     def _make_endpoint(

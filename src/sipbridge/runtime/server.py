@@ -79,8 +79,11 @@ from sipbridge.sip.calls import (
     InfoReceived,
     NotifyReceived,
     ReferCompleted,
+    RefreshAnswered,
     ReInviteReceived,
     RequestRejected,
+    SessionExpired,
+    UpdateReceived,
 )
 from sipbridge.sip.errors import SipParseError
 from sipbridge.sip.framing import StreamAddress
@@ -182,6 +185,8 @@ class SipBridgeServer:
             local_host_v6=ipv6_media[1] if ipv6_media is not None else None,
             access=self.access,
             guard=self.guard,
+            session_expires=settings.session_expires or None,
+            min_se=settings.min_se,
             proxies=self.proxies,
         )
         # ACK, BYE, CANCEL and responses of live calls pass the rate limit (sip/guard.py).
@@ -768,13 +773,19 @@ class SipBridgeServer:
         if isinstance(event, CallCancelled):
             target.on_cancel()
         elif isinstance(event, CallConfirmed):
-            target.on_confirmed()
+            target.on_confirmed(event.request)
         elif isinstance(event, ByeReceived):
             target.on_remote_bye()
         elif isinstance(event, AckTimeout):
             target.on_ack_timeout()
         elif isinstance(event, ReInviteReceived):
             target.on_reinvite(event.request)
+        elif isinstance(event, UpdateReceived):
+            target.on_update(event.request)
+        elif isinstance(event, RefreshAnswered):
+            target.on_refresh_answer(event.body)
+        elif isinstance(event, SessionExpired):
+            target.on_session_expired(event.reason)
         elif isinstance(event, InfoReceived):
             target.on_info(event.request)
         elif isinstance(event, ReferCompleted):

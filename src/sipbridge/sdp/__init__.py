@@ -7,6 +7,7 @@ from sipbridge.sdp.negotiate import (
     SrtpMismatch,
     SrtpPolicy,
     build_answer,
+    build_offer,
     negotiate,
 )
 from sipbridge.sdp.session import (
@@ -30,6 +31,7 @@ __all__ = [
     "SrtpPolicy",
     "answer_crypto",
     "build_answer",
+    "build_offer",
     "negotiate",
     "parse_crypto",
     "parse_sdp",

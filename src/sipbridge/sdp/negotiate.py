@@ -43,6 +43,7 @@ __all__ = [
     "SrtpMismatch",
     "SrtpPolicy",
     "build_answer",
+    "build_offer",
     "negotiate",
 ]
 
@@ -330,4 +331,55 @@ def build_answer(
         media=media,
         # §6: the t= line of the answer must equal the offer's.
         times=list(offer.times),
+    )
+
+
+# Dynamic payload types of our own offers (RFC 3551 §6: 96-127).
+_OFFER_DYNAMIC_FIRST: Final = 96
+_OFFER_TELEPHONE_EVENT: Final = 101
+
+
+def build_offer(
+    codecs: Sequence[str], address: str, port: int, session_id: int, version: int = 0
+) -> SessionDescription:
+    """Our SDP offer (RFC 3264 §5) for an INVITE that came without one (delayed offer,
+    RFC 3261 §13.2.1): one RTP/AVP audio stream on ``address``:``port`` with every codec of
+    ``codecs`` in our order of preference (static payload types where the codec has one,
+    else dynamic ones from 96) and telephone-event (RFC 4733) at each clock rate they use,
+    ``a=sendrecv``. The caller's answer comes in the ACK and goes through
+    :func:`negotiate` like an offer would."""
+    formats: list[str] = []
+    attributes: list[tuple[str, str | None]] = []
+    dynamic = _OFFER_DYNAMIC_FIRST
+    clocks: list[int] = []
+    for name in codecs:
+        info = get_codec(name)
+        pt = info.static_payload_type
+        if pt is None:
+            pt, dynamic = dynamic, dynamic + 1
+        formats.append(str(pt))
+        attributes.append(("rtpmap", f"{pt} {info.rtpmap}"))
+        if info.fmtp is not None:
+            attributes.append(("fmtp", f"{pt} {info.fmtp}"))
+        if info.clock_rate not in clocks:
+            clocks.append(info.clock_rate)
+    for index, clock in enumerate(clocks):
+        pt = _OFFER_TELEPHONE_EVENT + index
+        formats.append(str(pt))
+        attributes.append(("rtpmap", f"{pt} {_TELEPHONE_EVENT}/{clock}"))
+        attributes.append(("fmtp", f"{pt} {_TELEPHONE_EVENT_FMTP}"))
+    attributes.append(("ptime", str(_ANSWER_PTIME)))
+    attributes.append(("sendrecv", None))
+    return SessionDescription(
+        origin=Origin(
+            username="-",
+            session_id=str(session_id),
+            session_version=str(session_id + version),
+            addrtype=address_type(address),
+            address=address,
+        ),
+        session_name="-",
+        connection=address,
+        connection_type=address_type(address),
+        media=[MediaDescription("audio", port, "RTP/AVP", formats, None, attributes)],
     )

@@ -14,7 +14,12 @@ from sipbridge.sip.dialog import Dialog
 from sipbridge.sip.framing import Transport, transport_of
 from sipbridge.sip.headers import Headers
 from sipbridge.sip.message import Request
-from sipbridge.sip.transaction import Address, InviteServerTransaction
+from sipbridge.sip.session_timer import SessionTimer, TimerAnswer
+from sipbridge.sip.transaction import (
+    Address,
+    InviteServerTransaction,
+    NonInviteServerTransaction,
+)
 
 __all__ = [
     "AckTimeout",
@@ -29,8 +34,11 @@ __all__ = [
     "NotifyReceived",
     "ReInviteReceived",
     "ReferCompleted",
+    "RefreshAnswered",
     "RequestRejected",
+    "SessionExpired",
     "UaEvent",
+    "UpdateReceived",
     "sipfrag_status",
 ]
 
@@ -63,6 +71,17 @@ class InboundCall:
     # hangup() came while our 2xx still waited for its ACK: the BYE goes out with the
     # ACK or at the ACK timeout (RFC 3261 §13.3.1.4, §15).
     hangup_pending: bool = False
+    # RFC 4028 session timer: the running one (None: none, or the call is over) and the
+    # one the pending INVITE / re-INVITE / UPDATE's 2xx will start.
+    timer: SessionTimer | None = None
+    pending_timer: TimerAnswer | None = None
+    update: NonInviteServerTransaction | None = None  # an UPDATE with an offer (RFC 3311)
+    pending_update_timer: TimerAnswer | None = None
+    # Our re-INVITE or refresh UPDATE is out (RFC 3261 §14.1: no second one meanwhile;
+    # a peer's re-INVITE meanwhile is glare, 491).
+    refresh_pending: str | None = None
+    # The INVITE's Allow names UPDATE: our refreshes go as UPDATE (RFC 4028 §7.1).
+    peer_allows_update: bool = False
     # The INVITE came through a trusted proxy (``source``) from this address, its
     # X-Sipbridge-Source (sip/proxy.py); None: straight from ``source``.
     relayed_from: Address | None = None
@@ -94,9 +113,11 @@ class CallCancelled:
 
 @dataclass(frozen=True)
 class CallConfirmed:
-    """The ACK for our 2xx arrived."""
+    """The ACK for our 2xx arrived; ``request`` is that ACK (its body is the caller's SDP
+    answer when our 2xx carried the offer, RFC 3261 §13.2.1)."""
 
     call: InboundCall
+    request: Request | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,35 @@ class ReInviteReceived:
 
     call: InboundCall
     request: Request
+
+
+@dataclass(frozen=True)
+class UpdateReceived:
+    """An in-dialog UPDATE with an SDP offer (RFC 3311 §5.2). The call layer must answer it
+    with :meth:`UserAgent.answer_update` or :meth:`UserAgent.reject_update`, at once.
+    (An UPDATE without a body, a session refresh, is answered by the UA core.)"""
+
+    call: InboundCall
+    request: Request
+
+
+@dataclass(frozen=True)
+class RefreshAnswered:
+    """The 2xx to our refresh re-INVITE carried ``body``, the peer's answer to our offer
+    (RFC 3264 §8): the call layer applies it (a new address, the direction). Already ACKed."""
+
+    call: InboundCall
+    body: bytes
+
+
+@dataclass(frozen=True)
+class SessionExpired:
+    """The session timer ran out (RFC 4028 §10): the peer's refresh never came
+    (``session_expired``), or our refresh failed for good (``session_refresh_failed``:
+    timeout, 408 or 481). The call layer must end the call with BYE."""
+
+    call: InboundCall
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -201,6 +251,9 @@ UaEvent = (
     | ByeReceived
     | ByeCompleted
     | ReInviteReceived
+    | UpdateReceived
+    | RefreshAnswered
+    | SessionExpired
     | InfoReceived
     | ReferCompleted
     | NotifyReceived

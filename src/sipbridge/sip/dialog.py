@@ -89,6 +89,14 @@ class Dialog:
         (RFC 3261 §8.1.2: the first route if any, else the remote target).
         """
         self.local_seq += 1
+        return self._build(method, via, self.local_seq, max_forwards)
+
+    def create_ack(self, seq: int, via: str) -> tuple[Request, Address]:
+        """The ACK of a 2xx to our re-INVITE number ``seq`` (RFC 3261 §13.2.2.4): a
+        request of the dialog with the INVITE's CSeq number and a branch of its own."""
+        return self._build("ACK", via, seq, 70)
+
+    def _build(self, method: str, via: str, seq: int, max_forwards: int) -> tuple[Request, Address]:
         headers = Headers()
         headers.add("Via", via)
         headers.add("Max-Forwards", str(max_forwards))
@@ -104,7 +112,7 @@ class Dialog:
         headers.add("From", str(self.local_party))
         headers.add("To", str(self.remote_party))
         headers.add("Call-ID", self.call_id)
-        headers.add("CSeq", f"{self.local_seq} {method}")
+        headers.add("CSeq", f"{seq} {method}")
         request = Request(method, uri, headers, b"")
         next_hop = self.route_set[0].uri if self.route_set else self.remote_target
         return request, uri_destination(next_hop)

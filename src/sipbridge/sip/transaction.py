@@ -7,9 +7,9 @@ invokes :meth:`on_timer`. Bytes to send are appended to the ``outbox`` list
 given at construction, as ``(data, address)`` pairs; the caller drains it.
 Nothing here reads a clock or touches a socket.
 
-Only what a UAS that also sends BYE needs is here: the INVITE server
-transaction, the non-INVITE server transaction and the non-INVITE client
-transaction.
+Only what a UAS that also sends BYE and refreshes its sessions needs is here: the
+INVITE server transaction, the non-INVITE server transaction, the non-INVITE client
+transaction and the INVITE client transaction (our re-INVITE).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sipbridge.sip.framing import transport_of
+from sipbridge.sip.headers import Headers
 from sipbridge.sip.message import Request, Response
 
 Address = tuple[str, int]
@@ -35,6 +36,9 @@ TIMER_J = 64 * T1  # non-INVITE server: wait for request retransmissions
 TIMER_F = 64 * T1  # non-INVITE client: transaction timeout
 TIMER_I = T4  # INVITE server: wait for ACK retransmissions
 TIMER_K = T4  # non-INVITE client: wait for response retransmissions
+TIMER_B = 64 * T1  # INVITE client: transaction timeout
+TIMER_D = 32.0  # INVITE client: wait for final response retransmissions (unreliable)
+TIMER_M = 64 * T1  # RFC 6026 §8.4: INVITE client, how long the Accepted state lasts
 
 
 class InviteServerState(enum.Enum):
@@ -65,12 +69,22 @@ class NonInviteClientState(enum.Enum):
     TERMINATED = "terminated"
 
 
+class InviteClientState(enum.Enum):
+    """RFC 3261 §17.1.1 Figure 5, with the Accepted state of RFC 6026 §7.2."""
+
+    CALLING = "calling"
+    PROCEEDING = "proceeding"
+    COMPLETED = "completed"
+    ACCEPTED = "accepted"
+    TERMINATED = "terminated"
+
+
 class TransactionOutcome(enum.Enum):
     """Why a transaction ended, for the UA core to act on."""
 
     NORMAL = "normal"
     ACK_TIMEOUT = "ack_timeout"  # no ACK for our final response (Timer H / L)
-    TIMEOUT = "timeout"  # client transaction got no final response (Timer F)
+    TIMEOUT = "timeout"  # client transaction got no final response (Timer F / B)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +347,10 @@ class NonInviteClientTransaction:
         times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
         return min(times) if times else None
 
+    @property
+    def terminated(self) -> bool:
+        return self.state is NonInviteClientState.TERMINATED
+
     def receive_response(self, response: Response, now: float) -> bool:
         """Feed a matched response; True when it is the (first) final response."""
         if self.state in (NonInviteClientState.COMPLETED, NonInviteClientState.TERMINATED):
@@ -363,5 +381,108 @@ class NonInviteClientTransaction:
                 self._interval = T2
             else:
                 self._interval = min(self._interval * 2, T2)
+            self._retransmit_at = now + self._interval
+            self._changed()
+
+
+class InviteClientTransaction:
+    """INVITE client transaction (RFC 3261 §17.1.1, RFC 6026 §7.2): our re-INVITE.
+
+    The request goes out on creation (Calling). Responses matched by the UA core go to
+    :meth:`receive_response`, which says whether the transaction user must see it: the
+    first final response, and every 2xx (a retransmitted 2xx needs our ACK again, which
+    the TU sends, RFC 3261 §13.2.2.4). The ACK of a non-2xx is the transaction's own
+    (§17.1.1.3), repeated for each retransmission of that response. :meth:`on_timer` runs
+    Timers A, B, D and M. TERMINATED with :attr:`outcome` TIMEOUT: no final response
+    within Timer B.
+    """
+
+    def __init__(self, request: Request, destination: Address, outbox: Outbox, now: float) -> None:
+        self.request = request
+        self.destination = destination
+        self.state = InviteClientState.CALLING
+        self.outcome = TransactionOutcome.NORMAL
+        self.final_status: int | None = None
+        self._outbox = outbox
+        self._bytes = request.serialize()
+        self._ack = b""
+        self._interval = T1
+        self._reliable = transport_of(destination).reliable
+        # §17.1.1.2: Timer A only on unreliable transports; Timer B always.
+        self._retransmit_at: float | None = None if self._reliable else now + T1
+        self._end_at: float | None = now + TIMER_B
+        self._outbox.append((self._bytes, destination))
+
+    #: Called with the transaction whenever its deadline may have changed; None: nobody
+    #: is watching.
+    watch: Callable[[Any], None] | None = None
+
+    def _changed(self) -> None:
+        if self.watch is not None:
+            self.watch(self)
+
+    @property
+    def deadline(self) -> float | None:
+        times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
+        return min(times) if times else None
+
+    @property
+    def terminated(self) -> bool:
+        return self.state is InviteClientState.TERMINATED
+
+    def receive_response(self, response: Response, now: float) -> bool:
+        """Feed a matched response; True when the transaction user must act on it."""
+        status = response.status
+        state = self.state
+        if state in (InviteClientState.CALLING, InviteClientState.PROCEEDING):
+            self._retransmit_at = None
+            if status < 200:
+                self.state = InviteClientState.PROCEEDING
+                self._changed()
+                return False
+            self.final_status = status
+            if status < 300:
+                # RFC 6026 §7.2: Accepted absorbs nothing; 2xx retransmissions go up.
+                self.state = InviteClientState.ACCEPTED
+                self._end_at = now + TIMER_M
+            else:
+                self.state = InviteClientState.COMPLETED
+                self._ack = self._build_ack(response).serialize()
+                self._outbox.append((self._ack, self.destination))
+                # §17.1.1.2: Timer D, zero on reliable transports.
+                self._end_at = now + (0.0 if self._reliable else TIMER_D)
+            self._changed()
+            return True
+        if state is InviteClientState.COMPLETED and status >= 300:
+            self._outbox.append((self._ack, self.destination))  # §17.1.1.2
+            return False
+        return state is InviteClientState.ACCEPTED and 200 <= status < 300
+
+    def _build_ack(self, response: Response) -> Request:
+        """RFC 3261 §17.1.1.3: the ACK of a non-2xx, built from the request (its
+        Request-URI, top Via, Route set, Call-ID, From, CSeq number) and the response's To."""
+        headers = Headers()
+        headers.add("Via", str(self.request.vias[0]))
+        headers.add("Max-Forwards", "70")
+        for route in self.request.headers.get_all("Route"):
+            headers.add("Route", route)
+        headers.add("From", self.request.headers.get("From") or "")
+        headers.add("To", response.headers.get("To") or "")
+        headers.add("Call-ID", self.request.call_id)
+        headers.add("CSeq", f"{self.request.cseq.seq} ACK")
+        return Request("ACK", self.request.uri, headers, b"")
+
+    def on_timer(self, now: float) -> None:
+        if self._end_at is not None and now >= self._end_at:
+            if self.state in (InviteClientState.CALLING, InviteClientState.PROCEEDING):
+                self.outcome = TransactionOutcome.TIMEOUT
+            self.state = InviteClientState.TERMINATED
+            self._retransmit_at = None
+            self._end_at = None
+            return
+        if self._retransmit_at is not None and now >= self._retransmit_at:
+            self._outbox.append((self._bytes, self.destination))
+            # Timer A doubles without the T2 cap of non-INVITE requests (§17.1.1.2).
+            self._interval *= 2
             self._retransmit_at = now + self._interval
             self._changed()

@@ -66,9 +66,12 @@ from sipbridge.sip.calls import (
     InfoReceived,
     NotifyReceived,
     ReferCompleted,
+    RefreshAnswered,
     ReInviteReceived,
     RequestRejected,
+    SessionExpired,
     UaEvent,
+    UpdateReceived,
 )
 from sipbridge.sip.dialog import Dialog, DialogId, DialogState
 from sipbridge.sip.errors import SipParseError
@@ -83,11 +86,20 @@ from sipbridge.sip.message import (
     parse_message,
 )
 from sipbridge.sip.proxy import SOURCE_HEADER, Relayed, TrustedProxies
+from sipbridge.sip.session_timer import (
+    DEFAULT_SESSION_EXPIRES,
+    MIN_SE_FLOOR,
+    TimerAnswer,
+    allows,
+    negotiate_refresh,
+    refresh_headers,
+    timer_from_response,
+)
 from sipbridge.sip.transaction import (
     Address,
+    InviteClientTransaction,
     InviteServerState,
     InviteServerTransaction,
-    NonInviteClientState,
     NonInviteClientTransaction,
     NonInviteServerState,
     NonInviteServerTransaction,
@@ -95,8 +107,11 @@ from sipbridge.sip.transaction import (
     TransactionOutcome,
 )
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY")
+ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY", "UPDATE")
 ALLOW = ", ".join(ALLOWED_METHODS)
+# Option tags we implement (RFC 3261 §19.2): RFC 4028 session timers.
+SUPPORTED_EXTENSIONS = ("timer",)
+SUPPORTED = ", ".join(SUPPORTED_EXTENSIONS)
 # Retry-After (seconds) of an OPTIONS 503 while the instance is busy, unless the runtime
 # names another (:meth:`UserAgent.set_busy`).
 BUSY_RETRY_AFTER = 5
@@ -112,20 +127,36 @@ _FAILED_AUTH = frozenset({"auth_failed", "auth_replayed"})
 
 
 ServerTransaction = InviteServerTransaction | NonInviteServerTransaction
-Transaction = ServerTransaction | NonInviteClientTransaction
+ClientTransaction = NonInviteClientTransaction | InviteClientTransaction
+Transaction = ServerTransaction | ClientTransaction
 
 
 def _token() -> str:
     return secrets.token_hex(8)
 
 
+def _random() -> float:
+    return secrets.randbelow(1_000_000) / 1_000_000
+
+
+def glare_backoff(owns_call_id: bool, fraction: float) -> float:
+    """RFC 3261 §14.1: how long to wait before retrying a re-INVITE that got 491, in
+    units of 10 ms: 2.1-4 s when we own the dialog's Call-ID (we sent its INVITE), else
+    0-2 s; ``fraction`` is a random number in [0, 1)."""
+    low, high = (2.1, 4.0) if owns_call_id else (0.0, 2.0)
+    return round(low + fraction * (high - low), 2)
+
+
 @dataclass
 class _ClientContext:
-    """A request we sent in a call's dialog (BYE or REFER) and its transaction."""
+    """A request we sent in a call's dialog (BYE, REFER, a refresh re-INVITE or UPDATE)
+    and its transaction; for a re-INVITE, the ACK of its 2xx once sent (repeated for
+    each retransmitted 2xx, RFC 3261 §13.2.2.4)."""
 
     call: InboundCall
-    transaction: NonInviteClientTransaction
+    transaction: ClientTransaction
     method: str
+    ack: tuple[bytes, Address] | None = None
 
 
 @dataclass
@@ -143,6 +174,12 @@ class UserAgent:
     access: AccessPolicy | None = None
     tls_port: int | None = None  # our SIP-over-TLS port, for sips: Contacts (RFC 5630)
     guard: SourceGuard | None = None
+    # RFC 4028 session timers: the interval we ask for when the caller names none and
+    # the shortest we accept (422 below it); None: no session timers at all.
+    session_expires: int | None = DEFAULT_SESSION_EXPIRES
+    min_se: int = MIN_SE_FLOOR
+    # A random number in [0, 1) for the 491 back-off (RFC 3261 §14.1); tests fix it.
+    random: Callable[[], float] = _random
     # Set by the runtime (:meth:`set_busy`) while the instance refuses new calls
     # (draining, at its call limit, overloaded, unhealthy): an OPTIONS probe outside a
     # dialog is answered 503 so a proxy in front routes elsewhere (RFC 3261 §11.2: the
@@ -171,6 +208,9 @@ class UserAgent:
     # handle_timer cost O(log n) per timer instead of a scan of every transaction.
     _timers: list[tuple[float, int, TransactionKey, bool]] = field(default_factory=list)
     _timer_seq: Iterator[int] = field(default_factory=itertools.count)
+    # Session timers (RFC 4028) in a heap of their own: (deadline, seq, call), stale when
+    # the call's timer has another deadline by now.
+    _call_timers: list[tuple[float, int, InboundCall]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ I/O side
 
@@ -186,14 +226,30 @@ class UserAgent:
 
     def get_timer(self) -> float | None:
         heap = self._timers
+        first: float | None = None
         while heap:
             deadline, _, key, client = heap[0]
             if self._live_deadline(key, client) == deadline:
-                return deadline
+                first = deadline
+                break
             heapq.heappop(heap)  # stale
-        return None
+        calls = self._call_timers
+        while calls:
+            deadline, _, call = calls[0]
+            if _timer_deadline(call) == deadline:
+                return deadline if first is None else min(first, deadline)
+            heapq.heappop(calls)
+        return first
 
     def handle_timer(self, now: float) -> None:
+        self._handle_transaction_timers(now)
+        calls = self._call_timers
+        while calls and calls[0][0] <= now:
+            deadline, _, call = heapq.heappop(calls)
+            if _timer_deadline(call) == deadline:
+                self._session_timer_due(call, now)
+
+    def _handle_transaction_timers(self, now: float) -> None:
         heap = self._timers
         while heap and heap[0][0] <= now:
             deadline, _, key, client = heapq.heappop(heap)
@@ -202,10 +258,10 @@ class UserAgent:
             if client:
                 ctx = self._client_tx[key]
                 ctx.transaction.on_timer(now)
-                if ctx.transaction.state is NonInviteClientState.TERMINATED:
+                if ctx.transaction.terminated:
                     del self._client_tx[key]
                     if ctx.transaction.outcome is TransactionOutcome.TIMEOUT:
-                        self._client_done(ctx, None)
+                        self._client_done(ctx, None, None, now)
                 continue
             tx = self._server_tx[key]
             tx.on_timer(now)
@@ -231,6 +287,88 @@ class UserAgent:
         self._server_tx[key] = tx
         tx.watch = functools.partial(self._timer_changed, key, False)
         self._timer_changed(key, False, tx)
+
+    def _arm_session_timer(self, call: InboundCall) -> None:
+        deadline = _timer_deadline(call)
+        if deadline is not None:
+            heapq.heappush(self._call_timers, (deadline, next(self._timer_seq), call))
+
+    def _start_timer(self, call: InboundCall, answer: TimerAnswer | None, now: float) -> None:
+        """A refresh was accepted (our 2xx went out): the session timer restarts."""
+        if answer is None or answer.timer is None:
+            return
+        timer = answer.timer
+        timer.refreshed_at = now
+        call.timer = timer
+        self._arm_session_timer(call)
+
+    def _session_timer_due(self, call: InboundCall, now: float) -> None:
+        timer = call.timer
+        assert timer is not None
+        if now >= timer.expire_at:
+            # RFC 4028 §10: no refresh came (or ours never succeeded): the session is
+            # over; the call layer sends BYE.
+            call.timer = None
+            reason = "session_expired"
+            self._events.append(SessionExpired(call, reason))
+            return
+        timer.retry_at = None
+        if (
+            call.state is not CallState.CONFIRMED
+            or (call.reinvite is not None and not call.reinvite.final_sent)
+            or call.update is not None
+            or call.refresh_pending is not None
+        ):
+            # No ACK yet, the peer's own offer is being answered, or our previous refresh
+            # is still out (RFC 3261 §14.1: one INVITE at a time): try again shortly.
+            timer.retry_at = now + 1.0
+            self._arm_session_timer(call)
+            return
+        self._send_refresh(call, now)
+
+    def _send_refresh(self, call: InboundCall, now: float) -> None:
+        """Our session refresh (RFC 4028 §7.4): an UPDATE without a body when the peer
+        allows UPDATE, else a re-INVITE offering our current SDP unchanged (the same
+        o= version, RFC 3264 §8: nothing in the session changes)."""
+        timer = call.timer
+        assert timer is not None
+        method = "UPDATE" if call.peer_allows_update else "INVITE"
+        extra = refresh_headers(timer, self.min_se)
+        if method == "INVITE":
+            extra.append(("Content-Type", ACCEPTED_BODY))
+        timer.refreshing = True
+        call.refresh_pending = method
+        body = call.local_sdp if method == "INVITE" else b""
+        self._send_in_dialog(call, method, now, extra, body=body)
+        self._arm_session_timer(call)
+
+    def _refresh_answered(self, ctx: _ClientContext, response: Response | None, now: float) -> None:
+        """The final response to our refresh (None: the transaction timed out)."""
+        call = ctx.call
+        call.refresh_pending = None
+        timer = call.timer
+        if timer is None or call.state not in (CallState.ANSWERED, CallState.CONFIRMED):
+            return
+        timer.refreshing = False
+        status = None if response is None else response.status
+        if response is not None and 200 <= response.status < 300:
+            call.timer = timer_from_response(response.headers, timer, now)
+        elif status == 491:
+            # RFC 3261 §14.1 glare: the peer's offer crossed ours; retry after the back-off.
+            # The caller owns the Call-ID of an inbound call.
+            timer.retry_at = now + glare_backoff(False, self.random())
+        elif ctx.method == "UPDATE" and status in (405, 501):
+            call.peer_allows_update = False  # it does not do UPDATE after all
+            timer.retry_at = now
+        elif status in (None, 408, 481):
+            # RFC 3261 §12.2.1.2: the dialog is gone (or unreachable): end the call.
+            call.timer = None
+            self._events.append(SessionExpired(call, "session_refresh_failed"))
+            return
+        else:
+            # Refused: no more refreshes; the session ends when its interval does.
+            timer.retry_at = timer.expire_at
+        self._arm_session_timer(call)
 
     def _add_client_tx(self, key: TransactionKey, ctx: _ClientContext) -> None:
         self._client_tx[key] = ctx
@@ -345,9 +483,34 @@ class UserAgent:
         ctx = self._client_tx.get(key)
         if ctx is None:
             return False  # RFC 3261 §17.1.3: a response matching no transaction is dropped
-        if ctx.transaction.receive_response(response, now):
-            self._client_done(ctx, response.status)
+        tx = ctx.transaction
+        if isinstance(tx, InviteClientTransaction):
+            if tx.receive_response(response, now):
+                self._invite_response(ctx, response, now)
+            return True
+        if tx.receive_response(response, now):
+            self._client_done(ctx, response.status, response, now)
         return True
+
+    def _invite_response(self, ctx: _ClientContext, response: Response, now: float) -> None:
+        """A final response to our re-INVITE, or a retransmission of its 2xx."""
+        if response.status >= 300:
+            self._refresh_answered(ctx, response, now)
+            return
+        if ctx.ack is not None:
+            self._outbox.append(ctx.ack)  # a retransmitted 2xx: the same ACK again
+            return
+        call = ctx.call
+        if call.dialog is not None:
+            # RFC 3261 §13.2.2.4: the ACK of a 2xx is the UA's, with a branch of its own.
+            request, destination = call.dialog.create_ack(
+                ctx.transaction.request.cseq.seq, self._via(call)
+            )
+            ctx.ack = (request.serialize(), self._destination(call, destination))
+            self._outbox.append(ctx.ack)
+        self._refresh_answered(ctx, response, now)
+        if response.body and call.state in (CallState.ANSWERED, CallState.CONFIRMED):
+            self._events.append(RefreshAnswered(call, response.body))
 
     def _receive_request(
         self, request: Request, source: Address, now: float, relayed: Relayed | None
@@ -520,8 +683,14 @@ class UserAgent:
             required = [
                 opt for value in request.headers.get_all("Require") if (opt := value.strip())
             ]
-            if required:
-                return 420, "bad_extension", [("Unsupported", ", ".join(required))]
+            unknown = [
+                tag
+                for value in required
+                for tag in (t.strip() for t in value.split(","))
+                if tag and tag.lower() not in SUPPORTED_EXTENSIONS
+            ]
+            if unknown:
+                return 420, "bad_extension", [("Unsupported", ", ".join(unknown))]
         if request.method == "INVITE" and request.body:
             content_type = (request.headers.get("Content-Type") or "").split(";")[0]
             if content_type.strip().lower() != ACCEPTED_BODY:
@@ -551,7 +720,7 @@ class UserAgent:
             ]
 
     def _capabilities(self) -> list[tuple[str, str]]:
-        return [("Allow", ALLOW), ("Accept", ACCEPTED_BODY)]
+        return [("Allow", ALLOW), ("Accept", ACCEPTED_BODY), ("Supported", SUPPORTED)]
 
     def _receive_invite(
         self,
@@ -588,6 +757,22 @@ class UserAgent:
                 )
             )
             return False
+        timer = self._timer_answer(request, now)
+        if timer is not None and timer.status == 422:
+            # RFC 4028 §9: the interval is below our Min-SE; the caller may retry with it.
+            self._reply_once(request, source, now, 422, extra=timer.headers)
+            self._events.append(
+                RequestRejected(
+                    source,
+                    "INVITE",
+                    422,
+                    "session_interval_too_small",
+                    request,
+                    trunk=trunk,
+                    relayed_from=relayed_from,
+                )
+            )
+            return False
         tx = InviteServerTransaction(request, source, self._outbox, now)
         self._add_server_tx(key, tx)
         call = InboundCall(
@@ -597,6 +782,8 @@ class UserAgent:
             local_tag=self.new_token(),
             transaction=tx,
             trunk=trunk,
+            pending_timer=timer,
+            peer_allows_update=allows(request.headers, "UPDATE"),
             relayed_from=relayed_from,
         )
         self._origins[origin] = call
@@ -606,6 +793,18 @@ class UserAgent:
         tx.send_response(make_response(request, 100), now)
         self._events.append(IncomingCall(call))
         return True
+
+    def _timer_answer(self, request: Request, now: float) -> TimerAnswer | None:
+        """The session timer a refresh request (INVITE, re-INVITE, UPDATE) gets, or None
+        with session timers off."""
+        if self.session_expires is None:
+            return None
+        return negotiate_refresh(
+            request.headers,
+            now,
+            session_expires_default=self.session_expires,
+            our_min_se=self.min_se,
+        )
 
     def _source_busy(self, guard: SourceGuard, host: str) -> bool:
         """True when untrusted ``host`` already has its limit of unanswered INVITEs (trunk
@@ -648,6 +847,8 @@ class UserAgent:
             self._events.append(ByeReceived(call))
         elif request.method == "INVITE":
             self._receive_reinvite(call, request, source, now)
+        elif request.method == "UPDATE":
+            self._receive_update(call, request, source, now)
         elif request.method == "INFO":
             self._reply_once(request, source, now, 200)
             self._events.append(InfoReceived(call, request))
@@ -664,6 +865,16 @@ class UserAgent:
             # RFC 3261 §14.2: a second INVITE while one is pending gets 500 + Retry-After.
             self._reply_once(request, source, now, 500, extra=[("Retry-After", "1")])
             return
+        if call.refresh_pending == "INVITE" or call.update is not None:
+            # RFC 3261 §14.2: our own re-INVITE is in progress (glare); RFC 3311 §5.2:
+            # so is the offer of an UPDATE being answered.
+            self._reply_once(request, source, now, 491)
+            return
+        timer = self._timer_answer(request, now)
+        if timer is not None and timer.status == 422:
+            self._reply_once(request, source, now, 422, extra=timer.headers)
+            return
+        call.pending_timer = timer
         key = TransactionKey.for_request(request)
         tx = InviteServerTransaction(request, source, self._outbox, now)
         self._add_server_tx(key, tx)
@@ -671,6 +882,77 @@ class UserAgent:
         call.reinvite = tx
         self._calls_by_tx[key] = call
         self._events.append(ReInviteReceived(call, request))
+
+    def _receive_update(
+        self, call: InboundCall, request: Request, source: Address, now: float
+    ) -> None:
+        """RFC 3311: an UPDATE without a body is a session refresh, answered here; one
+        with an SDP offer goes to the call layer (:class:`UpdateReceived`), which answers
+        it at once like a re-INVITE's offer, the dialog unchanged."""
+        if request.body:
+            content_type = (request.headers.get("Content-Type") or "").split(";")[0]
+            if content_type.strip().lower() != ACCEPTED_BODY:
+                self._reply_once(request, source, now, 415, extra=[("Accept", ACCEPTED_BODY)])
+                return
+            pending = call.reinvite is not None and not call.reinvite.final_sent
+            if call.refresh_pending == "INVITE" or call.update is not None or pending:
+                # RFC 3311 §5.2: an offer while one is outstanding: 491 when it is ours,
+                # 500 with Retry-After when it is the peer's.
+                if call.refresh_pending == "INVITE":
+                    self._reply_once(request, source, now, 491)
+                else:
+                    self._reply_once(request, source, now, 500, extra=[("Retry-After", "1")])
+                return
+        timer = self._timer_answer(request, now)
+        if timer is not None and timer.status == 422:
+            self._reply_once(request, source, now, 422, extra=timer.headers)
+            return
+        if not request.body:
+            extra = [
+                ("Contact", f"<{self._contact_uri(call, call.invite)}>"),
+                ("Supported", SUPPORTED),
+            ]
+            extra.extend(self._timer_headers(timer))
+            self._reply_once(request, source, now, 200, extra=extra)
+            self._start_timer(call, timer, now)
+            return
+        key = TransactionKey.for_request(request)
+        tx = NonInviteServerTransaction(request, source, self._outbox)
+        self._add_server_tx(key, tx)
+        call.update = tx
+        call.pending_update_timer = timer
+        self._events.append(UpdateReceived(call, request))
+
+    def answer_update(self, call: InboundCall, sdp: bytes, now: float) -> None:
+        """200 OK with ``sdp``, our answer to the pending UPDATE's offer (RFC 3311 §5.2)."""
+        tx = call.update
+        if tx is None:
+            return
+        call.update = None
+        response = make_response(tx.request, 200)
+        response.headers.add("Contact", f"<{self._contact_uri(call, call.invite)}>")
+        response.headers.add("Supported", SUPPORTED)
+        for name, value in self._timer_headers(call.pending_update_timer):
+            response.headers.add(name, value)
+        response.headers.add("Content-Type", ACCEPTED_BODY)
+        response.body = sdp
+        call.local_sdp = sdp
+        tx.send_response(response, now)
+        self._start_timer(call, call.pending_update_timer, now)
+        call.pending_update_timer = None
+
+    def reject_update(self, call: InboundCall, status: int, now: float) -> None:
+        """An error to the pending UPDATE; the session goes on unchanged (RFC 3311 §5.2)."""
+        tx = call.update
+        if tx is None:
+            return
+        call.update = None
+        call.pending_update_timer = None
+        tx.send_response(make_response(tx.request, status), now)
+
+    @staticmethod
+    def _timer_headers(timer: TimerAnswer | None) -> list[tuple[str, str]]:
+        return [] if timer is None else list(timer.headers)
 
     def _receive_ack(self, request: Request, now: float) -> bool:
         """An ACK outside any transaction we hold: True when it is one of our dialogs'."""
@@ -686,7 +968,7 @@ class UserAgent:
             call.state = CallState.CONFIRMED
             if call.dialog is not None:
                 call.dialog.state = DialogState.CONFIRMED
-            self._events.append(CallConfirmed(call))
+            self._events.append(CallConfirmed(call, request))
             if call.hangup_pending:
                 self.hangup(call, now)
         return True
@@ -707,6 +989,8 @@ class UserAgent:
             raise RuntimeError(f"call {call.id} cannot be answered in state {call.state.name}")
         response = make_response(call.invite, 200, to_tag=call.local_tag)
         self._add_dialog_headers(response, call.invite, call)
+        for name, value in self._timer_headers(call.pending_timer):
+            response.headers.add(name, value)
         response.headers.add("Content-Type", ACCEPTED_BODY)
         response.body = sdp
         call.local_sdp = sdp
@@ -715,6 +999,8 @@ class UserAgent:
         call.dialog = Dialog.from_invite(call.invite, call.local_tag, _initial_cseq())
         call.state = CallState.ANSWERED
         self._dialogs[call.dialog.id] = call
+        self._start_timer(call, call.pending_timer, now)
+        call.pending_timer = None
 
     def answer_reinvite(self, call: InboundCall, sdp: bytes, now: float) -> None:
         """200 OK to the pending re-INVITE with ``sdp`` (our answer, RFC 3264 §8)."""
@@ -723,16 +1009,21 @@ class UserAgent:
             return
         response = make_response(tx.request, 200, to_tag=call.local_tag)
         self._add_dialog_headers(response, tx.request, call)
+        for name, value in self._timer_headers(call.pending_timer):
+            response.headers.add(name, value)
         response.headers.add("Content-Type", ACCEPTED_BODY)
         response.body = sdp
         call.local_sdp = sdp
         tx.send_response(response, now)
+        self._start_timer(call, call.pending_timer, now)
+        call.pending_timer = None
 
     def reject_reinvite(self, call: InboundCall, status: int, now: float) -> None:
         """An error to the pending re-INVITE; the call goes on unchanged (RFC 3261 §14.2)."""
         tx = call.reinvite
         if tx is None or tx.final_sent:
             return
+        call.pending_timer = None
         tx.send_response(make_response(tx.request, status, to_tag=call.local_tag), now)
 
     def reject(
@@ -772,28 +1063,44 @@ class UserAgent:
         method: str,
         now: float,
         extra: Iterable[tuple[str, str]] = (),
+        *,
+        body: bytes = b"",
     ) -> None:
         assert call.dialog is not None
+        request, destination = call.dialog.create_request(method, self._via(call))
+        destination = self._destination(call, destination)
+        if method in ("REFER", "INVITE", "UPDATE"):
+            # RFC 3515 §2.4.1, RFC 3261 §14.1, RFC 3311 §5.1: target refresh requests
+            # carry a Contact.
+            request.headers.add("Contact", f"<{self._contact_uri(call, call.invite)}>")
+        if method in ("INVITE", "UPDATE"):
+            request.headers.add("Allow", ALLOW)
+        for name, value in extra:
+            request.headers.add(name, value)
+        request.body = body
+        key = TransactionKey.for_request(request)  # parses the request: raises before sending
+        tx: ClientTransaction
+        if method == "INVITE":
+            tx = InviteClientTransaction(request, destination, self._outbox, now)
+        else:
+            tx = NonInviteClientTransaction(request, destination, self._outbox, now)
+        self._add_client_tx(key, _ClientContext(call, tx, method))
+
+    def _via(self, call: InboundCall) -> str:
         transport = call.transport
         port = self.local_port if transport is not Transport.TLS else self.tls_port or 5061
-        via = (
+        return (
             f"SIP/2.0/{transport.value} {_host_for_header(self._local_host(call))}:{port}"
             f";branch=z9hG4bK{self.new_token()};rport"
         )
-        request, destination = call.dialog.create_request(method, via)
+
+    def _destination(self, call: InboundCall, destination: Address) -> Address:
         if isinstance(call.source, StreamAddress):
             # Connection reuse: the call's own TCP/TLS connection; the dialog's next hop
             # when it is gone (RFC 3261 §18.1.1).
             host, source_port = call.source
-            destination = StreamAddress(host, source_port, transport, target=destination)
-        if method == "REFER":
-            # RFC 3515 §2.4.1: REFER is a target refresh request and carries a Contact.
-            request.headers.add("Contact", f"<{self._contact_uri(call, call.invite)}>")
-        for name, value in extra:
-            request.headers.add(name, value)
-        key = TransactionKey.for_request(request)  # parses the request: raises before sending
-        tx = NonInviteClientTransaction(request, destination, self._outbox, now)
-        self._add_client_tx(key, _ClientContext(call, tx, method))
+            return StreamAddress(host, source_port, call.transport, target=destination)
+        return destination
 
     def hangup(self, call: InboundCall, now: float) -> None:
         """End an answered call with BYE (RFC 3261 §15.1.1); no-op if already ending."""
@@ -834,6 +1141,7 @@ class UserAgent:
             response.headers.add("Record-Route", value)
         response.headers.add("Contact", f"<{self._contact_uri(call, request)}>")
         response.headers.add("Allow", ALLOW)
+        response.headers.add("Supported", SUPPORTED)
 
     def _local_host(self, call: InboundCall) -> str:
         """Our host for ``call``'s Via and Contact: ``local_host_v6`` for a caller whose
@@ -916,7 +1224,17 @@ class UserAgent:
             self._dialogs.pop(call.dialog.id, None)
         self._forget_if_done(call)
 
-    def _client_done(self, ctx: _ClientContext, status: int | None) -> None:
+    def _client_done(
+        self,
+        ctx: _ClientContext,
+        status: int | None,
+        response: Response | None = None,
+        now: float = 0.0,
+    ) -> None:
+        if ctx.method in ("INVITE", "UPDATE"):
+            if status is None or response is not None:
+                self._refresh_answered(ctx, response, now)
+            return
         if ctx.method == "REFER":
             self._events.append(ReferCompleted(ctx.call, status))
             return
@@ -995,3 +1313,11 @@ def _is_ipv6(host: str) -> bool:
 
 def _host_for_header(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _timer_deadline(call: InboundCall) -> float | None:
+    """The deadline of ``call``'s session timer, None when it has none (any more)."""
+    timer = call.timer
+    if timer is None or call.state not in (CallState.ANSWERED, CallState.CONFIRMED):
+        return None
+    return timer.deadline
