@@ -577,11 +577,9 @@ class Registrations:
         """Nothing out: every client un-registered (or never registered)."""
         return all(client.idle for client in self._all())
 
-    def uses(self, address: Address) -> bool:
-        """True when a registration sends to ``address`` (its connection stays open)."""
-        return any(
-            tuple(c.config.registrar.address) == tuple(address) for c in self.clients.values()
-        )
+    def destinations(self) -> list[Address]:
+        """Where the registrations send (the runtime keeps those connections open)."""
+        return [c.config.registrar.address for c in self.clients.values()]
 
     def _prune(self) -> None:
         self._leaving = [c for c in self._leaving if not c.idle]
