@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.store import service
+from tests.runtime.test_call import NUMBER, UdpClient, records, route_to
 from tests.support.settings import BridgeFactory
 from tests.support.sipp import SIPP, free_udp_port
 
@@ -36,7 +38,7 @@ REGISTRAR = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
     <![CDATA[
 
       SIP/2.0 401 Unauthorized{_RESPONSE_HEAD}
-      WWW-Authenticate: Digest realm="sipp.test", nonce="[pid]n[call_number]", qop="auth", algorithm=MD5
+      WWW-Authenticate: Digest realm="sipp.test", nonce="[pid]n[call_number]", qop="auth"
       Content-Length: 0
 
     ]]>
@@ -249,7 +251,9 @@ async def test_forbidden_registration_is_failing(
     assert failing["last_status"] == 403 and failing["last_reason"] == "Forbidden"
     assert failing["registered_until"] is None and failing["next_attempt"]
     trunk = await api_trunk(bridge)
-    assert trunk["registration"] == failing | {"next_attempt": trunk["registration"]["next_attempt"]}  # type: ignore[index,operator]
+    shown = trunk["registration"]
+    assert isinstance(shown, dict)
+    assert shown["state"] == "failing" and shown["last_status"] == 403
     assert "trunk=carrier event=registration_failed status=403 reason=Forbidden" in caplog.text
     registry = bridge.metrics.registry
     assert registry.get_sample_value("sipbridge_trunk_registered", {"trunk": "carrier"}) == 0
@@ -260,3 +264,39 @@ async def test_forbidden_registration_is_failing(
         == 1
     )
     assert await finished(registrar, tmp_path, 10) == 0
+
+
+@pytest.mark.parametrize("username", ["acct", "4930123456"])
+async def test_calls_to_the_registered_contact_route_by_the_to_header(
+    make_bridge: BridgeFactory, username: str
+) -> None:
+    # The registrar (a socket that never answers) sends calls for our binding to
+    # sip:<username>@us: the number is in the To header. A username of digits must not be
+    # read as the dialed number (+4930123456 would be 404 unknown_number).
+    registrar = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    registrar.bind(("127.0.0.1", 0))
+    bridge = await make_bridge()
+    client = UdpClient(bridge.sip_address)
+    try:
+        await route_to(bridge, "ws://127.0.0.1:9/", voice=False)  # 480: routed to NUMBER
+        await service.add_trunk(
+            bridge.db,
+            "carrier",
+            host=f"127.0.0.1:{registrar.getsockname()[1]}",
+            username=username,
+            password=PASSWORD,
+            register=True,
+            allowed_cidrs=["127.0.0.1/32"],
+        )
+        await bridge.refresh()
+        invite = client.invite("z9hG4bK-reg-1", "reg-call-1", 4000).replace(
+            f"INVITE sip:{NUMBER}@".encode(), f"INVITE sip:{username}@".encode()
+        )
+        client.send(invite)
+        response = await client.final()
+        found = await records(bridge)
+    finally:
+        client.close()
+        registrar.close()
+    assert response.status == 480
+    assert found[0].to_number == NUMBER and found[0].trunk == "carrier"

@@ -935,6 +935,18 @@ class SipBridgeServer:
 
     # -- calls -----------------------------------------------------------------
 
+    def dialed_users(self, trunk: str | None, invite: Request) -> tuple[str | None, str | None]:
+        """(Request-URI user, To user) to read the dialed number from (``router.route``):
+        a call to the contact a trunk registered carries the trunk's username in the
+        Request-URI, not the number, so that user is left out for calls from a
+        registering trunk and the To header's number is taken (docs/operations.md,
+        "Registration"); a username of digits would otherwise read as a number."""
+        request_uri_user = invite.uri.user
+        record = self.trunks.get(trunk) if trunk is not None else None
+        if record is not None and record.register and request_uri_user == record.username:
+            request_uri_user = None
+        return request_uri_user, invite.to.uri.user
+
     def _trunk_full(self, trunk: str | None) -> bool:
         """True when ``trunk`` already has its ``max_calls`` calls (the new one is not in
         ``self.calls`` yet)."""
@@ -952,7 +964,7 @@ class SipBridgeServer:
         if record is None or not record.allowed_numbers:
             return True
         number = dialed_number(
-            call.invite.uri.user, call.invite.to.uri.user, self.settings.default_region
+            *self.dialed_users(call.trunk, call.invite), self.settings.default_region
         )
         if number in record.allowed_numbers:
             return True
@@ -1005,7 +1017,7 @@ class SipBridgeServer:
         self._record_refused(
             request.call_id,
             request.from_.uri.user,
-            (request.uri.user, request.to.uri.user),
+            self.dialed_users(trunk, request),
             source,
             status,
             reason,
