@@ -10,7 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from sipbridge.cli import app
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.store import service
 from tests.runtime.test_call import NUMBER, UdpClient, records, route_to
@@ -186,8 +188,18 @@ async def wait_for_state(
         await asyncio.sleep(0.05)
 
 
+_keys = 0
+
+
+async def api_key(bridge: SipBridgeServer) -> str:
+    global _keys
+    _keys += 1
+    _, key = await service.create_api_key(bridge.db, f"ops{_keys}")
+    return key
+
+
 async def api_trunk(bridge: SipBridgeServer) -> dict[str, object]:
-    _, key = await service.create_api_key(bridge.db, f"ops{id(bridge)}")
+    key = await api_key(bridge)
     base = "http://{}:{}".format(*bridge.http_address)
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}) as http:
         one = (await http.get("/api/trunks/carrier")).json()
@@ -264,6 +276,15 @@ async def test_forbidden_registration_is_failing(
         == 1
     )
     assert await finished(registrar, tmp_path, 10) == 0
+    # The CLI asks the running server for what only it knows.
+    server = "http://{}:{}".format(*bridge.http_address)
+    args = ["trunk", "list", "--db", bridge.settings.db, "--server", server]
+    env = {"SIPBRIDGE_API_KEY": await api_key(bridge)}
+    result = await asyncio.to_thread(CliRunner().invoke, app, args, env=env)
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert header.split()[-1] == "REGISTRATION"
+    assert "failing 403 Forbidden, retry 20" in row
 
 
 @pytest.mark.parametrize("username", ["acct", "4930123456"])
