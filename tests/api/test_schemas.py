@@ -82,7 +82,7 @@ def aliases(model: type[BaseModel]) -> set[str]:
                     "registered_until": None,
                     "last_status": 403,
                     "last_reason": "Forbidden",
-                    "next_attempt": "2026-01-02T03:04:05Z",
+                    "next_attempt": "2026-01-02T03:04:05+00:00",
                     "failures": 1,
                 }
             },

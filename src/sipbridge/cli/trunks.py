@@ -152,7 +152,7 @@ def _registration_text(registration: dict[str, Any] | None) -> str:
         return "-"
 
     def when(value: object) -> str:
-        return str(value).replace("T", " ").removesuffix("Z") if value else "-"
+        return str(value).replace("T", " ").removesuffix("+00:00") if value else "-"
 
     state = str(registration.get("state"))
     if state == "registered":

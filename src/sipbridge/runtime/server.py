@@ -619,7 +619,7 @@ class SipBridgeServer:
             if when is None:
                 return None
             moment = datetime.datetime.fromtimestamp(wall + (when - now), datetime.UTC)
-            return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+            return moment.isoformat(timespec="seconds")  # as the records' times
 
         return {
             "state": status.state.value,
