@@ -9,6 +9,11 @@ Who may call is the UA core's :class:`~sipbridge.sip.access.AccessPolicy`; this 
 loads the trunks from the store at start and every ``TRUNK_REFRESH`` seconds, and
 enforces each trunk's ``max_calls`` and allowed numbers when a call arrives.
 
+Trunks with ``register`` are registered with their ``host`` by the REGISTER clients of
+:mod:`sipbridge.sip.registration`, driven through the UA core like its transactions; their
+state is in the API (:meth:`SipBridgeServer.registration`), metrics and logs, and every
+binding is removed at shutdown (docs/operations.md, "Registration").
+
 Every received message first meets the :class:`~sipbridge.sip.guard.SourceGuard` (bans
 and per-source rates, before parsing); the bans it makes are logged, counted and stored,
 and the stored bans (the operator's, other instances') are read back with the trunks.
@@ -508,7 +513,13 @@ class SipBridgeServer:
             except ValueError as exc:  # the store validates CIDRs; a hand-edited row may not
                 log.warning("trunk=%s event=trunk_ignored error=%s", trunk.name, exc)
                 continue
-            if not entry.networks and not entry.has_credentials:
+            if not entry.networks and trunk.register:
+                log.warning(
+                    "trunk=%s registers with a host name and has no allowed CIDRs: no call "
+                    "can come from it (add its registrar's networks with --allow)",
+                    trunk.name,
+                )
+            elif not entry.networks and not entry.has_credentials:
                 log.warning(
                     "trunk=%s has no allowed CIDRs and no username/password: "
                     "no call can come from it",
