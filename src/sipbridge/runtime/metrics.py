@@ -74,7 +74,8 @@ class Metrics:
         )
         self.trunk_registered = Gauge(
             "sipbridge_trunk_registered",
-            "1 while the trunk's registrar holds our binding (trunks with register=true).",
+            "1 while the trunk's registration is in state registered (its last REGISTER "
+            "succeeded; trunks with register=true).",
             ["trunk"],
             registry=r,
         )

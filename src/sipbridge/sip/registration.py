@@ -74,6 +74,7 @@ DEFAULT_EXPIRES = 3600  # what we ask for (RFC 3261 §10.2.1.1 leaves it to the 
 MIN_EXPIRES = 60  # RFC 3261 §10.2.8: registrars refuse less than an hour by default; 60 s
 MAX_EXPIRES = 86400  # a 423 asking for more than a day is a failure, not a retry
 REFRESH_SHARE = 0.5  # refresh at half the granted expiry
+MIN_REFRESH = 1.0  # but not sooner than this (seconds)
 MAX_CHALLENGES = 3  # challenges answered per attempt, at most
 JITTER = 0.2  # back-offs vary by ±20 %
 
@@ -358,7 +359,8 @@ class RegistrationClient:
             self._failed(now, response.status, "binding_not_kept")
             return
         self.registered_until = now + granted
-        self._next_at = now + granted * REFRESH_SHARE
+        # A registrar granting a second or two must not make us send REGISTERs in a loop.
+        self._next_at = now + max(MIN_REFRESH, granted * REFRESH_SHARE)
         self.state = RegistrationState.REGISTERED
         self.failures = 0
         self._record(response.status, "ok")
