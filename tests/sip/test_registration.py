@@ -443,3 +443,9 @@ def test_the_ua_hands_register_responses_and_timers_over() -> None:
     status = regs.status("carrier")
     assert status is not None and status.state is RegistrationState.REGISTERED
     assert ua.get_timer() == pytest.approx(1.0 + DEFAULT_EXPIRES / 2)
+
+
+def test_a_tiny_grant_does_not_make_a_register_loop() -> None:
+    reg = Registrar()
+    reg.ok(reg.one(), expires=1)
+    assert reg.status().next_attempt == pytest.approx(reg.now + 1.0)  # not 0.5 s
