@@ -592,7 +592,7 @@ class SipBridgeServer:
     def _registration_event(self, event: RegistrationEvent) -> None:
         """Log lines and metrics of one registration attempt's end."""
         status = "-" if event.status is None else str(event.status)
-        reason = event.reason.replace(" ", "_")[:120]
+        reason = clean(event.reason).replace(" ", "_")[:120]  # a registrar's own words
         registered = self.registrations.status(event.trunk)
         if event.trunk in self._registered_trunks:
             up = registered is not None and registered.state is RegistrationState.REGISTERED
@@ -636,7 +636,7 @@ class SipBridgeServer:
             "state": status.state.value,
             "registered_until": at(status.registered_until),
             "last_status": status.last_status,
-            "last_reason": status.last_reason or None,
+            "last_reason": clean(status.last_reason)[:200] or None,
             "next_attempt": at(status.next_attempt),
             "failures": status.failures,
         }
