@@ -99,6 +99,7 @@ from sipbridge.sip.registration import (
     Registrations,
     RegistrationState,
     parse_registrar,
+    registrar_network,
 )
 from sipbridge.sip.ua import UserAgent
 from sipbridge.sip.values import NameAddr
@@ -1319,10 +1320,7 @@ def _access_cidrs(trunk: TrunkRecord) -> list[str]:
     the calls for our binding)."""
     cidrs = list(trunk.allowed_cidrs)
     if trunk.register and trunk.host:
-        try:
-            host = parse_registrar(trunk.host).host
-        except ValueError:
-            return cidrs
-        if is_ip_address(host):
-            cidrs.append(host)
+        network = registrar_network(trunk.host)
+        if network is not None:
+            cidrs.append(network)
     return cidrs

@@ -38,6 +38,7 @@ Behaviour (docs/operations.md, "Registration"):
 from __future__ import annotations
 
 import enum
+import ipaddress
 import random
 import secrets
 from collections.abc import Callable, Iterable
@@ -68,6 +69,7 @@ __all__ = [
     "Registrations",
     "backoff",
     "parse_registrar",
+    "registrar_network",
 ]
 
 DEFAULT_EXPIRES = 3600  # what we ask for (RFC 3261 §10.2.1.1 leaves it to the UA)
@@ -141,6 +143,22 @@ def parse_registrar(host: str) -> RegistrarTarget:
     if not uri.host or uri.user is not None or uri.params or uri.headers:
         raise ValueError(f"{host!r} is not a host, host:port or [IPv6]:port")
     return RegistrarTarget(uri.host, uri.port, transport)
+
+
+def registrar_network(host: str) -> str | None:
+    """The registrar's address as a network (``192.0.2.10/32``) when a registering trunk's
+    ``host`` is an IP address: the calls for our binding come from there, and are that
+    trunk's. None for a host name (its networks must be the trunk's allowed CIDRs) or a
+    ``host`` that does not parse."""
+    try:
+        registrar = parse_registrar(host)
+    except ValueError:
+        return None
+    try:
+        address = ipaddress.ip_address(registrar.host)
+    except ValueError:
+        return None
+    return f"{address}/{address.max_prefixlen}"
 
 
 @dataclass(frozen=True, slots=True)
