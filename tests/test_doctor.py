@@ -341,6 +341,25 @@ def test_trunk_without_access_rule_is_a_problem() -> None:
     assert none.status == "warning" and "only 127.0.0.1 and ::1 may call" in none.message
 
 
+def test_registering_trunks_are_admitted_by_address() -> None:
+    # Its credentials are ours, for the registrar: they admit no call (operations.md).
+    registering = {"username": "u", "password": "p", "register": True}
+    checks = check_trunks(
+        [
+            trunk("by-address", host="192.0.2.10:5070;transport=tcp", **registering),
+            trunk("by-name", host="sip.carrier.example", **registering),
+            trunk("by-name-cidrs", ["203.0.113.0/24"], host="sip.carrier.example", **registering),
+        ]
+    )
+    assert [c.status for c in checks] == ["ok", "problem", "ok"]
+    assert checks[0].message == (
+        "trunk by-address admits calls by networks 192.0.2.10/32; "
+        "registers with 192.0.2.10:5070;transport=tcp"
+    )
+    assert "no allowed network" in checks[1].message
+    assert "digest" not in checks[2].message
+
+
 # ------------------------------------------------------------------- codecs and TLS
 
 

@@ -36,6 +36,7 @@ from sipbridge.listen import Listener, bind_each
 from sipbridge.numbers import InvalidNumber, normalize_e164
 from sipbridge.runtime.agent_client import AgentConnection, AgentUnreachable
 from sipbridge.runtime.transports import server_ssl_context
+from sipbridge.sip.registration import registrar_network
 from sipbridge.store import service
 from sipbridge.store.db import Database, alembic_config, display_url, normalize_url
 from sipbridge.store.records import AgentRecord, NumberRecord, TrunkRecord
@@ -817,7 +818,8 @@ def check_numbers(numbers: Sequence[NumberRecord], agents: Sequence[AgentRecord]
 
 
 def check_trunks(trunks: Sequence[TrunkRecord]) -> list[Check]:
-    """Each trunk has an access rule (allowed networks or digest credentials)."""
+    """Each trunk has an access rule (allowed networks or digest credentials; for a
+    registering trunk, networks: docs/operations.md, "Registration")."""
     if not trunks:
         return [
             Check(
@@ -844,8 +846,29 @@ def check_trunks(trunks: Sequence[TrunkRecord]) -> list[Check]:
                 )
             )
             continue
-        credentials = trunk.username is not None and trunk.password is not None
-        if not trunk.allowed_cidrs and not credentials:
+        # A registering trunk's credentials are ours, for its registrar: its calls are
+        # admitted by address, its networks and the registrar's when host is an address.
+        credentials = (
+            not trunk.register and trunk.username is not None and trunk.password is not None
+        )
+        networks = list(trunk.allowed_cidrs)
+        registrar = registrar_network(trunk.host) if trunk.register and trunk.host else None
+        if registrar is not None:
+            networks.append(registrar)
+        if trunk.register and not networks:
+            checks.append(
+                Check(
+                    "trunk",
+                    "problem",
+                    f"trunk {trunk.name} registers with {trunk.host} (a host name) and has "
+                    "no allowed network: the calls for its registration are refused",
+                    f"PATCH /api/trunks/{trunk.name} with allowed_cidrs (the provider's "
+                    "signalling networks)",
+                    trunk.name,
+                )
+            )
+            continue
+        if not networks and not credentials:
             checks.append(
                 Check(
                     "trunk",
@@ -860,15 +883,17 @@ def check_trunks(trunks: Sequence[TrunkRecord]) -> list[Check]:
             )
             continue
         rules = []
-        if trunk.allowed_cidrs:
-            rules.append("networks " + ", ".join(trunk.allowed_cidrs))
+        if networks:
+            rules.append("networks " + ", ".join(networks))
         if credentials:
             rules.append("digest authentication")
+
         checks.append(
             Check(
                 "trunk",
                 "ok",
-                f"trunk {trunk.name} admits calls by {' and '.join(rules)}",
+                f"trunk {trunk.name} admits calls by {' and '.join(rules)}"
+                + (f"; registers with {trunk.host}" if trunk.register else ""),
                 subject=trunk.name,
             )
         )

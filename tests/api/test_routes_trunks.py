@@ -38,6 +38,8 @@ async def test_create_trunk_password_never_returned(
     assert body["max_calls"] == 30
     assert body["codecs"] == ["pcmu", "pcma"]
     assert body["host"] == "sip.carrier.example"
+    # Registration is the running server's state: null for an API without one.
+    assert body["registration"] is None
     assert body["username"] == "acct"
     assert len(body["allowed_cidrs"]) == 2
     assert (await service.get_trunk(db, "carrier")).password == "hunter2"

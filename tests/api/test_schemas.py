@@ -70,8 +70,26 @@ def aliases(model: type[BaseModel]) -> set[str]:
     [
         (AgentOut, AgentRecord("a", ["ws://x"], True, NOW, token="t").to_json()),
         (NumberOut, NumberRecord("+12025550101", "a", NOW).to_json()),
-        (TrunkOut, TrunkRecord("t", [], None, None, "p", False, None, [], NOW).to_json()),
-        (TrunkOut, TRUNK.to_json()),
+        # The API adds the server's registration state to the record (routes_trunks.py).
+        (
+            TrunkOut,
+            TrunkRecord("t", [], None, None, "p", False, None, [], NOW).to_json()
+            | {"registration": None},
+        ),
+        (
+            TrunkOut,
+            TRUNK.to_json()
+            | {
+                "registration": {
+                    "state": "failing",
+                    "registered_until": None,
+                    "last_status": 403,
+                    "last_reason": "Forbidden",
+                    "next_attempt": "2026-01-02T03:04:05+00:00",
+                    "failures": 1,
+                }
+            },
+        ),
         (CallOut, CALL.to_json()),
         (
             InstanceOut,

@@ -50,6 +50,19 @@ async def test_trunk_hosts_accepted(db: Database, host: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("host", "stored"),
+    [
+        ("sip.example.com;transport=TCP", "sip.example.com;transport=tcp"),
+        ("203.0.113.9:5061 ; transport = tls", "203.0.113.9:5061;transport=tls"),
+        ("[2001:db8::1];transport=udp", "[2001:db8::1]"),
+    ],
+)
+async def test_trunk_host_transport(db: Database, host: str, stored: str) -> None:
+    # How registrations (and outbound calls) go: docs/operations.md, "Registration".
+    assert (await service.add_trunk(db, "t", host=host)).host == stored
+
+
+@pytest.mark.parametrize(
     ("kwargs", "field"),
     [
         ({"allowed_cidrs": ["10.0.0.0/33"]}, "allowed_cidrs"),
@@ -65,6 +78,8 @@ async def test_trunk_hosts_accepted(db: Database, host: str) -> None:
         ({"host": "sip.example.com:99999"}, "host"),
         ({"host": "user@sip.example.com"}, "host"),
         ({"host": "-bad-.example"}, "host"),
+        ({"host": "sip.example.com;transport=sctp"}, "host"),
+        ({"host": "sip.example.com;lr"}, "host"),
         ({"host": ""}, "host"),
         ({"username": ""}, "username"),
         ({"password": "a\x00b"}, "password"),

@@ -60,6 +60,7 @@ def create_app(
     metrics_app: ASGIApp | None = None,
     default_region: str | None = None,
     bans_changed: Callable[[], Awaitable[None]] | None = None,
+    registration: Callable[[str], dict[str, Any] | None] | None = None,
 ) -> FastAPI:
     """The HTTP application for ``sipbridge serve``.
 
@@ -69,6 +70,8 @@ def create_app(
     ``default_region`` (ISO 3166, e.g. ``"US"``) reads numbers given in national format;
     an unknown code raises :class:`~sipbridge.numbers.InvalidField` here, not per request.
     ``bans_changed`` is awaited after a ban is added or lifted (the server reloads them).
+    ``registration`` gives a trunk's registration state (the server's REGISTER clients;
+    None: it does not register), shown as each trunk's ``registration``.
     """
     default_region = normalize_region(default_region)
     app = FastAPI(
@@ -83,6 +86,7 @@ def create_app(
     app.state.readiness = readiness
     app.state.default_region = default_region
     app.state.bans_changed = bans_changed
+    app.state.registration = registration
     install_error_handlers(app)
     app.include_router(routes_health.router)
     for module in (

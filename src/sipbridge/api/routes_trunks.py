@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Response, status
+from fastapi import Depends, Path, Request, Response, status
 from pydantic import AfterValidator
 
 from sipbridge.api.auth import api_router
@@ -13,6 +13,7 @@ from sipbridge.api.errors import BAD_BODY, error_responses, service_errors
 from sipbridge.api.schemas import TrunkCreate, TrunkOut, TrunkUpdate, check_text
 from sipbridge.store import service
 from sipbridge.store.db import Database
+from sipbridge.store.records import TrunkRecord
 
 __all__ = ["router"]
 
@@ -25,6 +26,15 @@ TrunkName = Annotated[str, Path(description="The trunk's name"), AfterValidator(
 _NOT_FOUND = error_responses(e404="No trunk with that name")
 
 
+def _out(request: Request, trunk: TrunkRecord) -> dict[str, Any]:
+    """The trunk's JSON with its ``registration``: the server's REGISTER client state
+    (null when the trunk does not register, or no server runs this API)."""
+    data = trunk.to_json()
+    registration = request.app.state.registration
+    data["registration"] = registration(trunk.name) if registration is not None else None
+    return data
+
+
 def _service_fields(body: TrunkCreate | TrunkUpdate) -> dict[str, Any]:
     """The fields the client sent, under the service's keyword names."""
     values: dict[str, Any] = {}
@@ -35,9 +45,9 @@ def _service_fields(body: TrunkCreate | TrunkUpdate) -> dict[str, Any]:
 
 
 @router.get("/trunks", response_model=list[TrunkOut], tags=["trunks"])
-async def list_trunks(db: Db) -> list[dict[str, Any]]:
+async def list_trunks(request: Request, db: Db) -> list[dict[str, Any]]:
     """All trunks, by name. Passwords are never returned (``has_password``)."""
-    return [trunk.to_json() for trunk in await service.list_trunks(db)]
+    return [_out(request, trunk) for trunk in await service.list_trunks(db)]
 
 
 @router.post(
@@ -47,7 +57,9 @@ async def list_trunks(db: Db) -> list[dict[str, Any]]:
     tags=["trunks"],
     responses={**error_responses(e409="The name is taken"), **BAD_BODY},
 )
-async def create_trunk(body: TrunkCreate, db: Db, region: Region) -> dict[str, Any]:
+async def create_trunk(
+    request: Request, body: TrunkCreate, db: Db, region: Region
+) -> dict[str, Any]:
     """Create a trunk."""
     with service_errors("body"):
         trunk = await service.add_trunk(
@@ -65,13 +77,13 @@ async def create_trunk(body: TrunkCreate, db: Db, region: Region) -> dict[str, A
             max_message_rate=body.max_message_rate,
             default_region=region,
         )
-    return trunk.to_json()
+    return _out(request, trunk)
 
 
 @router.get("/trunks/{name}", response_model=TrunkOut, tags=["trunks"], responses=_NOT_FOUND)
-async def get_trunk(name: TrunkName, db: Db) -> dict[str, Any]:
+async def get_trunk(request: Request, name: TrunkName, db: Db) -> dict[str, Any]:
     """One trunk."""
-    return (await service.get_trunk(db, name)).to_json()
+    return _out(request, await service.get_trunk(db, name))
 
 
 @router.patch(
@@ -81,12 +93,12 @@ async def get_trunk(name: TrunkName, db: Db) -> dict[str, Any]:
     responses={**_NOT_FOUND, **BAD_BODY},
 )
 async def update_trunk(
-    name: TrunkName, body: TrunkUpdate, db: Db, region: Region
+    request: Request, name: TrunkName, body: TrunkUpdate, db: Db, region: Region
 ) -> dict[str, Any]:
     """Change some fields of a trunk; fields left out stay as they are."""
     with service_errors("body"):
         trunk = await service.update_trunk(db, name, default_region=region, **_service_fields(body))
-    return trunk.to_json()
+    return _out(request, trunk)
 
 
 @router.delete(

@@ -295,6 +295,21 @@ class TrunkUpdate(_Body):
     max_message_rate: MessageRate | None = Field(default=None, description=_MESSAGE_RATE_HELP)
 
 
+class RegistrationOut(_Out):
+    """A registering trunk's registration, as this server's REGISTER client sees it."""
+
+    state: Literal["registering", "registered", "failing", "unregistering", "unregistered"]
+    registered_until: Timestamp | None = Field(
+        description="When the binding the registrar granted ends (refreshed at half of it)"
+    )
+    last_status: int | None = Field(
+        description="The last final status of a REGISTER; null: none yet, or a timeout"
+    )
+    last_reason: str | None = Field(description="ok, timeout, auth_failed, or the reason phrase")
+    next_attempt: Timestamp | None = Field(description="The next REGISTER (refresh or retry)")
+    failures: int = Field(description="Failed attempts in a row")
+
+
 class TrunkOut(_Out):
     name: str
     allowed_cidrs: list[str]
@@ -308,6 +323,11 @@ class TrunkOut(_Out):
     srtp: Literal["off", "optional", "required"]
     max_message_rate: int | None = Field(description=_MESSAGE_RATE_HELP)
     created_at: Timestamp
+    registration: RegistrationOut | None = Field(
+        default=None,
+        description="With register=true, the registration's state on the server answering "
+        "(null otherwise)",
+    )
 
 
 # ---------------------------------------------------------------------------- bans

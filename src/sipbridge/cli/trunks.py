@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+import urllib.request
+from typing import Annotated, Any
 
 import typer
 
@@ -144,13 +146,75 @@ def _trunk_row(t: TrunkRecord) -> list[str]:
     ]
 
 
+def _registration_text(registration: dict[str, Any] | None) -> str:
+    """One cell: ``registered until <time>``, ``failing 403 Forbidden, retry <time>``..."""
+    if not registration:
+        return "-"
+
+    def when(value: object) -> str:
+        return str(value).replace("T", " ").removesuffix("+00:00") if value else "-"
+
+    state = str(registration.get("state"))
+    if state == "registered":
+        return f"registered until {when(registration.get('registered_until'))}"
+    if state == "failing":
+        status = registration.get("last_status")
+        reason = registration.get("last_reason") or ""
+        head = f"failing {status if status is not None else ''} {reason}".split()
+        return f"{' '.join(head)}, retry {when(registration.get('next_attempt'))}"
+    return state
+
+
+def _server_registrations(server: str, api_key: str | None) -> dict[str, Any]:
+    """Each trunk's ``registration`` from a running server's API (``GET /api/trunks``):
+    registration is the server's runtime state, not in the database."""
+    url = server.rstrip("/") + "/api/trunks"
+    request = urllib.request.Request(url)
+    if api_key:
+        request.add_header("Authorization", f"Bearer {api_key}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            trunks = json.loads(answer.read())
+    except (OSError, ValueError) as exc:
+        raise typer.BadParameter(f"cannot read the trunks from {url}: {exc}") from None
+    return {t["name"]: t.get("registration") for t in trunks if isinstance(t, dict)}
+
+
 @trunk_app.command("list")
-def trunk_list(db: DbOption = None) -> None:
+def trunk_list(
+    server: Annotated[
+        str | None,
+        _option(
+            "--server",
+            metavar="URL",
+            envvar="SIPBRIDGE_SERVER",
+            help="A running server's HTTP address (e.g. http://127.0.0.1:8080): adds each "
+            "trunk's registration state, which only the server knows.",
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        _option(
+            "--api-key",
+            envvar="SIPBRIDGE_API_KEY",
+            help="An API key for --server (or the SIPBRIDGE_API_KEY variable).",
+        ),
+    ] = None,
+    db: DbOption = None,
+) -> None:
     """List trunks (passwords are never shown)."""
     trunks = _run(db, service.list_trunks)
     headers = ["NAME", "ALLOW", "HOST", "USERNAME", "PASSWORD", "REGISTER", "MAX CALLS"]
     headers += ["CODECS", "NUMBERS", "SRTP", "RATE"]
-    _echo_table(trunks, "no trunks", headers, _trunk_row, db)
+    row = _trunk_row
+    if server is not None:
+        registrations = _server_registrations(server, api_key)
+        headers.append("REGISTRATION")
+
+        def row(t: TrunkRecord) -> list[str]:
+            return [*_trunk_row(t), _registration_text(registrations.get(t.name))]
+
+    _echo_table(trunks, "no trunks", headers, row, db)
 
 
 @trunk_app.command("remove")

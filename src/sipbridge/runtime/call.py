@@ -378,8 +378,7 @@ class Call:
         )
         result = await route(
             self.server.db,
-            invite.uri.user,
-            invite.to.uri.user,
+            *self.server.dialed_users(self.sip.trunk, invite),
             self.server.settings.default_region,
         )
         self.record.to_number = clean_opt(result.number)

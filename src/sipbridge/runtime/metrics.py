@@ -72,6 +72,19 @@ class Metrics:
             "1 while new calls are refused with 503 because the instance cannot keep up.",
             registry=r,
         )
+        self.trunk_registered = Gauge(
+            "sipbridge_trunk_registered",
+            "1 while the trunk's registration is in state registered (its last REGISTER "
+            "succeeded; trunks with register=true).",
+            ["trunk"],
+            registry=r,
+        )
+        self.registration_failures = Counter(
+            "sipbridge_registration_failures",
+            "Failed REGISTER attempts by trunk and final status (timeout: no answer).",
+            ["trunk", "status"],
+            registry=r,
+        )
         self.draining = Gauge(
             "sipbridge_draining",
             "1 while the instance drains (after SIGTERM): new calls get 503, the calls up "

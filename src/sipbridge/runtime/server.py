@@ -11,6 +11,10 @@ enforces each trunk's ``max_calls`` and allowed numbers when a call arrives.
 
 The same periodic refresh writes this instance's heartbeat into the shared store and
 closes the open calls of peers that stopped writing theirs (runtime/cluster.py).
+Trunks with ``register`` are registered with their ``host`` by the REGISTER clients of
+:mod:`sipbridge.sip.registration`, driven through the UA core like its transactions; their
+state is in the API (:meth:`SipBridgeServer.registration`), metrics and logs, and every
+binding is removed at shutdown (docs/operations.md, "Registration").
 
 Every received message first meets the :class:`~sipbridge.sip.guard.SourceGuard` (bans
 and per-source rates, before parsing); the bans it makes are logged, counted and stored,
@@ -33,6 +37,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import datetime
 import gc
 import logging
 import random
@@ -91,6 +96,14 @@ from sipbridge.sip.guard import Admission, GuardLimits, Offence, SourceGuard
 from sipbridge.sip.headers import Headers
 from sipbridge.sip.message import Request
 from sipbridge.sip.proxy import TrustedProxies, admit_message, carries_source_header
+from sipbridge.sip.registration import (
+    RegistrationConfig,
+    RegistrationEvent,
+    Registrations,
+    RegistrationState,
+    parse_registrar,
+    registrar_network,
+)
 from sipbridge.sip.ua import UserAgent
 from sipbridge.sip.values import NameAddr
 from sipbridge.store import service
@@ -119,6 +132,8 @@ TRUNK_BUSY_RETRY_AFTER = 5
 DRAIN_RETRY_AFTER = 30
 # /readyz says not ready while more record writes than this wait in the spool.
 READY_SPOOL_DEPTH = 100
+# How long shutdown waits for the answers to our un-REGISTERs (Expires: 0).
+UNREGISTER_GRACE = 2.0
 # Access reasons logged at debug only: what every scanner and every first INVITE of a
 # digest trunk produces.
 _QUIET_ACCESS_REASONS = frozenset({"unknown_source", "auth_required", "scanner"})
@@ -189,6 +204,11 @@ class SipBridgeServer:
             min_se=settings.min_se,
             proxies=self.proxies,
         )
+        # Our registrations with the trunks that have register=true (sip/registration.py):
+        # driven through the UA core, configured once the sockets are open.
+        self.registrations = Registrations()
+        self.ua.registrations = self.registrations
+        self._registrations_seen: list[RegistrationConfig] | None = None
         # ACK, BYE, CANCEL and responses of live calls pass the rate limit (sip/guard.py).
         self.guard.in_dialog = self.ua.in_dialog
         self.trunks: dict[str, TrunkRecord] = {}
@@ -231,6 +251,8 @@ class SipBridgeServer:
             self.db, settings.owner_id, settings.instance_timeout, self.metrics
         )
         self._refresh_period = heartbeat_interval(TRUNK_REFRESH, settings.instance_timeout)
+        self._registered_trunks: set[str] = set()  # trunks with a registered gauge
+        self._stopping = False
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Future[None] | None = None
         self.streams = StreamTransports(self)  # SIP over TCP and TLS (runtime/transports.py)
@@ -349,6 +371,7 @@ class SipBridgeServer:
         warning = self.settings.loopback_warning(self.ua.local_host)
         if warning is not None:
             log.warning("event=loopback_advertised %s", warning)
+        self._configure_registrations()  # the sockets are open: REGISTERs can go out
 
     # -- load ------------------------------------------------------------------
 
@@ -478,6 +501,8 @@ class SipBridgeServer:
                 tuple(t.allowed_numbers),
                 t.srtp,
                 t.max_message_rate,
+                t.host,
+                t.register,
             )
             for t in trunks
         ]
@@ -489,15 +514,23 @@ class SipBridgeServer:
             try:
                 entry = TrunkAccess.from_cidrs(
                     trunk.name,
-                    trunk.allowed_cidrs,
-                    trunk.username,
-                    trunk.password,
+                    _access_cidrs(trunk),
+                    # A registering trunk's credentials are ours for its registrar, not
+                    # a password its calls must prove (docs/operations.md).
+                    None if trunk.register else trunk.username,
+                    None if trunk.register else trunk.password,
                     None if trunk.max_message_rate is None else float(trunk.max_message_rate),
                 )
             except ValueError as exc:  # the store validates CIDRs; a hand-edited row may not
                 log.warning("trunk=%s event=trunk_ignored error=%s", trunk.name, exc)
                 continue
-            if not entry.networks and not entry.has_credentials:
+            if not entry.networks and trunk.register:
+                log.warning(
+                    "trunk=%s registers with a host name and has no allowed CIDRs: no call "
+                    "can come from it (add its registrar's networks with --allow)",
+                    trunk.name,
+                )
+            elif not entry.networks and not entry.has_credentials:
                 log.warning(
                     "trunk=%s has no allowed CIDRs and no username/password: "
                     "no call can come from it",
@@ -506,6 +539,7 @@ class SipBridgeServer:
             access.append(entry)
         self.trunks = {t.name: t for t in trunks}
         self.access.set_trunks(access)
+        self._configure_registrations()
         self.guard.reset_rates()  # each source's rate is looked up again
         if not trunks:
             log.warning(
@@ -514,6 +548,109 @@ class SipBridgeServer:
             )
         else:
             log.info("event=trunks_loaded count=%d names=%s", len(trunks), ",".join(self.trunks))
+
+    def _configure_registrations(self) -> None:
+        """Hand the registering trunks to the REGISTER clients (new ones register, removed
+        ones un-register); only once the SIP sockets are open, and not while stopping."""
+        if self._transport is None or self._stopping:
+            return
+        configs: list[RegistrationConfig] = []
+        for trunk in self.trunks.values():
+            if not trunk.register or not trunk.host or not trunk.username:
+                continue
+            try:
+                registrar = parse_registrar(trunk.host)
+            except ValueError as exc:  # the store validates hosts; a hand-edited row may not
+                log.warning("trunk=%s event=registration_ignored error=%s", trunk.name, exc)
+                continue
+            transport = registrar.transport.name
+            if transport == "TCP" and not self.settings.tcp:
+                log.warning("trunk=%s event=registration_ignored error=tcp_disabled", trunk.name)
+                continue
+            port = self.ua.local_port
+            if transport == "TLS":
+                if self.ua.tls_port is None:
+                    log.warning(
+                        "trunk=%s event=registration_ignored error=tls_not_configured",
+                        trunk.name,
+                    )
+                    continue
+                port = self.ua.tls_port
+            configs.append(
+                RegistrationConfig(
+                    trunk=trunk.name,
+                    registrar=registrar,
+                    username=trunk.username,
+                    password=trunk.password,
+                    contact_host=self.ua.local_host,
+                    contact_port=port,
+                )
+            )
+        if configs == self._registrations_seen:
+            return
+        self._registrations_seen = configs
+        self.registrations.configure(configs, self.loop.time())
+        for name in list(self._registered_trunks):
+            if name not in {c.trunk for c in configs}:
+                self._registered_trunks.discard(name)
+                self.metrics.trunk_registered.remove(name)
+        for config in configs:
+            if config.trunk not in self._registered_trunks:
+                self._registered_trunks.add(config.trunk)
+                self.metrics.trunk_registered.labels(config.trunk).set(0)
+        self.flush()
+
+    def _registration_event(self, event: RegistrationEvent) -> None:
+        """Log lines and metrics of one registration attempt's end."""
+        status = "-" if event.status is None else str(event.status)
+        reason = clean(event.reason).replace(" ", "_")[:120]  # a registrar's own words
+        registered = self.registrations.status(event.trunk)
+        if event.trunk in self._registered_trunks:
+            up = registered is not None and registered.state is RegistrationState.REGISTERED
+            self.metrics.trunk_registered.labels(event.trunk).set(1 if up else 0)
+        if event.outcome == "ok":
+            log.info(
+                "trunk=%s event=registration_ok status=%s expires=%s",
+                event.trunk,
+                status,
+                event.expires,
+            )
+        elif event.outcome == "failed":
+            self.metrics.registration_failures.labels(
+                event.trunk, "timeout" if event.status is None else str(event.status)
+            ).inc()
+            log.warning(
+                "trunk=%s event=registration_failed status=%s reason=%s retry_in=%.0f",
+                event.trunk,
+                status,
+                reason,
+                event.retry_in or 0.0,
+            )
+        else:
+            log.info("trunk=%s event=unregistered status=%s reason=%s", event.trunk, status, reason)
+
+    def registration(self, trunk: str) -> dict[str, Any] | None:
+        """A trunk's registration as the API shows it (None: it does not register)."""
+        status = self.registrations.status(trunk)
+        if status is None:
+            return None
+        now = self.loop.time()
+        wall = time.time()
+
+        def at(when: float | None) -> str | None:
+            if when is None:
+                return None
+            moment = datetime.datetime.fromtimestamp(wall + (when - now), datetime.UTC)
+            return moment.isoformat(timespec="seconds")  # as the records' times
+
+        return {
+            "state": status.state.value,
+            "registered_until": at(status.registered_until),
+            "last_status": status.last_status,
+            "last_reason": clean(status.last_reason)[:200] or None,
+            "next_attempt": at(status.next_attempt),
+            "failures": status.failures,
+        }
 
     async def _refresh_trunks(self) -> None:
         """Every ``TRUNK_REFRESH`` seconds (shorter when ``--instance-timeout`` needs it):
@@ -556,6 +693,7 @@ class SipBridgeServer:
             metrics_app=self.metrics.asgi_app,
             default_region=self.settings.default_region,
             bans_changed=self.bans.reload,
+            registration=self.registration,
         )
         config = uvicorn.Config(
             app,
@@ -672,6 +810,8 @@ class SipBridgeServer:
                     transport.sendto(data, destination)
                 else:
                     self._spawn(self._send_resolved(data, destination))
+            for registration in self.registrations.events():
+                self._registration_event(registration)
             events = self.ua.events()
             if not events:
                 break
@@ -826,6 +966,18 @@ class SipBridgeServer:
 
     # -- calls -----------------------------------------------------------------
 
+    def dialed_users(self, trunk: str | None, invite: Request) -> tuple[str | None, str | None]:
+        """(Request-URI user, To user) to read the dialed number from (``router.route``):
+        a call to the contact a trunk registered carries the trunk's username in the
+        Request-URI, not the number, so that user is left out for calls from a
+        registering trunk and the To header's number is taken (docs/operations.md,
+        "Registration"); a username of digits would otherwise read as a number."""
+        request_uri_user = invite.uri.user
+        record = self.trunks.get(trunk) if trunk is not None else None
+        if record is not None and record.register and request_uri_user == record.username:
+            request_uri_user = None
+        return request_uri_user, invite.to.uri.user
+
     def _trunk_full(self, trunk: str | None) -> bool:
         """True when ``trunk`` already has its ``max_calls`` calls (the new one is not in
         ``self.calls`` yet)."""
@@ -843,7 +995,7 @@ class SipBridgeServer:
         if record is None or not record.allowed_numbers:
             return True
         number = dialed_number(
-            call.invite.uri.user, call.invite.to.uri.user, self.settings.default_region
+            *self.dialed_users(call.trunk, call.invite), self.settings.default_region
         )
         if number in record.allowed_numbers:
             return True
@@ -896,7 +1048,7 @@ class SipBridgeServer:
         self._record_refused(
             request.call_id,
             request.from_.uri.user,
-            (request.uri.user, request.to.uri.user),
+            self.dialed_users(trunk, request),
             source,
             status,
             reason,
@@ -1041,6 +1193,18 @@ class SipBridgeServer:
             self.metrics.draining.set(1)
             self._update_busy()
 
+    async def _unregister(self) -> None:
+        """Remove our bindings (REGISTER with Expires: 0), waiting at most
+        ``UNREGISTER_GRACE`` seconds for the registrars' answers."""
+        self._stopping = True
+        if self._transport is None:
+            return
+        self.registrations.unregister_all(self.loop.time())
+        self.flush()
+        bound = self.loop.time() + UNREGISTER_GRACE
+        while not self.registrations.idle and self.loop.time() < bound:
+            await asyncio.sleep(0.02)
+
     async def stop(self) -> None:
         """Refuse new calls, hang up the active ones, write their records, close."""
         self._start_draining()
@@ -1052,6 +1216,7 @@ class SipBridgeServer:
         # Give our BYEs a moment to be retransmitted/answered.
         while self.ua.active_calls and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
+        await self._unregister()
         # The last records: into the store, or the spool when it does not take them.
         await self.records.close(max(0.5, deadline - self.loop.time()))
         # The refresh ran until now: its heartbeat says "draining" while calls end, so a
@@ -1169,3 +1334,15 @@ def run(settings: ServeSettings) -> None:
         asyncio.run(serve(settings))
     else:
         uvloop.run(serve(settings))
+
+
+def _access_cidrs(trunk: TrunkRecord) -> list[str]:
+    """The networks a trunk's calls may come from: its allowed CIDRs and, when it
+    registers with a registrar given as an address, that address (the registrar sends
+    the calls for our binding)."""
+    cidrs = list(trunk.allowed_cidrs)
+    if trunk.register and trunk.host:
+        network = registrar_network(trunk.host)
+        if network is not None:
+            cidrs.append(network)
+    return cidrs

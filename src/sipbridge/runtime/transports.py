@@ -393,6 +393,9 @@ class StreamTransports:
         self._tls: socket.socket | None = None
         self._tls_task: asyncio.Future[None] | None = None
         self._connecting: dict[ConnectionKey, list[bytes]] = {}
+        # Connections we opened to a host *name* (a trunk's registrar), under that name:
+        # the table knows them by the address they resolved to.
+        self._by_name: dict[ConnectionKey, SipConnection] = {}
         self._handshakes: set[asyncio.Future[None]] = set()
         self._client_context: ssl.SSLContext | None = None
 
@@ -519,8 +522,24 @@ class StreamTransports:
             )
 
     def in_use(self, address: StreamAddress) -> bool:
-        """True when an active call came in on this connection."""
-        return any(call.sip.source == address for call in self.server.calls.values())
+        """True when an active call came in on this connection, or a registration uses it
+        (the registrar may send calls for our binding on it: RFC 5626 §3)."""
+        if any(call.sip.source == address for call in self.server.calls.values()):
+            return True
+        for destination in self.server.registrations.destinations():
+            if isinstance(destination, StreamAddress) and destination.target is not None:
+                connection = self._open_to((destination.transport, *destination.target))
+                if connection is not None and connection.address == address:
+                    return True
+        return False
+
+    def _open_to(self, key: ConnectionKey) -> SipConnection | None:
+        """The open connection to ``key`` (an address, or a host name we connected to)."""
+        connection = self.connections.get(key) or self._by_name.get(key)
+        if connection is None or connection.closing:
+            self._by_name.pop(key, None)
+            return None
+        return connection
 
     # -- sending ------------------------------------------------------------------
 
@@ -544,8 +563,8 @@ class StreamTransports:
             )
             return
         key = (kind, target[0], target[1])
-        connection = self.connections.get(key)
-        if connection is not None and not connection.closing:
+        connection = self._open_to(key)
+        if connection is not None:
             connection.write(data)
             return
         queued = self._connecting.get(key)
@@ -586,6 +605,8 @@ class StreamTransports:
             return
         pending = self._connecting.pop(key, [])
         log.info("event=connected transport=%s target=%s:%d", kind.value, host, port)
+        if key not in self.connections:
+            self._by_name[key] = protocol
         for data in pending:
             protocol.write(data)
 

@@ -1,4 +1,6 @@
-"""Digest authentication as a UAS (RFC 3261 §22.4, RFC 7616, RFC 8760).
+"""Digest authentication (RFC 3261 §22.4, RFC 7616, RFC 8760): as a UAS, and the UAC side
+of our REGISTERs (:func:`pick_challenge`, :func:`authorization`, at the end of the module's
+functions).
 
 :class:`DigestAuthenticator` is sans-I/O: it never reads the clock, ``now`` comes in
 with every call. The caller (the access policy) does this:
@@ -39,12 +41,16 @@ from dataclasses import dataclass
 __all__ = [
     "ALGORITHMS",
     "AuthResult",
+    "Challenge",
     "Credentials",
     "DigestAuthenticator",
+    "authorization",
     "digest_response",
     "find_credentials",
     "parse_algorithms",
     "parse_authorization",
+    "parse_challenge",
+    "pick_challenge",
 ]
 
 # RFC 8760 §2.3: offered in order of preference, one challenge per algorithm. Some UACs
@@ -116,10 +122,10 @@ class Credentials:
     opaque: str = ""
 
 
-def parse_authorization(value: str) -> Credentials | None:
-    """The credentials in one Authorization header value; None when it is not a
-    well-formed Digest header (another scheme, a broken or repeated parameter, a
-    missing username, realm, nonce, uri or response)."""
+def _digest_params(value: str) -> dict[str, str] | None:
+    """The parameters of a ``Digest`` header value (Authorization, WWW-Authenticate,
+    Proxy-Authenticate: RFC 7616 §3.3-§3.4), names lower-cased, values unquoted; None when
+    it is another scheme or does not parse, or a parameter is repeated."""
     if len(value) > MAX_HEADER_LENGTH:
         return None
     scheme = _SCHEME_RE.match(value)
@@ -138,6 +144,16 @@ def parse_authorization(value: str) -> Credentials | None:
         quoted = m.group(2)
         params[name] = _QUOTED_PAIR_RE.sub(r"\1", quoted) if quoted is not None else m.group(3)
         pos = m.end()
+    return params
+
+
+def parse_authorization(value: str) -> Credentials | None:
+    """The credentials in one Authorization header value; None when it is not a
+    well-formed Digest header (another scheme, a broken or repeated parameter, a
+    missing username, realm, nonce, uri or response)."""
+    params = _digest_params(value)
+    if params is None:
+        return None
     required = ("username", "realm", "nonce", "uri", "response")
     if any(not params.get(name) for name in required):
         return None
@@ -178,7 +194,9 @@ def digest_response(
     cnonce: str,
     qop: str = "auth",
 ) -> str:
-    """The ``response`` value for qop=auth (RFC 7616 §3.4.1), lowercase hex.
+    """The ``response`` value (RFC 7616 §3.4.1), lowercase hex: for qop=auth, or with
+    ``qop=""`` the RFC 2069 form a challenge without qop asks for (RFC 2617 §3.2.2.1;
+    ``nc`` and ``cnonce`` unused).
 
     ``algorithm`` is ``"MD5"`` or ``"SHA-256"``; KeyError for anything else.
     """
@@ -189,11 +207,118 @@ def digest_response(
 
     ha1 = h(f"{username}:{realm}:{password}")
     ha2 = h(f"{method}:{uri}")
+    if not qop:
+        return h(f"{ha1}:{nonce}:{ha2}")
     return h(f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
 def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# ---------------------------------------------------------------------- client side
+#
+# The UAC half (our REGISTER to a trunk's registrar, sip/registration.py): read the
+# challenge of a 401 (WWW-Authenticate) or 407 (Proxy-Authenticate) and answer it with
+# an Authorization or Proxy-Authorization header (RFC 3261 §22.2-§22.3).
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """One ``Digest`` challenge (RFC 7616 §3.3), unquoted. ``qop`` holds the offered
+    qop values, lower-cased (empty: an RFC 2069 challenge without qop); ``proxy`` is
+    True for a Proxy-Authenticate challenge (answered with Proxy-Authorization)."""
+
+    realm: str
+    nonce: str
+    algorithm: str = "MD5"
+    qop: tuple[str, ...] = ()
+    opaque: str = ""
+    stale: bool = False
+    proxy: bool = False
+
+    @property
+    def answer_header(self) -> str:
+        return "Proxy-Authorization" if self.proxy else "Authorization"
+
+
+def parse_challenge(value: str, *, proxy: bool = False) -> Challenge | None:
+    """The challenge in one WWW-Authenticate (or, ``proxy``, Proxy-Authenticate) value;
+    None when it is not a Digest challenge we can answer: another scheme, no realm or
+    nonce, an algorithm we do not know (the -sess variants included), or qop offered
+    without ``auth`` (only ``auth-int``)."""
+    params = _digest_params(value)
+    if params is None or not params.get("realm") or not params.get("nonce"):
+        return None
+    algorithm = (params.get("algorithm") or "MD5").upper()
+    if algorithm not in _HASHES:
+        return None
+    qop = tuple(q.strip().lower() for q in params.get("qop", "").split(",") if q.strip())
+    if qop and "auth" not in qop:
+        return None
+    return Challenge(
+        realm=params["realm"],
+        nonce=params["nonce"],
+        algorithm=algorithm,
+        qop=qop,
+        opaque=params.get("opaque", ""),
+        stale=params.get("stale", "").lower() == "true",
+        proxy=proxy,
+    )
+
+
+def pick_challenge(www: Iterable[str], proxy: Iterable[str]) -> Challenge | None:
+    """The challenge to answer among a response's WWW-Authenticate and
+    Proxy-Authenticate values: the strongest algorithm we know (SHA-256 over MD5, RFC
+    8760 §2.4), the first of equals; None when none is usable."""
+    found = [c for v in www if (c := parse_challenge(v)) is not None]
+    found += [c for v in proxy if (c := parse_challenge(v, proxy=True)) is not None]
+    if not found:
+        return None
+    return min(found, key=lambda c: ALGORITHMS.index(c.algorithm))
+
+
+def authorization(
+    challenge: Challenge,
+    *,
+    username: str,
+    password: str,
+    method: str,
+    uri: str,
+    nc: int,
+    cnonce: str,
+) -> str:
+    """The Authorization (or Proxy-Authorization: :attr:`Challenge.answer_header`) value
+    answering ``challenge`` for a request with ``method`` and Request-URI ``uri``:
+    qop=auth with ``cnonce`` and nonce-count ``nc`` when the challenge offers qop (RFC
+    7616 §3.4), else the RFC 2069 form; ``opaque`` is returned as received."""
+    qop = "auth" if challenge.qop else ""
+    nc_text = f"{nc:08x}"
+    response = digest_response(
+        algorithm=challenge.algorithm,
+        username=username,
+        realm=challenge.realm,
+        password=password,
+        method=method,
+        uri=uri,
+        nonce=challenge.nonce,
+        nc=nc_text,
+        cnonce=cnonce,
+        qop=qop,
+    )
+    parts = [
+        f"username={_quote(username)}",
+        f"realm={_quote(challenge.realm)}",
+        f"nonce={_quote(challenge.nonce)}",
+        f"uri={_quote(uri)}",
+        f"response={_quote(response)}",
+        f"algorithm={challenge.algorithm}",
+    ]
+    if qop:
+        parts += [f"qop={qop}", f"nc={nc_text}", f"cnonce={_quote(cnonce)}"]
+    if challenge.opaque:
+        parts.append(f"opaque={_quote(challenge.opaque)}")
+    return "Digest " + ", ".join(parts)
 
 
 class DigestAuthenticator:

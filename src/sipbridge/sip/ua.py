@@ -86,6 +86,7 @@ from sipbridge.sip.message import (
     parse_message,
 )
 from sipbridge.sip.proxy import SOURCE_HEADER, Relayed, TrustedProxies
+from sipbridge.sip.registration import Registrations
 from sipbridge.sip.session_timer import (
     DEFAULT_SESSION_EXPIRES,
     MIN_SE_FLOOR,
@@ -185,6 +186,11 @@ class UserAgent:
     # dialog is answered 503 so a proxy in front routes elsewhere (RFC 3261 §11.2: the
     # answer is the one an INVITE would get).
     busy: bool = False
+    # Our REGISTER clients (sip/registration.py), when trunks register: their requests go
+    # out with ours, their deadlines are in get_timer, and the responses to them that
+    # match none of our transactions are theirs. Their events are read by the runtime
+    # from ``registrations.events()``.
+    registrations: Registrations | None = None
     # The headers of that 503, built once by :meth:`set_busy` (probes are a hot path).
     _busy_headers: list[tuple[str, str]] = field(
         default_factory=lambda: [("Retry-After", str(BUSY_RETRY_AFTER))]
@@ -218,6 +224,8 @@ class UserAgent:
         # Transactions hold a reference to this very list: empty it in place.
         out = self._outbox[:]
         self._outbox.clear()
+        if self.registrations is not None:
+            out.extend(self.registrations.datagrams_to_send())
         return out
 
     def events(self) -> list[UaEvent]:
@@ -225,6 +233,15 @@ class UserAgent:
         return out
 
     def get_timer(self) -> float | None:
+        ours = self._transaction_timer()
+        if self.registrations is None:
+            return ours
+        theirs = self.registrations.get_timer()
+        if ours is None or (theirs is not None and theirs < ours):
+            return theirs
+        return ours
+
+    def _transaction_timer(self) -> float | None:
         heap = self._timers
         first: float | None = None
         while heap:
@@ -242,6 +259,8 @@ class UserAgent:
         return first
 
     def handle_timer(self, now: float) -> None:
+        if self.registrations is not None:
+            self.registrations.handle_timer(now)
         self._handle_transaction_timers(now)
         calls = self._call_timers
         while calls and calls[0][0] <= now:
@@ -482,6 +501,8 @@ class UserAgent:
         key = TransactionKey.for_response(response)
         ctx = self._client_tx.get(key)
         if ctx is None:
+            if self.registrations is not None and response.cseq.method == "REGISTER":
+                return self.registrations.receive_response(response, now)
             return False  # RFC 3261 §17.1.3: a response matching no transaction is dropped
         tx = ctx.transaction
         if isinstance(tx, InviteClientTransaction):

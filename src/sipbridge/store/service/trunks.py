@@ -70,10 +70,27 @@ def _validate_cidrs(cidrs: object) -> list[str]:
     return result
 
 
+_TRANSPORT_PARAM = re.compile(r";[ \t]*transport[ \t]*=[ \t]*(udp|tcp|tls)[ \t]*", re.IGNORECASE)
+
+
 def _validate_host(host: object) -> str:
+    """``host``, ``host:port`` or ``[v6]:port``, optionally with ``;transport=udp|tcp|tls``
+    (how registrations and outbound calls go; default UDP), stored as
+    ``host[:port][;transport=tcp]`` (lower case, ``udp`` left out)."""
     if not isinstance(host, str) or not host.strip():
         raise InvalidField("host", f"{host!r} is not a host name or address")
     host = host.strip()
+    suffix = ""
+    if ";" in host:
+        head, semi, tail = host.partition(";")
+        m = _TRANSPORT_PARAM.fullmatch(semi + tail)
+        if m is None:
+            raise InvalidField(
+                "host", f"{host!r}: only ;transport=udp, tcp or tls may follow the host"
+            )
+        host = head.strip()
+        if m.group(1).lower() != "udp":
+            suffix = f";transport={m.group(1).lower()}"
     bad = InvalidField("host", f"{host!r} is not a host, host:port or [IPv6]:port")
     if len(host) > 255 or _CONTROL.search(host) or any(c in host for c in " /@?#"):
         raise bad
@@ -90,7 +107,7 @@ def _validate_host(host: object) -> str:
     except ValueError:
         if host.startswith("[") or not _HOSTNAME.fullmatch(hostname):
             raise bad from None
-    return host
+    return host + suffix
 
 
 def _validate_max_calls(max_calls: object) -> int:
