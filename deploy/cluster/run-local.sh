@@ -12,6 +12,7 @@
 # Settings from the environment:
 #   PROXY_ADDRESS (127.0.0.1), PROXY_PORT (5060), SIP_BASE (5070), HTTP_BASE (8080),
 #   RTP_BASE (10000), RTP_PORTS_EACH (2000: 1000 calls), PING_INTERVAL (2 s),
+#   PIKE_REQS (64: requests per 2 s one caller address may send through the proxy),
 #   INSTANCE_TIMEOUT (30 s), SIPBRIDGE (the command: "sipbridge", or "python3 -m sipbridge"),
 #   KAMAILIO (kamailio), RUN_DIR (a new temporary folder: logs, dispatcher list, pid files).
 # Every other SIPBRIDGE_* variable reaches the instances (e.g. SIPBRIDGE_MAX_CALLS=100).
@@ -20,7 +21,7 @@
 set -euo pipefail
 
 if [ $# -lt 1 ] || [ $# -gt 2 ]; then
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 DB_URL="$1"
@@ -37,6 +38,7 @@ HTTP_BASE="${HTTP_BASE:-8080}"
 RTP_BASE="${RTP_BASE:-10000}"
 RTP_PORTS_EACH="${RTP_PORTS_EACH:-2000}"
 PING_INTERVAL="${PING_INTERVAL:-2}"
+PIKE_REQS="${PIKE_REQS:-64}"
 INSTANCE_TIMEOUT="${INSTANCE_TIMEOUT:-30}"
 KAMAILIO="${KAMAILIO:-kamailio}"
 if [ -z "${SIPBRIDGE:-}" ]; then
@@ -93,6 +95,7 @@ done
   -A "LISTEN=udp:$PROXY_ADDRESS:$PROXY_PORT" \
   -A "DISPATCHER_LIST=\"$LIST\"" \
   -A "PING_INTERVAL=$PING_INTERVAL" \
+  -A "PIKE_REQS=$PIKE_REQS" \
   > "$RUN_DIR/kamailio.log" 2>&1 &
 KAMAILIO_PID="$!"
 echo "kamailio: sip udp:$PROXY_ADDRESS:$PROXY_PORT log $RUN_DIR/kamailio.log" >&2

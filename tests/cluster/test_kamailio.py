@@ -553,10 +553,11 @@ async def test_trunk_allowlists_see_the_real_source_through_the_proxy(
 
 
 class FakeInstance(asyncio.DatagramProtocol):
-    """A UDP peer in the dispatcher list: answers OPTIONS 200 and every INVITE 486, and
-    keeps the INVITEs it got, as bytes."""
+    """A UDP peer in the dispatcher list: answers OPTIONS 200 and every INVITE with
+    ``status`` (486), and keeps the INVITEs it got, as bytes."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: bytes = b"486 Busy Here") -> None:
+        self.status = status
         self.invites: list[bytes] = []
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -577,7 +578,7 @@ class FakeInstance(asyncio.DatagramProtocol):
             if line.split(b":", 1)[0].strip().lower()
             in (b"via", b"v", b"from", b"f", b"to", b"t", b"call-id", b"i", b"cseq")
         ]
-        status = b"200 OK" if method == b"OPTIONS" else b"486 Busy Here"
+        status = b"200 OK" if method == b"OPTIONS" else self.status
         response = b"\r\n".join([b"SIP/2.0 " + status, *copied, b"Content-Length: 0", b"", b""])
         assert self.transport is not None
         self.transport.sendto(response, addr)
@@ -627,3 +628,49 @@ async def test_the_proxy_sets_the_real_source_and_leaves_the_sdp_alone(tmp_path:
     finally:
         transport.close()
         await cluster.close()
+
+
+async def test_a_call_refused_with_503_fails_over_with_one_source_header(
+    tmp_path: Path, database_url: str
+) -> None:
+    """An instance whose probes say 200 but which refuses an INVITE with 503 (it became
+    overloaded or full between two probes): the proxy retries the next instance, and that
+    request carries the real source once, as on the first try (a second copy added in the
+    failure route would make the instance refuse it with 400 bad_source_header)."""
+    loop = asyncio.get_running_loop()
+    transport, refusing = await loop.create_datagram_endpoint(
+        lambda: FakeInstance(b"503 Service Unavailable"), local_addr=("127.0.0.1", 0)
+    )
+    db = Database(database_url)
+    await db.upgrade()
+    cluster = Cluster(tmp_path, database_url)
+    try:
+        async with EchoAgent() as agent:
+            await service.add_agent(db, "echo", agent.url, voice_enabled=True)
+            await service.add_number(db, NUMBER, "echo")
+            real = await cluster.start_instance(
+                "real", max_calls=10, extra=("--trusted-proxy", "127.0.0.1")
+            )
+            await answers_options(real.sip_port, 20)
+            await cluster.start_kamailio([transport.get_extra_info("sockname")[1], real.sip_port])
+            try:
+                await asyncio.sleep(PING_INTERVAL * 1.5)  # both destinations probed up
+                # Round-robin: about every other call meets the refusing one first.
+                assert await cluster.call(200, calls=4) == 0, "every call answered"
+
+                async def recorded() -> bool:
+                    calls = list((await calls_by_id(db)).values())
+                    return len(calls) == 4 and not any(c.status.is_open for c in calls)
+
+                await wait_for(recorded, 10, "four calls recorded")
+            except BaseException:
+                print(cluster.logs())
+                raise
+        assert refusing.invites, "no call was sent to the refusing instance first"
+        calls = list((await calls_by_id(db)).values())
+        assert {c.status for c in calls} == {CallStatus.ANSWERED}, [c.reason for c in calls]
+        assert all((c.source or "").startswith("127.0.0.1:") for c in calls)
+    finally:
+        transport.close()
+        await cluster.close()
+        await db.close()
