@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import typer.main
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from sipbridge.api.routes_health import router as health_router
 from sipbridge.cli import app
@@ -69,6 +69,15 @@ def unit_settings(text: str) -> dict[str, list[str]]:
         key, _, value = line.partition("=")
         settings.setdefault(key.strip(), []).append(value.strip())
     return settings
+
+
+def assignments(text: str) -> list[tuple[str, str]]:
+    """``A=1 "B=two words"`` (systemd Environment=, Dockerfile ENV) as pairs."""
+    pairs = []
+    for item in shlex.split(text):
+        key, _, value = item.partition("=")
+        pairs.append((key, value))
+    return pairs
 
 
 def seconds(value: str) -> float:
@@ -129,9 +138,7 @@ def test_the_unit_matches_the_server() -> None:
     assert one["ExecStart"].split()[1:] == ["serve"]
     assert one["Restart"] == "on-failure"
     # The default database of a non-root server in this environment is in StateDirectory.
-    environment = dict(
-        item.split("=", 1) for values in settings["Environment"] for item in shlex.split(values)
-    )
+    environment = {k: v for values in settings["Environment"] for k, v in assignments(values)}
     db = default_db_path(environ=environment, is_root=False)
     assert db.parent == Path("/var/lib") / one["StateDirectory"], db
     # The first SIGTERM drains for at most --drain-timeout: the stop timeout must be longer.
@@ -197,7 +204,7 @@ def test_the_image_runs_as_a_non_root_user() -> None:
 def test_the_image_default_database_is_on_its_volume() -> None:
     env: dict[str, str] = {}
     for rest in instruction("ENV"):
-        env.update(item.split("=", 1) for item in shlex.split(rest))
+        env.update(assignments(rest))
     db = default_db_path(environ=env, is_root=False)
     volumes = [v for rest in instruction("VOLUME") for v in json.loads(rest)]
     assert str(db.parent) in volumes
@@ -272,7 +279,7 @@ def exposed_metrics() -> dict[str, set[str]]:
         "gauge": [""],
     }
     labels: dict[str, set[str]] = {}
-    for collector in list(metrics.registry._collector_to_names):  # noqa: SLF001
+    for collector in list(metrics.registry._collector_to_names):
         for family in collector.collect():
             names = set(getattr(collector, "_labelnames", ()))
             for suffix in suffixes[family.type]:
@@ -308,7 +315,8 @@ def test_the_metric_list_is_the_server_one() -> None:
     assert "sipbridge_call_setup_seconds_bucket" in metrics
     assert "sipbridge_bans_active" in metrics  # the guard's collector
     assert metrics["sipbridge_calls_total"] == {"status", "reason"}
-    assert check_expression("sipbridge_nope_total", metrics) == ["unknown metric sipbridge_nope_total"]
+    unknown = check_expression("sipbridge_nope_total", metrics)
+    assert unknown == ["unknown metric sipbridge_nope_total"]
     assert check_expression('sipbridge_calls_total{trunk="a"}', metrics) == [
         "sipbridge_calls_total has no label trunk"
     ]
