@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -90,7 +91,8 @@ def seconds(value: str) -> float:
 def verifiable_unit(tmp_path: Path) -> Path:
     """The unit with ExecStart pointed at an executable that exists here (verify checks
     it): the venv's console script when installed, else a stand-in."""
-    script = shutil.which("sipbridge")
+    venv_script = Path(sys.executable).with_name("sipbridge")
+    script = str(venv_script) if venv_script.exists() else shutil.which("sipbridge")
     if script is None:
         stand_in = tmp_path / "sipbridge"
         stand_in.write_text("#!/bin/sh\nexit 0\n")
