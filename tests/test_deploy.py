@@ -295,9 +295,24 @@ TARGET_LABELS = {"instance", "job"}
 SELECTOR = re.compile(r"\b(sipbridge_[a-z0-9_]+)(\{[^}]*\})?")
 
 
+# PromQL functions and aggregations the files may use (promtool is not installed: this
+# catches a misspelt function, not every syntax error).
+FUNCTIONS = {
+    "sum", "max", "min", "avg", "count", "topk", "rate", "increase", "irate", "deriv",
+    "delta", "histogram_quantile", "clamp_min", "abs", "absent", "vector", "by", "without",
+}  # fmt: skip
+
+
 def check_expression(expr: str, metrics: dict[str, set[str]]) -> list[str]:
-    """The problems of one PromQL expression: unknown metrics, unknown label matchers."""
+    """The problems of one PromQL expression: unknown metrics, unknown label matchers,
+    unknown functions, unbalanced brackets."""
     problems = []
+    for opening, closing in ("()", "[]", "{}"):
+        if expr.count(opening) != expr.count(closing):
+            problems.append(f"unbalanced {opening}{closing} in {expr!r}")
+    for function in re.findall(r"\b([a-z_]+)\s*\(", expr):
+        if function not in FUNCTIONS:
+            problems.append(f"unknown function {function}")
     found = SELECTOR.findall(expr)
     if not found:
         problems.append(f"no sipbridge metric in {expr!r}")
@@ -321,6 +336,10 @@ def test_the_metric_list_is_the_server_one() -> None:
     assert unknown == ["unknown metric sipbridge_nope_total"]
     assert check_expression('sipbridge_calls_total{trunk="a"}', metrics) == [
         "sipbridge_calls_total has no label trunk"
+    ]
+    assert check_expression("rat(sipbridge_calls_total[5m])", metrics) == ["unknown function rat"]
+    assert check_expression("sum(sipbridge_calls_total", metrics) == [
+        "unbalanced () in 'sum(sipbridge_calls_total'"
     ]
 
 
@@ -359,7 +378,9 @@ def test_the_dashboard_queries_real_metrics() -> None:
         assert wanted in used, wanted
     for variable in dashboard["templating"]["list"]:
         if variable["type"] == "query":
-            assert not check_expression(variable["definition"].split("(", 1)[1], metrics)
+            definition = variable["definition"]
+            assert definition.startswith("label_values(")
+            assert not check_expression(definition.removeprefix("label_values"), metrics)
 
 
 def test_the_alert_rules_are_prometheus_rule_groups() -> None:
