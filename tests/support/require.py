@@ -62,6 +62,9 @@ NEEDS: dict[str, Need] = {
     "pipecat": Need(
         lambda: importlib.util.find_spec("pipecat") is not None, "pip install -e '.[test]'"
     ),
+    "systemd-analyze": Need(
+        lambda: shutil.which("systemd-analyze") is not None, "apt-get install systemd"
+    ),
     "console-script": Need(_console_script, "pip install -e . (the sipbridge console script)"),
 }
 
