@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import typer
 from typer._click.core import Context, ParameterSource
 from typer._click.exceptions import BadParameter
 from typer._click.globals import get_current_context
