@@ -371,10 +371,8 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
     if o.instance_id is not None and (
         not o.instance_id.strip() or not o.instance_id.isprintable() or len(o.instance_id) > 255
     ):
-        _fail(
-            f"{option_label('--instance-id')}: must be printable, non-empty text of at most 255 characters",
-            2,
-        )
+        label = option_label("--instance-id")
+        _fail(f"{label}: must be printable, non-empty text of at most 255 characters", 2)
     if o.session_expires and o.session_expires < o.min_se:
         _fail("--session-expires must be 0 (no session timers) or at least --min-se", 2)
     db_url = database_url(o.db)
