@@ -18,8 +18,8 @@ Exit codes: 0 success, 1 the operation failed (unknown agent, duplicate, databas
 error), 2 bad input (usage error, invalid number, URL or port range).
 
 One module per command group (``serve_command``, ``agents``, ``numbers``, ``trunks``,
-``apikeys``, ``bans``, ``calls_command``, ``db``, ``doctor_command``); shared options and
-helpers are in ``_common``.
+``apikeys``, ``bans``, ``calls_command``, ``db``, ``doctor_command``, ``config_command``);
+shared options and helpers are in ``_common``, the configuration file in ``config_file``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from sipbridge.cli.agents import agent_app
 from sipbridge.cli.apikeys import apikey_app
 from sipbridge.cli.bans import ban_app
 from sipbridge.cli.calls_command import calls_app
+from sipbridge.cli.config_command import config_app
 from sipbridge.cli.db import db_app
 from sipbridge.cli.doctor_command import doctor
 from sipbridge.cli.numbers import number_app
@@ -58,6 +59,7 @@ app.add_typer(db_app, name="db")
 app.command()(serve)
 app.command()(doctor)
 app.add_typer(calls_app, name="calls")
+app.add_typer(config_app, name="config")
 
 
 def _version_callback(value: bool) -> None:

@@ -58,7 +58,7 @@ def serve_params() -> tuple[Any, ...]:
     """``serve``'s Click parameters that the file may set, in declaration order."""
     from sipbridge.cli.serve_command import serve
 
-    app = typer.Typer()
+    app = typer.Typer(add_completion=False)
     app.command()(serve)
     command = typer.main.get_command(app)
     return tuple(p for p in command.params if p.name is not None and p.name not in _NOT_IN_FILE)
