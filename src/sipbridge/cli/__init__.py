@@ -8,7 +8,9 @@ number, ban and API key fields, ``calls --number/--limit/--json``) are read from
 command line only: a server setting exported for ``serve`` (``SIPBRIDGE_MAX_CALLS``,
 ``SIPBRIDGE_SRTP``) never becomes a trunk's field. The two secrets have variables named
 for them, to keep them off the command line: ``SIPBRIDGE_TRUNK_PASSWORD`` and
-``SIPBRIDGE_AGENT_TOKEN``.
+``SIPBRIDGE_AGENT_TOKEN``. ``serve``'s settings (and so ``doctor``'s and ``config show``'s)
+can also come from a TOML file (``--config``, ``SIPBRIDGE_CONFIG``, a default path), below
+the variables and above the defaults: ``config_file``, docs/configuration.md.
 
 Without ``--db`` the database is a SQLite file at a fixed place, whatever the working
 directory (``sipbridge.config.default_db_path``); commands name the database they used
