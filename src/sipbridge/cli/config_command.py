@@ -155,7 +155,7 @@ def _shown(value: Any) -> str:
         return ",".join(str(item) for item in value) or "-"
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return str(value) if value != "" else '""'
 
 
 def _signature() -> inspect.Signature:

@@ -26,12 +26,13 @@ from sipbridge.cli._common import _fail
 __all__ = [
     "CONFIG_HELP",
     "SYSTEM_CONFIG",
-    "config_key",
+    "config_path",
     "default_config_path",
     "load_config",
     "load_config_callback",
     "option_label",
     "serve_params",
+    "source_of",
 ]
 
 SYSTEM_CONFIG = Path("/etc/sipbridge/sipbridge.toml")
@@ -45,12 +46,6 @@ _META_PATH = "sipbridge.config_path"
 _META_KEYS = "sipbridge.config_keys"
 # Parameters of serve's command that are not settings of the file.
 _NOT_IN_FILE = frozenset({"config"})
-
-
-def config_key(name: str) -> str:
-    """The canonical key of parameter ``name`` in the file: the option name with
-    underscores (``--sip-port``: ``sip_port``); ``sip-port`` is read as the same key."""
-    return name
 
 
 @cache
