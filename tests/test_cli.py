@@ -37,6 +37,9 @@ def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    # No configuration file of this machine's (/etc/sipbridge) or user's is read.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setattr("sipbridge.cli.config_file.SYSTEM_CONFIG", tmp_path / "no-etc.toml")
     return home / "data"
 
 

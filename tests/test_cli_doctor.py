@@ -35,6 +35,9 @@ def data_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    # No configuration file of this machine's (/etc/sipbridge) or user's is read.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    monkeypatch.setattr("sipbridge.cli.config_file.SYSTEM_CONFIG", tmp_path / "no-etc.toml")
     return home / "data"
 
 
@@ -254,3 +257,18 @@ def test_lines_are_escaped() -> None:
     check = Check("x", "problem", "agent \x1b[2Jbot\nfake line", "fix\r")
     assert format_check(check) == "PROBLEM  agent \\x1b[2Jbot\\nfake line -> fix: fix\\r"
     assert format_check(Check("x", "ok", "fine")) == "ok       fine"
+
+
+def test_doctor_reads_the_config_file(
+    runner: CliRunner, env: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "sipbridge.toml"
+    config.write_text('public_ip = "example"\n')
+    result = run(runner, env, "doctor", "--config", str(config))
+    assert result.exit_code == 2
+    assert f"error: config file {config}: key 'public_ip': 'example' is not an IP address" in (
+        result.output
+    )
+    config.write_text("timeout = 3\n")  # doctor's own options are not settings of the file
+    result = run(runner, env, "doctor", "--config", str(config))
+    assert result.exit_code == 2 and "unknown key 'timeout'" in result.output

@@ -8,7 +8,9 @@ number, ban and API key fields, ``calls --number/--limit/--json``) are read from
 command line only: a server setting exported for ``serve`` (``SIPBRIDGE_MAX_CALLS``,
 ``SIPBRIDGE_SRTP``) never becomes a trunk's field. The two secrets have variables named
 for them, to keep them off the command line: ``SIPBRIDGE_TRUNK_PASSWORD`` and
-``SIPBRIDGE_AGENT_TOKEN``.
+``SIPBRIDGE_AGENT_TOKEN``. ``serve``'s settings (and so ``doctor``'s and ``config show``'s)
+can also come from a TOML file (``--config``, ``SIPBRIDGE_CONFIG``, a default path), below
+the variables and above the defaults: ``config_file``, docs/configuration.md.
 
 Without ``--db`` the database is a SQLite file at a fixed place, whatever the working
 directory (``sipbridge.config.default_db_path``); commands name the database they used
@@ -18,8 +20,8 @@ Exit codes: 0 success, 1 the operation failed (unknown agent, duplicate, databas
 error), 2 bad input (usage error, invalid number, URL or port range).
 
 One module per command group (``serve_command``, ``agents``, ``numbers``, ``trunks``,
-``apikeys``, ``bans``, ``calls_command``, ``db``, ``doctor_command``); shared options and
-helpers are in ``_common``.
+``apikeys``, ``bans``, ``calls_command``, ``db``, ``doctor_command``, ``config_command``);
+shared options and helpers are in ``_common``, the configuration file in ``config_file``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sipbridge.cli.agents import agent_app
 from sipbridge.cli.apikeys import apikey_app
 from sipbridge.cli.bans import ban_app
 from sipbridge.cli.calls_command import calls_app
+from sipbridge.cli.config_command import config_app
 from sipbridge.cli.db import db_app
 from sipbridge.cli.doctor_command import doctor
 from sipbridge.cli.numbers import number_app
@@ -58,6 +61,7 @@ app.add_typer(db_app, name="db")
 app.command()(serve)
 app.command()(doctor)
 app.add_typer(calls_app, name="calls")
+app.add_typer(config_app, name="config")
 
 
 def _version_callback(value: bool) -> None:

@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 from sipbridge.agent.limits import parse_agent_limits
 from sipbridge.cli._common import DbOption, RegionOption, _fail, _run, _setting, database_url
+from sipbridge.cli.config_file import CONFIG_HELP, load_config_callback, option_label
 from sipbridge.config import (
     DEFAULT_CODECS,
     SRTP_MODES,
@@ -38,18 +39,28 @@ def _parsed(option: str, parse: Callable[[S], T], value: S) -> T:
     try:
         return parse(value)
     except ValueError as exc:
-        _fail(f"{option}: {exc}", 2)
+        _fail(f"{option_label(option)}: {exc}", 2)
 
 
 def _choice(option: str, value: str, choices: Sequence[str]) -> str:
     """``value`` normalized (stripped, lower case), or exit 2 if not one of ``choices``."""
     normalized = value.strip().lower()
     if normalized not in choices:
-        _fail(f"{option}: {value!r} is not one of {', '.join(choices)}", 2)
+        _fail(f"{option_label(option)}: {value!r} is not one of {', '.join(choices)}", 2)
     return normalized
 
 
 def serve(
+    config: Annotated[
+        str | None,
+        _setting(
+            "--config",
+            metavar="PATH",
+            is_eager=True,
+            callback=load_config_callback,
+            help=CONFIG_HELP,
+        ),
+    ] = None,
     sip_host: Annotated[str, _setting("--sip-host", help="Address to bind SIP on.")] = "0.0.0.0",
     sip_port: Annotated[
         int,
@@ -339,13 +350,13 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
         try:
             ipaddress.ip_address(public_ip)
         except ValueError:
-            _fail(f"--public-ip: {public_ip!r} is not an IP address", 2)
+            _fail(f"{option_label('--public-ip')}: {public_ip!r} is not an IP address", 2)
     level = _choice("--log-level", o.log_level, LOG_LEVELS)
     region = _parsed("--default-region", normalize_region, o.default_region)
     codec_list = _parsed("--codecs", parse_codecs, o.codecs)
     unknown = _choice("--reject-unknown", o.reject_unknown, UNKNOWN_SOURCES)
     if o.auth_realm is not None and (not o.auth_realm.strip() or not o.auth_realm.isprintable()):
-        _fail("--auth-realm: must be printable, non-empty text", 2)
+        _fail(f"{option_label('--auth-realm')}: must be printable, non-empty text", 2)
     algorithms = _parsed("--auth-algorithms", parse_algorithms, o.auth_algorithms)
     limits = _parsed("--agent-limits", parse_agent_limits, o.agent_limits)
     srtp_mode = _choice("--srtp", o.srtp, SRTP_MODES)
@@ -355,12 +366,13 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
     for option, path in (("--tls-cert", tls_cert), ("--tls-key", tls_key)):
         if path is not None and not os.access(path, os.R_OK):
             if tls_files:
-                _fail(f"{option}: {path!r} cannot be read", 2)
+                _fail(f"{option_label(option)}: {path!r} cannot be read", 2)
             tls_cert = tls_key = None
     if o.instance_id is not None and (
         not o.instance_id.strip() or not o.instance_id.isprintable() or len(o.instance_id) > 255
     ):
-        _fail("--instance-id: must be printable, non-empty text of at most 255 characters", 2)
+        label = option_label("--instance-id")
+        _fail(f"{label}: must be printable, non-empty text of at most 255 characters", 2)
     if o.session_expires and o.session_expires < o.min_se:
         _fail("--session-expires must be 0 (no session timers) or at least --min-se", 2)
     db_url = database_url(o.db)
