@@ -298,7 +298,9 @@ async def test_an_agent_that_never_reads_gets_its_audio_dropped_then_cut_off(
         ws.transport.pause_reading()  # accept, then never read again
         await stop.wait()
 
-    async with serve(handler, "127.0.0.1", 0, max_size=None) as server:
+    # close_timeout: the agent never reads, so its side of the close handshake would
+    # wait websockets' default 10 s when the test ends.
+    async with serve(handler, "127.0.0.1", 0, max_size=None, close_timeout=0.1) as server:
         port = server.sockets[0].getsockname()[1]
         conn = AgentConnection(AgentSession("c1"), lambda _: None)
         await conn.open(f"ws://127.0.0.1:{port}/", 2.0)
@@ -376,7 +378,7 @@ async def test_an_agent_that_stops_answering_pings_is_lost(monkeypatch: pytest.M
         ws.transport.pause_reading()  # the agent hangs: no pong ever comes back
         await stop.wait()
 
-    async with serve(handler, "127.0.0.1", 0) as server:
+    async with serve(handler, "127.0.0.1", 0, close_timeout=0.1) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         conn = AgentConnection(AgentSession("c1"), lambda _: None)
         await conn.open(f"ws://127.0.0.1:{port}/", 2.0)

@@ -95,7 +95,7 @@ from sipbridge.sip.framing import StreamAddress
 from sipbridge.sip.guard import Admission, GuardLimits, Offence, SourceGuard
 from sipbridge.sip.headers import Headers
 from sipbridge.sip.message import Request
-from sipbridge.sip.proxy import TrustedProxies, admit_message, carries_source_header
+from sipbridge.sip.proxy import Relayed, TrustedProxies, admit_message, carries_source_header
 from sipbridge.sip.registration import (
     RegistrationConfig,
     RegistrationEvent,
@@ -174,6 +174,7 @@ class SipBridgeServer:
         )
         # Proxies in front whose X-Sipbridge-Source is believed (sip/proxy.py).
         self.proxies = TrustedProxies.parse(settings.trusted_proxies)
+        self._proxied = bool(self.proxies)
         self.guard = SourceGuard(
             GuardLimits(
                 ban_time=settings.ban_time,
@@ -327,14 +328,14 @@ class SipBridgeServer:
             listeners.append(f"tls:{host}:{tls[1]}")
         await self._start_http()
         await self.instance.register(self.instance_address)
-        # Everything allocated so far (FastAPI, SQLAlchemy, pydantic: ~10^5 objects) lives
-        # as long as the process: move it out of the collector's sight, so a full
-        # collection takes microseconds instead of stalling every call's media for tens
-        # of milliseconds (measured by bench/bench_agent.py).
         await self._read_agents()
         self._trunk_task = asyncio.ensure_future(self._refresh_trunks())
         self._heartbeat_due = self.loop.time() + HEARTBEAT_SECONDS
         self._heartbeat = self.loop.call_at(self._heartbeat_due, self._beat)
+        # Everything allocated so far (FastAPI, SQLAlchemy, pydantic: ~10^5 objects) lives
+        # as long as the process: move it out of the collector's sight, so a full
+        # collection takes microseconds instead of stalling every call's media for tens
+        # of milliseconds (measured by bench/bench_agent.py).
         gc.freeze()
         log.info(
             "listening sip=%s rtp=%d-%d http=%s advertise=%s db=%s fd_limit=%d "
@@ -759,11 +760,16 @@ class SipBridgeServer:
         framed from a TCP/TLS connection (``addr`` the connection's StreamAddress). True
         when the UA core admitted it (``UserAgent.receive_datagram``)."""
         now = self.loop.time()
-        source = addr if isinstance(addr, StreamAddress) else (addr[0], addr[1])
         # Flood and ban check before any parsing (sip/guard.py): one dict lookup for a
         # banned source, a token bucket update otherwise; for a trusted proxy's message,
-        # on the real source its X-Sipbridge-Source names (sip/proxy.py).
-        admission, relayed = admit_message(self.guard, self.proxies, data, source, now)
+        # on the real source its X-Sipbridge-Source names (sip/proxy.py). Without trusted
+        # proxies (the default) the guard is asked directly: a flood's datagrams cost the
+        # least possible before they are dropped.
+        relayed: Relayed | None = None
+        if self._proxied:
+            admission, relayed = admit_message(self.guard, self.proxies, data, addr, now)
+        else:
+            admission = self.guard.admit(addr[0], now, data)
         if admission is not Admission.ADMIT:
             if self.guard.has_new_bans:
                 self.bans.store_new()  # a refused source never reaches flush()
@@ -774,6 +780,7 @@ class SipBridgeServer:
             ):
                 self.streams.drop(addr)  # no more framing work for a banned source
             return False
+        source = addr if isinstance(addr, StreamAddress) else (addr[0], addr[1])
         if relayed is None and log.isEnabledFor(logging.DEBUG) and carries_source_header(data):
             log.debug(
                 "event=source_header_ignored source=%s:%d: not a trusted proxy",
