@@ -130,7 +130,31 @@ class TransactionKey:
         return cls(via.branch or "", sent_by, method)
 
 
-class InviteServerTransaction:
+class _Watched:
+    """What every transaction shares with the UA's timer heap: ``watch`` is called with
+    the transaction whenever its deadline may have changed (RFC-independent bookkeeping);
+    None: nobody is watching."""
+
+    watch: Callable[[Any], None] | None = None
+
+    def _changed(self) -> None:
+        if self.watch is not None:
+            self.watch(self)
+
+
+class _Retransmitting(_Watched):
+    """A transaction with a retransmission timer and an end timer: due at the earlier."""
+
+    _retransmit_at: float | None
+    _end_at: float | None
+
+    @property
+    def deadline(self) -> float | None:
+        times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
+        return min(times) if times else None
+
+
+class InviteServerTransaction(_Retransmitting):
     """INVITE server transaction (RFC 3261 §17.2.1, RFC 6026 §7.1).
 
     Created when a new INVITE arrives; it sends 100 Trying at once so the
@@ -157,19 +181,6 @@ class InviteServerTransaction:
         self._retransmit_at: float | None = None
         self._interval = T1
         self._end_at: float | None = None
-
-    #: Called with the transaction whenever its deadline may have changed (the UA keeps
-    #: its timers in a heap, RFC-independent bookkeeping); None: nobody is watching.
-    watch: Callable[[Any], None] | None = None
-
-    def _changed(self) -> None:
-        if self.watch is not None:
-            self.watch(self)
-
-    @property
-    def deadline(self) -> float | None:
-        times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
-        return min(times) if times else None
 
     @property
     def final_sent(self) -> bool:
@@ -255,7 +266,7 @@ class InviteServerTransaction:
         self._end_at = None
 
 
-class NonInviteServerTransaction:
+class NonInviteServerTransaction(_Watched):
     """Non-INVITE server transaction (RFC 3261 §17.2.2).
 
     The caller sends the response with :meth:`send_response`, forwards
@@ -272,14 +283,6 @@ class NonInviteServerTransaction:
         self._outbox = outbox
         self._last_bytes = b""
         self._end_at: float | None = None
-
-    #: Called with the transaction whenever its deadline may have changed (the UA keeps
-    #: its timers in a heap, RFC-independent bookkeeping); None: nobody is watching.
-    watch: Callable[[Any], None] | None = None
-
-    def _changed(self) -> None:
-        if self.watch is not None:
-            self.watch(self)
 
     @property
     def deadline(self) -> float | None:
@@ -309,7 +312,7 @@ class NonInviteServerTransaction:
             self._end_at = None
 
 
-class NonInviteClientTransaction:
+class NonInviteClientTransaction(_Retransmitting):
     """Non-INVITE client transaction (RFC 3261 §17.1.2), used for the BYE we send.
 
     The request goes out on creation. Responses matched by the UA core go to
@@ -333,19 +336,6 @@ class NonInviteClientTransaction:
         self._retransmit_at: float | None = None if reliable else now + T1
         self._end_at: float | None = now + TIMER_F
         self._outbox.append((self._bytes, destination))
-
-    #: Called with the transaction whenever its deadline may have changed (the UA keeps
-    #: its timers in a heap, RFC-independent bookkeeping); None: nobody is watching.
-    watch: Callable[[Any], None] | None = None
-
-    def _changed(self) -> None:
-        if self.watch is not None:
-            self.watch(self)
-
-    @property
-    def deadline(self) -> float | None:
-        times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
-        return min(times) if times else None
 
     @property
     def terminated(self) -> bool:
@@ -385,7 +375,7 @@ class NonInviteClientTransaction:
             self._changed()
 
 
-class InviteClientTransaction:
+class InviteClientTransaction(_Retransmitting):
     """INVITE client transaction (RFC 3261 §17.1.1, RFC 6026 §7.2): our re-INVITE.
 
     The request goes out on creation (Calling). Responses matched by the UA core go to
@@ -412,19 +402,6 @@ class InviteClientTransaction:
         self._retransmit_at: float | None = None if self._reliable else now + T1
         self._end_at: float | None = now + TIMER_B
         self._outbox.append((self._bytes, destination))
-
-    #: Called with the transaction whenever its deadline may have changed; None: nobody
-    #: is watching.
-    watch: Callable[[Any], None] | None = None
-
-    def _changed(self) -> None:
-        if self.watch is not None:
-            self.watch(self)
-
-    @property
-    def deadline(self) -> float | None:
-        times = [t for t in (self._retransmit_at, self._end_at) if t is not None]
-        return min(times) if times else None
 
     @property
     def terminated(self) -> bool:
