@@ -1700,3 +1700,57 @@ def test_serve_agent_limits(
     assert default.agent_limits == AgentLimits()
     result = runner.invoke(app, ["serve", "--agent-limits", "bogus=1"], env=env)
     assert result.exit_code == 2 and "--agent-limits" in result.output
+
+
+def test_trunk_update_changes_every_setting(
+    runner: CliRunner, env: dict[str, str], db_url: str
+) -> None:
+    """Every trunk setting add takes can be changed by update; a list option replaces the
+    list, options left out stay, --password - reads standard input."""
+    result = invoke(runner, env, "trunk", "add", "carrier", "--allow", "192.0.2.0/24")
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(
+        app,
+        [
+            *("trunk", "update", "carrier"),
+            *("--allow", "198.51.100.7", "--allow", "203.0.113.0/24"),
+            *("--host", "sip.carrier.example;transport=tcp", "--username", "acct"),
+            *("--password", "-", "--register", "--codec", "pcma", "--codec", "pcmu"),
+            *("--number", "+12025550101", "--srtp", "required"),
+        ],
+        env=env,
+        input="s3cret\n",
+    )
+    assert result.exit_code == 0, result.output
+
+    async def read_back() -> TrunkRecord:
+        async with Database(db_url) as db:
+            return await service.get_trunk(db, "carrier")
+
+    trunk = asyncio.run(read_back())
+    assert trunk.allowed_cidrs == ["198.51.100.7/32", "203.0.113.0/24"]
+    assert (trunk.host, trunk.username, trunk.password) == (
+        "sip.carrier.example;transport=tcp",
+        "acct",
+        "s3cret",
+    )
+    assert trunk.register is True
+    assert (trunk.codecs, trunk.allowed_numbers, trunk.srtp) == (
+        ["pcma", "pcmu"],
+        ["+12025550101"],
+        "required",
+    )
+    result = invoke(runner, env, "trunk", "update", "carrier", "--no-register", "--srtp", "off")
+    assert result.exit_code == 0, result.output
+    trunk = asyncio.run(read_back())
+    assert (trunk.register, trunk.srtp, trunk.username) == (False, "off", "acct")
+    bad = invoke(runner, env, "trunk", "update", "carrier", "--srtp", "sometimes")
+    assert bad.exit_code != 0 and "srtp" in bad.output
+    # An exported add-time password never reaches another trunk through update.
+    result = runner.invoke(
+        app,
+        ["trunk", "update", "carrier", "--max-calls", "4"],
+        env={**env, "SIPBRIDGE_TRUNK_PASSWORD": "other"},
+    )
+    assert result.exit_code == 0, result.output
+    assert asyncio.run(read_back()).password == "s3cret"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import urllib.request
 from typing import Annotated, Any
 
@@ -109,23 +110,85 @@ def trunk_add(
 @trunk_app.command("update")
 def trunk_update(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Trunk name.")],
+    allow: Annotated[
+        list[str] | None,
+        _option(
+            "--allow",
+            metavar="CIDR",
+            help="Source address or CIDR allowed to send calls (repeatable; replaces the list).",
+        ),
+    ] = None,
+    host: Annotated[
+        str | None, _option("--host", help="Where outbound calls and REGISTER go.")
+    ] = None,
+    username: Annotated[str | None, _option("--username", help="Digest user name.")] = None,
+    password: Annotated[
+        str | None,
+        _option(
+            "--password",
+            help="Digest password; - reads it from standard input (kept off the command line).",
+        ),
+    ] = None,
+    register: Annotated[
+        bool | None,
+        _option("--register/--no-register", help="Register with the host, or stop."),
+    ] = None,
     max_calls: Annotated[
         int | None, _option("--max-calls", metavar="N", help="Concurrent call limit (at least 1).")
     ] = None,
+    codec: Annotated[
+        list[str] | None,
+        _option(
+            "--codec",
+            help="Allowed codec, in order of preference (repeatable; replaces the list).",
+        ),
+    ] = None,
+    number: Annotated[
+        list[str] | None,
+        _option(
+            "--number",
+            help="A number this trunk may call (repeatable; replaces the list).",
+        ),
+    ] = None,
+    srtp: Annotated[
+        str | None,
+        _option(
+            "--srtp", metavar="MODE", help="SRTP (SDES): off, optional (when offered) or required."
+        ),
+    ] = None,
     max_message_rate: MessageRateOption = None,
+    default_region: RegionOption = None,
     db: DbOption = None,
 ) -> None:
-    """Change a trunk's limits (options left out stay as they are)."""
-    if max_calls is None and max_message_rate is None:
-        raise typer.BadParameter("nothing to change: give --max-calls or --max-message-rate")
+    """Change a trunk's settings (options left out stay as they are; a repeatable option
+    given replaces the whole list)."""
+    changes: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "allowed_cidrs": allow,
+            "host": host,
+            "username": username,
+            "password": password,
+            "register": register,
+            "max_calls": max_calls,
+            "codecs": codec,
+            "allowed_numbers": number,
+            "srtp": srtp,
+            "max_message_rate": max_message_rate,
+        }.items()
+        if value is not None
+    }
+    if password == "-":
+        changes["password"] = sys.stdin.readline().rstrip("\r\n")
+    if not changes:
+        raise typer.BadParameter(
+            "nothing to change: give at least one of --allow, --host, --username, --password, "
+            "--register/--no-register, --max-calls, --codec, --number, --srtp, "
+            "--max-message-rate"
+        )
     record = _run(
         db,
-        lambda d: service.update_trunk(
-            d,
-            name,
-            max_calls=service.UNSET if max_calls is None else max_calls,
-            max_message_rate=service.UNSET if max_message_rate is None else max_message_rate,
-        ),
+        lambda d: service.update_trunk(d, name, default_region=default_region, **changes),
     )
     typer.echo(f"updated trunk {record.name}")
 
