@@ -65,6 +65,7 @@ NEEDS: dict[str, Need] = {
     "systemd-analyze": Need(
         lambda: shutil.which("systemd-analyze") is not None, "apt-get install systemd"
     ),
+    "pipx": Need(lambda: shutil.which("pipx") is not None, "apt-get install pipx"),
     "console-script": Need(_console_script, "pip install -e . (the sipbridge console script)"),
 }
 
