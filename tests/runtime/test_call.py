@@ -148,6 +148,11 @@ async def test_sipp_call_audio_echoes_back_bit_exact(
     assert record.packets_in == len(sent_payloads) and record.packets_lost == 0
     assert record.loss_percent == 0.0 and record.jitter_ms is not None
     assert record.mos is not None and record.mos > 4.0
+    # The same MOS in the per-call histogram, under the call's codec and method.
+    labels = {"codec": "pcma", "method": "g107"}
+    registry = bridge.metrics.registry
+    assert registry.get_sample_value("sipbridge_call_mos_count", labels) == 1
+    assert registry.get_sample_value("sipbridge_call_mos_sum", labels) == pytest.approx(record.mos)
 
 
 @pytest.mark.sipp

@@ -86,6 +86,8 @@ async def test_metrics_health_and_readiness_over_http(bridge: SipBridgeServer) -
     assert sample(metrics, 'sipbridge_calls_total{reason="caller_hangup",status="answered"}') == 1
     assert sample(metrics, 'sipbridge_calls_total{reason="unknown_number",status="failed"}') == 1
     assert sample(metrics, "sipbridge_call_setup_seconds_count") == 1
+    # No caller RTP in this call: no MOS was measured, so none is observed.
+    assert "sipbridge_call_mos_count" not in metrics
     assert sample(metrics, "sipbridge_agent_connect_seconds_count") == 1
     assert sample(metrics, "sipbridge_agent_first_audio_seconds_count") == 1
     assert sample(metrics, 'sipbridge_rtp_packets_total{direction="out"}') >= 10

@@ -992,6 +992,10 @@ class Call:
                 metrics.rtp_packets_lost.inc(quality.packets_lost)
             if quality.jitter_ms is not None:
                 metrics.rtp_jitter_seconds.observe(quality.jitter_ms / 1000)
+            if quality.mos is not None:
+                metrics.call_mos.labels(self.record.codec or "", quality.mos_method or "").observe(
+                    quality.mos
+                )
             for response in self.media.session.turns.samples:
                 metrics.agent_response_seconds.observe(response)
             srtp = self.media.session.srtp

@@ -18,6 +18,9 @@ from sipbridge.sip.guard import SourceGuard
 # Call setup and agent timings are mostly well under a second; the tail matters.
 _FAST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _JITTER_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
+# E-model MOS (ITU-T G.107): 4.41 is a clean narrowband call; below 3.6 many users are
+# dissatisfied, below 3.1 nearly all (G.107 Annex B's user satisfaction bands).
+_MOS_BUCKETS = (1.0, 2.0, 2.6, 3.1, 3.6, 4.0, 4.2, 4.3, 4.4, 4.5)
 
 
 class Metrics:
@@ -139,6 +142,15 @@ class Metrics:
             "sipbridge_rtp_jitter_seconds",
             "Interarrival jitter of the caller's RTP at the end of each call (RFC 3550 A.8).",
             buckets=_JITTER_BUCKETS,
+            registry=r,
+        )
+        self.call_mos = Histogram(
+            "sipbridge_call_mos",
+            "Estimated MOS of each call with caller audio, at its end (E-model, G.107; "
+            "method 'g107-assumed' for G.722 and Opus). Calls without caller RTP are not "
+            "observed.",
+            ["codec", "method"],
+            buckets=_MOS_BUCKETS,
             registry=r,
         )
         self.sip_rejected = Counter(
