@@ -72,6 +72,30 @@ def test_sequence_jump_needs_confirmation() -> None:
     assert (stats.expected, stats.received) == (1, 1)
 
 
+def test_a_confirmed_sequence_restart_keeps_the_totals() -> None:
+    stats = ReceiverStats(8000)
+    for i in range(10):
+        stats.update(100 + i, 160 * i, 0.02 * i)
+    assert not stats.update(40000, 1600, 0.2)  # not yet believed: not counted
+    for i in range(1, 11):
+        assert stats.update(40000 + i, 1600 + 160 * i, 0.2 + 0.02 * i)
+    assert (stats.expected, stats.received) == (10, 10)  # A.1: a new run
+    assert (stats.total_expected, stats.total_received) == (20, 20)
+    assert stats.jitter < 1e-6  # the restart is no jitter
+
+
+def test_a_new_time_base_is_not_jitter() -> None:
+    """A timestamp step of seconds between two packets 20 ms apart is the sender's new
+    time base (a PBX re-anchoring media), not 100 s of network jitter."""
+    stats = ReceiverStats(8000)
+    for i in range(20):
+        stats.update(i, 160 * i, 0.02 * i)
+    for i in range(20, 40):
+        stats.update(i, 8000 * 100 + 160 * i, 0.02 * i)
+    assert stats.jitter_ms < 0.01
+    assert (stats.expected, stats.lost) == (40, 0)
+
+
 def test_report_block_intervals_and_lsr() -> None:
     stats = ReceiverStats(8000)
     for i in range(100):

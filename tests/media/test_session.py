@@ -415,3 +415,30 @@ def test_a_codec_change_keeps_the_whole_calls_figures() -> None:
     assert quality.packets_lost == 3
     assert quality.loss_percent == pytest.approx(3.0)  # 3 of 100 expected (50 + 50)
     assert quality.mos is not None and quality.mos_method == "g107"
+
+
+def test_a_new_ssrc_and_time_base_keep_the_audio_flowing() -> None:
+    """A PBX re-anchoring the call's media mid-call: the same source, then a new SSRC with
+    new sequence numbers and timestamps, then a jump of that stream's timestamps. Every
+    packet reaches the agent at once, in order; the record counts the whole call without
+    loss and without a jitter spike."""
+    media = session()
+    media.start(0.0)
+    heard = []
+    for n in range(50):
+        heard.append(media.receive_rtp(rtp(n, 0x10), CALLER, n * 0.02))
+    for k in range(50):  # new SSRC, sequence and time base
+        n = 50 + k
+        packet = rtp(40000 + k, 0x20, ssrc=0xABCDEF, ts=7_000_000 + 160 * k)
+        heard.append(media.receive_rtp(packet, CALLER, n * 0.02))
+    for k in range(50):  # the same SSRC jumps 100 s of RTP time ahead
+        n = 100 + k
+        packet = rtp(40050 + k, 0x30, ssrc=0xABCDEF, ts=7_000_000 + 800_000 + 160 * (50 + k))
+        heard.append(media.receive_rtp(packet, CALLER, n * 0.02))
+        assert media.poll(n * 0.02 + 0.01) == b""  # nothing concealed between packets
+    assert heard == [decoded(0x10)] * 50 + [decoded(0x20)] * 50 + [decoded(0x30)] * 50
+    assert media.stats.refused_source == 0 and media.stats.concealed_ms == 0
+    quality = media.quality()
+    assert quality.packets_in == 150 and quality.packets_lost == 0
+    assert quality.jitter_ms is not None and quality.jitter_ms < 1.0
+    assert quality.mos is not None and quality.mos > 4.3

@@ -32,6 +32,10 @@ __all__ = [
 _RTP_SEQ_MOD: Final = 1 << 16
 _MAX_DROPOUT: Final = 3000
 _MAX_MISORDER: Final = 100
+# A timestamp step this much larger than the arrival step is a new RTP time base (a PBX
+# re-anchoring the media, a sender restart), not network jitter: it is left out of A.8,
+# as the jitter buffer restarts on it (media/jitter.py).
+_TIME_BASE_JUMP_SECONDS: Final = 0.5
 
 
 class ReceiverStats:
@@ -59,6 +63,9 @@ class ReceiverStats:
         self._last_ts = 0
         self._last_sr_ntp: int | None = None
         self._last_sr_at: float | None = None
+        # Counts of the sequence runs before the last A.1 restart: the call's totals.
+        self._earlier_expected = 0
+        self._earlier_received = 0
 
     def _init_seq(self, seq: int) -> None:
         self._base_seq = seq
@@ -84,7 +91,11 @@ class ReceiverStats:
             elif udelta <= _RTP_SEQ_MOD - _MAX_MISORDER:
                 # A.1: a very large jump; believe it when the next packet confirms it.
                 if seq == self._bad_seq:
+                    self._earlier_expected += self.expected
+                    self._earlier_received += self.received
                     self._init_seq(seq)
+                    self._last_arrival = arrival
+                    self._last_ts = timestamp
                 else:
                     self._bad_seq = (seq + 1) & 0xFFFF
                     return False
@@ -95,7 +106,8 @@ class ReceiverStats:
             if dts >= 1 << 31:
                 dts -= 1 << 32
             d = abs((arrival - self._last_arrival) * self.clock_rate - dts)
-            self._jitter += (d - self._jitter) / 16
+            if d <= _TIME_BASE_JUMP_SECONDS * self.clock_rate:
+                self._jitter += (d - self._jitter) / 16
         self._last_arrival = arrival
         self._last_ts = timestamp
         self.received += 1
@@ -111,6 +123,17 @@ class ReceiverStats:
     def expected(self) -> int:
         """A.3: packets expected so far."""
         return self.extended_max - self._base_seq + 1 if self._started else 0
+
+    @property
+    def total_expected(self) -> int:
+        """Packets expected over every sequence run of this source (A.1 restarts
+        included), for the call's totals; :attr:`expected` restarts with the run."""
+        return self._earlier_expected + self.expected
+
+    @property
+    def total_received(self) -> int:
+        """Packets received over every sequence run of this source."""
+        return self._earlier_received + self.received
 
     @property
     def lost(self) -> int:

@@ -224,13 +224,7 @@ class MediaSession:
         # Packets in order are released at once; a missing one is waited for at least one
         # frame, so a short stall of our own loop is not mistaken for loss.
         self._jitter = JitterBuffer(info.clock_rate, min_delay_ms=20.0)
-        previous_receiver: ReceiverStats | None = getattr(self, "_receiver", None)
-        if previous_receiver is not None and previous_receiver.received:
-            # A codec change starts new RFC 3550 statistics; the record covers the call.
-            self._prior_expected += previous_receiver.expected
-            self._prior_received += previous_receiver.received
-            self._prior_jitter_ms = previous_receiver.jitter_ms
-        self._receiver = ReceiverStats(info.clock_rate)
+        self._new_receiver(info.clock_rate)
         self._dtmf_rx = DtmfReceiver(info.clock_rate)
         self._dtmf_tx = DtmfSender(info.clock_rate)
         previous = self._sender
@@ -242,6 +236,17 @@ class MediaSession:
             initial_sequence=previous.sequence if previous is not None else rng.getrandbits(16),
             initial_timestamp=rng.getrandbits(32),
         )
+
+    def _new_receiver(self, clock_rate: int) -> None:
+        """Start new RFC 3550 receiver statistics (a codec change, or a new SSRC: §8.2,
+        statistics are per source); what the old ones counted stays in the call's
+        totals, so the record covers the whole call."""
+        previous: ReceiverStats | None = getattr(self, "_receiver", None)
+        if previous is not None and previous.received:
+            self._prior_expected += previous.total_expected
+            self._prior_received += previous.total_received
+            self._prior_jitter_ms = previous.jitter_ms
+        self._receiver = ReceiverStats(clock_rate)
 
     def start(self, now: float) -> None:
         """Media begins (the call is answered): the first frame is due now."""
@@ -303,7 +308,12 @@ class MediaSession:
                 self.stats.dropped_in += 1
                 self.stats.refused_source += 1
                 return b""
-            self._remote_ssrc = ssrc
+            if ssrc != self._remote_ssrc:
+                if self._remote_ssrc is not None:
+                    # The caller's SSRC changed (a PBX re-anchoring its media): a new
+                    # source for RFC 3550; the jitter buffer restarts on it too.
+                    self._new_receiver(self._clock_rate)
+                self._remote_ssrc = ssrc
             self._last_seq = seq
             self._last_ts = ts
             stats = self.stats
@@ -571,8 +581,8 @@ class MediaSession:
     def quality(self) -> MediaQuality:
         """The call's media figures so far (for the call record and metrics)."""
         receiver = self._receiver
-        received = self._prior_received + receiver.received
-        expected = self._prior_expected + receiver.expected
+        received = self._prior_received + receiver.total_received
+        expected = self._prior_expected + receiver.total_expected
         measured = received > 0
         lost = max(expected - received, 0)
         loss = 100.0 * lost / expected if expected else 0.0
