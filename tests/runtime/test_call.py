@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import websockets.asyncio.server
 
 from sipbridge.codecs import get_codec
 from sipbridge.rtp.packet import parse_rtp_header
@@ -27,6 +28,7 @@ from tests.support.sipp import (
     SIPP_SHARE,
     cancel_scenario,
     expect_error_scenario,
+    prack_scenario,
     run_sipp,
     wait_for_bye_scenario,
 )
@@ -153,6 +155,39 @@ async def test_sipp_call_audio_echoes_back_bit_exact(
     registry = bridge.metrics.registry
     assert registry.get_sample_value("sipbridge_call_mos_count", labels) == 1
     assert registry.get_sample_value("sipbridge_call_mos_sum", labels) == pytest.approx(record.mos)
+
+
+@pytest.mark.sipp
+@pytest.mark.requires("sipp")
+async def test_sipp_caller_requiring_100rel_gets_a_reliable_180_and_its_prack_200(
+    bridge: SipBridgeServer, tmp_path: Path
+) -> None:
+    """RFC 3262 with a real UAC: SIPp requires 100rel, reads the 180's RSeq and PRACKs it;
+    the PRACK is answered 200 before the INVITE's 200 (the agent's handshake is held
+    0.5 s so the order is fixed), and the call is answered and recorded as usual."""
+    started = asyncio.Event()
+
+    async def slow(connection: object, request: object) -> None:
+        await asyncio.sleep(0.5)
+
+    async def agent(ws: websockets.asyncio.server.ServerConnection) -> None:
+        await ws.recv()
+        started.set()
+        async for _ in ws:
+            pass
+
+    async with websockets.asyncio.server.serve(
+        agent, "127.0.0.1", 0, process_request=slow, compression=None
+    ) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        await route_to(bridge, f"ws://127.0.0.1:{port}/agent")
+        result = await run_sipp(
+            bridge.sip_address, tmp_path, service=SERVICE, scenario=prack_scenario(), timeout=20
+        )
+        sipp_ok(result)
+        [record] = await records(bridge)
+    assert started.is_set()
+    assert record.status is CallStatus.ANSWERED and record.reason == "caller_hangup"
 
 
 @pytest.mark.sipp

@@ -461,7 +461,7 @@ class TestOutOfDialog:
         ua.receive_datagram(invite(method="SUBSCRIBE", body=b""), PEER, 0.0)
         [(response, _)] = sent(ua)
         assert isinstance(response, Response) and response.status == 501
-        allow = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY", "UPDATE"]
+        allow = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY", "UPDATE", "PRACK"]
         assert response.headers.get_all("Allow") == allow
         assert isinstance(ua.events()[0], RequestRejected)
 
@@ -614,7 +614,7 @@ class TestAccess:
             invite(method="REGISTER", body=b""),
             invite(method="CANCEL", body=b""),
             in_dialog("BYE", 2, "nosuchtag", "z9hG4bK-b"),
-            invite(extra="Require: 100rel\r\n"),
+            invite(extra="Require: precondition\r\n"),
             b"INVITE sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 1.2.3.4;branch=z9hG4bK-x\r\n\r\n",
         ],
     )
@@ -654,7 +654,7 @@ class TestAccess:
 
     def test_refusal_after_admission_names_the_trunk(self) -> None:
         ua = guarded_ua(TrunkAccess.from_cidrs("carrier", ["203.0.113.0/24"]))
-        ua.receive_datagram(invite(extra="Require: 100rel\r\n"), CARRIER, 0.0)
+        ua.receive_datagram(invite(extra="Require: precondition\r\n"), CARRIER, 0.0)
         [event] = ua.events()
         assert isinstance(event, RequestRejected) and event.status == 420
         assert not event.access and event.trunk == "carrier"
@@ -737,7 +737,7 @@ class TestAdmitted:
         scanner = invite(branch="z9hG4bK-s", extra="User-Agent: friendly-scanner\r\n")
         assert not ua.receive_datagram(scanner, CARRIER, 0.0)
         # a known source's request refused by validation is not admitted either
-        assert not ua.receive_datagram(invite(extra="Require: 100rel\r\n"), CARRIER, 0.0)
+        assert not ua.receive_datagram(invite(extra="Require: precondition\r\n"), CARRIER, 0.0)
         # a stray response (no transaction of ours) is dropped
         assert not ua.receive_datagram(
             b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK-zz\r\n"
@@ -1439,3 +1439,98 @@ class TestTrustedProxy:
         assert [type(e) for e in ua.events()] == [IncomingCall]
         # The rate-limit exemption of in-dialog messages follows the real source.
         assert ua.in_dialog(STRANGER[0], "c0") and not ua.in_dialog(PROXY[0], "c0")
+
+
+def prack(local_tag: str, rack: str, cseq: int = 2, branch: str = "z9hG4bK-pr") -> bytes:
+    return in_dialog("PRACK", cseq, local_tag, branch).replace(
+        b"Content-Length: 0", f"RAck: {rack}\r\nContent-Length: 0".encode()
+    )
+
+
+class TestReliableProvisional:
+    """RFC 3262: a caller that requires 100rel gets its 180 reliably and PRACKs it."""
+
+    def ringing(self, ua: UserAgent, now: float = 0.1) -> tuple[InboundCall, Response]:
+        call = new_call(ua, extra="Require: 100rel\r\nSupported: 100rel\r\n").call
+        ua.datagrams_to_send()
+        ua.ring(call, now)
+        [(ringing, _)] = sent(ua)
+        assert isinstance(ringing, Response) and ringing.status == 180
+        return call, ringing
+
+    def test_a_required_100rel_is_supported_not_420(self) -> None:
+        ua = make_ua()
+        call, ringing = self.ringing(ua)
+        assert ringing.headers.get("Require") == "100rel"
+        rseq = ringing.headers.get("RSeq")
+        assert rseq is not None and 1 <= int(rseq) < 2**31
+        assert ringing.to.tag == call.local_tag and ringing.headers.get("Contact")
+        options = invite(method="OPTIONS", branch="z9hG4bK-opt", call_id="o1", body=b"")
+        ua.receive_datagram(options, PEER, 0.2)
+        [ok] = [m for m, _ in sent(ua) if isinstance(m, Response) and m.status == 200]
+        assert "100rel" in ok.headers.get_all("Supported")
+        assert "PRACK" in ok.headers.get_all("Allow")
+
+    def test_retransmitted_until_prack_then_200_and_no_more(self) -> None:
+        ua = make_ua()
+        call, ringing = self.ringing(ua, 0.0)
+        rseq = ringing.headers.get("RSeq")
+        assert ua.get_timer() == pytest.approx(0.5)
+        ua.handle_timer(0.5)
+        [(again, _)] = sent(ua)
+        assert isinstance(again, Response) and again.status == 180
+        assert again.headers.get("RSeq") == rseq  # the same response, not a new one
+        assert ua.get_timer() == pytest.approx(1.5)  # T1 doubling
+        ua.receive_datagram(prack(call.local_tag, f"{rseq} 1 INVITE"), PEER, 1.0)
+        assert statuses(ua) == [200]
+        assert not ua.events()  # nothing for the call layer
+        ua.handle_timer(1.5)
+        assert sent(ua) == []  # acknowledged: no more 180
+        ua.answer(call, b"v=0\r\n", 2.0)
+        assert statuses(ua) == [200]
+
+    def test_a_prack_for_another_response_is_481(self) -> None:
+        ua = make_ua()
+        call, ringing = self.ringing(ua)
+        rseq = int(ringing.headers.get("RSeq") or 0)
+        ua.receive_datagram(prack(call.local_tag, f"{rseq + 1} 1 INVITE"), PEER, 0.2)
+        assert statuses(ua) == [481]
+        ua.receive_datagram(prack("nobody", f"{rseq} 1 INVITE", branch="z9hG4bK-p2"), PEER, 0.3)
+        assert statuses(ua) == [481]
+        ua.handle_timer(0.6)
+        assert statuses(ua) == [180]  # still unacknowledged
+
+    def test_the_answer_stops_retransmissions_and_a_crossing_prack_gets_200(self) -> None:
+        ua = make_ua()
+        call, ringing = self.ringing(ua, 0.0)
+        ua.answer(call, b"v=0\r\n", 0.2)
+        assert statuses(ua) == [200]
+        ua.handle_timer(0.5)
+        assert statuses(ua) == []  # the 2xx retransmission is not due yet; no 180
+        rseq = ringing.headers.get("RSeq")
+        ua.receive_datagram(prack(call.local_tag, f"{rseq} 1 INVITE"), PEER, 0.3)
+        assert statuses(ua) == [200]
+        ua.receive_datagram(in_dialog("ACK", 1, call.local_tag, "z9hG4bK-ack"), PEER, 0.4)
+        assert [type(e) for e in ua.events()] == [CallConfirmed]
+        # The PRACK's CSeq (2) is the dialog's: a BYE must come after it.
+        ua.receive_datagram(in_dialog("BYE", 3, call.local_tag, "z9hG4bK-bye"), PEER, 1.0)
+        assert [type(e) for e in ua.events()] == [ByeReceived]
+
+    def test_without_require_the_180_is_unreliable(self) -> None:
+        ua = make_ua()
+        call = new_call(ua, extra="Supported: 100rel\r\n").call
+        ua.datagrams_to_send()
+        ua.ring(call, 0.0)
+        [(ringing, _)] = sent(ua)
+        assert isinstance(ringing, Response) and ringing.headers.get("RSeq") is None
+        assert ua.get_timer() is None or ua.get_timer() > 1.0
+        ua.handle_timer(0.5)
+        assert sent(ua) == []
+
+    def test_a_rejected_call_stops_retransmissions(self) -> None:
+        ua = make_ua()
+        call, _ringing = self.ringing(ua, 0.0)
+        ua.reject(call, 503, 0.1)
+        assert statuses(ua) == [503]
+        ua.handle_timer(0.5)
+        assert 180 not in statuses(ua)

@@ -305,3 +305,45 @@ def play_pcap_scenario(formats: tuple[str, str], pcap: str, pause_ms: int) -> st
         + _BYE
         + '  <recv response="200" crlf="true"/>\n',
     )
+
+
+def prack_scenario() -> str:
+    """INVITE requiring 100rel (RFC 3262): the 180 must come with RSeq; PRACK it (RAck
+    from that RSeq), expect 200 for the PRACK, then the INVITE's 200; ACK, BYE."""
+    prack = """
+  <send>
+    <![CDATA[
+
+      PRACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:+15005550006@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 PRACK
+      RAck: [$rseq] 1 INVITE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+    bye = _BYE.replace("CSeq: 2 BYE", "CSeq: 3 BYE")
+    return _scenario(
+        "100rel",
+        invite(headers=("Require: 100rel", "Supported: 100rel"))
+        + '  <recv response="100" optional="true"/>\n'
+        + '  <recv response="180" rrs="true">\n'
+        + "    <action>\n"
+        + '      <ereg regexp="[0-9]+" search_in="hdr" header="RSeq:" check_it="true"'
+        + ' assign_to="rseq"/>\n'
+        + "    </action>\n"
+        + "  </recv>\n"
+        + prack
+        + '  <recv response="200"/>\n'
+        + '  <recv response="180" optional="true"/>\n'
+        + '  <recv response="200" rtd="true"/>\n'
+        + _ACK_2XX
+        + '  <pause milliseconds="300"/>\n'
+        + bye
+        + '  <recv response="200" crlf="true"/>\n',
+    )

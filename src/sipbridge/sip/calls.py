@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from sipbridge.sip.dialog import Dialog
 from sipbridge.sip.framing import Transport, transport_of
 from sipbridge.sip.headers import Headers
-from sipbridge.sip.message import Request
+from sipbridge.sip.message import Request, Response
+from sipbridge.sip.reliable import ReliableProvisional
 from sipbridge.sip.session_timer import SessionTimer, TimerAnswer
 from sipbridge.sip.transaction import (
     Address,
@@ -85,6 +86,11 @@ class InboundCall:
     # The INVITE came through a trusted proxy (``source``) from this address, its
     # X-Sipbridge-Source (sip/proxy.py); None: straight from ``source``.
     relayed_from: Address | None = None
+    # RFC 3262: our 180 sent reliably (the caller required 100rel), kept to match a PRACK
+    # (retransmitted until the PRACK or the final response), and the response itself for
+    # those retransmissions.
+    reliable: ReliableProvisional | None = None
+    provisional: Response | None = None
 
     @property
     def origin(self) -> Address:

@@ -87,6 +87,7 @@ from sipbridge.sip.message import (
 )
 from sipbridge.sip.proxy import SOURCE_HEADER, Relayed, TrustedProxies
 from sipbridge.sip.registration import Registrations
+from sipbridge.sip.reliable import RSEQ_MAX, ReliableProvisional, requires_100rel
 from sipbridge.sip.session_timer import (
     DEFAULT_SESSION_EXPIRES,
     MIN_SE_FLOOR,
@@ -108,10 +109,21 @@ from sipbridge.sip.transaction import (
     TransactionOutcome,
 )
 
-ALLOWED_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "NOTIFY", "UPDATE")
+ALLOWED_METHODS = (
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "INFO",
+    "NOTIFY",
+    "UPDATE",
+    "PRACK",
+)
 ALLOW = ", ".join(ALLOWED_METHODS)
-# Option tags we implement (RFC 3261 §19.2): RFC 4028 session timers.
-SUPPORTED_EXTENSIONS = ("timer",)
+# Option tags we implement (RFC 3261 §19.2): RFC 4028 session timers, RFC 3262 reliable
+# provisional responses.
+SUPPORTED_EXTENSIONS = ("timer", "100rel")
 SUPPORTED = ", ".join(SUPPORTED_EXTENSIONS)
 # Retry-After (seconds) of an OPTIONS 503 while the instance is busy, unless the runtime
 # names another (:meth:`UserAgent.set_busy`).
@@ -202,6 +214,9 @@ class UserAgent:
     _server_tx: dict[TransactionKey, ServerTransaction] = field(default_factory=dict)
     _client_tx: dict[TransactionKey, _ClientContext] = field(default_factory=dict)
     _dialogs: dict[DialogId, InboundCall] = field(default_factory=dict)
+    # Early dialogs of calls whose 180 was sent reliably (RFC 3262): their PRACKs come
+    # in them before the 2xx creates the dialog.
+    _early: dict[DialogId, InboundCall] = field(default_factory=dict)
     # RFC 3261 §8.2.2.2: (Call-ID, From tag, CSeq) of INVITEs being handled.
     _origins: dict[tuple[str, str, int], InboundCall] = field(default_factory=dict)
     _calls_by_tx: dict[TransactionKey, InboundCall] = field(default_factory=dict)
@@ -266,7 +281,10 @@ class UserAgent:
         while calls and calls[0][0] <= now:
             deadline, _, call = heapq.heappop(calls)
             if _timer_deadline(call) == deadline:
-                self._session_timer_due(call, now)
+                if call.reliable is not None and call.state is CallState.OFFERED:
+                    self._reliable_due(call, now)
+                else:
+                    self._session_timer_due(call, now)
 
     def _handle_transaction_timers(self, now: float) -> None:
         heap = self._timers
@@ -637,7 +655,7 @@ class UserAgent:
         if request.to.tag is None:
             return False
         dialog_id = DialogId(request.call_id, request.to.tag, request.from_.tag or "")
-        return dialog_id in self._dialogs
+        return dialog_id in self._dialogs or dialog_id in self._early
 
     def _admit(
         self,
@@ -854,6 +872,9 @@ class UserAgent:
     def _receive_in_dialog(self, request: Request, source: Address, now: float) -> None:
         dialog_id = DialogId(request.call_id, request.to.tag or "", request.from_.tag or "")
         call = self._dialogs.get(dialog_id)
+        if request.method == "PRACK":
+            self._receive_prack(call or self._early.get(dialog_id), request, source, now)
+            return
         if call is None or call.dialog is None:
             self._reply_once(request, source, now, 481)  # RFC 3261 §12.2.2
             return
@@ -878,6 +899,38 @@ class UserAgent:
             self._events.append(NotifyReceived(call, request))
         else:  # OPTIONS inside the dialog
             self._reply_once(request, source, now, 200, extra=self._capabilities())
+
+    def _receive_prack(
+        self, call: InboundCall | None, request: Request, source: Address, now: float
+    ) -> None:
+        """RFC 3262 §3: a PRACK naming our reliable 180 gets 200 and stops its
+        retransmissions; any other gets 481 (also once our 200 has replaced the 180)."""
+        reliable = call.reliable if call is not None else None
+        if call is None or reliable is None:
+            self._reply_once(request, source, now, 481)
+            return
+        if call.dialog is not None and not call.dialog.accept_remote_cseq(request.cseq.seq):
+            self._reply_once(request, source, now, 500)
+            return
+        # A PRACK crossing our 2xx still names our 180: it is answered 200 too.
+        self._reply_once(request, source, now, 200 if reliable.prack(request) else 481)
+
+    def _reliable_due(self, call: InboundCall, now: float) -> None:
+        reliable = call.reliable
+        assert reliable is not None
+        if call.state is CallState.OFFERED and not call.transaction.final_sent:
+            if reliable.on_timer(now) and call.provisional is not None:
+                call.transaction.send_response(call.provisional, now)
+            self._arm_session_timer(call)
+
+    def _stop_reliable(self, call: InboundCall) -> None:
+        """The INVITE got its final response: no provisional response follows it."""
+        if call.reliable is not None:
+            call.reliable.stop()
+            call.provisional = None
+            self._early.pop(
+                DialogId(call.invite.call_id, call.local_tag, call.invite.from_.tag or ""), None
+            )
 
     def _receive_reinvite(
         self, call: InboundCall, request: Request, source: Address, now: float
@@ -1002,12 +1055,25 @@ class UserAgent:
             return
         response = make_response(call.invite, 180, to_tag=call.local_tag)
         self._add_dialog_headers(response, call.invite, call)
+        if call.reliable is None and requires_100rel(call.invite):
+            # RFC 3262 §3: the caller requires it: Require/RSeq, retransmitted until PRACK.
+            reliable = ReliableProvisional.start(
+                1 + int(self.random() * (RSEQ_MAX // 2)), call.invite.cseq.seq, now
+            )
+            for name, value in reliable.headers():
+                response.headers.add(name, value)
+            call.reliable = reliable
+            call.provisional = response
+            early = DialogId(call.invite.call_id, call.local_tag, call.invite.from_.tag or "")
+            self._early[early] = call
+            self._arm_session_timer(call)
         call.transaction.send_response(response, now)
 
     def answer(self, call: InboundCall, sdp: bytes, now: float) -> None:
         """Send 200 OK with our SDP answer and create the dialog (RFC 3261 §13.3.1.4)."""
         if call.state is not CallState.OFFERED or call.transaction.final_sent:
             raise RuntimeError(f"call {call.id} cannot be answered in state {call.state.name}")
+        self._stop_reliable(call)
         response = make_response(call.invite, 200, to_tag=call.local_tag)
         self._add_dialog_headers(response, call.invite, call)
         for name, value in self._timer_headers(call.pending_timer):
@@ -1148,6 +1214,7 @@ class UserAgent:
         reason: str | None = None,
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
+        self._stop_reliable(call)
         response = make_response(call.invite, status, reason, to_tag=call.local_tag)
         for name, value in headers:
             response.headers.add(name, value)
@@ -1337,7 +1404,11 @@ def _host_for_header(host: str) -> str:
 
 
 def _timer_deadline(call: InboundCall) -> float | None:
-    """The deadline of ``call``'s session timer, None when it has none (any more)."""
+    """The deadline of ``call``'s own timer: the next retransmission of its reliable 180
+    before the answer (RFC 3262), its session timer after it (RFC 4028); None when it has
+    none (any more)."""
+    if call.reliable is not None and call.state is CallState.OFFERED:
+        return call.reliable.deadline
     timer = call.timer
     if timer is None or call.state not in (CallState.ANSWERED, CallState.CONFIRMED):
         return None
