@@ -153,3 +153,16 @@ def test_mos_method_says_which_constants_are_assumed() -> None:
     values are ours, and the record must say so."""
     assert mos_method("pcmu") == mos_method("PCMA") == MOS_CITED == "g107"
     assert mos_method("g722") == mos_method("opus") == MOS_ASSUMED == "g107-assumed"
+
+
+def test_untimed_packets_count_but_are_no_jitter() -> None:
+    """RFC 4733 events share the stream's sequence numbers, with repeated timestamps."""
+    stats = ReceiverStats(8000)
+    for i in range(10):
+        stats.update(i, 160 * i, 0.02 * i)
+    for i in range(10, 15):
+        assert stats.update(i, 1600, 0.02 * i, timing=False)
+    for i in range(15, 30):
+        stats.update(i, 160 * i, 0.02 * i)
+    assert (stats.expected, stats.lost) == (30, 0)
+    assert stats.jitter < 1e-6

@@ -442,3 +442,24 @@ def test_a_new_ssrc_and_time_base_keep_the_audio_flowing() -> None:
     assert quality.packets_in == 150 and quality.packets_lost == 0
     assert quality.jitter_ms is not None and quality.jitter_ms < 1.0
     assert quality.mos is not None and quality.mos > 4.3
+
+
+def test_dtmf_events_in_the_audio_sequence_are_not_loss() -> None:
+    """RFC 4733 §2.1: a key press takes sequence numbers of the caller's stream. They are
+    received packets, not lost audio; their repeated timestamps are not jitter."""
+    media = session()
+    media.start(0.0)
+    for n in range(20):
+        media.receive_rtp(rtp(n), CALLER, n * 0.02)
+    for k in range(7):  # one key, 140 ms: updates, then the end packet three times
+        end = k >= 4
+        payload = encode_event(1, end, 10, 160 * min(k + 1, 5))
+        event = RtpPacket(101, 20 + k, 20 * 160, 77, marker=k == 0, payload=payload)
+        media.receive_rtp(event.serialize(), CALLER, (20 + k) * 0.02)
+    for n in range(27, 60):
+        media.receive_rtp(rtp(n), CALLER, n * 0.02)
+    assert [d.digit for d in media.digits] == ["1"]
+    quality = media.quality()
+    assert quality.packets_lost == 0 and quality.loss_percent == 0.0
+    assert quality.jitter_ms is not None and quality.jitter_ms < 1.0
+    assert quality.mos is not None and quality.mos > 4.3

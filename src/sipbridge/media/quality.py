@@ -61,6 +61,7 @@ class ReceiverStats:
         self._jitter = 0.0
         self._last_arrival = 0.0
         self._last_ts = 0
+        self._timed = False  # a timed packet (audio) has set _last_arrival/_last_ts
         self._last_sr_ntp: int | None = None
         self._last_sr_at: float | None = None
         # Counts of the sequence runs before the last A.1 restart: the call's totals.
@@ -76,9 +77,14 @@ class ReceiverStats:
         self._received_prior = 0
         self._expected_prior = 0
 
-    def update(self, seq: int, timestamp: int, arrival: float, size: int = 0) -> bool:
+    def update(
+        self, seq: int, timestamp: int, arrival: float, size: int = 0, *, timing: bool = True
+    ) -> bool:
         """Account one packet (``arrival`` in seconds); False when A.1 rejects it as a
-        jump not yet confirmed."""
+        jump not yet confirmed. ``timing=False`` counts the packet's sequence number
+        only: an RFC 4733 event shares the audio's SSRC and sequence numbers (so it is
+        no loss), but its timestamp is its event's start, repeated, not a sampling
+        instant, so it says nothing of jitter (A.8)."""
         if not self._started:
             self._started = True
             self._init_seq(seq)
@@ -94,22 +100,24 @@ class ReceiverStats:
                     self._earlier_expected += self.expected
                     self._earlier_received += self.received
                     self._init_seq(seq)
-                    self._last_arrival = arrival
-                    self._last_ts = timestamp
+                    self._timed = False  # a new run: its first packet is no jitter sample
                 else:
                     self._bad_seq = (seq + 1) & 0xFFFF
                     return False
             # else: duplicate or reordered packet, counted as received (A.3)
-            # A.8: D(i-1, i) = (Rj - Ri) - (Sj - Si) in clock units; the timestamp
-            # difference is taken modulo 2^32 so wrap-around does not look like jitter.
-            dts = (timestamp - self._last_ts) & 0xFFFFFFFF
-            if dts >= 1 << 31:
-                dts -= 1 << 32
-            d = abs((arrival - self._last_arrival) * self.clock_rate - dts)
-            if d <= _TIME_BASE_JUMP_SECONDS * self.clock_rate:
-                self._jitter += (d - self._jitter) / 16
-        self._last_arrival = arrival
-        self._last_ts = timestamp
+            if timing and self._timed:
+                # A.8: D(i-1, i) = (Rj - Ri) - (Sj - Si) in clock units; the timestamp
+                # difference is taken modulo 2^32 so wrap-around does not look like jitter.
+                dts = (timestamp - self._last_ts) & 0xFFFFFFFF
+                if dts >= 1 << 31:
+                    dts -= 1 << 32
+                d = abs((arrival - self._last_arrival) * self.clock_rate - dts)
+                if d <= _TIME_BASE_JUMP_SECONDS * self.clock_rate:
+                    self._jitter += (d - self._jitter) / 16
+        if timing:
+            self._timed = True
+            self._last_arrival = arrival
+            self._last_ts = timestamp
         self.received += 1
         self.bytes += size
         return True

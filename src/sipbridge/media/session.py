@@ -334,6 +334,10 @@ class MediaSession:
                 self.stats.refused_source += 1
                 return b""
             self.last_packet_at = now
+            if ssrc == self._remote_ssrc:
+                # RFC 4733 §2.1: events take sequence numbers of the audio stream; counted,
+                # they are not seen as loss (nor as jitter: their timestamps repeat).
+                self._receiver.update(seq, ts, now, timing=False)
             try:
                 self.digits += self._dtmf_rx.receive(data[start:end], ts, marker, now)
             except DtmfError:
