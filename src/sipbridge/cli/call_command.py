@@ -120,7 +120,9 @@ def call(
     ] = "pcmu",
     play: Annotated[
         Path | None,
-        _option("--play", help="A WAV file to send (default: a built-in test signal).", metavar="WAV"),
+        _option(
+            "--play", help="A WAV file to send (default: a built-in test signal).", metavar="WAV"
+        ),
     ] = None,
     record: Annotated[
         Path | None,
@@ -153,7 +155,9 @@ def call(
     ] = None,
     ca_bundle: Annotated[
         Path | None,
-        _option("--ca-bundle", help="PEM CA certificates to check a TLS server with.", metavar="PEM"),
+        _option(
+            "--ca-bundle", help="PEM CA certificates to check a TLS server with.", metavar="PEM"
+        ),
     ] = None,
     insecure: Annotated[
         bool, _option("--insecure", help="TLS without checking the server's certificate.")

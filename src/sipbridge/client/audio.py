@@ -92,7 +92,11 @@ def read_wav(path: Path, rate: int) -> bytes:
     when it is not a readable 8/16-bit PCM WAV."""
     try:
         with wave.open(str(path), "rb") as wav:
-            channels, width, source_rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
+            channels, width, source_rate = (
+                wav.getnchannels(),
+                wav.getsampwidth(),
+                wav.getframerate(),
+            )
             raw = wav.readframes(wav.getnframes())
     except FileNotFoundError:
         raise WavError(f"{path}: no such file") from None
@@ -166,7 +170,10 @@ def _bursts(x: npt.NDArray[np.float64], rate: int) -> list[tuple[int, int]]:
         while end < frames and loud[end]:
             end += 1
         if end - index >= 5:
-            out.append((index * frame, end * frame))
+            # Long stretches (speech, noise) in pieces of up to 1 s, each looked for alone.
+            for first in range(index, end, 50):
+                if min(end, first + 50) - first >= 5 and len(out) < MAX_BURSTS:
+                    out.append((first * frame, min(end, first + 50) * frame))
         index = end
     return out
 
@@ -180,15 +187,15 @@ def echo_delay(
     the median delay of the bursts found (correlation at least
     :data:`ECHO_MIN_CORRELATION`) is the round trip. None when no burst came back."""
     x = _samples(sent)
-    y = _samples(received)
     max_lag = int(max_seconds * rate)
+    # What came back may stop before our last burst's echo would: zeros after it.
+    y = _samples(received)
+    y = np.concatenate([y, np.zeros(max(0, len(x) + max_lag - len(y)))])
     found: list[tuple[int, float]] = []
     for start, end in _bursts(x, rate):
         template = x[start:end]
         window = y[start : end + max_lag]
-        if len(window) < len(template):
-            break
-        size = 1 << int(math.ceil(math.log2(len(window) + len(template))))
+        size = 1 << math.ceil(math.log2(len(window) + len(template)))
         spectrum = np.fft.rfft(window, size) * np.conj(np.fft.rfft(template, size))
         lags = len(window) - len(template) + 1
         raw = np.fft.irfft(spectrum, size)[:lags]  # raw[k] = sum template[n] window[n + k]
@@ -204,8 +211,8 @@ def echo_delay(
             found.append((best, float(score[best])))
     if not found:
         return None
-    lags = sorted(lag for lag, _ in found)
-    median = lags[len(lags) // 2]
+    delays = sorted(lag for lag, _ in found)
+    median = delays[len(delays) // 2]
     correlation = min(score for lag, score in found if lag == median)
     return EchoMatch(round(1000.0 * median / rate, 1), round(correlation, 3), len(found))
 
@@ -319,9 +326,8 @@ class CallAudio:
         received = self._received
         at = 2 * max(0, int((now - self.started) * self.rate))
         sound = _rms(pcm) > AUDIO_THRESHOLD
-        if sound and not self._talking:
-            if at < len(received):
-                del received[at:]
+        if sound and not self._talking and at < len(received):
+            del received[at:]
         if at > len(received) + len(pcm):
             received += bytes(at - len(received))  # a gap in what came back
         self._talking = sound

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from sipbridge.client.audio import AudioReport
 from sipbridge.client.signaling import Ended, EndReason
 
-__all__ = ["ExitCode", "Explanation", "audio_lines", "explain", "exit_code", "reason_text"]
+__all__ = ["ExitCode", "Explanation", "audio_lines", "exit_code", "explain", "reason_text"]
 
 
 class ExitCode(enum.IntEnum):
@@ -148,9 +148,7 @@ def explain(
     if status in (404, 484, 604):
         if record == "number_not_allowed":
             message, fix = _REASON_FIXES[record]
-            return Explanation(
-                ExitCode.NOT_ROUTED, f"{said}: {message}", fix.format(number=number)
-            )
+            return Explanation(ExitCode.NOT_ROUTED, f"{said}: {message}", fix.format(number=number))
         return Explanation(
             ExitCode.NOT_ROUTED,
             f"{said}: the number is not routed",

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sipbridge.client.audio import AudioReport, CallAudio, local_rate, probe_signal
-from sipbridge.client.report import ExitCode, Explanation, explain, exit_code
+from sipbridge.client.report import ExitCode, Explanation, exit_code, explain
 from sipbridge.client.signaling import (
     ANSWER_LIMIT,
     Answered,
@@ -164,10 +164,10 @@ class _Stream(asyncio.Protocol):
         self._receive = receive
         self._lost = lost
         self._framer = StreamFramer()
-        self.transport: asyncio.Transport | None = None
+        # uvloop's TLS transport is no asyncio.Transport, but it has write() and close().
+        self.transport: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
@@ -251,7 +251,7 @@ class CallRunner:
                 if options.insecure:
                     context.check_hostname = False
                     context.verify_mode = ssl.CERT_NONE
-            stream, protocol = await asyncio.wait_for(
+            stream, _protocol = await asyncio.wait_for(
                 self.loop.create_connection(
                     lambda: _Stream(self.receive_sip, self._connection_lost),
                     address,
@@ -303,9 +303,7 @@ class CallRunner:
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 message = _local_error(options, exc)
                 self.say(f"!! {message}")
-                return CallResult(
-                    ExitCode.ERROR, explanation=Explanation(ExitCode.ERROR, message)
-                )
+                return CallResult(ExitCode.ERROR, explanation=Explanation(ExitCode.ERROR, message))
             self.start(config)
             await self.done.wait()
         finally:
@@ -341,7 +339,9 @@ class CallRunner:
     def _no_answer(self) -> None:
         call = self.call
         if call is not None and call.state in (CallState.CALLING, CallState.RINGING):
-            self.say(f"{self.elapsed()}  no answer after {self.options.answer_timeout:.0f} s: CANCEL")
+            self.say(
+                f"{self.elapsed()}  no answer after {self.options.answer_timeout:.0f} s: CANCEL"
+            )
             call.hangup(self.loop.time())
             self.flush()
 
@@ -353,16 +353,16 @@ class CallRunner:
     def _sip_error(self, exc: Exception) -> None:
         # ICMP port unreachable on the connected UDP socket: nothing listens there.
         call = self.call
-        if isinstance(exc, ConnectionRefusedError) and call is not None:
-            if call.state in (CallState.CALLING, CallState.CANCELLING) and self.failure is None:
-                self.failure = Explanation(
-                    ExitCode.NO_RESPONSE,
-                    f"nothing listens on {self.options.host}:{self.options.port}/udp "
-                    "(ICMP port unreachable)",
-                    "start `sipbridge serve` there, or give the right --server HOST:PORT",
-                )
-                self.say(f"{self.elapsed()}  !! {self.failure.message}")
-                self.done.set()
+        early = call is not None and call.state in (CallState.CALLING, CallState.CANCELLING)
+        if isinstance(exc, ConnectionRefusedError) and early and self.failure is None:
+            self.failure = Explanation(
+                ExitCode.NO_RESPONSE,
+                f"nothing listens on {self.options.host}:{self.options.port}/udp "
+                "(ICMP port unreachable)",
+                "start `sipbridge serve` there, or give the right --server HOST:PORT",
+            )
+            self.say(f"{self.elapsed()}  !! {self.failure.message}")
+            self.done.set()
 
     def _connection_lost(self) -> None:
         call = self.call
@@ -420,7 +420,7 @@ class CallRunner:
             self.say(f"{t}  <- {event.status} {event.reason}")
         elif isinstance(event, AuthRetry):
             self.say(
-                f"{t}  <- {event.status} challenge (realm \"{event.realm}\", "
+                f'{t}  <- {event.status} challenge (realm "{event.realm}", '
                 f"{event.algorithm}): INVITE again with credentials"
             )
         elif isinstance(event, Answered):
@@ -567,7 +567,8 @@ def _local_error(options: CallOptions, exc: BaseException) -> str:
         return f"nothing listens on {where} over {name} (connection refused)"
     if isinstance(exc, TimeoutError):
         return f"no {name} connection to {where} within 10 s"
-    return f"cannot reach {where} over {name}: {exc.strerror or exc}"
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+    return f"cannot reach {where} over {name}: {detail}"
 
 
 def _result(run: CallRunner) -> CallResult:

@@ -49,8 +49,8 @@ __all__ = [
     "CallConfig",
     "CallState",
     "ClientCall",
-    "Ended",
     "EndReason",
+    "Ended",
     "Provisional",
     "RequestReceived",
 ]
@@ -288,18 +288,18 @@ class ClientCall:
             self._outbox.append((self._ack, self.config.server))
         elif method == "CANCEL" and self._cancel_tx is not None:
             self._cancel_tx.receive_response(response, now)
-        elif method == "BYE" and self._bye_tx is not None:
-            if self._bye_tx.request.vias[0].branch == branch and self._bye_tx.receive_response(
-                response, now
-            ):
-                self._bye_tx = None  # a retransmitted final response is dropped unmatched
-                if self.state is CallState.HANGING_UP:
-                    ended = self._after_answer or Ended(EndReason.HANGUP, now)
-                    self._end(_with_bye(ended, response.status))
+        elif (
+            method == "BYE"
+            and self._bye_tx is not None
+            and self._bye_tx.request.vias[0].branch == branch
+            and self._bye_tx.receive_response(response, now)
+        ):
+            self._bye_tx = None  # a retransmitted final response is dropped unmatched
+            if self.state is CallState.HANGING_UP:
+                ended = self._after_answer or Ended(EndReason.HANGUP, now)
+                self._end(_with_bye(ended, response.status))
 
-    def _invite_response(
-        self, tx: InviteClientTransaction, response: Response, now: float
-    ) -> None:
+    def _invite_response(self, tx: InviteClientTransaction, response: Response, now: float) -> None:
         status = response.status
         if status < 200:
             if tx.state in (InviteClientState.CALLING, InviteClientState.PROCEEDING):
