@@ -303,7 +303,10 @@ class CallRunner:
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 message = _local_error(options, exc)
                 self.say(f"!! {message}")
-                return CallResult(ExitCode.ERROR, explanation=Explanation(ExitCode.ERROR, message))
+                explanation = Explanation(ExitCode.ERROR, message)
+                return CallResult(ExitCode.ERROR, explanation=explanation, steps=self.steps)
+            if self.interrupted:  # Ctrl-C while connecting: no INVITE
+                return CallResult(ExitCode.INTERRUPTED, steps=self.steps)
             self.start(config)
             await self.done.wait()
         finally:
@@ -407,7 +410,8 @@ class CallRunner:
 
     def interrupt(self) -> None:
         """Ctrl-C: hang up (CANCEL or BYE); a second one gives up at once."""
-        if self.interrupted:
+        if self.interrupted or self.call is None:
+            self.interrupted = True
             self.done.set()
             return
         self.interrupted = True
