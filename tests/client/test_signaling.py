@@ -22,7 +22,10 @@ from sipbridge.sip.framing import StreamAddress, Transport
 from sipbridge.sip.message import Request, Response, make_response, parse_message
 
 SERVER = ("127.0.0.1", 5060)
-SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n"
+SDP = (
+    b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    b"m=audio 40000 RTP/AVP 0\r\n"
+)
 
 
 def config(**overrides: object) -> CallConfig:
@@ -212,6 +215,7 @@ def test_answer_crossing_the_cancel_is_acked_and_hung_up() -> None:
     call.receive(respond(invite, 180), 0.1)
     call.hangup(0.2)
     (cancel,) = requests(call)
+    assert cancel.method == "CANCEL"
     call.receive(respond(invite, 200), 0.21)
     ack, bye = requests(call)
     assert (ack.method, bye.method) == ("ACK", "BYE")
