@@ -20,7 +20,8 @@ Exit codes: 0 success, 1 the operation failed (unknown agent, duplicate, databas
 error), 2 bad input (usage error, invalid number, URL or port range).
 
 One module per command group (``serve_command``, ``agents``, ``numbers``, ``trunks``,
-``apikeys``, ``bans``, ``calls_command``, ``db``, ``doctor_command``, ``config_command``);
+``apikeys``, ``bans``, ``calls_command``, ``db``, ``doctor_command``, ``config_command``,
+``call_command`` for ``call`` and ``demo``);
 shared options and helpers are in ``_common``, the configuration file in ``config_file``.
 """
 
@@ -34,6 +35,7 @@ import typer
 from sipbridge.cli.agents import agent_app
 from sipbridge.cli.apikeys import apikey_app
 from sipbridge.cli.bans import ban_app
+from sipbridge.cli.call_command import call, demo
 from sipbridge.cli.calls_command import calls_app
 from sipbridge.cli.config_command import config_app
 from sipbridge.cli.db import db_app
@@ -60,6 +62,8 @@ app.add_typer(ban_app, name="ban")
 app.add_typer(db_app, name="db")
 app.command()(serve)
 app.command()(doctor)
+app.command()(demo)
+app.command()(call)
 app.add_typer(calls_app, name="calls")
 app.add_typer(config_app, name="config")
 
