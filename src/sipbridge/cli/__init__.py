@@ -31,6 +31,7 @@ from typing import Annotated
 
 import typer
 
+from sipbridge.cli._common import Command
 from sipbridge.cli.agents import agent_app
 from sipbridge.cli.apikeys import apikey_app
 from sipbridge.cli.bans import ban_app
@@ -58,8 +59,8 @@ app.add_typer(trunk_app, name="trunk")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(ban_app, name="ban")
 app.add_typer(db_app, name="db")
-app.command()(serve)
-app.command()(doctor)
+app.command(cls=Command)(serve)
+app.command(cls=Command)(doctor)
 app.add_typer(calls_app, name="calls")
 app.add_typer(config_app, name="config")
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from sipbridge.cli._common import (
+    Command,
     DbOption,
     RegionOption,
     _echo_table,
@@ -85,7 +86,7 @@ def calls(
     _echo_table(records, "no calls", headers, _call_row, db)
 
 
-@calls_app.command("show")
+@calls_app.command("show", cls=Command)
 def calls_show(
     call_id: Annotated[str, typer.Argument(metavar="ID", help="The call's id (calls: ID).")],
     as_json: Annotated[bool, _option("--json", help="Print JSON instead of text.")] = False,
