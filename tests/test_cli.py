@@ -1643,6 +1643,51 @@ def test_calls_show_prints_the_whole_call(
     assert invoke(runner, env, "calls", "--limit", "1").stdout.startswith("ID ")  # still lists
 
 
+def test_calls_and_calls_show_escape_control_characters(
+    runner: CliRunner, env: dict[str, str], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows written before the store cleaned its text (or by another program) may hold
+    ESC, CR/LF and bidi overrides: neither the table nor ``calls show`` prints them raw."""
+    from sipbridge.store.service import calls as calls_service
+
+    monkeypatch.setattr(calls_service, "clean", lambda text: text)
+    monkeypatch.setattr(calls_service, "_clean_json", lambda value: value)
+    hostile = "x\x1b[2J\r\n2026-12-06 WARNING forged\u202e"
+
+    async def seed() -> None:
+        async with Database(db_url) as db:
+            await db.upgrade()
+            record = CallRecord(
+                id="raw",
+                sip_call_id="raw@t",
+                from_number=hostile,
+                to_number="+12025550101",
+                agent="bot",
+                received_at=T0,
+                status=CallStatus.FAILED,
+                reason="r\x07",
+            )
+            await service.save_call(db, record)
+            events = [CallEvent("raw", T0, "transcript", {"role": "caller", "text": hostile})]
+            await service.save_call_events(db, "raw", events)
+
+    asyncio.run(seed())
+    assert asyncio.run(_stored_from(db_url)) == hostile  # the row really holds them
+    unsafe = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]")
+    table = invoke(runner, env, "calls")
+    assert table.exit_code == 0 and unsafe.search(table.stdout) is None, repr(table.stdout)
+    assert "x\\x1b[2J\\r\\n2026-12-06" in table.stdout
+    shown = invoke(runner, env, "calls", "show", "raw")
+    assert shown.exit_code == 0 and unsafe.search(shown.stdout) is None, repr(shown.stdout)
+    assert "caller: x\\x1b[2J\\r\\n2026-12-06 WARNING forged\\u202e" in shown.stdout
+    assert not re.search(r"^2026-12-06", shown.stdout, re.M)  # no forged line
+
+
+async def _stored_from(db_url: str) -> str | None:
+    async with Database(db_url) as db:
+        return (await service.get_call(db, "raw")).record.from_number
+
+
 def test_number_update(runner: CliRunner, env: dict[str, str]) -> None:
     invoke(runner, env, "agent", "add", "bot", "--url", "wss://a.example/ws")
     invoke(runner, env, "agent", "add", "bot2", "--url", "wss://b.example/ws")
