@@ -137,20 +137,58 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: s
         await asyncio.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def sqlite_read_only(server: SipBridgeServer) -> AsyncIterator[None]:
+    """The server's new SQLite connections refuse writes (``attempt to write a readonly
+    database``, as for a file or folder made read-only, which root ignores); its pool is
+    emptied so that its next connections are those."""
+    from sqlalchemy import event
+
+    engine = server.db.engine.sync_engine
+
+    def read_only(connection: Any, _record: Any) -> None:
+        connection.execute("PRAGMA query_only = ON")
+
+    event.listen(engine, "connect", read_only)
+    await server.db.engine.dispose()
+    try:
+        yield
+    finally:
+        event.remove(engine, "connect", read_only)
+        await server.db.engine.dispose()
+
+
 async def test_calls_while_the_database_refuses_writes_all_land_once_it_recovers(
     db_url: str, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """SQLite locked by another process (``BEGIN EXCLUSIVE``), PostgreSQL read-only."""
     # SQLite waits this long for a lock before "database is locked" (5 s in production).
     monkeypatch.setattr(db_module, "_SQLITE_BUSY_TIMEOUT_MS", 100)
+    reason = "locked" if backend == "sqlite" else "read_only"
+    await _calls_during_an_outage(tmp_path, db_url, reason)
+
+
+async def test_calls_while_sqlite_is_read_only_all_land_once_it_is_writable(
+    tmp_path: Path,
+) -> None:
+    await _calls_during_an_outage(tmp_path, f"sqlite:///{tmp_path / 'ro.db'}", "read_only")
+
+
+async def _calls_during_an_outage(tmp_path: Path, db_url: str, reason: str) -> None:
+    """Calls made while the database refuses writes (``reason``) are answered, spooled,
+    /readyz says so, and every record lands once the database takes writes again."""
     server = await start_server(tmp_path, db_url)
     try:
         async with EchoAgent() as agent:
             await route_to(server, agent.url)
             assert (await readyz(server))[0] == 200
             await call_and_hang_up(server, "before-outage")
-            outage = (
-                sqlite_locked(db_url) if backend == "sqlite" else postgres_read_only(db_url, server)
-            )
+            if reason == "locked":
+                outage = sqlite_locked(db_url)
+            elif db_url.startswith("sqlite"):
+                outage = sqlite_read_only(server)
+            else:
+                outage = postgres_read_only(db_url, server)
             async with outage:
                 for n in range(CALLS):
                     await call_and_hang_up(server, f"during-{n}")
@@ -161,7 +199,6 @@ async def test_calls_while_the_database_refuses_writes_all_land_once_it_recovers
                 await wait_for(spooled, 10, "records in the spool")
                 status, body = await readyz(server)
                 assert status == 503, body
-                reason = "locked" if backend == "sqlite" else "read_only"
                 assert body["record_writes"] == f"failing: {reason}", body
                 assert body["record_spool_depth"] > 0
                 assert metric(server, "sipbridge_record_spool_depth") > 0
