@@ -1550,6 +1550,19 @@ def test_serve_unknown_connection_timeout(
     assert bad.exit_code == 2
 
 
+def test_serve_max_connections_per_source(
+    runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
+) -> None:
+    args = ["serve", "--max-connections-per-source", "8"]
+    assert runner.invoke(app, args, env=env).exit_code == 0
+    environ = {**env, "SIPBRIDGE_MAX_CONNECTIONS_PER_SOURCE": "100"}
+    assert runner.invoke(app, ["serve"], env=environ).exit_code == 0
+    assert runner.invoke(app, ["serve"], env=env).exit_code == 0
+    assert [s.max_connections_per_source for s in fake_server] == [8, 100, 32]
+    bad = runner.invoke(app, ["serve", "--max-connections-per-source", "0"], env=env)
+    assert bad.exit_code == 2
+
+
 # ----------------------------------------------------------------------- help
 
 
