@@ -291,6 +291,80 @@ async def test_postgresql_refusing_connections_loses_no_record(
         await drop_postgres_database(server_url, db_url)
 
 
+async def test_a_call_that_meets_postgresql_gone_gets_503_and_its_record_not_a_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL stops between two refreshes of the trunk list: the next call's number
+    lookup fails. It is refused 503 (Retry-After, Reason unhealthy) at once, the instance
+    becomes unhealthy without waiting for the refresh, and the call keeps its record;
+    before, it was a 500 `internal_error` with a 60-line traceback."""
+    import asyncpg
+
+    from sipbridge.runtime import server as server_module
+    from tests.conftest import create_postgres_database, drop_postgres_database, postgres_server_url
+
+    monkeypatch.setattr(server_module, "TRUNK_REFRESH", 3600.0)  # no refresh notices first
+    server_url = postgres_server_url()
+    assert server_url is not None
+    db_url = await create_postgres_database(server_url)
+    name = make_url(db_url).database
+    settings = dataclasses.replace(
+        loopback_settings(tmp_path / "unused.db", agent_connect_timeout=2.0),
+        db=db_url,
+        instance_timeout=3600.0,
+        spool_path=str(tmp_path / "records.spool"),
+    )
+    server = SipBridgeServer(settings)
+    server.records.retry_backoff(0.2, 0.5)
+    await server.start()
+    admin = await asyncpg.connect(_asyncpg_dsn(server_url))
+    try:
+        await route_to(server, "ws://127.0.0.1:9/")
+        assert server.unhealthy(server.loop.time()) is None
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        try:
+            client = UdpClient(server.sip_address)
+            try:
+                client.send(client.invite("z9hG4bK-gone", "gone-1", 4016))
+                response = await client.final()
+            finally:
+                client.close()
+            assert response.status == 503, response
+            assert response.headers.get("Retry-After") == "5"
+            assert response.headers.get("Reason") == 'SIP ;cause=503 ;text="unhealthy"'
+            assert server.unhealthy(server.loop.time()) == "database_unreachable"
+
+            async def spooled() -> bool:
+                return server.records.spool.depth >= 1 and not server.records.pending
+
+            await wait_for(spooled, 10, "the record in the spool")
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+        async def landed() -> bool:
+            return server.records.spool.depth == 0 and not server.records.pending
+
+        await wait_for(landed, 10, "the spool replayed")
+        [call] = await service.list_calls(server.db, limit=10)
+        assert (call.sip_call_id, call.status, call.reason, call.sip_code) == (
+            "gone-1",
+            CallStatus.FAILED,
+            "unhealthy",
+            503,
+        )
+        detail = await service.get_call(server.db, call.id)
+        refusals = [e.data for e in detail.events if e.kind == "refusal"]
+        assert refusals == [{"cause": "database_unreachable"}]
+        assert "internal error" not in caplog.text and "Traceback" not in caplog.text
+    finally:
+        await admin.close()
+        await server.stop()
+        await drop_postgres_database(server_url, db_url)
+
+
 # ---------------------------------------------------------------- the writer alone
 
 

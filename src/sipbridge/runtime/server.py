@@ -468,6 +468,13 @@ class SipBridgeServer:
         self.metrics.unhealthy.set(1 if self.unhealthy(self.loop.time()) is not None else 0)
         self._update_busy()
 
+    def database_failed(self, exc: BaseException) -> None:
+        """A call's lookup found the database gone: unhealthy now, not at the next
+        refresh (which brings it back once the database answers again)."""
+        if self.db_ok:
+            log.warning("event=lookup_failed error=%s", str(exc) or type(exc).__name__)
+        self._set_db_ok(False)
+
     def _set_db_ok(self, ok: bool) -> None:
         if ok != self.db_ok:
             self.db_ok = ok
