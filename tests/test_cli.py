@@ -1550,6 +1550,19 @@ def test_serve_unknown_connection_timeout(
     assert bad.exit_code == 2
 
 
+def test_serve_max_connections_per_source(
+    runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
+) -> None:
+    args = ["serve", "--max-connections-per-source", "8"]
+    assert runner.invoke(app, args, env=env).exit_code == 0
+    environ = {**env, "SIPBRIDGE_MAX_CONNECTIONS_PER_SOURCE": "100"}
+    assert runner.invoke(app, ["serve"], env=environ).exit_code == 0
+    assert runner.invoke(app, ["serve"], env=env).exit_code == 0
+    assert [s.max_connections_per_source for s in fake_server] == [8, 100, 32]
+    bad = runner.invoke(app, ["serve", "--max-connections-per-source", "0"], env=env)
+    assert bad.exit_code == 2
+
+
 # ----------------------------------------------------------------------- help
 
 
@@ -1580,7 +1593,8 @@ def test_help_at_80_columns_shows_every_option_whole(runner: CliRunner) -> None:
                     )
         options = [line for line in result.stdout.splitlines() if line.startswith("  -")]
         assert not any(re.search(r"<(str|int|float|list)", line) for line in options), path
-        assert not re.search(r"\{[a-z_]+\}", result.stdout), path  # NAME, not {name}
+        # NAME, not typer's {name} or {NAME} (a required argument in the usage line)
+        assert not re.search(r"\{[A-Za-z_]+\}", result.stdout), path
 
 
 def test_sip_port_help_says_udp_and_tcp(runner: CliRunner) -> None:
@@ -1640,6 +1654,51 @@ def test_calls_show_prints_the_whole_call(
     missing = invoke(runner, env, "calls", "show", "nope")
     assert missing.exit_code == 1 and "call 'nope' not found" in missing.stderr
     assert invoke(runner, env, "calls", "--limit", "1").stdout.startswith("ID ")  # still lists
+
+
+def test_calls_and_calls_show_escape_control_characters(
+    runner: CliRunner, env: dict[str, str], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows written before the store cleaned its text (or by another program) may hold
+    ESC, CR/LF and bidi overrides: neither the table nor ``calls show`` prints them raw."""
+    from sipbridge.store.service import calls as calls_service
+
+    monkeypatch.setattr(calls_service, "clean", lambda text: text)
+    monkeypatch.setattr(calls_service, "_clean_json", lambda value: value)
+    hostile = "x\x1b[2J\r\n2026-12-06 WARNING forged\u202e"
+
+    async def seed() -> None:
+        async with Database(db_url) as db:
+            await db.upgrade()
+            record = CallRecord(
+                id="raw",
+                sip_call_id="raw@t",
+                from_number=hostile,
+                to_number="+12025550101",
+                agent="bot",
+                received_at=T0,
+                status=CallStatus.FAILED,
+                reason="r\x07",
+            )
+            await service.save_call(db, record)
+            events = [CallEvent("raw", T0, "transcript", {"role": "caller", "text": hostile})]
+            await service.save_call_events(db, "raw", events)
+
+    asyncio.run(seed())
+    assert asyncio.run(_stored_from(db_url)) == hostile  # the row really holds them
+    unsafe = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e]")
+    table = invoke(runner, env, "calls")
+    assert table.exit_code == 0 and unsafe.search(table.stdout) is None, repr(table.stdout)
+    assert "x\\x1b[2J\\r\\n2026-12-06" in table.stdout
+    shown = invoke(runner, env, "calls", "show", "raw")
+    assert shown.exit_code == 0 and unsafe.search(shown.stdout) is None, repr(shown.stdout)
+    assert "caller: x\\x1b[2J\\r\\n2026-12-06 WARNING forged\\u202e" in shown.stdout
+    assert not re.search(r"^2026-12-06", shown.stdout, re.M)  # no forged line
+
+
+async def _stored_from(db_url: str) -> str | None:
+    async with Database(db_url) as db:
+        return (await service.get_call(db, "raw")).record.from_number
 
 
 def test_number_update(runner: CliRunner, env: dict[str, str]) -> None:

@@ -139,6 +139,8 @@ async def test_exact_page_size_has_no_next_cursor(
         ({"cursor": "garbage!"}, "cursor"),
         ({"cursor": "WyJ4Il0"}, "cursor"),  # base64 of ["x"]
         ({"cursor": "x" * 600}, "cursor"),
+        # forged: a date out of range once moved to UTC (was a 500 with two tracebacks)
+        ({"cursor": "WyI5OTk5LTEyLTMxVDIzOjU5OjU5LTA1OjAwIiwgImMxIl0"}, "cursor"),
         ({"agent": "a\x00b"}, "agent"),
         ({"number": "1" * 65}, "number"),
     ],

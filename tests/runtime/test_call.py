@@ -227,6 +227,9 @@ async def test_sipp_agent_down_503(
         "agent_unreachable",
         503,
     )
+    # rejected before any answer: nothing measured, so no quality figure (not MOS 4.38)
+    assert record.mos is None and record.mos_method is None and record.jitter_ms is None
+    assert record.concealed_ms is None and record.packets_lost is None
     # a failure on our side is a warning, not an INFO line lost among the others
     rejected = [r for r in caplog.records if "event=rejected" in r.getMessage()]
     assert [r.levelno for r in rejected] == [logging.WARNING]
@@ -440,6 +443,36 @@ async def test_reject_480_carries_reason_header(bridge: SipBridgeServer) -> None
     assert response.headers.get("Reason") == 'SIP ;cause=480 ;text="agent_not_voice_enabled"'
     for name in ("Server", "User-Agent"):
         assert response.headers.get(name) is None
+
+
+async def test_an_internal_error_is_a_500_a_record_and_an_error_line(
+    bridge: SipBridgeServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug of ours while setting a call up: the caller gets 500, the call its record,
+    and the log an ERROR line (not INFO among the call lines)."""
+    from sipbridge.runtime.call import Call
+
+    async def broken(self: Call) -> bool:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Call, "_setup", broken)
+    caplog.set_level(logging.INFO, logger="sipbridge.call")
+    await route_to(bridge, "ws://127.0.0.1:9/")
+    client = UdpClient(bridge.sip_address)
+    try:
+        client.send(client.invite("z9hG4bK-500", "internal-1", 4000))
+        response = await client.final()
+    finally:
+        client.close()
+    assert response.status == 500
+    [record] = await records(bridge)
+    assert (record.status, record.reason, record.sip_code) == (
+        CallStatus.FAILED,
+        "internal_error",
+        500,
+    )
+    rejected = [r for r in caplog.records if "event=rejected" in r.getMessage()]
+    assert [r.levelno for r in rejected] == [logging.ERROR]
 
 
 async def test_agent_bad_frames_do_not_end_the_call(bridge: SipBridgeServer) -> None:

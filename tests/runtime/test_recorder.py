@@ -137,20 +137,58 @@ async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: s
         await asyncio.sleep(0.1)
 
 
+@contextlib.asynccontextmanager
+async def sqlite_read_only(server: SipBridgeServer) -> AsyncIterator[None]:
+    """The server's new SQLite connections refuse writes (``attempt to write a readonly
+    database``, as for a file or folder made read-only, which root ignores); its pool is
+    emptied so that its next connections are those."""
+    from sqlalchemy import event
+
+    engine = server.db.engine.sync_engine
+
+    def read_only(connection: Any, _record: Any) -> None:
+        connection.execute("PRAGMA query_only = ON")
+
+    event.listen(engine, "connect", read_only)
+    await server.db.engine.dispose()
+    try:
+        yield
+    finally:
+        event.remove(engine, "connect", read_only)
+        await server.db.engine.dispose()
+
+
 async def test_calls_while_the_database_refuses_writes_all_land_once_it_recovers(
     db_url: str, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """SQLite locked by another process (``BEGIN EXCLUSIVE``), PostgreSQL read-only."""
     # SQLite waits this long for a lock before "database is locked" (5 s in production).
     monkeypatch.setattr(db_module, "_SQLITE_BUSY_TIMEOUT_MS", 100)
+    reason = "locked" if backend == "sqlite" else "read_only"
+    await _calls_during_an_outage(tmp_path, db_url, reason)
+
+
+async def test_calls_while_sqlite_is_read_only_all_land_once_it_is_writable(
+    tmp_path: Path,
+) -> None:
+    await _calls_during_an_outage(tmp_path, f"sqlite:///{tmp_path / 'ro.db'}", "read_only")
+
+
+async def _calls_during_an_outage(tmp_path: Path, db_url: str, reason: str) -> None:
+    """Calls made while the database refuses writes (``reason``) are answered, spooled,
+    /readyz says so, and every record lands once the database takes writes again."""
     server = await start_server(tmp_path, db_url)
     try:
         async with EchoAgent() as agent:
             await route_to(server, agent.url)
             assert (await readyz(server))[0] == 200
             await call_and_hang_up(server, "before-outage")
-            outage = (
-                sqlite_locked(db_url) if backend == "sqlite" else postgres_read_only(db_url, server)
-            )
+            if reason == "locked":
+                outage = sqlite_locked(db_url)
+            elif db_url.startswith("sqlite"):
+                outage = sqlite_read_only(server)
+            else:
+                outage = postgres_read_only(db_url, server)
             async with outage:
                 for n in range(CALLS):
                     await call_and_hang_up(server, f"during-{n}")
@@ -161,7 +199,6 @@ async def test_calls_while_the_database_refuses_writes_all_land_once_it_recovers
                 await wait_for(spooled, 10, "records in the spool")
                 status, body = await readyz(server)
                 assert status == 503, body
-                reason = "locked" if backend == "sqlite" else "read_only"
                 assert body["record_writes"] == f"failing: {reason}", body
                 assert body["record_spool_depth"] > 0
                 assert metric(server, "sipbridge_record_spool_depth") > 0
@@ -248,6 +285,80 @@ async def test_postgresql_refusing_connections_loses_no_record(
         calls = await service.list_calls(server.db, limit=100)
         assert sorted(c.sip_call_id for c in calls) == [f"down-{n}" for n in range(CALLS)]
         assert all(c.status is CallStatus.FAILED for c in calls)
+    finally:
+        await admin.close()
+        await server.stop()
+        await drop_postgres_database(server_url, db_url)
+
+
+async def test_a_call_that_meets_postgresql_gone_gets_503_and_its_record_not_a_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL stops between two refreshes of the trunk list: the next call's number
+    lookup fails. It is refused 503 (Retry-After, Reason unhealthy) at once, the instance
+    becomes unhealthy without waiting for the refresh, and the call keeps its record;
+    before, it was a 500 `internal_error` with a 60-line traceback."""
+    import asyncpg
+
+    from sipbridge.runtime import server as server_module
+    from tests.conftest import create_postgres_database, drop_postgres_database, postgres_server_url
+
+    monkeypatch.setattr(server_module, "TRUNK_REFRESH", 3600.0)  # no refresh notices first
+    server_url = postgres_server_url()
+    assert server_url is not None
+    db_url = await create_postgres_database(server_url)
+    name = make_url(db_url).database
+    settings = dataclasses.replace(
+        loopback_settings(tmp_path / "unused.db", agent_connect_timeout=2.0),
+        db=db_url,
+        instance_timeout=3600.0,
+        spool_path=str(tmp_path / "records.spool"),
+    )
+    server = SipBridgeServer(settings)
+    server.records.retry_backoff(0.2, 0.5)
+    await server.start()
+    admin = await asyncpg.connect(_asyncpg_dsn(server_url))
+    try:
+        await route_to(server, "ws://127.0.0.1:9/")
+        assert server.unhealthy(server.loop.time()) is None
+        await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        try:
+            client = UdpClient(server.sip_address)
+            try:
+                client.send(client.invite("z9hG4bK-gone", "gone-1", 4016))
+                response = await client.final()
+            finally:
+                client.close()
+            assert response.status == 503, response
+            assert response.headers.get("Retry-After") == "5"
+            assert response.headers.get("Reason") == 'SIP ;cause=503 ;text="unhealthy"'
+            assert server.unhealthy(server.loop.time()) == "database_unreachable"
+
+            async def spooled() -> bool:
+                return server.records.spool.depth >= 1 and not server.records.pending
+
+            await wait_for(spooled, 10, "the record in the spool")
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+
+        async def landed() -> bool:
+            return server.records.spool.depth == 0 and not server.records.pending
+
+        await wait_for(landed, 10, "the spool replayed")
+        [call] = await service.list_calls(server.db, limit=10)
+        assert (call.sip_call_id, call.status, call.reason, call.sip_code) == (
+            "gone-1",
+            CallStatus.FAILED,
+            "unhealthy",
+            503,
+        )
+        detail = await service.get_call(server.db, call.id)
+        refusals = [e.data for e in detail.events if e.kind == "refusal"]
+        assert refusals == [{"cause": "database_unreachable"}]
+        assert "internal error" not in caplog.text and "Traceback" not in caplog.text
     finally:
         await admin.close()
         await server.stop()

@@ -786,6 +786,8 @@ async def test_start_up_line_says_the_fd_limit_and_the_connection_cap(
     assert bridge.streams.max_connections == 480 and bridge.streams.max_unknown == 360
     [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("listening")]
     assert "fd_limit=1024 max_connections=480 max_unknown_connections=360" in line
+    # which database this server uses (a relative default once made a second, empty one)
+    assert f" db={bridge.settings.db} " in line  # as given (sqlite:///...), as the CLI says it
     # 1000 calls need 2000 RTP/RTCP sockets: more than 1024 allows.
     [warning] = [r for r in caplog.records if "event=fd_limit_low" in r.getMessage()]
     assert warning.levelno == logging.WARNING

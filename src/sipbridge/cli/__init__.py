@@ -32,6 +32,7 @@ from typing import Annotated
 
 import typer
 
+from sipbridge.cli._common import Command
 from sipbridge.cli.agents import agent_app
 from sipbridge.cli.apikeys import apikey_app
 from sipbridge.cli.bans import ban_app
@@ -60,10 +61,10 @@ app.add_typer(trunk_app, name="trunk")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(ban_app, name="ban")
 app.add_typer(db_app, name="db")
-app.command()(serve)
-app.command()(doctor)
-app.command()(demo)
-app.command()(call)
+app.command(cls=Command)(serve)
+app.command(cls=Command)(doctor)
+app.command(cls=Command)(demo)
+app.command(cls=Command)(call)
 app.add_typer(calls_app, name="calls")
 app.add_typer(config_app, name="config")
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from alembic.util import CommandError
 from sqlalchemy.exc import SQLAlchemyError
+from typer.core import TyperCommand
 
 from sipbridge.config import default_db_path
 from sipbridge.logs import escape_controls
@@ -30,6 +31,18 @@ DB_HELP = (
     "(default: $XDG_DATA_HOME/sipbridge/sipbridge.db, /var/lib/sipbridge/sipbridge.db as "
     "root, else ~/.local/share/sipbridge/sipbridge.db)."
 )
+
+
+class Command(TyperCommand):
+    """Every command's class: its usage line names a required argument the usual way,
+    ``sipbridge agent add [OPTIONS] NAME``, where typer writes ``{NAME}``; optional ones
+    stay ``[NAME]``."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [_REQUIRED_ARGUMENT.sub(r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
+
+_REQUIRED_ARGUMENT = re.compile(r"^\{([^{}]+)\}")
 
 
 def _env(option: str) -> str:

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from sipbridge.cli._common import (
+    Command,
     DbOption,
     _echo_table,
     _fail,
@@ -74,7 +75,7 @@ def _replacement(
     return service.UNSET if value is None else value
 
 
-@agent_app.command("add")
+@agent_app.command("add", cls=Command)
 def agent_add(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Agent name, e.g. support-bot.")],
     url: UrlsOption,
@@ -104,7 +105,7 @@ def agent_add(
     typer.echo(f"added agent {record.name} -> {', '.join(record.urls)}")
 
 
-@agent_app.command("update")
+@agent_app.command("update", cls=Command)
 def agent_update(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Agent name.")],
     url: Annotated[
@@ -172,7 +173,7 @@ def _agent_row(a: AgentRecord) -> list[str]:
     ]
 
 
-@agent_app.command("list")
+@agent_app.command("list", cls=Command)
 def agent_list(db: DbOption = None) -> None:
     """List agents (tokens are never shown)."""
     agents = _run(db, service.list_agents)
@@ -190,7 +191,7 @@ def agent_list(db: DbOption = None) -> None:
     _echo_table(agents, "no agents", headers, _agent_row, db)
 
 
-@agent_app.command("remove")
+@agent_app.command("remove", cls=Command)
 def agent_remove(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Agent name.")],
     db: DbOption = None,

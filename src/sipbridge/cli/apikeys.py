@@ -6,14 +6,14 @@ from typing import Annotated
 
 import typer
 
-from sipbridge.cli._common import DbOption, _echo_table, _run, _when
+from sipbridge.cli._common import Command, DbOption, _echo_table, _run, _when
 from sipbridge.store import service
 from sipbridge.store.records import ApiKeyRecord
 
 apikey_app = typer.Typer(rich_markup_mode=None, help="Manage REST API keys.", no_args_is_help=True)
 
 
-@apikey_app.command("create")
+@apikey_app.command("create", cls=Command)
 def apikey_create(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Key name, e.g. dashboard.")],
     db: DbOption = None,
@@ -32,7 +32,7 @@ def _apikey_row(k: ApiKeyRecord) -> list[str]:
     return [k.name, k.prefix + "...", _when(k.created_at), _when(k.last_used_at)]
 
 
-@apikey_app.command("list")
+@apikey_app.command("list", cls=Command)
 def apikey_list(db: DbOption = None) -> None:
     """List API keys (name and prefix; the keys themselves are not stored)."""
     keys = _run(db, service.list_api_keys)
@@ -40,7 +40,7 @@ def apikey_list(db: DbOption = None) -> None:
     _echo_table(keys, "no API keys", headers, _apikey_row, db)
 
 
-@apikey_app.command("revoke")
+@apikey_app.command("revoke", cls=Command)
 def apikey_revoke(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Key name.")],
     db: DbOption = None,

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from sipbridge.cli._common import DbOption, _echo_table, _option, _run
+from sipbridge.cli._common import Command, DbOption, _echo_table, _option, _run
 from sipbridge.store import service
 from sipbridge.store.records import BanRecord
 
@@ -29,7 +29,7 @@ def _ban_row(ban: BanRecord) -> list[str]:
     ]
 
 
-@ban_app.command("list")
+@ban_app.command("list", cls=Command)
 def ban_list(
     include_expired: Annotated[bool, _option("--all", help="Also bans that have ended.")] = False,
     db: DbOption = None,
@@ -39,7 +39,7 @@ def ban_list(
     _echo_table(bans, "no bans", ["ADDRESS", "REASON", "SINCE", "UNTIL", "NOTE"], _ban_row, db)
 
 
-@ban_app.command("add")
+@ban_app.command("add", cls=Command)
 def ban_add(
     address: Annotated[
         str,
@@ -64,7 +64,7 @@ def ban_add(
     typer.echo(f"banned {record.address} {until}")
 
 
-@ban_app.command("remove")
+@ban_app.command("remove", cls=Command)
 def ban_remove(
     address: Annotated[
         str, typer.Argument(metavar="ADDRESS", help="The address or network, as banned.")

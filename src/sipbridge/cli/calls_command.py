@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from sipbridge.cli._common import (
+    Command,
     DbOption,
     RegionOption,
     _echo_table,
@@ -18,6 +19,7 @@ from sipbridge.cli._common import (
     _when,
     invalid_number_message,
 )
+from sipbridge.logs import escape_controls
 from sipbridge.numbers import InvalidNumber, read_number
 from sipbridge.store import service
 from sipbridge.store.records import CallDetail, CallRecord
@@ -85,7 +87,7 @@ def calls(
     _echo_table(records, "no calls", headers, _call_row, db)
 
 
-@calls_app.command("show")
+@calls_app.command("show", cls=Command)
 def calls_show(
     call_id: Annotated[str, typer.Argument(metavar="ID", help="The call's id (calls: ID).")],
     as_json: Annotated[bool, _option("--json", help="Print JSON instead of text.")] = False,
@@ -100,7 +102,8 @@ def calls_show(
 
 
 def _detail_text(detail: CallDetail) -> str:
-    """The call as ``field: value`` lines, then its timeline, transcript and metadata."""
+    """The call as ``field: value`` lines, then its timeline, transcript and metadata;
+    control characters shown as escapes, as in every table (sipbridge.logs)."""
     data = detail.to_json()
     sections = {"timeline", "transcript", "metadata", "quality"}
     fields = [(name, value) for name, value in data.items() if name not in sections]
@@ -123,7 +126,8 @@ def _detail_text(detail: CallDetail) -> str:
         lines.extend(
             f"  {_when(e.at)}  {e.kind}  {json.dumps(e.data, sort_keys=True)}" for e in other
         )
-    return "\n".join(lines)
+    # Rows written before the store cleaned its text may still hold control characters.
+    return "\n".join(escape_controls(line) for line in lines)
 
 
 def _value(value: object) -> str:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from typer._click.globals import get_current_context
 
-from sipbridge.cli._common import _option, _table, database_url
+from sipbridge.cli._common import Command, _option, _table, database_url
 from sipbridge.cli.config_file import config_path, serve_params, source_of
 from sipbridge.cli.serve_command import serve, serve_settings
 from sipbridge.store.db import display_url
@@ -107,7 +107,7 @@ def options_markdown() -> str:
     return "\n".join(rows) + "\n"
 
 
-@config_app.command()
+@config_app.command(cls=Command)
 def example() -> None:
     """Print a commented TOML file of every setting of serve at its default."""
     typer.echo(example_toml(), nl=False)
@@ -180,4 +180,4 @@ show.__annotations__ = {
     p.name: p.annotation
     for p in show.__signature__.parameters.values()  # type: ignore[attr-defined]
 }
-config_app.command()(show)
+config_app.command(cls=Command)(show)

@@ -21,7 +21,7 @@ from typer._click.core import Context, ParameterSource
 from typer._click.exceptions import BadParameter
 from typer._click.globals import get_current_context
 
-from sipbridge.cli._common import _fail
+from sipbridge.cli._common import Command, _fail
 
 __all__ = [
     "CONFIG_HELP",
@@ -54,7 +54,7 @@ def serve_params() -> tuple[Any, ...]:
     from sipbridge.cli.serve_command import serve
 
     app = typer.Typer(add_completion=False)
-    app.command()(serve)
+    app.command(cls=Command)(serve)
     command = typer.main.get_command(app)
     return tuple(p for p in command.params if p.name is not None and p.name not in _NOT_IN_FILE)
 

@@ -9,7 +9,7 @@ from typing import Annotated, TextIO
 
 import typer
 
-from sipbridge.cli._common import DbOption, _fail, _option, _run, database_url, in_database
+from sipbridge.cli._common import Command, DbOption, _fail, _option, _run, database_url, in_database
 from sipbridge.logs import escape_controls
 from sipbridge.store import backup as backups
 from sipbridge.store.db import Database, normalize_url
@@ -19,7 +19,7 @@ db_app = typer.Typer(rich_markup_mode=None, help="Database maintenance.", no_arg
 QuietOption = Annotated[bool, _option("--quiet", "-q", help="No progress bar and no summary line.")]
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", cls=Command)
 def db_upgrade(db: DbOption = None) -> None:
     """Create or migrate the database schema to the latest version."""
     revision = _run(db, lambda d: d.current_revision())
@@ -67,7 +67,7 @@ def _check_exists(db: str | None) -> None:
         _fail(f"no database at {url.database}{in_database(db)}", 1)
 
 
-@db_app.command("backup")
+@db_app.command("backup", cls=Command)
 def db_backup(
     file: Annotated[
         str, typer.Argument(metavar="FILE", help="The backup file (replaced if it exists).")
@@ -100,7 +100,7 @@ def db_backup(
         )
 
 
-@db_app.command("restore")
+@db_app.command("restore", cls=Command)
 def db_restore(
     file: Annotated[str, typer.Argument(metavar="FILE", help="A file of `sipbridge db backup`.")],
     db: DbOption = None,

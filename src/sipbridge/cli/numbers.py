@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from sipbridge.cli._common import DbOption, RegionOption, _echo_table, _fail, _option, _run
+from sipbridge.cli._common import Command, DbOption, RegionOption, _echo_table, _fail, _option, _run
 from sipbridge.store import service
 from sipbridge.store.records import NumberRecord
 
@@ -15,7 +15,7 @@ number_app = typer.Typer(
 )
 
 
-@number_app.command("add")
+@number_app.command("add", cls=Command)
 def number_add(
     number: Annotated[
         str, typer.Argument(metavar="NUMBER", help="Phone number, e.g. +12025550101.")
@@ -33,7 +33,7 @@ def _number_row(n: NumberRecord) -> list[str]:
     return [n.number, n.agent if n.agent is not None else "- (no agent)"]
 
 
-@number_app.command("list")
+@number_app.command("list", cls=Command)
 def number_list(
     agent: Annotated[str | None, _option("--agent", help="Only this agent's numbers.")] = None,
     db: DbOption = None,
@@ -43,7 +43,7 @@ def number_list(
     _echo_table(numbers, "no numbers", ["NUMBER", "AGENT"], _number_row, db)
 
 
-@number_app.command("remove")
+@number_app.command("remove", cls=Command)
 def number_remove(
     number: Annotated[str, typer.Argument(metavar="NUMBER", help="Phone number.")],
     default_region: RegionOption = None,
@@ -54,7 +54,7 @@ def number_remove(
     typer.echo(f"removed number {removed}")
 
 
-@number_app.command("update")
+@number_app.command("update", cls=Command)
 def number_update(
     number: Annotated[str, typer.Argument(metavar="NUMBER", help="Phone number.")],
     agent: Annotated[

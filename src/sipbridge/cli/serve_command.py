@@ -294,6 +294,15 @@ def serve(
             "open without an admitted request.",
         ),
     ] = 5.0,
+    max_connections_per_source: Annotated[
+        int,
+        _setting(
+            "--max-connections-per-source",
+            min=1,
+            help="TCP/TLS connections one trunk address, or one /24 (IPv4) or /64 (IPv6) of "
+            "sources matching no trunk, may hold open.",
+        ),
+    ] = 32,
     instance_id: Annotated[
         str | None,
         _setting(
@@ -414,6 +423,7 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
         tls_cert=tls_cert,
         tls_key=tls_key,
         unknown_connection_timeout=o.unknown_connection_timeout,
+        max_connections_per_source=o.max_connections_per_source,
         instance_id=o.instance_id,
         instance_timeout=o.instance_timeout,
         spool_path=o.spool,

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from sipbridge.cli._common import (
+    Command,
     DbOption,
     RegionOption,
     _echo_table,
@@ -33,7 +34,7 @@ trunk_app = typer.Typer(
 )
 
 
-@trunk_app.command("add")
+@trunk_app.command("add", cls=Command)
 def trunk_add(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Trunk name, e.g. telnyx.")],
     allow: Annotated[
@@ -107,7 +108,7 @@ def trunk_add(
     typer.echo(f"added trunk {record.name}")
 
 
-@trunk_app.command("update")
+@trunk_app.command("update", cls=Command)
 def trunk_update(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Trunk name.")],
     allow: Annotated[
@@ -243,7 +244,7 @@ def _server_registrations(server: str, api_key: str | None) -> dict[str, Any]:
     return {t["name"]: t.get("registration") for t in trunks if isinstance(t, dict)}
 
 
-@trunk_app.command("list")
+@trunk_app.command("list", cls=Command)
 def trunk_list(
     server: Annotated[
         str | None,
@@ -280,7 +281,7 @@ def trunk_list(
     _echo_table(trunks, "no trunks", headers, row, db)
 
 
-@trunk_app.command("remove")
+@trunk_app.command("remove", cls=Command)
 def trunk_remove(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Trunk name.")],
     db: DbOption = None,

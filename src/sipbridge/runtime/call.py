@@ -22,6 +22,8 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from sipbridge.agent.events import (
     AgentEvent,
     AudioCleared,
@@ -80,10 +82,14 @@ _FAILURE_REASONS = frozenset(
         "overload",
         "server_busy",
         "trunk_busy",
+        "unhealthy",
     }
 )
 
 MEDIA_WATCH_SECONDS = 1.0
+# Retry-After of a call refused because the database stopped answering its lookup: as for
+# the other unhealthy refusals (runtime/server.py).
+UNHEALTHY_RETRY_AFTER = 5
 # How long we keep playing queued agent audio after the agent asked to hang up
 # beyond the queued duration itself.
 PLAYOUT_GRACE = 0.5
@@ -376,11 +382,27 @@ class Call:
             proxy=None if sip_proxy is None else f"{sip_proxy[0]}:{sip_proxy[1]}",
             trunk=self.record.trunk,
         )
-        result = await route(
-            self.server.db,
-            *self.server.dialed_users(self.sip.trunk, invite),
-            self.server.settings.default_region,
-        )
+        try:
+            result = await route(
+                self.server.db,
+                *self.server.dialed_users(self.sip.trunk, invite),
+                self.server.settings.default_region,
+            )
+        except (SQLAlchemyError, OSError) as exc:
+            # The database went away since the last refresh (which would have refused
+            # the call before it began): 503 as from an unhealthy instance (RFC 3261
+            # §21.5.4), so the trunk retries elsewhere; never a 500 and a traceback.
+            self.server.database_failed(exc)
+            self._call_events.append(
+                CallEvent(self.sip.id, utcnow(), "refusal", {"cause": "database_unreachable"})
+            )
+            self._reject(
+                503,
+                "unhealthy",
+                detail=f"database_unreachable: {str(exc) or type(exc).__name__}",
+                retry_after=UNHEALTHY_RETRY_AFTER,
+            )
+            return False
         self.record.to_number = clean_opt(result.number)
         if result.agent is not None:
             self.record.agent = result.agent.name

@@ -107,7 +107,7 @@ from sipbridge.sip.registration import (
 from sipbridge.sip.ua import UserAgent
 from sipbridge.sip.values import NameAddr
 from sipbridge.store import service
-from sipbridge.store.db import Database
+from sipbridge.store.db import Database, display_url
 from sipbridge.store.records import CallEvent, CallRecord, CallStatus, TrunkRecord, utcnow
 from sipbridge.store.spool import RecordSpool
 from sipbridge.wiretext import clean, clean_opt
@@ -345,7 +345,7 @@ class SipBridgeServer:
             self.settings.rtp_port_max,
             "{}:{}".format(*self.http_address) if self._http is not None else "off",
             self.settings.advertised_ip,
-            self.db.url.render_as_string(hide_password=True),
+            display_url(self.settings.db),  # as the user wrote it, as the CLI names it
             self.fd_limit,
             self.streams.max_connections,
             self.streams.max_unknown,
@@ -467,6 +467,13 @@ class SipBridgeServer:
         self._agents_down_until = self.agent_health.down_until(self._agent_urls, self.loop.time())
         self.metrics.unhealthy.set(1 if self.unhealthy(self.loop.time()) is not None else 0)
         self._update_busy()
+
+    def database_failed(self, exc: BaseException) -> None:
+        """A call's lookup found the database gone: unhealthy now, not at the next
+        refresh (which brings it back once the database answers again)."""
+        if self.db_ok:
+            log.warning("event=lookup_failed error=%s", str(exc) or type(exc).__name__)
+        self._set_db_ok(False)
 
     def _set_db_ok(self, ok: bool) -> None:
         if ok != self.db_ok:
