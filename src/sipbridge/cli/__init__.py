@@ -20,7 +20,8 @@ Exit codes: 0 success, 1 the operation failed (unknown agent, duplicate, databas
 error), 2 bad input (usage error, invalid number, URL or port range).
 
 One module per command group (``serve_command``, ``agents``, ``numbers``, ``trunks``,
-``apikeys``, ``bans``, ``calls_command``, ``db``, ``doctor_command``, ``config_command``);
+``apikeys``, ``bans``, ``traces``, ``calls_command``, ``db``, ``doctor_command``,
+``config_command``);
 shared options and helpers are in ``_common``, the configuration file in ``config_file``.
 """
 
@@ -40,6 +41,7 @@ from sipbridge.cli.db import db_app
 from sipbridge.cli.doctor_command import doctor
 from sipbridge.cli.numbers import number_app
 from sipbridge.cli.serve_command import serve
+from sipbridge.cli.traces import trace_app
 from sipbridge.cli.trunks import trunk_app
 
 __all__ = ["app", "main"]
@@ -57,6 +59,7 @@ app.add_typer(number_app, name="number")
 app.add_typer(trunk_app, name="trunk")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(ban_app, name="ban")
+app.add_typer(trace_app, name="trace")
 app.add_typer(db_app, name="db")
 app.command()(serve)
 app.command()(doctor)
