@@ -880,6 +880,8 @@ class SipBridgeServer:
                 self._dispatch(event)
         if self.guard.has_new_bans:
             self.bans.store_new()
+        if tracer.armed:
+            tracer.done()
         deadline = self.ua.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:

@@ -73,6 +73,9 @@ class SipTracer:
         self.armed = False
         self._received: tuple[bytes, Address] | None = None
         self._sent: list[tuple[bytes, Address]] = []
+        # Messages of a traced Call-ID that has no call yet (after a 401), held until the
+        # server has handled the message in hand (:meth:`done`): it may make the call.
+        self._held: list[tuple[TracedCall, str, str, bytes, Address]] = []
 
     def _rearm(self) -> None:
         self.armed = bool(self.numbers or self.trunks or self.calls)
@@ -133,7 +136,7 @@ class SipTracer:
             sip_id = call_id_of(data)
             traced = self.calls.get(sip_id) if sip_id is not None else None
             if traced is not None and sip_id is not None:
-                self._write(traced, sip_id, "in", data, source)
+                self._write_or_hold(traced, sip_id, "in", data, source)
 
     def sent(self, out: list[tuple[bytes, Address]]) -> None:
         """What the server just sent: written for traced calls, kept until the next batch
@@ -144,7 +147,7 @@ class SipTracer:
                 sip_id = call_id_of(data)
                 traced = self.calls.get(sip_id) if sip_id is not None else None
                 if traced is not None and sip_id is not None:
-                    self._write(traced, sip_id, "out", data, destination)
+                    self._write_or_hold(traced, sip_id, "out", data, destination)
 
     def start(self, sip_id: str, call_id: str | None, matched: str, now: float) -> None:
         """Trace the SIP Call-ID ``sip_id`` (our call ``call_id``): the message being
@@ -165,11 +168,26 @@ class SipTracer:
             if call_id_of(data) == sip_id:
                 self._write(traced, sip_id, "out", data, destination)
 
+    def done(self) -> None:
+        """The server handled what it received and sent what it had to: the messages
+        held for a Call-ID without a call are written, with the call id it has now."""
+        held, self._held = self._held, []
+        for traced, sip_id, direction, data, peer in held:
+            self._write(traced, sip_id, direction, data, peer)
+
     def end(self, sip_id: str, now: float) -> None:
         """The call of ``sip_id`` ended: traced ``LINGER`` seconds more."""
         traced = self.calls.get(sip_id)
         if traced is not None:
             traced.until = now + LINGER
+
+    def _write_or_hold(
+        self, traced: TracedCall, sip_id: str, direction: str, data: bytes, peer: Address
+    ) -> None:
+        if traced.call_id is None:
+            self._held.append((traced, sip_id, direction, data, peer))
+        else:
+            self._write(traced, sip_id, direction, data, peer)
 
     def _write(
         self, traced: TracedCall, sip_id: str, direction: str, data: bytes, peer: Address
