@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sipbridge.logs import COMPONENTS, setup_logging
+from sipbridge.logs import COMPONENTS, LOG_FORMAT, EscapingFormatter, setup_logging
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.runtime.trace import SipTracer
 from sipbridge.sip.framing import StreamAddress, Transport
@@ -241,6 +241,14 @@ def test_tracer_costs_nothing_until_a_trace_is_on_and_forgets_ended_calls() -> N
         ("in", "tls", "192.0.2.1:5061"),
         ("out", "tls", "TLS:5060"),
     ]
+    # As text (the default format): one line, the message's line breaks escaped.
+    line = EscapingFormatter(LOG_FORMAT).format(records_seen[0])
+    assert "\n" not in line and "\r" not in line
+    assert line.endswith(
+        "INFO sipbridge.sip.trace call=call-1 sip=in transport=tls source=192.0.2.1:5061 "
+        "destination=TLS:5060 INVITE sip:x SIP/2.0 | INVITE sip:x SIP/2.0\\r\\ni: c-1\\r\\n"
+        "Content-Length: 0\\r\\n\\r\\n"
+    )
     tracer.end("c-1", 2.0)
     tracer.expire(10.0, {"call-1"})
     assert "c-1" in tracer.calls  # lingers for retransmissions
