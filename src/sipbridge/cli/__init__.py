@@ -12,6 +12,8 @@ for them, to keep them off the command line: ``SIPBRIDGE_TRUNK_PASSWORD`` and
 can also come from a TOML file (``--config``, ``SIPBRIDGE_CONFIG``, a default path), below
 the variables and above the defaults: ``config_file``, docs/configuration.md.
 
+``sipbridge trace`` (per-call SIP traces) is in ``traces``.
+
 Without ``--db`` the database is a SQLite file at a fixed place, whatever the working
 directory (``sipbridge.config.default_db_path``); commands name the database they used
 in errors and empty results.
@@ -20,8 +22,7 @@ Exit codes: 0 success, 1 the operation failed (unknown agent, duplicate, databas
 error), 2 bad input (usage error, invalid number, URL or port range).
 
 One module per command group (``serve_command``, ``agents``, ``numbers``, ``trunks``,
-``apikeys``, ``bans``, ``traces``, ``calls_command``, ``db``, ``doctor_command``,
-``config_command``);
+``apikeys``, ``bans``, ``calls_command``, ``db``, ``doctor_command``, ``config_command``);
 shared options and helpers are in ``_common``, the configuration file in ``config_file``.
 """
 
