@@ -21,7 +21,14 @@ from sipbridge.cli import app
 from sipbridge.config import ServeSettings
 from sipbridge.store import service
 from sipbridge.store.db import Database
-from sipbridge.store.records import BanRecord, CallEvent, CallRecord, CallStatus, TrunkRecord
+from sipbridge.store.records import (
+    BanRecord,
+    CallEvent,
+    CallRecord,
+    CallStatus,
+    TraceRecord,
+    TrunkRecord,
+)
 from tests.support.require import require
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -70,7 +77,17 @@ def invoke(runner: CliRunner, env: dict[str, str], *args: str):  # type: ignore[
 def test_help_lists_commands(runner: CliRunner) -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("serve", "agent", "number", "trunk", "apikey", "ban", "calls", "db"):
+    for command in (
+        "serve",
+        "agent",
+        "number",
+        "trunk",
+        "apikey",
+        "ban",
+        "trace",
+        "calls",
+        "db",
+    ):
         assert command in result.stdout
 
 
@@ -324,13 +341,13 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0011" in result.stdout
+    assert "revision 0012" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
             return await db.current_revision()
 
-    assert asyncio.run(revision()) == "0011"
+    assert asyncio.run(revision()) == "0012"
 
 
 def test_db_option_overrides_env(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -431,6 +448,22 @@ def test_serve_builds_settings(
             http_host="0.0.0.0",
             http_port=9090,
         )
+    ]
+
+
+def test_serve_log_options(
+    runner: CliRunner, env: dict[str, str], fake_server: list[ServeSettings]
+) -> None:
+    args = ["serve", "--log-format", "JSON", "--log-levels", "call=debug, sip.trace=warning"]
+    assert runner.invoke(app, args, env=env).exit_code == 0
+    environ = {**env, "SIPBRIDGE_LOG_FORMAT": "json", "SIPBRIDGE_LOG_LEVELS": "media=error"}
+    assert runner.invoke(app, ["serve"], env=environ).exit_code == 0
+    assert runner.invoke(app, ["serve"], env=env).exit_code == 0
+    shown = [(s.log_format, s.log_levels) for s in fake_server]
+    assert shown == [
+        ("json", (("sipbridge.call", 10), ("sipbridge.sip.trace", 30))),
+        ("json", (("sipbridge.media", 40),)),
+        ("text", ()),
     ]
 
 
@@ -725,6 +758,9 @@ def test_database_errors_are_one_line(runner: CliRunner, tmp_path: Path) -> None
         (["--rtp-ports", "abc"], "--rtp-ports"),
         (["--public-ip", "not-an-ip"], "--public-ip"),
         (["--log-level", "loud"], "--log-level"),
+        (["--log-format", "xml"], "--log-format"),
+        (["--log-levels", "sipp=debug"], "--log-levels: unknown component 'sipp'"),
+        (["--log-levels", "call=loud"], "--log-levels: call: 'loud' is not one of"),
         (["--default-region", "XX"], "--default-region"),
         (["--reject-unknown", "404"], "--reject-unknown"),
         (["--auth-realm", " "], "--auth-realm"),
@@ -1302,6 +1338,59 @@ def test_trunk_region_from_env_srtp_not(runner: CliRunner, env: dict[str, str]) 
     assert lines[1].split()[-3:] == ["+442079460000", "optional", "default"]
 
 
+# ---------------------------------------------------------------------- traces
+
+
+def test_trace_on_list_off(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
+    assert invoke(runner, env, "trace", "list").stdout.strip() == "no traces" + in_db(env)
+    result = invoke(runner, env, "trace", "on", "--number", "(202) 555-0101", "--region", "US")
+    assert result.exit_code == 0, result.output
+    assert re.fullmatch(
+        r"tracing number \+12025550101 until 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00\n",
+        result.stdout,
+    )
+    result = invoke(runner, env, "trace", "on", "--trunk", "carrier", "--duration", "60")
+    assert result.exit_code == 0 and result.stdout.startswith("tracing trunk carrier until ")
+
+    async def traces() -> list[TraceRecord]:
+        async with Database(db_url) as db:
+            return await service.list_traces(db)
+
+    trunk, number = asyncio.run(traces())  # newest first
+    assert (trunk.value, number.value) == ("carrier", "+12025550101")
+    assert 59 <= (trunk.expires_at - trunk.created_at).total_seconds() <= 60
+    assert (number.expires_at - number.created_at).total_seconds() == 3600
+    lines = invoke(runner, env, "trace", "list").stdout.splitlines()
+    assert lines[0].split() == ["KIND", "VALUE", "SINCE", "UNTIL"]
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["trunk", "carrier"],
+        ["number", "+12025550101"],
+    ]
+    result = invoke(runner, env, "trace", "off", "--number", "+12025550101")
+    assert result.exit_code == 0 and result.stdout == "trace of number +12025550101 off\n"
+    result = invoke(runner, env, "trace", "off", "--trunk", "carrier")
+    assert result.stdout == "trace of trunk carrier off\n"
+    line = _one_error_line(invoke(runner, env, "trace", "off", "--trunk", "carrier"), 1)
+    assert line == "error: no trace of trunk carrier"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["trace", "on"], "number: give either a number or a trunk"),
+        (["trace", "on", "--number", "+12025550101", "--trunk", "x"], "number: give either"),
+        (["trace", "on", "--number", "12"], "12"),
+        (["trace", "off", "--trunk", "bad name!"], "name: invalid trunk name"),
+    ],
+)
+def test_trace_bad_input_exits_2(
+    runner: CliRunner, env: dict[str, str], args: list[str], message: str
+) -> None:
+    line = _one_error_line(invoke(runner, env, *args), 2)
+    assert line.startswith("error: ") and message in line
+    assert invoke(runner, env, "trace", "on", "--trunk", "x", "--duration", "0").exit_code == 2
+
+
 # ----------------------------------------------------------------------- bans
 
 
@@ -1471,7 +1560,7 @@ def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -
         for name in list(os.environ):
             if name.startswith("SIPBRIDGE_"):
                 monkeypatch.delenv(name)
-        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0011")
+        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0012")
         result = invoke(
             runner, pg_env, "agent", "add", "bot", "--url", "wss://a", "--url", "wss://b"
         )

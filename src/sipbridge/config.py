@@ -252,6 +252,9 @@ class ServeSettings:
     db: str = "sqlite:///sipbridge.db"
     agent_connect_timeout: float = 5.0
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one JSON object a line (logs.py)
+    # (logger name, level) pairs of --log-levels, e.g. (("sipbridge.call", 10),)
+    log_levels: tuple[tuple[str, int], ...] = ()
     default_region: str | None = None  # ISO 3166 code for national number formats
     http_host: str = "127.0.0.1"  # the REST API, /healthz, /readyz and /metrics
     http_port: int = 8080

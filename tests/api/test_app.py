@@ -25,6 +25,8 @@ PATHS = {
     "/api/trunks/{name}": {"get", "patch", "delete"},
     "/api/bans": {"get", "post"},
     "/api/bans/{address}": {"delete"},
+    "/api/traces": {"get", "post"},
+    "/api/traces/{kind}/{value}": {"delete"},
     "/api/calls": {"get"},
     "/api/calls.csv": {"get"},
     "/api/calls/{call_id}": {"get"},
@@ -51,8 +53,10 @@ def test_openapi_paths_and_error_responses(app: FastAPI) -> None:
                 assert "404" in codes, (method, path)
             if method == "post":
                 assert "201" in codes, (method, path)
-                # A ban on an address already banned replaces it: no conflict there.
-                assert ("409" in codes) == (path != "/api/bans"), (method, path)
+                # A ban on an address already banned replaces it, and a trace of what
+                # is traced already sets its new end: no conflict there.
+                conflict_free = path in ("/api/bans", "/api/traces")
+                assert ("409" in codes) == (not conflict_free), (method, path)
     csv_ok = schema["paths"]["/api/calls.csv"]["get"]["responses"]["200"]
     assert "text/csv" in csv_ok["content"]
 

@@ -26,7 +26,16 @@ from sipbridge.store.backup import (
     schema_tables,
 )
 from sipbridge.store.db import Database
-from sipbridge.store.models import Agent, Ban, Call, CallEventRow, Instance, PhoneNumber, Trunk
+from sipbridge.store.models import (
+    Agent,
+    Ban,
+    Call,
+    CallEventRow,
+    Instance,
+    PhoneNumber,
+    SipTrace,
+    Trunk,
+)
 from tests.conftest import (
     create_postgres_database,
     drop_postgres_database,
@@ -129,6 +138,23 @@ async def populate(db: Database, calls: int = 3) -> None:
                     "note": "ünïcode\nnote",
                     "created_at": T0,
                     "expires_at": T0 + timedelta(hours=1),
+                },
+            ],
+        )
+        await connection.execute(
+            insert(SipTrace),
+            [
+                {
+                    "kind": "number",
+                    "value": "+12025550101",
+                    "created_at": T0,
+                    "expires_at": T0 + timedelta(hours=1),
+                },
+                {
+                    "kind": "trunk",
+                    "value": "telnyx",
+                    "created_at": T0 + timedelta(microseconds=7),
+                    "expires_at": T0 + timedelta(days=7),
                 },
             ],
         )

@@ -22,6 +22,7 @@ from sipbridge.api import (
     routes_instances,
     routes_numbers,
     routes_stats,
+    routes_traces,
     routes_trunks,
 )
 from sipbridge.api.errors import install_error_handlers
@@ -35,8 +36,8 @@ MAX_BODY_SIZE = 64 * 1024
 DOCS_ASSETS = "/docs/assets"  # Swagger UI's files, from the swagger-ui-bundle package
 
 DESCRIPTION = """\
-Manage sipbridge's agents, numbers, trunks and bans, read call records and statistics
-and the instances sharing the database.
+Manage sipbridge's agents, numbers, trunks, bans and SIP traces, read call records and
+statistics and the instances sharing the database.
 
 Every `/api/...` route needs `Authorization: Bearer <key>` with a key from
 `sipbridge apikey create NAME`. `/healthz`, `/readyz` and `/metrics` need none.
@@ -60,6 +61,7 @@ def create_app(
     metrics_app: ASGIApp | None = None,
     default_region: str | None = None,
     bans_changed: Callable[[], Awaitable[None]] | None = None,
+    traces_changed: Callable[[], Awaitable[None]] | None = None,
     registration: Callable[[str], dict[str, Any] | None] | None = None,
 ) -> FastAPI:
     """The HTTP application for ``sipbridge serve``.
@@ -69,7 +71,8 @@ def create_app(
     ``metrics_app`` (e.g. ``prometheus_client.make_asgi_app()``) is served at ``/metrics``;
     ``default_region`` (ISO 3166, e.g. ``"US"``) reads numbers given in national format;
     an unknown code raises :class:`~sipbridge.numbers.InvalidField` here, not per request.
-    ``bans_changed`` is awaited after a ban is added or lifted (the server reloads them).
+    ``bans_changed`` is awaited after a ban is added or lifted (the server reloads them),
+    ``traces_changed`` after a SIP trace is switched on or off.
     ``registration`` gives a trunk's registration state (the server's REGISTER clients;
     None: it does not register), shown as each trunk's ``registration``.
     """
@@ -86,6 +89,7 @@ def create_app(
     app.state.readiness = readiness
     app.state.default_region = default_region
     app.state.bans_changed = bans_changed
+    app.state.traces_changed = traces_changed
     app.state.registration = registration
     install_error_handlers(app)
     app.include_router(routes_health.router)
@@ -94,6 +98,7 @@ def create_app(
         routes_numbers,
         routes_trunks,
         routes_bans,
+        routes_traces,
         routes_calls,
         routes_stats,
         routes_instances,

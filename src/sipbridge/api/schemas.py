@@ -37,6 +37,8 @@ __all__ = [
     "NumberOut",
     "NumberUpdate",
     "TimelineEntry",
+    "TraceCreate",
+    "TraceOut",
     "TranscriptEntry",
     "TrunkCreate",
     "TrunkOut",
@@ -347,6 +349,33 @@ class BanOut(_Out):
     note: str | None
     created_at: Timestamp
     expires_at: Timestamp | None = Field(description="null: until lifted")
+
+
+# -------------------------------------------------------------------------- traces
+
+
+class TraceCreate(_Body):
+    """Exactly one of ``number`` and ``trunk``."""
+
+    number: NumberText | None = Field(
+        default=None, description="Trace the calls to or from this number (E.164)"
+    )
+    trunk: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=NAME_PATTERN,
+        description="Trace the calls of this trunk",
+    )
+    duration: int = Field(
+        default=3600, ge=1, le=7 * 86400, description="Seconds the trace lasts (default 1 h)"
+    )
+
+
+class TraceOut(_Out):
+    kind: Literal["number", "trunk"]
+    value: str = Field(description="The E.164 number or the trunk's name")
+    created_at: Timestamp
+    expires_at: Timestamp
 
 
 # ----------------------------------------------------------------------- instances

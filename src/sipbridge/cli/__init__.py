@@ -12,6 +12,8 @@ for them, to keep them off the command line: ``SIPBRIDGE_TRUNK_PASSWORD`` and
 can also come from a TOML file (``--config``, ``SIPBRIDGE_CONFIG``, a default path), below
 the variables and above the defaults: ``config_file``, docs/configuration.md.
 
+``sipbridge trace`` (per-call SIP traces) is in ``traces``.
+
 Without ``--db`` the database is a SQLite file at a fixed place, whatever the working
 directory (``sipbridge.config.default_db_path``); commands name the database they used
 in errors and empty results.
@@ -43,6 +45,7 @@ from sipbridge.cli.db import db_app
 from sipbridge.cli.doctor_command import doctor
 from sipbridge.cli.numbers import number_app
 from sipbridge.cli.serve_command import serve
+from sipbridge.cli.traces import trace_app
 from sipbridge.cli.trunks import trunk_app
 
 __all__ = ["app", "main"]
@@ -60,6 +63,7 @@ app.add_typer(number_app, name="number")
 app.add_typer(trunk_app, name="trunk")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(ban_app, name="ban")
+app.add_typer(trace_app, name="trace")
 app.add_typer(db_app, name="db")
 app.command(cls=Command)(serve)
 app.command(cls=Command)(doctor)

@@ -22,6 +22,7 @@ from sipbridge.config import (
     parse_port_range,
 )
 from sipbridge.listen import Listener, listen_problem
+from sipbridge.logs import LOG_FORMATS, LOG_LEVELS, parse_log_levels
 from sipbridge.numbers import normalize_region
 from sipbridge.sip.auth import parse_algorithms
 from sipbridge.sip.proxy import TrustedProxies
@@ -31,7 +32,6 @@ S = TypeVar("S")
 T = TypeVar("T")
 
 RUNTIME_SERVER = "sipbridge.runtime.server"
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _parsed(option: str, parse: Callable[[S], T], value: S) -> T:
@@ -93,6 +93,24 @@ def serve(
     log_level: Annotated[
         str, _setting("--log-level", help="debug, info, warning or error.")
     ] = "info",
+    log_format: Annotated[
+        str,
+        _setting(
+            "--log-format",
+            metavar="text|json",
+            help="Log lines as text for a terminal, or one JSON object a line "
+            "(call_id, event and its fields as keys).",
+        ),
+    ] = "text",
+    log_levels: Annotated[
+        str,
+        _setting(
+            "--log-levels",
+            metavar="COMPONENT=LEVEL,...",
+            help="A level per component over --log-level, e.g. call=debug,media=warning "
+            "(components: docs/operations.md, Logs).",
+        ),
+    ] = "",
     http_host: Annotated[
         str,
         _setting(
@@ -361,6 +379,8 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
         except ValueError:
             _fail(f"{option_label('--public-ip')}: {public_ip!r} is not an IP address", 2)
     level = _choice("--log-level", o.log_level, LOG_LEVELS)
+    log_format = _choice("--log-format", o.log_format, LOG_FORMATS)
+    component_levels = _parsed("--log-levels", parse_log_levels, o.log_levels)
     region = _parsed("--default-region", normalize_region, o.default_region)
     codec_list = _parsed("--codecs", parse_codecs, o.codecs)
     unknown = _choice("--reject-unknown", o.reject_unknown, UNKNOWN_SOURCES)
@@ -394,6 +414,8 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
         db=db_url,
         agent_connect_timeout=o.agent_connect_timeout,
         log_level=level,
+        log_format=log_format,
+        log_levels=tuple(component_levels.items()),
         default_region=region,
         http_host=o.http_host,
         http_port=o.http_port,

@@ -363,7 +363,11 @@ class Call:
             if answered:
                 await self._bridge()
         except Exception:
-            log.exception("call=%s internal error", self.sip.id)
+            log.exception(
+                "call=%s event=internal_error",
+                self.sip.id,
+                extra={"call_id": self.sip.id, "event": "internal_error"},
+            )
             self.record.reason = self.record.reason or "internal_error"
             self._reject(500, "internal_error")
             self._hangup_sip()
@@ -655,7 +659,12 @@ class Call:
         try:
             return SrtpPolicy(mode)
         except ValueError:
-            log.warning("call=%s unknown srtp setting %r: using required", self.sip.id, mode)
+            log.warning(
+                "call=%s event=srtp_setting_unknown srtp=%r: using required",
+                self.sip.id,
+                mode,
+                extra={"call_id": self.sip.id, "event": "srtp_setting_unknown"},
+            )
             return SrtpPolicy.REQUIRED  # fail closed
 
     def _srtp_session(self, chosen: Negotiated, current: SrtpSession | None) -> SrtpSession | None:
@@ -1060,20 +1069,27 @@ class Call:
         self.server.call_finished(self, self._call_events)
 
     def _event(self, name: str, **fields: object) -> None:
-        """One log line per call event: ``call=<id> event=<name> key=value ...``; at
-        WARNING when the call failed on our side (ERROR for an internal error)."""
-        parts = [f"call={self.sip.id}", f"event={name}"]
-        for key, value in fields.items():
-            if value is not None:
-                parts.append(f"{key.rstrip('_')}={value}")
-        reason = fields.get("reason")
+        """One log record per call event: the text ``call=<id> event=<name> key=value
+        ...``, and the same as structured fields (``call_id``, ``event``, ``fields``: the
+        JSON log format's keys, logs.py); at WARNING when the call failed on our side
+        (ERROR for an internal error). Fields that are None are left out."""
+        shown = {key.rstrip("_"): value for key, value in fields.items() if value is not None}
+        reason = shown.get("reason")
         if reason == "internal_error":
             level = logging.ERROR
         elif reason in _FAILURE_REASONS:
             level = logging.WARNING
         else:
             level = logging.INFO
-        log.log(level, " ".join(parts))
+        if not log.isEnabledFor(level):
+            return
+        parts = [f"call={self.sip.id}", f"event={name}"]
+        parts.extend(f"{key}={value}" for key, value in shown.items())
+        log.log(
+            level,
+            " ".join(parts),
+            extra={"call_id": self.sip.id, "event": name, "fields": shown},
+        )
 
 
 def _counts(counts: dict[str, int]) -> str | None:

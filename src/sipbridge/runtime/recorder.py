@@ -257,6 +257,7 @@ class RecordWriter:
                 entry.record.id,
                 self.spool.path,
                 exc,
+                extra={"call_id": entry.record.id, "event": "record_dropped"},
             )
             self.metrics.call_records_dropped.labels("spool_error").inc()
         else:
@@ -266,6 +267,7 @@ class RecordWriter:
                     entry.record.id,
                     self.spool.path,
                     self.spool.max_bytes,
+                    extra={"call_id": entry.record.id, "event": "record_dropped"},
                 )
                 self.metrics.call_records_dropped.labels("spool_full").inc()
         if stored:
@@ -285,6 +287,7 @@ class RecordWriter:
                 reason,
                 str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
                 self.spool.path,
+                extra={"call_id": entry.record.id, "event": "record_write_failed"},
             )
         self.last_error = reason
 

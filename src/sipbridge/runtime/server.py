@@ -65,6 +65,7 @@ from sipbridge.runtime.cluster import InstanceBeat, heartbeat_interval
 from sipbridge.runtime.media import MediaClock, RtpPortAllocator
 from sipbridge.runtime.metrics import Metrics
 from sipbridge.runtime.recorder import RecordWriter
+from sipbridge.runtime.trace import SipTracer
 from sipbridge.runtime.transports import (
     FD_RESERVE,
     StreamTransports,
@@ -91,7 +92,7 @@ from sipbridge.sip.calls import (
     UpdateReceived,
 )
 from sipbridge.sip.errors import SipParseError
-from sipbridge.sip.framing import StreamAddress
+from sipbridge.sip.framing import StreamAddress, Transport
 from sipbridge.sip.guard import Admission, GuardLimits, Offence, SourceGuard
 from sipbridge.sip.headers import Headers
 from sipbridge.sip.message import Request
@@ -134,6 +135,10 @@ DRAIN_RETRY_AFTER = 30
 READY_SPOOL_DEPTH = 100
 # How long shutdown waits for the answers to our un-REGISTERs (Expires: 0).
 UNREGISTER_GRACE = 2.0
+# How often ended SIP traces are deleted from the store (seconds).
+TRACE_PURGE_INTERVAL = 300.0
+# Refusals of the instance (not the caller's doing) logged at WARNING.
+_BUSY_REASONS = frozenset({"server_busy", "overload", "trunk_busy", "unhealthy"})
 # Access reasons logged at debug only: what every scanner and every first INVITE of a
 # digest trunk produces.
 _QUIET_ACCESS_REASONS = frozenset({"unknown_source", "auth_required", "scanner"})
@@ -271,6 +276,10 @@ class SipBridgeServer:
         self._ceiling_until = 0.0
         self._heartbeat: asyncio.TimerHandle | None = None
         self._heartbeat_due = 0.0
+        # The per-call SIP trace (runtime/trace.py): the traces in force, read from the
+        # store with the trunks; the message path only reads ``tracer.armed``.
+        self.tracer = SipTracer(self._trace_local)
+        self._traces_purge_at = 0.0
 
     @property
     def tls_address(self) -> Address | None:
@@ -306,6 +315,7 @@ class SipBridgeServer:
                 )
         await self.reload_trunks()  # before the socket opens: no request meets an empty list
         await self.bans.reload()
+        await self.reload_traces()
         family = socket.AF_INET6 if ":" in self.settings.sip_host else socket.AF_INET
         self._family = family
         transport, _ = await self.loop.create_datagram_endpoint(
@@ -681,8 +691,45 @@ class SipBridgeServer:
         try:
             await self.bans.reload()
             await self._read_agents()
+            await self.reload_traces()
         except Exception as exc:
             log.warning("event=trunk_reload_failed error=%s", str(exc) or type(exc).__name__)
+
+    async def reload_traces(self) -> None:
+        """The SIP traces in force from the store (runtime/trace.py); now and then the
+        ended ones are deleted. Also called by the API after a trace is switched on or off."""
+        wall = utcnow()
+        now = self.loop.time()
+        if now >= self._traces_purge_at:
+            self._traces_purge_at = now + TRACE_PURGE_INTERVAL
+            await service.purge_expired_traces(self.db, wall)
+        traces = await service.list_traces(self.db, now=wall)
+        self.tracer.load(traces, wall, now)
+        self.tracer.expire(now, self.calls)
+
+    def _trace_local(self, transport: Transport) -> str:
+        """Our ``host:port`` for ``transport``, as a trace line shows it."""
+        tls = self.tls_address
+        host, port = tls if transport is Transport.TLS and tls is not None else self.sip_address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def _trace_invite(self, invite: Request, trunk: str | None, call_id: str | None) -> None:
+        """An INVITE that makes a call (``call_id``) or is refused before one exists: its
+        SIP Call-ID traced from now on when its dialed or caller's number or its trunk is
+        (runtime/trace.py), or when it already is (the INVITE after a traced 401)."""
+        tracer = self.tracer
+        now = self.loop.time()
+        region = self.settings.default_region
+        matched = tracer.matches(
+            (
+                dialed_number(*self.dialed_users(trunk, invite), region),
+                caller_number(invite.from_.uri.user, region),
+            ),
+            trunk,
+            now,
+        )
+        if matched is not None or invite.call_id in tracer.calls:
+            tracer.start(invite.call_id, call_id, matched or "", now)
 
     @property
     def instance_address(self) -> str:
@@ -701,6 +748,7 @@ class SipBridgeServer:
             metrics_app=self.metrics.asgi_app,
             default_region=self.settings.default_region,
             bans_changed=self.bans.reload,
+            traces_changed=self.reload_traces,
             registration=self.registration,
         )
         config = uvicorn.Config(
@@ -794,6 +842,8 @@ class SipBridgeServer:
                 addr[0],
                 addr[1],
             )
+        if self.tracer.armed:  # a trace in force: see runtime/trace.py
+            self.tracer.received(data, source)
         admitted = False
         try:
             if relayed is None:  # not from a trusted proxy
@@ -814,8 +864,10 @@ class SipBridgeServer:
         sends that at once too.
         """
         transport = self._transport
+        tracer = self.tracer
         while True:
-            for data, destination in self.ua.datagrams_to_send():
+            out = self.ua.datagrams_to_send()
+            for data, destination in out:
                 if isinstance(destination, StreamAddress):
                     self.streams.send(data, destination)
                 elif transport is None:
@@ -824,6 +876,8 @@ class SipBridgeServer:
                     transport.sendto(data, destination)
                 else:
                     self._spawn(self._send_resolved(data, destination))
+            if tracer.armed:
+                tracer.sent(out)
             for registration in self.registrations.events():
                 self._registration_event(registration)
             events = self.ua.events()
@@ -833,6 +887,8 @@ class SipBridgeServer:
                 self._dispatch(event)
         if self.guard.has_new_bans:
             self.bans.store_new()
+        if tracer.armed:
+            tracer.done()
         deadline = self.ua.get_timer()
         if deadline != self._timer_at:
             if self._timer is not None:
@@ -864,6 +920,8 @@ class SipBridgeServer:
 
     def _dispatch(self, event: object) -> None:
         if isinstance(event, IncomingCall):
+            if self.tracer.armed:
+                self._trace_invite(event.call.invite, event.call.trunk, event.call.id)
             now = self.loop.time()
             if self.draining:
                 self._refuse_busy(event.call, "draining", DRAIN_RETRY_AFTER)
@@ -913,13 +971,16 @@ class SipBridgeServer:
                 _proxy_field(event.source, event.relayed_from, event.reason),
                 f" detail={event.detail.replace(' ', '_')}" if event.detail else "",
             )
+            record_id: str | None = None
             if event.method == "INVITE" and event.status and not event.access:
                 if event.request is not None:
-                    self._record_rejected_invite(
+                    record_id = self._record_rejected_invite(
                         event.request, origin, event.status, event.reason, event.trunk
                     )
                 elif event.headers is not None:
                     self._record_malformed_invite(event.headers, origin, event.status)
+            if self.tracer.armed and event.method == "INVITE" and event.request is not None:
+                self._trace_invite(event.request, event.trunk, record_id)
             return
         target = self.calls.get(event.call.id)  # type: ignore[attr-defined]
         if target is None:
@@ -1020,7 +1081,7 @@ class SipBridgeServer:
             headers=[("Reason", 'SIP ;cause=404 ;text="number_not_allowed"')],
         )
         self._record_rejected_invite(
-            call.invite, call.origin, 404, "number_not_allowed", call.trunk
+            call.invite, call.origin, 404, "number_not_allowed", call.trunk, record_id=call.id
         )
         self.guard.offence(call.origin[0], Offence.UNKNOWN_NUMBER, self.loop.time())
         return False
@@ -1045,7 +1106,13 @@ class SipBridgeServer:
             ],
         )
         self._record_rejected_invite(
-            call.invite, call.origin, 503, reason, call.trunk, {"cause": cause} if cause else None
+            call.invite,
+            call.origin,
+            503,
+            reason,
+            call.trunk,
+            {"cause": cause} if cause else None,
+            record_id=call.id,
         )
 
     def _record_rejected_invite(
@@ -1056,10 +1123,13 @@ class SipBridgeServer:
         reason: str,
         trunk: str | None = None,
         refusal: dict[str, Any] | None = None,
-    ) -> None:
-        """A call record for an INVITE the SIP core refused before any call existed;
-        ``refusal``, when given, is stored as its ``refusal`` event."""
-        self._record_refused(
+        *,
+        record_id: str | None = None,
+    ) -> str:
+        """A call record for an INVITE refused before any call existed; ``refusal``,
+        when given, is stored as its ``refusal`` event. Returns the record's id
+        (``record_id``: the id of the UA's call for the INVITE, when there is one)."""
+        return self._record_refused(
             request.call_id,
             request.from_.uri.user,
             self.dialed_users(trunk, request),
@@ -1068,6 +1138,7 @@ class SipBridgeServer:
             reason,
             trunk,
             refusal,
+            record_id=record_id,
         )
 
     def _record_malformed_invite(self, headers: Headers, source: Address, status: int) -> None:
@@ -1098,13 +1169,16 @@ class SipBridgeServer:
         reason: str,
         trunk: str | None = None,
         refusal: dict[str, Any] | None = None,
-    ) -> None:
+        *,
+        record_id: str | None = None,
+    ) -> str:
         """The failed call record of an INVITE refused before any call existed; ``dialed``
-        is (Request-URI user, To user), wire text made storable (wiretext.py)."""
+        is (Request-URI user, To user), wire text made storable (wiretext.py). Returns its
+        id: ``record_id``, else a new one."""
         region = self.settings.default_region
         now = utcnow()
         record = CallRecord(
-            id=uuid.uuid4().hex,
+            id=record_id or uuid.uuid4().hex,
             sip_call_id=clean(sip_call_id),
             from_number=clean_opt(caller_number(from_user, region)),
             to_number=clean_opt(dialed_number(*dialed, region)),
@@ -1119,6 +1193,17 @@ class SipBridgeServer:
         )
         events = [] if refusal is None else [CallEvent(record.id, now, "refusal", refusal)]
         self.records.submit(record, events)
+        fields: dict[str, Any] = {"status": status, "reason": reason, "source": record.source}
+        if trunk is not None:
+            fields["trunk"] = trunk
+        log.log(
+            logging.WARNING if reason in _BUSY_REASONS else logging.INFO,
+            "call=%s event=refused %s",
+            record.id,
+            " ".join(f"{key}={value}" for key, value in fields.items()),
+            extra={"call_id": record.id, "event": "refused", "fields": fields},
+        )
+        return record.id
 
     @property
     def pending_tasks(self) -> int:
@@ -1136,6 +1221,8 @@ class SipBridgeServer:
         return self._sdp_session
 
     def call_finished(self, call: Call, events: list[CallEvent] | None = None) -> None:
+        if self.tracer.armed:
+            self.tracer.end(call.sip.invite.call_id, self.loop.time())
         if self.calls.pop(call.sip.id, None) is not None and call.sip.trunk is not None:
             self._trunk_calls[call.sip.trunk] -= 1
             if not self._trunk_calls[call.sip.trunk]:
@@ -1341,7 +1428,10 @@ async def serve(settings: ServeSettings, requests: ShutdownRequests | None = Non
 
 def run(settings: ServeSettings) -> None:
     """Entry point of ``sipbridge serve``: logging, uvloop, and the event loop."""
-    setup_logging(settings.log_level)  # one line per record, control characters escaped
+    # One line per record, control characters escaped; text or JSON; levels per component.
+    setup_logging(
+        settings.log_level, log_format=settings.log_format, levels=dict(settings.log_levels)
+    )
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

@@ -18,6 +18,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -31,6 +32,7 @@ __all__ = [
     "CallEventRow",
     "Instance",
     "PhoneNumber",
+    "SipTrace",
     "Trunk",
     "UTCDateTime",
 ]
@@ -243,3 +245,19 @@ class Instance(Base):
     lost_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     lost_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     lost_calls: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class SipTrace(Base):
+    """A SIP trace switched on (migration 0012): every SIP message of the calls to or from
+    one number, or of one trunk's calls, written to the log until ``expires_at``
+    (runtime/trace.py). Every instance sharing the database reads them."""
+
+    __tablename__ = "sip_traces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)  # "number" or "trunk"
+    value: Mapped[str] = mapped_column(String(100), nullable=False)  # E.164 or trunk name
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (UniqueConstraint("kind", "value"),)

@@ -22,6 +22,7 @@ __all__ = [
     "InstanceRecord",
     "InstanceState",
     "NumberRecord",
+    "TraceRecord",
     "TrunkRecord",
     "as_utc",
     "utcnow",
@@ -494,4 +495,27 @@ class InstanceRecord:
             "lost_at": _iso(self.lost_at),
             "lost_by": self.lost_by,
             "lost_calls": self.lost_calls,
+        }
+
+
+@dataclass
+class TraceRecord:
+    """A SIP trace in force until ``expires_at``: ``kind`` ``"number"`` (the calls to or
+    from ``value``, an E.164 number) or ``"trunk"`` (the calls of the trunk ``value``)."""
+
+    kind: str
+    value: str
+    created_at: datetime
+    expires_at: datetime
+
+    def __post_init__(self) -> None:
+        self.created_at = as_utc(self.created_at)
+        self.expires_at = as_utc(self.expires_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "value": self.value,
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at),
         }

@@ -7,7 +7,8 @@ names :class:`NotFound`, taken names :class:`AlreadyExists`.
 
 One module a job: :mod:`._common` (errors, :data:`UNSET`, shared validators and by-name
 queries), :mod:`.agents`, :mod:`.numbers`, :mod:`.trunks`, :mod:`.apikeys`, :mod:`.bans`,
-:mod:`.calls`, :mod:`.instances` and :mod:`.stats`; everything public is re-exported here.
+:mod:`.calls`, :mod:`.instances`, :mod:`.traces` and :mod:`.stats`; everything public is
+re-exported here.
 """
 
 from sipbridge.store.service._common import UNSET, AlreadyExists, InvalidField, NotFound, Unset
@@ -73,6 +74,16 @@ from sipbridge.store.service.numbers import (
     update_number,
 )
 from sipbridge.store.service.stats import CallStats, call_stats
+from sipbridge.store.service.traces import (
+    DEFAULT_TRACE_SECONDS,
+    MAX_TRACE_SECONDS,
+    TRACE_KINDS,
+    add_trace,
+    list_traces,
+    purge_expired_traces,
+    remove_trace,
+    trace_target,
+)
 from sipbridge.store.service.trunks import (
     TRUNK_CODECS,
     add_trunk,
@@ -85,8 +96,11 @@ from sipbridge.store.service.trunks import (
 __all__ = [
     "AGENT_PROTOCOLS",
     "BAN_REASONS",
+    "DEFAULT_TRACE_SECONDS",
     "LOST_REASON",
+    "MAX_TRACE_SECONDS",
     "SAMPLE_RATES",
+    "TRACE_KINDS",
     "TRUNK_CODECS",
     "UNSET",
     "AlreadyExists",
@@ -101,6 +115,7 @@ __all__ = [
     "add_agent",
     "add_ban",
     "add_number",
+    "add_trace",
     "add_trunk",
     "call_row_values",
     "call_stats",
@@ -123,19 +138,23 @@ __all__ = [
     "list_calls_page",
     "list_instances",
     "list_numbers",
+    "list_traces",
     "list_trunks",
     "lookup_number",
     "probe_call_write",
     "purge_expired_bans",
+    "purge_expired_traces",
     "register_instance",
     "remove_agent",
     "remove_ban",
     "remove_number",
+    "remove_trace",
     "remove_trunk",
     "revoke_api_key",
     "save_call",
     "save_call_events",
     "stop_instance",
+    "trace_target",
     "update_agent",
     "update_number",
     "update_trunk",
