@@ -40,10 +40,10 @@ from sipbridge.sip.headers import Headers
 from sipbridge.sip.message import Request, Response
 from sipbridge.sip.session_timer import min_se as response_min_se
 from sipbridge.sip.transaction import (
+    T1,
     Address,
     InviteClientTransaction,
     NonInviteClientTransaction,
-    T1,
     TransactionOutcome,
 )
 from sipbridge.sip.uri import Uri
@@ -287,7 +287,7 @@ class OutboundInvite:
             cancel.on_timer(now)
             if cancel.terminated:
                 self._cancel_tx = None
-        for tag, (ack, bye) in list(self._stray.items()):
+        for tag, (_, bye) in list(self._stray.items()):
             if bye.deadline is not None and now >= bye.deadline:
                 bye.on_timer(now)
                 if bye.terminated:
@@ -328,13 +328,14 @@ class OutboundInvite:
         status = response.status
         if 200 <= status < 300:
             self._two_hundred(response, now)
-        elif self.state is OutboundState.ANSWERED or self.state is OutboundState.ENDED:
             return
-        elif status in (401, 407) and self._answer_challenge(response, now):
+        if self.state is OutboundState.ANSWERED or self.state is OutboundState.ENDED:
             return
-        elif status == 422 and self._longer_session(response, now):
+        if status in (401, 407) and self._answer_challenge(response, now):
             return
-        elif self.state is OutboundState.CANCELLING and status == 487:
+        if status == 422 and self._longer_session(response, now):
+            return
+        if self.state is OutboundState.CANCELLING and status == 487:
             self._end(self._cancel_outcome(), status, self.cancel_reason or "cancelled")
         elif status in (401, 407):
             self._end(OutboundOutcome.FAILED, status, "auth_failed")
@@ -361,11 +362,10 @@ class OutboundInvite:
 
     def _two_hundred(self, response: Response, now: float) -> None:
         tag = response.to.tag or ""
-        if self.dialog is not None:
-            if tag == self.dialog.remote_tag:
-                # §13.2.2.4: a retransmitted 2xx gets the same ACK again.
-                self.outbox.append((self._ack, self.next_hop(self.dialog)))
-                return
+        if self.dialog is not None and tag == self.dialog.remote_tag:
+            # §13.2.2.4: a retransmitted 2xx gets the same ACK again.
+            self.outbox.append((self._ack, self.next_hop(self.dialog)))
+            return
         if tag in self._stray:
             ack, _ = self._stray[tag]
             self.outbox.append((ack, self.destination))
@@ -566,4 +566,3 @@ def extra_headers(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], 
             raise ValueError(problem)
         checked.append((name, value))
     return tuple(checked)
-

@@ -245,7 +245,9 @@ class UserAgent:
         return out
 
     def events(self) -> list[UaEvent]:
-        out, self._events = self._events, []
+        # Outbound calls (sip/outbound.py) hold a reference to this very list.
+        out = self._events[:]
+        self._events.clear()
         return out
 
     def get_timer(self) -> float | None:
