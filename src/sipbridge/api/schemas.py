@@ -380,9 +380,21 @@ class CallOut(_Out):
     answered_at: Timestamp | None
     ended_at: Timestamp | None
     duration_s: float | None
-    status: Literal["ringing", "active", "answered", "failed", "cancelled", "interrupted"] = Field(
+    status: Literal[
+        "ringing",
+        "active",
+        "answered",
+        "failed",
+        "cancelled",
+        "interrupted",
+        "busy",
+        "no_answer",
+        "rejected",
+    ] = Field(
         description="ringing, active: in progress; answered, failed, cancelled: how it ended; "
-        "interrupted: the instance handling it ended (crash) and closed it at its next start"
+        "interrupted: the instance handling it ended (crash) and closed it at its next start; "
+        "busy (486/600), no_answer (ring timeout, 408/480/487), rejected (another final "
+        "status, in sip_code): an outbound call the callee's side did not take"
     )
     reason: str | None
     sip_code: int | None
@@ -390,7 +402,12 @@ class CallOut(_Out):
     hangup_by: str | None
     source: str | None = Field(description="The caller's address and port")
     trunk: str | None = Field(
-        description="The trunk the call came from; null for loopback with no trunk configured"
+        description="The trunk the call came from (outbound: went through); null for "
+        "loopback with no trunk configured"
+    )
+    direction: Literal["inbound", "outbound"] = Field(
+        description="inbound: a caller called us; outbound: placed with POST /api/calls "
+        "(from_number is ours, to_number the callee's)"
     )
     srtp: str | None = Field(
         description="The SRTP suite of the call's media (RFC 4568); null: plain RTP"
