@@ -27,6 +27,7 @@ from sipbridge.api import (
 from sipbridge.api.errors import install_error_handlers
 from sipbridge.api.routes_health import Readiness
 from sipbridge.numbers import normalize_region
+from sipbridge.runtime.outbound import DialParams
 from sipbridge.store.db import Database
 
 __all__ = ["MAX_BODY_SIZE", "create_app"]
@@ -61,6 +62,7 @@ def create_app(
     default_region: str | None = None,
     bans_changed: Callable[[], Awaitable[None]] | None = None,
     registration: Callable[[str], dict[str, Any] | None] | None = None,
+    dial: Callable[[DialParams], Awaitable[str]] | None = None,
 ) -> FastAPI:
     """The HTTP application for ``sipbridge serve``.
 
@@ -71,7 +73,8 @@ def create_app(
     an unknown code raises :class:`~sipbridge.numbers.InvalidField` here, not per request.
     ``bans_changed`` is awaited after a ban is added or lifted (the server reloads them).
     ``registration`` gives a trunk's registration state (the server's REGISTER clients;
-    None: it does not register), shown as each trunk's ``registration``.
+    None: it does not register), shown as each trunk's ``registration``. ``dial`` places
+    an outbound call (``POST /api/calls``; None: answered 503, no SIP stack runs here).
     """
     default_region = normalize_region(default_region)
     app = FastAPI(
@@ -87,6 +90,7 @@ def create_app(
     app.state.default_region = default_region
     app.state.bans_changed = bans_changed
     app.state.registration = registration
+    app.state.dial = dial
     install_error_handlers(app)
     app.include_router(routes_health.router)
     for module in (

@@ -451,6 +451,36 @@ class CallOut(_Out):
     )
 
 
+class CallCreate(_Body):
+    """An outbound call to place (``POST /api/calls``)."""
+
+    to: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_text)] = Field(
+        description="The callee's number: E.164, or national in --default-region"
+    )
+    from_: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_text)] = Field(
+        alias="from", description="Our caller ID, a number as `to`"
+    )
+    agent: Name = Field(description="The agent the callee is bridged to once answered")
+    trunk: Name = Field(description="The trunk dialled through (its `host`)")
+    headers: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=1024)]] = (
+        Field(
+            default_factory=dict,
+            max_length=20,
+            description="Extra INVITE headers (e.g. X-...); not those sipbridge sets itself",
+        )
+    )
+    ring_timeout: float = Field(
+        default=30.0, ge=1, le=300, description="Seconds of ringing before CANCEL (no_answer)"
+    )
+
+
+class CallCreated(_Out):
+    """The call placed: poll ``GET /api/calls/{id}`` for its outcome."""
+
+    id: str
+    status: Literal["ringing"]
+
+
 class CallPage(_Out):
     items: list[CallOut]
     next_cursor: str | None = Field(
