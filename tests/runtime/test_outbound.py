@@ -10,7 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from sipbridge.cli import app
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.store import service
 from tests.support.agents import EchoAgent
@@ -256,15 +258,28 @@ async def test_challenge_answered_then_busy(make_bridge: BridgeFactory, tmp_path
     assert call["answered_at"] is None and call["ended_at"] is not None
 
 
-async def test_ring_timeout_cancels(make_bridge: BridgeFactory, tmp_path: Path) -> None:
+async def test_ring_timeout_cancels_dialled_from_the_cli(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
     far, port = await start_far_end(tmp_path, NO_ANSWER)
     bridge = await make_bridge()
     async with EchoAgent() as agent, await setup(bridge, port, agent.url) as http:
+        key = http.headers["Authorization"].removeprefix("Bearer ")
+        server = "http://{}:{}".format(*bridge.http_address)
+        args = ["dial", CALLEE, "--from", OURS, "--agent", "echo", "--trunk", "carrier"]
+        args += ["--ring-timeout", "1", "--server", server]
         started = asyncio.get_running_loop().time()
-        call = await outcome(http, await dial(http, ring_timeout=1))
+        result = await asyncio.to_thread(
+            CliRunner().invoke, app, args, env={"SIPBRIDGE_API_KEY": key}
+        )
         assert asyncio.get_running_loop().time() - started < 8
+        call_id, outcome_line = result.stdout.split()[0], result.stdout.splitlines()[1]
+        call = await outcome(http, call_id)
+    assert result.exit_code == 1, result.output
+    assert outcome_line == "no_answer no_answer 487"
     assert await far_end_done(far, tmp_path) == 0
     assert (call["status"], call["reason"], call["sip_code"]) == ("no_answer", "no_answer", 487)
+    assert call["direction"] == "outbound"
 
 
 async def test_refusals(make_bridge: BridgeFactory) -> None:

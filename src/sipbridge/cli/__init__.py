@@ -37,6 +37,7 @@ from sipbridge.cli.bans import ban_app
 from sipbridge.cli.calls_command import calls_app
 from sipbridge.cli.config_command import config_app
 from sipbridge.cli.db import db_app
+from sipbridge.cli.dial_command import dial
 from sipbridge.cli.doctor_command import doctor
 from sipbridge.cli.numbers import number_app
 from sipbridge.cli.serve_command import serve
@@ -60,6 +61,7 @@ app.add_typer(ban_app, name="ban")
 app.add_typer(db_app, name="db")
 app.command()(serve)
 app.command()(doctor)
+app.command()(dial)
 app.add_typer(calls_app, name="calls")
 app.add_typer(config_app, name="config")
 
