@@ -44,7 +44,9 @@ def _call_api(url: str, api_key: str | None, body: dict[str, Any] | None = None)
 
 
 def dial(
-    to: Annotated[str, typer.Argument(metavar="TO", help="The callee's number (E.164 or national).")],
+    to: Annotated[
+        str, typer.Argument(metavar="TO", help="The callee's number (E.164 or national).")
+    ],
     from_: Annotated[str, _option("--from", help="Our caller ID (a number).")],
     agent: Annotated[str, _option("--agent", help="The agent the callee is bridged to.")],
     trunk: Annotated[str, _option("--trunk", help="The trunk to dial through (its host).")],
