@@ -265,6 +265,7 @@ def test_calls_table(runner: CliRunner, env: dict[str, str], db_url: str) -> Non
         "FROM",
         "TO",
         "AGENT",
+        "DIR",
         "STATUS",
         "REASON",
         "CODE",
@@ -281,6 +282,7 @@ def test_calls_table(runner: CliRunner, env: dict[str, str], db_url: str) -> Non
         "anonymous",
         "+12025550199",
         "-",
+        "in",
         "failed",
         "unknown_number",
         "404",
@@ -297,6 +299,7 @@ def test_calls_table(runner: CliRunner, env: dict[str, str], db_url: str) -> Non
         "+12025550100",
         "+12025550101",
         "bot",
+        "in",
         "answered",
         "caller_hangup",
         "200",
@@ -341,13 +344,13 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0012" in result.stdout
+    assert "revision 0013" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
             return await db.current_revision()
 
-    assert asyncio.run(revision()) == "0012"
+    assert asyncio.run(revision()) == "0013"
 
 
 def test_db_option_overrides_env(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -1560,7 +1563,7 @@ def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -
         for name in list(os.environ):
             if name.startswith("SIPBRIDGE_"):
                 monkeypatch.delenv(name)
-        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0012")
+        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0013")
         result = invoke(
             runner, pg_env, "agent", "add", "bot", "--url", "wss://a", "--url", "wss://b"
         )

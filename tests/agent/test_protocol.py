@@ -34,7 +34,7 @@ def test_start_exact_text() -> None:
     session = AgentSession("c-1")
     assert session.start_messages(**START) == [
         '{"type":"start","version":1,"call_id":"c-1","from":"+12025550100",'
-        '"to":"+12025550199","agent":"support","sip_call_id":"abc@host",'
+        '"to":"+12025550199","agent":"support","direction":"inbound","sip_call_id":"abc@host",'
         '"sip_headers":{"X-Tenant":"acme"},"media_format":{"encoding":"pcm_s16le",'
         '"sample_rate":8000,"channels":1,"frame_ms":20},"resumed":false}'
     ]
@@ -43,6 +43,11 @@ def test_start_exact_text() -> None:
 def test_start_message_single_frame_is_kept() -> None:
     session = AgentSession("c-1")
     assert [session.start_message(**START)] == session.start_messages(**START)
+
+
+def test_start_outbound() -> None:
+    message = json.loads(AgentSession("c-1").start_messages(**START, direction="outbound")[0])
+    assert message["direction"] == "outbound"
 
 
 def test_start_resumed() -> None:

@@ -81,6 +81,13 @@ def test_start_without_caller_id() -> None:
     assert start["start"]["customParameters"] == {}
 
 
+def test_outbound_call_says_so_in_custom_parameters() -> None:
+    start = json.loads(session().start_messages(**START, direction="outbound")[1])
+    assert start["start"]["customParameters"]["direction"] == "outbound"
+    inbound = json.loads(session().start_messages(**START)[1])
+    assert "direction" not in inbound["start"]["customParameters"]
+
+
 def test_call_values_win_over_agent_parameters() -> None:
     s = session(custom_parameters={"from": "fixed", "X-Customer-Id": "0", "keep": "1"})
     start = json.loads(s.start_messages(**START)[1])

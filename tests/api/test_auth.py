@@ -31,6 +31,7 @@ API_PATHS = [
     ("PATCH", "/api/trunks/x"),
     ("DELETE", "/api/trunks/x"),
     ("GET", "/api/calls"),
+    ("POST", "/api/calls"),
     ("GET", "/api/calls.csv"),
     ("GET", "/api/calls/x"),
     ("GET", "/api/stats"),

@@ -130,7 +130,7 @@ async def test_exact_page_size_has_no_next_cursor(
         ({"limit": 0}, "limit"),
         ({"limit": 1001}, "limit"),
         ({"limit": "ten"}, "limit"),
-        ({"status": "busy"}, "status"),
+        ({"status": "engaged"}, "status"),
         ({"since": "yesterday"}, "since"),
         ({"until": "2025-13-01"}, "until"),
         ({"since": "2025-03-04T00:00:00Z", "until": "2025-03-03T00:00:00Z"}, "until"),

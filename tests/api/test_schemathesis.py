@@ -21,6 +21,7 @@ from pathlib import Path
 import uvicorn
 
 from sipbridge.api import create_app
+from sipbridge.runtime.outbound import DialParams, DialRefused
 from sipbridge.store import service
 from sipbridge.store.db import Database
 
@@ -62,7 +63,9 @@ class ThreadedServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
         self.db = Database(url)
-        config = uvicorn.Config(create_app(self.db), log_level="warning", lifespan="off")
+        # POST /api/calls needs a SIP server; this one knows no trunk (its body is checked).
+        app = create_app(self.db, dial=_no_such_trunk)
+        config = uvicorn.Config(app, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -91,6 +94,10 @@ class ThreadedServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
+
+
+async def _no_such_trunk(params: DialParams) -> str:
+    raise DialRefused(404, "unknown_trunk", f"no trunk named {params.trunk!r}")
 
 
 def test_schemathesis_finds_no_server_errors_or_schema_violations(tmp_path: Path) -> None:

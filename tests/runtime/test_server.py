@@ -764,6 +764,11 @@ async def test_drain_refuses_new_calls_and_options_while_the_call_up_goes_on_to_
         503,
     )
     assert (by_id["dr-1"].reason, by_id["dr-1"].hangup_by) == ("caller_hangup", "caller")
+    # One count per record, the refused INVITE too: the metric and the table agree.
+    registry = server.metrics.registry
+    calls = "sipbridge_calls_total"
+    assert registry.get_sample_value(calls, {"status": "failed", "reason": "draining"}) == 1
+    assert registry.get_sample_value(calls, {"status": "answered", "reason": "caller_hangup"}) == 1
 
 
 async def _seeded(db_url: str, agent_url: str) -> None:

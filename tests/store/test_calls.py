@@ -184,8 +184,8 @@ async def test_list_calls_page_filters(db: Database) -> None:
 
 
 async def test_list_calls_page_bad_input(db: Database) -> None:
-    with pytest.raises(InvalidField, match=r"^status: 'busy' is not one of"):
-        await service.list_calls_page(db, CallFilter(status="busy"))
+    with pytest.raises(InvalidField, match=r"^status: 'engaged' is not one of"):
+        await service.list_calls_page(db, CallFilter(status="engaged"))
     with pytest.raises(InvalidField, match=r"^until: "):
         await service.list_calls_page(db, CallFilter(since=T0, until=T0))
     for limit in (0, 1001, True):

@@ -18,7 +18,7 @@ from sipbridge.store.db import (
 )
 from sipbridge.store.models import Base, Call
 
-HEAD = "0012"
+HEAD = "0013"
 
 
 def test_normalize_url() -> None:
@@ -110,6 +110,8 @@ def test_packaged_migrations() -> None:
     assert eleventh is not None and eleventh.down_revision == "0010"
     twelfth = script.get_revision("0012")
     assert twelfth is not None and twelfth.down_revision == "0011"
+    thirteenth = script.get_revision("0013")
+    assert thirteenth is not None and thirteenth.down_revision == "0012"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:

@@ -108,6 +108,7 @@ def test_to_json() -> None:
         "hangup_by": "caller",
         "source": "198.51.100.1:5060",
         "trunk": None,
+        "direction": "inbound",
         "srtp": None,
         "caller_country": None,
         "caller_region": None,

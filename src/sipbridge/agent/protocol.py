@@ -101,6 +101,7 @@ class AgentSession(Session):
         sip_call_id: str,
         sip_headers: dict[str, str],
         resumed: bool = False,
+        direction: str = "inbound",
     ) -> list[str]:
         if resumed:
             self._reset_connection()
@@ -113,6 +114,7 @@ class AgentSession(Session):
                     "from": from_,
                     "to": to,
                     "agent": agent,
+                    "direction": direction,
                     "sip_call_id": sip_call_id,
                     "sip_headers": sip_headers,
                     "media_format": {

@@ -155,9 +155,12 @@ class Session(ABC):
         sip_call_id: str,
         sip_headers: dict[str, str],
         resumed: bool = False,
+        direction: str = "inbound",
     ) -> list[str]:
         """The text frames that open the WebSocket, in order.
 
+        ``direction`` is ``inbound`` (the caller called us) or ``outbound`` (we placed
+        the call, ``POST /api/calls``: ``from_`` is our number, ``to`` the callee's).
         ``resumed`` says this is a reconnection in the middle of the call; what was
         waiting in :meth:`data_to_send` and the marks of the lost connection are dropped
         (the new connection never sent those marks). Queued audio keeps playing.

@@ -121,10 +121,12 @@ class TwilioSession(Session):
         sip_call_id: str,
         sip_headers: dict[str, str],
         resumed: bool = False,
+        direction: str = "inbound",
     ) -> list[str]:
         """``connected`` and ``start``. A resumed stream numbers its messages from "1"
         again (a new connection) but keeps its SIDs, chunk count and clock, and says
-        ``"resumed": "true"`` in ``customParameters``."""
+        ``"resumed": "true"`` in ``customParameters``; an outbound call says
+        ``"direction": "outbound"`` there."""
         if resumed:
             self._reset_connection()
         self._sequence = 0
@@ -136,6 +138,11 @@ class TwilioSession(Session):
         if to is not None:
             parameters["to"] = parameters["to_number"] = to
         parameters.update(sip_headers)
+        if direction != "inbound":
+            # Twilio's start has no direction field; a stream's own facts beyond its
+            # fixed fields travel in customParameters (inbound calls leave it out, as
+            # before).
+            parameters["direction"] = direction
         if resumed:
             parameters["resumed"] = "true"
         connected = _dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})

@@ -28,6 +28,7 @@ from sipbridge.api import (
 from sipbridge.api.errors import install_error_handlers
 from sipbridge.api.routes_health import Readiness
 from sipbridge.numbers import normalize_region
+from sipbridge.runtime.outbound import DialParams
 from sipbridge.store.db import Database
 
 __all__ = ["MAX_BODY_SIZE", "create_app"]
@@ -63,6 +64,7 @@ def create_app(
     bans_changed: Callable[[], Awaitable[None]] | None = None,
     traces_changed: Callable[[], Awaitable[None]] | None = None,
     registration: Callable[[str], dict[str, Any] | None] | None = None,
+    dial: Callable[[DialParams], Awaitable[str]] | None = None,
 ) -> FastAPI:
     """The HTTP application for ``sipbridge serve``.
 
@@ -74,7 +76,8 @@ def create_app(
     ``bans_changed`` is awaited after a ban is added or lifted (the server reloads them),
     ``traces_changed`` after a SIP trace is switched on or off.
     ``registration`` gives a trunk's registration state (the server's REGISTER clients;
-    None: it does not register), shown as each trunk's ``registration``.
+    None: it does not register), shown as each trunk's ``registration``. ``dial`` places
+    an outbound call (``POST /api/calls``; None: answered 503, no SIP stack runs here).
     """
     default_region = normalize_region(default_region)
     app = FastAPI(
@@ -91,6 +94,7 @@ def create_app(
     app.state.bans_changed = bans_changed
     app.state.traces_changed = traces_changed
     app.state.registration = registration
+    app.state.dial = dial
     install_error_handlers(app)
     app.include_router(routes_health.router)
     for module in (

@@ -9,20 +9,29 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import Depends, Path, Query
+from fastapi import Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator
 
 from sipbridge.api.auth import api_router
 from sipbridge.api.deps import get_db
-from sipbridge.api.errors import JSON_ERROR, error_responses, field_error, service_errors
+from sipbridge.api.errors import (
+    BAD_BODY,
+    JSON_ERROR,
+    error_responses,
+    field_error,
+    service_errors,
+)
 from sipbridge.api.schemas import (
+    CallCreate,
+    CallCreated,
     CallDetailOut,
     CallOut,
     CallPage,
     check_text,
     check_utc_datetime,
 )
+from sipbridge.runtime.outbound import DialParams, DialRefused
 from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallRecord, CallStatus
@@ -154,6 +163,65 @@ async def export_calls_csv(db: Db, filters: Filter) -> CsvResponse:
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
     )
+
+
+@router.post(
+    "/calls",
+    response_model=CallCreated,
+    status_code=202,
+    tags=["calls"],
+    responses={
+        **error_responses(
+            e404="No such trunk or agent",
+            e409="The agent takes no calls (not voice-enabled)",
+            e503="The server takes no new calls now (draining, --max-calls, overload, "
+            "unhealthy, the trunk at its max_calls), with Retry-After; or no SIP server "
+            "runs this API",
+        ),
+        **BAD_BODY,
+    },
+)
+async def create_call(body: CallCreate, request: Request) -> dict[str, Any]:
+    """Place an outbound call through a trunk; answered, it is bridged to the agent.
+
+    The call's id comes back at once (202); its record is ``ringing`` until the outcome:
+    ``answered`` (then ``active`` while up), ``busy``, ``no_answer``, ``rejected`` (with
+    ``sip_code``) or ``failed`` (``reason`` says why). Poll ``GET /api/calls/{id}``.
+    A bad number, header or trunk that cannot dial is a 422 naming the field."""
+    dial = request.app.state.dial
+    if dial is None:
+        raise HTTPException(503, "no SIP server runs this API: calls cannot be placed")
+    params = DialParams(
+        to=body.to,
+        from_=body.from_,
+        agent=body.agent,
+        trunk=body.trunk,
+        headers=dict(body.headers),
+        ring_timeout=body.ring_timeout,
+    )
+    try:
+        call_id = await dial(params)
+    except DialRefused as exc:
+        if exc.status == 422:
+            where = exc.detail.split(":", 1)[0] if exc.reason == "invalid_number" else None
+            field = where if where in ("to", "from") else _REFUSAL_FIELDS.get(exc.reason)
+            raise field_error("body", field, f"{exc.reason}: {exc.detail}") from None
+        headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+        raise HTTPException(exc.status, f"{exc.reason}: {exc.detail}", headers) from None
+    return {"id": call_id, "status": "ringing"}
+
+
+# The body field a 422 refusal is about.
+_REFUSAL_FIELDS = {
+    "bad_ring_timeout": "ring_timeout",
+    "bad_header": "headers",
+    "trunk_without_host": "trunk",
+    "bad_trunk_host": "trunk",
+    "tcp_disabled": "trunk",
+    "tls_not_configured": "trunk",
+    "srtp_required": "trunk",
+    "no_common_codec": "trunk",
+}
 
 
 @router.get(

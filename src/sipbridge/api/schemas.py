@@ -409,9 +409,21 @@ class CallOut(_Out):
     answered_at: Timestamp | None
     ended_at: Timestamp | None
     duration_s: float | None
-    status: Literal["ringing", "active", "answered", "failed", "cancelled", "interrupted"] = Field(
+    status: Literal[
+        "ringing",
+        "active",
+        "answered",
+        "failed",
+        "cancelled",
+        "interrupted",
+        "busy",
+        "no_answer",
+        "rejected",
+    ] = Field(
         description="ringing, active: in progress; answered, failed, cancelled: how it ended; "
-        "interrupted: the instance handling it ended (crash) and closed it at its next start"
+        "interrupted: the instance handling it ended (crash) and closed it at its next start; "
+        "busy (486/600), no_answer (ring timeout, 408/480/487), rejected (another final "
+        "status, in sip_code): an outbound call the callee's side did not take"
     )
     reason: str | None
     sip_code: int | None
@@ -419,7 +431,12 @@ class CallOut(_Out):
     hangup_by: str | None
     source: str | None = Field(description="The caller's address and port")
     trunk: str | None = Field(
-        description="The trunk the call came from; null for loopback with no trunk configured"
+        description="The trunk the call came from (outbound: went through); null for "
+        "loopback with no trunk configured"
+    )
+    direction: Literal["inbound", "outbound"] = Field(
+        description="inbound: a caller called us; outbound: placed with POST /api/calls "
+        "(from_number is ours, to_number the callee's)"
     )
     srtp: str | None = Field(
         description="The SRTP suite of the call's media (RFC 4568); null: plain RTP"
@@ -461,6 +478,36 @@ class CallOut(_Out):
     updated_at: Timestamp | None = Field(
         default=None, description="When that instance last wrote the record"
     )
+
+
+class CallCreate(_Body):
+    """An outbound call to place (``POST /api/calls``)."""
+
+    to: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_text)] = Field(
+        description="The callee's number: E.164, or national in --default-region"
+    )
+    from_: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(check_text)] = Field(
+        alias="from", description="Our caller ID, a number as `to`"
+    )
+    agent: Name = Field(description="The agent the callee is bridged to once answered")
+    trunk: Name = Field(description="The trunk dialled through (its `host`)")
+    headers: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=1024)]] = (
+        Field(
+            default_factory=dict,
+            max_length=20,
+            description="Extra INVITE headers (e.g. X-...); not those sipbridge sets itself",
+        )
+    )
+    ring_timeout: float = Field(
+        default=30.0, ge=1, le=300, description="Seconds of ringing before CANCEL (no_answer)"
+    )
+
+
+class CallCreated(_Out):
+    """The call placed: poll ``GET /api/calls/{id}`` for its outcome."""
+
+    id: str
+    status: Literal["ringing"]
 
 
 class CallPage(_Out):

@@ -42,6 +42,7 @@ from sipbridge.cli.call_command import call, demo
 from sipbridge.cli.calls_command import calls_app
 from sipbridge.cli.config_command import config_app
 from sipbridge.cli.db import db_app
+from sipbridge.cli.dial_command import dial
 from sipbridge.cli.doctor_command import doctor
 from sipbridge.cli.numbers import number_app
 from sipbridge.cli.serve_command import serve
@@ -69,6 +70,7 @@ app.command(cls=Command)(serve)
 app.command(cls=Command)(doctor)
 app.command(cls=Command)(demo)
 app.command(cls=Command)(call)
+app.command(cls=Command)(dial)
 app.add_typer(calls_app, name="calls")
 app.add_typer(config_app, name="config")
 

@@ -38,6 +38,7 @@ def _call_row(call: CallRecord) -> list[str]:
         call.from_number or "-",
         call.to_number or "-",
         call.agent or "-",
+        "out" if call.direction == "outbound" else "in",
         call.status.value,
         call.reason or "-",
         "-" if call.sip_code is None else str(call.sip_code),
@@ -82,7 +83,7 @@ def calls(
     if as_json:
         typer.echo(json.dumps([record.to_json() for record in records], indent=2))
         return
-    headers = ["ID", "RECEIVED (UTC)", "FROM", "TO", "AGENT", "STATUS", "REASON", "CODE"]
+    headers = ["ID", "RECEIVED (UTC)", "FROM", "TO", "AGENT", "DIR", "STATUS", "REASON", "CODE"]
     headers += ["DURATION", "CODEC", "MOS", "JITTER", "LOSS"]
     _echo_table(records, "no calls", headers, _call_row, db)
 

@@ -48,6 +48,7 @@ class AgentLink:
         sip_call_id: str,
         sip_headers: dict[str, str],
         limits: AgentLimits = DEFAULT_LIMITS,
+        direction: str = "inbound",
     ) -> None:
         self.agent = agent
         self._health = health
@@ -60,6 +61,7 @@ class AgentLink:
         self._dialed = dialed
         self._sip_call_id = sip_call_id
         self._sip_headers = sip_headers
+        self._direction = direction
         self.connection: AgentConnection | None = None
         self._frame_bytes = self.session.frame_bytes
         self._inbound = bytearray()
@@ -117,6 +119,7 @@ class AgentLink:
             sip_call_id=self._sip_call_id,
             sip_headers=self._sip_headers,
             resumed=resumed,
+            direction=self._direction,
         )
         for text in messages:
             await self.connection.send_text(text)

@@ -99,6 +99,7 @@ class EndCause(enum.Enum):
     """Why an answered call ends; the value is the record's reason."""
 
     CALLER_HANGUP = "caller_hangup"
+    CALLEE_HANGUP = "callee_hangup"  # the far end of an outbound call sent BYE
     AGENT_HANGUP = "agent_hangup"
     AGENT_DISCONNECTED = "agent_disconnected"
     AGENT_LOST = "agent_lost"
@@ -123,10 +124,8 @@ class Call:
     """
 
     def __init__(self, server: SipBridgeServer, sip: InboundCall) -> None:
-        self.server = server
-        self.sip = sip
         invite = sip.invite
-        self.record = CallRecord(
+        record = CallRecord(
             id=sip.id,
             # Wire text is made storable, encodable and one-line (wiretext.py) before it
             # reaches the agent, the store or the logs.
@@ -142,6 +141,27 @@ class Call:
             source=f"{sip.origin[0]}:{sip.origin[1]}",
             trunk=sip.trunk,
         )
+        self._init(server, record, sip.origin, sip.source)
+        self.sip = sip
+
+    def _init(
+        self,
+        server: SipBridgeServer,
+        record: CallRecord,
+        origin: tuple[str, int],
+        sip_source: tuple[str, int] | None,
+    ) -> None:
+        """What every call has, inbound or outbound (runtime/outbound.py): ``origin`` is
+        the far end's address (the guard's), ``sip_source`` where its signalling is (a
+        TCP/TLS connection kept open while the call lasts)."""
+        self.server = server
+        self.record = record
+        self.id = record.id
+        self.trunk = record.trunk
+        self.origin = origin
+        self.sip_source = sip_source
+        # Phone-side codecs: --codecs, narrowed to the trunk's own list when it has one.
+        self._codecs = server.codecs_for(record.trunk)
         self._cancelled = asyncio.Event()
         self._ended: asyncio.Future[EndCause] = server.loop.create_future()
         self._agent_hangup = False
@@ -185,7 +205,8 @@ class Call:
         self._event("confirmed")
 
     def on_remote_bye(self) -> None:
-        self._finish(EndCause.CALLER_HANGUP)
+        outbound = self.record.direction == "outbound"
+        self._finish(EndCause.CALLEE_HANGUP if outbound else EndCause.CALLER_HANGUP)
 
     def on_ack_timeout(self) -> None:
         self._finish(EndCause.ACK_TIMEOUT)
@@ -210,9 +231,7 @@ class Call:
             return
         try:
             answer = parse_sdp(body)
-            chosen = negotiate(
-                answer, [self.media.session.codec, *self.server.settings.codecs], self._srtp_policy
-            )
+            chosen = negotiate(answer, [self.media.session.codec, *self._codecs], self._srtp_policy)
             chosen = self._same_family(chosen)
         except (SdpError, NoCommonCodec) as exc:
             self._event("refresh_answer_ignored", error=str(exc))
@@ -266,7 +285,7 @@ class Call:
         try:
             offer = parse_sdp(request.body)
             # Keep the codec if it is still offered: no needless switch mid-call.
-            codecs = [self.media.session.codec, *self.server.settings.codecs]
+            codecs = [self.media.session.codec, *self._codecs]
             chosen = negotiate(offer, codecs, self._srtp_policy)
             chosen = self._same_family(chosen)
         except (SdpError, NoCommonCodec) as exc:
@@ -365,8 +384,8 @@ class Call:
         except Exception:
             log.exception(
                 "call=%s event=internal_error",
-                self.sip.id,
-                extra={"call_id": self.sip.id, "event": "internal_error"},
+                self.id,
+                extra={"call_id": self.id, "event": "internal_error"},
             )
             self.record.reason = self.record.reason or "internal_error"
             self._reject(500, "internal_error")
@@ -429,7 +448,7 @@ class Call:
         else:
             try:
                 offer = parse_sdp(invite.body)
-                chosen = negotiate(offer, self.server.settings.codecs, self._srtp_policy)
+                chosen = negotiate(offer, self._codecs, self._srtp_policy)
             except SdpError as exc:
                 self._reject(488, "bad_sdp", detail=str(exc))
                 return False
@@ -467,7 +486,7 @@ class Call:
             if name.lower().startswith("x-") and name.lower() != _SOURCE_HEADER
         }
         link = AgentLink(
-            self.sip.id,
+            self.id,
             result.agent,
             self.server.agent_health,
             self._on_agent_events,
@@ -554,13 +573,15 @@ class Call:
         )
         return True
 
-    def _placeholder_stream(self) -> Negotiated:
-        """The media stream of a delayed-offer call until the caller's answer arrives: our
+    def _placeholder_stream(self, ipv6: bool | None = None) -> Negotiated:
+        """The media stream of a call whose offer is ours, until the answer arrives: our
         first codec, nowhere to send (the media clock is not started before the answer),
-        in the family of the caller's signalling address."""
-        name = self.server.settings.codecs[0]
+        in the family of the caller's signalling address (or ``ipv6``'s)."""
+        name = self._codecs[0]
         info = get_codec(name)
-        ipv6 = ":" in self.sip.source[0] and not self.sip.source[0].lower().startswith("::ffff:")
+        if ipv6 is None:
+            host = self.sip.source[0]
+            ipv6 = ":" in host and not host.lower().startswith("::ffff:")
         return Negotiated(
             payload_type=info.static_payload_type if info.static_payload_type is not None else 96,
             codec=name,
@@ -582,7 +603,7 @@ class Call:
         loop = self.server.loop
         self._sdp_session = self.server.new_sdp_session_id()
         offer = build_offer(
-            self.server.settings.codecs,
+            self._codecs,
             self._media_address,
             self.rtp_port,
             session_id=self._sdp_session,
@@ -596,7 +617,7 @@ class Call:
         self.record.status = CallStatus.ANSWERED
         self.record.sip_code = 200
         self.server.records.submit(self.record, status=CallStatus.ACTIVE)
-        self._event("offered", rtp_port=self.rtp_port, codecs=",".join(self.server.settings.codecs))
+        self._event("offered", rtp_port=self.rtp_port, codecs=",".join(self._codecs))
         waiting: set[asyncio.Future[Any]] = {self._ack_answer, self._ended}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if self._ended.done():
@@ -608,7 +629,7 @@ class Call:
             return True
         try:
             answer = parse_sdp(body)
-            chosen = negotiate(answer, self.server.settings.codecs, self._srtp_policy)
+            chosen = negotiate(answer, self._codecs, self._srtp_policy)
             chosen = self._same_family(chosen)
         except (SdpError, NoCommonCodec) as exc:
             self._event("bad_sdp_answer", detail=str(exc))
@@ -654,16 +675,16 @@ class Call:
 
     def _policy_for_call(self) -> SrtpPolicy:
         """The trunk's SRTP setting, or the server's ``--srtp`` for calls from no trunk."""
-        trunk = self.server.trunks.get(self.sip.trunk) if self.sip.trunk else None
+        trunk = self.server.trunks.get(self.trunk) if self.trunk else None
         mode = trunk.srtp if trunk is not None else self.server.settings.srtp
         try:
             return SrtpPolicy(mode)
         except ValueError:
             log.warning(
                 "call=%s event=srtp_setting_unknown srtp=%r: using required",
-                self.sip.id,
+                self.id,
                 mode,
-                extra={"call_id": self.sip.id, "event": "srtp_setting_unknown"},
+                extra={"call_id": self.id, "event": "srtp_setting_unknown"},
             )
             return SrtpPolicy.REQUIRED  # fail closed
 
@@ -694,7 +715,7 @@ class Call:
             link.send_text(link.session.caller_dtmf(digit.digit, digit.duration_ms))
             self._call_events.append(
                 CallEvent(
-                    self.sip.id,
+                    self.id,
                     utcnow(),
                     "dtmf",
                     {"digit": digit.digit, "duration_ms": digit.duration_ms},
@@ -725,11 +746,12 @@ class Call:
         finally:
             watchdog.cancel()
         cause = self._ended.result()
-        if cause is not EndCause.CALLER_HANGUP:
+        if cause not in (EndCause.CALLER_HANGUP, EndCause.CALLEE_HANGUP):
             self._hangup_sip()
         self.record.reason = cause.value
         self.record.hangup_by = {
             EndCause.CALLER_HANGUP: "caller",
+            EndCause.CALLEE_HANGUP: "callee",
             EndCause.AGENT_HANGUP: "agent",
             EndCause.AGENT_DISCONNECTED: "agent",
             EndCause.TRANSFERRED: "agent",
@@ -745,7 +767,7 @@ class Call:
         if session.protocol_errors or session.dropped:
             self._call_events.append(
                 CallEvent(
-                    self.sip.id,
+                    self.id,
                     utcnow(),
                     "agent_limits",
                     {
@@ -824,14 +846,14 @@ class Call:
             elif isinstance(event, Transcript):
                 self._call_events.append(
                     CallEvent(
-                        self.sip.id,
+                        self.id,
                         utcnow(),
                         "transcript",
                         {"role": event.role, "text": event.text, "final": event.final},
                     )
                 )
             elif isinstance(event, Metadata):
-                self._call_events.append(CallEvent(self.sip.id, utcnow(), "metadata", event.data))
+                self._call_events.append(CallEvent(self.id, utcnow(), "metadata", event.data))
             elif isinstance(event, AudioDropped):
                 if self._dropped_audio == 0:
                     self._event("agent_audio_dropped", bytes=event.bytes, note="buffer cap reached")
@@ -916,7 +938,7 @@ class Call:
         """One step of a transfer in the call's stored events (its timeline)."""
         data: dict[str, object] = {"target": target, "status": status}
         data.update({key: value for key, value in fields.items() if value is not None})
-        self._call_events.append(CallEvent(self.sip.id, utcnow(), "transfer", data))
+        self._call_events.append(CallEvent(self.id, utcnow(), "transfer", data))
 
     def on_refer_completed(self, status: int | None) -> None:
         if status is not None and 200 <= status < 300:
@@ -1083,12 +1105,12 @@ class Call:
             level = logging.INFO
         if not log.isEnabledFor(level):
             return
-        parts = [f"call={self.sip.id}", f"event={name}"]
+        parts = [f"call={self.id}", f"event={name}"]
         parts.extend(f"{key}={value}" for key, value in shown.items())
         log.log(
             level,
             " ".join(parts),
-            extra={"call_id": self.sip.id, "event": name, "fields": shown},
+            extra={"call_id": self.id, "event": name, "fields": shown},
         )
 
 

@@ -34,7 +34,9 @@ class Metrics:
         )
         self.calls = Counter(
             "sipbridge_calls",
-            "Call attempts by final status and reason.",
+            "Call attempts by final status and reason: one per call record, including "
+            "INVITEs refused before a call began (overload, draining, busy, unhealthy, "
+            "malformed, not allowed).",
             ["status", "reason"],
             registry=r,
         )

@@ -64,6 +64,7 @@ from sipbridge.runtime.call import Call
 from sipbridge.runtime.cluster import InstanceBeat, heartbeat_interval
 from sipbridge.runtime.media import MediaClock, RtpPortAllocator
 from sipbridge.runtime.metrics import Metrics
+from sipbridge.runtime.outbound import DialParams, OutboundCall, place_call
 from sipbridge.runtime.recorder import RecordWriter
 from sipbridge.runtime.trace import SipTracer
 from sipbridge.runtime.transports import (
@@ -84,6 +85,9 @@ from sipbridge.sip.calls import (
     IncomingCall,
     InfoReceived,
     NotifyReceived,
+    OutboundAnswered,
+    OutboundEnded,
+    OutboundProgress,
     ReferCompleted,
     RefreshAnswered,
     ReInviteReceived,
@@ -521,6 +525,7 @@ class SipBridgeServer:
                 t.max_message_rate,
                 t.host,
                 t.register,
+                tuple(t.codecs),
             )
             for t in trunks
         ]
@@ -750,6 +755,7 @@ class SipBridgeServer:
             bans_changed=self.bans.reload,
             traces_changed=self.reload_traces,
             registration=self.registration,
+            dial=self.dial,
         )
         config = uvicorn.Config(
             app,
@@ -943,14 +949,7 @@ class SipBridgeServer:
                 return
             if not self._number_allowed(event.call):
                 return
-            call = Call(self, event.call)
-            self.calls[event.call.id] = call
-            self.records.submit(call.record)  # in the store as ringing from now on
-            if event.call.trunk is not None:
-                self._trunk_calls[event.call.trunk] += 1
-            self._spawn(call.run())
-            if len(self.calls) >= self.settings.max_calls:
-                self._update_busy()  # now at --max-calls
+            self.add_call(Call(self, event.call))  # in the store as ringing from now on
             return
         if isinstance(event, RequestRejected):
             self.metrics.sip_rejected.labels(str(event.status or "dropped")).inc()
@@ -981,6 +980,14 @@ class SipBridgeServer:
                     self._record_malformed_invite(event.headers, origin, event.status)
             if self.tracer.armed and event.method == "INVITE" and event.request is not None:
                 self._trace_invite(event.request, event.trunk, record_id)
+            return
+        if isinstance(event, OutboundProgress | OutboundAnswered | OutboundEnded):
+            outbound = self.calls.get(event.attempt.id)
+            if isinstance(outbound, OutboundCall):
+                outbound.on_outbound_event(event)
+            elif isinstance(event, OutboundAnswered):
+                # Nobody waits for it any more (its call gave up meanwhile): end it.
+                self.ua.hangup(event.call, self.loop.time())
             return
         target = self.calls.get(event.call.id)  # type: ignore[attr-defined]
         if target is None:
@@ -1193,6 +1200,9 @@ class SipBridgeServer:
         )
         events = [] if refusal is None else [CallEvent(record.id, now, "refusal", refusal)]
         self.records.submit(record, events)
+        # Every call attempt is counted once, as it is recorded once (runtime/call.py for
+        # calls that began): the metric and the table agree.
+        self.metrics.calls.labels(CallStatus.FAILED.value, reason).inc()
         fields: dict[str, Any] = {"status": status, "reason": reason, "source": record.source}
         if trunk is not None:
             fields["trunk"] = trunk
@@ -1220,13 +1230,58 @@ class SipBridgeServer:
         self._sdp_session += 1
         return self._sdp_session
 
+    async def dial(self, params: DialParams) -> str:
+        """Place an outbound call (``POST /api/calls``, ``sipbridge dial``): its id at
+        once, its outcome in its record; DialRefused when it cannot be placed."""
+        call = await place_call(self, params)
+        return call.id
+
+    def add_call(self, call: Call) -> None:
+        """A call from now on: counted (``--max-calls``, its trunk's ``max_calls``), in the
+        store as ringing, running as a task."""
+        self.calls[call.id] = call
+        self.records.submit(call.record)
+        if call.trunk is not None:
+            self._trunk_calls[call.trunk] += 1
+        self._spawn(call.run())
+        if len(self.calls) >= self.settings.max_calls:
+            self._update_busy()  # now at --max-calls
+
+    def refusal_for_new_call(self, trunk: str | None) -> tuple[str, int] | None:
+        """Why a new call must be refused now, with its Retry-After, in the order an
+        INVITE is checked (None: it may go ahead): draining, --max-calls, overload,
+        unhealthy, the trunk's max_calls."""
+        now = self.loop.time()
+        if self.draining:
+            return "draining", DRAIN_RETRY_AFTER
+        if len(self.calls) >= self.settings.max_calls:
+            return "server_busy", TRUNK_BUSY_RETRY_AFTER
+        if self.load.overloaded or self._at_ceiling(now):
+            self.metrics.overload_refusals.inc()
+            return "overload", TRUNK_BUSY_RETRY_AFTER
+        if self.unhealthy(now) is not None:
+            return "unhealthy", TRUNK_BUSY_RETRY_AFTER
+        if self._trunk_full(trunk):
+            return "trunk_busy", TRUNK_BUSY_RETRY_AFTER
+        return None
+
+    def codecs_for(self, trunk: str | None) -> list[str]:
+        """The phone-side codecs of a call on ``trunk``: ``--codecs`` in its order, only
+        those the trunk's ``codecs`` list names when it has one (both directions: what an
+        inbound offer may choose, what an outbound offer holds). Empty: none in common."""
+        record = self.trunks.get(trunk) if trunk is not None else None
+        if record is None or not record.codecs:
+            return list(self.settings.codecs)
+        allowed = {name.lower() for name in record.codecs}
+        return [name for name in self.settings.codecs if name.lower() in allowed]
+
     def call_finished(self, call: Call, events: list[CallEvent] | None = None) -> None:
         if self.tracer.armed:
             self.tracer.end(call.sip.invite.call_id, self.loop.time())
-        if self.calls.pop(call.sip.id, None) is not None and call.sip.trunk is not None:
-            self._trunk_calls[call.sip.trunk] -= 1
-            if not self._trunk_calls[call.sip.trunk]:
-                del self._trunk_calls[call.sip.trunk]
+        if self.calls.pop(call.id, None) is not None and call.trunk is not None:
+            self._trunk_calls[call.trunk] -= 1
+            if not self._trunk_calls[call.trunk]:
+                del self._trunk_calls[call.trunk]
         if self._busy_reason is not None:
             self._update_busy()  # at --max-calls no more, or another reason in force
         drained = self._drained
@@ -1235,7 +1290,7 @@ class SipBridgeServer:
         if call.record.reason == "unknown_number":
             # Dialling numbers that do not exist, in a burst, is how scanners look for
             # open routes: counted towards the source's ban (sip/guard.py).
-            self.guard.offence(call.sip.origin[0], Offence.UNKNOWN_NUMBER, self.loop.time())
+            self.guard.offence(call.origin[0], Offence.UNKNOWN_NUMBER, self.loop.time())
             if self.guard.has_new_bans:
                 self.bans.store_new()
         self.records.submit(call.record, events or [])

@@ -524,7 +524,7 @@ class StreamTransports:
     def in_use(self, address: StreamAddress) -> bool:
         """True when an active call came in on this connection, or a registration uses it
         (the registrar may send calls for our binding on it: RFC 5626 §3)."""
-        if any(call.sip.source == address for call in self.server.calls.values()):
+        if any(call.sip_source == address for call in self.server.calls.values()):
             return True
         for destination in self.server.registrations.destinations():
             if isinstance(destination, StreamAddress) and destination.target is not None:

@@ -1,6 +1,8 @@
 """The calls the UA core tracks and the events it reports to the call layer (sans-I/O).
 
-:class:`InboundCall` is one INVITE we received and the dialog it leads to; the event
+:class:`InboundCall` is one INVITE we received and the dialog it leads to (or, with
+``outbound`` set, the dialog of an INVITE we sent, once answered: from then on both
+directions are handled alike; the INVITE itself is sip/outbound.py's); the event
 dataclasses are what :meth:`sipbridge.sip.ua.UserAgent.events` returns. Kept apart from
 the UA's state machines so the runtime and tests can name them without the core.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sipbridge.sip.dialog import Dialog
 from sipbridge.sip.framing import Transport, transport_of
@@ -22,6 +25,9 @@ from sipbridge.sip.transaction import (
     NonInviteServerTransaction,
 )
 
+if TYPE_CHECKING:
+    from sipbridge.sip.outbound import OutboundInvite, OutboundOutcome
+
 __all__ = [
     "AckTimeout",
     "ByeCompleted",
@@ -33,6 +39,9 @@ __all__ = [
     "IncomingCall",
     "InfoReceived",
     "NotifyReceived",
+    "OutboundAnswered",
+    "OutboundEnded",
+    "OutboundProgress",
     "ReInviteReceived",
     "ReferCompleted",
     "RefreshAnswered",
@@ -54,13 +63,16 @@ class CallState(enum.Enum):
 
 @dataclass(eq=False)
 class InboundCall:
-    """One INVITE we received and the dialog it leads to."""
+    """One INVITE we received and the dialog it leads to; or, ``outbound``, the dialog of
+    an INVITE we sent, from its 2xx on (``invite`` is our INVITE, ``source`` the address
+    it went to, ``transaction`` None: the INVITE's client transaction stays with
+    :class:`~sipbridge.sip.outbound.OutboundInvite`, which ACKs 2xx retransmissions)."""
 
     id: str
     invite: Request
     source: Address
     local_tag: str
-    transaction: InviteServerTransaction
+    transaction: InviteServerTransaction | None
     state: CallState = CallState.OFFERED
     dialog: Dialog | None = None
     local_sdp: bytes = b""
@@ -91,6 +103,7 @@ class InboundCall:
     # those retransmissions.
     reliable: ReliableProvisional | None = None
     provisional: Response | None = None
+    outbound: bool = False
 
     @property
     def origin(self) -> Address:
@@ -219,6 +232,39 @@ class NotifyReceived:
 
 
 @dataclass(frozen=True)
+class OutboundProgress:
+    """A provisional response to an outbound call's INVITE (180, 183...); ``early_media``:
+    it carried an SDP answer (RFC 3261 §13.2.1: early media, played to nobody)."""
+
+    attempt: OutboundInvite
+    status: int
+    early_media: bool
+
+
+@dataclass(frozen=True)
+class OutboundAnswered:
+    """An outbound call was answered: its 2xx is ACKed and ``call`` is the dialog, handled
+    from now on like an answered inbound call's (BYE, re-INVITE, UPDATE, session timer).
+    ``answer`` is the callee's SDP answer: the 2xx's body, else the early one of a 183
+    (b"" when neither had one: the call layer hangs up)."""
+
+    attempt: OutboundInvite
+    call: InboundCall
+    answer: bytes
+
+
+@dataclass(frozen=True)
+class OutboundEnded:
+    """An outbound call ended unanswered: ``outcome`` (busy, no answer, rejected, failed),
+    the final status (None: no final response) and a reason word for the record."""
+
+    attempt: OutboundInvite
+    outcome: OutboundOutcome
+    status: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
 class RequestRejected:
     """A request answered with an error by the UA core itself (or dropped: status None).
 
@@ -264,6 +310,9 @@ UaEvent = (
     | ReferCompleted
     | NotifyReceived
     | RequestRejected
+    | OutboundProgress
+    | OutboundAnswered
+    | OutboundEnded
 )
 
 

@@ -1,7 +1,8 @@
-"""The dialog state a UAS keeps for one call (RFC 3261 §12).
+"""The dialog state we keep for one call (RFC 3261 §12).
 
 A :class:`Dialog` is created from the INVITE when we send a response that
-carries our To tag (§12.1.1). It holds what later requests in the call need:
+carries our To tag (§12.1.1), or, for a call we place, from the 2xx to our INVITE
+(§12.1.2). It holds what later requests in the call need:
 the route set, the remote target, both tags and both CSeq counters. The UA
 core asks it to build in-dialog requests (our BYE) with
 :meth:`Dialog.create_request` and checks incoming ones with
@@ -13,7 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from sipbridge.sip.message import Headers, NameAddr, Request, Uri
+from sipbridge.sip.message import Headers, NameAddr, Request, Response, Uri
 
 Address = tuple[str, int]
 
@@ -68,6 +69,28 @@ class Dialog:
             remote_seq=invite.cseq.seq,
         )
 
+    @classmethod
+    def from_response(cls, invite: Request, response: Response) -> Dialog:
+        """UAC dialog creation from the 2xx to our ``invite`` (RFC 3261 §12.1.2): the
+        route set is the response's Record-Route in reverse order, the remote target its
+        Contact, our sequence number the INVITE's; the remote one stays empty (0) until
+        the peer sends a request."""
+        route_set = [NameAddr.parse(v) for v in reversed(response.headers.get_all("Record-Route"))]
+        contacts = response.headers.get_all("Contact")
+        remote_target = NameAddr.parse(contacts[0]).uri if contacts else invite.uri
+        return cls(
+            call_id=invite.call_id,
+            local_tag=invite.from_.tag or "",
+            remote_tag=response.to.tag or "",
+            local_party=invite.from_,
+            remote_party=response.to,
+            remote_target=remote_target,
+            route_set=route_set,
+            local_seq=invite.cseq.seq,
+            remote_seq=0,
+            state=DialogState.CONFIRMED,
+        )
+
     @property
     def id(self) -> DialogId:
         return DialogId(self.call_id, self.local_tag, self.remote_tag)
@@ -114,8 +137,13 @@ class Dialog:
         headers.add("Call-ID", self.call_id)
         headers.add("CSeq", f"{seq} {method}")
         request = Request(method, uri, headers, b"")
-        next_hop = self.route_set[0].uri if self.route_set else self.remote_target
-        return request, uri_destination(next_hop)
+        return request, self.next_hop
+
+    @property
+    def next_hop(self) -> Address:
+        """Where the dialog's requests go (RFC 3261 §8.1.2: the first route if any, else
+        the remote target)."""
+        return uri_destination(self.route_set[0].uri if self.route_set else self.remote_target)
 
 
 def uri_destination(uri: Uri) -> Address:

@@ -7,9 +7,9 @@ invokes :meth:`on_timer`. Bytes to send are appended to the ``outbox`` list
 given at construction, as ``(data, address)`` pairs; the caller drains it.
 Nothing here reads a clock or touches a socket.
 
-Only what a UAS that also sends BYE and refreshes its sessions needs is here: the
-INVITE server transaction, the non-INVITE server transaction, the non-INVITE client
-transaction and the INVITE client transaction (our re-INVITE).
+The INVITE server transaction, the non-INVITE server transaction, the non-INVITE client
+transaction and the INVITE client transaction (our re-INVITE, and the INVITE of an
+outbound call: sip/outbound.py).
 """
 
 from __future__ import annotations
@@ -376,7 +376,8 @@ class NonInviteClientTransaction(_Retransmitting):
 
 
 class InviteClientTransaction(_Retransmitting):
-    """INVITE client transaction (RFC 3261 §17.1.1, RFC 6026 §7.2): our re-INVITE.
+    """INVITE client transaction (RFC 3261 §17.1.1, RFC 6026 §7.2): our re-INVITE, or an
+    outbound call's INVITE.
 
     The request goes out on creation (Calling). Responses matched by the UA core go to
     :meth:`receive_response`, which says whether the transaction user must see it: the
@@ -385,9 +386,23 @@ class InviteClientTransaction(_Retransmitting):
     (§17.1.1.3), repeated for each retransmission of that response. :meth:`on_timer` runs
     Timers A, B, D and M. TERMINATED with :attr:`outcome` TIMEOUT: no final response
     within Timer B.
+
+    RFC 3261 §17.1.1.2 runs Timer B in Calling only: a provisional response means the
+    far end is working on it, and a phone may ring for minutes. ``timer_b_in_proceeding``
+    keeps it running after a 1xx too, for a transaction user with no bound of its own
+    (our refresh re-INVITE: a peer leaving it at 1xx must not hold the dialog). An
+    outbound call's INVITE passes False; its ring timeout and CANCEL bound it (§9.1).
     """
 
-    def __init__(self, request: Request, destination: Address, outbox: Outbox, now: float) -> None:
+    def __init__(
+        self,
+        request: Request,
+        destination: Address,
+        outbox: Outbox,
+        now: float,
+        *,
+        timer_b_in_proceeding: bool = True,
+    ) -> None:
         self.request = request
         self.destination = destination
         self.state = InviteClientState.CALLING
@@ -398,6 +413,7 @@ class InviteClientTransaction(_Retransmitting):
         self._ack = b""
         self._interval = T1
         self._reliable = transport_of(destination).reliable
+        self._timer_b_in_proceeding = timer_b_in_proceeding
         # §17.1.1.2: Timer A only on unreliable transports; Timer B always.
         self._retransmit_at: float | None = None if self._reliable else now + T1
         self._end_at: float | None = now + TIMER_B
@@ -415,6 +431,8 @@ class InviteClientTransaction(_Retransmitting):
             self._retransmit_at = None
             if status < 200:
                 self.state = InviteClientState.PROCEEDING
+                if not self._timer_b_in_proceeding:
+                    self._end_at = None  # §17.1.1.2: Timer B is a Calling-state timer
                 self._changed()
                 return False
             self.final_status = status

@@ -1,4 +1,5 @@
-"""The SIP user agent core of sipbridge: a UAS that can also hang up (RFC 3261 §8.2, §12-§17).
+"""The SIP user agent core of sipbridge: a UAS that can also hang up and place calls
+(RFC 3261 §8, §12-§17).
 
 :class:`UserAgent` is sans-I/O. The runtime feeds it datagrams and time and
 does what it returns:
@@ -16,6 +17,13 @@ Events (defined in :mod:`sipbridge.sip.calls`) tell the call layer about calls
 :class:`ByeReceived`, ...).
 The call layer answers through :meth:`UserAgent.ring`, :meth:`answer`,
 :meth:`reject` and :meth:`hangup`, which queue more datagrams.
+
+Outbound calls: :meth:`UserAgent.dial` sends an INVITE (sip/outbound.py does the UAC
+work: challenges, ring timeout and CANCEL, the ACK); the call layer hears
+:class:`OutboundProgress`, then :class:`OutboundEnded` or :class:`OutboundAnswered`,
+whose ``call`` is the dialog, from then on handled like an answered inbound call's
+(``hangup``, BYE, re-INVITE, UPDATE, session timer); :meth:`UserAgent.cancel_dial`
+gives up before the answer.
 
 Requests that are not part of a call are answered here: OPTIONS (200 with
 Allow), unknown methods (501), unsupported URI schemes (416), unknown
@@ -65,6 +73,7 @@ from sipbridge.sip.calls import (
     IncomingCall,
     InfoReceived,
     NotifyReceived,
+    OutboundAnswered,
     ReferCompleted,
     RefreshAnswered,
     ReInviteReceived,
@@ -85,12 +94,14 @@ from sipbridge.sip.message import (
     make_response,
     parse_message,
 )
+from sipbridge.sip.outbound import DialRequest, OutboundInvite, OutboundState
 from sipbridge.sip.proxy import SOURCE_HEADER, Relayed, TrustedProxies
 from sipbridge.sip.registration import Registrations
 from sipbridge.sip.reliable import RSEQ_MAX, ReliableProvisional, requires_100rel
 from sipbridge.sip.session_timer import (
     DEFAULT_SESSION_EXPIRES,
     MIN_SE_FLOOR,
+    SessionTimer,
     TimerAnswer,
     allows,
     negotiate_refresh,
@@ -232,6 +243,11 @@ class UserAgent:
     # Session timers (RFC 4028) in a heap of their own: (deadline, seq, call), stale when
     # the call's timer has another deadline by now.
     _call_timers: list[tuple[float, int, InboundCall]] = field(default_factory=list)
+    # Outbound calls until their answer and Timer M, or their end (sip/outbound.py), by
+    # Call-ID, and their deadlines in a heap: (deadline, seq, attempt), stale when the
+    # attempt is gone or has another deadline by now.
+    _outbound: dict[str, OutboundInvite] = field(default_factory=dict)
+    _outbound_timers: list[tuple[float, int, OutboundInvite]] = field(default_factory=list)
 
     # ------------------------------------------------------------------ I/O side
 
@@ -244,7 +260,9 @@ class UserAgent:
         return out
 
     def events(self) -> list[UaEvent]:
-        out, self._events = self._events, []
+        # Outbound calls (sip/outbound.py) hold a reference to this very list.
+        out = self._events[:]
+        self._events.clear()
         return out
 
     def get_timer(self) -> float | None:
@@ -269,9 +287,21 @@ class UserAgent:
         while calls:
             deadline, _, call = calls[0]
             if _timer_deadline(call) == deadline:
-                return deadline if first is None else min(first, deadline)
+                first = deadline if first is None else min(first, deadline)
+                break
             heapq.heappop(calls)
+        dials = self._outbound_timers
+        while dials:
+            deadline, _, attempt = dials[0]
+            if self._outbound_deadline(attempt) == deadline:
+                return deadline if first is None else min(first, deadline)
+            heapq.heappop(dials)
         return first
+
+    def _outbound_deadline(self, attempt: OutboundInvite) -> float | None:
+        if self._outbound.get(attempt.call_id) is not attempt:
+            return None
+        return attempt.deadline
 
     def handle_timer(self, now: float) -> None:
         if self.registrations is not None:
@@ -285,6 +315,12 @@ class UserAgent:
                     self._reliable_due(call, now)
                 else:
                     self._session_timer_due(call, now)
+        dials = self._outbound_timers
+        while dials and dials[0][0] <= now:
+            deadline, _, attempt = heapq.heappop(dials)
+            if self._outbound_deadline(attempt) == deadline:
+                attempt.handle_timer(now)
+                self._outbound_changed(attempt, now)
 
     def _handle_transaction_timers(self, now: float) -> None:
         heap = self._timers
@@ -392,8 +428,8 @@ class UserAgent:
             call.timer = timer_from_response(response.headers, timer, now)
         elif status == 491:
             # RFC 3261 §14.1 glare: the peer's offer crossed ours; retry after the back-off.
-            # The caller owns the Call-ID of an inbound call.
-            timer.retry_at = now + glare_backoff(False, self.random())
+            # The caller owns the Call-ID of an inbound call; we own an outbound one's.
+            timer.retry_at = now + glare_backoff(call.outbound, self.random())
         elif ctx.method == "UPDATE" and status in (405, 501):
             call.peer_allows_update = False  # it does not do UPDATE after all
             timer.retry_at = now
@@ -439,7 +475,7 @@ class UserAgent:
         is over (no ACK or response of it can matter any more)."""
         if (
             call.state is CallState.ENDED
-            and call.transaction.state is InviteServerState.TERMINATED
+            and (call.transaction is None or call.transaction.state is InviteServerState.TERMINATED)
             and self._by_call_id.get(call.invite.call_id) is call
         ):
             del self._by_call_id[call.invite.call_id]
@@ -521,6 +557,11 @@ class UserAgent:
         if ctx is None:
             if self.registrations is not None and response.cseq.method == "REGISTER":
                 return self.registrations.receive_response(response, now)
+            attempt = self._outbound.get(response.call_id)
+            if attempt is not None:
+                attempt.receive_response(response, now)
+                self._outbound_changed(attempt, now)
+                return True
             return False  # RFC 3261 §17.1.3: a response matching no transaction is dropped
         tx = ctx.transaction
         if isinstance(tx, InviteClientTransaction):
@@ -775,6 +816,7 @@ class UserAgent:
         origin = (request.call_id, request.from_.tag or "", request.cseq.seq)
         existing = self._origins.get(origin)
         if existing is not None:
+            assert existing.transaction is not None  # an INVITE we received
             if existing.transaction.request.vias[0].branch == request.vias[0].branch:
                 return True  # a late retransmission of an INVITE already handled
             # RFC 3261 §8.2.2.2: the same request arriving by another path.
@@ -865,7 +907,8 @@ class UserAgent:
             self._reply_once(request, source, now, 481)
             return
         self._reply_once(request, source, now, 200, to_tag=call.local_tag)
-        if call.state is CallState.OFFERED and not call.transaction.final_sent:
+        tx = call.transaction
+        if call.state is CallState.OFFERED and tx is not None and not tx.final_sent:
             self._send_final(call, 487, now)
             self._events.append(CallCancelled(call))
 
@@ -884,7 +927,8 @@ class UserAgent:
         if request.method == "BYE":
             self._reply_once(request, source, now, 200)
             # A BYE before the ACK: the dialog is gone, the 2xx need not reach anyone.
-            call.transaction.dialog_ended()
+            if call.transaction is not None:
+                call.transaction.dialog_ended()
             self._end(call)
             self._events.append(ByeReceived(call))
         elif request.method == "INVITE":
@@ -918,9 +962,10 @@ class UserAgent:
     def _reliable_due(self, call: InboundCall, now: float) -> None:
         reliable = call.reliable
         assert reliable is not None
-        if call.state is CallState.OFFERED and not call.transaction.final_sent:
+        tx = call.transaction
+        if tx is not None and call.state is CallState.OFFERED and not tx.final_sent:
             if reliable.on_timer(now) and call.provisional is not None:
-                call.transaction.send_response(call.provisional, now)
+                tx.send_response(call.provisional, now)
             self._arm_session_timer(call)
 
     def _stop_reliable(self, call: InboundCall) -> None:
@@ -1051,7 +1096,8 @@ class UserAgent:
 
     def ring(self, call: InboundCall, now: float) -> None:
         """Send 180 Ringing (with our tag, so 180 and 200 share the dialog)."""
-        if call.transaction.final_sent:
+        tx = call.transaction
+        if tx is None or tx.final_sent:
             return
         response = make_response(call.invite, 180, to_tag=call.local_tag)
         self._add_dialog_headers(response, call.invite, call)
@@ -1067,11 +1113,12 @@ class UserAgent:
             early = DialogId(call.invite.call_id, call.local_tag, call.invite.from_.tag or "")
             self._early[early] = call
             self._arm_session_timer(call)
-        call.transaction.send_response(response, now)
+        tx.send_response(response, now)
 
     def answer(self, call: InboundCall, sdp: bytes, now: float) -> None:
         """Send 200 OK with our SDP answer and create the dialog (RFC 3261 §13.3.1.4)."""
-        if call.state is not CallState.OFFERED or call.transaction.final_sent:
+        tx = call.transaction
+        if call.state is not CallState.OFFERED or tx is None or tx.final_sent:
             raise RuntimeError(f"call {call.id} cannot be answered in state {call.state.name}")
         self._stop_reliable(call)
         response = make_response(call.invite, 200, to_tag=call.local_tag)
@@ -1082,7 +1129,7 @@ class UserAgent:
         response.body = sdp
         call.local_sdp = sdp
         call.final_status = 200
-        call.transaction.send_response(response, now)
+        tx.send_response(response, now)
         call.dialog = Dialog.from_invite(call.invite, call.local_tag, _initial_cseq())
         call.state = CallState.ANSWERED
         self._dialogs[call.dialog.id] = call
@@ -1123,7 +1170,8 @@ class UserAgent:
         headers: Iterable[tuple[str, str]] = (),
     ) -> None:
         """Answer the INVITE with a final error response (3xx-6xx)."""
-        if call.state is not CallState.OFFERED or call.transaction.final_sent:
+        tx = call.transaction
+        if call.state is not CallState.OFFERED or tx is None or tx.final_sent:
             return
         self._send_final(call, status, now, reason=reason, headers=headers)
 
@@ -1189,11 +1237,74 @@ class UserAgent:
             return StreamAddress(host, source_port, call.transport, target=destination)
         return destination
 
+    def dial(self, request: DialRequest, call_id: str, now: float) -> OutboundInvite:
+        """Place a call (sip/outbound.py): the INVITE goes out now; ``call_id`` names the
+        call in the events (and in ``OutboundAnswered.call.id``). ValueError when
+        ``request``'s Call-ID is in use here."""
+        if request.call_id in self._outbound or request.call_id in self._by_call_id:
+            raise ValueError(f"Call-ID {request.call_id} is in use")
+        attempt = OutboundInvite(
+            call_id, request, self._outbox, self._events, now, new_token=self.new_token
+        )
+        self._outbound[request.call_id] = attempt
+        self._outbound_changed(attempt, now)
+        return attempt
+
+    def cancel_dial(self, attempt: OutboundInvite, now: float) -> None:
+        """Give up an outbound call before its answer (CANCEL, RFC 3261 §9.1); its
+        :class:`OutboundEnded` follows. No-op once answered or over."""
+        attempt.cancel(now)
+        self._outbound_changed(attempt, now)
+
+    def _outbound_changed(self, attempt: OutboundInvite, now: float) -> None:
+        """After any input to ``attempt``: adopt its dialog when it was just answered,
+        re-arm its deadline, forget it when it is done."""
+        if attempt.state is OutboundState.ANSWERED and attempt.call is None:
+            self._adopt(attempt, now)
+        if attempt.done:
+            if self._outbound.get(attempt.call_id) is attempt:
+                del self._outbound[attempt.call_id]
+            return
+        deadline = attempt.deadline
+        if deadline is not None:
+            heapq.heappush(self._outbound_timers, (deadline, next(self._timer_seq), attempt))
+
+    def _adopt(self, attempt: OutboundInvite, now: float) -> None:
+        """The answered outbound call's dialog joins ours (RFC 3261 §12.1.2): in-dialog
+        requests, our BYE and the session timer work as for an inbound call."""
+        dialog, response = attempt.dialog, attempt.answer
+        assert dialog is not None and response is not None
+        call = InboundCall(
+            id=attempt.id,
+            invite=attempt.invite,
+            source=attempt.destination,
+            local_tag=attempt.from_tag,
+            transaction=None,
+            state=CallState.CONFIRMED,
+            dialog=dialog,
+            local_sdp=attempt.dial.sdp,
+            final_status=response.status,
+            trunk=attempt.dial.trunk,
+            peer_allows_update=allows(response.headers, "UPDATE"),
+            outbound=True,
+        )
+        attempt.call = call
+        self._dialogs[dialog.id] = call
+        self._by_call_id[call.invite.call_id] = call
+        asked = attempt.session_expires
+        if asked is not None and self.session_expires is not None:
+            # RFC 4028 §7.2: the 2xx's Session-Expires names the refresher (uac: us);
+            # without one the far end does no timers and we may refresh ourselves.
+            call.timer = timer_from_response(response.headers, SessionTimer(asked, True, now), now)
+            self._arm_session_timer(call)
+        self._events.append(OutboundAnswered(attempt, call, response.body or attempt.early_sdp))
+
     def hangup(self, call: InboundCall, now: float) -> None:
         """End an answered call with BYE (RFC 3261 §15.1.1); no-op if already ending."""
         if call.state not in (CallState.ANSWERED, CallState.CONFIRMED) or call.dialog is None:
             return
-        if call.state is CallState.ANSWERED and call.transaction.awaiting_ack:
+        tx = call.transaction
+        if call.state is CallState.ANSWERED and tx is not None and tx.awaiting_ack:
             # RFC 3261 §15: no BYE before the ACK of our 2xx (or its timeout, §13.3.1.4);
             # the BYE goes out when either comes.
             call.hangup_pending = True
@@ -1219,6 +1330,7 @@ class UserAgent:
         for name, value in headers:
             response.headers.add(name, value)
         call.final_status = status
+        assert call.transaction is not None  # only an INVITE we received gets one
         call.transaction.send_response(response, now)
         call.state = CallState.ENDED
 

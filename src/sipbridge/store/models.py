@@ -188,6 +188,8 @@ class Call(Base):
     hangup_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
     source: Mapped[str | None] = mapped_column(String(255), nullable=True)
     trunk: Mapped[str | None] = mapped_column(String(100), nullable=True)  # migration 0004
+    # "inbound" or "outbound" (migration 0013).
+    direction: Mapped[str] = mapped_column(String(8), nullable=False, default="inbound")
     srtp: Mapped[str | None] = mapped_column(String(40), nullable=True)  # migration 0005
     caller_country: Mapped[str | None] = mapped_column(String(2), nullable=True)
     caller_region: Mapped[str | None] = mapped_column(String(255), nullable=True)

@@ -71,7 +71,9 @@ class CallStatus(StrEnum):
     """A call's state in the store. ``ringing`` and ``active`` are the open states of a
     call in progress (written at admission and at the answer); the others are final.
     ``interrupted``: the instance that owned the open call ended without closing it (a
-    crash, ``kill -9``); its next start closes the row."""
+    crash, ``kill -9``); its next start closes the row. ``busy``, ``no_answer`` and
+    ``rejected`` end outbound calls the callee's side refused (486/600; our ring timeout,
+    408/480/487; any other final status, in ``sip_code``)."""
 
     RINGING = "ringing"
     ACTIVE = "active"
@@ -79,6 +81,9 @@ class CallStatus(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    BUSY = "busy"
+    NO_ANSWER = "no_answer"
+    REJECTED = "rejected"
 
     @property
     def is_open(self) -> bool:
@@ -258,6 +263,9 @@ class CallRecord:
     hangup_by: str | None = None
     source: str | None = None
     trunk: str | None = None  # the trunk the call was admitted from (None: loopback, no trunks)
+    # "inbound" (a caller called us) or "outbound" (POST /api/calls: we called the callee;
+    # from_number is ours, to_number theirs, trunk the one dialled through).
+    direction: str = "inbound"
     srtp: str | None = None  # the SRTP suite of the call's media (None: plain RTP)
     caller_country: str | None = None  # ISO 3166 alpha-2; filled by save_call when None
     caller_region: str | None = None  # geocoder description, e.g. "Washington D.C."
@@ -332,6 +340,7 @@ class CallRecord:
             "hangup_by": self.hangup_by,
             "source": self.source,
             "trunk": self.trunk,
+            "direction": self.direction,
             "srtp": self.srtp,
             "caller_country": self.caller_country,
             "caller_region": self.caller_region,

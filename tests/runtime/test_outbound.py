@@ -1,0 +1,298 @@
+"""Outbound calls against a real far end: SIPp as the trunk (a UAS on 127.0.0.1) answering
+with G.711 and RTP (after early media), challenging with 401, busy with 486, never answering;
+POST /api/calls, the agent's start (direction outbound) and the records."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from sipbridge.cli import app
+from sipbridge.runtime.server import SipBridgeServer
+from sipbridge.store import service
+from tests.support.agents import EchoAgent
+from tests.support.settings import BridgeFactory
+from tests.support.sipp import SIPP, SIPP_SHARE, free_udp_port
+
+pytestmark = pytest.mark.requires("sipp")
+
+PASSWORD = "hunter2"
+CALLEE = "+12025550123"
+OURS = "+12025550100"
+
+_HEAD = """
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]"""
+
+_ANSWER_SDP = """      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=user1 53655765 2353687637 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+"""
+
+
+def _send(text: str) -> str:
+    return f"  <send>\n    <![CDATA[\n{text}\n    ]]>\n  </send>\n"
+
+
+def _scenario(name: str, body: str) -> str:
+    return (
+        f'<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="{name}">\n{body}'
+        "</scenario>\n"
+    )
+
+
+# 100, 183 with early media, 200 with PCMA; plays a second of A-law, then hangs up.
+ANSWER = _scenario(
+    "answer",
+    '  <recv request="INVITE"/>\n'
+    + _send(f"      SIP/2.0 100 Trying{_HEAD}\n      Content-Length: 0\n")
+    + _send(f"      SIP/2.0 183 Session Progress{_HEAD}\n{_ANSWER_SDP}")
+    + '  <pause milliseconds="200"/>\n'
+    + _send(
+        f"      SIP/2.0 200 OK{_HEAD}\n      Contact: <sip:callee@[local_ip]:[local_port]>\n"
+        f"{_ANSWER_SDP}"
+    )
+    + '  <recv request="ACK" rtd="true" crlf="true"/>\n'
+    + '  <nop><action><exec play_pcap_audio="pcap/g711a.pcap"/></action></nop>\n'
+    + '  <pause milliseconds="1500"/>\n'
+    + _send(
+        """      BYE [$contact] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+      To: [$from]
+      [last_Call-ID:]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+"""
+    )
+    + '  <recv response="200"/>\n',
+)
+# The BYE's To is our From, taken from the INVITE.
+ANSWER = ANSWER.replace(
+    '<recv request="INVITE"/>',
+    '<recv request="INVITE"><action><ereg regexp="From: ([^\\r\\n]*)" search_in="msg" '
+    'check_it="true" assign_to="all,from"/><ereg regexp="Contact: .(sip:[^>]*)" '
+    'search_in="msg" check_it="true" assign_to="all2,contact"/></action></recv>',
+    1,
+).replace("\n  <nop><action>", '\n  <Reference variables="all,all2"/>\n  <nop><action>', 1)
+
+# 401, then the INVITE with valid credentials (SIPp checks them) is answered 486.
+CHALLENGE_BUSY = _scenario(
+    "challenge then busy",
+    '  <recv request="INVITE"/>\n'
+    + _send(
+        f"      SIP/2.0 401 Unauthorized{_HEAD}\n"
+        '      WWW-Authenticate: Digest realm="sipp.test", nonce="[pid]n", qop="auth"\n'
+        "      Content-Length: 0\n"
+    )
+    + '  <recv request="ACK"/>\n'
+    + '  <recv request="INVITE"><action><verifyauth assign_to="valid" username="acct" '
+    f'password="{PASSWORD}"/></action></recv>\n'
+    + '  <nop test="valid" next="good"/>\n'
+    + _send(f"      SIP/2.0 403 Forbidden{_HEAD}\n      Content-Length: 0\n")
+    + '  <recv request="ACK" next="end"/>\n'
+    + '  <label id="good"/>\n'
+    + _send(f"      SIP/2.0 486 Busy Here{_HEAD}\n      Content-Length: 0\n")
+    + '  <recv request="ACK"/>\n'
+    + '  <label id="end"/>\n',
+)
+
+# Rings until our CANCEL: 200 to it, 487 to the INVITE.
+NO_ANSWER = _scenario(
+    "never answers",
+    '  <recv request="INVITE"><action><ereg regexp="CSeq: ([0-9]+)" search_in="msg" '
+    'check_it="true" assign_to="all,seq"/></action></recv>\n'
+    + _send(f"      SIP/2.0 180 Ringing{_HEAD}\n      Content-Length: 0\n")
+    + '  <recv request="CANCEL"/>\n'
+    + _send(f"      SIP/2.0 200 OK{_HEAD}\n      Content-Length: 0\n")
+    + _send(
+        """      SIP/2.0 487 Request Terminated
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]SIPpTag01[call_number]
+      [last_Call-ID:]
+      CSeq: [$seq] INVITE
+      Content-Length: 0
+"""
+    )
+    + '  <recv request="ACK"/>\n'
+    + '  <Reference variables="all"/>\n',
+)
+
+
+async def start_far_end(workdir: Path, scenario: str) -> tuple[asyncio.subprocess.Process, int]:
+    """SIPp as the trunk's far end (UAS) on 127.0.0.1: its process and SIP port."""
+    assert SIPP is not None
+    (workdir / "far.xml").write_text(scenario)
+    pcap = workdir / "pcap"
+    if not pcap.exists():
+        pcap.symlink_to(SIPP_SHARE)
+    port = free_udp_port()
+    process = await asyncio.create_subprocess_exec(
+        SIPP,
+        "-sf",
+        str(workdir / "far.xml"),
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-mp",
+        str(free_udp_port()),
+        "-m",
+        "1",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+        "-nostdin",
+        "-trace_err",
+        "-error_file",
+        str(workdir / "errors.log"),
+        cwd=workdir,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(0.3)  # listening
+    return process, port
+
+
+async def far_end_done(process: asyncio.subprocess.Process, workdir: Path) -> int:
+    try:
+        await asyncio.wait_for(process.wait(), 15)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+    errors = workdir / "errors.log"
+    if process.returncode != 0 and errors.exists():
+        print(errors.read_text(errors="replace")[-4000:])
+    return process.returncode if process.returncode is not None else -1
+
+
+async def setup(bridge: SipBridgeServer, port: int, agent_url: str) -> httpx.AsyncClient:
+    await service.add_agent(bridge.db, "echo", agent_url)
+    await service.add_trunk(
+        bridge.db,
+        "carrier",
+        host=f"127.0.0.1:{port}",
+        username="acct",
+        password=PASSWORD,
+        allowed_cidrs=["127.0.0.1/32"],
+    )
+    _, key = await service.create_api_key(bridge.db, "ops")
+    base = "http://{}:{}".format(*bridge.http_address)
+    return httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"})
+
+
+async def dial(http: httpx.AsyncClient, **extra: Any) -> str:
+    body = {"to": CALLEE, "from": OURS, "agent": "echo", "trunk": "carrier", **extra}
+    response = await http.post("/api/calls", json=body)
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "ringing"
+    return str(response.json()["id"])
+
+
+async def outcome(http: httpx.AsyncClient, call_id: str, timeout: float = 15.0) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await http.get(f"/api/calls/{call_id}")  # 404 until its first write
+        call = response.json()
+        if response.status_code == 200 and call["status"] not in ("ringing", "active"):
+            return dict(call)
+        assert asyncio.get_running_loop().time() < deadline, call
+        await asyncio.sleep(0.1)
+
+
+async def test_answered_call_is_bridged_to_the_agent(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    far, port = await start_far_end(tmp_path, ANSWER)
+    bridge = await make_bridge()
+    async with EchoAgent() as agent:
+        http = await setup(bridge, port, agent.url)
+        async with http:
+            call_id = await dial(http, headers={"X-Campaign": "spring"}, ring_timeout=10)
+            call = await outcome(http, call_id)
+        assert await far_end_done(far, tmp_path) == 0
+        [session] = agent.calls
+    assert session.start is not None and session.start["direction"] == "outbound"
+    assert session.start["from"] == OURS and session.start["to"] == CALLEE
+    assert session.start["sip_headers"] == {"X-Campaign": "spring"}
+    assert len(session.audio) > 20  # the callee's A-law reached the agent
+    assert call["status"] == "answered" and call["direction"] == "outbound"
+    assert call["reason"] == "callee_hangup" and call["hangup_by"] == "callee"
+    assert call["codec"] == "pcma" and call["sip_code"] == 200 and call["trunk"] == "carrier"
+    assert call["from_number"] == OURS and call["to_number"] == CALLEE
+    detail = await service.get_call(bridge.db, call_id)
+    progress = [e.data for e in detail.events if e.kind == "progress"]
+    assert progress == [{"status": 183, "early_media": True}]  # early media, then the 200
+
+
+async def test_challenge_answered_then_busy(make_bridge: BridgeFactory, tmp_path: Path) -> None:
+    far, port = await start_far_end(tmp_path, CHALLENGE_BUSY)
+    bridge = await make_bridge()
+    async with EchoAgent() as agent:
+        async with await setup(bridge, port, agent.url) as http:
+            call = await outcome(http, await dial(http))
+        assert agent.calls == []
+    assert await far_end_done(far, tmp_path) == 0  # SIPp verified our digest answer
+    assert (call["status"], call["reason"], call["sip_code"]) == ("busy", "busy", 486)
+    assert call["answered_at"] is None and call["ended_at"] is not None
+
+
+async def test_ring_timeout_cancels_dialled_from_the_cli(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    far, port = await start_far_end(tmp_path, NO_ANSWER)
+    bridge = await make_bridge()
+    async with EchoAgent() as agent, await setup(bridge, port, agent.url) as http:
+        key = http.headers["Authorization"].removeprefix("Bearer ")
+        server = "http://{}:{}".format(*bridge.http_address)
+        args = ["dial", CALLEE, "--from", OURS, "--agent", "echo", "--trunk", "carrier"]
+        args += ["--ring-timeout", "1", "--server", server]
+        started = asyncio.get_running_loop().time()
+        result = await asyncio.to_thread(
+            CliRunner().invoke, app, args, env={"SIPBRIDGE_API_KEY": key}
+        )
+        assert asyncio.get_running_loop().time() - started < 8
+        call_id, outcome_line = result.stdout.split()[0], result.stdout.splitlines()[1]
+        call = await outcome(http, call_id)
+    assert result.exit_code == 1, result.output
+    assert outcome_line == "no_answer no_answer 487"
+    assert await far_end_done(far, tmp_path) == 0
+    assert (call["status"], call["reason"], call["sip_code"]) == ("no_answer", "no_answer", 487)
+    assert call["direction"] == "outbound"
+
+
+async def test_refusals(make_bridge: BridgeFactory) -> None:
+    bridge = await make_bridge(max_calls=1)
+    async with EchoAgent() as agent, await setup(bridge, 9, agent.url) as http:
+        body = {"to": CALLEE, "from": OURS, "agent": "echo", "trunk": "carrier"}
+        missing = await http.post("/api/calls", json={**body, "trunk": "nope"})
+        assert missing.status_code == 404 and "unknown_trunk" in missing.json()["detail"]
+        bad = await http.post("/api/calls", json={**body, "to": "12"})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "to"]
+        header = await http.post("/api/calls", json={**body, "headers": {"Via": "x"}})
+        assert header.status_code == 422
+        bridge.start_drain(30)
+        draining = await http.post("/api/calls", json=body)
+        assert draining.status_code == 503 and draining.headers["Retry-After"]
+        assert "draining" in draining.json()["detail"]

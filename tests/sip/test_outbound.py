@@ -1,0 +1,378 @@
+"""Outbound calls (sip/outbound.py) through the UA core, with a fake clock and bytes."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from sipbridge.sip.auth import digest_response, parse_authorization
+from sipbridge.sip.calls import (
+    ByeReceived,
+    CallState,
+    OutboundAnswered,
+    OutboundEnded,
+    OutboundProgress,
+)
+from sipbridge.sip.framing import StreamAddress, Transport
+from sipbridge.sip.message import Request, Response, make_response, parse_message
+from sipbridge.sip.outbound import (
+    CANCEL_WAIT,
+    DialRequest,
+    OutboundOutcome,
+    OutboundState,
+    extra_headers,
+    header_problem,
+    outcome_of,
+)
+from sipbridge.sip.transaction import TIMER_B, TIMER_M
+from sipbridge.sip.ua import UserAgent
+
+TRUNK = ("127.0.0.1", 5070)
+SDP = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+ANSWER = SDP.replace(b"o=- 1 1", b"o=- 9 9")
+
+
+def make_ua() -> UserAgent:
+    counter = itertools.count(1)
+    return UserAgent("127.0.0.1", 5060, new_token=lambda: f"t{next(counter)}")
+
+
+def dial_request(**changes: object) -> DialRequest:
+    fields: dict[str, object] = {
+        "call_id": "out-1",
+        "target": "sip:+12025550101@127.0.0.1:5070",
+        "from_uri": "sip:+12025550100@127.0.0.1",
+        "destination": TRUNK,
+        "contact": "sip:127.0.0.1:5060",
+        "via_host": "127.0.0.1",
+        "via_port": 5060,
+        "sdp": SDP,
+        "ring_timeout": 30.0,
+        "username": "acct",
+        "password": "secret",
+        "trunk": "carrier",
+        "session_expires": 1800,
+    }
+    fields.update(changes)
+    return DialRequest(**fields)  # type: ignore[arg-type]
+
+
+def sent(ua: UserAgent) -> list[tuple[Request | Response, tuple[str, int]]]:
+    return [(parse_message(data), address) for data, address in ua.datagrams_to_send()]
+
+
+def requests(ua: UserAgent, method: str) -> list[Request]:
+    return [m for m, _ in sent(ua) if isinstance(m, Request) and m.method == method]
+
+
+def reply(
+    ua: UserAgent,
+    request: Request,
+    status: int,
+    now: float,
+    *,
+    tag: str | None = "callee",
+    body: bytes = b"",
+    extra: tuple[tuple[str, str], ...] = (),
+) -> None:
+    response = make_response(request, status, to_tag=tag if status > 100 else None)
+    if 200 <= status < 300:
+        response.headers.add("Contact", "<sip:callee@127.0.0.1:5070>")
+        response.headers.add("Allow", "INVITE, ACK, BYE, CANCEL, UPDATE")
+    for name, value in extra:
+        response.headers.add(name, value)
+    if body:
+        response.headers.add("Content-Type", "application/sdp")
+        response.body = body
+    assert ua.receive_datagram(response.serialize(), TRUNK, now)
+
+
+def start(ua: UserAgent, now: float = 0.0, **changes: object) -> Request:
+    ua.dial(dial_request(**changes), "call-a", now)
+    [invite] = requests(ua, "INVITE")
+    return invite
+
+
+def test_invite_carries_offer_identity_and_timer_headers() -> None:
+    ua = make_ua()
+    invite = start(ua, headers=(("X-Campaign", "spring"),), from_display='Support "A"')
+    assert str(invite.uri) == "sip:+12025550101@127.0.0.1:5070"
+    assert invite.body == SDP
+    assert invite.from_.tag and invite.to.tag is None
+    assert invite.headers.get("From").startswith('"Support \\"A\\"" <sip:+12025550100@')
+    assert invite.headers.get("Session-Expires") == "1800"
+    assert invite.headers.get("Supported") == "timer"
+    assert invite.headers.get("X-Campaign") == "spring"
+    assert invite.headers.get("Content-Type") == "application/sdp"
+    assert invite.vias[0].branch.startswith("z9hG4bK")
+
+
+def test_answered_call_is_acked_and_becomes_a_dialog() -> None:
+    ua = make_ua()
+    invite = start(ua)
+    reply(ua, invite, 100, 0.1)
+    reply(ua, invite, 180, 0.2)
+    reply(ua, invite, 200, 1.0, body=ANSWER)
+    [ack] = requests(ua, "ACK")
+    assert ack.cseq.seq == invite.cseq.seq and ack.to.tag == "callee"
+    assert ack.vias[0].branch != invite.vias[0].branch  # §13.2.2.4: its own transaction
+    assert str(ack.uri) == "sip:callee@127.0.0.1:5070"  # the 2xx's Contact
+    events = ua.events()
+    assert [type(e) for e in events] == [OutboundProgress, OutboundAnswered]
+    answered = events[1]
+    assert isinstance(answered, OutboundAnswered)
+    assert answered.answer == ANSWER
+    call = answered.call
+    assert call.outbound and call.id == "call-a" and call.trunk == "carrier"
+    assert call.state is CallState.CONFIRMED and call.peer_allows_update
+    assert call.timer is not None and call.timer.we_refresh  # no Session-Expires: ours
+    # A retransmitted 2xx gets the same ACK again (RFC 3261 §13.2.2.4).
+    reply(ua, invite, 200, 1.5, body=ANSWER)
+    assert [a.vias[0].branch for a in requests(ua, "ACK")] == [ack.vias[0].branch]
+    assert ua.events() == []
+    # The far end's BYE ends it like an inbound call's.
+    bye_bytes = (
+        f"BYE sip:127.0.0.1:5060 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-bye\r\n"
+        f"From: <sip:+12025550101@127.0.0.1>;tag=callee\r\n"
+        f"To: {invite.headers.get('From')}\r\n"
+        f"Call-ID: {invite.call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    assert ua.receive_datagram(bye_bytes, TRUNK, 2.0)
+    [(ok, _)] = sent(ua)
+    assert isinstance(ok, Response) and ok.status == 200
+    assert [type(e) for e in ua.events()] == [ByeReceived]
+    # Timer M later the attempt is forgotten.
+    ua.handle_timer(1.0 + TIMER_M)
+    assert ua.get_timer() is None or ua.get_timer() > 1.0 + TIMER_M
+
+
+def test_our_hangup_sends_bye_in_the_dialog() -> None:
+    ua = make_ua()
+    invite = start(ua)
+    reply(ua, invite, 200, 1.0, body=ANSWER, extra=(("Session-Expires", "600;refresher=uas"),))
+    requests(ua, "ACK")
+    answered = ua.events()[-1]
+    assert isinstance(answered, OutboundAnswered)
+    assert answered.call.timer is not None and not answered.call.timer.we_refresh
+    ua.hangup(answered.call, 2.0)
+    [bye] = requests(ua, "BYE")
+    assert bye.from_.tag == invite.from_.tag and bye.to.tag == "callee"
+    assert bye.cseq.seq == invite.cseq.seq + 1
+    assert str(bye.uri) == "sip:callee@127.0.0.1:5070"
+
+
+def test_digest_challenge_is_answered_with_a_new_invite() -> None:
+    ua = make_ua()
+    invite = start(ua)
+    challenge = 'Digest realm="carrier", nonce="n1", qop="auth", algorithm=MD5'
+    reply(ua, invite, 407, 0.1, tag="proxy", extra=(("Proxy-Authenticate", challenge),))
+    messages = sent(ua)
+    acks = [m for m, _ in messages if isinstance(m, Request) and m.method == "ACK"]
+    invites = [m for m, _ in messages if isinstance(m, Request) and m.method == "INVITE"]
+    assert len(acks) == 1 and acks[0].vias[0].branch == invite.vias[0].branch  # §17.1.1.3
+    [again] = invites
+    assert again.call_id == invite.call_id and again.from_.tag == invite.from_.tag
+    assert again.cseq.seq == invite.cseq.seq + 1
+    assert again.vias[0].branch != invite.vias[0].branch
+    creds = parse_authorization(again.headers.get("Proxy-Authorization") or "")
+    assert creds is not None and creds.username == "acct"
+    expected = digest_response(
+        algorithm="MD5",
+        username="acct",
+        realm="carrier",
+        password="secret",
+        method="INVITE",
+        uri=str(invite.uri),
+        nonce="n1",
+        nc=creds.nc,
+        cnonce=creds.cnonce,
+        qop="auth",
+    )
+    assert creds.response == expected
+    # A retransmission of the 407 is ACKed again by the first transaction.
+    reply(ua, invite, 407, 0.2, tag="proxy", extra=(("Proxy-Authenticate", challenge),))
+    assert len(requests(ua, "ACK")) == 1
+    # The same realm challenging again (not stale): our credentials were refused.
+    reply(ua, again, 407, 0.3, tag="proxy", extra=(("Proxy-Authenticate", challenge),))
+    assert requests(ua, "INVITE") == []
+    [ended] = ua.events()
+    assert isinstance(ended, OutboundEnded)
+    assert (ended.outcome, ended.status, ended.reason) == (
+        OutboundOutcome.FAILED,
+        407,
+        "auth_failed",
+    )
+
+
+def test_challenge_without_credentials_fails() -> None:
+    ua = make_ua()
+    invite = start(ua, username=None, password=None)
+    reply(ua, invite, 401, 0.1, extra=(("WWW-Authenticate", 'Digest realm="r", nonce="n"'),))
+    [ended] = ua.events()
+    assert isinstance(ended, OutboundEnded) and ended.reason == "auth_failed"
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome", "reason"),
+    [
+        (486, OutboundOutcome.BUSY, "busy"),
+        (600, OutboundOutcome.BUSY, "busy"),
+        (404, OutboundOutcome.REJECTED, "rejected"),
+        (480, OutboundOutcome.NO_ANSWER, "no_answer"),
+        (503, OutboundOutcome.REJECTED, "rejected"),
+    ],
+)
+def test_final_errors(status: int, outcome: OutboundOutcome, reason: str) -> None:
+    ua = make_ua()
+    invite = start(ua)
+    reply(ua, invite, 180, 0.1)
+    reply(ua, invite, status, 2.0)
+    [ack] = requests(ua, "ACK")
+    assert ack.vias[0].branch == invite.vias[0].branch
+    events = ua.events()
+    assert isinstance(events[-1], OutboundEnded)
+    assert (events[-1].outcome, events[-1].status, events[-1].reason) == (outcome, status, reason)
+    assert outcome_of(status) is outcome
+
+
+def test_early_media_is_kept_for_a_2xx_without_sdp() -> None:
+    ua = make_ua()
+    invite = start(ua)
+    reply(ua, invite, 183, 0.1, body=ANSWER)
+    [progress] = ua.events()
+    assert isinstance(progress, OutboundProgress) and progress.early_media
+    assert progress.status == 183
+    reply(ua, invite, 200, 3.0)
+    [answered] = ua.events()
+    assert isinstance(answered, OutboundAnswered) and answered.answer == ANSWER
+
+
+def test_ring_timeout_cancels_then_487_is_no_answer() -> None:
+    ua = make_ua()
+    invite = start(ua, ring_timeout=60.0)
+    reply(ua, invite, 180, 0.5)
+    ua.events()
+    # Timer B does not end a ringing call (RFC 3261 §17.1.1.2): only the ring timeout.
+    assert TIMER_B < 59.9
+    ua.handle_timer(59.9)
+    assert requests(ua, "CANCEL") == [] and ua.events() == []
+    assert ua.get_timer() == pytest.approx(60.0)
+    ua.handle_timer(60.0)
+    [cancel] = requests(ua, "CANCEL")
+    assert cancel.vias[0].branch == invite.vias[0].branch  # §9.1
+    assert cancel.cseq.seq == invite.cseq.seq and cancel.cseq.method == "CANCEL"
+    assert str(cancel.uri) == str(invite.uri) and cancel.to.tag is None
+    reply(ua, cancel, 200, 60.1)
+    reply(ua, invite, 487, 60.2)
+    [ended] = ua.events()
+    assert isinstance(ended, OutboundEnded)
+    assert (ended.outcome, ended.status, ended.reason) == (
+        OutboundOutcome.NO_ANSWER,
+        487,
+        "no_answer",
+    )
+
+
+def test_200_after_cancel_is_acked_and_ended_with_bye() -> None:
+    ua = make_ua()
+    invite = start(ua, ring_timeout=5.0)
+    reply(ua, invite, 180, 0.5)
+    ua.handle_timer(5.0)
+    [cancel] = requests(ua, "CANCEL")
+    reply(ua, cancel, 200, 5.1)
+    reply(ua, invite, 200, 5.1, body=ANSWER)  # the callee answered as we gave up
+    messages = [m for m, _ in sent(ua) if isinstance(m, Request)]
+    assert [m.method for m in messages] == ["ACK", "BYE"]
+    ack, bye = messages
+    assert ack.to.tag == bye.to.tag == "callee" and ack.cseq.seq == invite.cseq.seq
+    events = ua.events()
+    assert [type(e) for e in events] == [OutboundProgress, OutboundEnded]
+    ended = events[-1]
+    assert isinstance(ended, OutboundEnded)
+    assert (ended.outcome, ended.reason) == (OutboundOutcome.NO_ANSWER, "answered_after_cancel")
+    reply(ua, bye, 200, 5.2)  # the BYE's transaction completes
+    reply(ua, invite, 487, 5.3)  # nothing more to say
+    assert ua.events() == []
+
+
+def test_no_provisional_cancel_waits_then_timer_b() -> None:
+    ua = make_ua()
+    start(ua, ring_timeout=5.0)
+    ua.handle_timer(5.0)
+    # §9.1: no CANCEL before a provisional response.
+    assert requests(ua, "CANCEL") == []
+    ua.handle_timer(TIMER_B)
+    ended = ua.events()[-1]
+    assert isinstance(ended, OutboundEnded)
+    assert (ended.outcome, ended.status, ended.reason) == (
+        OutboundOutcome.FAILED,
+        None,
+        "trunk_timeout",
+    )
+
+
+def test_cancel_sent_when_the_first_provisional_arrives() -> None:
+    ua = make_ua()
+    attempt = ua.dial(dial_request(), "call-a", 0.0)
+    [invite] = requests(ua, "INVITE")
+    ua.cancel_dial(attempt, 1.0)
+    assert attempt.state is OutboundState.CANCELLING
+    reply(ua, invite, 100, 1.5)
+    assert len(requests(ua, "CANCEL")) == 1
+    # No final response 64*T1 after the CANCEL: over (§9.1).
+    ua.handle_timer(1.5 + CANCEL_WAIT)
+    ended = ua.events()[-1]
+    assert isinstance(ended, OutboundEnded)
+    assert (ended.outcome, ended.reason) == (OutboundOutcome.FAILED, "cancelled")
+
+
+def test_second_fork_2xx_is_acked_and_hung_up() -> None:
+    ua = make_ua()
+    invite = start(ua)
+    reply(ua, invite, 200, 1.0, body=ANSWER, tag="fork-a")
+    reply(ua, invite, 200, 1.1, body=ANSWER, tag="fork-b")
+    messages = [m for m, _ in sent(ua) if isinstance(m, Request)]
+    assert [(m.method, m.to.tag) for m in messages] == [
+        ("ACK", "fork-a"),
+        ("ACK", "fork-b"),
+        ("BYE", "fork-b"),
+    ]
+    assert [type(e) for e in ua.events()] == [OutboundAnswered]
+
+
+def test_422_retries_with_the_min_se_asked() -> None:
+    ua = make_ua()
+    invite = start(ua)
+    reply(ua, invite, 422, 0.1, extra=(("Min-SE", "3600"),))
+    [again] = requests(ua, "INVITE")
+    assert again.headers.get("Session-Expires") == "3600"
+    assert ua.events() == []
+
+
+def test_tcp_requests_go_on_the_connection() -> None:
+    ua = make_ua()
+    destination = StreamAddress("127.0.0.1", 5070, Transport.TCP, target=("127.0.0.1", 5070))
+    ua.dial(dial_request(destination=destination), "call-a", 0.0)
+    [(invite, address)] = sent(ua)
+    assert isinstance(invite, Request) and invite.vias[0].transport == "TCP"
+    assert isinstance(address, StreamAddress)
+    # Over TCP: no Timer A retransmission.
+    ua.handle_timer(0.5)
+    assert sent(ua) == []
+
+
+def test_reserved_and_bad_headers_are_refused() -> None:
+    assert header_problem("X-Ok", "v") is None
+    assert header_problem("Via", "x") == "'Via' is set by sipbridge itself"
+    assert header_problem("Bad Name", "x") is not None
+    assert header_problem("X-A", "a\r\nVia: evil") is not None
+    with pytest.raises(ValueError):
+        extra_headers([("Call-ID", "x")])
+    with pytest.raises(ValueError):
+        dial_request(headers=(("CSeq", "1 INVITE"),))
+    ua = make_ua()
+    ua.dial(dial_request(), "call-a", 0.0)
+    with pytest.raises(ValueError):
+        ua.dial(dial_request(), "call-b", 0.0)  # the Call-ID is in use
