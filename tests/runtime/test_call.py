@@ -680,7 +680,11 @@ async def test_hostile_wire_text_still_gives_every_call_its_record(
     for start in starts:
         assert start is not None and start["sip_headers"]["X-Junk"] == "a%FE%FFb"
         json.dumps(start, ensure_ascii=False).encode("utf-8")
+    # Our own records (alembic's migration lines, when another test left its logger at
+    # INFO, carry their docstrings' line breaks: no wire text is in them).
     for record in caplog.records:
+        if not record.name.startswith("sipbridge"):
+            continue
         message = record.getMessage()
         assert "\n" not in message and "\x1b" not in message and "\x00" not in message
     assert not [r for r in caplog.records if "record_write_failed" in r.getMessage()]
