@@ -26,7 +26,9 @@ from sipbridge.api import (
 )
 from sipbridge.api.errors import install_error_handlers
 from sipbridge.api.routes_health import Readiness
+from sipbridge.dashboard import install_dashboard
 from sipbridge.numbers import normalize_region
+from sipbridge.runtime.live import LiveCalls
 from sipbridge.store.db import Database
 
 __all__ = ["MAX_BODY_SIZE", "create_app"]
@@ -61,6 +63,8 @@ def create_app(
     default_region: str | None = None,
     bans_changed: Callable[[], Awaitable[None]] | None = None,
     registration: Callable[[str], dict[str, Any] | None] | None = None,
+    live: LiveCalls | None = None,
+    dashboard_secret: bytes | None = None,
 ) -> FastAPI:
     """The HTTP application for ``sipbridge serve``.
 
@@ -72,6 +76,9 @@ def create_app(
     ``bans_changed`` is awaited after a ban is added or lifted (the server reloads them).
     ``registration`` gives a trunk's registration state (the server's REGISTER clients;
     None: it does not register), shown as each trunk's ``registration``.
+    ``live`` is the server's table of calls in progress for the dashboard's Live calls
+    page (None: the page says there is none to show); ``dashboard_secret`` signs its
+    cookies (default: random per process). The dashboard is served at ``/``.
     """
     default_region = normalize_region(default_region)
     app = FastAPI(
@@ -100,6 +107,14 @@ def create_app(
     ):
         app.include_router(module.router)
     _serve_docs(app)
+    install_dashboard(
+        app,
+        db,
+        default_region=default_region,
+        live=live,
+        bans_changed=bans_changed,
+        secret=dashboard_secret,
+    )
     if metrics_app is not None:
         metrics: Any = _AsgiEndpoint(metrics_app)
         app.router.routes.append(Route("/metrics", metrics, include_in_schema=False))

@@ -687,6 +687,7 @@ class SipBridgeServer:
     async def _start_http(self) -> None:
         """The REST API, /metrics and health checks, on uvicorn in this event loop."""
         from sipbridge.api.app import create_app  # FastAPI is only needed when serving HTTP
+        from sipbridge.runtime.live import LiveCalls
 
         app = create_app(
             self.db,
@@ -695,6 +696,7 @@ class SipBridgeServer:
             default_region=self.settings.default_region,
             bans_changed=self.bans.reload,
             registration=self.registration,
+            live=LiveCalls(self),
         )
         config = uvicorn.Config(
             app,
