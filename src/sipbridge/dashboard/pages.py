@@ -340,7 +340,7 @@ async def metrics_page(request: Request, key: ApiKeyRecord = Depends(signed_in))
     errors: dict[str, str] = {}
     preset, since, until = _range(request, errors)
     stats = await service.call_stats(dashboard_of(request).db, since, until)
-    hourly = until - since <= timedelta(days=2)
+    hourly = until - since <= timedelta(days=1)
     if hourly:
         counts = {point["hour"]: point["count"] for point in stats.by_hour}
         first = since.replace(minute=0, second=0, microsecond=0)
