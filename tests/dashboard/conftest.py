@@ -33,7 +33,10 @@ class Browser:
 
     async def get(self, url: str, **kwargs: object) -> httpx.Response:
         response = await self.http.get(url, **kwargs)  # type: ignore[arg-type]
-        if "text/html" in response.headers.get("content-type", "") and 'name="csrf"' in response.text:
+        if (
+            "text/html" in response.headers.get("content-type", "")
+            and 'name="csrf"' in response.text
+        ):
             self.csrf = csrf_of(response.text)
         return response
 
@@ -42,7 +45,10 @@ class Browser:
             await self.get("/login")
         form = {"csrf": self.csrf, **(data or {})}
         response = await self.http.post(url, data=form)  # type: ignore[arg-type]
-        if "text/html" in response.headers.get("content-type", "") and 'name="csrf"' in response.text:
+        if (
+            "text/html" in response.headers.get("content-type", "")
+            and 'name="csrf"' in response.text
+        ):
             self.csrf = csrf_of(response.text)
         return response
 

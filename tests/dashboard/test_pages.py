@@ -13,7 +13,6 @@ import pytest
 from fastapi import FastAPI
 
 from sipbridge.dashboard import pages
-
 from sipbridge.dashboard.pages import timeline, transcript
 from sipbridge.runtime.live import LiveCall
 from sipbridge.store import service
@@ -47,9 +46,7 @@ async def test_conversations_newest_first_with_every_column(
     assert 'title="agent_unreachable"' in page.text
 
 
-async def test_filter_by_a_number_typed_as_a_person_would(
-    db: Database, signed_in: Browser
-) -> None:
+async def test_filter_by_a_number_typed_as_a_person_would(db: Database, signed_in: Browser) -> None:
     await _store(db, known_dataset())
     for typed in ("12025550101", "+1 (202) 555-0101", "202-555-0101"):  # --default-region US
         page = await signed_in.get("/calls", params={"number": typed})
@@ -133,7 +130,9 @@ def _detail() -> CallDetail:
     events = [
         event(0.01, "ringing", {"agent": "support"}),
         event(0.2, "agent_connected", {"protocol": "native"}),
-        event(2.0, "transcript", {"role": "agent", "text": "Hello, how can I help?", "final": True}),
+        event(
+            2.0, "transcript", {"role": "agent", "text": "Hello, how can I help?", "final": True}
+        ),
         event(4.0, "transcript", {"role": "caller", "text": "I need my balance", "final": True}),
         event(5.0, "dtmf", {"digit": "5", "duration_ms": 100}),
         event(6.0, "agent_clear", {"dropped_bytes": 320}),
@@ -185,9 +184,7 @@ async def test_call_page(db: Database, signed_in: Browser) -> None:
     assert (await signed_in.get("/calls/nope")).status_code == 404
 
 
-async def test_failure_reason_in_plain_words_with_the_fix(
-    db: Database, signed_in: Browser
-) -> None:
+async def test_failure_reason_in_plain_words_with_the_fix(db: Database, signed_in: Browser) -> None:
     record = call(
         "f1",
         T0,
@@ -231,12 +228,28 @@ class FakeLive:
         now = datetime.now(UTC)
         self.calls = [
             LiveCall(
-                "l1", "+12025550101", "+12025550199", "support", None, "pcmu", "active",
-                now - timedelta(seconds=30), now - timedelta(seconds=29), 29.0,
+                "l1",
+                "+12025550101",
+                "+12025550199",
+                "support",
+                None,
+                "pcmu",
+                "active",
+                now - timedelta(seconds=30),
+                now - timedelta(seconds=29),
+                29.0,
             ),
             LiveCall(
-                "l2", "+12025550102", "+12025550199", "support", None, None, "ringing",
-                now, None, 0.0,
+                "l2",
+                "+12025550102",
+                "+12025550199",
+                "support",
+                None,
+                None,
+                "ringing",
+                now,
+                None,
+                0.0,
             ),
         ]
         self.hung_up: list[str] = []

@@ -123,7 +123,7 @@ async def test_sign_out_and_revoked_keys_end_the_session(
     assert (await signed_in.get("/calls")).status_code == 200
     response = await signed_in.post("/logout")
     assert response.status_code == 303 and response.headers["location"] == "/login"
-    assert 'Max-Age=0' in _cookie(response, SESSION_COOKIE)
+    assert "Max-Age=0" in _cookie(response, SESSION_COOKIE)
     assert (await signed_in.get("/calls")).status_code == 303
     await signed_in.sign_in(api_key)
     assert (await signed_in.get("/calls")).status_code == 200
@@ -146,11 +146,15 @@ async def test_forged_or_expired_session_cookies_are_ignored(
     assert (await signed_in.get("/calls")).status_code == 303
 
 
-async def test_the_api_keeps_its_bearer_keys(app: FastAPI, signed_in: Browser, api_key: str) -> None:
+async def test_the_api_keeps_its_bearer_keys(
+    app: FastAPI, signed_in: Browser, api_key: str
+) -> None:
     # A dashboard session is not an API credential...
     assert (await signed_in.get("/api/agents")).status_code == 401
     # ...and the API still takes the key.
-    response = await signed_in.http.get("/api/agents", headers={"Authorization": f"Bearer {api_key}"})
+    response = await signed_in.http.get(
+        "/api/agents", headers={"Authorization": f"Bearer {api_key}"}
+    )
     assert response.status_code == 200
     # The dashboard's routes stay out of the API's OpenAPI document.
     paths = (await signed_in.http.get("/openapi.json")).json()["paths"]

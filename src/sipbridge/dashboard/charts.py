@@ -22,14 +22,16 @@ _ids = count(1)
 
 
 def nice_ceiling(value: float) -> int:
-    """The smallest of 1, 2, 2.5, 5 × 10^n at or above ``value`` (an axis maximum)."""
+    """The smallest of 1, 2, 2.5, 5 times 10^n at or above ``value`` (an axis maximum)."""
     if value <= 1:
         return 1
-    exponent = 10 ** math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    exponent = 10.0 ** math.floor(math.log10(value))
+    ceiling = 10 * exponent
+    for step in (1, 2, 2.5, 5):
         if step * exponent >= value:
-            return math.ceil(step * exponent)
-    return math.ceil(10 * exponent)  # pragma: no cover - the loop's last step covers it
+            ceiling = step * exponent
+            break
+    return math.ceil(ceiling)
 
 
 def _open(width: int, height: int, title: str, desc: str, css: str) -> tuple[str, str]:
@@ -97,7 +99,7 @@ def bar_list(items: Sequence[tuple[str, int]], *, title: str, unit: str = "calls
         w = span * value / peak
         text = label if len(label) <= 30 else label[:29] + "…"
         parts.append(
-            f'<g><title>{escape(label)}: {value} {unit}</title>'
+            f"<g><title>{escape(label)}: {value} {unit}</title>"
             f'<text class="label" x="{label_w - 8}" y="{y + 17}" text-anchor="end">'
             f"{escape(text)}</text>"
             f'<rect class="bar" x="{label_w}" y="{y + 4}" width="{max(w, 1):.1f}" '
@@ -121,17 +123,20 @@ def heat_map(matrix: Sequence[Sequence[int]], *, title: str) -> Markup:
     parts = [head]
     for hour in range(0, 24, 3):
         x = left + hour * cell_w + cell_w / 2
-        parts.append(f'<text class="axis" x="{x:.0f}" y="14" text-anchor="middle">{hour:02d}</text>')
+        parts.append(
+            f'<text class="axis" x="{x:.0f}" y="14" text-anchor="middle">{hour:02d}</text>'
+        )
     for day, row in enumerate(matrix):
         y = top + day * cell_h
         parts.append(
-            f'<text class="axis" x="{left - 6}" y="{y + 17}" text-anchor="end">{WEEKDAYS[day]}</text>'
+            f'<text class="axis" x="{left - 6}" y="{y + 17}" text-anchor="end">'
+            f"{WEEKDAYS[day]}</text>"
         )
         for hour, value in enumerate(row):
             level = 0 if not value or not peak else 1 + min(3, int(4 * value / (peak + 1)))
             x = left + hour * cell_w
             parts.append(
-                f'<g><title>{WEEKDAYS[day]} {hour:02d}:00-{hour:02d}:59: {value} calls</title>'
+                f"<g><title>{WEEKDAYS[day]} {hour:02d}:00-{hour:02d}:59: {value} calls</title>"
                 f'<rect class="heat{level}" x="{x}" y="{y}" width="{cell_w - 2}" '
                 f'height="{cell_h - 2}"/>'
             )

@@ -4,6 +4,7 @@ back as the same page with the message next to its field (422)."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -205,10 +206,8 @@ async def agent_update(request: Request, name: str) -> Response:
 @router.post("/agents/{name}/delete")
 async def agent_delete(request: Request, name: str) -> Response:
     await read_form(request)
-    try:
+    with contextlib.suppress(NotFound):  # already gone: the list shows it
         await service.remove_agent(dashboard_of(request).db, name)
-    except NotFound:
-        pass  # deleted meanwhile: the list shows it is gone
     return redirect(request, "/agents")
 
 
@@ -277,10 +276,8 @@ async def number_update(request: Request, number: str) -> Response:
 async def number_delete(request: Request, number: str) -> Response:
     await read_form(request)
     dashboard = dashboard_of(request)
-    try:
+    with contextlib.suppress(NotFound, InvalidField):  # already gone: the list shows it
         await service.remove_number(dashboard.db, number, dashboard.default_region)
-    except (NotFound, InvalidField):
-        pass
     return redirect(request, "/numbers")
 
 
@@ -416,10 +413,8 @@ async def trunk_update(request: Request, name: str) -> Response:
 @router.post("/trunks/{name}/delete")
 async def trunk_delete(request: Request, name: str) -> Response:
     await read_form(request)
-    try:
+    with contextlib.suppress(NotFound):  # already gone: the list shows it
         await service.remove_trunk(dashboard_of(request).db, name)
-    except NotFound:
-        pass
     return redirect(request, "/trunks")
 
 
@@ -474,10 +469,8 @@ async def ban_create(request: Request) -> Response:
 @router.post("/bans/remove")
 async def ban_remove(request: Request) -> Response:
     form = await read_form(request)
-    try:
+    with contextlib.suppress(NotFound, InvalidField):  # already gone: the list shows it
         await service.remove_ban(dashboard_of(request).db, form.get("address"))
-    except (NotFound, InvalidField):
-        pass
     await _changed(request)
     return redirect(request, "/bans")
 
@@ -523,8 +516,6 @@ async def key_create(request: Request) -> Response:
 @router.post("/keys/{name}/revoke")
 async def key_revoke(request: Request, name: str) -> Response:
     await read_form(request)
-    try:
+    with contextlib.suppress(NotFound):  # already gone: the list shows it
         await service.revoke_api_key(dashboard_of(request).db, name)
-    except NotFound:
-        pass
     return redirect(request, "/keys")

@@ -7,7 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final
+from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
@@ -29,12 +29,13 @@ from sipbridge.dashboard.web import (
 )
 from sipbridge.numbers import InvalidNumber, read_number
 from sipbridge.store import service
-from sipbridge.store.records import ApiKeyRecord, CallDetail, CallStatus, as_utc
+from sipbridge.store.records import ApiKeyRecord, CallDetail, CallRecord, CallStatus, as_utc
 from sipbridge.store.service import CallFilter, InvalidField, NotFound
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
+SignedIn = Annotated[ApiKeyRecord, Depends(signed_in)]
 PAGE_SIZE: Final = 50
 LIVE_INTERVAL: Final = 1.0  # seconds between two Live calls updates
 LIVE_STREAM_MAX: Final = 300.0  # a stream ends after this long; EventSource reconnects
@@ -164,12 +165,13 @@ def call_filter(request: Request, errors: dict[str, str]) -> tuple[CallFilter, d
 
 
 @router.get("/calls")
-async def conversations(request: Request, key: ApiKeyRecord = Depends(signed_in)) -> Response:
+async def conversations(request: Request, key: SignedIn) -> Response:
     dashboard = dashboard_of(request)
     errors: dict[str, str] = {}
     flt, values = call_filter(request, errors)
     cursor = request.query_params.get("cursor") or None
-    calls, next_cursor = [], None
+    calls: list[CallRecord] = []
+    next_cursor: str | None = None
     if not errors:
         try:
             calls, next_cursor = await service.list_calls_page(
@@ -199,7 +201,7 @@ async def conversations(request: Request, key: ApiKeyRecord = Depends(signed_in)
 
 
 @router.get("/calls.csv")
-async def conversations_csv(request: Request, key: ApiKeyRecord = Depends(signed_in)) -> Response:
+async def conversations_csv(request: Request, key: SignedIn) -> Response:
     """The filtered calls as CSV: the same columns and escaping as ``/api/calls.csv``."""
     errors: dict[str, str] = {}
     flt, _ = call_filter(request, errors)
@@ -279,9 +281,7 @@ def transcript(detail: CallDetail) -> list[dict[str, Any]]:
 
 
 @router.get("/calls/{call_id}")
-async def call_page(
-    request: Request, call_id: str, key: ApiKeyRecord = Depends(signed_in)
-) -> Response:
+async def call_page(request: Request, call_id: str, key: SignedIn) -> Response:
     try:
         detail = await service.get_call(dashboard_of(request).db, call_id[:64])
     except NotFound:
@@ -336,7 +336,7 @@ def _range(request: Request, errors: dict[str, str]) -> tuple[str, datetime, dat
 
 
 @router.get("/stats")
-async def metrics_page(request: Request, key: ApiKeyRecord = Depends(signed_in)) -> Response:
+async def metrics_page(request: Request, key: SignedIn) -> Response:
     errors: dict[str, str] = {}
     preset, since, until = _range(request, errors)
     stats = await service.call_stats(dashboard_of(request).db, since, until)
@@ -379,7 +379,9 @@ async def metrics_page(request: Request, key: ApiKeyRecord = Depends(signed_in))
         "countries_chart": (
             charts.bar_list(countries, title="Callers by country") if countries else None
         ),
-        "agents_chart": charts.bar_list(agents_chart, title="Calls per agent") if agents_chart else None,
+        "agents_chart": charts.bar_list(agents_chart, title="Calls per agent")
+        if agents_chart
+        else None,
         "trunks_chart": charts.bar_list(trunks, title="Calls per trunk") if trunks else None,
         "weekdays": charts.WEEKDAYS,
         "ranges": [*RANGES, *RANGES_LONG],
@@ -391,13 +393,13 @@ async def metrics_page(request: Request, key: ApiKeyRecord = Depends(signed_in))
 
 
 @router.get("/live")
-async def live_page(request: Request, key: ApiKeyRecord = Depends(signed_in)) -> Response:
+async def live_page(request: Request, key: SignedIn) -> Response:
     live = dashboard_of(request).live
     return render(request, "live.html", {"calls": live.snapshot() if live else []})
 
 
 @router.get("/live/events")
-async def live_events(request: Request, key: ApiKeyRecord = Depends(signed_in)) -> Response:
+async def live_events(request: Request, key: SignedIn) -> Response:
     """Server-sent events: ``calls`` (the table's rows as HTML) every second."""
     dashboard = dashboard_of(request)
     live = dashboard.live
@@ -423,9 +425,7 @@ async def live_events(request: Request, key: ApiKeyRecord = Depends(signed_in)) 
 
 
 @router.post("/live/{call_id}/hangup")
-async def live_hangup(
-    request: Request, call_id: str, key: ApiKeyRecord = Depends(signed_in)
-) -> Response:
+async def live_hangup(request: Request, call_id: str, key: SignedIn) -> Response:
     await read_form(request)
     live = dashboard_of(request).live
     result = None if live is None else live.hang_up(call_id)

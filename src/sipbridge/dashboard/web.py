@@ -43,6 +43,7 @@ CSRF_COOKIE = "sipbridge_csrf"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 MAX_FORM = 64 * 1024
+NONE = "\u2013"  # an en dash: the cell of a value the call does not have
 
 
 @dataclass
@@ -233,7 +234,7 @@ def sign_in_redirect(request: Request, next_path: str) -> Response:
 
 def _when(value: datetime | None, seconds: bool = True) -> str:
     if value is None:
-        return "–"
+        return NONE
     value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
     return value.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M")
 
@@ -241,10 +242,10 @@ def _when(value: datetime | None, seconds: bool = True) -> str:
 def _seconds(value: float | None) -> str:
     """A duration as ``1:02:03``, ``2:05`` or ``4.2 s``."""
     if value is None:
-        return "–"
+        return NONE
     if value < 60:
         return f"{value:.1f} s"
-    whole = int(round(value))
+    whole = round(value)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
@@ -252,9 +253,9 @@ def _seconds(value: float | None) -> str:
 
 def _figure(value: float | None, digits: int = 1, unit: str = "") -> str:
     if value is None:
-        return "–"
+        return NONE
     return f"{value:.{digits}f}{unit}"
 
 
 def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{value * 100:.1f} %"
+    return NONE if value is None else f"{value * 100:.1f} %"

@@ -205,7 +205,9 @@ async def call_stats(
             "answered": answered,
             "success_rate": _ratio(answered, calls),
         }
-        for name, (calls, answered) in sorted(trunks.items(), key=lambda item: (-item[1][0], item[0]))
+        for name, (calls, answered) in sorted(
+            trunks.items(), key=lambda item: (-item[1][0], item[0])
+        )
     ]
 
     days: dict[date, int] = {}
