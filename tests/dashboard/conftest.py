@@ -1,9 +1,11 @@
-"""Fixtures for the dashboard tests: the app on the ``db`` fixture (tests/conftest.py), a
+"""Fixtures for the dashboard tests: the app on the ``db`` fixture (tests/conftest.py, here
+on SQLite only), a
 browser-like client that signs in through the form, and helpers to read its pages."""
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from collections.abc import AsyncIterator
 
 import httpx
@@ -62,6 +64,13 @@ class Browser:
 
 def make_browser(app: FastAPI, base_url: str = "http://127.0.0.1:8080") -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=base_url)
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only: the pages read through the service layer, whose queries run on both
+    backends in tests/store and tests/api; this keeps the dashboard tests to one run."""
+    return f"sqlite:///{tmp_path / 'test.db'}"
 
 
 @pytest.fixture
