@@ -207,6 +207,8 @@ async def test_forms_keyboard_phone_width_and_dark_mode(bridge: SipBridgeServer)
         await error.wait_for()
         assert "must start with ws:// or wss://" in await error.inner_text()
         assert await page.get_by_label("WebSocket URL(s)").get_attribute("aria-invalid") == "true"
+        focused = await page.evaluate("document.activeElement.id")
+        assert focused == "f-urls"  # the keyboard is at the field to fix
         assert await page.get_by_label("Name", exact=True).input_value() == "support"
         await shot(page, "phone-agent-error")
         await page.get_by_label("WebSocket URL(s)").fill("ws://127.0.0.1:9/agent")

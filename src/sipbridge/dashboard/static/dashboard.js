@@ -52,9 +52,18 @@
     });
   }
 
-  document.addEventListener("DOMContentLoaded", connect);
+  // A form sent back with errors: the keyboard goes to the first field to fix.
+  function focusFirstError() {
+    var invalid = document.querySelector("[aria-invalid=true]");
+    if (invalid) { invalid.focus(); }
+  }
+
+  document.addEventListener("DOMContentLoaded", function () { connect(); focusFirstError(); });
   // hx-boost swaps the body without a page load: connect (or stop) after each swap.
   document.addEventListener("htmx:afterSettle", function (event) {
-    if (event.target === document.body || (event.target && event.target.id === "main")) { connect(); }
+    if (event.target === document.body || (event.target && event.target.id === "main")) {
+      connect();
+      focusFirstError();
+    }
   });
 })();
