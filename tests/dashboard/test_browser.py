@@ -94,6 +94,9 @@ async def test_real_calls_live_hang_up_conversations_call_and_metrics(
         await service.add_agent(bridge.db, "muted", agent.url, voice_enabled=False)
         await service.add_number(bridge.db, MUTED, "muted")
         base = base_url(bridge)
+        problems: list[str] = []  # script errors and Content-Security-Policy refusals
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
         await sign_in(page, base, key)
 
         # Live calls: a call appears by itself (server-sent events), then is hung up here.
@@ -176,6 +179,7 @@ async def test_real_calls_live_hang_up_conversations_call_and_metrics(
         reasons_chart = page.locator("#h-reasons + .chart-and-table svg title").nth(1)
         assert await reasons_chart.text_content() == "agent_not_voice_enabled: 1 calls"
         await shot(page, "metrics")
+        assert problems == []
 
 
 async def test_forms_keyboard_phone_width_and_dark_mode(bridge: SipBridgeServer) -> None:

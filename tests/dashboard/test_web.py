@@ -40,7 +40,11 @@ async def test_sign_in_sets_a_strict_http_only_session(browser: Browser, api_key
     assert "HttpOnly" in session and "SameSite=strict" in session and "Path=/" in session
     assert "Secure" not in session  # plain HTTP: a Secure cookie would never come back
     assert api_key not in session  # the key itself is never in the cookie
-    assert (await browser.get("/stats")).status_code == 200
+    stats = await browser.get("/stats")
+    assert stats.status_code == 200
+    assert stats.headers["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in stats.headers["Content-Security-Policy"]
+    assert stats.headers["Cache-Control"] == "no-store"
     # The CSRF nonce was renewed with the session: a token from before sign-in is refused.
     assert csrf_of(page.text) != browser.csrf
 

@@ -43,7 +43,19 @@ CSRF_COOKIE = "sipbridge_csrf"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
 MAX_FORM = 64 * 1024
-NONE = "\u2013"  # an en dash: the cell of a value the call does not have
+NONE = "\u2013"
+# Every page: our own files only (no inline script or style), never framed (the hang-up
+# and delete buttons must not be clickjacked), not cached (pages show secrets once).
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}  # an en dash: the cell of a value the call does not have
 
 
 @dataclass
@@ -210,7 +222,7 @@ def render(
     }
     html = dashboard.env.get_template(template).render(values)
     response = HTMLResponse(html, status_code=status_code, headers=headers)
-    response.headers["Cache-Control"] = "no-store"
+    response.headers.update(SECURITY_HEADERS)
     if fresh:
         response.set_cookie(CSRF_COOKIE, nonce, **cookie_flags(request))
     return response
