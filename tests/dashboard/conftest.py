@@ -5,8 +5,8 @@ browser-like client that signs in through the form, and helpers to read its page
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest

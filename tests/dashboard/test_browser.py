@@ -52,8 +52,7 @@ async def chromium(**context: Any) -> AsyncIterator[Any]:
 
 
 async def shot(page: Any, name: str) -> None:
-    if SCREENSHOTS:
-        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+    if SCREENSHOTS:  # Playwright makes the folder
         await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
 
 
