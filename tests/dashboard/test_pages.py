@@ -223,6 +223,7 @@ class FakeLive:
     """The LiveCalls interface over a list (runtime/live.py is tested with a real server)."""
 
     closing = False
+    owner = "here:5060"
 
     def __init__(self) -> None:
         now = datetime.now(UTC)
@@ -280,6 +281,23 @@ async def test_live_calls_page_and_hang_up(app: FastAPI, signed_in: Browser) -> 
     response = await signed_in.post("/live/l1/hangup")
     assert response.status_code == 200 and live.hung_up == ["l1"]
     assert (await signed_in.http.post("/live/l1/hangup")).status_code == 403  # no CSRF token
+
+
+async def test_live_calls_of_other_instances_from_the_store(
+    app: FastAPI, db: Database, signed_in: Browser
+) -> None:
+    app.state.dashboard.live = FakeLive()
+    mine = call("mine", T0, status=CallStatus.ACTIVE, answer_after=1)
+    mine.owner = "here:5060"
+    theirs = call("theirs", T0, status=CallStatus.RINGING, from_number="+12025550177")
+    theirs.owner = "there:5060"
+    ended = call("ended", T0, answer_after=1, duration=5)
+    ended.owner = "there:5060"
+    await _store(db, [mine, theirs, ended])
+    page = await signed_in.get("/live")
+    assert "On other instances" in page.text
+    assert _rows(page.text) == ["theirs"]  # linked to its record; no hang-up button
+    assert "there:5060" in page.text
 
 
 async def test_live_events_stream(

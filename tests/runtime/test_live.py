@@ -16,6 +16,7 @@ from tests.support.agents import AgentCall, ScriptedAgent
 async def test_snapshot_and_operator_hang_up(bridge: SipBridgeServer) -> None:
     live = LiveCalls(bridge)
     assert live.snapshot() == [] and not live.closing
+    assert live.owner == bridge.settings.owner_id
     assert live.hang_up("no-such-call") is None
 
     async def script(ws: ServerConnection, call: AgentCall) -> None:
@@ -40,3 +41,5 @@ async def test_snapshot_and_operator_hang_up(bridge: SipBridgeServer) -> None:
     [record] = await records(bridge)
     assert (record.reason, record.hangup_by) == ("operator_hangup", "operator")
     assert live.snapshot() == []
+    await bridge.stop()
+    assert live.closing  # the event streams end so the HTTP server can close

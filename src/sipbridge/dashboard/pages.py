@@ -392,10 +392,25 @@ async def metrics_page(request: Request, key: SignedIn) -> Response:
 # ------------------------------------------------------------------ live calls
 
 
+async def elsewhere(request: Request) -> list[CallRecord]:
+    """The calls in progress the store knows of that this instance does not handle (other
+    instances sharing the database), newest first, at most 200 of each state."""
+    dashboard = dashboard_of(request)
+    owner = dashboard.live.owner if dashboard.live is not None else None
+    found: list[CallRecord] = []
+    for state in (CallStatus.ACTIVE, CallStatus.RINGING):
+        page, _ = await service.list_calls_page(
+            dashboard.db, CallFilter(status=state.value), limit=200
+        )
+        found += [record for record in page if record.owner != owner]
+    return found
+
+
 @router.get("/live")
 async def live_page(request: Request, key: SignedIn) -> Response:
     live = dashboard_of(request).live
-    return render(request, "live.html", {"calls": live.snapshot() if live else []})
+    context = {"calls": live.snapshot() if live else [], "elsewhere": await elsewhere(request)}
+    return render(request, "live.html", context)
 
 
 @router.get("/live/events")
@@ -437,9 +452,9 @@ async def live_hangup(request: Request, call_id: str, key: SignedIn) -> Response
         message, status_code = "Hanging up.", 200
     if request.headers.get("hx-request") == "true":
         return render(request, "_flash.html", {"message": message}, status_code=status_code)
-    return render(
-        request,
-        "live.html",
-        {"calls": live.snapshot() if live else [], "message": message},
-        status_code=status_code,
-    )
+    context = {
+        "calls": live.snapshot() if live else [],
+        "elsewhere": await elsewhere(request),
+        "message": message,
+    }
+    return render(request, "live.html", context, status_code=status_code)

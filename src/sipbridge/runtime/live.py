@@ -56,6 +56,11 @@ class LiveCalls:
         self._server = server
 
     @property
+    def owner(self) -> str:
+        """This instance's id in the store (the ``owner`` of the calls it handles)."""
+        return str(self._server.settings.owner_id)
+
+    @property
     def closing(self) -> bool:
         """True once the server stops: the event streams end so uvicorn can close."""
         return bool(self._server._stopping)
