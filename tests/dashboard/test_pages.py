@@ -192,11 +192,13 @@ async def test_failure_reason_in_plain_words_with_the_fix(db: Database, signed_i
         reason="agent_not_voice_enabled",
         sip_code=480,
     )
+    record.ended_at = T0 + timedelta(milliseconds=5)
     await service.save_call(db, record)
     page = await signed_in.get("/calls/f1")
     assert "the number&#39;s agent is not voice-enabled" in page.text
     assert "enable it on the Agents page" in page.text
     assert "SIP 480" in page.text
+    assert "answered SIP 480 (agent_not_voice_enabled)" in page.text  # the timeline's end
 
 
 async def test_metrics_totals_charts_and_tables(db: Database, signed_in: Browser) -> None:

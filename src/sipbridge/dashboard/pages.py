@@ -252,8 +252,13 @@ def timeline(detail: CallDetail) -> list[dict[str, Any]]:
         elif event.kind == "refusal":
             steps.append((at, "refused", str(data.get("cause", ""))))
     if record.ended_at is not None:
-        who = f"hung up by {record.hangup_by}" if record.hangup_by else ""
-        steps.append((as_utc(record.ended_at), "ended", who))
+        if record.hangup_by:
+            how = f"hung up by {record.hangup_by}"
+        elif record.answered_at is None and record.sip_code:
+            how = f"answered SIP {record.sip_code} ({record.reason or 'no reason'})"
+        else:
+            how = ""
+        steps.append((as_utc(record.ended_at), "ended", how))
     steps.sort(key=lambda step: step[0])
     return [
         {"at": at, "offset": (at - start).total_seconds(), "what": what, "detail": detail_text}
