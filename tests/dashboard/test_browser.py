@@ -96,6 +96,13 @@ async def test_real_calls_live_hang_up_conversations_call_and_metrics(
         problems: list[str] = []  # script errors and Content-Security-Policy refusals
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda error: problems.append(str(error)))
+        dialogs: list[str] = []
+
+        async def confirm(dialog: Any) -> None:
+            dialogs.append(dialog.message)
+            await dialog.accept()
+
+        page.on("dialog", confirm)
         await sign_in(page, base, key)
 
         # Live calls: a call appears by itself (server-sent events), then is hung up here.
@@ -110,6 +117,7 @@ async def test_real_calls_live_hang_up_conversations_call_and_metrics(
             await row.get_by_role("button", name="Hang up").click()
             bye = await answer_bye(call.client)
             assert bye.method == "BYE"
+            assert dialogs == ["Hang up the call from +15005550006?"]  # asked first
             await page.get_by_text("No calls in progress.").wait_for()
         # A call the caller ends after the agent's transcript, and one that fails.
         async with live_call(bridge, "dash-talk") as call:

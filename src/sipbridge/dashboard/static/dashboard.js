@@ -21,8 +21,13 @@
       if (old && id) {
         var oldCells = old.children, newCells = row.children;
         for (var i = 0; i < newCells.length && i < oldCells.length; i++) {
-          if (newCells[i].querySelector("form")) {
-            if (!oldCells[i].querySelector("form")) { oldCells[i].innerHTML = newCells[i].innerHTML; }
+          if (newCells[i].querySelector("form")) {  // keep a form (and its focus) as it is
+            if (!oldCells[i].querySelector("form")) {
+              oldCells[i].innerHTML = newCells[i].innerHTML;
+              if (window.htmx) { window.htmx.process(oldCells[i]); }
+            }
+          } else if (oldCells[i].querySelector("form")) {
+            oldCells[i].innerHTML = "";  // the call is no longer answered: no hang-up
           } else if (oldCells[i].textContent !== newCells[i].textContent) {
             oldCells[i].textContent = newCells[i].textContent;
           }
