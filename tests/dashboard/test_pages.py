@@ -318,3 +318,19 @@ async def test_live_events_stream(
                 break
     data = "\n".join(line[6:] for line in lines if line.startswith("data: "))
     assert 'data-call="l1"' in data and "+12025550102" in data
+
+
+async def test_text_from_the_wire_is_escaped_everywhere(db: Database, signed_in: Browser) -> None:
+    hostile = '<script>alert("x")</script>'
+    record = call("x1", T0, answer_after=1, duration=3, reason="caller_hangup", sip_code=200)
+    record.sip_call_id = hostile
+    record.agent = hostile
+    events = [
+        CallEvent("x1", T0 + timedelta(seconds=2), "transcript", {"role": "agent", "text": hostile})
+    ]
+    await service.write_call(db, record, events)
+    for url in ("/calls", "/calls/x1", "/stats?since=2025-03-03&until=2025-03-03"):
+        page = await signed_in.get(url)
+        assert page.status_code == 200, url
+        assert "<script>alert" not in page.text, url
+        assert "&lt;script&gt;alert" in page.text, url

@@ -45,6 +45,8 @@ async def test_sign_in_sets_a_strict_http_only_session(browser: Browser, api_key
     assert stats.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in stats.headers["Content-Security-Policy"]
     assert stats.headers["Cache-Control"] == "no-store"
+    # Signed in, the sign-in page sends on to where the user was going.
+    assert (await browser.get("/login?next=/live")).headers["location"] == "/live"
     # The CSRF nonce was renewed with the session: a token from before sign-in is refused.
     assert csrf_of(page.text) != browser.csrf
 

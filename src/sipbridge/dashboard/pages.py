@@ -19,6 +19,7 @@ from sipbridge.dashboard.reasons import known_reasons
 from sipbridge.dashboard.web import (
     CSRF_COOKIE,
     SESSION_COOKIE,
+    SignInNeeded,
     cookie_flags,
     dashboard_of,
     read_form,
@@ -57,7 +58,11 @@ async def home(request: Request) -> Response:
 
 @router.get("/login")
 async def login_page(request: Request, next: str = "/calls") -> Response:
-    return render(request, "login.html", {"next": safe_next(next), "error": None})
+    try:
+        await signed_in(request)
+    except SignInNeeded:
+        return render(request, "login.html", {"next": safe_next(next), "error": None})
+    return redirect(request, safe_next(next))  # already signed in
 
 
 @router.post("/login")
