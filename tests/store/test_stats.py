@@ -143,6 +143,48 @@ async def test_time_buckets(seeded: Database) -> None:
     ]
 
 
+async def test_weekday_hour_heat_map_and_hourly_series(seeded: Database) -> None:
+    stats = await service.call_stats(seeded, None, None)
+    heat = stats.by_weekday_hour
+    assert (len(heat), {len(row) for row in heat}) == (7, {24})
+    assert (heat[0][9], heat[0][17], heat[2][23]) == (3, 2, 3)
+    assert sum(map(sum, heat)) == 8
+    # The calls span 2 days 14 hours: every hour from the first to the last, zero-filled.
+    assert len(stats.by_hour) == 2 * 24 + 14 + 1
+    assert stats.by_hour[0] == {"hour": "2025-03-03T09:00:00+00:00", "count": 3}
+    assert stats.by_hour[8] == {"hour": "2025-03-03T17:00:00+00:00", "count": 2}
+    assert stats.by_hour[-1] == {"hour": "2025-03-05T23:00:00+00:00", "count": 3}
+    assert sum(point["count"] for point in stats.by_hour) == 8
+
+
+async def test_no_hourly_series_beyond_a_week(db: Database) -> None:
+    await service.save_call(db, call("early", MONDAY, CallStatus.ANSWERED, duration=1))
+    late = MONDAY + timedelta(days=8)
+    await service.save_call(db, call("late", late, CallStatus.ANSWERED, duration=1))
+    stats = await service.call_stats(db)
+    assert stats.by_hour == [] and len(stats.by_day) == 9
+
+
+async def test_trunks(db: Database) -> None:
+    for i, (trunk, status) in enumerate(
+        [
+            ("carrier", CallStatus.ANSWERED),
+            ("carrier", CallStatus.FAILED),
+            ("carrier", CallStatus.ANSWERED),
+            ("backup", CallStatus.FAILED),
+            (None, CallStatus.ANSWERED),
+        ]
+    ):
+        record = call(f"t{i}", MONDAY + timedelta(minutes=i), status, duration=5)
+        record.trunk = trunk
+        await service.save_call(db, record)
+    stats = await service.call_stats(db)
+    assert stats.trunks == [
+        {"trunk": "carrier", "calls": 3, "answered": 2, "success_rate": 0.6667},
+        {"trunk": "backup", "calls": 1, "answered": 0, "success_rate": 0.0},
+    ]
+
+
 async def test_geography(seeded: Database) -> None:
     stats = await service.call_stats(seeded, None, None)
     assert stats.callers_by_country == [
@@ -213,5 +255,8 @@ async def test_stats_json_shape(seeded: Database) -> None:
         "callers_by_country",
         "callers_by_region",
         "agents",
+        "by_weekday_hour",
+        "by_hour",
+        "trunks",
     }
     json.dumps(data)

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 
-__all__ = ["NEEDS", "Need", "in_ci", "missing", "require"]
+__all__ = ["CHROMIUM", "NEEDS", "Need", "in_ci", "missing", "require"]
+
+# Debian's Chromium, driven by Playwright (whose own browser download is not used).
+CHROMIUM = "/usr/bin/chromium"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,12 @@ NEEDS: dict[str, Need] = {
         lambda: shutil.which("systemd-analyze") is not None, "apt-get install systemd"
     ),
     "pipx": Need(lambda: shutil.which("pipx") is not None, "apt-get install pipx"),
+    "chromium": Need(
+        lambda: Path(CHROMIUM).exists(), "apt-get install chromium (Debian's, for Playwright)"
+    ),
+    "playwright": Need(
+        lambda: importlib.util.find_spec("playwright") is not None, "pip install -e '.[test]'"
+    ),
     "console-script": Need(_console_script, "pip install -e . (the sipbridge console script)"),
 }
 

@@ -27,7 +27,9 @@ from sipbridge.api import (
 )
 from sipbridge.api.errors import install_error_handlers
 from sipbridge.api.routes_health import Readiness
+from sipbridge.dashboard import install_dashboard
 from sipbridge.numbers import normalize_region
+from sipbridge.runtime.live import LiveCalls
 from sipbridge.runtime.outbound import DialParams
 from sipbridge.store.db import Database
 
@@ -65,6 +67,8 @@ def create_app(
     traces_changed: Callable[[], Awaitable[None]] | None = None,
     registration: Callable[[str], dict[str, Any] | None] | None = None,
     dial: Callable[[DialParams], Awaitable[str]] | None = None,
+    live: LiveCalls | None = None,
+    dashboard_secret: bytes | None = None,
 ) -> FastAPI:
     """The HTTP application for ``sipbridge serve``.
 
@@ -78,6 +82,9 @@ def create_app(
     ``registration`` gives a trunk's registration state (the server's REGISTER clients;
     None: it does not register), shown as each trunk's ``registration``. ``dial`` places
     an outbound call (``POST /api/calls``; None: answered 503, no SIP stack runs here).
+    ``live`` is the server's table of calls in progress for the dashboard's Live calls
+    page (None: the page says there is none to show); ``dashboard_secret`` signs its
+    cookies (default: random per process). The dashboard is served at ``/``.
     """
     default_region = normalize_region(default_region)
     app = FastAPI(
@@ -109,6 +116,14 @@ def create_app(
     ):
         app.include_router(module.router)
     _serve_docs(app)
+    install_dashboard(
+        app,
+        db,
+        default_region=default_region,
+        live=live,
+        bans_changed=bans_changed,
+        secret=dashboard_secret,
+    )
     if metrics_app is not None:
         metrics: Any = _AsgiEndpoint(metrics_app)
         app.router.routes.append(Route("/metrics", metrics, include_in_schema=False))

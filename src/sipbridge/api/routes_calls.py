@@ -37,7 +37,7 @@ from sipbridge.store.db import Database
 from sipbridge.store.records import CallRecord, CallStatus
 from sipbridge.store.service import CallFilter
 
-__all__ = ["CSV_COLUMNS", "call_filter", "csv_cell", "router"]
+__all__ = ["CSV_COLUMNS", "call_filter", "csv_cell", "csv_stream", "router"]
 
 router = api_router()
 
@@ -117,7 +117,7 @@ def _csv_rows(rows: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
-async def _csv_stream(
+async def csv_stream(
     first: CallRecord | None, rest: AsyncIterator[CallRecord]
 ) -> AsyncIterator[str]:
     yield _csv_rows([list(CSV_COLUMNS)])
@@ -159,7 +159,7 @@ async def export_calls_csv(db: Db, filters: Filter) -> CsvResponse:
     with service_errors("query"):  # bad input shows on the first page, before streaming
         first = await anext(records, None)
     return CsvResponse(
-        _csv_stream(first, records),
+        csv_stream(first, records),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="calls.csv"'},
     )

@@ -599,6 +599,18 @@ class AgentStatsOut(_Out):
     average_time_to_first_audio_ms: float | None
 
 
+class TrunkStatsOut(_Out):
+    trunk: str
+    calls: int
+    answered: int
+    success_rate: float
+
+
+class HourCount(_Out):
+    hour: Timestamp
+    count: int
+
+
 class CallStatsOut(_Out):
     since: Timestamp | None
     until: Timestamp | None
@@ -619,3 +631,11 @@ class CallStatsOut(_Out):
     callers_by_country: list[CountryCount]
     callers_by_region: list[RegionCount]
     agents: list[AgentStatsOut]
+    by_weekday_hour: list[list[int]] = Field(
+        min_length=7, max_length=7, description="[weekday][hour], Monday first, UTC"
+    )
+    by_hour: list[HourCount] = Field(
+        description="every hour from the first to the last with calls when at most 7 days "
+        "apart; else empty"
+    )
+    trunks: list[TrunkStatsOut] = Field(description="calls that came from a trunk, per trunk")

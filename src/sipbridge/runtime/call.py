@@ -93,6 +93,8 @@ UNHEALTHY_RETRY_AFTER = 5
 # How long we keep playing queued agent audio after the agent asked to hang up
 # beyond the queued duration itself.
 PLAYOUT_GRACE = 0.5
+# Timeline steps stored with a call's record (ringing, agent connected, clear, agent DTMF).
+MAX_TIMELINE_EVENTS = 100
 
 
 class EndCause(enum.Enum):
@@ -115,6 +117,7 @@ class EndCause(enum.Enum):
     MEDIA_TIMEOUT = "media_timeout"
     MAX_DURATION = "max_duration"
     SERVER_SHUTDOWN = "server_shutdown"
+    OPERATOR_HANGUP = "operator_hangup"  # the dashboard's hang-up button
 
 
 class Call:
@@ -174,6 +177,7 @@ class Call:
         self._transfer_pending = False
         self._transfer_target: str | None = None
         self._call_events: list[CallEvent] = []
+        self._timeline_events = 0  # of _call_events, those from _store_event
         self._hangup_task: asyncio.Future[None] | None = None
         self._received_at = server.loop.time()
         self._answered_at: float | None = None
@@ -214,6 +218,16 @@ class Call:
     def on_shutdown(self) -> None:
         self._cancelled.set()
         self._finish(EndCause.SERVER_SHUTDOWN)
+
+    def hang_up(self) -> bool:
+        """An operator ends the call (the dashboard's Live calls page): our BYE, reason
+        ``operator_hangup``, ``hangup_by`` "operator". False when the call is not answered
+        yet (it is ringing: it ends by itself) or already ending."""
+        if self.record.answered_at is None or self._ended.done():
+            return False
+        self._event("operator_hangup")
+        self._finish(EndCause.OPERATOR_HANGUP)
+        return True
 
     def on_session_expired(self, reason: str) -> None:
         """RFC 4028: the session timer ran out; the call ends with our BYE."""
@@ -512,6 +526,7 @@ class Call:
         self.server.ua.ring(self.sip, self.server.loop.time())
         self.server.flush()
         self._event("ringing", agent=result.agent.name)
+        self._store_event("ringing", agent=result.agent.name)
 
         connect_started = self.server.loop.time()
         connect = asyncio.ensure_future(
@@ -532,6 +547,7 @@ class Call:
             return False
         self.server.metrics.agent_connect_seconds.observe(self.server.loop.time() - connect_started)
         self._event("agent_connected", url=url, protocol=result.agent.protocol)
+        self._store_event("agent_connected", protocol=result.agent.protocol)
         if offer is None:
             return await self._answer_with_offer(link)
         await link.start()
@@ -755,6 +771,7 @@ class Call:
             EndCause.AGENT_HANGUP: "agent",
             EndCause.AGENT_DISCONNECTED: "agent",
             EndCause.TRANSFERRED: "agent",
+            EndCause.OPERATOR_HANGUP: "operator",
         }.get(cause, "server")
         session = link.session
         self._event(
@@ -839,6 +856,7 @@ class Call:
                 self._agent_hangs_up(event.after_playout)
             elif isinstance(event, AudioCleared):
                 self._event("agent_clear", dropped_bytes=event.dropped_bytes)
+                self._store_event("agent_clear", dropped_bytes=event.dropped_bytes)
             elif isinstance(event, TransferRequested):
                 self._transfer(event.target, event.headers)
             elif isinstance(event, SendDtmf):
@@ -895,6 +913,7 @@ class Call:
             return
         sent = media.session.send_dtmf(event.digits, event.duration_ms)
         self._event("agent_dtmf", digits=event.digits, sent=sent)
+        self._store_event("agent_dtmf", digits=event.digits, sent=sent)
 
     def _agent_hangs_up(self, after_playout: bool) -> None:
         if self._agent_hangup:
@@ -1089,6 +1108,15 @@ class Call:
                 metrics.agent_protocol_errors.inc(errors)
         metrics.calls.labels(self.record.status.value, self.record.reason or "").inc()
         self.server.call_finished(self, self._call_events)
+
+    def _store_event(self, kind: str, **data: object) -> None:
+        """A step of the call's timeline kept with its record (the dashboard's call
+        page); at most MAX_TIMELINE_EVENTS of them (an agent clearing its audio on every
+        caller word must not grow the record without bound)."""
+        if self._timeline_events >= MAX_TIMELINE_EVENTS:
+            return
+        self._timeline_events += 1
+        self._call_events.append(CallEvent(self.sip.id, utcnow(), kind, dict(data)))
 
     def _event(self, name: str, **fields: object) -> None:
         """One log record per call event: the text ``call=<id> event=<name> key=value

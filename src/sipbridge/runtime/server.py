@@ -746,6 +746,7 @@ class SipBridgeServer:
     async def _start_http(self) -> None:
         """The REST API, /metrics and health checks, on uvicorn in this event loop."""
         from sipbridge.api.app import create_app  # FastAPI is only needed when serving HTTP
+        from sipbridge.runtime.live import LiveCalls
 
         app = create_app(
             self.db,
@@ -756,6 +757,7 @@ class SipBridgeServer:
             traces_changed=self.reload_traces,
             registration=self.registration,
             dial=self.dial,
+            live=LiveCalls(self),
         )
         config = uvicorn.Config(
             app,

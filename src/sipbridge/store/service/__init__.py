@@ -24,6 +24,8 @@ from sipbridge.store.service.agents import (
 from sipbridge.store.service.agents import MAX_AGENT_URLS as MAX_AGENT_URLS
 from sipbridge.store.service.agents import MAX_CA_BUNDLE_PATH as MAX_CA_BUNDLE_PATH
 from sipbridge.store.service.apikeys import (
+    api_key_by_hash,
+    api_key_hash,
     create_api_key,
     list_api_keys,
     revoke_api_key,
@@ -117,6 +119,8 @@ __all__ = [
     "add_number",
     "add_trace",
     "add_trunk",
+    "api_key_by_hash",
+    "api_key_hash",
     "call_row_values",
     "call_stats",
     "close_interrupted",

@@ -19,7 +19,14 @@ from sipbridge.store.service._common import (
     _validate_name,
 )
 
-__all__ = ["create_api_key", "list_api_keys", "revoke_api_key", "verify_api_key"]
+__all__ = [
+    "api_key_by_hash",
+    "api_key_hash",
+    "create_api_key",
+    "list_api_keys",
+    "revoke_api_key",
+    "verify_api_key",
+]
 
 _API_KEY_PREFIX = "sb_"
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
@@ -27,6 +34,11 @@ _LAST_USED_GRANULARITY = timedelta(minutes=1)
 
 def _hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def api_key_hash(secret: str) -> str:
+    """The SHA-256 (hex) under which a key is stored and looked up."""
+    return _hash_key(secret)
 
 
 def _api_key_record(key: ApiKey) -> ApiKeyRecord:
@@ -66,6 +78,16 @@ async def verify_api_key(db: Database, presented: str) -> ApiKeyRecord | None:
             )
         key.last_used_at = now
     return _api_key_record(key)
+
+
+async def api_key_by_hash(db: Database, digest: str) -> ApiKeyRecord | None:
+    """The key whose SHA-256 is ``digest`` (a dashboard session names its key so), or
+    None once it was revoked."""
+    if not isinstance(digest, str) or len(digest) != 64:
+        return None
+    async with db.sessionmaker() as session:
+        key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+    return None if key is None else _api_key_record(key)
 
 
 async def list_api_keys(db: Database) -> list[ApiKeyRecord]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -13,7 +13,9 @@ from sipbridge.store.models import Call
 from sipbridge.store.records import CallStatus, as_utc
 from sipbridge.store.service.calls import _range
 
-__all__ = ["CallStats", "call_stats"]
+__all__ = ["HOURLY_SPAN", "CallStats", "call_stats"]
+
+HOURLY_SPAN = timedelta(days=7)
 
 
 def _ratio(part: float, whole: float) -> float:
@@ -44,6 +46,12 @@ class CallStats:
     callers_by_country: list[dict[str, Any]] = field(default_factory=list)
     callers_by_region: list[dict[str, Any]] = field(default_factory=list)
     agents: list[dict[str, Any]] = field(default_factory=list)
+    # [weekday][hour] (Monday first, UTC): the peak-times heat map
+    by_weekday_hour: list[list[int]] = field(default_factory=lambda: [[0] * 24 for _ in range(7)])
+    # every hour from the first to the last with calls, when they are at most
+    # HOURLY_SPAN apart (else empty: by_day is the series to draw)
+    by_hour: list[dict[str, Any]] = field(default_factory=list)
+    trunks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def success_rate(self) -> float:
@@ -69,6 +77,9 @@ class CallStats:
             "callers_by_country": self.callers_by_country,
             "callers_by_region": self.callers_by_region,
             "agents": self.agents,
+            "by_weekday_hour": self.by_weekday_hour,
+            "by_hour": self.by_hour,
+            "trunks": self.trunks,
         }
 
 
@@ -105,6 +116,7 @@ async def call_stats(
     by_outcome = (
         select(
             Call.agent_name,
+            Call.trunk,
             Call.status,
             Call.reason,
             func.count(),
@@ -114,7 +126,7 @@ async def call_stats(
             func.count(Call.first_audio_ms),
         )
         .where(*conditions)
-        .group_by(Call.agent_name, Call.status, Call.reason)
+        .group_by(Call.agent_name, Call.trunk, Call.status, Call.reason)
     )
     by_time = (
         select(Call.received_day, Call.received_hour, func.count())
@@ -134,10 +146,16 @@ async def call_stats(
     stats = CallStats(since=since, until=until)
     reasons: dict[str, int] = {}
     agents: dict[str, _AgentTotals] = {}
+    trunks: dict[str, list[int]] = {}  # name: [calls, answered]
     duration_sum, duration_count = 0.0, 0
-    for agent, status, reason, count, d_sum, d_count, a_sum, a_count in outcome_rows:
+    for agent, trunk, status, reason, count, d_sum, d_count, a_sum, a_count in outcome_rows:
         count = int(count)
         stats.total += count
+        if trunk is not None:
+            trunk_totals = trunks.setdefault(trunk, [0, 0])
+            trunk_totals[0] += count
+            if status == answered_value:
+                trunk_totals[1] += count
         totals = agents.setdefault(agent, _AgentTotals()) if agent is not None else None
         if totals is not None:
             totals.calls += count
@@ -180,14 +198,41 @@ async def call_stats(
         for name, totals in sorted(agents.items(), key=lambda item: (-item[1].calls, item[0]))
     ]
 
+    stats.trunks = [
+        {
+            "trunk": name,
+            "calls": calls,
+            "answered": answered,
+            "success_rate": _ratio(answered, calls),
+        }
+        for name, (calls, answered) in sorted(
+            trunks.items(), key=lambda item: (-item[1][0], item[0])
+        )
+    ]
+
     days: dict[date, int] = {}
+    hours: dict[datetime, int] = {}
     for day, hour, count in time_rows:
         if day is None or hour is None:  # rows written without the computed columns
             continue
         the_day = _as_date(day)
-        days[the_day] = days.get(the_day, 0) + int(count)
-        stats.by_hour_of_day[int(hour)] += int(count)
-        stats.by_day_of_week[the_day.weekday()] += int(count)
+        count = int(count)
+        days[the_day] = days.get(the_day, 0) + count
+        stats.by_hour_of_day[int(hour)] += count
+        stats.by_day_of_week[the_day.weekday()] += count
+        stats.by_weekday_hour[the_day.weekday()][int(hour)] += count
+        start = datetime(the_day.year, the_day.month, the_day.day, int(hour), tzinfo=UTC)
+        hours[start] = hours.get(start, 0) + count
+    if hours and max(hours) - min(hours) <= HOURLY_SPAN:
+        first_hour, last_hour = min(hours), max(hours)
+        span = int((last_hour - first_hour) / timedelta(hours=1))
+        stats.by_hour = [
+            {
+                "hour": (first_hour + timedelta(hours=i)).isoformat(),
+                "count": hours.get(first_hour + timedelta(hours=i), 0),
+            }
+            for i in range(span + 1)
+        ]
     if days:
         first, last = min(days), max(days)
         stats.by_day = [
