@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 from websockets.asyncio.server import ServerConnection
 
+from sipbridge.api.schemas import CallDetailOut
+from sipbridge.runtime.bridge import BridgeUnavailable, leg_destination
 from sipbridge.runtime.server import SipBridgeServer
+from sipbridge.sip.registration import parse_registrar
 from sipbridge.store import service
 from sipbridge.store.records import CallDetail
 from tests.runtime.test_call import NUMBER, SERVICE
@@ -59,8 +62,10 @@ def target_scenario(*, hang_up_ms: int | None = None) -> str:
         f"      SIP/2.0 200 OK{_HEAD}\n      Content-Length: 0\n"
     )
     if hang_up_ms is not None:
-        ending = f'  <pause milliseconds="{hang_up_ms}"/>\n' + _send(
-            """      BYE [$contact] SIP/2.0
+        ending = (
+            f'  <pause milliseconds="{hang_up_ms}"/>\n'
+            + _send(
+                """      BYE [$contact] SIP/2.0
       Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
       From: <sip:target@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
       To: [$from]
@@ -69,7 +74,9 @@ def target_scenario(*, hang_up_ms: int | None = None) -> str:
       Max-Forwards: 70
       Content-Length: 0
 """
-        ) + '  <recv response="200"/>\n'
+            )
+            + '  <recv response="200"/>\n'
+        )
     receive = '  <recv request="INVITE"/>\n'
     if hang_up_ms is not None:  # the BYE goes to our Contact, To our From
         receive = (
@@ -179,6 +186,8 @@ def check_bridged(caller: CallDetail, leg: CallDetail, session: AgentCall) -> No
     assert link["target"].startswith("sip:+12025550199@127.0.0.1:")
     steps = [e.data for e in caller.events if e.kind == "transfer"]
     assert {s.get("leg") for s in steps if s["status"] in ("dialing", "bridged")} == {leg.record.id}
+    shown = CallDetailOut.model_validate(caller.to_json())  # as GET /api/calls/{id} shows it
+    assert [t.method for t in shown.transfers][-1] == "bridge"
     timeline = [point["event"] for point in caller.timeline()]
     assert "transfer_bridged" in timeline and timeline[-1] == "ended"
     # Media both ways, transcoded: the caller's A-law reached the target (PCMU, echoed)
@@ -239,3 +248,44 @@ async def test_refer_accepted_then_notify_failure_falls_back(
         ("failed", "refer", 486),
         ("dialing", "bridge", None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("target", "host", "uri", "user"),
+    [
+        (
+            "tel:+1-202-555-0199",
+            "carrier.example",
+            "sip:+12025550199@carrier.example",
+            "+12025550199",
+        ),
+        (
+            "sip:sales@pbx.example.com;user=phone?X-A=1",
+            "carrier.example:5070",
+            "sip:sales@pbx.example.com;user=phone",
+            "sales",
+        ),
+        (
+            "sips:desk@pbx.example.com",
+            "carrier.example;transport=tls",
+            "sips:desk@pbx.example.com",
+            "desk",
+        ),
+    ],
+)
+def test_leg_destination(target: str, host: str, uri: str, user: str) -> None:
+    assert leg_destination(target, parse_registrar(host)) == (uri, user)
+
+
+@pytest.mark.parametrize(
+    ("target", "host"),
+    [
+        ("sips:desk@pbx.example.com", "carrier.example"),
+        ("tel:", "carrier.example"),
+        ("mailto:a@b", "c"),
+    ],
+)
+def test_leg_destination_refused(target: str, host: str) -> None:
+    with pytest.raises(BridgeUnavailable) as raised:
+        leg_destination(target, parse_registrar(host))
+    assert raised.value.reason == "bad_target"
