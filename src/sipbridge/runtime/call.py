@@ -818,7 +818,10 @@ class Call:
                 ended=cause.value,
             )
         if cause is not EndCause.TARGET_HANGUP:
-            leg.hang_up(EndCause.CALLER_HANGUP if cause is EndCause.CALLER_HANGUP else cause)
+            # The far end of this call (the callee of an outbound one too) is the target
+            # leg's "caller".
+            hung_up = cause in (EndCause.CALLER_HANGUP, EndCause.CALLEE_HANGUP)
+            leg.hang_up(EndCause.CALLER_HANGUP if hung_up else cause)
 
     async def _reconnect(self) -> bool:
         """The agent's connection dropped mid-call: one new connection (any healthy
