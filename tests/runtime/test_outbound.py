@@ -137,8 +137,11 @@ NO_ANSWER = _scenario(
 )
 
 
-async def start_far_end(workdir: Path, scenario: str) -> tuple[asyncio.subprocess.Process, int]:
-    """SIPp as the trunk's far end (UAS) on 127.0.0.1: its process and SIP port."""
+async def start_far_end(
+    workdir: Path, scenario: str, extra: tuple[str, ...] = ()
+) -> tuple[asyncio.subprocess.Process, int]:
+    """SIPp as the trunk's far end (UAS) on 127.0.0.1: its process and SIP port; ``extra``
+    are more SIPp options (``-rtp_echo``...)."""
     assert SIPP is not None
     (workdir / "far.xml").write_text(scenario)
     pcap = workdir / "pcap"
@@ -166,6 +169,7 @@ async def start_far_end(workdir: Path, scenario: str) -> tuple[asyncio.subproces
         "-trace_err",
         "-error_file",
         str(workdir / "errors.log"),
+        *extra,
         cwd=workdir,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,

@@ -347,3 +347,76 @@ def prack_scenario() -> str:
         + bye
         + '  <recv response="200" crlf="true"/>\n',
     )
+
+
+_ANSWER_REFER = """
+  <send>
+    <![CDATA[
+
+      SIP/2.0 {status}
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+_NOTIFY_FAILURE = """
+  <send retrans="500">
+    <![CDATA[
+
+      NOTIFY [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: sipp <sip:+15005550006@[local_ip]:[local_port]>;tag=[pid]SIPpTag09[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 NOTIFY
+      Contact: sip:sipp@[local_ip]:[local_port]
+      Max-Forwards: 70
+      Event: refer
+      Subscription-State: terminated;reason=noresource
+      Content-Type: message/sipfrag
+      Content-Length: [len]
+
+      SIP/2.0 486 Busy Here
+    ]]>
+  </send>
+"""
+
+
+def refer_scenario(
+    *, refer_status: str, notify_failure: bool = False, talk_ms: int = 2500, hang_up: bool = True
+) -> str:
+    """The caller of a transfer: INVITE (PCMA), 200, ACK; the server's REFER answered
+    ``refer_status`` (``603 Decline``, ``501 Not Implemented``, ``202 Accepted``); with
+    ``notify_failure``, a NOTIFY whose sipfrag says 486 follows (RFC 3515 §2.4.5). Then
+    the caller plays A-law audio for ``talk_ms`` and hangs up with BYE (``hang_up``), or
+    waits for the server's BYE and answers it."""
+    after = ""
+    if notify_failure:
+        after = _NOTIFY_FAILURE + '  <recv response="200"/>\n'
+    bye = _BYE.replace("CSeq: 2 BYE", "CSeq: 3 BYE").replace(
+        "BYE sip:[service]@[remote_ip]:[remote_port]", "BYE [next_url]"
+    )
+    return _scenario(
+        f"refer {refer_status}",
+        invite()
+        + '  <recv response="100" optional="true"/>\n'
+        + '  <recv response="180" optional="true"/>\n'
+        + '  <recv response="200" rtd="true" rrs="true"/>\n'
+        + _ACK_2XX
+        + '  <recv request="REFER"/>\n'
+        + _ANSWER_REFER.replace("{status}", refer_status)
+        + after
+        + '  <nop><action><exec play_pcap_audio="pcap/g711a.pcap"/></action></nop>\n'
+        + f'  <pause milliseconds="{talk_ms}"/>\n'
+        + (
+            bye + '  <recv response="200" crlf="true"/>\n'
+            if hang_up
+            else '  <recv request="BYE"/>\n' + _ANSWER_REFER.replace("{status}", "200 OK")
+        ),
+    )

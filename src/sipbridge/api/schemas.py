@@ -528,6 +528,9 @@ class TimelineEntry(_Out):
         "transfer_accepted",
         "transfer_failed",
         "transfer_completed",
+        "transfer_dialing",
+        "transfer_bridged",
+        "transfer_ended",
     ]
     at: Timestamp
 
@@ -537,13 +540,32 @@ class TransferEntry(_Out):
 
     at: Timestamp
     target: str | None
-    status: Literal["refused", "requested", "accepted", "failed", "completed"]
+    status: Literal[
+        "refused", "requested", "accepted", "failed", "completed", "dialing", "bridged", "ended"
+    ] = Field(
+        description="requested/accepted/completed: the REFER; failed: the REFER (a fallback "
+        "to the bridge follows when the call came through a trunk with a host) or the bridge; "
+        "dialing: the target's leg placed through the trunk; bridged: the target answered, "
+        "the caller is joined to it and the agent left; ended: the bridged call is over"
+    )
+    method: Literal["refer", "bridge", "warm"] | None = Field(
+        default=None, description="how the step was carried out"
+    )
     reason: str | None = Field(
         description="why it was refused or failed: premium_rate, other_country, sip_target, "
-        "not_allowed, identity_header, not_a_number, transfer_pending, refer_not_sent"
+        "not_allowed, identity_header, not_a_number, transfer_pending, refer_not_sent; "
+        "refer_rejected, refer_timeout, refer_failed (the REFER, before the bridge); "
+        "bridge_unavailable (no trunk with a host), bad_target, and the target leg's own "
+        "reason (busy, no_answer, rejected...)"
     )
     detail: str | None
     sip_code: int | None
+    leg: str | None = Field(
+        default=None, description="the id of the target's leg (an outbound call record)"
+    )
+    by: str | None = Field(
+        default=None, description="ended: who hung up the bridged call (caller or target)"
+    )
 
 
 class TranscriptEntry(_Out):

@@ -27,6 +27,7 @@ _REASONS: Final[dict[str, Explanation]] = {
     "operator_hangup": Explanation("an operator hung up from the Live calls page"),
     "caller_cancelled": Explanation("the caller hung up before the call was answered"),
     "callee_hangup": Explanation("the person we called hung up (outbound call)"),
+    "target_hangup": Explanation("the caller had been transferred; the transfer target hung up"),
     # Outbound calls that were not answered (POST /api/calls, sipbridge dial).
     "busy": Explanation("the called number was busy (486/600)"),
     "no_answer": Explanation(

@@ -38,6 +38,7 @@ from sipbridge.agent.events import (
     TransferRequested,
     UnknownMessage,
 )
+from sipbridge.agent.handover import Handover, HandoverState, Step, TransferMethod
 from sipbridge.agent.transfers import transfer_refusal
 from sipbridge.codecs import get_codec
 from sipbridge.config import is_ip_address
@@ -67,6 +68,7 @@ from sipbridge.store.records import CallEvent, CallRecord, CallStatus, utcnow
 from sipbridge.wiretext import clean, clean_opt
 
 if TYPE_CHECKING:
+    from sipbridge.runtime.bridge import TransferLeg
     from sipbridge.runtime.server import SipBridgeServer
 
 log = logging.getLogger("sipbridge.call")
@@ -107,6 +109,8 @@ class EndCause(enum.Enum):
     AGENT_LOST = "agent_lost"
     AGENT_PROTOCOL_ERROR = "agent_protocol_error"
     TRANSFERRED = "transferred"
+    # The target of a bridged transfer hung up (the caller's record says transferred).
+    TARGET_HANGUP = "target_hangup"
     ACK_TIMEOUT = "ack_timeout"
     SESSION_EXPIRED = "session_expired"  # RFC 4028 §10: the caller's refresh never came
     SESSION_REFRESH_FAILED = "session_refresh_failed"  # ours got 408/481 or no answer
@@ -174,8 +178,11 @@ class Call:
         self.link: AgentLink | None = None
         self._reader: asyncio.Future[Closed] | None = None
         self._reconnected = False
-        self._transfer_pending = False
-        self._transfer_target: str | None = None
+        self._handover: Handover | None = None  # the agent's transfer, if any
+        self._transfer_headers: dict[str, str] = {}
+        self._leg: TransferLeg | None = None  # the target's leg of a bridged transfer
+        # Set when the caller is joined to the target's leg: the agent leaves.
+        self._handed_over: asyncio.Future[None] = server.loop.create_future()
         self._call_events: list[CallEvent] = []
         self._timeline_events = 0  # of _call_events, those from _store_event
         self._hangup_task: asyncio.Future[None] | None = None
@@ -745,9 +752,13 @@ class Call:
         try:
             while not self._ended.done():
                 reader = self._reader = asyncio.ensure_future(link.run())
-                waiting: set[asyncio.Future[Any]] = {reader, self._ended}
+                waiting: set[asyncio.Future[Any]] = {reader, self._ended, self._handed_over}
                 await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 if self._ended.done():
+                    break
+                if self._handed_over.done():
+                    await self._agent_leaves()
+                    await asyncio.wait({self._ended})
                     break
                 closed = reader.result()
                 self._event("agent_closed", clean=closed.clean, detail=closed.detail)
@@ -772,7 +783,9 @@ class Call:
             EndCause.AGENT_DISCONNECTED: "agent",
             EndCause.TRANSFERRED: "agent",
             EndCause.OPERATOR_HANGUP: "operator",
+            EndCause.TARGET_HANGUP: "target",
         }.get(cause, "server")
+        self._end_leg(cause)
         session = link.session
         self._event(
             "ended",
@@ -793,6 +806,39 @@ class Call:
                     },
                 )
             )
+
+    async def _agent_leaves(self) -> None:
+        """A bridged transfer took the caller: ``stop`` (reason ``transferred``) to the
+        agent, its connection closed; the call goes on between caller and target."""
+        link = self.link
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+            self._reader = None
+        if link is not None:
+            await link.stop(EndCause.TRANSFERRED.value)
+
+    def _end_leg(self, cause: EndCause) -> None:
+        """The caller's call is over: a bridged (or still ringing) target's leg ends too;
+        the record of a bridged call says ``transferred``, ``hangup_by`` who ended it."""
+        leg, handover = self._leg, self._handover
+        if leg is None or handover is None:
+            return
+        if handover.state is HandoverState.BRIDGED:
+            self.record.reason = EndCause.TRANSFERRED.value
+            self._transfer_event(
+                handover.target,
+                "ended",
+                leg=leg.id,
+                by=self.record.hangup_by,
+                ended=cause.value,
+            )
+        if cause is not EndCause.TARGET_HANGUP:
+            # The far end of this call (the callee of an outbound one too) is the target
+            # leg's "caller".
+            hung_up = cause in (EndCause.CALLER_HANGUP, EndCause.CALLEE_HANGUP)
+            leg.end_leg(EndCause.CALLER_HANGUP if hung_up else cause)
 
     async def _reconnect(self) -> bool:
         """The agent's connection dropped mid-call: one new connection (any healthy
@@ -928,8 +974,10 @@ class Call:
             self._finish(EndCause.AGENT_HANGUP)
 
     def _transfer(self, target: str, headers: dict[str, str]) -> None:
-        """Blind transfer by REFER to the caller's side (RFC 3515), if the agent's transfer
-        policy allows the target and headers (sipbridge.agent.transfers)."""
+        """A transfer, if the agent's transfer policy allows the target and headers
+        (sipbridge.agent.transfers): REFER to the caller's side first (RFC 3515); when it
+        is refused or fails, the target dialled through the caller's trunk and bridged
+        (agent/handover.py, runtime/bridge.py)."""
         allow = self.link.agent.transfer_allow if self.link is not None else []
         refusal = transfer_refusal(target, headers, allow, self.record.to_number)
         if refusal is not None:
@@ -939,7 +987,7 @@ class Call:
             self._transfer_result("failed", None)
             return
         ua, now = self.server.ua, self.server.loop.time()
-        if self._transfer_pending:
+        if self._handover is not None and self._handover.active:
             self._transfer_event(target, "refused", reason="transfer_pending")
             self._transfer_result("failed", None)
             return
@@ -947,8 +995,15 @@ class Call:
             self._transfer_event(target, "failed", reason="refer_not_sent")
             self._transfer_result("failed", None)
             return
-        self._transfer_pending = True
-        self._transfer_target = target
+        from sipbridge.runtime.bridge import BridgeUnavailable, trunk_target
+
+        try:
+            trunk_target(self.server, self.trunk)
+            can_bridge = True
+        except BridgeUnavailable:
+            can_bridge = False
+        self._handover = Handover(target, can_bridge)
+        self._transfer_headers = headers
         self.server.flush()
         self._event("transfer", target=target)
         self._transfer_event(target, "requested")
@@ -956,31 +1011,140 @@ class Call:
     def _transfer_event(self, target: str | None, status: str, **fields: object) -> None:
         """One step of a transfer in the call's stored events (its timeline)."""
         data: dict[str, object] = {"target": target, "status": status}
+        handover = self._handover
+        if handover is not None and "method" not in fields:
+            data["method"] = handover.method.value
         data.update({key: value for key, value in fields.items() if value is not None})
         self._call_events.append(CallEvent(self.id, utcnow(), "transfer", data))
 
     def on_refer_completed(self, status: int | None) -> None:
-        if status is not None and 200 <= status < 300:
-            self._transfer_event(self._transfer_target, "accepted", sip_code=status)
-            self._transfer_result("accepted", status)
+        handover = self._handover
+        if handover is None:
             return
-        self._transfer_pending = False
-        self._transfer_event(self._transfer_target, "failed", sip_code=status)
-        self._transfer_result("failed", status)
+        step = handover.refer_answered(status)
+        if step is Step.REPORT_ACCEPTED:
+            self._transfer_event(handover.target, "accepted", sip_code=status)
+        elif step is not Step.NONE:
+            reason = "refer_timeout" if status is None else "refer_rejected"
+            self._transfer_event(
+                handover.target, "failed", method="refer", sip_code=status, reason=reason
+            )
+        self._take(step)
 
     def on_notify(self, status: int | None, terminated: bool) -> None:
-        """REFER progress (RFC 3515 §2.4.5): a final sipfrag ends the transfer."""
-        if not self._transfer_pending or status is None or status < 200:
+        """REFER progress (RFC 3515 §2.4.5): a final sipfrag ends the REFER."""
+        handover = self._handover
+        if handover is None:
             return
-        self._transfer_pending = False
-        self._transfer_event(
-            self._transfer_target, "completed" if status < 300 else "failed", sip_code=status
-        )
-        if status < 300:
-            self._event("transferred", sip_code=status)
+        step = handover.notified(status)
+        if step is Step.END_CALL:
+            self._transfer_event(handover.target, "completed", sip_code=status)
+        elif step is not Step.NONE:
+            self._transfer_event(
+                handover.target, "failed", method="refer", sip_code=status, reason="refer_failed"
+            )
+        self._take(step)
+
+    def _take(self, step: Step) -> None:
+        """Do what the transfer's state machine says (agent/handover.py)."""
+        handover = self._handover
+        assert handover is not None
+        if step is Step.REPORT_ACCEPTED:
+            self._transfer_result("accepted", handover.sip_code)
+        elif step is Step.END_CALL:
+            self._event("transferred", sip_code=handover.sip_code)
             self._finish(EndCause.TRANSFERRED)  # RFC 5589 §6: the transferor hangs up
-        else:
-            self._transfer_result("failed", status)
+        elif step is Step.REPORT_FAILED:
+            # Only the bridge reports failure here (a REFER's failure falls back to it).
+            self._transfer_event(
+                handover.target,
+                "failed",
+                method=TransferMethod.BRIDGE.value
+                if handover.method is TransferMethod.REFER
+                else handover.method.value,
+                sip_code=handover.sip_code,
+                reason=handover.reason,
+            )
+            self._transfer_result("failed", handover.sip_code)
+        elif step is Step.DIAL:
+            self._dial_target()
+
+    def _dial_target(self) -> None:
+        """Place the target's leg through the caller's trunk (runtime/bridge.py)."""
+        from sipbridge.runtime.bridge import (
+            BridgeUnavailable,
+            TransferLeg,
+            leg_destination,
+            trunk_target,
+        )
+
+        handover = self._handover
+        assert handover is not None and self.link is not None and self.media is not None
+        server = self.server
+        try:
+            trunk = trunk_target(server, self.trunk)
+            request_uri, number = leg_destination(handover.target, trunk)
+        except BridgeUnavailable as exc:
+            self._take(handover.leg_failed(None, exc.reason))
+            return
+        refusal = server.refusal_for_new_call(self.trunk)
+        if refusal is not None:
+            self._take(handover.leg_failed(None, refusal[0]))
+            return
+        assert self.trunk is not None
+        record = server.trunks[self.trunk]
+        ours = self.record.from_number if self.record.direction == "outbound" else None
+        leg = TransferLeg(
+            server,
+            self,
+            request_uri=request_uri,
+            number=number,
+            from_=ours or self.record.to_number,
+            agent=self.link.agent,
+            trunk=self.trunk,
+            credentials=(record.username, record.password),
+            target=trunk,
+            headers=tuple(self._transfer_headers.items()),
+            sample_rate=self.media.session.agent_rate,
+        )
+        self._leg = leg
+        server.add_call(leg)
+        self._event("transfer_dialing", target=handover.target, leg=leg.id)
+        self._transfer_event(handover.target, "dialing", leg=leg.id)
+
+    def on_leg_answered(self, leg: TransferLeg) -> None:
+        """The target answered: the caller's media goes to and from its leg, the agent
+        leaves (``stop`` with reason ``transferred``)."""
+        handover = self._handover
+        if handover is None or leg is not self._leg or self.media is None:
+            return
+        if self._ended.done():
+            leg.end_leg(EndCause.CALLER_HANGUP)
+            return
+        if handover.leg_answered() is not Step.HAND_OVER:
+            return
+        self.media.rewire(
+            on_audio=leg.to_target.push,
+            next_frame=leg.to_caller.pop,
+            frame_ready=leg.to_caller.ready,
+        )
+        if self.link is not None:
+            self.link.on_agent_audio = None
+        self._transfer_event(handover.target, "bridged", leg=leg.id, sip_code=200)
+        self._event("transfer_bridged", target=handover.target, leg=leg.id)
+        if not self._handed_over.done():
+            self._handed_over.set_result(None)
+
+    def on_leg_ended(self, leg: TransferLeg) -> None:
+        """The target's leg is over: before its answer, the transfer failed (the agent is
+        told and goes on with the caller); after it, the caller's call ends too."""
+        handover = self._handover
+        if handover is None or leg is not self._leg or self._ended.done():
+            return
+        if handover.state is HandoverState.DIALING:
+            self._take(handover.leg_failed(leg.record.sip_code, leg.record.reason or "failed"))
+        elif handover.state is HandoverState.BRIDGED:
+            self._finish(EndCause.TARGET_HANGUP)
 
     def _transfer_result(self, status: str, sip_code: int | None) -> None:
         self._event("transfer_result", status=status, sip_code=sip_code)
@@ -1037,7 +1201,7 @@ class Call:
             self.media.close()
         if self.rtp_port is not None:
             self.server.rtp_ports.release(self.rtp_port)
-        if self.link is not None:
+        if self.link is not None and not self._handed_over.done():
             await self.link.stop(self.record.reason or "ended")
         if self._reader is not None:
             self._reader.cancel()

@@ -175,6 +175,21 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         # ICMP port unreachable before the caller's media starts is normal.
         pass
 
+    def rewire(
+        self,
+        *,
+        on_audio: Callable[[bytes], None],
+        next_frame: Callable[[], bytes | None],
+        frame_ready: Callable[[], bool],
+        on_dtmf: Callable[[DigitPressed], None] | None = None,
+    ) -> None:
+        """Send the received PCM and take the PCM to send elsewhere from now on: a bridged
+        transfer (runtime/bridge.py) joins the caller to the target's leg this way."""
+        self._on_audio = on_audio
+        self._next_frame = next_frame
+        self._frame_ready = frame_ready
+        self._on_dtmf = on_dtmf
+
     def attach_rtcp(self, rtcp: _RtcpSocket) -> None:
         self._rtcp = rtcp
 

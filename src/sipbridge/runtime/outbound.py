@@ -24,6 +24,7 @@ import contextlib
 import logging
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,8 +32,15 @@ from sipbridge.numbers import InvalidField, normalize_e164
 from sipbridge.runtime.agent_client import AgentUnreachable
 from sipbridge.runtime.agent_link import AgentLink
 from sipbridge.runtime.call import Call, EndCause
-from sipbridge.runtime.media import PortsExhausted, open_rtp_endpoint
-from sipbridge.sdp.negotiate import NoCommonCodec, SrtpMismatch, SrtpPolicy, build_offer, negotiate
+from sipbridge.runtime.media import PortsExhausted, RtpEndpoint, open_rtp_endpoint
+from sipbridge.sdp.negotiate import (
+    Negotiated,
+    NoCommonCodec,
+    SrtpMismatch,
+    SrtpPolicy,
+    build_offer,
+    negotiate,
+)
 from sipbridge.sdp.session import SdpError, parse_sdp
 from sipbridge.sip.calls import InboundCall, OutboundAnswered, OutboundEnded, OutboundProgress
 from sipbridge.sip.framing import Transport
@@ -248,12 +256,10 @@ class OutboundCall(Call):
         contact = f"sip:{bracketed}:{port}"
         if transport is not Transport.UDP:
             contact += f";transport={transport.name.lower()}"
-        remote = target.uri()  # sip:host[:port][;transport=...]
-        request_uri = remote.replace("sip:", f"sip:{self.record.to_number}@", 1)
         username, password = self._credentials
         return DialRequest(
             call_id=self.record.sip_call_id,
-            target=request_uri,
+            target=self._request_uri(),
             from_uri=target.uri(self.record.from_number),
             destination=target.address,
             contact=contact,
@@ -271,6 +277,29 @@ class OutboundCall(Call):
             trunk=self.trunk,
         )
 
+    def _request_uri(self) -> str:
+        """The INVITE's Request-URI: the number at the trunk's host."""
+        remote = self._target.uri()  # sip:host[:port][;transport=...]
+        return remote.replace("sip:", f"sip:{self.record.to_number}@", 1)
+
+    def _endpoint_factory(self, chosen: Negotiated) -> Callable[[], RtpEndpoint]:
+        """The call's RTP endpoint, its PCM to and from the agent's link."""
+        link = AgentLink(
+            self.id,
+            self._agent,
+            self.server.agent_health,
+            self._on_agent_events,
+            self._on_first_audio,
+            caller=self.record.from_number,
+            dialed=self.record.to_number,
+            sip_call_id=self.record.sip_call_id,
+            sip_headers=dict(self._headers),
+            limits=self.server.settings.agent_limits,
+            direction="outbound",
+        )
+        self.link = link
+        return lambda: self._make_endpoint(chosen, link, None)
+
     async def _dial(self) -> bool:
         """The INVITE until its outcome; True when answered and bridged to the agent."""
         server, loop = self.server, self.server.loop
@@ -280,26 +309,9 @@ class OutboundCall(Call):
             return self._failed("address_family", "no media address of the trunk's family")
         bind_host, self._media_address = media_address
         chosen = self._placeholder_stream(self._media_ipv6)
-        link = AgentLink(
-            self.id,
-            self._agent,
-            server.agent_health,
-            self._on_agent_events,
-            self._on_first_audio,
-            caller=self.record.from_number,
-            dialed=self.record.to_number,
-            sip_call_id=self.record.sip_call_id,
-            sip_headers=dict(self._headers),
-            limits=server.settings.agent_limits,
-            direction="outbound",
-        )
-        self.link = link
         try:
             self.media, self.rtp_port = await open_rtp_endpoint(
-                loop,
-                server.rtp_ports,
-                bind_host,
-                lambda: self._make_endpoint(chosen, link, None),
+                loop, server.rtp_ports, bind_host, self._endpoint_factory(chosen)
             )
         except PortsExhausted:
             return self._failed("no_rtp_port", "the RTP port range is full")
@@ -322,10 +334,16 @@ class OutboundCall(Call):
         )
         waiting: set[asyncio.Future[Any]] = {self._outcome, self._ended}
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if not self._outcome.done():  # shutdown before any outcome
+        if not self._outcome.done():  # shutdown (or a transfer's caller gone) while ringing
             server.ua.cancel_dial(self.attempt, loop.time())
             server.flush()
-            return self._failed("server_shutdown", "the server stopped while ringing")
+            cause = self._ended.result()
+            if cause is EndCause.CALLER_HANGUP:
+                self.record.status = CallStatus.CANCELLED
+                self.record.reason = cause.value
+                self._event("cancelled", reason=cause.value)
+                return False
+            return self._failed(cause.value, "the call ended while ringing")
         outcome = self._outcome.result()
         if isinstance(outcome, OutboundEnded):
             status = _STATUSES[outcome.outcome.value]
@@ -342,7 +360,7 @@ class OutboundCall(Call):
         """The callee answered (ACKed already): apply its SDP answer, start the media,
         connect the agent."""
         server, loop = self.server, self.server.loop
-        assert self.media is not None and self.link is not None
+        assert self.media is not None
         self.sip = event.call
         self._dialog = event.call
         self.sip_source = event.call.source
@@ -377,6 +395,12 @@ class OutboundCall(Call):
         self._media_since = loop.time()
         self.media.start(server.media_clock)
         self._event("answered", codec=chosen.codec, rtp_port=self.rtp_port)
+        return await self._joined()
+
+    async def _joined(self) -> bool:
+        """The callee's media flows: connect the agent and send ``start``."""
+        server, loop = self.server, self.server.loop
+        assert self.media is not None and self.link is not None
         connect = asyncio.ensure_future(
             self.link.connect(loop, server.settings.agent_connect_timeout)
         )

@@ -421,15 +421,20 @@ class CallDetail:
     def transfers(self) -> list[dict[str, Any]]:
         """Every transfer the agent asked for, step by step: ``status`` is ``refused``
         (with ``reason``), ``requested``, ``accepted``, ``failed`` or ``completed``
-        (with ``sip_code`` when known)."""
+        (with ``sip_code`` when known), and for a bridged transfer ``dialing``, ``bridged``
+        and ``ended`` (with ``leg``, the target leg's call id, and ``by``); ``method`` is
+        ``refer``, ``bridge`` or ``warm`` (None in records older than it)."""
         return [
             {
                 "at": _iso(event.at),
                 "target": event.data.get("target"),
                 "status": event.data.get("status"),
+                "method": event.data.get("method"),
                 "reason": event.data.get("reason"),
                 "detail": event.data.get("detail"),
                 "sip_code": event.data.get("sip_code"),
+                "leg": event.data.get("leg"),
+                "by": event.data.get("by"),
             }
             for event in self.events
             if event.kind == "transfer"
