@@ -29,6 +29,35 @@ MessageRateOption = Annotated[
     ),
 ]
 
+AllowOption = Annotated[
+    list[str] | None,
+    _option(
+        "--allow",
+        metavar="CIDR",
+        help="Source address or CIDR allowed to send calls (repeatable).",
+    ),
+]
+HostOption = Annotated[str | None, _option("--host", help="Where outbound calls and REGISTER go.")]
+UsernameOption = Annotated[str | None, _option("--username", help="Digest user name.")]
+MaxCallsOption = Annotated[
+    int | None, _option("--max-calls", metavar="N", help="Concurrent call limit (at least 1).")
+]
+CodecOption = Annotated[
+    list[str] | None,
+    _option(
+        "--codec",
+        help="Allowed codec, in order of preference: pcmu, pcma, g722, opus (repeatable).",
+    ),
+]
+NumberOption = Annotated[
+    list[str] | None,
+    _option(
+        "--number",
+        help="A number this trunk may call (repeatable; default: any number with an agent).",
+    ),
+]
+_SRTP_HELP = "SRTP (SDES): off, optional (when offered) or required."
+
 trunk_app = typer.Typer(
     rich_markup_mode=None, help="Manage SIP trunks (providers).", no_args_is_help=True
 )
@@ -37,18 +66,9 @@ trunk_app = typer.Typer(
 @trunk_app.command("add", cls=Command)
 def trunk_add(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Trunk name, e.g. telnyx.")],
-    allow: Annotated[
-        list[str] | None,
-        _option(
-            "--allow",
-            metavar="CIDR",
-            help="Source address or CIDR allowed to send calls (repeatable).",
-        ),
-    ] = None,
-    host: Annotated[
-        str | None, _option("--host", help="Where outbound calls and REGISTER go.")
-    ] = None,
-    username: Annotated[str | None, _option("--username", help="Digest user name.")] = None,
+    allow: AllowOption = None,
+    host: HostOption = None,
+    username: UsernameOption = None,
     password: Annotated[
         str | None,
         _option(
@@ -59,29 +79,10 @@ def trunk_add(
         ),
     ] = None,
     register: Annotated[bool, _option("--register", help="Register with the host.")] = False,
-    max_calls: Annotated[
-        int | None, _option("--max-calls", metavar="N", help="Concurrent call limit (at least 1).")
-    ] = None,
-    codec: Annotated[
-        list[str] | None,
-        _option(
-            "--codec",
-            help="Allowed codec, in order of preference: pcmu, pcma, g722, opus (repeatable).",
-        ),
-    ] = None,
-    number: Annotated[
-        list[str] | None,
-        _option(
-            "--number",
-            help="A number this trunk may call (repeatable; default: any number with an agent).",
-        ),
-    ] = None,
-    srtp: Annotated[
-        str,
-        _option(
-            "--srtp", metavar="MODE", help="SRTP (SDES): off, optional (when offered) or required."
-        ),
-    ] = "optional",
+    max_calls: MaxCallsOption = None,
+    codec: CodecOption = None,
+    number: NumberOption = None,
+    srtp: Annotated[str, _option("--srtp", metavar="MODE", help=_SRTP_HELP)] = "optional",
     max_message_rate: MessageRateOption = None,
     default_region: RegionOption = None,
     db: DbOption = None,
@@ -111,18 +112,9 @@ def trunk_add(
 @trunk_app.command("update", cls=Command)
 def trunk_update(
     name: Annotated[str, typer.Argument(metavar="NAME", help="Trunk name.")],
-    allow: Annotated[
-        list[str] | None,
-        _option(
-            "--allow",
-            metavar="CIDR",
-            help="Source address or CIDR allowed to send calls (repeatable; replaces the list).",
-        ),
-    ] = None,
-    host: Annotated[
-        str | None, _option("--host", help="Where outbound calls and REGISTER go.")
-    ] = None,
-    username: Annotated[str | None, _option("--username", help="Digest user name.")] = None,
+    allow: AllowOption = None,
+    host: HostOption = None,
+    username: UsernameOption = None,
     password: Annotated[
         str | None,
         _option(
@@ -134,35 +126,16 @@ def trunk_update(
         bool | None,
         _option("--register/--no-register", help="Register with the host, or stop."),
     ] = None,
-    max_calls: Annotated[
-        int | None, _option("--max-calls", metavar="N", help="Concurrent call limit (at least 1).")
-    ] = None,
-    codec: Annotated[
-        list[str] | None,
-        _option(
-            "--codec",
-            help="Allowed codec, in order of preference (repeatable; replaces the list).",
-        ),
-    ] = None,
-    number: Annotated[
-        list[str] | None,
-        _option(
-            "--number",
-            help="A number this trunk may call (repeatable; replaces the list).",
-        ),
-    ] = None,
-    srtp: Annotated[
-        str | None,
-        _option(
-            "--srtp", metavar="MODE", help="SRTP (SDES): off, optional (when offered) or required."
-        ),
-    ] = None,
+    max_calls: MaxCallsOption = None,
+    codec: CodecOption = None,
+    number: NumberOption = None,
+    srtp: Annotated[str | None, _option("--srtp", metavar="MODE", help=_SRTP_HELP)] = None,
     max_message_rate: MessageRateOption = None,
     default_region: RegionOption = None,
     db: DbOption = None,
 ) -> None:
     """Change a trunk's settings (options left out stay as they are; a repeatable option
-    given replaces the whole list)."""
+    given replaces its whole list)."""
     changes: dict[str, Any] = {
         key: value
         for key, value in {
