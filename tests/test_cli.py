@@ -324,13 +324,13 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0011" in result.stdout
+    assert "revision 0015" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
             return await db.current_revision()
 
-    assert asyncio.run(revision()) == "0011"
+    assert asyncio.run(revision()) == "0015"
 
 
 def test_db_option_overrides_env(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -1471,7 +1471,7 @@ def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -
         for name in list(os.environ):
             if name.startswith("SIPBRIDGE_"):
                 monkeypatch.delenv(name)
-        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0011")
+        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0015")
         result = invoke(
             runner, pg_env, "agent", "add", "bot", "--url", "wss://a", "--url", "wss://b"
         )

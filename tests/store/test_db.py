@@ -18,7 +18,7 @@ from sipbridge.store.db import (
 )
 from sipbridge.store.models import Base, Call
 
-HEAD = "0011"
+HEAD = "0015"
 
 
 def test_normalize_url() -> None:
@@ -108,6 +108,8 @@ def test_packaged_migrations() -> None:
     assert tenth is not None and tenth.down_revision == "0009"
     eleventh = script.get_revision("0011")
     assert eleventh is not None and eleventh.down_revision == "0010"
+    recordings = script.get_revision("0015")
+    assert recordings is not None and recordings.down_revision == "0011"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import swagger_ui_bundle
@@ -61,6 +62,7 @@ def create_app(
     default_region: str | None = None,
     bans_changed: Callable[[], Awaitable[None]] | None = None,
     registration: Callable[[str], dict[str, Any] | None] | None = None,
+    recordings_dir: Path | None = None,
 ) -> FastAPI:
     """The HTTP application for ``sipbridge serve``.
 
@@ -72,6 +74,8 @@ def create_app(
     ``bans_changed`` is awaited after a ban is added or lifted (the server reloads them).
     ``registration`` gives a trunk's registration state (the server's REGISTER clients;
     None: it does not register), shown as each trunk's ``registration``.
+    ``recordings_dir``: the only folder ``/api/calls/{id}/recording`` serves files from
+    (None: any recording path the store names).
     """
     default_region = normalize_region(default_region)
     app = FastAPI(
@@ -87,6 +91,7 @@ def create_app(
     app.state.default_region = default_region
     app.state.bans_changed = bans_changed
     app.state.registration = registration
+    app.state.recordings_dir = recordings_dir
     install_error_handlers(app)
     app.include_router(routes_health.router)
     for module in (

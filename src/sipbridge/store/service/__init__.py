@@ -40,6 +40,7 @@ from sipbridge.store.service.calls import MAX_PAGE as MAX_PAGE
 from sipbridge.store.service.calls import (
     CallFilter,
     call_row_values,
+    clear_recordings,
     close_interrupted,
     close_open_calls,
     get_call,
@@ -104,6 +105,7 @@ __all__ = [
     "add_trunk",
     "call_row_values",
     "call_stats",
+    "clear_recordings",
     "close_interrupted",
     "close_lost_instances",
     "close_open_calls",
