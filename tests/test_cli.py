@@ -155,7 +155,7 @@ def test_number_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
     assert "added number +12025550101 -> bot" in result.stdout
 
     result = invoke(runner, env, "number", "list")
-    assert result.stdout.splitlines()[1].split() == ["+12025550101", "bot"]
+    assert result.stdout.splitlines()[1].split() == ["+12025550101", "bot", "agent's"]
 
     result = invoke(runner, env, "number", "remove", "tel:+1-202-555-0101")
     assert result.exit_code == 0
@@ -1657,6 +1657,26 @@ def test_number_update(runner: CliRunner, env: dict[str, str]) -> None:
     unknown = invoke(runner, env, "number", "update", "+12025550199", "--agent", "bot")
     assert unknown.exit_code == 1 and "not found" in unknown.stderr
     assert invoke(runner, env, "number", "update", "+12025550101", "--agent", "x").exit_code == 1
+
+
+def test_agent_and_number_record_settings(runner: CliRunner, env: dict[str, str]) -> None:
+    """``--record`` on an agent, ``--record/--no-record/--record-from-agent`` on a number
+    (the number's own setting wins)."""
+    assert invoke(runner, env, "agent", "add", "bot", "--url", "ws://a", "--record").exit_code == 0
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[7] == "yes"
+    assert invoke(runner, env, "agent", "update", "bot", "--no-record").exit_code == 0
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[7] == "no"
+    added = invoke(runner, env, "number", "add", "+12025550101", "--agent", "bot", "--record")
+    assert added.exit_code == 0, added.output
+    assert invoke(runner, env, "number", "list").stdout.splitlines()[1].split()[2] == "yes"
+    off = invoke(runner, env, "number", "update", "+12025550101", "--no-record")
+    assert off.stdout.strip() == "updated number +12025550101 -> bot (record: no)"
+    inherit = invoke(runner, env, "number", "update", "+12025550101", "--record-from-agent")
+    assert inherit.stdout.strip() == "updated number +12025550101 -> bot (record: agent's)"
+    both = invoke(
+        runner, env, "number", "update", "+12025550101", "--record", "--record-from-agent"
+    )
+    assert both.exit_code == 2
 
 
 def test_agent_transfer_allow(runner: CliRunner, env: dict[str, str]) -> None:

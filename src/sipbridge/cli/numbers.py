@@ -107,6 +107,9 @@ def number_update(
         lambda d: service.update_number(d, number, new_agent, default_region, record=new_record),
     )
     target = updated.agent if updated.agent is not None else "- (no agent)"
-    typer.echo(
-        f"updated number {updated.number} -> {target} (record: {_record_text(updated.record)})"
+    recording = (
+        ""
+        if isinstance(new_record, service.Unset)
+        else f" (record: {_record_text(updated.record)})"
     )
+    typer.echo(f"updated number {updated.number} -> {target}{recording}")

@@ -146,10 +146,14 @@ class StereoAligner:
         when there is none yet); a side with nothing there is silent."""
         return self._emit(self._index(now) - self._hold)
 
-    def finish(self) -> bytes:
-        """Everything still held, the shorter side padded with silence."""
+    def finish(self, end: float | None = None) -> bytes:
+        """Everything still held, the shorter side padded with silence, and silence up to
+        ``end`` (the end of the call) when the audio stops before it."""
         longest = max(len(channel) for channel in self._channels) // _BYTES_PER_SAMPLE
-        return self._emit(self._base + longest)
+        last = self._base + longest
+        if end is not None:
+            last = max(last, self._index(end))
+        return self._emit(last)
 
     def _emit(self, end: int) -> bytes:
         count = end - self._base

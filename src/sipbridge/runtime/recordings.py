@@ -159,12 +159,13 @@ class _File:
     error: str | None = None
     opened: bool = False
 
-    def write(self, chunks: list[Chunk], now: float | None) -> None:
-        """Place ``chunks`` and append the stereo PCM up to ``now`` (None: everything)."""
+    def write(self, chunks: list[Chunk], now: float, last: bool = False) -> None:
+        """Place ``chunks`` and append the stereo PCM up to ``now`` (``last``: all of it,
+        and silence up to ``now``, the end of the call)."""
         aligner = self.aligner
         for at, side, pcm in chunks:
             aligner.add(Side(side), at, pcm)
-        data = aligner.take(now) if now is not None else aligner.finish()
+        data = aligner.finish(now) if last else aligner.take(now)
         if self.error is not None or (not data and self.opened):
             return
         try:
@@ -289,8 +290,9 @@ class RecordingWriter:
             return None
         chunks, tap.chunks = tap.chunks, []
         size = sum(len(chunk[2]) for chunk in chunks)
+        end = asyncio.get_running_loop().time()
         try:
-            await asyncio.wrap_future(self._executor.submit(_finish_file, state, chunks))
+            await asyncio.wrap_future(self._executor.submit(_finish_file, state, chunks, end))
         finally:
             self.backlog -= size
         if tap.dropped_bytes:
@@ -351,9 +353,9 @@ def _write_batch(jobs: list[tuple[_File, list[Chunk]]], now: float) -> None:
         state.write(chunks, now)
 
 
-def _finish_file(state: _File, chunks: list[Chunk]) -> None:
+def _finish_file(state: _File, chunks: list[Chunk], end: float) -> None:
     try:
-        state.write(chunks, None)
+        state.write(chunks, end, last=True)
     finally:
         state.close()
 
