@@ -21,7 +21,14 @@ from sipbridge.cli import app
 from sipbridge.config import ServeSettings
 from sipbridge.store import service
 from sipbridge.store.db import Database
-from sipbridge.store.records import BanRecord, CallEvent, CallRecord, CallStatus, TrunkRecord
+from sipbridge.store.records import (
+    BanRecord,
+    CallEvent,
+    CallRecord,
+    CallStatus,
+    RecordingInfo,
+    TrunkRecord,
+)
 from tests.support.require import require
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -216,6 +223,14 @@ def _seed_calls(db_url: str) -> None:
                     mos=4.31,
                     jitter_ms=12.2,
                     loss_percent=0.5,
+                    recording=RecordingInfo(
+                        "/var/lib/sipbridge/recordings/2025-03-03/old.wav",
+                        "wav",
+                        8000,
+                        2,
+                        396844,
+                        12.4,
+                    ),
                 ),
             )
             await service.save_call(
@@ -1635,8 +1650,17 @@ def test_calls_show_prints_the_whole_call(
     assert '{"intent": "billing"}' in text
     assert re.search(r"dtmf\s+\{\"digit\": \"5\"\}", text)
     assert "answered" in text.split("timeline:")[1]
+    assert re.search(
+        r"^recording\s+/var/lib/sipbridge/recordings/2025-03-03/old\.wav \(12\.4 s, 396844 "
+        r"bytes, 2 channels: left caller, right agent, 8000 Hz; GET /api/calls/old/recording\)$",
+        text,
+        re.M,
+    )
     data = json.loads(invoke(runner, env, "calls", "show", "old", "--json").stdout)
     assert data["id"] == "old" and data["transcript"][0]["text"] == "my bill is wrong"
+    assert data["recording"]["duration_s"] == 12.4
+    new = invoke(runner, env, "calls", "show", "new").stdout
+    assert re.search(r"^recording\s+-$", new, re.M)
     missing = invoke(runner, env, "calls", "show", "nope")
     assert missing.exit_code == 1 and "call 'nope' not found" in missing.stderr
     assert invoke(runner, env, "calls", "--limit", "1").stdout.startswith("ID ")  # still lists
@@ -1663,9 +1687,9 @@ def test_agent_and_number_record_settings(runner: CliRunner, env: dict[str, str]
     """``--record`` on an agent, ``--record/--no-record/--record-from-agent`` on a number
     (the number's own setting wins)."""
     assert invoke(runner, env, "agent", "add", "bot", "--url", "ws://a", "--record").exit_code == 0
-    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[7] == "yes"
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[8] == "yes"
     assert invoke(runner, env, "agent", "update", "bot", "--no-record").exit_code == 0
-    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[7] == "no"
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[8] == "no"
     added = invoke(runner, env, "number", "add", "+12025550101", "--agent", "bot", "--record")
     assert added.exit_code == 0, added.output
     assert invoke(runner, env, "number", "list").stdout.splitlines()[1].split()[2] == "yes"

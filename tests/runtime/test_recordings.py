@@ -341,3 +341,25 @@ async def test_a_stalled_writer_does_not_stall_the_call(make_bridge: BridgeFacto
     assert bridge.recordings.dropped_bytes > 0
     dropped = bridge.metrics.registry.get_sample_value("sipbridge_recording_dropped_seconds_total")
     assert dropped == pytest.approx(info.dropped_ms / 1000)
+
+
+async def test_the_server_sweeps_old_recordings_at_start(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    """--recording-retention-days: a file older than that is gone once the server runs;
+    with 0 nothing is ever deleted."""
+    folder = tmp_path / "recordings-swept"
+    old = recording_path(folder, "old", utcnow() - timedelta(days=3))
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"RIFF")
+    three_days = time.time() - 3 * 86400
+    os.utime(old, (three_days, three_days))
+    kept = await make_bridge(recordings_dir=str(folder), recording_retention_days=0)
+    await asyncio.sleep(0.2)
+    assert old.exists()
+    await kept.stop()
+    await make_bridge(recordings_dir=str(folder), recording_retention_days=2)
+    deadline = time.monotonic() + 5
+    while old.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert not old.exists()
