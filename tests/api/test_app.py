@@ -28,6 +28,7 @@ PATHS = {
     "/api/calls": {"get"},
     "/api/calls.csv": {"get"},
     "/api/calls/{call_id}": {"get"},
+    "/api/calls/{call_id}/recording": {"get"},
     "/api/stats": {"get"},
     "/api/instances": {"get"},
 }

@@ -33,6 +33,7 @@ API_PATHS = [
     ("GET", "/api/calls"),
     ("GET", "/api/calls.csv"),
     ("GET", "/api/calls/x"),
+    ("GET", "/api/calls/x/recording"),
     ("GET", "/api/stats"),
 ]
 

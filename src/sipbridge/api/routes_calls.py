@@ -186,10 +186,13 @@ class WavResponse(FileResponse):
             "caller, right the agent, PCM16 at the agent's rate), streamed",
             "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
         },
-        **error_responses(
-            e404="No call with that id, the call was not recorded, or its file is gone "
-            "(deleted by the retention period, or kept by another instance)"
-        ),
+        # JSON although the 200 is audio/wav (as for the CSV export).
+        401: {"description": "Missing or invalid API key", "content": JSON_ERROR},
+        404: {
+            "description": "No call with that id, the call was not recorded, or its file "
+            "is gone (deleted by the retention period, or kept by another instance)",
+            "content": JSON_ERROR,
+        },
     },
 )
 async def get_call_recording(
