@@ -4,6 +4,11 @@ Run (as root, for the kernel-timestamped capture of our RTP):
 
     .venv/bin/python bench/bench_capacity.py --calls 100 --rate 20 --hold 30
     .venv/bin/python bench/bench_capacity.py --calls 300 --rate 50 --hold 30 --json out.json
+    .venv/bin/python bench/bench_capacity.py --calls 100 --rate 20 --hold 30 --record
+
+``--record`` records every call (the agent's ``record`` on; the WAV files go to the run's
+temporary directory): run it once with and once without it, on an otherwise idle machine,
+and compare ``server_cpu_percent_per_call`` (what recording costs; docs/performance.md).
 
 Four processes, all on 127.0.0.1:
 
@@ -538,6 +543,9 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="py-spy collapsed stacks of the server's steady state"
     )
+    parser.add_argument(
+        "--record", action="store_true", help="record every call (WAV files, runtime/recordings.py)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
@@ -566,8 +574,10 @@ def main() -> None:
         f"ws://127.0.0.1:{agent_port}/",
         "--sample-rate",
         str(args.agent_rate),
+        "--record" if args.record else "--no-record",
     )
     sipbridge(db, "number", "add", NUMBER, "--agent", "bench")
+    recordings = work / "recordings"
     sip_port, http_port = free_port(), free_port(socket.SOCK_STREAM)
     low = random.randrange(20000, 40000, 2)
     high = low + 4 * args.calls + 200
@@ -598,6 +608,8 @@ def main() -> None:
             "100000",
             "--flood-burst",
             "100000",
+            "--recordings-dir",
+            str(recordings),
             *args.server_arg,
         ],
         stdout=log,
@@ -609,6 +621,7 @@ def main() -> None:
         "hold_s": args.hold,
         "codec": args.codec,
         "agent_rate": args.agent_rate,
+        "record": args.record,
     }
     sipp_proc: subprocess.Popen[bytes] | None = None
     capture: RtpCapture | None = None
@@ -764,6 +777,12 @@ def main() -> None:
         )
         figures["overload_refusals"] = int(metric_value(final, "sipbridge_overload_refusals_total"))
         figures["frames_skipped"] = int(metric_value(final, "sipbridge_media_frames_skipped_total"))
+        files = list(recordings.rglob("*.wav"))
+        figures["recordings"] = len(files)
+        figures["recordings_mb"] = round(sum(f.stat().st_size for f in files) / 1e6, 1)
+        figures["recording_dropped_s"] = metric_value(
+            final, "sipbridge_recording_dropped_seconds_total"
+        )
         lag_p99 = histogram_quantile(after, "sipbridge_media_clock_lag_seconds", 0.99)
         figures["clock_lag_p99_ms_upper_bound"] = _ms(lag_p99)
         pattern = r'sipbridge_media_clock_lag_seconds_bucket\{le="([^"]+)"\} (\S+)'

@@ -26,6 +26,7 @@ from sipbridge.store.records import (
     CallEvent,
     CallRecord,
     CallStatus,
+    RecordingInfo,
     TraceRecord,
     TrunkRecord,
 )
@@ -172,7 +173,7 @@ def test_number_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
     assert "added number +12025550101 -> bot" in result.stdout
 
     result = invoke(runner, env, "number", "list")
-    assert result.stdout.splitlines()[1].split() == ["+12025550101", "bot"]
+    assert result.stdout.splitlines()[1].split() == ["+12025550101", "bot", "agent's"]
 
     result = invoke(runner, env, "number", "remove", "tel:+1-202-555-0101")
     assert result.exit_code == 0
@@ -233,6 +234,14 @@ def _seed_calls(db_url: str) -> None:
                     mos=4.31,
                     jitter_ms=12.2,
                     loss_percent=0.5,
+                    recording=RecordingInfo(
+                        "/var/lib/sipbridge/recordings/2025-03-03/old.wav",
+                        "wav",
+                        8000,
+                        2,
+                        396844,
+                        12.4,
+                    ),
                 ),
             )
             await service.save_call(
@@ -344,13 +353,13 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0013" in result.stdout
+    assert "revision 0014" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
             return await db.current_revision()
 
-    assert asyncio.run(revision()) == "0013"
+    assert asyncio.run(revision()) == "0014"
 
 
 def test_db_option_overrides_env(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -1563,7 +1572,7 @@ def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -
         for name in list(os.environ):
             if name.startswith("SIPBRIDGE_"):
                 monkeypatch.delenv(name)
-        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0013")
+        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0014")
         result = invoke(
             runner, pg_env, "agent", "add", "bot", "--url", "wss://a", "--url", "wss://b"
         )
@@ -1741,8 +1750,17 @@ def test_calls_show_prints_the_whole_call(
     assert '{"intent": "billing"}' in text
     assert re.search(r"dtmf\s+\{\"digit\": \"5\"\}", text)
     assert "answered" in text.split("timeline:")[1]
+    assert re.search(
+        r"^recording\s+/var/lib/sipbridge/recordings/2025-03-03/old\.wav \(12\.4 s, 396844 "
+        r"bytes, 2 channels: left caller, right agent, 8000 Hz; GET /api/calls/old/recording\)$",
+        text,
+        re.M,
+    )
     data = json.loads(invoke(runner, env, "calls", "show", "old", "--json").stdout)
     assert data["id"] == "old" and data["transcript"][0]["text"] == "my bill is wrong"
+    assert data["recording"]["duration_s"] == 12.4
+    new = invoke(runner, env, "calls", "show", "new").stdout
+    assert re.search(r"^recording\s+-$", new, re.M)
     missing = invoke(runner, env, "calls", "show", "nope")
     assert missing.exit_code == 1 and "call 'nope' not found" in missing.stderr
     assert invoke(runner, env, "calls", "--limit", "1").stdout.startswith("ID ")  # still lists
@@ -1808,6 +1826,26 @@ def test_number_update(runner: CliRunner, env: dict[str, str]) -> None:
     unknown = invoke(runner, env, "number", "update", "+12025550199", "--agent", "bot")
     assert unknown.exit_code == 1 and "not found" in unknown.stderr
     assert invoke(runner, env, "number", "update", "+12025550101", "--agent", "x").exit_code == 1
+
+
+def test_agent_and_number_record_settings(runner: CliRunner, env: dict[str, str]) -> None:
+    """``--record`` on an agent, ``--record/--no-record/--record-from-agent`` on a number
+    (the number's own setting wins)."""
+    assert invoke(runner, env, "agent", "add", "bot", "--url", "ws://a", "--record").exit_code == 0
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[8] == "yes"
+    assert invoke(runner, env, "agent", "update", "bot", "--no-record").exit_code == 0
+    assert invoke(runner, env, "agent", "list").stdout.splitlines()[1].split()[8] == "no"
+    added = invoke(runner, env, "number", "add", "+12025550101", "--agent", "bot", "--record")
+    assert added.exit_code == 0, added.output
+    assert invoke(runner, env, "number", "list").stdout.splitlines()[1].split()[2] == "yes"
+    off = invoke(runner, env, "number", "update", "+12025550101", "--no-record")
+    assert off.stdout.strip() == "updated number +12025550101 -> bot (record: no)"
+    inherit = invoke(runner, env, "number", "update", "+12025550101", "--record-from-agent")
+    assert inherit.stdout.strip() == "updated number +12025550101 -> bot (record: agent's)"
+    both = invoke(
+        runner, env, "number", "update", "+12025550101", "--record", "--record-from-agent"
+    )
+    assert both.exit_code == 2
 
 
 def test_agent_transfer_allow(runner: CliRunner, env: dict[str, str]) -> None:

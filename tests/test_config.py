@@ -434,3 +434,19 @@ def test_settings_instance_timeout() -> None:
     assert ServeSettings(instance_timeout=1).instance_timeout == 1
     with pytest.raises(ValueError, match="instance_timeout must be at least 1 second"):
         ServeSettings(instance_timeout=0.5)
+
+
+def test_recordings_folder_and_retention(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recordings go beside a SQLite file, else in the data directory, unless
+    --recordings-dir says where; the retention is a number of days, 0 keeping them."""
+    sqlite = ServeSettings(db=f"sqlite:///{tmp_path / 'calls.db'}")
+    assert sqlite.recordings_path == tmp_path / "recordings"
+    assert sqlite.recording_retention_days == 30
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    postgres = ServeSettings(db="postgresql://u:p@db/sipbridge")
+    assert postgres.recordings_path == tmp_path / "data" / "sipbridge" / "recordings"
+    assert ServeSettings(recordings_dir=str(tmp_path / "r")).recordings_path == tmp_path / "r"
+    assert ServeSettings(recording_retention_days=0).recording_retention_days == 0
+    for bad in (-1.0, math.inf):
+        with pytest.raises(ValueError, match="recording_retention_days"):
+            ServeSettings(recording_retention_days=bad)

@@ -82,3 +82,25 @@ async def test_national_number_read_in_the_default_region(db: Database) -> None:
 async def test_national_number_without_region_is_recorded_as_received(db: Database) -> None:
     result = await route(db, "2025550101", None)
     assert (result.status, result.reason, result.number) == (404, "unknown_number", "2025550101")
+
+
+async def test_whether_a_call_is_recorded(db: Database) -> None:
+    """The number's own record setting wins; without one, the agent's."""
+    await service.add_agent(db, "quiet", "ws://q")
+    await service.add_agent(db, "taped", "ws://t", record=True)
+    await service.add_number(db, "+12025550111", "quiet")
+    await service.add_number(db, "+12025550112", "taped")
+    await service.add_number(db, "+12025550113", "taped", record=False)
+    await service.add_number(db, "+12025550114", "quiet", record=True)
+    decided = {
+        number: (await route(db, number, None)).record
+        for number in ("+12025550111", "+12025550112", "+12025550113", "+12025550114")
+    }
+    assert decided == {
+        "+12025550111": False,
+        "+12025550112": True,
+        "+12025550113": False,
+        "+12025550114": True,
+    }
+    await service.update_number(db, "+12025550113", record=None)  # back to the agent's
+    assert (await route(db, "+12025550113", None)).record is True

@@ -323,6 +323,11 @@ class ServeSettings:
     instance_timeout: float = 30.0
     spool_path: str | None = None
     spool_max_bytes: int = 64 * 1024 * 1024
+    # Call recordings (runtime/recordings.py, docs/operations.md "Recordings"): where the
+    # WAV files go (None: beside the database; see ``recordings_path``) and how many days
+    # they are kept (0: forever).
+    recordings_dir: str | None = None
+    recording_retention_days: float = 30.0
 
     def __post_init__(self) -> None:
         if self.instance_id is not None and (
@@ -335,6 +340,8 @@ class ServeSettings:
             raise ValueError("instance_timeout must be at least 1 second")
         if self.spool_max_bytes < 4096:
             raise ValueError("spool_max_bytes must be at least 4096")
+        if not 0 <= self.recording_retention_days < math.inf:
+            raise ValueError("recording_retention_days must be 0 (keep) or a number of days")
         self._check_transports()
         if not 0 <= self.sip_port <= 65535:
             raise ValueError(f"sip_port {self.sip_port} is outside 0-65535")
@@ -420,6 +427,36 @@ class ServeSettings:
         if self.instance_id is not None:
             return self.instance_id.strip()
         return f"{socket.gethostname()}:{self.sip_port}"
+
+    def _sqlite_file(self) -> Path | None:
+        """The database file when the database is a SQLite file, else None."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            url = make_url(self.db)
+        except Exception:  # the database layer reports a bad URL
+            return None
+        database = url.database
+        if (
+            url.get_backend_name() == "sqlite"
+            and database
+            and database != ":memory:"
+            and not database.startswith("file:")
+        ):
+            return Path(database).expanduser().absolute()
+        return None
+
+    @property
+    def recordings_path(self) -> Path:
+        """Where call recordings go: ``--recordings-dir``; else ``recordings`` beside a
+        SQLite database file, or in the default data directory (the folder of
+        ``default_db_path()``) for PostgreSQL and in-memory SQLite."""
+        if self.recordings_dir is not None:
+            return Path(self.recordings_dir).expanduser().absolute()
+        database = self._sqlite_file()
+        if database is not None:
+            return database.parent / "recordings"
+        return default_db_path().parent / "recordings"
 
     @property
     def spool_file(self) -> Path:

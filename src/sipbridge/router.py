@@ -18,13 +18,15 @@ class RouteResult:
 
     ``status`` is the SIP status to answer with when it is not 200 (404 or 480), and
     ``reason`` a stable machine-readable word: ``ok``, ``unknown_number``,
-    ``agent_missing`` or ``agent_not_voice_enabled``.
+    ``agent_missing`` or ``agent_not_voice_enabled``. ``record``: the call is to be
+    recorded (the number's setting, else its agent's).
     """
 
     number: str | None
     agent: AgentRecord | None
     status: int
     reason: str
+    record: bool = False
 
     @property
     def ok(self) -> bool:
@@ -51,4 +53,6 @@ async def route(
         return RouteResult(
             number=number, agent=found.agent, status=480, reason="agent_not_voice_enabled"
         )
-    return RouteResult(number=number, agent=found.agent, status=200, reason="ok")
+    return RouteResult(
+        number=number, agent=found.agent, status=200, reason="ok", record=found.record
+    )

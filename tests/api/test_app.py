@@ -30,6 +30,7 @@ PATHS = {
     "/api/calls": {"get", "post"},
     "/api/calls.csv": {"get"},
     "/api/calls/{call_id}": {"get"},
+    "/api/calls/{call_id}/recording": {"get"},
     "/api/stats": {"get"},
     "/api/instances": {"get"},
 }

@@ -34,6 +34,7 @@ API_PATHS = [
     ("POST", "/api/calls"),
     ("GET", "/api/calls.csv"),
     ("GET", "/api/calls/x"),
+    ("GET", "/api/calls/x/recording"),
     ("GET", "/api/stats"),
 ]
 

@@ -294,3 +294,17 @@ async def test_agent_bad_transfer_allow_is_422(client: httpx.AsyncClient, allow:
     response = await client.post("/api/agents", json={**AGENT, "transfer_allow": allow})
     assert response.status_code == 422, response.text
     assert "transfer_allow" in response.text
+
+
+async def test_agent_record_setting(client: httpx.AsyncClient, db: Database) -> None:
+    """``record``: false unless asked; PATCH changes it alone."""
+    response = await client.post("/api/agents", json={"name": "rec", "urls": ["ws://a"]})
+    assert response.status_code == 201 and response.json()["record"] is False
+    response = await client.patch("/api/agents/rec", json={"record": True})
+    assert response.status_code == 200 and response.json()["record"] is True
+    assert (await service.get_agent(db, "rec")).record is True
+    assert (await client.patch("/api/agents/rec", json={"record": None})).status_code == 422
+    response = await client.post(
+        "/api/agents", json={"name": "rec2", "urls": ["ws://a"], "record": True}
+    )
+    assert response.json()["record"] is True

@@ -1,16 +1,19 @@
 import csv
+import dataclasses
 import io
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from sipbridge.api import create_app
 from sipbridge.api.routes_calls import CSV_COLUMNS, csv_cell
 from sipbridge.store import service
 from sipbridge.store.db import Database
-from sipbridge.store.records import CallEvent, CallRecord, CallStatus
-from tests.api.conftest import T0, call
+from sipbridge.store.records import CallEvent, CallRecord, CallStatus, RecordingInfo
+from tests.api.conftest import T0, call, make_client
 
 
 def ids(page: dict[str, Any]) -> list[str]:
@@ -318,3 +321,54 @@ async def test_calls_in_progress_are_listed_and_filtered(
     assert ids(await get_page(client, status="interrupted")) == ["i1"]
     csv_rows = read_csv((await client.get("/api/calls.csv")).text)
     assert {row["status"] for row in csv_rows} == {"ringing", "active", "interrupted"}
+
+
+# ---------------------------------------------------------------- recordings
+
+
+async def test_recording_download_and_its_404s(db: Database, api_key: str, tmp_path: Path) -> None:
+    """``/api/calls/{id}/recording``: the file as audio/wav (streamed, Range works); 404
+    for a call without a recording, a missing file, and a path outside the server's
+    recordings folder; the record shows it, the CSV gives its path."""
+    folder = tmp_path / "recordings"
+    inside = folder / "2025-03-03" / "rec.wav"
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(b"RIFF" + bytes(range(256)) * 40)
+    outside = tmp_path / "elsewhere.wav"
+    outside.write_bytes(b"RIFF secret")
+    info = RecordingInfo(str(inside), "wav", 8000, 2, inside.stat().st_size, 0.32)
+    await service.save_call(
+        db, dataclasses.replace(call("rec", T0, answer_after=1, duration=5), recording=info)
+    )
+    stray = RecordingInfo(str(folder / ".." / "elsewhere.wav"), "wav", 8000, 2, 11, 0.0)
+    await service.save_call(
+        db, dataclasses.replace(call("stray", T0, answer_after=1, duration=5), recording=stray)
+    )
+    await service.save_call(db, call("plain", T0, answer_after=1, duration=5))
+    app = create_app(db, recordings_dir=folder)
+    async with make_client(app, api_key) as client, make_client(app) as anon:
+        response = await client.get("/api/calls/rec/recording")
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "audio/wav"
+        assert "rec.wav" in response.headers["content-disposition"]
+        assert response.content == inside.read_bytes()
+        part = await client.get("/api/calls/rec/recording", headers={"Range": "bytes=4-7"})
+        assert part.status_code == 206 and part.content == bytes(range(4))
+        assert (await anon.get("/api/calls/rec/recording")).status_code == 401
+        detail = (await client.get("/api/calls/rec")).json()
+        assert detail["recording"] == info.to_json()
+        assert (await client.get("/api/calls/plain")).json()["recording"] is None
+        rows = read_csv((await client.get("/api/calls.csv")).text)
+        assert {row["id"]: row["recording"] for row in rows}["rec"] == str(inside)
+        for call_id, words in (
+            ("plain", "has no recording"),
+            ("stray", "not in this server's folder"),
+            ("ghost", "not found"),
+        ):
+            response = await client.get(f"/api/calls/{call_id}/recording")
+            assert response.status_code == 404 and words in response.json()["detail"]
+        inside.unlink()
+        response = await client.get("/api/calls/rec/recording")
+        assert response.status_code == 404 and "not on this server" in response.json()["detail"]
+    schema = app.openapi()["paths"]["/api/calls/{call_id}/recording"]["get"]["responses"]
+    assert "audio/wav" in schema["200"]["content"] and "404" in schema

@@ -103,8 +103,32 @@ async def test_update_number_errors(client: httpx.AsyncClient, agents: None) -> 
     assert error_locs(response) == [["body", "agent"]]
     response = await client.patch("/api/numbers/+12025550109", json={"agent": "sales"})
     assert response.status_code == 404
-    response = await client.patch("/api/numbers/+12025550101", json={})
-    assert ["body", "agent"] in error_locs(response)
+    response = await client.patch("/api/numbers/+12025550101", json={"record": "maybe"})
+    assert ["body", "record"] in error_locs(response)
+    response = await client.patch("/api/numbers/+12025550101", json={})  # nothing to change
+    assert response.status_code == 200 and response.json()["agent"] == "support"
+
+
+async def test_number_record_setting(client: httpx.AsyncClient, agents: None) -> None:
+    """A number's ``record``: null (the agent's) unless given; PATCH changes only what
+    it is sent."""
+    created = await client.post(
+        "/api/numbers", json={"number": "+12025550101", "agent": "support", "record": True}
+    )
+    assert created.status_code == 201 and created.json()["record"] is True
+    other = await client.post("/api/numbers", json={"number": "+12025550102", "agent": "sales"})
+    assert other.json()["record"] is None
+    response = await client.patch("/api/numbers/+12025550101", json={"agent": "sales"})
+    assert response.json() | {"created_at": None} == {
+        "number": "+12025550101",
+        "agent": "sales",
+        "record": True,
+        "created_at": None,
+    }
+    response = await client.patch("/api/numbers/+12025550101", json={"record": None})
+    assert response.json()["record"] is None and response.json()["agent"] == "sales"
+    response = await client.patch("/api/numbers/+12025550101", json={"record": False})
+    assert (await client.get("/api/numbers/+12025550101")).json()["record"] is False
 
 
 async def test_delete_number(client: httpx.AsyncClient, agents: None) -> None:

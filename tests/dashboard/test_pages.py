@@ -7,19 +7,21 @@ import csv
 import io
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
+from sipbridge.api.app import create_app
 from sipbridge.dashboard import pages
 from sipbridge.dashboard.pages import timeline, transcript
 from sipbridge.runtime.live import LiveCall
 from sipbridge.store import service
 from sipbridge.store.db import Database
-from sipbridge.store.records import CallDetail, CallEvent, CallRecord, CallStatus
+from sipbridge.store.records import CallDetail, CallEvent, CallRecord, CallStatus, RecordingInfo
 from tests.api.conftest import T0, call, known_dataset
-from tests.dashboard.conftest import Browser
+from tests.dashboard.conftest import Browser, make_browser
 
 
 def _rows(html: str) -> list[str]:
@@ -334,3 +336,39 @@ async def test_text_from_the_wire_is_escaped_everywhere(db: Database, signed_in:
         assert page.status_code == 200, url
         assert "<script>alert" not in page.text, url
         assert "&lt;script&gt;alert" in page.text, url
+
+
+async def test_call_page_plays_the_recording_from_the_recordings_folder(
+    db: Database, api_key: str, tmp_path: Path
+) -> None:
+    """A recorded call's page has a player whose source the signed-in session can fetch
+    (the same lookup as /api/calls/{id}/recording: only files in the recordings folder);
+    without a session, or for a call without recording, nothing is served."""
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    wav = folder / "r1.wav"
+    wav.write_bytes(b"RIFF" + bytes(40) + b"\x01\x00" * 800)
+    detail = _detail()
+    detail.record.recording = RecordingInfo(
+        path=str(wav), format="wav", sample_rate=8000, channels=2, bytes=1644, duration_s=0.1
+    )
+    await service.write_call(db, detail.record, detail.events)
+    app = create_app(db, default_region="US", recordings_dir=folder)
+    async with make_browser(app) as http:
+        browser = Browser(http)
+        assert (await browser.get("/calls/d1/recording")).status_code in (303, 401)
+        await browser.sign_in(api_key)
+        page = await browser.get("/calls/d1")
+        assert '<audio controls preload="none" src="/calls/d1/recording"' in page.text
+        assert "left the caller, right the agent" in page.text
+        audio = await browser.get("/calls/d1/recording")
+        assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
+        assert audio.content == wav.read_bytes()
+        ranged = await http.get("/calls/d1/recording", headers={"Range": "bytes=0-3"})
+        assert ranged.status_code == 206 and ranged.content == b"RIFF"
+        # A stored path outside the folder is never served.
+        detail.record.recording.path = str(tmp_path / "elsewhere.wav")
+        (tmp_path / "elsewhere.wav").write_bytes(b"RIFF")
+        await service.write_call(db, detail.record, [])
+        assert (await browser.get("/calls/d1/recording")).status_code == 404
+        assert "<audio" not in (await browser.get("/calls/nope")).text

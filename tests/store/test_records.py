@@ -10,6 +10,7 @@ from sipbridge.store.records import (
     CallRecord,
     CallStatus,
     NumberRecord,
+    RecordingInfo,
     TrunkRecord,
     as_utc,
     utcnow,
@@ -131,6 +132,7 @@ def test_to_json() -> None:
         "response_max_ms": None,
         "owner": None,
         "updated_at": None,
+        "recording": None,
     }
     json.dumps(data)  # serializable as is
     assert datetime.fromisoformat(data["received_at"]) == T0
@@ -167,12 +169,14 @@ def test_agent_and_number_records() -> None:
         "has_token": False,
         "ca_bundle": None,
         "transfer_allow": [],
+        "record": False,
         "created_at": "2025-01-01T00:00:00+00:00",
         "updated_at": None,
     }
     assert NumberRecord("+12025550101", None).to_json() == {
         "number": "+12025550101",
         "agent": None,
+        "record": None,
         "created_at": None,
     }
     number = NumberRecord("+12025550101", "bot", datetime(2025, 1, 2))
@@ -318,3 +322,15 @@ def test_utc_helpers() -> None:
     assert as_utc(datetime(2025, 1, 1, 1, tzinfo=timezone(timedelta(hours=1)))) == datetime(
         2025, 1, 1, tzinfo=UTC
     )
+
+
+def test_recording_info_round_trips_and_survives_the_spool_form() -> None:
+    """A call's recording: its JSON back into the record (the spool and the store give a
+    dict); anything unreadable is no recording rather than an error."""
+    info = RecordingInfo("/r/2025-03-01/c1.wav", "wav", 8000, 2, 32044, 1.0, dropped_ms=20)
+    call = make_call(recording=info.to_json())
+    assert call.recording == info
+    assert call.to_json()["recording"]["duration_s"] == 1.0
+    assert RecordingInfo.from_json({"path": "/x.wav"}) is None
+    assert RecordingInfo.from_json("garbage") is None
+    assert make_call(recording={"bytes": "many"}).recording is None

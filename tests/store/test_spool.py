@@ -114,3 +114,21 @@ async def test_replaying_the_same_entries_twice_makes_one_row_and_one_set_of_eve
     assert not await service.write_call(db, entry("x", CallStatus.ACTIVE).record)
     [record] = await service.list_calls(db)
     assert record.status is CallStatus.ANSWERED
+
+
+def test_a_records_recording_survives_the_spool() -> None:
+    """The recording written with the call's last record comes back whole from the
+    spool's line (asdict turns it into JSON, the record reads it back)."""
+    from sipbridge.store.records import RecordingInfo
+
+    info = RecordingInfo("/var/lib/sipbridge/recordings/x.wav", "wav", 16000, 2, 64044, 1.0)
+    record = CallRecord(
+        id="r",
+        sip_call_id="r@x",
+        from_number=None,
+        to_number=None,
+        agent=None,
+        received_at=datetime(2025, 3, 1, tzinfo=UTC),
+        recording=info,
+    )
+    assert SpoolEntry.from_line(SpoolEntry(record).to_line()).record.recording == info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import swagger_ui_bundle
@@ -69,6 +70,7 @@ def create_app(
     dial: Callable[[DialParams], Awaitable[str]] | None = None,
     live: LiveCalls | None = None,
     dashboard_secret: bytes | None = None,
+    recordings_dir: Path | None = None,
 ) -> FastAPI:
     """The HTTP application for ``sipbridge serve``.
 
@@ -85,6 +87,8 @@ def create_app(
     ``live`` is the server's table of calls in progress for the dashboard's Live calls
     page (None: the page says there is none to show); ``dashboard_secret`` signs its
     cookies (default: random per process). The dashboard is served at ``/``.
+    ``recordings_dir``: the only folder ``/api/calls/{id}/recording`` serves files from
+    (None: any recording path the store names).
     """
     default_region = normalize_region(default_region)
     app = FastAPI(
@@ -102,6 +106,7 @@ def create_app(
     app.state.traces_changed = traces_changed
     app.state.registration = registration
     app.state.dial = dial
+    app.state.recordings_dir = recordings_dir
     install_error_handlers(app)
     app.include_router(routes_health.router)
     for module in (

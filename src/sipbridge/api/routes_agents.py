@@ -54,6 +54,7 @@ async def create_agent(body: AgentCreate, db: Db) -> dict[str, Any]:
             sample_rate=body.sample_rate,
             ca_bundle=body.ca_bundle,
             transfer_allow=body.transfer_allow,
+            record=body.record,
         )
     return agent.to_json()
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path as Path_
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import AfterValidator
 
 from sipbridge.api.auth import api_router
@@ -35,7 +37,7 @@ from sipbridge.runtime.outbound import DialParams, DialRefused
 from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import CallRecord, CallStatus
-from sipbridge.store.service import CallFilter
+from sipbridge.store.service import CallFilter, NotFound
 
 __all__ = ["CSV_COLUMNS", "call_filter", "csv_cell", "csv_stream", "router"]
 
@@ -134,6 +136,7 @@ async def csv_stream(
 
 def _csv_row(record: CallRecord) -> list[str]:
     data = record.to_json()
+    data["recording"] = record.recording.path if record.recording is not None else None
     return [csv_cell(data.get(column)) for column in CSV_COLUMNS]
 
 
@@ -235,3 +238,59 @@ async def get_call(
 ) -> dict[str, Any]:
     """One call with its timeline, transcript, metadata and quality figures."""
     return (await service.get_call(db, call_id)).to_json()
+
+
+class WavResponse(FileResponse):
+    media_type = "audio/wav"
+
+
+@router.get(
+    "/calls/{call_id}/recording",
+    response_class=WavResponse,
+    tags=["calls"],
+    responses={
+        200: {
+            "description": "The call's recording: a two-channel WAV file (left the "
+            "caller, right the agent, PCM16 at the agent's rate), streamed",
+            "content": {"audio/wav": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        # JSON although the 200 is audio/wav (as for the CSV export).
+        401: {"description": "Missing or invalid API key", "content": JSON_ERROR},
+        404: {
+            "description": "No call with that id, the call was not recorded, or its file "
+            "is gone (deleted by the retention period, or kept by another instance)",
+            "content": JSON_ERROR,
+        },
+    },
+)
+async def get_call_recording(
+    call_id: Annotated[Text, Path(description="The call's id")], db: Db, request: Request
+) -> WavResponse:
+    """Download a call's recording (streamed from the file; ``Range`` requests work)."""
+    path = await recording_file(db, call_id, request.app.state.recordings_dir)
+    return WavResponse(path, media_type="audio/wav", filename=f"{path.stem}.wav")
+
+
+async def recording_file(db: Database, call_id: str, allowed: Path_ | None) -> Path_:
+    """The file of ``call_id``'s recording, served by the API and the dashboard's player;
+    NotFound when there is no such call, it was not recorded, or the file is not here."""
+    detail = await service.get_call(db, call_id)
+    recording = detail.record.recording
+    if recording is None:
+        raise NotFound(f"call {call_id!r} has no recording")
+    path = Path_(recording.path)
+    if allowed is not None and not await asyncio.to_thread(_inside, path, allowed):
+        # A path from the store outside the recordings folder (a restored backup from
+        # another host, an edited row) is never served.
+        raise NotFound(f"the recording of call {call_id!r} is not in this server's folder")
+    if not await asyncio.to_thread(path.is_file):
+        raise NotFound(
+            f"the recording of call {call_id!r} is not on this server (deleted, or kept "
+            "by the instance that handled the call)"
+        )
+    return path
+
+
+def _inside(path: Path_, folder: Path_) -> bool:
+    """``path`` is in ``folder`` once symlinks and ``..`` are resolved."""
+    return path.resolve().is_relative_to(folder.resolve())

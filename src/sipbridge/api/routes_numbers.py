@@ -71,7 +71,9 @@ async def create_number(body: NumberCreate, db: Db, region: Region) -> dict[str,
     await _require_agent(db, body.agent)
     with service_errors("body"):
         try:
-            number = await service.add_number(db, body.number, body.agent, default_region=region)
+            number = await service.add_number(
+                db, body.number, body.agent, default_region=region, record=body.record
+            )
         except NotFound as exc:  # the agent went away meanwhile
             raise field_error("body", "agent", str(exc)) from exc
     return number.to_json()
@@ -95,11 +97,19 @@ async def update_number(
     number: NumberPath, body: NumberUpdate, db: Db, region: Region
 ) -> dict[str, Any]:
     """Give a number to another agent (unknown agent → 422 naming ``agent``), or to none
-    with ``"agent": null`` (calls to it are then answered 480)."""
+    with ``"agent": null`` (calls to it are then answered 480); ``record`` sets whether
+    its calls are recorded (null: as its agent says). Fields left out stay as they are."""
+    sent = body.model_fields_set
     if body.agent is not None:
         await _require_agent(db, body.agent)
     with service_errors("body", overrides={"number": "path"}):
-        record = await service.update_number(db, number, body.agent, default_region=region)
+        record = await service.update_number(
+            db,
+            number,
+            body.agent if "agent" in sent else service.UNSET,
+            default_region=region,
+            record=body.record if "record" in sent else service.UNSET,
+        )
     return record.to_json()
 
 

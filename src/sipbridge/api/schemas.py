@@ -172,6 +172,16 @@ BanNote = Annotated[str, Field(max_length=255), AfterValidator(check_text)]
 Timestamp = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
+_RECORD_HELP = (
+    'Record its calls (two-channel WAV, docs/operations.md "Recordings"), unless '
+    "their number says otherwise"
+)
+_NUMBER_RECORD_HELP = (
+    "Record the number's calls: true or false win over its agent's record setting; "
+    "null follows the agent's"
+)
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -203,6 +213,7 @@ class AgentCreate(_Body):
     voice_enabled: bool = True
     ca_bundle: CaBundle | None = Field(default=None, description=_CA_BUNDLE_HELP)
     transfer_allow: TransferAllow = Field(default_factory=list, description=_TRANSFER_HELP)
+    record: bool = Field(default=False, description=_RECORD_HELP)
 
 
 class AgentUpdate(_Body):
@@ -220,6 +231,7 @@ class AgentUpdate(_Body):
     transfer_allow: TransferAllow | None = Field(
         default=None, description=_TRANSFER_HELP + " Replaces the list; [] for the default."
     )
+    record: bool = _optional()
 
 
 class AgentOut(_Out):
@@ -231,6 +243,7 @@ class AgentOut(_Out):
     transfer_allow: list[str] = Field(description=_TRANSFER_HELP)
     sample_rate: int
     voice_enabled: bool
+    record: bool = Field(description=_RECORD_HELP)
     created_at: Timestamp
     updated_at: Timestamp | None
 
@@ -243,15 +256,22 @@ class NumberCreate(_Body):
         description="E.164 (+12025550101) or, with a default region set, a national format"
     )
     agent: Name
+    record: bool | None = Field(default=None, description=_NUMBER_RECORD_HELP)
 
 
 class NumberUpdate(_Body):
-    agent: Name | None = Field(description="null leaves the number without an agent (480)")
+    """Fields left out stay as they are."""
+
+    agent: Name | None = Field(
+        default=None, description="null leaves the number without an agent (480)"
+    )
+    record: bool | None = Field(default=None, description=_NUMBER_RECORD_HELP)
 
 
 class NumberOut(_Out):
     number: str
     agent: str | None = Field(description="null once the agent was removed")
+    record: bool | None = Field(description=_NUMBER_RECORD_HELP)
     created_at: Timestamp | None
 
 
@@ -397,6 +417,21 @@ class InstanceOut(_Out):
 # --------------------------------------------------------------------------- calls
 
 
+class RecordingOut(_Out):
+    """A call's recording: a two-channel WAV file (left the caller, right the agent) on
+    the instance that handled the call; download it from ``/api/calls/{id}/recording``."""
+
+    path: str = Field(description="The file on the server")
+    format: Literal["wav"]
+    sample_rate: int = Field(description="8000 or 16000 (the agent's rate), PCM16")
+    channels: int = Field(description="2: left the caller, right the agent")
+    bytes: int = Field(description="The file's size")
+    duration_s: float = Field(description="Length of the audio, seconds")
+    dropped_ms: int = Field(
+        description="Audio left out (silence) because the recording writer fell behind"
+    )
+
+
 class CallOut(_Out):
     """A call record; the field order is also the CSV export's column order."""
 
@@ -477,6 +512,11 @@ class CallOut(_Out):
     )
     updated_at: Timestamp | None = Field(
         default=None, description="When that instance last wrote the record"
+    )
+    recording: RecordingOut | None = Field(
+        default=None,
+        description="The call's recording; null when the call was not recorded or the "
+        "retention period deleted it (in the CSV export: the file's path)",
     )
 
 

@@ -59,6 +59,11 @@ TransferAllowOption = Annotated[
         "in the called number's country, no premium rate, no sip: targets.",
     ),
 ]
+RECORD_DECLS = ("--record/--no-record",)
+RECORD_HELP = (
+    "Record its calls as two-channel WAV files (a number's own --record/--no-record wins; "
+    "docs/operations.md, Recordings)."
+)
 VOICE_DECLS = ("--voice/--no-voice",)
 VOICE_HELP = "Whether the agent takes calls."
 
@@ -85,10 +90,11 @@ def agent_add(
     sample_rate: SampleRateOption = None,
     ca_bundle: CaBundleOption = None,
     transfer_allow: TransferAllowOption = None,
+    record: Annotated[bool, _option(*RECORD_DECLS, help=RECORD_HELP)] = False,
     db: DbOption = None,
 ) -> None:
     """Add an agent."""
-    record = _run(
+    added = _run(
         db,
         lambda d: service.add_agent(
             d,
@@ -100,9 +106,10 @@ def agent_add(
             sample_rate=8000 if sample_rate is None else sample_rate,
             ca_bundle=ca_bundle,
             transfer_allow=transfer_allow or [],
+            record=record,
         ),
     )
-    typer.echo(f"added agent {record.name} -> {', '.join(record.urls)}")
+    typer.echo(f"added agent {added.name} -> {', '.join(added.urls)}")
 
 
 @agent_app.command("update", cls=Command)
@@ -112,6 +119,7 @@ def agent_update(
         list[str] | None, _option("--url", help="Replace the URLs (repeat for fallbacks).")
     ] = None,
     voice: Annotated[bool | None, _option(*VOICE_DECLS, help=VOICE_HELP)] = None,
+    record: Annotated[bool | None, _option(*RECORD_DECLS, help=RECORD_HELP)] = None,
     token: TokenOption = None,
     clear_token: Annotated[bool, _option("--clear-token", help="Remove the token.")] = False,
     protocol: ProtocolOption = None,
@@ -142,7 +150,7 @@ def agent_update(
     new_allow = [] if clear_transfer_allow else transfer_allow or None
     new_token = _replacement(token, clear_token, "--token", "--clear-token")
     new_ca_bundle = _replacement(ca_bundle, clear_ca_bundle, "--ca-bundle", "--clear-ca-bundle")
-    record = _run(
+    updated = _run(
         db,
         lambda d: service.update_agent(
             d,
@@ -154,9 +162,10 @@ def agent_update(
             sample_rate=sample_rate,
             ca_bundle=new_ca_bundle,
             transfer_allow=new_allow,
+            record=record,
         ),
     )
-    typer.echo(f"updated agent {record.name} -> {', '.join(record.urls)}")
+    typer.echo(f"updated agent {updated.name} -> {', '.join(updated.urls)}")
 
 
 def _agent_row(a: AgentRecord) -> list[str]:
@@ -169,6 +178,7 @@ def _agent_row(a: AgentRecord) -> list[str]:
         "yes" if a.token is not None else "no",
         a.ca_bundle or "-",
         ",".join(a.transfer_allow) or "default",
+        "yes" if a.record else "no",
         _when(a.created_at),
     ]
 
@@ -186,6 +196,7 @@ def agent_list(db: DbOption = None) -> None:
         "TOKEN",
         "CA BUNDLE",
         "TRANSFERS",
+        "RECORD",
         "CREATED (UTC)",
     ]
     _echo_table(agents, "no agents", headers, _agent_row, db)

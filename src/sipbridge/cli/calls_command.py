@@ -106,8 +106,22 @@ def _detail_text(detail: CallDetail) -> str:
     """The call as ``field: value`` lines, then its timeline, transcript and metadata;
     control characters shown as escapes, as in every table (sipbridge.logs)."""
     data = detail.to_json()
-    sections = {"timeline", "transcript", "metadata", "quality"}
+    sections = {"timeline", "transcript", "metadata", "quality", "recording"}
     fields = [(name, value) for name, value in data.items() if name not in sections]
+    recording = detail.record.recording
+    if recording is None:
+        fields.append(("recording", None))
+    else:
+        fields.append(
+            (
+                "recording",
+                f"{recording.path} ({recording.duration_s:.1f} s, {recording.bytes} bytes, "
+                f"{recording.channels} channels: left caller, right agent, "
+                f"{recording.sample_rate} Hz"
+                + (f", {recording.dropped_ms} ms dropped" if recording.dropped_ms else "")
+                + f"; GET /api/calls/{detail.record.id}/recording)",
+            )
+        )
     width = max(len(name) for name, _ in fields)
     lines = [f"{name.ljust(width)}  {_value(value)}" for name, value in fields]
     lines.append("")

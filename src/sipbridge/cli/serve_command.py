@@ -350,6 +350,24 @@ def serve(
         int,
         _setting("--spool-max-mb", min=1, help="Size cap of the spool file, MiB."),
     ] = 64,
+    recordings_dir: Annotated[
+        str | None,
+        _setting(
+            "--recordings-dir",
+            metavar="PATH",
+            help="Folder of call recordings (agents and numbers with record on; "
+            "default: 'recordings' beside a SQLite file, else in the data directory).",
+        ),
+    ] = None,
+    recording_retention_days: Annotated[
+        float,
+        _setting(
+            "--recording-retention-days",
+            min=0.0,
+            max=36500.0,
+            help="Days a call recording is kept before it is deleted (0: keep forever).",
+        ),
+    ] = 30.0,
 ) -> None:
     """Run the SIP server and its HTTP API."""
     settings = serve_settings(locals())
@@ -450,6 +468,8 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
         instance_timeout=o.instance_timeout,
         spool_path=o.spool,
         spool_max_bytes=o.spool_max_mb * 1024 * 1024,
+        recordings_dir=o.recordings_dir,
+        recording_retention_days=o.recording_retention_days,
     )
 
 

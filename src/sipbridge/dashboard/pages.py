@@ -11,9 +11,9 @@ from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
-from sipbridge.api.routes_calls import csv_stream
+from sipbridge.api.routes_calls import csv_stream, recording_file
 from sipbridge.dashboard import charts
 from sipbridge.dashboard.reasons import known_reasons
 from sipbridge.dashboard.web import (
@@ -310,6 +310,21 @@ async def call_page(request: Request, call_id: str, key: SignedIn) -> Response:
         "transfers": detail.transfers(),
     }
     return render(request, "call.html", context)
+
+
+@router.get("/calls/{call_id}/recording")
+async def call_recording(request: Request, call_id: str, key: SignedIn) -> Response:
+    """The call page's player: the recording's WAV (``Range`` works, so it seeks), from
+    the same lookup as ``/api/calls/{id}/recording``."""
+    try:
+        path = await recording_file(
+            dashboard_of(request).db, call_id[:64], request.app.state.recordings_dir
+        )
+    except NotFound:
+        return render(
+            request, "not_found.html", {"what": f"a recording of {call_id}"}, status_code=404
+        )
+    return FileResponse(path, media_type="audio/wav", filename=f"{path.stem}.wav")
 
 
 # ------------------------------------------------------------------ metrics

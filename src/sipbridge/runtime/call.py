@@ -50,6 +50,7 @@ from sipbridge.rtp.srtp import SrtpSession
 from sipbridge.runtime.agent_client import AgentUnreachable, Closed
 from sipbridge.runtime.agent_link import AgentLink
 from sipbridge.runtime.media import PortsExhausted, RtpEndpoint, open_rtp_endpoint
+from sipbridge.runtime.recordings import CallRecording
 from sipbridge.sdp.crypto import CryptoAttribute, answer_crypto
 from sipbridge.sdp.negotiate import (
     Negotiated,
@@ -64,7 +65,7 @@ from sipbridge.sdp.session import SdpError, SessionDescription, parse_sdp
 from sipbridge.sip.calls import InboundCall
 from sipbridge.sip.message import Request
 from sipbridge.sip.proxy import SOURCE_HEADER
-from sipbridge.store.records import CallEvent, CallRecord, CallStatus, utcnow
+from sipbridge.store.records import CallEvent, CallRecord, CallStatus, RecordingInfo, utcnow
 from sipbridge.wiretext import clean, clean_opt
 
 if TYPE_CHECKING:
@@ -92,6 +93,9 @@ MEDIA_WATCH_SECONDS = 1.0
 # Retry-After of a call refused because the database stopped answering its lookup: as for
 # the other unhealthy refusals (runtime/server.py).
 UNHEALTHY_RETRY_AFTER = 5
+# How long the end of a call waits for its recording's file to be finished before the
+# record is written without it (it is written again with it once the file is done).
+RECORDING_FINISH_SECONDS = 5.0
 # How long we keep playing queued agent audio after the agent asked to hang up
 # beyond the queued duration itself.
 PLAYOUT_GRACE = 0.5
@@ -176,6 +180,8 @@ class Call:
         self.media: RtpEndpoint | None = None
         self.rtp_port: int | None = None
         self.link: AgentLink | None = None
+        self._record_audio = False  # the number's or agent's ``record``
+        self.recording: CallRecording | None = None
         self._reader: asyncio.Future[Closed] | None = None
         self._reconnected = False
         self._handover: Handover | None = None  # the agent's transfer, if any
@@ -448,6 +454,7 @@ class Call:
             )
             return False
         self.record.to_number = clean_opt(result.number)
+        self._record_audio = result.record
         if result.agent is not None:
             self.record.agent = result.agent.name
         if self._cancelled.is_set():
@@ -587,6 +594,7 @@ class Call:
         self._on_hold = chosen.direction in ("sendonly", "inactive")
         self._media_since = self._answered_at
         self.media.start(self.server.media_clock)
+        self._start_recording()
         link.on_agent_audio = self.media.agent_audio
         self._event(
             "answered",
@@ -681,9 +689,55 @@ class Call:
             return True
         self._media_since = loop.time()
         self.media.start(self.server.media_clock)
+        self._start_recording()
         link.on_agent_audio = self.media.agent_audio
         self._event("answered", codec=chosen.codec, rtp_port=self.rtp_port, offer="ours")
         return True
+
+    def _start_recording(self) -> None:
+        """A recorded call (its number's or agent's ``record``): from the media's start,
+        the endpoint hands both sides to the recording writer (runtime/recordings.py)."""
+        if not self._record_audio or self.media is None or self.link is None:
+            return
+        tap = self.server.recordings.begin(
+            self.sip.id,
+            self.link.sample_rate,
+            self.server.loop.time(),
+            self.record.answered_at or utcnow(),
+        )
+        self.recording = self.media.recording = tap
+        self._event("recording", path=tap.path, rate=tap.rate)
+
+    async def _finish_recording(self, tap: CallRecording) -> None:
+        """The recording's file finished and in the record; when the writer takes longer
+        than :data:`RECORDING_FINISH_SECONDS`, the record goes without it and is written
+        again once the file is done."""
+        finished = asyncio.ensure_future(self.server.recordings.finish(tap))
+        try:
+            info = await asyncio.wait_for(asyncio.shield(finished), RECORDING_FINISH_SECONDS)
+        except TimeoutError:
+            log.warning("call=%s event=recording_finish_late path=%s", self.sip.id, tap.path)
+
+            def late(future: asyncio.Future[RecordingInfo | None]) -> None:
+                if not future.cancelled() and future.exception() is None:
+                    self.record.recording = future.result()
+                    if self.record.recording is not None:
+                        self.server.records.submit(self.record)
+
+            finished.add_done_callback(late)
+            return
+        except Exception:
+            log.exception("call=%s event=recording_failed path=%s", self.sip.id, tap.path)
+            return
+        self.record.recording = info
+        if info is not None:
+            self._event(
+                "recorded",
+                path=info.path,
+                duration_s=info.duration_s,
+                bytes=info.bytes,
+                dropped_ms=info.dropped_ms or None,
+            )
 
     def _make_endpoint(
         self, chosen: Negotiated, link: AgentLink, srtp: SrtpSession | None
@@ -1199,6 +1253,9 @@ class Call:
     async def _teardown(self) -> None:
         if self.media is not None:
             self.media.close()
+            self.media.recording = None
+        if self.recording is not None:
+            await self._finish_recording(self.recording)
         if self.rtp_port is not None:
             self.server.rtp_ports.release(self.rtp_port)
         if self.link is not None and not self._handed_over.done():

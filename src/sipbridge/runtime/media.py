@@ -33,10 +33,13 @@ import random
 import socket
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from sipbridge.media.dtmf import DigitPressed
 from sipbridge.media.session import FRAME_SECONDS, MediaQuality, MediaSession, MediaStats
+
+if TYPE_CHECKING:
+    from sipbridge.runtime.recordings import CallRecording
 
 log = logging.getLogger("sipbridge.media")
 
@@ -110,7 +113,9 @@ class RtpEndpoint(asyncio.DatagramProtocol):
     concealed); ``on_dtmf`` gets each caller key press once; ``next_frame`` returns the
     agent's next 20 ms of PCM16, or ``None`` when it has none (silence is sent), and
     ``frame_ready`` says whether a whole frame is waiting. :meth:`start` puts the call on
-    the shared :class:`MediaClock`.
+    the shared :class:`MediaClock`. ``recording`` (set by the call when it is recorded)
+    gets the same caller PCM and each agent frame sent, with the time
+    (runtime/recordings.py: an append, the writing is elsewhere).
     """
 
     def __init__(
@@ -134,6 +139,7 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.clock_slot: int | None = None  # the clock's slot this call is due in
         self._grace = 0  # slots waited for a late agent frame
         self.frames_skipped = 0  # frame periods skipped after stalls
+        self.recording: CallRecording | None = None
 
     @property
     def stats(self) -> MediaStats:
@@ -155,6 +161,8 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         pcm = session.receive_rtp(data, addr, now)
         if pcm:
             self._on_audio(pcm)
+            if self.recording is not None:
+                self.recording.caller(now, pcm)
         if session.digits:
             self._deliver_digits()
         clock = self._clock
@@ -283,15 +291,21 @@ class RtpEndpoint(asyncio.DatagramProtocol):
     def _send_frame(self, now: float) -> None:  # hot path
         session = self.session
         pcm = session.poll(now)
+        recording = self.recording
         if pcm:
             self._on_audio(pcm)
+            if recording is not None:
+                recording.caller(now, pcm)
         if session.digits:
             self._deliver_digits()
         transport = self._transport
         if transport is None:
             return
         remote = session.remote
-        for packet in session.tick(now, self._next_frame()):
+        frame = self._next_frame()
+        if frame is not None and recording is not None:
+            recording.agent(now, frame)
+        for packet in session.tick(now, frame):
             transport.sendto(packet, remote)
         if now >= session.rtcp_due:
             self._send_rtcp(now)

@@ -118,6 +118,12 @@ class Metrics:
             "Open calls of lost peer instances this instance closed as interrupted.",
             registry=r,
         )
+        self.recording_dropped_seconds = Counter(
+            "sipbridge_recording_dropped_seconds",
+            "Audio left out of call recordings because the recording writer was behind "
+            "(silence in the files).",
+            registry=r,
+        )
         self.media_frames_skipped = Counter(
             "sipbridge_media_frames_skipped",
             "20 ms frames skipped in RTP time after a stall of the media clock "

@@ -66,6 +66,7 @@ from sipbridge.runtime.media import MediaClock, RtpPortAllocator
 from sipbridge.runtime.metrics import Metrics
 from sipbridge.runtime.outbound import DialParams, OutboundCall, place_call
 from sipbridge.runtime.recorder import RecordWriter
+from sipbridge.runtime.recordings import RecordingWriter
 from sipbridge.runtime.trace import SipTracer
 from sipbridge.runtime.transports import (
     FD_RESERVE,
@@ -124,6 +125,8 @@ Address = tuple[str, int]
 SHUTDOWN_GRACE = 3.0
 # How often the trunk list is read again from the store (API or CLI changes).
 TRUNK_REFRESH = 5.0
+# The recordings' retention sweep: at start, then this often (seconds).
+RECORDING_SWEEP_SECONDS = 3600.0
 # The load monitor's heartbeat (it also sees the loop's lag when no call is up).
 HEARTBEAT_SECONDS = 0.1
 # An overload with at least this many calls up sets a ceiling on calls, kept until this
@@ -255,6 +258,10 @@ class SipBridgeServer:
             self.metrics,
             settings.owner_id,
         )
+        # Call recordings: WAV files written by a thread off the media path, kept for
+        # --recording-retention-days (runtime/recordings.py).
+        self.recordings = RecordingWriter(settings.recordings_path, metrics=self.metrics)
+        self._sweep_task: asyncio.Future[None] | None = None
         # This instance among its peers on the database (runtime/cluster.py); the refresh
         # period is shortened when --instance-timeout needs more frequent heartbeats.
         self.instance = InstanceBeat(
@@ -344,6 +351,8 @@ class SipBridgeServer:
         await self.instance.register(self.instance_address)
         await self._read_agents()
         self._trunk_task = asyncio.ensure_future(self._refresh_trunks())
+        if self.settings.recording_retention_days > 0:
+            self._sweep_task = asyncio.ensure_future(self._sweep_recordings())
         self._heartbeat_due = self.loop.time() + HEARTBEAT_SECONDS
         self._heartbeat = self.loop.call_at(self._heartbeat_due, self._beat)
         # Everything allocated so far (FastAPI, SQLAlchemy, pydantic: ~10^5 objects) lives
@@ -684,6 +693,16 @@ class SipBridgeServer:
             await self.refresh()
             await self.instance.beat(draining=self.draining)  # logs its own failures
 
+    async def _sweep_recordings(self) -> None:
+        """Retention: the recordings older than --recording-retention-days deleted and
+        their records cleared, at start and every :data:`RECORDING_SWEEP_SECONDS`."""
+        while True:
+            try:
+                await self.recordings.sweep(self.db, self.settings.recording_retention_days)
+            except Exception as exc:
+                log.warning("event=recording_sweep_failed error=%s", str(exc) or repr(exc))
+            await asyncio.sleep(RECORDING_SWEEP_SECONDS)
+
     async def refresh(self) -> None:
         """One refresh of the trunk, ban and agent lists, and of the database health."""
         try:
@@ -758,6 +777,7 @@ class SipBridgeServer:
             registration=self.registration,
             dial=self.dial,
             live=LiveCalls(self),
+            recordings_dir=self.settings.recordings_path,
         )
         config = uvicorn.Config(
             app,
@@ -1375,6 +1395,11 @@ class SipBridgeServer:
         while self.ua.active_calls and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         await self._unregister()
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweep_task
+        await self.recordings.close()  # recordings of calls that never reached their end
         # The last records: into the store, or the spool when it does not take them.
         await self.records.close(max(0.5, deadline - self.loop.time()))
         # The refresh ran until now: its heartbeat says "draining" while calls end, so a

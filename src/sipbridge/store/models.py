@@ -19,6 +19,7 @@ from sqlalchemy import (
     SmallInteger,
     String,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -100,6 +101,10 @@ class Agent(Base):
     transfer_allow: Mapped[list[str]] = mapped_column(
         JSON, nullable=False, default=list, server_default=text("'[]'")
     )
+    # Its calls are recorded, unless their number says otherwise (migration 0014).
+    record: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
 
 
 class PhoneNumber(Base):
@@ -112,6 +117,9 @@ class PhoneNumber(Base):
         Integer, ForeignKey("agents.id", ondelete="SET NULL"), index=True, nullable=True
     )
     created_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Record its calls: true/false win over the agent's ``record``; null: the agent's
+    # (migration 0014).
+    record: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
 
 
 class Trunk(Base):
@@ -217,6 +225,9 @@ class Call(Base):
     turns: Mapped[int | None] = mapped_column(Integer, nullable=True)
     response_p50_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
     response_max_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The call's recording (records.RecordingInfo as JSON), SQL NULL when none
+    # (migration 0014).
+    recording: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
 
 
 class CallEventRow(Base):

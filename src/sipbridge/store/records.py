@@ -22,6 +22,7 @@ __all__ = [
     "InstanceRecord",
     "InstanceState",
     "NumberRecord",
+    "RecordingInfo",
     "TraceRecord",
     "TrunkRecord",
     "as_utc",
@@ -115,6 +116,7 @@ class AgentRecord:
     updated_at: datetime | None = None
     ca_bundle: str | None = None
     transfer_allow: list[str] = field(default_factory=list)
+    record: bool = False  # its calls are recorded (a number's own setting wins)
 
     def __post_init__(self) -> None:
         if isinstance(self.urls, str):  # AgentRecord("bot", "wss://...", ...) still works
@@ -139,6 +141,7 @@ class AgentRecord:
             "has_token": self.token is not None,
             "ca_bundle": self.ca_bundle,
             "transfer_allow": list(self.transfer_allow),
+            "record": self.record,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }
@@ -149,12 +152,20 @@ class NumberRecord:
     number: str
     agent: str | None  # None once the agent was removed
     created_at: datetime | None = None  # None for numbers added before it was recorded
+    # Whether its calls are recorded: True/False win over the agent's setting; None: the
+    # agent's.
+    record: bool | None = None
 
     def __post_init__(self) -> None:
         self.created_at = _opt_utc(self.created_at)
 
     def to_json(self) -> dict[str, Any]:
-        return {"number": self.number, "agent": self.agent, "created_at": _iso(self.created_at)}
+        return {
+            "number": self.number,
+            "agent": self.agent,
+            "record": self.record,
+            "created_at": _iso(self.created_at),
+        }
 
 
 @dataclass
@@ -247,6 +258,53 @@ class ApiKeyRecord:
 
 
 @dataclass
+class RecordingInfo:
+    """A call's recording (runtime/recordings.py): a file on the instance that handled
+    the call. ``duration_s`` is the audio's length; ``dropped_ms`` the audio left out
+    because the writer fell behind (silence in the file)."""
+
+    path: str
+    format: str
+    sample_rate: int
+    channels: int
+    bytes: int
+    duration_s: float
+    dropped_ms: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "format": self.format,
+            "sample_rate": self.sample_rate,
+            "channels": self.channels,
+            "bytes": self.bytes,
+            "duration_s": self.duration_s,
+            "dropped_ms": self.dropped_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any) -> RecordingInfo | None:
+        """From a stored JSON object (None for anything else: an unreadable value is no
+        recording)."""
+        if isinstance(data, RecordingInfo):
+            return data
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(
+                path=str(data["path"]),
+                format=str(data.get("format", "wav")),
+                sample_rate=int(data["sample_rate"]),
+                channels=int(data.get("channels", 2)),
+                bytes=int(data["bytes"]),
+                duration_s=float(data["duration_s"]),
+                dropped_ms=int(data.get("dropped_ms", 0)),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass
 class CallRecord:
     id: str
     sip_call_id: str
@@ -292,8 +350,13 @@ class CallRecord:
     # restarted instance closes its own rows still open as ``interrupted``.
     owner: str | None = None
     updated_at: datetime | None = None
+    # The call's recording when it was recorded (None: not recorded, or deleted by the
+    # retention sweep).
+    recording: RecordingInfo | None = None
 
     def __post_init__(self) -> None:
+        if self.recording is not None and not isinstance(self.recording, RecordingInfo):
+            self.recording = RecordingInfo.from_json(self.recording)  # from the spool
         self.received_at = as_utc(self.received_at)
         self.answered_at = _opt_utc(self.answered_at)
         self.ended_at = _opt_utc(self.ended_at)
@@ -363,6 +426,7 @@ class CallRecord:
             "response_max_ms": self.response_max_ms,
             "owner": self.owner,
             "updated_at": _iso(self.updated_at),
+            "recording": None if self.recording is None else self.recording.to_json(),
         }
 
     def quality(self) -> dict[str, Any] | None:

@@ -43,6 +43,7 @@ from sipbridge.store.service.calls import MAX_PAGE as MAX_PAGE
 from sipbridge.store.service.calls import (
     CallFilter,
     call_row_values,
+    clear_recordings,
     close_interrupted,
     close_open_calls,
     get_call,
@@ -123,6 +124,7 @@ __all__ = [
     "api_key_hash",
     "call_row_values",
     "call_stats",
+    "clear_recordings",
     "close_interrupted",
     "close_lost_instances",
     "close_open_calls",

@@ -170,6 +170,7 @@ def _agent_record(agent: Agent) -> AgentRecord:
         updated_at=agent.updated_at,
         ca_bundle=agent.ca_bundle,
         transfer_allow=list(agent.transfer_allow or []),
+        record=bool(agent.record),
     )
 
 
@@ -202,6 +203,7 @@ async def add_agent(
     sample_rate: int = 8000,
     ca_bundle: str | None = None,
     transfer_allow: list[str] | tuple[str, ...] = (),
+    record: bool = False,
 ) -> AgentRecord:
     """Create an agent reached at ``urls`` (tried in order; one URL may be given as a str).
 
@@ -210,7 +212,7 @@ async def add_agent(
     path. It is accepted even when every URL is ``ws://`` (it is then unused), so URLs and
     bundle can be changed in either order. ``transfer_allow`` are the patterns of the
     targets its transfers may go to (:mod:`sipbridge.agent.transfers`; none: the default
-    policy).
+    policy). ``record``: its calls are recorded (unless their number says otherwise).
 
     InvalidField for a bad name, URL, protocol, token, sample rate or CA bundle (missing,
     unreadable or without a PEM certificate); AlreadyExists for a taken name.
@@ -223,6 +225,7 @@ async def add_agent(
         token = _validate_secret(token, "token", 1024)
     sample_rate = _validate_sample_rate(sample_rate)
     allow = _validate_transfer_allow(list(transfer_allow))
+    record = _validate_bool(record, "record")
     if ca_bundle is not None:
         ca_bundle = await asyncio.to_thread(_validate_ca_bundle, ca_bundle)
     agent = Agent(
@@ -235,6 +238,7 @@ async def add_agent(
         sample_rate=sample_rate,
         ca_bundle=ca_bundle,
         transfer_allow=allow,
+        record=record,
     )
     await _add_named(db, agent, "agent")
     return _agent_record(agent)
@@ -261,6 +265,7 @@ async def update_agent(
     sample_rate: int | None = None,
     ca_bundle: str | Unset | None = UNSET,
     transfer_allow: list[str] | tuple[str, ...] | None = None,
+    record: bool | None = None,
 ) -> AgentRecord:
     """Change some of an agent's settings (None / UNSET: unchanged; ``token=None`` and
     ``ca_bundle=None`` clear them). A CA bundle is checked as in :func:`add_agent`.
@@ -280,6 +285,8 @@ async def update_agent(
         values["sample_rate"] = _validate_sample_rate(sample_rate)
     if transfer_allow is not None:
         values["transfer_allow"] = _validate_transfer_allow(list(transfer_allow))
+    if record is not None:
+        values["record"] = _validate_bool(record, "record")
     if not isinstance(ca_bundle, Unset):
         values["ca_bundle"] = (
             None if ca_bundle is None else await asyncio.to_thread(_validate_ca_bundle, ca_bundle)

@@ -24,6 +24,7 @@ from sipbridge.store.records import (
     CallEvent,
     CallRecord,
     CallStatus,
+    RecordingInfo,
     as_utc,
 )
 from sipbridge.store.service._common import NotFound
@@ -33,6 +34,7 @@ __all__ = [
     "INTERRUPTED_REASON",
     "CallFilter",
     "call_row_values",
+    "clear_recordings",
     "close_interrupted",
     "close_open_calls",
     "get_call",
@@ -107,7 +109,10 @@ def call_row_values(record: CallRecord) -> dict[str, Any]:
         "owner": record.owner,
         "updated_at": record.updated_at,
     }
-    return _storable(values)
+    values = _storable(values)
+    # After _storable: the path is the server's own, never cut or escaped.
+    values["recording"] = None if record.recording is None else record.recording.to_json()
+    return values
 
 
 def _call_record(call: Call) -> CallRecord:
@@ -135,6 +140,7 @@ def _call_record(call: Call) -> CallRecord:
         **{name: getattr(call, name) for name in QUALITY_FIELDS},
         owner=call.owner,
         updated_at=call.updated_at,
+        recording=RecordingInfo.from_json(call.recording),
     )
 
 
@@ -219,6 +225,24 @@ async def close_open_calls(session: AsyncSession, owner: str, reason: str) -> li
         if call.answered_at is not None:
             call.duration_s = max(0.0, (as_utc(ended) - as_utc(call.answered_at)).total_seconds())
     return [call.id for call in calls]
+
+
+async def clear_recordings(db: Database, before: datetime) -> int:
+    """Retention: forget the recording of every call that ended before ``before`` (its
+    file is deleted by the server's sweep). Returns how many records changed."""
+    cutoff = as_utc(before)
+    async with db.sessionmaker() as session, session.begin():
+        result = await session.execute(
+            update(Call)
+            .where(
+                Call.recording.is_not(None),
+                # ended_at >= received_at: the received_at index narrows the scan.
+                Call.received_at < cutoff,
+                Call.ended_at < cutoff,
+            )
+            .values(recording=None)
+        )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def _event_rows(call_id: str, events: Sequence[CallEvent]) -> list[dict[str, Any]]:
