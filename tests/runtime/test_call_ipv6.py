@@ -172,3 +172,31 @@ async def test_agent_hangup_sends_bye_to_an_ipv6_caller(make_bridge: BridgeFacto
             rtp.close()
         [record] = await records(bridge)
     assert record.reason == "agent_hangup" and record.hangup_by == "agent"
+
+
+async def test_our_bye_reaches_a_contact_named_by_host_on_a_dual_stack_socket(
+    make_bridge: BridgeFactory,
+) -> None:
+    """A Contact with a host name (``localhost``) is resolved in the SIP socket's family:
+    on the dual-stack ``::`` socket an IPv4-only name becomes its v4-mapped address
+    (AI_V4MAPPED), which the socket can reach; the agent's hang-up BYE gets there."""
+    bridge = await make_bridge(sip_host="::", public_ip="127.0.0.1")
+    async with EchoAgent(
+        echo=False, greeting=b"\x10\x00" * 800, hangup_after_greeting=True
+    ) as agent:
+        await route_to(bridge, agent.url)
+        client = UdpClient(("127.0.0.1", bridge.sip_address[1]), host="localhost")
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtp.bind(("127.0.0.1", 0))
+        try:
+            client.send(client.invite("z9hG4bK-name-bye", "name-bye", rtp.getsockname()[1]))
+            ok = await client.final()
+            assert ok.status == 200 and ok.to.tag
+            client.send(client.in_dialog("ACK", 1, "name-bye", ok.to.tag))
+            bye = await answer_bye(client, timeout=6)
+            assert bye.method == "BYE" and str(bye.uri) == f"sip:caller@localhost:{client.port}"
+        finally:
+            client.close()
+            rtp.close()
+        [record] = await records(bridge)
+    assert record.reason == "agent_hangup" and record.hangup_by == "agent"
