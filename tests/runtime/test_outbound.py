@@ -256,7 +256,8 @@ async def test_challenge_answered_then_busy(make_bridge: BridgeFactory, tmp_path
     async with EchoAgent() as agent:
         async with await setup(bridge, port, agent.url) as http:
             call = await outcome(http, await dial(http))
-        assert agent.calls == []
+        # Opened while the INVITE was out, closed unstarted: busy is no call for the agent.
+        assert [c.start for c in agent.calls] in ([], [None])
     assert await far_end_done(far, tmp_path) == 0  # SIPp verified our digest answer
     assert (call["status"], call["reason"], call["sip_code"]) == ("busy", "busy", 486)
     assert call["answered_at"] is None and call["ended_at"] is not None
@@ -284,6 +285,26 @@ async def test_ring_timeout_cancels_dialled_from_the_cli(
     assert await far_end_done(far, tmp_path) == 0
     assert (call["status"], call["reason"], call["sip_code"]) == ("no_answer", "no_answer", 487)
     assert call["direction"] == "outbound"
+    # The agent's WebSocket opened while it rang; unanswered, it was closed with neither a
+    # start nor a stop (there was no call for the agent).
+    assert [c.start for c in agent.calls] == [None]
+    assert not [t for c in agent.calls for t in c.texts if t.get("type") == "stop"]
+
+
+async def test_an_unreachable_agent_cancels_the_call_while_it_rings(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    """The agent's WebSocket is opened while the callee's phone rings: when no endpoint
+    answers, the INVITE is cancelled at once, so nobody answers into silence."""
+    far, port = await start_far_end(tmp_path, NO_ANSWER)
+    bridge = await make_bridge(agent_connect_timeout=1.0)
+    async with await setup(bridge, port, "ws://127.0.0.1:9/agent") as http:
+        started = asyncio.get_running_loop().time()
+        call = await outcome(http, await dial(http, ring_timeout=20))
+        assert asyncio.get_running_loop().time() - started < 6  # not the 20 s ring timeout
+    assert await far_end_done(far, tmp_path) == 0  # SIPp got our CANCEL
+    assert (call["status"], call["reason"]) == ("failed", "agent_unreachable")
+    assert call["answered_at"] is None
 
 
 async def test_refusals(make_bridge: BridgeFactory) -> None:

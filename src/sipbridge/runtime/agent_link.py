@@ -69,6 +69,8 @@ class AgentLink:
         # and may send queued agent audio at once as the start of a talkspurt.
         self.on_agent_audio: Callable[[], None] | None = None
         self._dropped_earlier = 0  # caller frames dropped on connections already lost
+        # A start message went out: the agent is in a call, and is told its end (stop).
+        self.started = False
 
     @property
     def sample_rate(self) -> int:
@@ -123,6 +125,7 @@ class AgentLink:
         )
         for text in messages:
             await self.connection.send_text(text)
+        self.started = True
 
     def _first_audio(self) -> None:
         if self._on_first_audio is not None:
@@ -195,6 +198,8 @@ class AgentLink:
         connection = self.connection
         if connection is None:
             return
-        if connection.is_open:
+        if connection.is_open and self.started:
+            # A connection that never got its start (the call ended while it rang) is
+            # closed without a stop: there was no call for the agent to end.
             await connection.send_text(self.session.stop_message(reason))
         await connection.close()

@@ -211,6 +211,8 @@ class OutboundCall(Call):
         self._outcome: asyncio.Future[OutboundAnswered | OutboundEnded] = (
             server.loop.create_future()
         )
+        # The agent's WebSocket, opened while the callee's phone rings (_dial).
+        self._agent_ready: asyncio.Future[str] | None = None
 
     # -- events from the SIP side ------------------------------------------------
 
@@ -333,7 +335,30 @@ class OutboundCall(Call):
             ring_timeout=self._ring_timeout,
         )
         waiting: set[asyncio.Future[Any]] = {self._outcome, self._ended}
-        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if self.link is not None:
+            # The agent's WebSocket opens while the callee's phone rings, as an inbound
+            # call's does while ours rings: the callee's "hello" does not wait for a
+            # handshake, and an agent that cannot be reached cancels the call before
+            # anyone answers into silence. Its start goes out at the answer.
+            self._agent_ready = asyncio.ensure_future(
+                self.link.connect(loop, server.settings.agent_connect_timeout)
+            )
+            waiting.add(self._agent_ready)
+        while True:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            agent = self._agent_ready
+            if agent is None or agent not in waiting or not agent.done():
+                break
+            waiting.discard(agent)
+            problem = agent.exception()
+            if problem is None or self._outcome.done() or self._ended.done():
+                continue
+            if not isinstance(problem, AgentUnreachable):
+                raise problem
+            server.ua.cancel_dial(self.attempt, loop.time())
+            server.flush()
+            self._event("agent_unreachable", detail=str(problem))
+            return self._failed("agent_unreachable", "the agent could not be reached")
         if not self._outcome.done():  # shutdown (or a transfer's caller gone) while ringing
             server.ua.cancel_dial(self.attempt, loop.time())
             server.flush()
@@ -401,9 +426,14 @@ class OutboundCall(Call):
         """The callee's media flows: connect the agent and send ``start``."""
         server, loop = self.server, self.server.loop
         assert self.media is not None and self.link is not None
-        connect = asyncio.ensure_future(
-            self.link.connect(loop, server.settings.agent_connect_timeout)
-        )
+        connect = self._agent_ready
+        if connect is None or (
+            connect.done() and (connect.exception() is not None or not self.link.is_open)
+        ):
+            # Not opened while ringing, or lost since: open it now.
+            connect = asyncio.ensure_future(
+                self.link.connect(loop, server.settings.agent_connect_timeout)
+            )
         pending: set[asyncio.Future[Any]] = {connect, self._ended}
         await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         if not connect.done():  # the callee hung up (or shutdown) meanwhile
@@ -431,6 +461,16 @@ class OutboundCall(Call):
         return False
 
     # -- endings -------------------------------------------------------------
+
+    async def _teardown(self) -> None:
+        agent = self._agent_ready
+        if agent is not None and not agent.done():
+            # Unanswered while the agent's WebSocket was still opening: no connection
+            # may outlive the call.
+            agent.cancel()
+            with contextlib.suppress(asyncio.CancelledError, AgentUnreachable):
+                await agent
+        await super()._teardown()
 
     def _hangup_sip(self) -> None:
         if self._dialog is not None:
