@@ -28,6 +28,7 @@ PATHS = {
     "/api/traces": {"get", "post"},
     "/api/traces/{kind}/{value}": {"delete"},
     "/api/calls": {"get", "post"},
+    "/api/calls/{call_id}/hangup": {"post"},
     "/api/calls.csv": {"get"},
     "/api/calls/{call_id}": {"get"},
     "/api/calls/{call_id}/recording": {"get"},
@@ -53,8 +54,9 @@ def test_openapi_paths_and_error_responses(app: FastAPI) -> None:
             if "{" in path:
                 assert "404" in codes, (method, path)
             if method == "post":
-                # Placing a call is accepted, not done: its outcome comes later (202).
-                assert ("202" if path == "/api/calls" else "201") in codes, (method, path)
+                # Placing or ending a call is accepted, not done: it comes later (202).
+                accepted = path.startswith("/api/calls")
+                assert ("202" if accepted else "201") in codes, (method, path)
                 # A ban on an address already banned replaces it, and a trace of what
                 # is traced already sets its new end: no conflict there.
                 conflict_free = path in ("/api/bans", "/api/traces")

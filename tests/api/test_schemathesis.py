@@ -63,8 +63,9 @@ class ThreadedServer:
         self.sock.bind(("127.0.0.1", 0))
         self.port: int = self.sock.getsockname()[1]
         self.db = Database(url)
-        # POST /api/calls needs a SIP server; this one knows no trunk (its body is checked).
-        app = create_app(self.db, dial=_no_such_trunk)
+        # POST /api/calls needs a SIP server; this one knows no trunk (its body is checked)
+        # and has no call in progress (POST /api/calls/{id}/hangup: 404).
+        app = create_app(self.db, dial=_no_such_trunk, live=_NoCalls())  # type: ignore[arg-type]
         config = uvicorn.Config(app, log_level="warning", lifespan="off")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -94,6 +95,13 @@ class ThreadedServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.sock.close()
+
+
+class _NoCalls:
+    """The live call table of a server with no call up."""
+
+    def hang_up(self, call_id: str) -> bool | None:
+        return None
 
 
 async def _no_such_trunk(params: DialParams) -> str:

@@ -321,3 +321,31 @@ async def test_refusals(make_bridge: BridgeFactory) -> None:
         draining = await http.post("/api/calls", json=body)
         assert draining.status_code == 503 and draining.headers["Retry-After"]
         assert "draining" in draining.json()["detail"]
+
+
+async def test_an_operator_cancels_a_ringing_call_through_the_api(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    """POST /api/calls/{id}/hangup on a ringing outbound call sends CANCEL at once; the
+    record says cancelled by the operator. An id not in progress here is 404."""
+    far, port = await start_far_end(tmp_path, NO_ANSWER)
+    bridge = await make_bridge()
+    async with EchoAgent() as agent, await setup(bridge, port, agent.url) as http:
+        call_id = await dial(http, ring_timeout=20)
+        loop = asyncio.get_running_loop()
+        while not bridge.calls or next(iter(bridge.calls.values())).attempt is None:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # ringing (SIPp answered 180)
+        started = loop.time()
+        ending = await http.post(f"/api/calls/{call_id}/hangup")
+        assert ending.status_code == 202 and ending.json() == {"id": call_id, "status": "ending"}
+        call = await outcome(http, call_id)
+        assert loop.time() - started < 5
+        missing = await http.post("/api/calls/nope/hangup")
+        assert missing.status_code == 404
+    assert await far_end_done(far, tmp_path) == 0  # SIPp got our CANCEL and sent 487
+    assert (call["status"], call["reason"], call["hangup_by"]) == (
+        "cancelled",
+        "operator_hangup",
+        "operator",
+    )

@@ -107,6 +107,7 @@ def create_app(
     app.state.registration = registration
     app.state.dial = dial
     app.state.recordings_dir = recordings_dir
+    app.state.live = live
     install_error_handlers(app)
     app.include_router(routes_health.router)
     for module in (

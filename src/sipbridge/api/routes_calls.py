@@ -28,6 +28,7 @@ from sipbridge.api.schemas import (
     CallCreate,
     CallCreated,
     CallDetailOut,
+    CallEnding,
     CallOut,
     CallPage,
     check_text,
@@ -212,6 +213,35 @@ async def create_call(body: CallCreate, request: Request) -> dict[str, Any]:
         headers = None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
         raise HTTPException(exc.status, f"{exc.reason}: {exc.detail}", headers) from None
     return {"id": call_id, "status": "ringing"}
+
+
+@router.post(
+    "/calls/{call_id}/hangup",
+    response_model=CallEnding,
+    status_code=202,
+    tags=["calls"],
+    responses=error_responses(
+        e404="No call with that id is in progress on this instance",
+        e409="The call is an inbound call not answered yet, or already ending",
+        e503="No SIP server runs this API",
+    ),
+)
+async def hang_up_call(
+    call_id: Annotated[Text, Path(description="The call's id")], request: Request
+) -> dict[str, Any]:
+    """End a call in progress on this instance: an answered call with our BYE, an
+    outbound call still ringing with CANCEL. Its record ends with reason
+    ``operator_hangup`` (hung up by ``operator``; a cancelled outbound call is
+    ``cancelled``). An inbound call still ringing is not refused from here."""
+    live = request.app.state.live
+    if live is None:
+        raise HTTPException(503, "no SIP server runs this API: no call is in progress here")
+    ended = live.hang_up(call_id)
+    if ended is None:
+        raise NotFound(f"call {call_id!r} is not in progress on this instance")
+    if not ended:
+        raise HTTPException(409, f"call {call_id!r} is not answered yet, or already ending")
+    return {"id": call_id, "status": "ending"}
 
 
 # The body field a 422 refusal is about.

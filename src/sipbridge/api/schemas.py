@@ -550,6 +550,13 @@ class CallCreated(_Out):
     status: Literal["ringing"]
 
 
+class CallEnding(_Out):
+    """The call is being ended: poll ``GET /api/calls/{id}`` for its record."""
+
+    id: str
+    status: Literal["ending"]
+
+
 class CallPage(_Out):
     items: list[CallOut]
     next_cursor: str | None = Field(

@@ -363,9 +363,11 @@ class OutboundCall(Call):
             server.ua.cancel_dial(self.attempt, loop.time())
             server.flush()
             cause = self._ended.result()
-            if cause is EndCause.CALLER_HANGUP:
+            if cause in (EndCause.CALLER_HANGUP, EndCause.OPERATOR_HANGUP):
                 self.record.status = CallStatus.CANCELLED
                 self.record.reason = cause.value
+                if cause is EndCause.OPERATOR_HANGUP:
+                    self.record.hangup_by = "operator"
                 self._event("cancelled", reason=cause.value)
                 return False
             return self._failed(cause.value, "the call ended while ringing")
@@ -461,6 +463,16 @@ class OutboundCall(Call):
         return False
 
     # -- endings -------------------------------------------------------------
+
+    def hang_up(self) -> bool:
+        """An operator ends the call (``POST /api/calls/{id}/hangup``, the dashboard's Live
+        calls page): answered, with our BYE; still ringing, with CANCEL (the record says
+        ``cancelled``, reason ``operator_hangup``)."""
+        if self._dialog is None and not self._outcome.done() and not self._ended.done():
+            self._event("operator_hangup")
+            self._finish(EndCause.OPERATOR_HANGUP)
+            return True
+        return super().hang_up()
 
     async def _teardown(self) -> None:
         agent = self._agent_ready
