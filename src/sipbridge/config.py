@@ -328,6 +328,10 @@ class ServeSettings:
     # they are kept (0: forever).
     recordings_dir: str | None = None
     recording_retention_days: float = 30.0
+    # The dashboard's session cookies are signed with a key derived from this (give every
+    # instance behind one address the same); None: a random key kept in
+    # ``session_key_file``, so sessions outlive a restart of this instance.
+    session_secret: str | None = None
 
     def __post_init__(self) -> None:
         if self.instance_id is not None and (
@@ -457,6 +461,16 @@ class ServeSettings:
         if database is not None:
             return database.parent / "recordings"
         return default_db_path().parent / "recordings"
+
+    @property
+    def session_key_file(self) -> Path:
+        """Where the dashboard's session key is kept when ``session_secret`` is not set:
+        ``<database file>.session-key`` beside a SQLite database, else
+        ``dashboard-session.key`` in the default data directory."""
+        database = self._sqlite_file()
+        if database is not None:
+            return database.with_name(database.name + ".session-key")
+        return default_db_path().parent / "dashboard-session.key"
 
     @property
     def spool_file(self) -> Path:

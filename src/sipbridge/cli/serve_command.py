@@ -368,6 +368,15 @@ def serve(
             help="Days a call recording is kept before it is deleted (0: keep forever).",
         ),
     ] = 30.0,
+    session_secret: Annotated[
+        str | None,
+        _setting(
+            "--session-secret",
+            metavar="TEXT",
+            help="Signs the dashboard's session cookies: the same on every instance behind "
+            "one address (default: a random key kept beside the database).",
+        ),
+    ] = None,
 ) -> None:
     """Run the SIP server and its HTTP API."""
     settings = serve_settings(locals())
@@ -470,6 +479,7 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
         spool_max_bytes=o.spool_max_mb * 1024 * 1024,
         recordings_dir=o.recordings_dir,
         recording_retention_days=o.recording_retention_days,
+        session_secret=o.session_secret,
     )
 
 

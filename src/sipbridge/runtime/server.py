@@ -766,6 +766,7 @@ class SipBridgeServer:
         """The REST API, /metrics and health checks, on uvicorn in this event loop."""
         from sipbridge.api.app import create_app  # FastAPI is only needed when serving HTTP
         from sipbridge.runtime.live import LiveCalls
+        from sipbridge.runtime.session_key import session_key
 
         app = create_app(
             self.db,
@@ -778,6 +779,7 @@ class SipBridgeServer:
             dial=self.dial,
             live=LiveCalls(self),
             recordings_dir=self.settings.recordings_path,
+            dashboard_secret=await asyncio.to_thread(session_key, self.settings),
         )
         config = uvicorn.Config(
             app,
