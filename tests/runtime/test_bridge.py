@@ -520,3 +520,45 @@ async def test_caller_hanging_up_during_the_consultation_ends_the_target_leg(
     [cancelled] = [e.data for e in caller.events if e.data.get("status") == "cancelled"]
     assert cancelled["by"] == "caller"
     assert (leg.record.reason, leg.record.hangup_by) == ("caller_hangup", "caller")
+
+
+async def test_twilio_mode_agents_get_a_clear_refusal_of_warm_transfers(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    """Twilio Media Streams have one stream, the caller's: no consultation leg."""
+
+    async def script(ws: ServerConnection, call: AgentCall) -> None:
+        await asyncio.sleep(0.3)
+        request = {"target": TARGET, "mode": "warm"}
+        await ws.send(json.dumps({"event": "transfer", "transfer": request}))
+        await wait_for_text(call, lambda t: t.get("event") == "transfer_result")
+        await wait_for_text(call, lambda t: t.get("event") == "stop")
+
+    bridge = await make_bridge()
+    async with ScriptedAgent(script) as agent:
+        await service.add_agent(bridge.db, "bot", agent.url, protocol="twilio")
+        await service.add_number(bridge.db, NUMBER, "bot")
+        caller_xml = play_pcap_scenario(_PCMA_OFFER, "pcap/g711a.pcap", 1000)
+        result = await run_sipp(bridge.sip_address, tmp_path, service=SERVICE, scenario=caller_xml)
+        assert result.returncode == 0, result.errors[-3000:] or result.stderr[-2000:]
+        [session] = agent.calls
+        await asyncio.wait_for(session.closed.wait(), 5)
+    [answer] = [t for t in session.texts if t.get("event") == "transfer_result"]
+    assert answer["transfer_result"] == {
+        "status": "failed",
+        "sip_code": None,
+        "reason": "warm_unsupported",
+    }
+    deadline = asyncio.get_running_loop().time() + 5
+    while bridge.calls or not await service.list_calls(bridge.db):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    [record] = await service.list_calls(bridge.db)
+    detail = await service.get_call(bridge.db, record.id)
+    [step] = [e.data for e in detail.events if e.kind == "transfer"]
+    assert (step["status"], step["method"], step["reason"]) == (
+        "refused",
+        "warm",
+        "warm_unsupported",
+    )
