@@ -562,3 +562,34 @@ async def test_twilio_mode_agents_get_a_clear_refusal_of_warm_transfers(
         "warm",
         "warm_unsupported",
     )
+
+
+async def test_target_hanging_up_during_the_consultation_returns_to_the_caller(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(ws: ServerConnection, call: AgentCall) -> None:
+        await _warm_start(ws, call)
+        await wait_for_text(call, lambda t: t.get("status") == "ended", timeout=8)
+        await asyncio.sleep(0.2)
+        start = len(call.audio)
+        await asyncio.sleep(0.8)
+        seen["after"] = call.audio[start:]
+        await wait_for_text(call, lambda t: t.get("type") == "stop")
+
+    caller, leg, session = await _warm_call(
+        make_bridge, tmp_path, target_scenario(hang_up_ms=800), script, caller_ms=3000
+    )
+    assert len(seen["after"]) >= 30, len(seen["after"])
+    assert _results(session) == [
+        ("dialing", None, "target", None),
+        ("consulting", 200, "target", None),
+        ("ended", None, "caller", "target_hangup"),
+    ]
+    assert session.stop == {"type": "stop", "reason": "caller_hangup"}
+    assert transfer_steps(caller)[-1] == ("ended", "warm", None)
+    [ended] = [e.data for e in caller.events if e.data.get("status") == "ended"]
+    assert (ended["by"], ended["reason"]) == ("target", "target_hangup")
+    assert caller.record.reason == "caller_hangup"
+    assert (leg.record.reason, leg.record.hangup_by) == ("callee_hangup", "callee")

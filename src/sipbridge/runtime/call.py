@@ -1239,7 +1239,7 @@ class Call:
                 reason=handover.reason,
             )
             self._event("transfer_target_ended", target=handover.target)
-            self._transfer_result("ended", handover.sip_code, leg="caller", reason=handover.reason)
+            self._transfer_result("ended", None, leg="caller", reason=handover.reason)
 
     def _dial_target(self) -> None:
         """Place the target's leg through the caller's trunk (runtime/bridge.py)."""
