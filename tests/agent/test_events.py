@@ -19,6 +19,7 @@ def test_defaults() -> None:
     assert SendDtmf("1") == SendDtmf("1", 100)
     assert Transcript("caller", "hi") == Transcript("caller", "hi", final=True)
     assert TransferRequested("tel:+15551234567").headers == {}
+    assert TransferRequested("tel:+15551234567").mode == "blind"
 
 
 def test_events_are_frozen() -> None:
@@ -34,7 +35,7 @@ def test_union_lists_every_event_class() -> None:
         if isinstance(obj := getattr(events, name), type) and dataclasses.is_dataclass(obj)
     }
     assert set(typing.get_args(AgentEvent)) == classes
-    assert len(classes) == 11
+    assert len(classes) == 13
 
 
 def test_dtmf_constants() -> None:

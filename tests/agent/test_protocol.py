@@ -14,6 +14,8 @@ from sipbridge.agent import (
     Metadata,
     SendDtmf,
     Transcript,
+    TransferCancel,
+    TransferComplete,
     TransferRequested,
     UnknownMessage,
 )
@@ -101,9 +103,24 @@ def test_transfer_result(status: str, code: int | None, text: str) -> None:
     assert session.data_to_send() == []
 
 
+def test_warm_transfer_results_name_the_leg() -> None:
+    session = AgentSession("c")
+    session.transfer_result("dialing", None, leg="target")
+    session.transfer_result("consulting", 200, leg="target")
+    session.transfer_result("ended", None, leg="caller", reason="target_hangup")
+    assert session.data_to_send() == [
+        '{"type":"transfer_result","status":"dialing","sip_code":null,"leg":"target"}',
+        '{"type":"transfer_result","status":"consulting","sip_code":200,"leg":"target"}',
+        '{"type":"transfer_result","status":"ended","sip_code":null,"leg":"caller",'
+        '"reason":"target_hangup"}',
+    ]
+
+
 def test_transfer_result_status_is_checked() -> None:
     with pytest.raises(ValueError):
         AgentSession("c").transfer_result("ok", 200)
+    with pytest.raises(ValueError):
+        AgentSession("c").transfer_result("dialing", None, leg="agent")
 
 
 def test_mark_echo_texts() -> None:
@@ -144,6 +161,16 @@ def test_text_is_not_escaped_to_ascii() -> None:
                 {"X-Reason": "sales", "User-to-User": "0123"},
             ),
         ),
+        (
+            '{"type":"transfer","target":"tel:+15551234567","mode":"warm"}',
+            TransferRequested("tel:+15551234567", {}, "warm"),
+        ),
+        (
+            '{"type":"transfer","target":"tel:+15551234567","mode":"blind"}',
+            TransferRequested("tel:+15551234567", {}, "blind"),
+        ),
+        ('{"type":"transfer_complete"}', TransferComplete()),
+        ('{"type":"transfer_cancel"}', TransferCancel()),
         ('{"type":"send_dtmf","digits":"12#"}', SendDtmf("12#", 100)),
         ('{"type":"send_dtmf","digits":"*0ad","duration_ms":250}', SendDtmf("*0AD", 250)),
         (
@@ -178,6 +205,8 @@ def test_agent_messages(text: str, event: object) -> None:
         ('{"type":"transfer","target":"tel:+1","headers":{"Bad Name":"x"}}', "token"),
         ('{"type":"transfer","target":"tel:+1","headers":{"X-A":"a\\r\\nVia: x"}}', "one-line"),
         ('{"type":"transfer","target":"tel:+1","headers":{"X-A":5}}', "one-line"),
+        ('{"type":"transfer","target":"tel:+1","mode":"cold"}', '"blind" or "warm"'),
+        ('{"type":"transfer","target":"tel:+1","mode":["warm"]}', '"blind" or "warm"'),
         ('{"type":"send_dtmf"}', "digits"),
         ('{"type":"send_dtmf","digits":""}', "digits"),
         ('{"type":"send_dtmf","digits":"12E"}', "0-9"),

@@ -171,6 +171,11 @@ def test_transfer_result_exact_text() -> None:
         '{"event":"transfer_result","sequenceNumber":"2","streamSid":"' + MZ + '",'
         '"transfer_result":{"status":"accepted","sip_code":202}}'
     ]
+    s.transfer_result("failed", None, reason="warm_unsupported")  # in the object, as sip_code
+    assert s.data_to_send() == [
+        '{"event":"transfer_result","sequenceNumber":"3","streamSid":"' + MZ + '",'
+        '"transfer_result":{"status":"failed","sip_code":null,"reason":"warm_unsupported"}}'
+    ]
 
 
 def test_resumed_start_numbers_from_one_and_keeps_the_stream() -> None:

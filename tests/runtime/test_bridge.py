@@ -2,12 +2,19 @@
 caller (refusing REFER with 603 or 501, or accepting it and NOTIFYing a failure) and SIPp
 as the trunk's far end answering the target's leg in PCMU and echoing its RTP (the caller
 talks PCMA: the relay transcodes both ways). The caller's audio reaches the target and
-comes back, the agent gets its stop, each leg has its record."""
+comes back, the agent gets its stop, each leg has its record.
+
+Warm transfers too (``"mode": "warm"``): the agent hears the target (its own audio,
+echoed) and not the caller while it consults, then completes (the caller joined to the
+target), cancels (the target gets BYE, the agent hears the caller again), or hears that
+the target was busy."""
 
 from __future__ import annotations
 
+import array
 import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +29,9 @@ from sipbridge.store import service
 from sipbridge.store.records import CallDetail
 from tests.runtime.test_call import NUMBER, SERVICE
 from tests.runtime.test_outbound import far_end_done, start_far_end
-from tests.support.agents import AgentCall, ScriptedAgent
+from tests.support.agents import AgentCall, ScriptedAgent, wait_for_text
 from tests.support.settings import BridgeFactory
-from tests.support.sipp import refer_scenario, run_sipp
+from tests.support.sipp import play_pcap_scenario, refer_scenario, run_sipp
 
 pytestmark = pytest.mark.requires("sipp")
 
@@ -55,9 +62,9 @@ _PCMU_ANSWER = """      Content-Type: application/sdp
 """
 
 
-def target_scenario(*, hang_up_ms: int | None = None) -> str:
-    """The target behind the trunk: answers in PCMU (its RTP echoed by ``-rtp_echo``),
-    then waits for our BYE, or sends its own after ``hang_up_ms``."""
+def target_scenario(*, hang_up_ms: int | None = None, ring_ms: int = 0) -> str:
+    """The target behind the trunk: rings ``ring_ms``, answers in PCMU (its RTP echoed by
+    ``-rtp_echo``), then waits for our BYE, or sends its own after ``hang_up_ms``."""
     ending = '  <recv request="BYE"/>\n' + _send(
         f"      SIP/2.0 200 OK{_HEAD}\n      Content-Length: 0\n"
     )
@@ -91,6 +98,12 @@ def target_scenario(*, hang_up_ms: int | None = None) -> str:
         '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="target">\n'
         + receive
         + _send(f"      SIP/2.0 100 Trying{_HEAD}\n      Content-Length: 0\n")
+        + (
+            _send(f"      SIP/2.0 180 Ringing{_HEAD}\n      Content-Length: 0\n")
+            + f'  <pause milliseconds="{ring_ms}"/>\n'
+            if ring_ms
+            else ""
+        )
         + _send(
             f"      SIP/2.0 200 OK{_HEAD}\n      Contact: <sip:target@[local_ip]:[local_port]>\n"
             f"{_PCMU_ANSWER}"
@@ -289,3 +302,294 @@ def test_leg_destination_refused(target: str, host: str) -> None:
     with pytest.raises(BridgeUnavailable) as raised:
         leg_destination(target, parse_registrar(host))
     assert raised.value.reason == "bad_target"
+
+
+# -- warm transfers -----------------------------------------------------------------------
+
+_PCMA_OFFER = ("8 101", "      a=rtpmap:8 PCMA/8000\n      a=rtpmap:101 telephone-event/8000\n")
+
+BUSY_TARGET = (
+    '<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="busy target">\n'
+    '  <recv request="INVITE"/>\n'
+    + _send(f"      SIP/2.0 100 Trying{_HEAD}\n      Content-Length: 0\n")
+    + _send(f"      SIP/2.0 486 Busy Here{_HEAD}\n      Content-Length: 0\n")
+    + '  <recv request="ACK"/>\n</scenario>\n'
+)
+
+
+def _loud(frames: list[bytes]) -> int:
+    """How many of ``frames`` (PCM16) carry sound rather than (near) silence."""
+    count = 0
+    for frame in frames:
+        samples = array.array("h", frame[: len(frame) & ~1])
+        if samples and math.sqrt(sum(x * x for x in samples) / len(samples)) > 1000:
+            count += 1
+    return count
+
+
+def _tone(rate: int, seconds: float) -> bytes:
+    """A 440 Hz tone (the agent's voice for the target; SIPp echoes it back)."""
+    samples = array.array(
+        "h",
+        (int(8000 * math.sin(2 * math.pi * 440 * i / rate)) for i in range(int(rate * seconds))),
+    )
+    return samples.tobytes()
+
+
+def _results(session: AgentCall) -> list[tuple[Any, ...]]:
+    return [
+        (t["status"], t["sip_code"], t.get("leg"), t.get("reason"))
+        for t in session.texts
+        if t.get("type") == "transfer_result"
+    ]
+
+
+async def _warm_start(ws: ServerConnection, call: AgentCall) -> None:
+    await asyncio.sleep(0.3)
+    await ws.send(json.dumps({"type": "transfer", "target": TARGET, "mode": "warm"}))
+    await wait_for_text(call, lambda t: t.get("status") == "dialing")
+
+
+async def _consult(ws: ServerConnection, call: AgentCall, seen: dict[str, Any]) -> None:
+    """Once the target answers: talk to it (a tone), keep what came back."""
+    await wait_for_text(call, lambda t: t.get("status") == "consulting")
+    start = len(call.audio)
+    assert call.start is not None
+    await ws.send(_tone(call.start["media_format"]["sample_rate"], 0.5))
+    await asyncio.sleep(0.7)
+    seen["consulting"] = call.audio[start:]
+
+
+async def _warm_call(
+    make_bridge: BridgeFactory,
+    tmp_path: Path,
+    target_xml: str,
+    script: Any,
+    *,
+    caller_ms: int,
+) -> tuple[CallDetail, CallDetail, AgentCall]:
+    (tmp_path / "target").mkdir()
+    (tmp_path / "caller").mkdir()
+    target, port = await start_far_end(tmp_path / "target", target_xml, ("-rtp_echo",))
+    bridge = await make_bridge()
+    async with ScriptedAgent(script) as agent:
+        await setup(bridge, agent.url, port)
+        caller_xml = play_pcap_scenario(_PCMA_OFFER, "pcap/g711a.pcap", caller_ms)
+        result = await run_sipp(
+            bridge.sip_address, tmp_path / "caller", service=SERVICE, scenario=caller_xml
+        )
+        assert result.returncode == 0, result.errors[-3000:] or result.stderr[-2000:]
+        assert await far_end_done(target, tmp_path / "target") == 0
+        caller, leg = await both_records(bridge)
+        [session] = agent.calls
+        await asyncio.wait_for(session.closed.wait(), 5)
+    CallDetailOut.model_validate(caller.to_json())  # as GET /api/calls/{id} shows it
+    return caller, leg, session
+
+
+async def test_warm_transfer_consults_then_completes(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(ws: ServerConnection, call: AgentCall) -> None:
+        await _warm_start(ws, call)
+        start = len(call.audio)
+        await wait_for_text(call, lambda t: t.get("status") == "consulting")
+        seen["ringing"] = call.audio[start:]
+        await _consult(ws, call, seen)
+        await ws.send(json.dumps({"type": "transfer_complete"}))
+        await wait_for_text(call, lambda t: t.get("type") == "stop")
+
+    caller, leg, session = await _warm_call(
+        make_bridge, tmp_path, target_scenario(ring_ms=600), script, caller_ms=3500
+    )
+    # While it rang the caller's audio went nowhere; then the agent heard the target.
+    assert len(seen["ringing"]) <= 5, len(seen["ringing"])
+    assert _loud(seen["consulting"]) >= 10, len(seen["consulting"])
+    assert _results(session) == [
+        ("dialing", None, "target", None),
+        ("consulting", 200, "target", None),
+        ("completed", 200, None, None),
+    ]
+    assert session.stop == {"type": "stop", "reason": "transferred"}
+    record = caller.record
+    assert (record.status.value, record.reason, record.hangup_by) == (
+        "answered",
+        "transferred",
+        "caller",
+    )
+    assert transfer_steps(caller) == [
+        ("requested", "warm", None),
+        ("dialing", "warm", None),
+        ("consulting", "warm", 200),
+        ("completed", "warm", 200),
+        ("ended", "warm", None),
+    ]
+    steps = [e.data for e in caller.events if e.kind == "transfer"]
+    assert {s.get("leg") for s in steps[1:]} == {leg.record.id}
+    timeline = [point["event"] for point in caller.timeline()]
+    assert timeline.index("transfer_consulting") < timeline.index("transfer_completed")
+    [link] = [e.data for e in leg.events if e.kind == "transfer_leg"]
+    assert link["call"] == record.id
+    assert (leg.record.status.value, leg.record.reason) == ("answered", "caller_hangup")
+    # After the join the caller's A-law reached the target (PCMU) and came back.
+    [relay] = [e.data for e in leg.events if e.kind == "relay"]
+    assert relay["to_target_frames"] > 40, relay
+    assert relay["to_caller_frames"] > 40, relay
+
+
+async def test_warm_transfer_cancelled_returns_to_the_caller(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(ws: ServerConnection, call: AgentCall) -> None:
+        await _warm_start(ws, call)
+        await _consult(ws, call, seen)
+        await ws.send(json.dumps({"type": "transfer_cancel"}))
+        await wait_for_text(call, lambda t: t.get("status") == "cancelled")
+        await asyncio.sleep(0.2)  # what the target echoed last is through
+        start = len(call.audio)
+        await asyncio.sleep(0.8)
+        seen["after"] = call.audio[start:]
+        await wait_for_text(call, lambda t: t.get("type") == "stop")
+
+    caller, leg, session = await _warm_call(
+        make_bridge, tmp_path, target_scenario(), script, caller_ms=3000
+    )
+    assert _loud(seen["consulting"]) >= 10
+    # The caller's frames reach the agent again (the target got its BYE: SIPp passed).
+    assert len(seen["after"]) >= 30, len(seen["after"])
+    assert _results(session) == [
+        ("dialing", None, "target", None),
+        ("consulting", 200, "target", None),
+        ("cancelled", None, "caller", None),
+    ]
+    assert session.stop == {"type": "stop", "reason": "caller_hangup"}
+    assert caller.record.reason == "caller_hangup"
+    assert transfer_steps(caller) == [
+        ("requested", "warm", None),
+        ("dialing", "warm", None),
+        ("consulting", "warm", 200),
+        ("cancelled", "warm", None),
+    ]
+    assert (leg.record.reason, leg.record.hangup_by) == ("transfer_cancelled", "server")
+
+
+async def test_warm_transfer_to_a_busy_target(make_bridge: BridgeFactory, tmp_path: Path) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(ws: ServerConnection, call: AgentCall) -> None:
+        await _warm_start(ws, call)
+        await wait_for_text(call, lambda t: t.get("status") == "failed")
+        start = len(call.audio)
+        await asyncio.sleep(0.8)
+        seen["after"] = call.audio[start:]
+        await wait_for_text(call, lambda t: t.get("type") == "stop")
+
+    caller, leg, session = await _warm_call(
+        make_bridge, tmp_path, BUSY_TARGET, script, caller_ms=2500
+    )
+    assert len(seen["after"]) >= 30  # the caller's frames reach the agent again
+    assert _results(session) == [
+        ("dialing", None, "target", None),
+        ("failed", 486, "caller", "busy"),
+    ]
+    assert transfer_steps(caller) == [
+        ("requested", "warm", None),
+        ("dialing", "warm", None),
+        ("failed", "warm", 486),
+    ]
+    assert (leg.record.status.value, leg.record.reason) == ("busy", "busy")
+    assert caller.record.reason == "caller_hangup"
+
+
+async def test_caller_hanging_up_during_the_consultation_ends_the_target_leg(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    async def script(ws: ServerConnection, call: AgentCall) -> None:
+        await _warm_start(ws, call)
+        await wait_for_text(call, lambda t: t.get("type") == "stop")
+
+    caller, leg, session = await _warm_call(
+        make_bridge, tmp_path, target_scenario(), script, caller_ms=1500
+    )
+    assert session.stop == {"type": "stop", "reason": "caller_hangup"}
+    assert transfer_steps(caller)[-1] == ("cancelled", "warm", None)
+    [cancelled] = [e.data for e in caller.events if e.data.get("status") == "cancelled"]
+    assert cancelled["by"] == "caller"
+    assert (leg.record.reason, leg.record.hangup_by) == ("caller_hangup", "caller")
+
+
+async def test_twilio_mode_agents_get_a_clear_refusal_of_warm_transfers(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    """Twilio Media Streams have one stream, the caller's: no consultation leg."""
+
+    async def script(ws: ServerConnection, call: AgentCall) -> None:
+        await asyncio.sleep(0.3)
+        request = {"target": TARGET, "mode": "warm"}
+        await ws.send(json.dumps({"event": "transfer", "transfer": request}))
+        await wait_for_text(call, lambda t: t.get("event") == "transfer_result")
+        await wait_for_text(call, lambda t: t.get("event") == "stop")
+
+    bridge = await make_bridge()
+    async with ScriptedAgent(script) as agent:
+        await service.add_agent(bridge.db, "bot", agent.url, protocol="twilio")
+        await service.add_number(bridge.db, NUMBER, "bot")
+        caller_xml = play_pcap_scenario(_PCMA_OFFER, "pcap/g711a.pcap", 1000)
+        result = await run_sipp(bridge.sip_address, tmp_path, service=SERVICE, scenario=caller_xml)
+        assert result.returncode == 0, result.errors[-3000:] or result.stderr[-2000:]
+        [session] = agent.calls
+        await asyncio.wait_for(session.closed.wait(), 5)
+    [answer] = [t for t in session.texts if t.get("event") == "transfer_result"]
+    assert answer["transfer_result"] == {
+        "status": "failed",
+        "sip_code": None,
+        "reason": "warm_unsupported",
+    }
+    deadline = asyncio.get_running_loop().time() + 5
+    while bridge.calls or not await service.list_calls(bridge.db):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    [record] = await service.list_calls(bridge.db)
+    detail = await service.get_call(bridge.db, record.id)
+    [step] = [e.data for e in detail.events if e.kind == "transfer"]
+    assert (step["status"], step["method"], step["reason"]) == (
+        "refused",
+        "warm",
+        "warm_unsupported",
+    )
+
+
+async def test_target_hanging_up_during_the_consultation_returns_to_the_caller(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def script(ws: ServerConnection, call: AgentCall) -> None:
+        await _warm_start(ws, call)
+        await wait_for_text(call, lambda t: t.get("status") == "ended", timeout=8)
+        await asyncio.sleep(0.2)
+        start = len(call.audio)
+        await asyncio.sleep(0.8)
+        seen["after"] = call.audio[start:]
+        await wait_for_text(call, lambda t: t.get("type") == "stop")
+
+    caller, leg, session = await _warm_call(
+        make_bridge, tmp_path, target_scenario(hang_up_ms=800), script, caller_ms=3000
+    )
+    assert len(seen["after"]) >= 30, len(seen["after"])
+    assert _results(session) == [
+        ("dialing", None, "target", None),
+        ("consulting", 200, "target", None),
+        ("ended", None, "caller", "target_hangup"),
+    ]
+    assert session.stop == {"type": "stop", "reason": "caller_hangup"}
+    assert transfer_steps(caller)[-1] == ("ended", "warm", None)
+    [ended] = [e.data for e in caller.events if e.data.get("status") == "ended"]
+    assert (ended["by"], ended["reason"]) == ("target", "target_hangup")
+    assert caller.record.reason == "caller_hangup"
+    assert (leg.record.reason, leg.record.hangup_by) == ("callee_hangup", "callee")

@@ -12,6 +12,8 @@ from sipbridge.agent.events import (
     RateExceeded,
     SendDtmf,
     Transcript,
+    TransferCancel,
+    TransferComplete,
     TransferRequested,
     UnknownMessage,
 )
@@ -40,6 +42,8 @@ __all__ = [
     "SendDtmf",
     "Session",
     "Transcript",
+    "TransferCancel",
+    "TransferComplete",
     "TransferRequested",
     "TwilioSession",
     "UnknownMessage",

@@ -5,7 +5,9 @@ layer handles them once::
 
     AgentEvent
     ├── HangupRequested     the agent asked to end the call
-    ├── TransferRequested   the agent asked for a blind transfer (SIP REFER)
+    ├── TransferRequested   the agent asked for a transfer (blind: SIP REFER; or warm)
+    ├── TransferComplete    the agent joins the caller to the target of its warm transfer
+    ├── TransferCancel      the agent calls its warm transfer off
     ├── SendDtmf            the agent asked to send digits to the caller (RFC 4733)
     ├── Transcript          a line of the conversation, for the call record
     ├── Metadata            free-form data, for the call record
@@ -37,6 +39,8 @@ __all__ = [
     "RateExceeded",
     "SendDtmf",
     "Transcript",
+    "TransferCancel",
+    "TransferComplete",
     "TransferRequested",
     "UnknownMessage",
 ]
@@ -61,16 +65,29 @@ class HangupRequested:
 
 @dataclass(frozen=True, slots=True)
 class TransferRequested:
-    """The agent asked for a blind transfer of the caller to ``target``.
+    """The agent asked for a transfer of the caller to ``target``.
 
     ``target`` is a valid ``tel:``, ``sip:`` or ``sips:`` URI, to be used as the Refer-To
-    of a REFER (RFC 3515); ``headers`` are extra SIP headers for it, names checked to be
-    RFC 3261 tokens and values free of line breaks. Answer with
-    ``session.transfer_result(...)``.
+    of a REFER (RFC 3515) or dialled through the trunk; ``headers`` are extra SIP headers
+    for it, names checked to be RFC 3261 tokens and values free of line breaks. ``mode``
+    is ``blind`` (REFER, then the bridge) or ``warm`` (the agent talks to the target on
+    its own leg first, then sends :class:`TransferComplete` or :class:`TransferCancel`).
+    Answer with ``session.transfer_result(...)``.
     """
 
     target: str
     headers: dict[str, str] = field(default_factory=dict)
+    mode: Literal["blind", "warm"] = "blind"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferComplete:
+    """The agent is done talking to the target of its warm transfer: join the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferCancel:
+    """The agent calls its warm transfer off: hang up the target, back to the caller."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +176,8 @@ class AudioDropped:
 AgentEvent = (
     HangupRequested
     | TransferRequested
+    | TransferComplete
+    | TransferCancel
     | SendDtmf
     | Transcript
     | Metadata

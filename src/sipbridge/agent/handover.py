@@ -1,5 +1,6 @@
 """The course of one transfer the agent asked for (sans-I/O): REFER first, bridging when
-the caller's side will not do it.
+the caller's side will not do it; or a warm transfer, where the agent talks to the target
+before the caller is joined.
 
 A blind transfer (RFC 3515) asks the caller's side to place the new call. Many carriers
 and PBXs refuse REFER (405/501), decline it (603), never answer it, or accept it and then
@@ -29,6 +30,23 @@ States and steps::
 
 When the call cannot be bridged (no trunk with a ``host`` to dial through), a refused
 REFER goes straight to FAILED with :attr:`Handover.reason` ``bridge_unavailable``.
+
+A warm transfer (``method`` WARM) skips REFER: :meth:`Handover.start_bridge` dials at once,
+the answer puts the agent on the target's leg (CONSULTING), and the agent decides:
+
+- :meth:`Handover.complete` joins the caller to the target (HAND_OVER, as a bridge);
+- :meth:`Handover.cancel` hangs the target's leg up, the agent is back with the caller
+  (RETURN; also while it rings);
+- :meth:`Handover.leg_failed` while it rings, :meth:`Handover.leg_ended` once it answered:
+  the target is gone, the agent is told and is back with the caller::
+
+    DIALING --answered--> CONSULTING --complete--> BRIDGED (HAND_OVER)
+       |  |                  |    |
+       |  | cancel   cancel  |    | the target hangs up
+       |  +-----> CANCELLED <+    v
+       | failed   (RETURN)      FAILED (REPORT_ENDED)
+       v
+     FAILED (REPORT_FAILED)
 """
 
 from __future__ import annotations
@@ -51,6 +69,8 @@ class HandoverState(enum.Enum):
     REFERRING = "referring"
     REFER_ACCEPTED = "refer_accepted"
     DIALING = "dialing"
+    CONSULTING = "consulting"  # a warm transfer: the agent talks to the target
+    CANCELLED = "cancelled"  # a warm transfer the agent called off
     BRIDGED = "bridged"
     COMPLETED = "completed"
     FAILED = "failed"
@@ -65,6 +85,9 @@ class Step(enum.Enum):
     HAND_OVER = "hand_over"  # join the caller to the target's leg; the agent leaves
     END_CALL = "end_call"  # the caller's side completed the transfer: hang up our leg
     REPORT_FAILED = "report_failed"  # tell the agent; the call goes on with it
+    CONSULT = "consult"  # warm: the agent's media goes to and from the target's leg
+    RETURN = "return"  # warm: hang the target's leg up; the agent is back with the caller
+    REPORT_ENDED = "report_ended"  # warm: the target hung up; the agent is back with the caller
 
 
 @dataclass
@@ -80,7 +103,15 @@ class Handover:
 
     @property
     def active(self) -> bool:
-        return self.state not in (HandoverState.COMPLETED, HandoverState.FAILED)
+        return self.state not in (
+            HandoverState.COMPLETED,
+            HandoverState.FAILED,
+            HandoverState.CANCELLED,
+        )
+
+    @property
+    def warm(self) -> bool:
+        return self.method is TransferMethod.WARM
 
     def refer_answered(self, status: int | None) -> Step:
         """The REFER's final response (RFC 3515 §2.4.2): 2xx accepts it; anything else,
@@ -105,11 +136,42 @@ class Handover:
         return self._fall_back("refer_failed")
 
     def leg_answered(self) -> Step:
+        """The target answered: joined to the caller at once, or (warm) to the agent."""
         if self.state is not HandoverState.DIALING:
             return Step.NONE
-        self.state = HandoverState.BRIDGED
         self.sip_code = 200
+        if self.warm:
+            self.state = HandoverState.CONSULTING
+            return Step.CONSULT
+        self.state = HandoverState.BRIDGED
         return Step.HAND_OVER
+
+    def complete(self) -> Step:
+        """Warm: the agent is done with the target; the caller is joined to it. Only
+        while consulting (NONE otherwise: nothing to join yet, or already over)."""
+        if self.state is not HandoverState.CONSULTING:
+            return Step.NONE
+        self.state = HandoverState.BRIDGED
+        return Step.HAND_OVER
+
+    def cancel(self) -> Step:
+        """Warm: the agent calls the transfer off, while the target rings or talks."""
+        if not self.warm or self.state not in (HandoverState.DIALING, HandoverState.CONSULTING):
+            return Step.NONE
+        self.state = HandoverState.CANCELLED
+        self.reason = "cancelled"
+        return Step.RETURN
+
+    def leg_ended(self, status: int | None = None) -> Step:
+        """Warm: the target's leg ended during the consultation (its BYE, a media
+        timeout): the agent is back with the caller."""
+        if self.state is not HandoverState.CONSULTING:
+            return Step.NONE
+        self.state = HandoverState.FAILED
+        self.reason = "target_hangup"
+        if status is not None:
+            self.sip_code = status
+        return Step.REPORT_ENDED
 
     def leg_failed(self, status: int | None, reason: str) -> Step:
         if self.state is not HandoverState.DIALING:

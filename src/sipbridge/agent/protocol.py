@@ -8,7 +8,8 @@ directions. docs/agent-protocol.md has an example of every message.
   ``transfer_result`` and ``stop`` last; caller audio goes out as binary frames as is.
 - The agent sends audio (binary, any even length, faster than real time is fine: it is
   queued up to ``cap_seconds`` and paced), ``mark``, ``clear``, ``hangup``, ``transfer``,
-  ``send_dtmf``, ``transcript`` and ``metadata``. Other types are reported once each as
+  ``transfer_complete``, ``transfer_cancel`` (a warm transfer's end), ``send_dtmf``,
+  ``transcript`` and ``metadata``. Other types are reported once each as
   :class:`UnknownMessage` so newer agents keep working with this server.
 """
 
@@ -27,6 +28,8 @@ from sipbridge.agent.events import (
     Metadata,
     SendDtmf,
     Transcript,
+    TransferCancel,
+    TransferComplete,
     TransferRequested,
     UnknownMessage,
 )
@@ -51,6 +54,8 @@ __all__ = [
     "Metadata",
     "SendDtmf",
     "Transcript",
+    "TransferCancel",
+    "TransferComplete",
     "TransferRequested",
     "UnknownMessage",
 ]
@@ -61,6 +66,8 @@ _Parser = Callable[[dict[str, Any]], AgentEvent]
 _REQUESTS: Final[dict[str, _Parser]] = {
     "hangup": parse_hangup,
     "transfer": parse_transfer,
+    "transfer_complete": lambda _body: TransferComplete(),
+    "transfer_cancel": lambda _body: TransferCancel(),
     "send_dtmf": parse_send_dtmf,
     "transcript": parse_transcript,
     "metadata": parse_metadata,

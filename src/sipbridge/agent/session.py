@@ -45,6 +45,8 @@ from sipbridge.sip.errors import SipError
 from sipbridge.sip.message import Uri
 
 __all__ = [
+    "TRANSFER_LEGS",
+    "TRANSFER_MODES",
     "TRANSFER_STATUSES",
     "Session",
     "parse_hangup",
@@ -67,7 +69,19 @@ _MAX_TRANSCRIPT: Final = 65536
 # Kinds of protocol errors counted per call (they are our names or known message types).
 _MAX_ERROR_KINDS: Final = 32
 
-TRANSFER_STATUSES: Final = ("accepted", "failed")
+# accepted/failed: a blind transfer's REFER or bridge; dialing, consulting, cancelled,
+# ended, completed: the steps of a warm one (docs/agent-protocol.md, "Warm transfer").
+TRANSFER_STATUSES: Final = (
+    "accepted",
+    "failed",
+    "dialing",
+    "consulting",
+    "cancelled",
+    "ended",
+    "completed",
+)
+TRANSFER_LEGS: Final = ("caller", "target")
+TRANSFER_MODES: Final = ("blind", "warm")
 _TRANSFER_SCHEMES: Final = ("tel", "sip", "sips")
 
 # A \uD800-\uDFFF escape may decode to a lone surrogate, which no UTF-8 encoder (the
@@ -178,12 +192,27 @@ class Session(ABC):
     def caller_dtmf(self, digit: str, duration_ms: int) -> str:
         """The text frame reporting one key press of the caller."""
 
-    def transfer_result(self, status: str, sip_code: int | None) -> None:
-        """Queue the outcome of a transfer the agent asked for: ``status`` is
-        ``"accepted"`` or ``"failed"``, ``sip_code`` the final SIP status if any."""
+    def transfer_result(
+        self,
+        status: str,
+        sip_code: int | None,
+        *,
+        leg: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Queue the outcome (or, for a warm transfer, a step) of a transfer the agent
+        asked for: ``status`` one of :data:`TRANSFER_STATUSES`, ``sip_code`` the final SIP
+        status if any; ``leg`` (warm transfers) says whom the agent's audio now goes to
+        and comes from, ``caller`` or ``target``; ``reason`` a word for a failure."""
         if status not in TRANSFER_STATUSES:
             raise ValueError(f"transfer status must be one of {TRANSFER_STATUSES}")
-        self._outbox.append(self._transfer_result_message(status, sip_code))
+        if leg is not None and leg not in TRANSFER_LEGS:
+            raise ValueError(f"transfer leg must be one of {TRANSFER_LEGS}")
+        message = self._transfer_result_message(status, sip_code)
+        extra = {key: value for key, value in (("leg", leg), ("reason", reason)) if value}
+        if extra:
+            self._add_transfer_fields(message, extra)
+        self._outbox.append(message)
 
     @property
     def has_outbox(self) -> bool:
@@ -369,6 +398,10 @@ class Session(ABC):
     def _transfer_result_message(self, status: str, sip_code: int | None) -> dict[str, Any]:
         """The outcome of a transfer, for the outbox."""
 
+    def _add_transfer_fields(self, message: dict[str, Any], fields: dict[str, str]) -> None:
+        """Put ``leg``/``reason`` where the protocol carries the transfer's fields."""
+        message.update(fields)
+
     def _reset_connection(self) -> None:
         """Forget what belonged to a previous WebSocket (for a resumed ``start``)."""
         self._outbox.clear()
@@ -452,7 +485,13 @@ _RESERVED_TRANSFER_HEADERS = frozenset(
 
 
 def parse_transfer(body: dict[str, Any]) -> TransferRequested | InvalidMessage:
-    """``{"target": "tel:...|sip:...|sips:...", "headers": {...}}`` (headers optional)."""
+    """``{"target": "tel:...|sip:...|sips:...", "headers": {...}, "mode": "blind|warm"}``
+    (headers and mode optional; mode blind by default)."""
+    mode = body.get("mode", "blind")
+    if mode is None:
+        mode = "blind"
+    if mode not in TRANSFER_MODES:
+        return InvalidMessage('transfer "mode" must be "blind" or "warm"')
     target = body.get("target")
     if not isinstance(target, str) or not target:
         return InvalidMessage('transfer without a string "target"')
@@ -482,7 +521,7 @@ def parse_transfer(body: dict[str, Any]) -> TransferRequested | InvalidMessage:
             or any(c in value for c in "\r\n\0")
         ):
             return InvalidMessage(f"transfer header {name} needs a one-line string value")
-    return TransferRequested(target, dict(headers))
+    return TransferRequested(target, dict(headers), "warm" if mode == "warm" else "blind")
 
 
 def parse_send_dtmf(body: dict[str, Any]) -> SendDtmf | InvalidMessage:

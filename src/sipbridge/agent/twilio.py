@@ -263,6 +263,9 @@ class TwilioSession(Session):
         # Twilio answers a mark the same way whether its audio played or was cleared.
         return {"event": "mark", "mark": {"name": name}}
 
+    def _add_transfer_fields(self, message: dict[str, Any], fields: dict[str, str]) -> None:
+        message["transfer_result"].update(fields)
+
     def _transfer_result_message(self, status: str, sip_code: int | None) -> dict[str, Any]:
         return {
             "event": "transfer_result",

@@ -578,6 +578,8 @@ class TimelineEntry(_Out):
         "transfer_dialing",
         "transfer_bridged",
         "transfer_ended",
+        "transfer_consulting",
+        "transfer_cancelled",
     ]
     at: Timestamp
 
@@ -588,12 +590,26 @@ class TransferEntry(_Out):
     at: Timestamp
     target: str | None
     status: Literal[
-        "refused", "requested", "accepted", "failed", "completed", "dialing", "bridged", "ended"
+        "refused",
+        "requested",
+        "accepted",
+        "failed",
+        "completed",
+        "dialing",
+        "bridged",
+        "ended",
+        "consulting",
+        "cancelled",
     ] = Field(
         description="requested/accepted/completed: the REFER; failed: the REFER (a fallback "
         "to the bridge follows when the call came through a trunk with a host) or the bridge; "
         "dialing: the target's leg placed through the trunk; bridged: the target answered, "
-        "the caller is joined to it and the agent left; ended: the bridged call is over"
+        "the caller is joined to it and the agent left; ended: the bridged call is over. "
+        "A warm transfer: requested, dialing, consulting (the target answered, the agent "
+        "talks to it), then completed (the caller joined, the agent left), cancelled (by the "
+        "agent, or by ``by`` ending the call meanwhile), failed (not answered) or ended "
+        "(the target hung up during the consultation, reason target_hangup; or, after "
+        "completed, the joined call is over)"
     )
     method: Literal["refer", "bridge", "warm"] | None = Field(
         default=None, description="how the step was carried out"
@@ -603,7 +619,8 @@ class TransferEntry(_Out):
         "not_allowed, identity_header, not_a_number, transfer_pending, refer_not_sent; "
         "refer_rejected, refer_timeout, refer_failed (the REFER, before the bridge); "
         "bridge_unavailable (no trunk with a host), bad_target, and the target leg's own "
-        "reason (busy, no_answer, rejected...)"
+        "reason (busy, no_answer, rejected...); warm_unsupported (a Twilio-mode agent), "
+        "target_hangup"
     )
     detail: str | None
     sip_code: int | None
@@ -611,7 +628,9 @@ class TransferEntry(_Out):
         default=None, description="the id of the target's leg (an outbound call record)"
     )
     by: str | None = Field(
-        default=None, description="ended: who hung up the bridged call (caller or target)"
+        default=None,
+        description="ended: who hung up the bridged call (caller or target); cancelled: "
+        "who ended the call during a warm transfer's consultation",
     )
 
 

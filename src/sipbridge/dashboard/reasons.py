@@ -28,6 +28,9 @@ _REASONS: Final[dict[str, Explanation]] = {
     "caller_cancelled": Explanation("the caller hung up before the call was answered"),
     "callee_hangup": Explanation("the person we called hung up (outbound call)"),
     "target_hangup": Explanation("the caller had been transferred; the transfer target hung up"),
+    "transfer_cancelled": Explanation(
+        "a warm transfer's target leg: the agent called the transfer off and we hung up"
+    ),
     # Outbound calls that were not answered (POST /api/calls, sipbridge dial).
     "busy": Explanation("the called number was busy (486/600)"),
     "no_answer": Explanation(

@@ -1,5 +1,9 @@
 """Transfers that sipbridge completes itself: the target's leg and the media relay.
 
+A warm transfer uses the same leg: while the agent consults, the leg's endpoint is wired to
+the agent's link instead of the queues (runtime/call.py ``Call._consult``) and the
+caller's endpoint to nothing; :meth:`TransferLeg.relay` puts the queues back for the join.
+
 When the caller's side refuses or fails a REFER (agent/handover.py decides), the call
 dials the target through the caller's trunk as a :class:`TransferLeg`, an outbound call
 (runtime/outbound.py: digest, ring timeout, its own record) without an agent. When it
@@ -156,6 +160,16 @@ class TransferLeg(OutboundCall):
 
     def _request_uri(self) -> str:
         return self._request
+
+    def relay(self) -> None:
+        """The leg's media to and from its queues again (after a warm transfer's
+        consultation, where it was the agent's)."""
+        if self.media is not None:
+            self.media.rewire(
+                on_audio=self.to_caller.push,
+                next_frame=self.to_target.pop,
+                frame_ready=self.to_target.ready,
+            )
 
     def _endpoint_factory(self, chosen: Negotiated) -> Callable[[], RtpEndpoint]:
         def endpoint() -> RtpEndpoint:

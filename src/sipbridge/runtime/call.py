@@ -35,6 +35,8 @@ from sipbridge.agent.events import (
     RateExceeded,
     SendDtmf,
     Transcript,
+    TransferCancel,
+    TransferComplete,
     TransferRequested,
     UnknownMessage,
 )
@@ -115,6 +117,8 @@ class EndCause(enum.Enum):
     TRANSFERRED = "transferred"
     # The target of a bridged transfer hung up (the caller's record says transferred).
     TARGET_HANGUP = "target_hangup"
+    # A warm transfer's target leg that the agent called off (transfer_cancel).
+    TRANSFER_CANCELLED = "transfer_cancelled"
     ACK_TIMEOUT = "ack_timeout"
     SESSION_EXPIRED = "session_expired"  # RFC 4028 §10: the caller's refresh never came
     SESSION_REFRESH_FAILED = "session_refresh_failed"  # ours got 408/481 or no answer
@@ -879,6 +883,10 @@ class Call:
         leg, handover = self._leg, self._handover
         if leg is None or handover is None:
             return
+        if handover.warm and handover.state in (HandoverState.DIALING, HandoverState.CONSULTING):
+            # The caller (or the agent, or shutdown) ended the call during the
+            # consultation: the target's leg goes with it.
+            self._transfer_event(handover.target, "cancelled", leg=leg.id, by=self.record.hangup_by)
         if handover.state is HandoverState.BRIDGED:
             self.record.reason = EndCause.TRANSFERRED.value
             self._transfer_event(
@@ -958,7 +966,11 @@ class Call:
                 self._event("agent_clear", dropped_bytes=event.dropped_bytes)
                 self._store_event("agent_clear", dropped_bytes=event.dropped_bytes)
             elif isinstance(event, TransferRequested):
-                self._transfer(event.target, event.headers)
+                self._transfer(event.target, event.headers, event.mode)
+            elif isinstance(event, TransferComplete):
+                self._warm_step(complete=True)
+            elif isinstance(event, TransferCancel):
+                self._warm_step(complete=False)
             elif isinstance(event, SendDtmf):
                 self._agent_dtmf(event)
             elif isinstance(event, Transcript):
@@ -1027,11 +1039,12 @@ class Call:
                 self.link.session.clear_audio()
             self._finish(EndCause.AGENT_HANGUP)
 
-    def _transfer(self, target: str, headers: dict[str, str]) -> None:
+    def _transfer(self, target: str, headers: dict[str, str], mode: str = "blind") -> None:
         """A transfer, if the agent's transfer policy allows the target and headers
         (sipbridge.agent.transfers): REFER to the caller's side first (RFC 3515); when it
         is refused or fails, the target dialled through the caller's trunk and bridged
-        (agent/handover.py, runtime/bridge.py)."""
+        (agent/handover.py, runtime/bridge.py). A warm one (``mode`` warm) dials at once
+        and puts the agent on the target's leg (:meth:`_start_warm`)."""
         allow = self.link.agent.transfer_allow if self.link is not None else []
         refusal = transfer_refusal(target, headers, allow, self.record.to_number)
         if refusal is not None:
@@ -1044,6 +1057,9 @@ class Call:
         if self._handover is not None and self._handover.active:
             self._transfer_event(target, "refused", reason="transfer_pending")
             self._transfer_result("failed", None)
+            return
+        if mode == "warm":
+            self._start_warm(target, headers)
             return
         if not ua.refer(self.sip, target, now, headers):
             self._transfer_event(target, "failed", reason="refer_not_sent")
@@ -1061,6 +1077,75 @@ class Call:
         self.server.flush()
         self._event("transfer", target=target)
         self._transfer_event(target, "requested")
+
+    def _start_warm(self, target: str, headers: dict[str, str]) -> None:
+        """A warm transfer: no REFER; the target dialled through the caller's trunk at
+        once (the same checks as the bridge), the caller put aside (silence, its audio
+        goes nowhere) and the agent's media on the target's leg once it answers."""
+        from sipbridge.runtime.bridge import BridgeUnavailable, trunk_target
+
+        if self.link is not None and self.link.session.protocol == "twilio":
+            # Twilio's Media Streams have no consultation leg; its stream is the caller's.
+            self._transfer_event(target, "refused", method="warm", reason="warm_unsupported")
+            self._transfer_result("failed", None, reason="warm_unsupported")
+            return
+        try:
+            trunk_target(self.server, self.trunk)
+            can_bridge = True
+        except BridgeUnavailable:
+            can_bridge = False
+        handover = Handover(target, can_bridge, method=TransferMethod.WARM)
+        self._handover = handover
+        self._transfer_headers = headers
+        self._event("transfer", target=target, mode="warm")
+        self._transfer_event(target, "requested")
+        self._take(handover.start_bridge())
+
+    def _warm_step(self, *, complete: bool) -> None:
+        """``transfer_complete`` / ``transfer_cancel`` from the agent."""
+        handover = self._handover
+        name = "transfer_complete" if complete else "transfer_cancel"
+        if handover is None or not handover.warm or not handover.active:
+            step = Step.NONE
+        else:
+            step = handover.complete() if complete else handover.cancel()
+        if step is Step.NONE:
+            # Nothing to complete (not consulting yet, or over) or to cancel: said in
+            # the log and the record; the transfer, if any, goes on.
+            state = handover.state.value if handover is not None else None
+            self._event("transfer_step_ignored", message=name, state=state)
+            self._store_event("transfer_step_ignored", message=name, state=state)
+            return
+        self._take(step)
+
+    def _detach_caller(self) -> None:
+        """The caller is put aside during a warm transfer: it hears silence (the media
+        clock sends nothing of the agent's), its audio and key presses go nowhere; the
+        agent's queued audio for it is dropped (its marks answered ``cleared``)."""
+        assert self.media is not None
+        self.media.rewire(on_audio=_discard, next_frame=_nothing, frame_ready=_not_ready)
+        link = self.link
+        if link is not None:
+            link.on_agent_audio = None
+            link.session.clear_audio()
+            link.flush()
+
+    def _back_to_caller(self) -> None:
+        """The end of a warm transfer's consultation without the join: the agent's media
+        is the caller's again (what it queued for the target is dropped)."""
+        link, leg = self.link, self._leg
+        if leg is not None:
+            leg.relay()  # the leg's clock no longer takes the agent's frames
+        if link is None or self.media is None:
+            return
+        link.session.clear_audio()
+        self.media.rewire(
+            on_audio=link.send_caller_audio,
+            next_frame=link.next_frame,
+            frame_ready=link.frame_ready,
+            on_dtmf=self._caller_dtmf,
+        )
+        link.on_agent_audio = self.media.agent_audio
 
     def _transfer_event(self, target: str | None, status: str, **fields: object) -> None:
         """One step of a transfer in the call's stored events (its timeline)."""
@@ -1119,9 +1204,42 @@ class Call:
                 sip_code=handover.sip_code,
                 reason=handover.reason,
             )
-            self._transfer_result("failed", handover.sip_code)
+            if handover.warm:
+                self._back_to_caller()
+                self._transfer_result(
+                    "failed", handover.sip_code, leg="caller", reason=handover.reason
+                )
+            else:
+                self._transfer_result("failed", handover.sip_code)
         elif step is Step.DIAL:
             self._dial_target()
+            if handover.warm and handover.state is HandoverState.DIALING:
+                self._detach_caller()
+                self._transfer_result("dialing", None, leg="target")
+        elif step is Step.CONSULT:
+            self._consult()
+        elif step is Step.HAND_OVER:
+            self._join_target()
+        elif step is Step.RETURN:
+            leg = self._leg
+            if leg is not None:
+                leg.end_leg(EndCause.TRANSFER_CANCELLED)  # CANCEL while it rings, else BYE
+            self._back_to_caller()
+            self._transfer_event(handover.target, "cancelled", leg=leg.id if leg else None)
+            self._event("transfer_cancelled", target=handover.target)
+            self._transfer_result("cancelled", None, leg="caller")
+        elif step is Step.REPORT_ENDED:
+            self._back_to_caller()
+            leg = self._leg
+            self._transfer_event(
+                handover.target,
+                "ended",
+                leg=leg.id if leg else None,
+                by="target",
+                reason=handover.reason,
+            )
+            self._event("transfer_target_ended", target=handover.target)
+            self._transfer_result("ended", None, leg="caller", reason=handover.reason)
 
     def _dial_target(self) -> None:
         """Place the target's leg through the caller's trunk (runtime/bridge.py)."""
@@ -1168,15 +1286,38 @@ class Call:
 
     def on_leg_answered(self, leg: TransferLeg) -> None:
         """The target answered: the caller's media goes to and from its leg, the agent
-        leaves (``stop`` with reason ``transferred``)."""
+        leaves (``stop`` with reason ``transferred``); or, in a warm transfer, the agent's
+        media goes to and from it until the agent completes or cancels."""
         handover = self._handover
         if handover is None or leg is not self._leg or self.media is None:
             return
         if self._ended.done():
             leg.end_leg(EndCause.CALLER_HANGUP)
             return
-        if handover.leg_answered() is not Step.HAND_OVER:
+        self._take(handover.leg_answered())
+
+    def _consult(self) -> None:
+        """Warm: the agent talks to the target on its leg; the caller waits."""
+        handover, leg, link = self._handover, self._leg, self.link
+        assert handover is not None and leg is not None
+        if link is None or leg.media is None:
             return
+        leg.media.rewire(
+            on_audio=link.send_caller_audio,
+            next_frame=link.next_frame,
+            frame_ready=link.frame_ready,
+        )
+        link.on_agent_audio = leg.media.agent_audio
+        self._transfer_event(handover.target, "consulting", leg=leg.id, sip_code=200)
+        self._event("transfer_consulting", target=handover.target, leg=leg.id)
+        self._transfer_result("consulting", 200, leg="target")
+
+    def _join_target(self) -> None:
+        """The caller's media goes to and from the target's leg (through its queues,
+        media/relay.py); the agent leaves."""
+        handover, leg = self._handover, self._leg
+        assert handover is not None and leg is not None and self.media is not None
+        leg.relay()
         self.media.rewire(
             on_audio=leg.to_target.push,
             next_frame=leg.to_caller.pop,
@@ -1184,8 +1325,13 @@ class Call:
         )
         if self.link is not None:
             self.link.on_agent_audio = None
-        self._transfer_event(handover.target, "bridged", leg=leg.id, sip_code=200)
-        self._event("transfer_bridged", target=handover.target, leg=leg.id)
+        if handover.warm:
+            self._transfer_event(handover.target, "completed", leg=leg.id, sip_code=200)
+            self._event("transfer_completed", target=handover.target, leg=leg.id)
+            self._transfer_result("completed", 200)
+        else:
+            self._transfer_event(handover.target, "bridged", leg=leg.id, sip_code=200)
+            self._event("transfer_bridged", target=handover.target, leg=leg.id)
         if not self._handed_over.done():
             self._handed_over.set_result(None)
 
@@ -1197,13 +1343,22 @@ class Call:
             return
         if handover.state is HandoverState.DIALING:
             self._take(handover.leg_failed(leg.record.sip_code, leg.record.reason or "failed"))
+        elif handover.state is HandoverState.CONSULTING:
+            self._take(handover.leg_ended())
         elif handover.state is HandoverState.BRIDGED:
             self._finish(EndCause.TARGET_HANGUP)
 
-    def _transfer_result(self, status: str, sip_code: int | None) -> None:
-        self._event("transfer_result", status=status, sip_code=sip_code)
+    def _transfer_result(
+        self,
+        status: str,
+        sip_code: int | None,
+        *,
+        leg: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self._event("transfer_result", status=status, sip_code=sip_code, leg=leg, reason=reason)
         if self.link is not None:
-            self.link.session.transfer_result(status, sip_code)
+            self.link.session.transfer_result(status, sip_code, leg=leg, reason=reason)
             self.link.flush()
 
     def _on_first_audio(self) -> None:
@@ -1361,6 +1516,18 @@ class Call:
             " ".join(parts),
             extra={"call_id": self.id, "event": name, "fields": shown},
         )
+
+
+def _discard(_pcm: bytes) -> None:
+    """The caller's audio while it waits for a warm transfer: heard by no one."""
+
+
+def _nothing() -> bytes | None:
+    return None
+
+
+def _not_ready() -> bool:
+    return False
 
 
 def _counts(counts: dict[str, int]) -> str | None:

@@ -486,8 +486,10 @@ class CallDetail:
         """Every transfer the agent asked for, step by step: ``status`` is ``refused``
         (with ``reason``), ``requested``, ``accepted``, ``failed`` or ``completed``
         (with ``sip_code`` when known), and for a bridged transfer ``dialing``, ``bridged``
-        and ``ended`` (with ``leg``, the target leg's call id, and ``by``); ``method`` is
-        ``refer``, ``bridge`` or ``warm`` (None in records older than it)."""
+        and ``ended`` (with ``leg``, the target leg's call id, and ``by``), for a warm one
+        ``dialing``, ``consulting``, then ``completed``, ``cancelled``, ``failed`` or
+        ``ended``; ``method`` is ``refer``, ``bridge`` or ``warm`` (None in records older
+        than it)."""
         return [
             {
                 "at": _iso(event.at),
