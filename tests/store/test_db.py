@@ -18,7 +18,7 @@ from sipbridge.store.db import (
 )
 from sipbridge.store.models import Base, Call
 
-HEAD = "0013"
+HEAD = "0016"
 
 
 def test_normalize_url() -> None:
@@ -112,6 +112,8 @@ def test_packaged_migrations() -> None:
     assert twelfth is not None and twelfth.down_revision == "0011"
     thirteenth = script.get_revision("0013")
     assert thirteenth is not None and thirteenth.down_revision == "0012"
+    sixteenth = script.get_revision("0016")  # 0014 and 0015 are other branches' numbers
+    assert sixteenth is not None and sixteenth.down_revision == "0013"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:
@@ -127,6 +129,7 @@ async def test_upgrade_creates_tables(db: Database) -> None:
         "bans",
         "instances",
         "sip_traces",
+        "registrations",
     }
     assert expected | {"alembic_version"} <= tables
     assert await db.current_revision() == HEAD
