@@ -658,6 +658,12 @@ class SipBridgeServer:
         else:
             log.info("trunk=%s event=unregistered status=%s reason=%s", event.trunk, status, reason)
 
+    def connection_failed(self, transport: Transport, host: str, port: int, reason: str) -> None:
+        """A TCP/TLS connection of ours could not be opened (runtime/transports.py): the
+        REGISTERs waiting for it fail now, with ``reason``."""
+        self.registrations.connection_failed(transport, host, port, reason, self.loop.time())
+        self.flush()
+
     def _registration_changed(self, trunk: str) -> None:
         """Write ``trunk``'s registration to the store soon (one writer, in order)."""
         self._registrations_dirty.add(trunk)
