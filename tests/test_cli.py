@@ -353,13 +353,13 @@ def test_calls_bad_limit_exits_2(runner: CliRunner, env: dict[str, str]) -> None
 def test_db_upgrade(runner: CliRunner, env: dict[str, str], db_url: str) -> None:
     result = invoke(runner, env, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    assert "revision 0014" in result.stdout
+    assert "revision 0015" in result.stdout
 
     async def revision() -> str | None:
         async with Database(db_url) as db:
             return await db.current_revision()
 
-    assert asyncio.run(revision()) == "0014"
+    assert asyncio.run(revision()) == "0015"
 
 
 def test_db_option_overrides_env(runner: CliRunner, env: dict[str, str], tmp_path: Path) -> None:
@@ -1146,9 +1146,10 @@ def test_trunk_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
         "NUMBERS",
         "SRTP",
         "RATE",
+        "REGISTRATION",
     ]
     assert lines[1].split() == [
-        *["plain", "-", "-", "-", "no", "no", "-", "-", "any", "optional", "default"]
+        *["plain", "-", "-", "-", "no", "no", "-", "-", "any", "optional", "default", "-"]
     ]
     assert lines[2].split() == [
         "telnyx",
@@ -1162,6 +1163,7 @@ def test_trunk_add_list_remove(runner: CliRunner, env: dict[str, str]) -> None:
         "any",
         "optional",
         "default",
+        "-",  # no server has written its registration yet
     ]
     assert "hunter2" not in listing
 
@@ -1278,8 +1280,8 @@ def test_trunk_numbers_and_srtp(runner: CliRunner, env: dict[str, str], db_url: 
     assert result.exit_code == 0, result.output
 
     lines = invoke(runner, env, "trunk", "list").stdout.splitlines()
-    assert lines[0].split()[-4:] == ["CODECS", "NUMBERS", "SRTP", "RATE"]
-    assert lines[1].split() == [
+    assert lines[0].split()[-5:] == ["CODECS", "NUMBERS", "SRTP", "RATE", "REGISTRATION"]
+    assert lines[1].split()[:-1] == [
         "plain",
         "-",
         "-",
@@ -1292,7 +1294,7 @@ def test_trunk_numbers_and_srtp(runner: CliRunner, env: dict[str, str], db_url: 
         "off",
         "default",
     ]
-    assert lines[2].split() == [
+    assert lines[2].split()[:-1] == [
         "secure",
         "-",
         "-",
@@ -1324,7 +1326,7 @@ def test_trunk_max_message_rate_add_and_update(
     assert result.exit_code == 0, result.output
     assert "updated trunk plain" in result.stdout
     lines = invoke(runner, env, "trunk", "list").stdout.splitlines()
-    assert [line.split()[-1] for line in lines] == ["RATE", "5000", "none"]
+    assert [line.split()[-2] for line in lines] == ["RATE", "5000", "none"]
     result = invoke(runner, env, "trunk", "update", "big", "--max-calls", "3")
     assert result.exit_code == 0, result.output
 
@@ -1347,7 +1349,7 @@ def test_trunk_region_from_env_srtp_not(runner: CliRunner, env: dict[str, str]) 
     )
     assert result.exit_code == 0, result.output
     lines = invoke(runner, env, "trunk", "list").stdout.splitlines()
-    assert lines[1].split()[-3:] == ["+442079460000", "optional", "default"]
+    assert lines[1].split()[-4:] == ["+442079460000", "optional", "default", "-"]
 
 
 # ---------------------------------------------------------------------- traces
@@ -1572,7 +1574,7 @@ def test_cli_on_postgresql(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -
         for name in list(os.environ):
             if name.startswith("SIPBRIDGE_"):
                 monkeypatch.delenv(name)
-        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0014")
+        assert invoke(runner, pg_env, "db", "upgrade").stdout.strip().endswith("0015")
         result = invoke(
             runner, pg_env, "agent", "add", "bot", "--url", "wss://a", "--url", "wss://b"
         )

@@ -350,6 +350,9 @@ def test_transport_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
         ServeSettings(tls_key=str(key))
     with pytest.raises(ValueError, match=r"tls_key .* cannot be read"):
         ServeSettings(tls_cert=str(cert), tls_key=str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match=r"tls_ca .* cannot be read"):
+        ServeSettings(tls_ca=str(tmp_path / "missing-ca.pem"))
+    assert ServeSettings(tls_ca=str(cert)).tls_ca == str(cert)
     with pytest.raises(ValueError, match="tls_port"):
         ServeSettings(tls_port=70000)
     with pytest.raises(ValueError, match="max_connections_per_source"):

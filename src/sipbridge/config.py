@@ -307,6 +307,9 @@ class ServeSettings:
     tls_port: int = 5061
     tls_cert: str | None = None  # PEM certificate chain file
     tls_key: str | None = None  # PEM private key file
+    # PEM CA certificates trusted besides the system's, for the TLS connections we open
+    # (registrars, trunks): a provider or PBX with a private CA.
+    tls_ca: str | None = None
     # TCP/TLS connections from one trunk address, or from one /24 or /64 of sources
     # matching no trunk.
     max_connections_per_source: int = 32
@@ -413,7 +416,7 @@ class ServeSettings:
             raise ValueError("unknown_connection_timeout must be positive")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
-        for name in ("tls_cert", "tls_key"):
+        for name in ("tls_cert", "tls_key", "tls_ca"):
             path = getattr(self, name)
             if path is None:
                 continue

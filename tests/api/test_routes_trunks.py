@@ -1,3 +1,4 @@
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -45,6 +46,38 @@ async def test_create_trunk_password_never_returned(
     assert (await service.get_trunk(db, "carrier")).password == "hunter2"
     for path in ("/api/trunks", "/api/trunks/carrier"):
         assert "hunter2" not in (await client.get(path)).text
+
+
+async def test_stored_registrations_per_instance(client: httpx.AsyncClient, db: Database) -> None:
+    # What each instance wrote (runtime/server.py), beside the live state (null here: no
+    # server runs this API).
+    assert (await client.post("/api/trunks", json=TRUNK)).status_code == 201
+    await service.register_instance(db, "sip-a", "192.0.2.1:5060")
+    until = datetime(2026, 12, 9, 11, 0, tzinfo=UTC)
+    for instance, state in (("sip-a", "registered"), ("sip-b", "failing")):
+        await service.save_registration(
+            db,
+            "carrier",
+            instance,
+            state=state,
+            registered_until=until if state == "registered" else None,
+            last_status=200 if state == "registered" else 503,
+            last_reason="ok" if state == "registered" else "Service Unavailable",
+            next_attempt=until,
+            failures=0 if state == "registered" else 1,
+        )
+    one = (await client.get("/api/trunks/carrier")).json()
+    (listed,) = (await client.get("/api/trunks")).json()
+    assert one == listed
+    assert one["registration"] is None
+    a, b = one["registrations"]
+    assert (a["instance"], a["instance_state"], a["state"]) == ("sip-a", "running", "registered")
+    assert a["registered_until"] == until.isoformat()
+    assert (b["instance"], b["instance_state"], b["last_status"]) == ("sip-b", None, 503)
+    patched = await client.patch("/api/trunks/carrier", json={"max_calls": 3})
+    assert [r["instance"] for r in patched.json()["registrations"]] == ["sip-a", "sip-b"]
+    assert (await client.delete("/api/trunks/carrier")).status_code == 204
+    assert await service.list_registrations(db) == []
 
 
 async def test_create_trunk_minimal(client: httpx.AsyncClient) -> None:

@@ -30,6 +30,7 @@ from sipbridge.store.records import (
     InstanceRecord,
     InstanceState,
     NumberRecord,
+    RegistrationRecord,
     TrunkRecord,
 )
 from sipbridge.store.service import CallStats
@@ -74,7 +75,7 @@ def aliases(model: type[BaseModel]) -> set[str]:
         (
             TrunkOut,
             TrunkRecord("t", [], None, None, "p", False, None, [], NOW).to_json()
-            | {"registration": None},
+            | {"registration": None, "registrations": []},
         ),
         (
             TrunkOut,
@@ -87,7 +88,24 @@ def aliases(model: type[BaseModel]) -> set[str]:
                     "last_reason": "Forbidden",
                     "next_attempt": "2026-01-02T03:04:05+00:00",
                     "failures": 1,
-                }
+                },
+                "registrations": [
+                    RegistrationRecord(
+                        "carrier",
+                        "sip-a",
+                        "registered",
+                        NOW,
+                        200,
+                        "ok",
+                        NOW,
+                        0,
+                        NOW,
+                        InstanceState.RUNNING,
+                    ).to_json(),
+                    RegistrationRecord(
+                        "carrier", "sip-b", "failing", None, None, "timeout", NOW, 3, NOW
+                    ).to_json(),
+                ],
             },
         ),
         (CallOut, CALL.to_json()),

@@ -191,12 +191,14 @@ async def far_end_done(process: asyncio.subprocess.Process, workdir: Path) -> in
     return process.returncode if process.returncode is not None else -1
 
 
-async def setup(bridge: SipBridgeServer, port: int, agent_url: str) -> httpx.AsyncClient:
+async def setup(
+    bridge: SipBridgeServer, port: int, agent_url: str, transport: str = "udp"
+) -> httpx.AsyncClient:
     await service.add_agent(bridge.db, "echo", agent_url)
     await service.add_trunk(
         bridge.db,
         "carrier",
-        host=f"127.0.0.1:{port}",
+        host=f"127.0.0.1:{port}" + ("" if transport == "udp" else f";transport={transport}"),
         username="acct",
         password=PASSWORD,
         allowed_cidrs=["127.0.0.1/32"],
@@ -225,13 +227,16 @@ async def outcome(http: httpx.AsyncClient, call_id: str, timeout: float = 15.0) 
         await asyncio.sleep(0.1)
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 async def test_answered_call_is_bridged_to_the_agent(
-    make_bridge: BridgeFactory, tmp_path: Path
+    make_bridge: BridgeFactory, tmp_path: Path, transport: str
 ) -> None:
-    far, port = await start_far_end(tmp_path, ANSWER)
+    # Over TCP the far end is SIPp with -t t1: the INVITE, ACK and its BYE on one connection.
+    extra = ("-t", "t1") if transport == "tcp" else ()
+    far, port = await start_far_end(tmp_path, ANSWER, extra)
     bridge = await make_bridge()
     async with EchoAgent() as agent:
-        http = await setup(bridge, port, agent.url)
+        http = await setup(bridge, port, agent.url, transport)
         async with http:
             call_id = await dial(http, headers={"X-Campaign": "spring"}, ring_timeout=10)
             call = await outcome(http, call_id)

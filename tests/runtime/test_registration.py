@@ -15,6 +15,8 @@ from typer.testing import CliRunner
 from sipbridge.cli import app
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.store import service
+from sipbridge.store.db import Database
+from sipbridge.store.records import InstanceState, RegistrationRecord
 from tests.runtime.test_call import NUMBER, UdpClient, records, route_to
 from tests.support.settings import BridgeFactory
 from tests.support.sipp import SIPP, free_udp_port
@@ -188,6 +190,18 @@ async def wait_for_state(
         await asyncio.sleep(0.05)
 
 
+async def wait_for_stored(db: Database, state: str, timeout: float = 5.0) -> RegistrationRecord:
+    """The trunk's registration as the server wrote it to the store, once in ``state``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        rows = await service.list_registrations(db)
+        if rows and rows[0].state == state:
+            return rows[0]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"stored registrations are {rows}, none {state}")
+        await asyncio.sleep(0.05)
+
+
 _keys = 0
 
 
@@ -238,10 +252,20 @@ async def test_register_challenge_refresh_unregister(
             "sipbridge_trunk_registered", {"trunk": "carrier"}
         )
         assert metrics == 1
+        stored = await wait_for_stored(bridge.db, "registered")
+        assert stored.instance == bridge.settings.owner_id and stored.last_status == 200
+        assert stored.registered_until is not None
+        shown = trunk["registrations"]
+        assert isinstance(shown, list) and shown[0]["instance"] == stored.instance
     finally:
         await bridge.stop()  # un-REGISTER with Expires: 0
     assert await finished(registrar, tmp_path, 10) == 0
     assert "trunk=carrier event=unregistered status=200" in caplog.text
+    # The server's last words in the store: the binding is gone.
+    async with Database(bridge.settings.db) as db:
+        (last,) = await service.list_registrations(db)
+    assert (last.state, last.last_status, last.registered_until) == ("unregistered", 200, None)
+    assert last.instance_state is InstanceState.STOPPED
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -285,6 +309,14 @@ async def test_forbidden_registration_is_failing(
     header, row = result.stdout.splitlines()
     assert header.split()[-1] == "REGISTRATION"
     assert "failing 403 Forbidden, retry 20" in row
+    # Without --server: each instance's last state, as it wrote it to the database.
+    await wait_for_stored(bridge.db, "failing")
+    args = ["trunk", "list", "--db", bridge.settings.db]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert header.split()[-1] == "REGISTRATION"
+    assert f"{bridge.settings.owner_id}: failing 403 Forbidden, retry 20" in row
 
 
 @pytest.mark.parametrize("username", ["acct", "4930123456"])

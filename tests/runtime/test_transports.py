@@ -870,3 +870,23 @@ async def test_tls_handshakes_hold_slots_like_connections(
     finally:
         for client in stalled:
             await client.close()
+
+
+def test_client_context_and_connect_errors(certs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    # --tls-ca adds the CA to the system's; a file without a certificate is refused.
+    ca, _cert, _key = certs
+    context = transports.client_ssl_context(str(ca))
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    assert any("sipbridge test CA" in str(c.get("subject")) for c in context.get_ca_certs())
+    empty = tmp_path / "empty.pem"
+    empty.write_text("no certificate here\n")
+    with pytest.raises(ssl.SSLError):
+        transports.client_ssl_context(str(empty))
+    verify = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    verify.verify_message = "self-signed certificate"
+    assert transports.connect_error(verify) == (
+        "tls certificate verify failed: self-signed certificate"
+    )
+    refused = ConnectionRefusedError(111, "Connection refused")
+    assert transports.connect_error(refused) == "connect failed: Connection refused"
+    assert transports.connect_error(TimeoutError()) == "connect timeout"

@@ -315,6 +315,29 @@ def test_timer_f_timeout_then_backoff() -> None:
     assert reg.status().failures == 0
 
 
+def test_connection_failure_fails_at_once() -> None:
+    # RFC 3261 §8.1.3.1: a transport error (here a TLS certificate that does not verify)
+    # fails the REGISTER at once, with the runtime's reason, and it is retried later.
+    reg = Registrar(config("registrar.example:5071;transport=tls"))
+    reg.one()
+    reason = "tls certificate verify failed: self-signed certificate"
+    reg.regs.connection_failed(Transport.TLS, "registrar.example", 5061, "other port", reg.now)
+    reg.regs.connection_failed(Transport.TCP, "registrar.example", 5071, "other kind", reg.now)
+    assert reg.status().state is RegistrationState.REGISTERING  # not its connection
+    reg.regs.connection_failed(Transport.TLS, "registrar.example", 5071, reason, reg.now)
+    status = reg.status()
+    assert status.state is RegistrationState.FAILING
+    assert (status.last_status, status.last_reason) == (None, reason)
+    assert status.next_attempt == pytest.approx(reg.now + 30)
+    (event,) = reg.regs.events()
+    assert (event.outcome, event.reason) == ("failed", reason)
+    # Nothing is out any more: a second report changes nothing.
+    reg.regs.connection_failed(Transport.TLS, "registrar.example", 5071, reason, reg.now)
+    assert reg.status().failures == 1 and reg.regs.events() == []
+    reg.advance(30)
+    assert reg.one().method == "REGISTER"
+
+
 def test_backoff_doubles_with_jitter_bounds() -> None:
     for failures in range(1, 12):
         middle = backoff(failures, 503, 0.5)

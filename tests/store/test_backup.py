@@ -33,6 +33,7 @@ from sipbridge.store.models import (
     CallEventRow,
     Instance,
     PhoneNumber,
+    Registration,
     SipTrace,
     Trunk,
 )
@@ -220,6 +221,33 @@ async def populate(db: Database, calls: int = 3) -> None:
                     "lost_at": None,
                     "lost_by": None,
                     "lost_calls": None,
+                },
+            ],
+        )
+        await connection.execute(
+            insert(Registration),
+            [
+                {
+                    "trunk": "telnyx",
+                    "instance": "sb-1 ☁",
+                    "state": "registered",
+                    "registered_until": T0 + timedelta(seconds=3600, microseconds=9),
+                    "last_status": 200,
+                    "last_reason": "ok",
+                    "next_attempt": T0 + timedelta(seconds=1800),
+                    "failures": 0,
+                    "updated_at": T0,
+                },
+                {
+                    "trunk": "telnyx",
+                    "instance": "sb-2",
+                    "state": "failing",
+                    "registered_until": None,
+                    "last_status": None,
+                    "last_reason": "timeout",
+                    "next_attempt": T0 + timedelta(seconds=30),
+                    "failures": 2,
+                    "updated_at": T0,
                 },
             ],
         )

@@ -18,7 +18,7 @@ from sipbridge.store.db import (
 )
 from sipbridge.store.models import Base, Call
 
-HEAD = "0014"
+HEAD = "0015"
 
 
 def test_normalize_url() -> None:
@@ -114,6 +114,8 @@ def test_packaged_migrations() -> None:
     assert thirteenth is not None and thirteenth.down_revision == "0012"
     fourteenth = script.get_revision("0014")
     assert fourteenth is not None and fourteenth.down_revision == "0013"
+    fifteenth = script.get_revision("0015")
+    assert fifteenth is not None and fifteenth.down_revision == "0014"
 
 
 async def test_upgrade_creates_tables(db: Database) -> None:
@@ -129,6 +131,7 @@ async def test_upgrade_creates_tables(db: Database) -> None:
         "bans",
         "instances",
         "sip_traces",
+        "registrations",
     }
     assert expected | {"alembic_version"} <= tables
     assert await db.current_revision() == HEAD

@@ -27,4 +27,4 @@ def test_postgres_missing_fails_on_ci(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_db_fixture_is_upgraded(db, backend: str) -> None:  # type: ignore[no-untyped-def]
     assert backend in ("sqlite", "postgresql")
     assert db.url.get_backend_name() == backend
-    assert await db.current_revision() == "0014"
+    assert await db.current_revision() == "0015"

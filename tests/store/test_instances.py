@@ -222,7 +222,7 @@ async def test_concurrent_upgrades_of_a_new_database() -> None:
     try:
         # Without the lock the migrations wait for each other for good: a bounded wait.
         await asyncio.wait_for(asyncio.gather(*(d.upgrade() for d in databases)), 60)
-        assert {await d.current_revision() for d in databases} == {"0014"}
+        assert {await d.current_revision() for d in databases} == {"0015"}
     finally:
         for database in databases:
             await database.close()

@@ -13,7 +13,7 @@ from sipbridge.api.errors import BAD_BODY, error_responses, service_errors
 from sipbridge.api.schemas import TrunkCreate, TrunkOut, TrunkUpdate, check_text
 from sipbridge.store import service
 from sipbridge.store.db import Database
-from sipbridge.store.records import TrunkRecord
+from sipbridge.store.records import RegistrationRecord, TrunkRecord
 
 __all__ = ["router"]
 
@@ -26,13 +26,19 @@ TrunkName = Annotated[str, Path(description="The trunk's name"), AfterValidator(
 _NOT_FOUND = error_responses(e404="No trunk with that name")
 
 
-def _out(request: Request, trunk: TrunkRecord) -> dict[str, Any]:
-    """The trunk's JSON with its ``registration``: the server's REGISTER client state
-    (null when the trunk does not register, or no server runs this API)."""
+def _out(request: Request, trunk: TrunkRecord, stored: list[RegistrationRecord]) -> dict[str, Any]:
+    """The trunk's JSON with its ``registration``: the answering server's live REGISTER
+    client state (null when the trunk does not register, or no server runs this API),
+    and ``registrations``: every instance's last state written to the store."""
     data = trunk.to_json()
     registration = request.app.state.registration
     data["registration"] = registration(trunk.name) if registration is not None else None
+    data["registrations"] = [r.to_json() for r in stored if r.trunk == trunk.name]
     return data
+
+
+async def _stored(db: Database, trunk: TrunkRecord) -> list[RegistrationRecord]:
+    return await service.list_registrations(db) if trunk.register else []
 
 
 def _service_fields(body: TrunkCreate | TrunkUpdate) -> dict[str, Any]:
@@ -47,7 +53,9 @@ def _service_fields(body: TrunkCreate | TrunkUpdate) -> dict[str, Any]:
 @router.get("/trunks", response_model=list[TrunkOut], tags=["trunks"])
 async def list_trunks(request: Request, db: Db) -> list[dict[str, Any]]:
     """All trunks, by name. Passwords are never returned (``has_password``)."""
-    return [_out(request, trunk) for trunk in await service.list_trunks(db)]
+    trunks = await service.list_trunks(db)
+    stored = await service.list_registrations(db) if trunks else []
+    return [_out(request, trunk, stored) for trunk in trunks]
 
 
 @router.post(
@@ -77,13 +85,14 @@ async def create_trunk(
             max_message_rate=body.max_message_rate,
             default_region=region,
         )
-    return _out(request, trunk)
+    return _out(request, trunk, [])  # no server registered it yet
 
 
 @router.get("/trunks/{name}", response_model=TrunkOut, tags=["trunks"], responses=_NOT_FOUND)
 async def get_trunk(request: Request, name: TrunkName, db: Db) -> dict[str, Any]:
     """One trunk."""
-    return _out(request, await service.get_trunk(db, name))
+    trunk = await service.get_trunk(db, name)
+    return _out(request, trunk, await _stored(db, trunk))
 
 
 @router.patch(
@@ -98,7 +107,7 @@ async def update_trunk(
     """Change some fields of a trunk; fields left out stay as they are."""
     with service_errors("body"):
         trunk = await service.update_trunk(db, name, default_region=region, **_service_fields(body))
-    return _out(request, trunk)
+    return _out(request, trunk, await _stored(db, trunk))
 
 
 @router.delete(

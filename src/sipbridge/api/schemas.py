@@ -332,6 +332,18 @@ class RegistrationOut(_Out):
     failures: int = Field(description="Failed attempts in a row")
 
 
+class StoredRegistrationOut(RegistrationOut):
+    """One instance's registration with a trunk, as that instance last wrote it to the
+    store (whenever it changed)."""
+
+    instance: str = Field(description="The instance (--instance-id) that registers")
+    instance_state: Literal["running", "draining", "stopped", "lost"] | None = Field(
+        description="That instance's state (stopped or lost: the row is history; null: "
+        "the instance is unknown)"
+    )
+    updated_at: Timestamp = Field(description="When the instance wrote this state")
+
+
 class TrunkOut(_Out):
     name: str
     allowed_cidrs: list[str]
@@ -347,8 +359,13 @@ class TrunkOut(_Out):
     created_at: Timestamp
     registration: RegistrationOut | None = Field(
         default=None,
-        description="With register=true, the registration's state on the server answering "
-        "(null otherwise)",
+        description="With register=true, the registration's live state on the server "
+        "answering (null otherwise, or when no server runs this API)",
+    )
+    registrations: list[StoredRegistrationOut] = Field(
+        default_factory=list,
+        description="Every instance's last known registration with this trunk, from the "
+        "database (each instance writes its own whenever it changes)",
     )
 
 

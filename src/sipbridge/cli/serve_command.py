@@ -303,6 +303,14 @@ def serve(
         str | None,
         _setting("--tls-key", help="PEM private key of --tls-cert; TLS is off without both."),
     ] = None,
+    tls_ca: Annotated[
+        str | None,
+        _setting(
+            "--tls-ca",
+            help="PEM CA certificates trusted, besides the system's, for the certificates of "
+            "registrars and trunks we connect to over TLS.",
+        ),
+    ] = None,
     unknown_connection_timeout: Annotated[
         float,
         _setting(
@@ -424,6 +432,11 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
             if tls_files:
                 _fail(f"{option_label(option)}: {path!r} cannot be read", 2)
             tls_cert = tls_key = None
+    tls_ca = o.tls_ca
+    if tls_ca is not None and not os.access(tls_ca, os.R_OK):
+        if tls_files:
+            _fail(f"{option_label('--tls-ca')}: {tls_ca!r} cannot be read", 2)
+        tls_ca = None
     if o.instance_id is not None and (
         not o.instance_id.strip() or not o.instance_id.isprintable() or len(o.instance_id) > 255
     ):
@@ -471,6 +484,7 @@ def serve_settings(options: Mapping[str, Any], *, tls_files: bool = True) -> Ser
         tls_port=o.tls_port,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        tls_ca=tls_ca,
         unknown_connection_timeout=o.unknown_connection_timeout,
         max_connections_per_source=o.max_connections_per_source,
         instance_id=o.instance_id,

@@ -18,7 +18,7 @@ from sipbridge.cli._common import (
     _run,
 )
 from sipbridge.store import service
-from sipbridge.store.records import TrunkRecord
+from sipbridge.store.records import InstanceState, RegistrationRecord, TrunkRecord
 
 MessageRateOption = Annotated[
     int | None,
@@ -202,6 +202,20 @@ def _registration_text(registration: dict[str, Any] | None) -> str:
     return state
 
 
+def _stored_registration_text(rows: list[RegistrationRecord]) -> str:
+    """Each instance's last known registration, as it wrote it to the store:
+    ``sip-a: registered until <time>``; an instance that stopped or was lost says so."""
+    if not rows:
+        return "-"
+    cells = []
+    for row in rows:
+        text = f"{row.instance}: {_registration_text(row.to_json())}"
+        if row.instance_state in (InstanceState.STOPPED, InstanceState.LOST):
+            text += f" (instance {row.instance_state.value})"
+        cells.append(text)
+    return "; ".join(cells)
+
+
 def _server_registrations(server: str, api_key: str | None) -> dict[str, Any]:
     """Each trunk's ``registration`` from a running server's API (``GET /api/trunks``):
     registration is the server's runtime state, not in the database."""
@@ -225,8 +239,9 @@ def trunk_list(
             "--server",
             metavar="URL",
             envvar="SIPBRIDGE_SERVER",
-            help="A running server's HTTP address (e.g. http://127.0.0.1:8080): adds each "
-            "trunk's registration state, which only the server knows.",
+            help="A running server's HTTP address (e.g. http://127.0.0.1:8080): the "
+            "registration column shows that server's live state instead of each instance's "
+            "last state written to the database.",
         ),
     ] = None,
     api_key: Annotated[
@@ -239,17 +254,24 @@ def trunk_list(
     ] = None,
     db: DbOption = None,
 ) -> None:
-    """List trunks (passwords are never shown)."""
+    """List trunks (passwords are never shown) and their registration: each instance's
+    last known state from the database, or with --server that server's live state."""
     trunks = _run(db, service.list_trunks)
     headers = ["NAME", "ALLOW", "HOST", "USERNAME", "PASSWORD", "REGISTER", "MAX CALLS"]
-    headers += ["CODECS", "NUMBERS", "SRTP", "RATE"]
-    row = _trunk_row
+    headers += ["CODECS", "NUMBERS", "SRTP", "RATE", "REGISTRATION"]
     if server is not None:
-        registrations = _server_registrations(server, api_key)
-        headers.append("REGISTRATION")
+        live = _server_registrations(server, api_key)
 
         def row(t: TrunkRecord) -> list[str]:
-            return [*_trunk_row(t), _registration_text(registrations.get(t.name))]
+            return [*_trunk_row(t), _registration_text(live.get(t.name))]
+
+    else:
+        stored: dict[str, list[RegistrationRecord]] = {}
+        for record in _run(db, service.list_registrations) if trunks else []:
+            stored.setdefault(record.trunk, []).append(record)
+
+        def row(t: TrunkRecord) -> list[str]:
+            return [*_trunk_row(t), _stored_registration_text(stored.get(t.name, []))]
 
     _echo_table(trunks, "no trunks", headers, row, db)
 

@@ -269,6 +269,10 @@ class SipBridgeServer:
         )
         self._refresh_period = heartbeat_interval(TRUNK_REFRESH, settings.instance_timeout)
         self._registered_trunks: set[str] = set()  # trunks with a registered gauge
+        # Trunks whose registration changed since it was last written to the store
+        # (``registrations``, what `trunk list` shows without a server), and the writer.
+        self._registrations_dirty: set[str] = set()
+        self._registrations_writer: asyncio.Future[None] | None = None
         self._stopping = False
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Future[None] | None = None
@@ -630,6 +634,7 @@ class SipBridgeServer:
             if config.trunk not in self._registered_trunks:
                 self._registered_trunks.add(config.trunk)
                 self.metrics.trunk_registered.labels(config.trunk).set(0)
+            self._registration_changed(config.trunk)
         self.flush()
 
     def _registration_event(self, event: RegistrationEvent) -> None:
@@ -637,6 +642,7 @@ class SipBridgeServer:
         status = "-" if event.status is None else str(event.status)
         reason = clean(event.reason).replace(" ", "_")[:120]  # a registrar's own words
         registered = self.registrations.status(event.trunk)
+        self._registration_changed(event.trunk)
         if event.trunk in self._registered_trunks:
             up = registered is not None and registered.state is RegistrationState.REGISTERED
             self.metrics.trunk_registered.labels(event.trunk).set(1 if up else 0)
@@ -660,6 +666,50 @@ class SipBridgeServer:
             )
         else:
             log.info("trunk=%s event=unregistered status=%s reason=%s", event.trunk, status, reason)
+
+    def connection_failed(self, transport: Transport, host: str, port: int, reason: str) -> None:
+        """A TCP/TLS connection of ours could not be opened (runtime/transports.py): the
+        REGISTERs waiting for it fail now, with ``reason``."""
+        self.registrations.connection_failed(transport, host, port, reason, self.loop.time())
+        self.flush()
+
+    def _registration_changed(self, trunk: str) -> None:
+        """Write ``trunk``'s registration to the store soon (one writer, in order)."""
+        self._registrations_dirty.add(trunk)
+        writer = self._registrations_writer
+        if writer is None or writer.done():
+            self._registrations_writer = asyncio.ensure_future(self._write_registrations())
+
+    async def _write_registrations(self) -> None:
+        """Write the changed registrations, each as it is now; a database that refuses
+        keeps them for the next change or trunk refresh (logged)."""
+        while self._registrations_dirty:
+            trunk = self._registrations_dirty.pop()
+            if trunk not in self.trunks:
+                continue  # removed: its rows went with it
+            status = self.registrations.status(trunk)
+            now, wall = self.loop.time(), utcnow()
+            try:
+                await service.save_registration(
+                    self.db,
+                    trunk,
+                    self.settings.owner_id,
+                    # A client gone (the trunk stopped registering) left no binding.
+                    state=status.state.value if status else "unregistered",
+                    registered_until=_wall(status.registered_until, now, wall) if status else None,
+                    last_status=status.last_status if status else None,
+                    last_reason=(status.last_reason or None) if status else None,
+                    next_attempt=_wall(status.next_attempt, now, wall) if status else None,
+                    failures=status.failures if status else 0,
+                )
+            except Exception as exc:
+                self._registrations_dirty.add(trunk)
+                log.warning(
+                    "event=registration_write_failed trunk=%s error=%s",
+                    trunk,
+                    str(exc) or type(exc).__name__,
+                )
+                return
 
     def registration(self, trunk: str) -> dict[str, Any] | None:
         """A trunk's registration as the API shows it (None: it does not register)."""
@@ -712,6 +762,8 @@ class SipBridgeServer:
             self._set_db_ok(False)
             return
         self._set_db_ok(True)
+        if self._registrations_dirty and not self._stopping:
+            self._registration_changed(next(iter(self._registrations_dirty)))
         try:
             await self.bans.reload()
             await self._read_agents()
@@ -1402,6 +1454,10 @@ class SipBridgeServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweep_task
         await self.recordings.close()  # recordings of calls that never reached their end
+        writer = self._registrations_writer
+        if writer is not None and not writer.done():  # the un-REGISTERs' answers
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(writer), UNREGISTER_GRACE)
         # The last records: into the store, or the spool when it does not take them.
         await self.records.close(max(0.5, deadline - self.loop.time()))
         # The refresh ran until now: its heartbeat says "draining" while calls end, so a
@@ -1424,6 +1480,11 @@ class SipBridgeServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http_task, 5)
         await self.db.close()
+
+
+def _wall(when: float | None, now: float, wall: datetime.datetime) -> datetime.datetime | None:
+    """The loop time ``when`` on the wall clock, given both clocks' ``now``."""
+    return None if when is None else wall + datetime.timedelta(seconds=when - now)
 
 
 def _proxy_field(source: Address, relayed_from: Address | None, reason: str) -> str:

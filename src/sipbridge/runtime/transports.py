@@ -169,6 +169,32 @@ def server_ssl_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     return context
 
 
+def client_ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    """The TLS client context for the connections we open (registrars, trunks): TLS 1.2
+    or later, the peer's certificate verified against the system's CAs and ``ca_file``'s
+    (``--tls-ca``), and its name or address checked against the host we connect to.
+    ssl.SSLError or OSError when ``ca_file`` holds no usable certificate."""
+    context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def connect_error(exc: BaseException) -> str:
+    """Why a connection of ours failed, in an operator's words (a registration's
+    ``last_reason``): ``tls certificate verify failed: self-signed certificate``..."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"tls certificate verify failed: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"tls handshake failed: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return "connect timeout"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"connect failed: {exc.strerror}"
+    return f"connect failed: {exc}"
+
+
 class SipConnection(asyncio.Protocol):
     """One TCP or TLS connection: framing, keep-alive answers, timeouts."""
 
@@ -412,6 +438,8 @@ class StreamTransports:
                 family=family,
                 reuse_address=True,
             )
+        # At start, so that a --tls-ca without a certificate stops serve at once.
+        self._client_context = client_ssl_context(settings.tls_ca)
         if settings.tls_cert is not None and settings.tls_key is not None:
             self.ssl_context = server_ssl_context(settings.tls_cert, settings.tls_key)
             # Our own accept loop: each connection is judged and counted at its accept,
@@ -579,8 +607,7 @@ class StreamTransports:
         context: ssl.SSLContext | None = None
         if kind is Transport.TLS:
             if self._client_context is None:
-                self._client_context = ssl.create_default_context()
-                self._client_context.minimum_version = ssl.TLSVersion.TLSv1_2
+                self._client_context = client_ssl_context(self.server.settings.tls_ca)
             context = self._client_context
         try:
             _, protocol = await asyncio.wait_for(
@@ -602,6 +629,9 @@ class StreamTransports:
                 exc,
             )
             self._connecting.pop(key, None)
+            # What waited for the connection fails now, not at its transaction's timeout
+            # (RFC 3261 §8.1.3.1: a transport error).
+            self.server.connection_failed(kind, host, port, connect_error(exc))
             return
         pending = self._connecting.pop(key, [])
         log.info("event=connected transport=%s target=%s:%d", kind.value, host, port)

@@ -324,6 +324,20 @@ class RegistrationClient:
                 self.state = RegistrationState.REGISTERING
             self._attempt(now)
 
+    def connection_failed(
+        self, transport: Transport, host: str, port: int, reason: str, now: float
+    ) -> None:
+        """See :meth:`Registrations.connection_failed`."""
+        destination = self._destination
+        if (
+            self.tx is None
+            or not isinstance(destination, StreamAddress)
+            or (destination.transport, destination.target) != (transport, (host, port))
+        ):
+            return
+        self.tx = None
+        self._failed(now, None, reason)
+
     def matches(self, response: Response) -> bool:
         return (
             self.tx is not None
@@ -587,6 +601,16 @@ class Registrations:
                 self._prune()
                 return True
         return False
+
+    def connection_failed(
+        self, transport: Transport, host: str, port: int, reason: str, now: float
+    ) -> None:
+        """The runtime could not open the TCP/TLS connection to ``host``:``port`` (refused,
+        a TLS certificate that does not verify...): the REGISTERs waiting for it fail at
+        once with ``reason`` (RFC 3261 §8.1.3.1), and are retried after the back-off."""
+        for client in self._all():
+            client.connection_failed(transport, host, port, reason, now)
+        self._prune()
 
     def unregister_all(self, now: float) -> None:
         for client in self.clients.values():

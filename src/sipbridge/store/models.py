@@ -260,6 +260,23 @@ class Instance(Base):
     lost_calls: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
+class Registration(Base):
+    """A registering trunk's last known registration on one instance (migration 0015),
+    written by that instance whenever it changes; times are the instance's clock."""
+
+    __tablename__ = "registrations"
+
+    trunk: Mapped[str] = mapped_column(String(100), primary_key=True)
+    instance: Mapped[str] = mapped_column(String(255), primary_key=True)  # --instance-id
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    registered_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    next_attempt: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+
 class SipTrace(Base):
     """A SIP trace switched on (migration 0012): every SIP message of the calls to or from
     one number, or of one trunk's calls, written to the log until ``expires_at``

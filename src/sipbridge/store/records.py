@@ -23,6 +23,7 @@ __all__ = [
     "InstanceState",
     "NumberRecord",
     "RecordingInfo",
+    "RegistrationRecord",
     "TraceRecord",
     "TrunkRecord",
     "as_utc",
@@ -575,6 +576,44 @@ class InstanceRecord:
             "lost_at": _iso(self.lost_at),
             "lost_by": self.lost_by,
             "lost_calls": self.lost_calls,
+        }
+
+
+@dataclass
+class RegistrationRecord:
+    """A registering trunk's last known registration on one instance (``state`` as the
+    API's ``registration.state``), and that instance's own state (None: no row in
+    ``instances``): a row of a ``stopped`` or ``lost`` instance is history."""
+
+    trunk: str
+    instance: str
+    state: str
+    registered_until: datetime | None
+    last_status: int | None
+    last_reason: str | None
+    next_attempt: datetime | None
+    failures: int
+    updated_at: datetime
+    instance_state: InstanceState | None = None
+
+    def __post_init__(self) -> None:
+        self.registered_until = _opt_utc(self.registered_until)
+        self.next_attempt = _opt_utc(self.next_attempt)
+        self.updated_at = as_utc(self.updated_at)
+        if self.instance_state is not None:
+            self.instance_state = InstanceState(self.instance_state)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "instance_state": None if self.instance_state is None else self.instance_state.value,
+            "state": self.state,
+            "registered_until": _iso(self.registered_until),
+            "last_status": self.last_status,
+            "last_reason": self.last_reason,
+            "next_attempt": _iso(self.next_attempt),
+            "failures": self.failures,
+            "updated_at": _iso(self.updated_at),
         }
 
 

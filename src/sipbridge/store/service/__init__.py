@@ -7,8 +7,8 @@ names :class:`NotFound`, taken names :class:`AlreadyExists`.
 
 One module a job: :mod:`._common` (errors, :data:`UNSET`, shared validators and by-name
 queries), :mod:`.agents`, :mod:`.numbers`, :mod:`.trunks`, :mod:`.apikeys`, :mod:`.bans`,
-:mod:`.calls`, :mod:`.instances`, :mod:`.traces` and :mod:`.stats`; everything public is
-re-exported here.
+:mod:`.calls`, :mod:`.instances`, :mod:`.registrations`, :mod:`.traces` and :mod:`.stats`;
+everything public is re-exported here.
 """
 
 from sipbridge.store.service._common import UNSET, AlreadyExists, InvalidField, NotFound, Unset
@@ -76,6 +76,11 @@ from sipbridge.store.service.numbers import (
     remove_number,
     update_number,
 )
+from sipbridge.store.service.registrations import (
+    REGISTRATION_STATES,
+    list_registrations,
+    save_registration,
+)
 from sipbridge.store.service.stats import CallStats, call_stats
 from sipbridge.store.service.traces import (
     DEFAULT_TRACE_SECONDS,
@@ -102,6 +107,7 @@ __all__ = [
     "DEFAULT_TRACE_SECONDS",
     "LOST_REASON",
     "MAX_TRACE_SECONDS",
+    "REGISTRATION_STATES",
     "SAMPLE_RATES",
     "TRACE_KINDS",
     "TRUNK_CODECS",
@@ -144,6 +150,7 @@ __all__ = [
     "list_calls_page",
     "list_instances",
     "list_numbers",
+    "list_registrations",
     "list_traces",
     "list_trunks",
     "lookup_number",
@@ -159,6 +166,7 @@ __all__ = [
     "revoke_api_key",
     "save_call",
     "save_call_events",
+    "save_registration",
     "stop_instance",
     "trace_target",
     "update_agent",

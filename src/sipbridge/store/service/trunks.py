@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from sqlalchemy import delete
+
 from sipbridge.config import SRTP_MODES
 from sipbridge.numbers import InvalidField, normalize_region
 from sipbridge.store.db import Database
-from sipbridge.store.models import Trunk
+from sipbridge.store.models import Registration, Trunk
 from sipbridge.store.records import TrunkRecord, utcnow
 from sipbridge.store.service._common import (
     _CONTROL,
@@ -328,5 +330,7 @@ async def update_trunk(
 
 
 async def remove_trunk(db: Database, name: str) -> None:
-    """Delete a trunk; NotFound when there is none."""
+    """Delete a trunk, and its stored registrations; NotFound when there is none."""
     await _delete_named(db, Trunk, name, "trunk")
+    async with db.sessionmaker() as session, session.begin():
+        await session.execute(delete(Registration).where(Registration.trunk == name))
