@@ -35,6 +35,7 @@ API_PATHS = [
     ("GET", "/api/calls.csv"),
     ("GET", "/api/calls/x"),
     ("GET", "/api/calls/x/recording"),
+    ("POST", "/api/calls/x/hangup"),
     ("GET", "/api/stats"),
 ]
 
