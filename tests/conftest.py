@@ -11,6 +11,7 @@ silently leaving PostgreSQL out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -51,17 +52,45 @@ def _asyncpg_dsn(url: str, database: str | None = None) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-async def create_postgres_database(server_url: str) -> str:
-    """Create an empty database ``sb_test_<random>``; returns its SQLAlchemy URL."""
+async def create_postgres_database(server_url: str, template: str | None = None) -> str:
+    """Create a database ``sb_test_<random>``, empty or a copy of ``template``; returns its
+    SQLAlchemy URL."""
     import asyncpg
 
     name = f"sb_test_{secrets.token_hex(6)}"
     connection = await asyncpg.connect(_asyncpg_dsn(server_url))
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        await connection.execute(f'CREATE DATABASE "{name}"{copy}')
     finally:
         await connection.close()
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+_POSTGRES_TEMPLATE: dict[str, str] = {}
+
+
+async def postgres_template(server_url: str) -> str:
+    """A database migrated to the head once per test run (dropped at its end), the
+    template of every test's upgraded PostgreSQL database: a copy costs less than the
+    migrations."""
+    name = _POSTGRES_TEMPLATE.get(server_url)
+    if name is None:
+        url = await create_postgres_database(server_url)
+        async with Database(url) as database:
+            await database.upgrade()
+        name = str(make_url(url).database)
+        _POSTGRES_TEMPLATE[server_url] = name
+    return name
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    import asyncio
+
+    for server_url, name in _POSTGRES_TEMPLATE.items():
+        url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        with contextlib.suppress(Exception):  # a server gone meanwhile
+            asyncio.run(drop_postgres_database(server_url, url))
 
 
 async def drop_postgres_database(server_url: str, database_url: str) -> None:
@@ -76,15 +105,23 @@ async def drop_postgres_database(server_url: str, database_url: str) -> None:
 
 
 @pytest.fixture(params=BACKENDS)
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def db_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> AsyncIterator[str]:
     """The URL of an empty database (no schema yet): a SQLite file, or a fresh PostgreSQL
     database."""
+    # A test that asks for ``db`` gets its database upgraded: copied from a migrated
+    # template here, rather than migrated anew for every test.
+    upgraded = "db" in request.fixturenames
     if request.param == "sqlite":
+        if upgraded:
+            migrated_sqlite(sqlite_template, tmp_path / "test.db")
         yield f"sqlite:///{tmp_path / 'test.db'}"
         return
     server = postgres_server_url()
     assert server is not None
-    url = await create_postgres_database(server)
+    template = await postgres_template(server) if upgraded else None
+    url = await create_postgres_database(server, template)
     try:
         yield url
     finally:
@@ -116,12 +153,9 @@ def migrated_sqlite(template: Path, path: Path) -> None:
 
 
 @pytest.fixture
-async def db(db_url: str, sqlite_template: Path) -> AsyncIterator[Database]:
-    """An upgraded :class:`Database` on each backend."""
-    url = make_url(db_url)
-    file = url.database
-    if url.get_backend_name() == "sqlite" and file and not os.path.exists(file):  # noqa: ASYNC240
-        migrated_sqlite(sqlite_template, Path(file))
+async def db(db_url: str) -> AsyncIterator[Database]:
+    """An upgraded :class:`Database` on each backend (a copy of the migrated template,
+    see ``db_url``; the upgrade is then a no-op that checks it)."""
     database = Database(db_url)
     try:
         await database.upgrade()
