@@ -244,6 +244,9 @@ class Cluster:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=out,
+                # Its own process group: Kamailio forks its workers, and a SIGKILL of the
+                # main process alone would leave them running (holding the port).
+                start_new_session=True,
             )
         await answers_options(self.proxy_port, 10)
 
@@ -311,8 +314,16 @@ class Cluster:
 
     async def close(self) -> None:
         processes = [*self.sipp, *(i.process for i in self.instances.values())]
-        if self.kamailio is not None:
-            processes.append(self.kamailio)
+        kamailio = self.kamailio
+        if kamailio is not None and kamailio.returncode is None:
+            # SIGTERM: the main process stops its workers; then the whole group, in case.
+            with contextlib.suppress(ProcessLookupError):
+                kamailio.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(kamailio.wait(), 5)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(kamailio.pid, signal.SIGKILL)
+            await kamailio.wait()
         for process in processes:
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -524,6 +535,8 @@ async def test_trunk_allowlists_see_the_real_source_through_the_proxy(
                 max_calls=10,
                 extra=("--trusted-proxy", "127.0.0.1", "--reject-unknown", "403"),
             )
+            # Up before the proxy's first probe, or the proxy takes it out until the next.
+            await answers_options(only.sip_port, 30)
             await cluster.start_kamailio()
             try:
                 await answers_options(cluster.proxy_port, 10)

@@ -67,24 +67,30 @@ async def open_endpoint(
     host: str = "127.0.0.1",
 ) -> tuple[RtpEndpoint, int]:
     loop = asyncio.get_running_loop()
-    low = free_udp_port()
-    allocator = RtpPortAllocator(low, low + 1)
 
     def next_frame() -> bytes | None:
         return frames.pop(0) if frames else None
 
-    return await open_rtp_endpoint(
-        loop,
-        allocator,
-        host,
-        lambda: RtpEndpoint(
-            MediaSession(negotiated(remote, codec, pt), agent_rate),
-            on_audio=received.append,
-            next_frame=next_frame,
-            frame_ready=lambda: bool(frames),
-            on_dtmf=None if digits is None else digits.append,
-        ),
-    )
+    for _ in range(10):
+        # A free port and the one above it: another socket of this machine may take one
+        # of them before we bind (free_udp_port closes its probe): then another pair.
+        low = free_udp_port()
+        try:
+            return await open_rtp_endpoint(
+                loop,
+                RtpPortAllocator(low, low + 1),
+                host,
+                lambda: RtpEndpoint(
+                    MediaSession(negotiated(remote, codec, pt), agent_rate),
+                    on_audio=received.append,
+                    next_frame=next_frame,
+                    frame_ready=lambda: bool(frames),
+                    on_dtmf=None if digits is None else digits.append,
+                ),
+            )
+        except PortsExhausted:
+            continue
+    raise AssertionError("no free RTP/RTCP port pair in 10 tries")
 
 
 def clock() -> MediaClock:
