@@ -68,6 +68,9 @@ def test_pipx_install_runs(wheel: Path, tmp_path: Path) -> None:
         "PIPX_BIN_DIR": str(bin_dir),
         "PIPX_MAN_DIR": str(tmp_path / "man"),
         "HOME": str(tmp_path / "home"),
+        # pip's cache of the wheels the test environment was just installed from (the
+        # scratch HOME would otherwise send pip to the index for every dependency).
+        "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR") or str(Path.home() / ".cache" / "pip"),
     }
     subprocess.run(
         ["pipx", "install", "--python", sys.executable, str(wheel)],

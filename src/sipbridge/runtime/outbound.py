@@ -476,10 +476,13 @@ class OutboundCall(Call):
 
     async def _teardown(self) -> None:
         agent = self._agent_ready
-        if agent is not None and not agent.done():
-            # Unanswered while the agent's WebSocket was still opening: no connection
-            # may outlive the call.
-            agent.cancel()
+        if agent is not None:
+            if not agent.done():
+                # Unanswered while the agent's WebSocket was still opening: no connection
+                # may outlive the call.
+                agent.cancel()
+            # Awaited either way: a failure nobody read (the call ended unanswered first)
+            # is no "exception was never retrieved" at exit.
             with contextlib.suppress(asyncio.CancelledError, AgentUnreachable):
                 await agent
         await super()._teardown()
