@@ -28,10 +28,10 @@ from sipbridge.sip.registration import parse_registrar
 from sipbridge.store import service
 from sipbridge.store.records import CallDetail
 from tests.runtime.test_call import NUMBER, SERVICE
-from tests.runtime.test_outbound import far_end_done, start_far_end
+from tests.runtime.test_outbound import start_far_end
 from tests.support.agents import AgentCall, ScriptedAgent, wait_for_text
 from tests.support.settings import BridgeFactory
-from tests.support.sipp import play_pcap_scenario, refer_scenario, run_sipp
+from tests.support.sipp import play_pcap_scenario, refer_scenario, run_sipp, uas_done
 
 pytestmark = pytest.mark.requires("sipp")
 
@@ -174,7 +174,7 @@ async def _bridged_call(
             bridge.sip_address, tmp_path / "caller", service=SERVICE, scenario=caller_scenario
         )
         assert result.returncode == 0, result.errors[-3000:] or result.stderr[-2000:]
-        assert await far_end_done(target, tmp_path / "target") == 0
+        assert await uas_done(target, tmp_path / "target") == 0
         caller, leg = await both_records(bridge)
         [session] = agent.calls
         await asyncio.wait_for(session.closed.wait(), 5)
@@ -379,7 +379,7 @@ async def _warm_call(
             bridge.sip_address, tmp_path / "caller", service=SERVICE, scenario=caller_xml
         )
         assert result.returncode == 0, result.errors[-3000:] or result.stderr[-2000:]
-        assert await far_end_done(target, tmp_path / "target") == 0
+        assert await uas_done(target, tmp_path / "target") == 0
         caller, leg = await both_records(bridge)
         [session] = agent.calls
         await asyncio.wait_for(session.closed.wait(), 5)

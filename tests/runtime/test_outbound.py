@@ -17,7 +17,7 @@ from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.store import service
 from tests.support.agents import EchoAgent
 from tests.support.settings import BridgeFactory
-from tests.support.sipp import SIPP, SIPP_SHARE, free_udp_port
+from tests.support.sipp import SIPP, SIPP_SHARE, free_udp_port, uas_done
 
 pytestmark = pytest.mark.requires("sipp")
 
@@ -179,18 +179,6 @@ async def start_far_end(
     return process, port
 
 
-async def far_end_done(process: asyncio.subprocess.Process, workdir: Path) -> int:
-    try:
-        await asyncio.wait_for(process.wait(), 15)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-    errors = workdir / "errors.log"
-    if process.returncode != 0 and errors.exists():
-        print(errors.read_text(errors="replace")[-4000:])
-    return process.returncode if process.returncode is not None else -1
-
-
 async def setup(
     bridge: SipBridgeServer, port: int, agent_url: str, transport: str = "udp"
 ) -> httpx.AsyncClient:
@@ -240,7 +228,7 @@ async def test_answered_call_is_bridged_to_the_agent(
         async with http:
             call_id = await dial(http, headers={"X-Campaign": "spring"}, ring_timeout=10)
             call = await outcome(http, call_id)
-        assert await far_end_done(far, tmp_path) == 0
+        assert await uas_done(far, tmp_path) == 0
         [session] = agent.calls
     assert session.start is not None and session.start["direction"] == "outbound"
     assert session.start["from"] == OURS and session.start["to"] == CALLEE
@@ -263,7 +251,7 @@ async def test_challenge_answered_then_busy(make_bridge: BridgeFactory, tmp_path
             call = await outcome(http, await dial(http))
         # Opened while the INVITE was out, closed unstarted: busy is no call for the agent.
         assert [c.start for c in agent.calls] in ([], [None])
-    assert await far_end_done(far, tmp_path) == 0  # SIPp verified our digest answer
+    assert await uas_done(far, tmp_path) == 0  # SIPp verified our digest answer
     assert (call["status"], call["reason"], call["sip_code"]) == ("busy", "busy", 486)
     assert call["answered_at"] is None and call["ended_at"] is not None
 
@@ -287,7 +275,7 @@ async def test_ring_timeout_cancels_dialled_from_the_cli(
         call = await outcome(http, call_id)
     assert result.exit_code == 1, result.output
     assert outcome_line == "no_answer no_answer 487"
-    assert await far_end_done(far, tmp_path) == 0
+    assert await uas_done(far, tmp_path) == 0
     assert (call["status"], call["reason"], call["sip_code"]) == ("no_answer", "no_answer", 487)
     assert call["direction"] == "outbound"
     # The agent's WebSocket opened while it rang; unanswered, it was closed with neither a
@@ -307,7 +295,7 @@ async def test_an_unreachable_agent_cancels_the_call_while_it_rings(
         started = asyncio.get_running_loop().time()
         call = await outcome(http, await dial(http, ring_timeout=20))
         assert asyncio.get_running_loop().time() - started < 6  # not the 20 s ring timeout
-    assert await far_end_done(far, tmp_path) == 0  # SIPp got our CANCEL
+    assert await uas_done(far, tmp_path) == 0  # SIPp got our CANCEL
     assert (call["status"], call["reason"]) == ("failed", "agent_unreachable")
     assert call["answered_at"] is None
 
@@ -348,7 +336,7 @@ async def test_an_operator_cancels_a_ringing_call_through_the_api(
         assert loop.time() - started < 5
         missing = await http.post("/api/calls/nope/hangup")
         assert missing.status_code == 404
-    assert await far_end_done(far, tmp_path) == 0  # SIPp got our CANCEL and sent 487
+    assert await uas_done(far, tmp_path) == 0  # SIPp got our CANCEL and sent 487
     assert (call["status"], call["reason"], call["hangup_by"]) == (
         "cancelled",
         "operator_hangup",

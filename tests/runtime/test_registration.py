@@ -19,7 +19,7 @@ from sipbridge.store.db import Database
 from sipbridge.store.records import InstanceState, RegistrationRecord
 from tests.runtime.test_call import NUMBER, UdpClient, records, route_to
 from tests.support.settings import BridgeFactory
-from tests.support.sipp import SIPP, free_udp_port
+from tests.support.sipp import SIPP, free_udp_port, uas_done
 
 pytestmark = pytest.mark.requires("sipp")
 
@@ -165,18 +165,6 @@ async def start_registrar(
     return process, port
 
 
-async def finished(process: asyncio.subprocess.Process, workdir: Path, timeout: float) -> int:
-    try:
-        await asyncio.wait_for(process.wait(), timeout)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-    errors = workdir / "errors.log"
-    if process.returncode != 0 and errors.exists():
-        print(errors.read_text(errors="replace")[-4000:])
-    return process.returncode if process.returncode is not None else -1
-
-
 async def wait_for_state(
     bridge: SipBridgeServer, state: str, timeout: float = 10.0
 ) -> dict[str, object]:
@@ -259,7 +247,7 @@ async def test_register_challenge_refresh_unregister(
         assert isinstance(shown, list) and shown[0]["instance"] == stored.instance
     finally:
         await bridge.stop()  # un-REGISTER with Expires: 0
-    assert await finished(registrar, tmp_path, 10) == 0
+    assert await uas_done(registrar, tmp_path, 10) == 0
     assert "trunk=carrier event=unregistered status=200" in caplog.text
     # The server's last words in the store: the binding is gone.
     async with Database(bridge.settings.db) as db:
@@ -299,7 +287,7 @@ async def test_forbidden_registration_is_failing(
         )
         == 1
     )
-    assert await finished(registrar, tmp_path, 10) == 0
+    assert await uas_done(registrar, tmp_path, 10) == 0
     # The CLI asks the running server for what only it knows.
     server = "http://{}:{}".format(*bridge.http_address)
     args = ["trunk", "list", "--db", bridge.settings.db, "--server", server]

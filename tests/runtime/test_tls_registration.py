@@ -25,6 +25,7 @@ from sipbridge.store import service
 from sipbridge.store.records import CallStatus
 from tests.runtime.test_agent_client import make_ca_and_cert
 from tests.runtime.test_call import SERVICE, records, route_to, sipp_ok
+from tests.runtime.test_registration import wait_for_state
 from tests.support.agents import EchoAgent
 from tests.support.cluster import KAMAILIO
 from tests.support.settings import BridgeFactory
@@ -212,19 +213,6 @@ async def registrar(tmp_path: Path, certs: tuple[Path, Path, Path]) -> AsyncIter
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-
-
-async def wait_for_state(
-    bridge: SipBridgeServer, state: str, timeout: float = 10.0
-) -> dict[str, object]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        registration = bridge.registration("carrier")
-        if registration is not None and registration["state"] == state:
-            return registration
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"registration is {registration}, not {state}")
-        await asyncio.sleep(0.05)
 
 
 async def add_trunk(bridge: SipBridgeServer, registrar: Registrar) -> None:

@@ -420,3 +420,17 @@ def refer_scenario(
             else '  <recv request="BYE"/>\n' + _ANSWER_REFER.replace("{status}", "200 OK")
         ),
     )
+
+
+async def uas_done(process: asyncio.subprocess.Process, workdir: Path, timeout: float = 15) -> int:
+    """Wait for a SIPp UAS started by a test (a trunk's far end, a registrar) to end; its
+    exit code (killed after ``timeout``: -9), with its error log printed when it failed."""
+    try:
+        await asyncio.wait_for(process.wait(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+    errors = workdir / "errors.log"
+    if process.returncode != 0 and errors.exists():
+        print(errors.read_text(errors="replace")[-4000:])
+    return process.returncode if process.returncode is not None else -1
