@@ -31,6 +31,7 @@ from sipbridge.store.db import Database
 from sipbridge.store.records import CallRecord, CallStatus, InstanceState
 from tests.support.agents import EchoAgent
 from tests.support.cluster import KAMAILIO, answers_options
+from tests.support.ports import free_port
 from tests.support.sipp import SIPP, SIPP_SHARE, expect_error_scenario, free_udp_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,12 +128,6 @@ class Instance:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> float:

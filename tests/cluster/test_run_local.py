@@ -18,6 +18,7 @@ from sipbridge.store import service
 from sipbridge.store.db import Database
 from sipbridge.store.records import InstanceState
 from tests.support.cluster import KAMAILIO, answers_options
+from tests.support.ports import free_ports
 from tests.support.sipp import free_udp_port
 
 SCRIPT = Path(__file__).resolve().parents[2] / "deploy" / "cluster" / "run-local.sh"
@@ -27,8 +28,8 @@ pytestmark = pytest.mark.requires("kamailio")
 
 async def test_run_local_starts_and_stops_a_cluster(tmp_path: Path, database_url: str) -> None:
     proxy = free_udp_port()
-    sip_base = free_udp_port()  # instances on sip_base + 1 and + 2
-    http_base = random.randrange(20000, 29000, 10)
+    sip_base = free_ports(3)  # instances on sip_base + 1 and + 2
+    http_base = free_ports(3)
     rtp_base = random.randrange(40000, 59000, 200)
     assert KAMAILIO is not None
     env = {

@@ -36,6 +36,7 @@ from sipbridge.store.records import CallStatus
 from tests.runtime.test_call import NUMBER, SERVICE, UdpClient, records, route_to
 from tests.runtime.test_call_media import align, speech_like
 from tests.support.agents import EchoAgent
+from tests.support.ports import free_ports
 from tests.support.settings import loopback_settings
 from tests.support.sipp import free_udp_port
 from tests.support.sniff import LoopbackSniffer
@@ -138,7 +139,7 @@ async def test_baresip_srtp_call_audio_both_ways(
     server = SipBridgeServer(loopback_settings(tmp_path / "calls.db", agent_connect_timeout=2.0))
     await server.start()
     sip_port = free_udp_port()
-    rtp_low = 31000 + 10 * (os.getpid() % 100)
+    rtp_low = free_ports(10)
     folder = tmp_path / "baresip"
     baresip_config(folder, sip_port, rtp_low, source)
     ours = range(server.settings.rtp_port_min, server.settings.rtp_port_max + 1)

@@ -137,6 +137,60 @@ def test_serve_subprocess_answers_options_and_stops_on_sigterm(tmp_path: Path) -
     assert (tmp_path / "serve.db").exists()  # embedded SQLite created and migrated
 
 
+class _FirstUdpPortTaken:
+    """The running loop, but the first UDP socket with port 0 gets ``port``: a kernel
+    pick whose number is taken for TCP (what failed a CI run once)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, port: int) -> None:
+        self._loop = loop
+        self._port: int | None = port
+        self.binds: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    async def create_datagram_endpoint(self, factory: Any, **kwargs: Any) -> Any:
+        host, port = kwargs["local_addr"]
+        if port == 0 and self._port is not None:
+            kwargs["local_addr"], self._port = (host, self._port), None
+        transport, protocol = await self._loop.create_datagram_endpoint(factory, **kwargs)
+        self.binds.append(transport.get_extra_info("sockname")[1])
+        return transport, protocol
+
+
+async def test_a_kernel_picked_sip_port_taken_for_tcp_is_picked_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "sipbridge.server")
+    with socket.socket() as held:  # somebody's TCP socket on the number
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        server = SipBridgeServer(loopback_settings(tmp_path / "retry.db"))
+        loop = _FirstUdpPortTaken(server.loop, taken)
+        server.loop = loop  # type: ignore[assignment]
+        await server.start()
+        try:
+            port = server.sip_address[1]
+            assert loop.binds[0] == taken and port == loop.binds[-1] != taken
+            assert server.streams.tcp_address == ("127.0.0.1", port)
+            assert server.ua.local_port == port
+            assert "event=sip_port_retry reason=tcp_port_in_use" in caplog.text
+        finally:
+            await server.stop()
+
+
+async def test_a_configured_sip_port_taken_for_tcp_stops_start(tmp_path: Path) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        server = SipBridgeServer(loopback_settings(tmp_path / "taken.db", sip_port=taken))
+        with pytest.raises(OSError, match="address already in use"):
+            await server.start()
+        await server.stop()
+
+
 async def test_shutdown_hangs_up_active_calls_with_bye(tmp_path: Path) -> None:
     settings = loopback_settings(tmp_path / "shutdown.db", rtp_ports=10)
     server = SipBridgeServer(settings)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from tests.runtime.test_call import SERVICE, records, route_to, sipp_ok
 from tests.runtime.test_registration import wait_for_state
 from tests.support.agents import EchoAgent
 from tests.support.cluster import KAMAILIO
+from tests.support.ports import free_port
 from tests.support.settings import BridgeFactory
 from tests.support.sipp import free_udp_port, run_sipp, wait_for_bye_scenario
 
@@ -146,12 +146,6 @@ class Registrar:
         return result.stdout + result.stderr
 
 
-def free_tcp_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def certs(tmp_path: Path) -> tuple[Path, Path, Path]:
     folder = tmp_path / "certs"
@@ -166,7 +160,7 @@ async def registrar(tmp_path: Path, certs: tuple[Path, Path, Path]) -> AsyncIter
     _ca, cert, key = certs
     workdir = tmp_path / "kamailio"
     workdir.mkdir()
-    found = Registrar(free_udp_port(), free_tcp_port(), workdir / "ctl", workdir / "log")
+    found = Registrar(free_udp_port(), free_port(), workdir / "ctl", workdir / "log")
     (workdir / "tls.cfg").write_text(_TLS_CFG.format(key=key, cert=cert))
     (workdir / "kamailio.cfg").write_text(
         _CFG.format(

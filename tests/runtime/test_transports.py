@@ -7,7 +7,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
 import socket
 import ssl
 import warnings
@@ -38,6 +37,7 @@ from tests.runtime.test_call_srtp import (
 )
 from tests.support.agents import EchoAgent
 from tests.support.pcap import udp_payloads
+from tests.support.ports import free_ports
 from tests.support.settings import BridgeFactory
 from tests.support.sipp import SIPP_SHARE, free_udp_port, run_sipp, wait_for_bye_scenario
 from tests.support.sniff import LoopbackSniffer
@@ -611,7 +611,7 @@ async def test_baresip_calls_over_tls_with_srtp(
     source = tmp_path / "in.wav"
     speech = speech_file(source)
     folder = tmp_path / "baresip"
-    baresip_config(folder, free_udp_port(), 32000 + 10 * (os.getpid() % 100), source)
+    baresip_config(folder, free_udp_port(), free_ports(10), source)
     with (folder / "config").open("a") as config:
         config.write(f"sip_cafile {certs[0]}\n")
     async with EchoAgent() as agent:

@@ -9,33 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.ports import free_ports
 from tests.support.sipp import SIPP, SIPP_SHARE
 
 
 def free_even_udp_port(host: str) -> int:
-    """An even UDP port free on ``host`` together with the next two (RTP, RTCP)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((host, 0))
-            port: int = s.getsockname()[1]
-        if port % 2 or port > 65000:
-            continue
-        try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind((host, port))
-                b.bind((host, port + 2))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError(f"no free UDP port on {host}")
+    """An even UDP port free on ``host`` together with the next three (RTP, RTCP)."""
+    return free_ports(4, host=host, even=True)
 
 
 # One INVITE per call, nothing awaited: with -nr (no retransmissions) every "call" is

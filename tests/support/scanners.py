@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.ports import free_port
+
 # The tool's main class per module; main() looks it up in the module at call time.
 _CLASSES = {"svmap": "DrinkOrSip", "svwar": "TakeASip", "svcrack": "ASipOfRedWine"}
 # The attribute holding the tool's findings: device → User-Agent, extension →
@@ -50,10 +52,7 @@ class ToolRun:
 
 
 def free_udp_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_port(host)
 
 
 async def run_tool(

@@ -23,8 +23,11 @@ def loopback_settings(
     a random even RTP range of ``rtp_ports`` ports (or from ``rtp_low``), an SQLite file
     at ``db_file``."""
     low = rtp_low if rtp_low is not None else random.randrange(40000, 59000, 2)
-    values: dict[str, Any] = {"sip_host": "127.0.0.1", "db": f"sqlite:///{db_file}"}
+    values: dict[str, Any] = {
+        "sip_host": "127.0.0.1",
+        "sip_port": 0,
+        "http_port": 0,
+        "db": f"sqlite:///{db_file}",
+    }
     values.update(overrides)  # sip_host ::1 for the IPv6 tests, db for PostgreSQL
-    return ServeSettings(
-        sip_port=0, http_port=0, rtp_port_min=low, rtp_port_max=low + rtp_ports, **values
-    )
+    return ServeSettings(rtp_port_min=low, rtp_port_max=low + rtp_ports, **values)

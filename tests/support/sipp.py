@@ -4,33 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.ports import free_ports
 
 SIPP = shutil.which("sipp")
 SIPP_SHARE = Path("/usr/share/sip-tester")
 
 
 def free_udp_port() -> int:
-    """An even UDP port that is free on 127.0.0.1 together with the next one."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port % 2 or port > 65000:
-            continue
-        try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind(("127.0.0.1", port))
-                b.bind(("127.0.0.1", port + 2))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free UDP port")
+    """An even port free on 127.0.0.1 (UDP and TCP) with the next three: a SIPp signalling
+    or media port (SIPp's audio is on the port, its video on the port + 2)."""
+    return free_ports(4, even=True)
 
 
 @dataclass

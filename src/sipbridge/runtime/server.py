@@ -38,6 +38,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import errno
 import gc
 import logging
 import random
@@ -129,6 +130,8 @@ TRUNK_REFRESH = 5.0
 RECORDING_SWEEP_SECONDS = 3600.0
 # The load monitor's heartbeat (it also sees the loop's lag when no call is up).
 HEARTBEAT_SECONDS = 0.1
+# --sip-port 0: kernel-picked UDP ports tried for one whose number is free for TCP too.
+SIP_PORT_ATTEMPTS = 20
 # An overload with at least this many calls up sets a ceiling on calls, kept until this
 # long after the last overload.
 CEILING_MIN_CALLS = 10
@@ -307,6 +310,32 @@ class SipBridgeServer:
         host, port = self._transport.get_extra_info("sockname")[:2]
         return host, port
 
+    async def _listen_sip(self) -> None:
+        """The UDP socket, and TCP on the same number. With ``--sip-port 0`` the kernel
+        picks the UDP port, whose number may be taken for TCP (by an outgoing
+        connection's local port, say): then another number, a bounded number of times."""
+        host = self.settings.sip_host
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._family = family
+        attempts = SIP_PORT_ATTEMPTS if self.settings.sip_port == 0 else 1
+        for attempt in range(1, attempts + 1):
+            transport, _ = await self.loop.create_datagram_endpoint(
+                lambda: _SipProtocol(self),
+                local_addr=(host, self.settings.sip_port),
+                family=family,
+            )
+            self._transport = transport
+            try:
+                await self.streams.listen_tcp(host, self.sip_address[1])
+            except OSError as exc:
+                transport.close()
+                self._transport = None
+                if exc.errno != errno.EADDRINUSE or attempt == attempts:
+                    raise
+                log.info("event=sip_port_retry reason=tcp_port_in_use error=%s", exc)
+            else:
+                return
+
     async def start(self) -> None:
         # Connections are capped well below the open-file limit: a connection flood must
         # leave room for RTP sockets, the database and HTTP (runtime/transports.py).
@@ -331,18 +360,11 @@ class SipBridgeServer:
         await self.reload_trunks()  # before the socket opens: no request meets an empty list
         await self.bans.reload()
         await self.reload_traces()
-        family = socket.AF_INET6 if ":" in self.settings.sip_host else socket.AF_INET
-        self._family = family
-        transport, _ = await self.loop.create_datagram_endpoint(
-            lambda: _SipProtocol(self),
-            local_addr=(self.settings.sip_host, self.settings.sip_port),
-            family=family,
-        )
-        self._transport = transport
+        await self._listen_sip()
         port = self.sip_address[1]
-        if port != self.ua.local_port:  # --sip-port 0 in tests: advertise the real port
+        if port != self.ua.local_port:  # --sip-port 0: advertise the real port
             self.ua.local_port = port
-        await self.streams.start(self.settings.sip_host, port)  # TCP on the same number
+        await self.streams.start(self.settings.sip_host)
         tls = self.streams.tls_address
         self.ua.tls_port = tls[1] if tls is not None else None
         host = self.settings.sip_host

@@ -425,19 +425,24 @@ class StreamTransports:
         self._handshakes: set[asyncio.Future[None]] = set()
         self._client_context: ssl.SSLContext | None = None
 
-    async def start(self, host: str, port: int) -> None:
-        """Listen for TCP on ``port`` (the UDP port's number) and for TLS on the
-        configured ``tls_port`` when a certificate is configured."""
-        settings = self.server.settings
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        if settings.tcp:
+    async def listen_tcp(self, host: str, port: int) -> None:
+        """Listen for TCP on ``port``, the UDP port's number (RFC 3261 section 18.2.1:
+        a server listening on UDP listens on TCP on the same port); nothing without
+        ``--tcp``. Raises OSError when the number is taken."""
+        if self.server.settings.tcp:
             self._tcp = await self.loop.create_server(
                 lambda: SipConnection(self, Transport.TCP),
                 host,
                 port,
-                family=family,
+                family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                 reuse_address=True,
             )
+
+    async def start(self, host: str) -> None:
+        """Listen for TLS on the configured ``tls_port`` when a certificate is configured
+        (TCP is ``listen_tcp``, opened with the UDP socket)."""
+        settings = self.server.settings
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # At start, so that a --tls-ca without a certificate stops serve at once.
         self._client_context = client_ssl_context(settings.tls_ca)
         if settings.tls_cert is not None and settings.tls_key is not None:
