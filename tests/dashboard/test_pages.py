@@ -165,6 +165,27 @@ def test_timeline_and_transcript_in_time_order() -> None:
     ]
 
 
+def test_timeline_of_an_outbound_call_shows_progress_and_why_it_failed() -> None:
+    record = call("o1", T0, status=CallStatus.FAILED, reason="trunk_unreachable")
+    record.ended_at = T0 + timedelta(seconds=0.3)
+    events = [
+        CallEvent(
+            "o1", T0 + timedelta(seconds=0.1), "progress", {"status": 183, "early_media": True}
+        ),
+        CallEvent(
+            "o1",
+            T0 + timedelta(seconds=0.2),
+            "failure",
+            {"reason": "trunk_unreachable", "detail": "connect failed: Connection refused"},
+        ),
+    ]
+    steps = [(step["what"], step["detail"]) for step in timeline(CallDetail(record, events))]
+    assert steps[1:3] == [
+        ("callee's side answered", "SIP 183, early media"),
+        ("failed", "trunk_unreachable: connect failed: Connection refused"),
+    ]
+
+
 async def test_call_page(db: Database, signed_in: Browser) -> None:
     detail = _detail()
     await service.write_call(db, detail.record, detail.events)

@@ -5,6 +5,7 @@ POST /api/calls, the agent's start (direction outbound) and the records."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from typer.testing import CliRunner
 from sipbridge.cli import app
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.store import service
+from tests.runtime.test_agent_client import make_ca_and_cert
 from tests.support.agents import EchoAgent
+from tests.support.ports import free_port
 from tests.support.settings import BridgeFactory
 from tests.support.sipp import SIPP, SIPP_SHARE, free_udp_port, uas_done
 
@@ -342,3 +345,56 @@ async def test_an_operator_cancels_a_ringing_call_through_the_api(
         "operator_hangup",
         "operator",
     )
+
+
+async def test_a_trunk_that_refuses_the_tcp_connection_fails_the_call_at_once(
+    make_bridge: BridgeFactory,
+) -> None:
+    # RFC 3261 §8.1.3.1: the transport error is the outcome now, not Timer B's 32 s later.
+    bridge = await make_bridge()
+    async with EchoAgent() as agent, await setup(bridge, free_port(), agent.url, "tcp") as http:
+        started = asyncio.get_running_loop().time()
+        call_id = await dial(http)
+        call = await outcome(http, call_id, timeout=5.0)
+        took = asyncio.get_running_loop().time() - started
+    assert (call["status"], call["reason"], call["sip_code"]) == (
+        "failed",
+        "trunk_unreachable",
+        None,
+    )
+    assert took < 5.0
+    detail = await service.get_call(bridge.db, call_id)
+    [failure] = [e.data for e in detail.events if e.kind == "failure"]
+    assert failure == {
+        "reason": "trunk_unreachable",
+        "detail": "connect failed: Connection refused",
+    }
+
+
+async def test_a_trunk_whose_tls_certificate_does_not_verify_fails_the_call_at_once(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    # A TLS listener whose certificate's CA we do not trust (no --tls-ca).
+    _, cert, key = make_ca_and_cert(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    accepted: list[bool] = []
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(True)
+        writer.close()
+
+    listener = await asyncio.start_server(on_connection, "127.0.0.1", 0, ssl=context)
+    port = listener.sockets[0].getsockname()[1]
+    # Our own TLS listener (the Contact's port) with the same certificate.
+    bridge = await make_bridge(tls_cert=cert, tls_key=key, tls_port=0)
+    try:
+        async with EchoAgent() as agent, await setup(bridge, port, agent.url, "tls") as http:
+            call_id = await dial(http)
+            call = await outcome(http, call_id, timeout=5.0)
+    finally:
+        listener.close()
+    assert (call["status"], call["reason"]) == ("failed", "trunk_unreachable")
+    detail = await service.get_call(bridge.db, call_id)
+    [failure] = [e.data for e in detail.events if e.kind == "failure"]
+    assert "certificate verify failed" in failure["detail"], failure

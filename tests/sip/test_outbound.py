@@ -376,3 +376,50 @@ def test_reserved_and_bad_headers_are_refused() -> None:
     ua.dial(dial_request(), "call-a", 0.0)
     with pytest.raises(ValueError):
         ua.dial(dial_request(), "call-b", 0.0)  # the Call-ID is in use
+
+
+TCP_TRUNK = StreamAddress("127.0.0.1", 5070, Transport.TCP, target=("127.0.0.1", 5070))
+
+
+def test_a_connection_that_would_not_open_fails_the_call_at_once() -> None:
+    # RFC 3261 §8.1.3.1: a transport error is a 503, now; not Timer B's 32 s later.
+    ua = make_ua()
+    attempt = ua.dial(dial_request(destination=TCP_TRUNK), "call-a", 0.0)
+    ua.connection_failed(Transport.TLS, "127.0.0.1", 5070, "connect failed", 0.1)  # other
+    ua.connection_failed(Transport.TCP, "127.0.0.1", 5071, "connect failed", 0.1)  # other
+    assert ua.events() == [] and attempt.state is OutboundState.CALLING
+    ua.connection_failed(Transport.TCP, "127.0.0.1", 5070, "connect failed: refused", 0.2)
+    [ended] = ua.events()
+    assert isinstance(ended, OutboundEnded)
+    assert (ended.outcome, ended.status, ended.reason, ended.detail) == (
+        OutboundOutcome.FAILED,
+        None,
+        "trunk_unreachable",
+        "connect failed: refused",
+    )
+    assert attempt.done and ua.get_timer() is None  # forgotten: no timer left
+    ua.handle_timer(TIMER_B)
+    assert ua.events() == []
+
+
+def test_a_connection_failure_after_a_response_or_over_udp_changes_nothing() -> None:
+    ua = make_ua()
+    invite = start(ua, destination=TCP_TRUNK)
+    reply(ua, invite, 100, 0.1)  # the connection was up
+    ua.connection_failed(Transport.TCP, "127.0.0.1", 5070, "connect failed", 0.2)
+    assert ua.events() == []
+    over_udp = make_ua()
+    start(over_udp)
+    over_udp.connection_failed(Transport.TCP, "127.0.0.1", 5070, "connect failed", 0.2)
+    assert over_udp.events() == []
+
+
+def test_a_connection_failure_of_a_cancelled_call_is_its_cancel() -> None:
+    ua = make_ua()
+    attempt = ua.dial(dial_request(destination=TCP_TRUNK), "call-a", 0.0)
+    ua.cancel_dial(attempt, 0.1)  # before any response: the CANCEL waits (§9.1)
+    ua.connection_failed(Transport.TCP, "127.0.0.1", 5070, "connect timeout", 0.2)
+    [ended] = ua.events()
+    assert isinstance(ended, OutboundEnded)
+    assert (ended.outcome, ended.reason) == (OutboundOutcome.FAILED, "cancelled")
+    assert requests(ua, "CANCEL") == []

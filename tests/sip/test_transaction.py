@@ -322,6 +322,25 @@ class TestInviteClient:
         tx.receive_response(make_response(reinvite, 486), 0.1)
         assert tx.deadline == pytest.approx(0.1)  # Timer D is zero on a reliable transport
 
+    def test_a_transport_error_in_calling_ends_it_with_no_timer_left(self) -> None:
+        # §17.1.1.2: a fatal transport error in Calling: Terminated, the TU told.
+        stream = StreamAddress("127.0.0.1", 5070, Transport.TCP)
+        outbox: list[tuple[bytes, tuple[str, int]]] = []
+        reinvite = request(REINVITE)
+        tx = InviteClientTransaction(reinvite, stream, outbox, now=0.0)
+        tx.transport_error()
+        assert tx.terminated and tx.outcome is TransactionOutcome.TRANSPORT_ERROR
+        assert tx.deadline is None and run_timers(tx, until=TIMER_B + 1) == []
+
+    def test_a_transport_error_past_calling_changes_nothing(self) -> None:
+        outbox: list[tuple[bytes, tuple[str, int]]] = []
+        reinvite = request(REINVITE)
+        tx = InviteClientTransaction(reinvite, SRC, outbox, now=0.0)
+        tx.receive_response(make_response(reinvite, 180), 0.1)
+        tx.transport_error()
+        assert tx.state is InviteClientState.PROCEEDING
+        assert tx.outcome is TransactionOutcome.NORMAL
+
 
 class TestReliableTransport:
     """RFC 3261 §17.1.2.2, §17.2.1: no Timer E / Timer G on TCP and TLS; the 2xx is

@@ -256,6 +256,11 @@ def timeline(detail: CallDetail) -> list[dict[str, Any]]:
             steps.append((at, "transfer", what))
         elif event.kind == "refusal":
             steps.append((at, "refused", str(data.get("cause", ""))))
+        elif event.kind == "progress":
+            media = ", early media" if data.get("early_media") else ""
+            steps.append((at, "callee's side answered", f"SIP {data.get('status', '')}{media}"))
+        elif event.kind == "failure":
+            steps.append((at, "failed", f"{data.get('reason', '')}: {data.get('detail', '')}"))
     if record.ended_at is not None:
         if record.hangup_by:
             how = f"hung up by {record.hangup_by}"

@@ -49,6 +49,11 @@ _REASONS: Final[dict[str, Explanation]] = {
         "the trunk's host never answered our INVITE",
         "check the trunk's host and transport, and the network to it",
     ),
+    "trunk_unreachable": Explanation(
+        "the TCP or TLS connection to the trunk's host could not be opened (the call's "
+        "events say why: refused, timed out, a certificate that does not verify)",
+        "check the trunk's host, port and transport; for TLS, that --tls-ca trusts its certificate",
+    ),
     "cancelled": Explanation("the outbound call was cancelled before it was answered"),
     "answered_after_cancel": Explanation(
         "the callee answered just as we cancelled; we hung up at once"

@@ -87,6 +87,8 @@ _FAILURE_REASONS = frozenset(
         "overload",
         "server_busy",
         "trunk_busy",
+        "trunk_timeout",
+        "trunk_unreachable",
         "unhealthy",
     }
 )

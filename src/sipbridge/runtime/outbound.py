@@ -9,7 +9,8 @@ goes to its record. The call:
    ``codecs``) in an INVITE to the trunk's ``host`` (sip/outbound.py: digest on 401/407,
    CANCEL at the ring timeout);
 2. ends as ``busy`` (486/600), ``no_answer`` (ring timeout, 408/480/487), ``rejected``
-   (another final status) or ``failed`` (no response: ``trunk_timeout``, refused
+   (another final status) or ``failed`` (no response: ``trunk_timeout``; a TCP/TLS
+   connection that would not open: ``trunk_unreachable``, at once; refused
    credentials: ``auth_failed``, ``server_shutdown``...) without an answer;
 3. on the 2xx (ACKed by the UA core): applies the callee's SDP answer (the 2xx's, else
    a 183's early one), starts the media, opens the agent's WebSocket and sends ``start``
@@ -378,8 +379,15 @@ class OutboundCall(Call):
             self.record.reason = outcome.reason
             self.record.sip_code = outcome.status
             self._event(
-                "not_answered", status=status.value, sip_code=outcome.status, reason=outcome.reason
+                "not_answered",
+                status=status.value,
+                sip_code=outcome.status,
+                reason=outcome.reason,
+                detail=outcome.detail or None,
             )
+            if outcome.detail:  # why, in the record too (the dashboard's timeline)
+                data = {"reason": outcome.reason, "detail": outcome.detail}
+                self._call_events.append(CallEvent(self.id, utcnow(), "failure", data))
             return False
         return await self._answered(outcome, offer)
 

@@ -691,8 +691,10 @@ class SipBridgeServer:
 
     def connection_failed(self, transport: Transport, host: str, port: int, reason: str) -> None:
         """A TCP/TLS connection of ours could not be opened (runtime/transports.py): the
-        REGISTERs waiting for it fail now, with ``reason``."""
-        self.registrations.connection_failed(transport, host, port, reason, self.loop.time())
+        REGISTERs and outbound INVITEs waiting for it fail now, with ``reason``."""
+        now = self.loop.time()
+        self.registrations.connection_failed(transport, host, port, reason, now)
+        self.ua.connection_failed(transport, host, port, reason, now)
         self.flush()
 
     def _registration_changed(self, trunk: str) -> None:

@@ -262,6 +262,7 @@ class OutboundEnded:
     outcome: OutboundOutcome
     status: int | None
     reason: str
+    detail: str = ""  # more for the operator (why a connection failed)
 
 
 @dataclass(frozen=True)

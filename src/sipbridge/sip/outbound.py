@@ -268,6 +268,24 @@ class OutboundInvite:
         if self._provisional:
             self._send_cancel(now)
 
+    def connection_failed(self, transport: Transport, host: str, port: int, reason: str) -> None:
+        """The TCP/TLS connection our INVITE waits for could not be opened (``reason``:
+        refused, a certificate that does not verify...): RFC 3261 §8.1.3.1 treats it as a
+        503, so the call fails now as ``trunk_unreachable``, not at Timer B. No-op for
+        another destination, or once a response came (the connection was up then)."""
+        destination = self.dial.destination
+        if (
+            self.state not in (OutboundState.CALLING, OutboundState.CANCELLING)
+            or self._provisional
+            or not isinstance(destination, StreamAddress)
+            or (destination.transport, destination.target) != (transport, (host, port))
+        ):
+            return
+        self.transaction.transport_error()
+        if self.transaction.outcome is TransactionOutcome.TRANSPORT_ERROR:
+            cause = "cancelled" if self.cancel_reason == "cancelled" else "trunk_unreachable"
+            self._end(OutboundOutcome.FAILED, None, cause, reason)
+
     def handle_timer(self, now: float) -> None:
         tx = self.transaction
         if tx.deadline is not None and now >= tx.deadline:
@@ -394,13 +412,15 @@ class OutboundInvite:
             return OutboundOutcome.NO_ANSWER
         return OutboundOutcome.FAILED
 
-    def _end(self, outcome: OutboundOutcome, status: int | None, reason: str) -> None:
+    def _end(
+        self, outcome: OutboundOutcome, status: int | None, reason: str, detail: str = ""
+    ) -> None:
         if self.state is OutboundState.ENDED or self.state is OutboundState.ANSWERED:
             return
         self.state = OutboundState.ENDED
         self._ring_until = None
         self._cancel_until = None
-        self.events.append(OutboundEnded(self, outcome, status, reason))
+        self.events.append(OutboundEnded(self, outcome, status, reason, detail))
 
     def _answer_challenge(self, response: Response, now: float) -> bool:
         """A new INVITE with credentials for the response's challenge; False when it

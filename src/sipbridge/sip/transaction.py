@@ -85,6 +85,7 @@ class TransactionOutcome(enum.Enum):
     NORMAL = "normal"
     ACK_TIMEOUT = "ack_timeout"  # no ACK for our final response (Timer H / L)
     TIMEOUT = "timeout"  # client transaction got no final response (Timer F / B)
+    TRANSPORT_ERROR = "transport_error"  # the request could not be sent (§17.1.1.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,6 +467,18 @@ class InviteClientTransaction(_Retransmitting):
         headers.add("Call-ID", self.request.call_id)
         headers.add("CSeq", f"{self.request.cseq.seq} ACK")
         return Request("ACK", self.request.uri, headers, b"")
+
+    def transport_error(self) -> None:
+        """The transport could not send the request (a TCP/TLS connection that would not
+        open): RFC 3261 §17.1.1.2 ends the transaction in Calling and tells the
+        transaction user, which treats it as a 503 (§8.1.3.1). No-op past Calling."""
+        if self.state is not InviteClientState.CALLING:
+            return
+        self.outcome = TransactionOutcome.TRANSPORT_ERROR
+        self.state = InviteClientState.TERMINATED
+        self._retransmit_at = None
+        self._end_at = None
+        self._changed()
 
     def on_timer(self, now: float) -> None:
         if self._end_at is not None and now >= self._end_at:

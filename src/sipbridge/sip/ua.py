@@ -1256,6 +1256,16 @@ class UserAgent:
         attempt.cancel(now)
         self._outbound_changed(attempt, now)
 
+    def connection_failed(
+        self, transport: Transport, host: str, port: int, reason: str, now: float
+    ) -> None:
+        """The runtime could not open a TCP/TLS connection to ``host``:``port``: the
+        outbound INVITEs waiting for it fail now (RFC 3261 §8.1.3.1), each with its
+        :class:`OutboundEnded`."""
+        for attempt in list(self._outbound.values()):
+            attempt.connection_failed(transport, host, port, reason)
+            self._outbound_changed(attempt, now)
+
     def _outbound_changed(self, attempt: OutboundInvite, now: float) -> None:
         """After any input to ``attempt``: adopt its dialog when it was just answered,
         re-arm its deadline, forget it when it is done."""
