@@ -33,7 +33,7 @@ from sipbridge.sdp.session import parse_sdp
 from sipbridge.sip.message import Response, parse_message
 from sipbridge.store import service
 from sipbridge.store.records import CallStatus
-from tests.runtime.test_call import NUMBER, SERVICE, UdpClient, records, route_to
+from tests.runtime.test_call import NUMBER, SERVICE, UdpClient, answer_bye, records, route_to
 from tests.runtime.test_call_media import align, speech_like
 from tests.support.agents import EchoAgent
 from tests.support.ports import free_ports
@@ -429,6 +429,104 @@ async def test_required_refuses_plain_rtp_with_488_and_a_record(tmp_path: Path) 
         "srtp_required",
         488,
     )
+
+
+def with_body(message: bytes, body: bytes) -> bytes:
+    head = message[: message.index(b"\r\n\r\n")].decode().split("Content-Length:")[0]
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+async def test_required_offers_savp_keys_to_a_delayed_offer_invite(tmp_path: Path) -> None:
+    # RFC 3261 §13.2.1 delayed offer: our 200 offers RTP/SAVP with a key per suite
+    # (RFC 4568 §7.1.1); the ACK's answer takes tag 2 with its own key.
+    server = SipBridgeServer(loopback_settings(tmp_path / "calls.db", srtp="required"))
+    await server.start()
+    theirs = os.urandom(30)
+    tone = get_codec("pcmu").encoder().encode(speech_like(8000, 0.02).tobytes())
+    try:
+        async with EchoAgent() as agent:
+            await route_to(server, agent.url)
+            caller = SrtpCaller(server.sip_address)
+            try:
+                caller.send(caller.invite_with(b"", "dly"))
+                ok = await caller.final()
+                assert ok.status == 200 and ok.to.tag
+                offer = parse_sdp(ok.body).media[0]
+                assert offer.proto == "RTP/SAVP"
+                offered = sdp_crypto(ok.body)
+                assert [(c.tag, c.suite.value) for c in offered] == [
+                    (1, SUITE),
+                    (2, "AES_CM_128_HMAC_SHA1_32"),
+                ]
+                answer = caller.offer("RTP/SAVP", f"2 AES_CM_128_HMAC_SHA1_32 inline:{b64(theirs)}")
+                caller.send(with_body(caller.in_dialog("ACK", 1, "dly", ok.to.tag), answer))
+                # Ours, under our tag-2 key (32-bit tag: 4 bytes), never in clear.
+                inbound = pylibsrtp.Session(
+                    pylibsrtp.Policy(
+                        key=offered[1].key,
+                        ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND,
+                        srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+                    )
+                )
+                for _ in range(3):
+                    wire = await caller.rtp()
+                    assert len(wire) == 12 + 160 + 4
+                    assert parse_rtp_header(inbound.unprotect(wire))[0] == 0
+                # Theirs, under their key, reaches the agent.
+                outbound = pylibsrtp.Session(
+                    pylibsrtp.Policy(
+                        key=theirs,
+                        ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+                        srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+                    )
+                )
+                for _ in range(10):
+                    caller.send_rtp(offer.port, outbound, tone)
+                await asyncio.sleep(0.3)
+                [call] = server.calls.values()
+                assert call.media is not None and call.media.stats.packets_in == 10
+                caller.send(caller.in_dialog("BYE", 2, "dly", ok.to.tag))
+                assert (await caller.final()).status == 200
+            finally:
+                caller.close()
+            [record] = await records(server)
+    finally:
+        await server.stop()
+    assert record.status is CallStatus.ANSWERED and record.reason == "caller_hangup"
+    assert record.srtp == "AES_CM_128_HMAC_SHA1_32"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "RTP/AVP",  # plain: nothing in clear from us
+        f"RTP/SAVP|3 {SUITE} inline:{b64(bytes(range(30)))}",  # a tag we never offered
+        f"RTP/SAVP|1 AES_CM_128_HMAC_SHA1_32 inline:{b64(bytes(range(30)))}",  # suite switched
+    ],
+)
+async def test_required_hangs_up_a_delayed_offer_answer_that_is_not_ours(
+    tmp_path: Path, answer: str
+) -> None:
+    server = SipBridgeServer(loopback_settings(tmp_path / "calls.db", srtp="required"))
+    await server.start()
+    try:
+        async with EchoAgent() as agent:
+            await route_to(server, agent.url)
+            caller = SrtpCaller(server.sip_address)
+            try:
+                caller.send(caller.invite_with(b"", "bad"))
+                ok = await caller.final()
+                assert ok.status == 200 and ok.to.tag
+                proto, _, crypto = answer.partition("|")
+                body = caller.offer(proto, *([crypto] if crypto else []))
+                caller.send(with_body(caller.in_dialog("ACK", 1, "bad", ok.to.tag), body))
+                await answer_bye(caller)
+            finally:
+                caller.close()
+            [record] = await records(server)
+    finally:
+        await server.stop()
+    assert record.reason == "bad_sdp_answer" and record.packets_out == 0
 
 
 async def test_off_refuses_srtp_only_offer_with_488(tmp_path: Path) -> None:

@@ -5,20 +5,27 @@ POST /api/calls, the agent's start (direction outbound) and the records."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from sipbridge.cli import app
+from sipbridge.codecs import get_codec
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.store import service
 from tests.runtime.test_agent_client import make_ca_and_cert
+from tests.runtime.test_call_media import align
+from tests.runtime.test_call_srtp import baresip_config, read_wav, speech_file
 from tests.support.agents import EchoAgent
-from tests.support.ports import free_port
+from tests.support.cluster import answers_options
+from tests.support.ports import free_port, free_ports
 from tests.support.settings import BridgeFactory
 from tests.support.sipp import SIPP, SIPP_SHARE, free_udp_port, uas_done
 
@@ -398,3 +405,97 @@ async def test_a_trunk_whose_tls_certificate_does_not_verify_fails_the_call_at_o
     detail = await service.get_call(bridge.db, call_id)
     [failure] = [e.data for e in detail.events if e.kind == "failure"]
     assert "certificate verify failed" in failure["detail"], failure
+
+
+@pytest.mark.requires("baresip")
+async def test_srtp_required_trunk_dials_out_with_sdes_keys_to_baresip(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    # baresip answers at once, requires SRTP (RTP/SAVP) and speaks PCMU; it plays 1.5 s of
+    # speech, then silence, and hangs up at the end of its file. Our offer carries both
+    # suites (RFC 4568 §7.1.1); it picks one, and each side sends with its own key.
+    source = tmp_path / "in.wav"
+    speech = speech_file(source)
+    folder = tmp_path / "baresip"
+    sip_port = free_udp_port()
+    baresip_config(folder, sip_port, free_ports(10), source)
+    (folder / "accounts").write_text(
+        # The user is the number we dial: baresip answers 404 to any other.
+        f"<sip:{CALLEE}@127.0.0.1>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU;answermode=auto\n"
+    )
+    callee = await asyncio.create_subprocess_exec(
+        "baresip",
+        "-f",
+        str(folder),
+        "-t",
+        "20",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    bridge = await make_bridge()
+    try:
+        await answers_options(sip_port, 10.0, any_final=True)
+        async with EchoAgent() as agent:
+            http = await setup(bridge, sip_port, agent.url)
+            await service.update_trunk(bridge.db, "carrier", srtp="required")
+            async with http:
+                call_id = await dial(http, ring_timeout=10)
+                call = await outcome(http, call_id, timeout=20.0)
+            [session] = agent.calls
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            callee.terminate()
+        output, _ = await asyncio.wait_for(callee.communicate(), 15)
+    log = output.decode(errors="replace")
+    assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in log, log[-3000:]
+    assert call["status"] == "answered" and call["codec"] == "pcmu", call
+    assert call["srtp"] == "AES_CM_128_HMAC_SHA1_80" and call["reason"] == "callee_hangup"
+    # The callee's speech reached the agent (we decrypted it) ...
+    pcmu = get_codec("pcmu")
+    encoder, decoder = pcmu.encoder(), pcmu.decoder()
+    frames = [speech[i : i + 160].tobytes() for i in range(0, len(speech) - 159, 160)]
+    reference = np.frombuffer(b"".join(decoder.decode(encoder.encode(f)) for f in frames), "<i2")
+    score, _lag = align(reference, np.frombuffer(b"".join(session.audio), "<i2"))
+    assert score > 0.99, score
+    # ... and its echo reached the callee (baresip decrypted ours): its dump of what it
+    # decoded holds the speech.
+    [dump] = (folder / "snd").glob("dump-*-dec.wav")
+    score, _lag = align(reference, read_wav(dump).astype(np.float64))
+    assert score > 0.95, score
+
+
+# Answers our SRTP offer with plain RTP (RTP/AVP), then expects our BYE.
+PLAIN_ANSWER = _scenario(
+    "plain answer",
+    '  <recv request="INVITE"/>\n'
+    + _send(
+        f"      SIP/2.0 200 OK{_HEAD}\n      Contact: <sip:callee@[local_ip]:[local_port]>\n"
+        f"{_ANSWER_SDP}"
+    )
+    + '  <recv request="ACK"/>\n'
+    + '  <recv request="BYE"/>\n'
+    + _send(
+        "      SIP/2.0 200 OK\n      [last_Via:]\n      [last_From:]\n      [last_To:]\n"
+        "      [last_Call-ID:]\n      [last_CSeq:]\n      Content-Length: 0\n"
+    ),
+)
+
+
+async def test_a_plain_answer_to_an_srtp_offer_is_hung_up(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    # RFC 4568 §7.1.3: the answer to our RTP/SAVP offer must be SRTP with one of our
+    # tags; a callee answering plain RTP gets no media in clear from us, only BYE.
+    far, port = await start_far_end(tmp_path, PLAIN_ANSWER)
+    bridge = await make_bridge()
+    async with EchoAgent() as agent:
+        http = await setup(bridge, port, agent.url)
+        await service.update_trunk(bridge.db, "carrier", srtp="required")
+        async with http:
+            call_id = await dial(http)
+            call = await outcome(http, call_id)
+        assert [c.start for c in agent.calls] in ([], [None])  # no start for the agent
+    assert await uas_done(far, tmp_path) == 0  # SIPp got our BYE
+    assert (call["status"], call["reason"], call["srtp"]) == ("failed", "bad_sdp_answer", None)
+    assert call["packets_out"] == 0

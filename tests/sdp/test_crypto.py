@@ -8,7 +8,9 @@ from sipbridge.sdp.crypto import (
     CryptoSuite,
     SkippedCrypto,
     answer_crypto,
+    answered_crypto,
     crypto_attributes,
+    offer_crypto,
     parse_crypto,
 )
 
@@ -124,3 +126,28 @@ def test_answer_crypto_echoes_tag_and_suite_with_our_own_key() -> None:
     assert kept.key == first.key
     with pytest.raises(ValueError):
         answer_crypto(offered, bytes(16))
+
+
+def test_offer_crypto_both_suites_each_with_its_own_fresh_key() -> None:
+    first, again = offer_crypto(), offer_crypto()
+    assert [(c.tag, c.suite) for c in first] == [
+        (1, CryptoSuite.AES_CM_128_HMAC_SHA1_80),
+        (2, CryptoSuite.AES_CM_128_HMAC_SHA1_32),
+    ]
+    keys = {c.key for c in first} | {c.key for c in again}
+    assert len(keys) == 4 and all(len(k) == 30 for k in keys)
+    assert [parse_crypto(c.value()) for c in first] == first  # what goes in the SDP
+
+
+def test_answered_crypto_is_our_line_of_the_answers_tag_and_suite() -> None:
+    ours = offer_crypto()
+    theirs = answer_crypto(ours[1])  # the answerer took tag 2, with its own key
+    assert answered_crypto(ours, theirs) is ours[1]
+    unknown = CryptoAttribute(3, CryptoSuite.AES_CM_128_HMAC_SHA1_80, theirs.key)
+    with pytest.raises(ValueError, match="tag 3 is none we offered"):
+        answered_crypto(ours, unknown)
+    switched = CryptoAttribute(1, CryptoSuite.AES_CM_128_HMAC_SHA1_32, theirs.key)
+    with pytest.raises(ValueError, match="we offered AES_CM_128_HMAC_SHA1_80"):
+        answered_crypto(ours, switched)
+    with pytest.raises(ValueError, match="our own"):  # one key both ways: keystream reuse
+        answered_crypto(ours, ours[0])

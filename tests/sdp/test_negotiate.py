@@ -16,6 +16,7 @@ from sipbridge.sdp import (
     build_answer,
     build_offer,
     negotiate,
+    offer_crypto,
     parse_crypto,
     parse_sdp,
 )
@@ -423,6 +424,26 @@ def test_delayed_offer_lists_every_codec_and_telephone_event() -> None:
     )
     chosen = negotiate(answer, ["pcmu", "pcma", "g722", "opus"])
     assert (chosen.codec, chosen.telephone_event_pt, chosen.remote_port) == ("pcma", 101, 5004)
+
+
+def test_an_srtp_offer_is_savp_with_our_keys_and_its_answer_negotiates() -> None:
+    keys = offer_crypto()
+    offer = build_offer(["pcmu"], "192.0.2.1", 40000, session_id=7, crypto=keys)
+    [media] = parse_sdp(offer.serialize()).media
+    assert media.proto == "RTP/SAVP"
+    assert [parse_crypto(v or "") for n, v in media.attributes if n == "crypto"] == keys
+    # An answer taking tag 2 (RFC 4568 §7.1.2: one line, its own key).
+    theirs = answer_crypto(keys[1])
+    answer = parse_sdp(
+        b"v=0\r\no=- 1 1 IN IP4 192.0.2.9\r\ns=-\r\nc=IN IP4 192.0.2.9\r\nt=0 0\r\n"
+        b"m=audio 5004 RTP/SAVP 0\r\na=crypto:" + theirs.value().encode() + b"\r\n"
+    )
+    chosen = negotiate(answer, ["pcmu"], SrtpPolicy.REQUIRED)
+    assert chosen.srtp == theirs
+    # A plain answer to it fails the policy the offerer holds it to.
+    plain = parse_sdp(answer.serialize().replace(b"RTP/SAVP", b"RTP/AVP"))
+    with pytest.raises(SrtpMismatch):
+        negotiate(plain, ["pcmu"], SrtpPolicy.REQUIRED)
 
 
 def test_delayed_offer_in_ipv6() -> None:

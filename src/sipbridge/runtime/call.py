@@ -53,7 +53,7 @@ from sipbridge.runtime.agent_client import AgentUnreachable, Closed
 from sipbridge.runtime.agent_link import AgentLink
 from sipbridge.runtime.media import PortsExhausted, RtpEndpoint, open_rtp_endpoint
 from sipbridge.runtime.recordings import CallRecording
-from sipbridge.sdp.crypto import CryptoAttribute, answer_crypto
+from sipbridge.sdp.crypto import CryptoAttribute, answer_crypto, answered_crypto, offer_crypto
 from sipbridge.sdp.negotiate import (
     Negotiated,
     NoCommonCodec,
@@ -270,6 +270,15 @@ class Call:
             self._event("refresh_answer_ignored", error=str(exc))
             return
         media = self.media.session
+        theirs, ours = chosen.srtp, self._local_crypto
+        if media.srtp is not None and theirs is not None and ours is not None:
+            if (theirs.tag, theirs.suite) != (ours.tag, ours.suite) or theirs.key == ours.key:
+                # RFC 4568 §7.1.3: not the one line we offered (or our own key back).
+                self._event("refresh_answer_ignored", error="the answer's a=crypto is not ours")
+                return
+            # RFC 4568 §7.1.4: the answerer may pick a new key for its direction;
+            # an unchanged one keeps its session (SrtpSession.update).
+            media.srtp.update(ours.suite.value, ours.key, theirs.key, theirs.window_size)
         media.update_remote((chosen.remote_address, chosen.remote_port))
         media.sending = chosen.direction in ("sendrecv", "sendonly")
 
@@ -475,9 +484,7 @@ class Call:
         if not invite.body:
             # Delayed offer (RFC 3261 §13.2.1): our offer goes in the 200, the caller's
             # answer comes in the ACK. Until then the media waits on a placeholder stream.
-            if self._srtp_policy is SrtpPolicy.REQUIRED:
-                self._reject(488, "srtp_required", detail="an INVITE without an SDP offer")
-                return False
+            # (SRTP required: the offer is RTP/SAVP with our keys, _answer_with_offer.)
             chosen = self._placeholder_stream()
         else:
             try:
@@ -639,12 +646,17 @@ class Call:
         assert self.media is not None and self.rtp_port is not None
         loop = self.server.loop
         self._sdp_session = self.server.new_sdp_session_id()
+        # SRTP required: RTP/SAVP with a key per suite (RFC 4568 §7.1.1); the answer
+        # must take one of them (§7.1.3). Otherwise plain RTP: an offer has no "SRTP
+        # if you can" without RFC 5939.
+        offered = offer_crypto() if self._srtp_policy is SrtpPolicy.REQUIRED else []
         offer = build_offer(
             self._codecs,
             self._media_address,
             self.rtp_port,
             session_id=self._sdp_session,
             version=self._sdp_version,
+            crypto=offered,
         )
         self.server.ua.answer(self.sip, offer.serialize(), loop.time())
         self.server.flush()
@@ -666,15 +678,19 @@ class Call:
             return True
         try:
             answer = parse_sdp(body)
-            chosen = negotiate(answer, self._codecs, self._srtp_policy)
+            policy = SrtpPolicy.REQUIRED if offered else SrtpPolicy.OFF
+            chosen = negotiate(answer, self._codecs, policy)
             chosen = self._same_family(chosen)
-        except (SdpError, NoCommonCodec) as exc:
+            ours = answered_crypto(offered, chosen.srtp) if chosen.srtp is not None else None
+        except (SdpError, NoCommonCodec, ValueError) as exc:
             self._event("bad_sdp_answer", detail=str(exc))
             self._finish(EndCause.BAD_SDP_ANSWER)
             return True
         media = self.media.session
         if chosen.codec != media.codec or chosen.payload_type != media.payload_type:
             media.set_codec(chosen)
+        if ours is not None and chosen.srtp is not None:
+            self._srtp_as_offerer(ours, chosen.srtp)
         media.update_remote((chosen.remote_address, chosen.remote_port))
         media.sending = chosen.direction in ("sendrecv", "sendonly")
         self._on_hold = chosen.direction in ("sendonly", "inactive")
@@ -689,6 +705,7 @@ class Call:
             self.rtp_port,
             session_id=self._sdp_session,
             version=self._sdp_version,
+            crypto=self._local_crypto,
         ).serialize()
         await link.start()
         if self._ended.done():
@@ -697,7 +714,13 @@ class Call:
         self.media.start(self.server.media_clock)
         self._start_recording()
         link.on_agent_audio = self.media.agent_audio
-        self._event("answered", codec=chosen.codec, rtp_port=self.rtp_port, offer="ours")
+        self._event(
+            "answered",
+            codec=chosen.codec,
+            rtp_port=self.rtp_port,
+            offer="ours",
+            srtp=ours.suite.value if ours is not None else "off",
+        )
         return True
 
     def _start_recording(self) -> None:
@@ -789,6 +812,16 @@ class Call:
             return SrtpSession(suite, key, offered.key, offered.window_size)
         current.update(suite, key, offered.key, offered.window_size)
         return current
+
+    def _srtp_as_offerer(self, ours: CryptoAttribute, theirs: CryptoAttribute) -> None:
+        """SRTP for an answer to our offer (RFC 4568 §7.1.3): we send with our key of the
+        tag the answer took (``answered_crypto``), the far end with its own."""
+        assert self.media is not None
+        self.media.session.srtp = SrtpSession(
+            ours.suite.value, ours.key, theirs.key, theirs.window_size
+        )
+        self._local_crypto = ours
+        self.record.srtp = ours.suite.value
 
     def _caller_dtmf(self, digit: DigitPressed) -> None:
         """One caller key press → one ``dtmf`` message to the agent."""

@@ -34,6 +34,7 @@ from sipbridge.runtime.agent_client import AgentUnreachable
 from sipbridge.runtime.agent_link import AgentLink
 from sipbridge.runtime.call import Call, EndCause
 from sipbridge.runtime.media import PortsExhausted, RtpEndpoint, open_rtp_endpoint
+from sipbridge.sdp.crypto import CryptoAttribute, answered_crypto, offer_crypto
 from sipbridge.sdp.negotiate import (
     Negotiated,
     NoCommonCodec,
@@ -138,10 +139,6 @@ async def place_call(server: SipBridgeServer, params: DialParams) -> OutboundCal
         raise DialRefused(422, "tcp_disabled", f"trunk {trunk.name} needs SIP over TCP")
     if target.transport is Transport.TLS and server.ua.tls_port is None:
         raise DialRefused(422, "tls_not_configured", f"trunk {trunk.name} needs SIP over TLS")
-    if trunk.srtp == "required":
-        raise DialRefused(
-            422, "srtp_required", f"trunk {trunk.name} requires SRTP; outbound offers RTP"
-        )
     if not server.codecs_for(trunk.name):
         raise DialRefused(
             422, "no_common_codec", f"trunk {trunk.name}'s codecs are not among --codecs"
@@ -212,6 +209,8 @@ class OutboundCall(Call):
         self._outcome: asyncio.Future[OutboundAnswered | OutboundEnded] = (
             server.loop.create_future()
         )
+        # Our SDES keys when the offer is SRTP (a trunk that requires it), one per suite.
+        self._offered_crypto: list[CryptoAttribute] = []
         # The agent's WebSocket, opened while the callee's phone rings (_dial).
         self._agent_ready: asyncio.Future[str] | None = None
 
@@ -319,12 +318,19 @@ class OutboundCall(Call):
         except PortsExhausted:
             return self._failed("no_rtp_port", "the RTP port range is full")
         self._sdp_session = server.new_sdp_session_id()
+        # A trunk that requires SRTP gets an RTP/SAVP offer with SDES keys (RFC 4568
+        # §7.1.1); otherwise the offer is plain RTP (offering SAVP to a trunk that may not
+        # speak it would cost the call: SDP has no "SRTP if you can" without RFC 5939).
+        self._srtp_policy = self._policy_for_call()
+        if self._srtp_policy is SrtpPolicy.REQUIRED:
+            self._offered_crypto = offer_crypto()
         offer = build_offer(
             self._codecs,
             self._media_address,
             self.rtp_port,
             session_id=self._sdp_session,
             version=self._sdp_version,
+            crypto=self._offered_crypto,
         ).serialize()
         self.attempt = server.ua.dial(self._dial_request(offer), self.id, loop.time())
         server.flush()
@@ -408,13 +414,18 @@ class OutboundCall(Call):
         self.sip.local_sdp = offer
         if self._ended.done():
             return True  # a BYE came already: _bridge ends it
+        offered = self._offered_crypto
         try:
             if not event.answer:
                 raise SdpError("neither the 2xx nor a 183 carried an SDP answer")
             answer = parse_sdp(event.answer)
-            chosen = negotiate(answer, self._codecs, SrtpPolicy.OFF)
+            # An SRTP offer wants an RTP/SAVP answer with one of our tags (RFC 4568
+            # §7.1.3); a plain offer, a plain answer.
+            policy = SrtpPolicy.REQUIRED if offered else SrtpPolicy.OFF
+            chosen = negotiate(answer, self._codecs, policy)
+            ours = answered_crypto(offered, chosen.srtp) if chosen.srtp is not None else None
             chosen = await self._resolve(self._same_family(chosen))
-        except (SdpError, NoCommonCodec, SrtpMismatch) as exc:
+        except (SdpError, NoCommonCodec, SrtpMismatch, ValueError) as exc:
             reason = "no_sdp_answer" if not event.answer else "bad_sdp_answer"
             self._event(reason, detail=str(exc))
             self.record.status = CallStatus.FAILED
@@ -423,14 +434,37 @@ class OutboundCall(Call):
         media = self.media.session
         if chosen.codec != media.codec or chosen.payload_type != media.payload_type:
             media.set_codec(chosen)
+        if ours is not None and chosen.srtp is not None:
+            self._srtp_as_offerer(ours, chosen.srtp)
+            self._settle_offer(ours)
         media.update_remote((chosen.remote_address, chosen.remote_port))
         media.sending = chosen.direction in ("sendrecv", "sendonly")
         self._on_hold = chosen.direction in ("sendonly", "inactive")
         self.record.codec = chosen.codec
         self._media_since = loop.time()
         self.media.start(server.media_clock)
-        self._event("answered", codec=chosen.codec, rtp_port=self.rtp_port)
+        self._event(
+            "answered",
+            codec=chosen.codec,
+            rtp_port=self.rtp_port,
+            srtp=ours.suite.value if ours is not None else "off",
+        )
         return await self._joined()
+
+    def _settle_offer(self, ours: CryptoAttribute) -> None:
+        """Our description from now on (a refresh re-INVITE offers it again): the offer
+        with the one key the answer accepted, so a refresh cannot switch suites under a
+        running session; changed, so its version goes up (RFC 3264 §8)."""
+        assert self.rtp_port is not None
+        self._sdp_version += 1
+        self.sip.local_sdp = build_offer(
+            self._codecs,
+            self._media_address,
+            self.rtp_port,
+            session_id=self._sdp_session,
+            version=self._sdp_version,
+            crypto=[ours],
+        ).serialize()
 
     async def _joined(self) -> bool:
         """The callee's media flows: connect the agent and send ``start``."""

@@ -1,6 +1,13 @@
 """SDP (RFC 4566), offer/answer (RFC 3264) and SDES keys for SRTP (RFC 4568)."""
 
-from sipbridge.sdp.crypto import CryptoAttribute, CryptoSuite, answer_crypto, parse_crypto
+from sipbridge.sdp.crypto import (
+    CryptoAttribute,
+    CryptoSuite,
+    answer_crypto,
+    answered_crypto,
+    offer_crypto,
+    parse_crypto,
+)
 from sipbridge.sdp.negotiate import (
     Negotiated,
     NoCommonCodec,
@@ -30,9 +37,11 @@ __all__ = [
     "SrtpMismatch",
     "SrtpPolicy",
     "answer_crypto",
+    "answered_crypto",
     "build_answer",
     "build_offer",
     "negotiate",
+    "offer_crypto",
     "parse_crypto",
     "parse_sdp",
 ]

@@ -46,7 +46,9 @@ __all__ = [
     "CryptoSuite",
     "SkippedCrypto",
     "answer_crypto",
+    "answered_crypto",
     "crypto_attributes",
+    "offer_crypto",
     "parse_crypto",
 ]
 
@@ -200,3 +202,32 @@ def answer_crypto(offered: CryptoAttribute, key: bytes | None = None) -> CryptoA
     elif len(key) != offered.suite.key_length:
         raise ValueError(f"{offered.suite.value} needs a {offered.suite.key_length}-byte key")
     return CryptoAttribute(offered.tag, offered.suite, key)
+
+
+def offer_crypto() -> list[CryptoAttribute]:
+    """Our ``a=crypto`` lines for an offer (RFC 4568 §7.1.1): both suites, the stronger
+    tag first (our preference), each with its own fresh key; the answer picks one."""
+    suites = (CryptoSuite.AES_CM_128_HMAC_SHA1_80, CryptoSuite.AES_CM_128_HMAC_SHA1_32)
+    return [
+        CryptoAttribute(tag, suite, secrets.token_bytes(suite.key_length))
+        for tag, suite in enumerate(suites, start=1)
+    ]
+
+
+def answered_crypto(offered: list[CryptoAttribute], answer: CryptoAttribute) -> CryptoAttribute:
+    """Our offered line the answer's ``answer`` accepted (RFC 4568 §7.1.3: same tag, same
+    suite): its key is the one we send with. ValueError when it names no offered line or
+    changes its suite, or when the answerer sent our own key back (each direction must
+    have its own master key: one key both ways repeats keystream)."""
+    for ours in offered:
+        if ours.tag == answer.tag:
+            if ours.suite is not answer.suite:
+                raise ValueError(
+                    f"the answer's a=crypto tag {answer.tag} is {answer.suite.value}; "
+                    f"we offered {ours.suite.value}"
+                )
+            if ours.key == answer.key:
+                raise ValueError("the answer's a=crypto key is our own")
+            return ours
+    tags = ", ".join(str(c.tag) for c in offered)
+    raise ValueError(f"the answer's a=crypto tag {answer.tag} is none we offered ({tags})")

@@ -340,14 +340,21 @@ _OFFER_TELEPHONE_EVENT: Final = 101
 
 
 def build_offer(
-    codecs: Sequence[str], address: str, port: int, session_id: int, version: int = 0
+    codecs: Sequence[str],
+    address: str,
+    port: int,
+    session_id: int,
+    version: int = 0,
+    crypto: Sequence[CryptoAttribute] = (),
 ) -> SessionDescription:
     """Our SDP offer (RFC 3264 §5) for an INVITE that came without one (delayed offer,
     RFC 3261 §13.2.1): one RTP/AVP audio stream on ``address``:``port`` with every codec of
     ``codecs`` in our order of preference (static payload types where the codec has one,
     else dynamic ones from 96) and telephone-event (RFC 4733) at each clock rate they use,
     ``a=sendrecv``. The caller's answer comes in the ACK and goes through
-    :func:`negotiate` like an offer would."""
+    :func:`negotiate` like an offer would. With ``crypto`` (sdp/crypto.py
+    ``offer_crypto``) the stream is RTP/SAVP with those ``a=crypto`` lines (RFC 4568
+    §7.1.1); the answer's one line names the key we send with (``answered_crypto``)."""
     formats: list[str] = []
     attributes: list[tuple[str, str | None]] = []
     dynamic = _OFFER_DYNAMIC_FIRST
@@ -370,6 +377,8 @@ def build_offer(
         attributes.append(("fmtp", f"{pt} {_TELEPHONE_EVENT_FMTP}"))
     attributes.append(("ptime", str(_ANSWER_PTIME)))
     attributes.append(("sendrecv", None))
+    attributes.extend(("crypto", line.value()) for line in crypto)
+    proto = "RTP/SAVP" if crypto else "RTP/AVP"
     return SessionDescription(
         origin=Origin(
             username="-",
@@ -381,5 +390,5 @@ def build_offer(
         session_name="-",
         connection=address,
         connection_type=address_type(address),
-        media=[MediaDescription("audio", port, "RTP/AVP", formats, None, attributes)],
+        media=[MediaDescription("audio", port, proto, formats, None, attributes)],
     )
