@@ -252,7 +252,6 @@ _REFUSAL_FIELDS = {
     "bad_trunk_host": "trunk",
     "tcp_disabled": "trunk",
     "tls_not_configured": "trunk",
-    "srtp_required": "trunk",
     "no_common_codec": "trunk",
 }
 
