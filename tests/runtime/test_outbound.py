@@ -499,3 +499,54 @@ async def test_a_plain_answer_to_an_srtp_offer_is_hung_up(
     assert await uas_done(far, tmp_path) == 0  # SIPp got our BYE
     assert (call["status"], call["reason"], call["srtp"]) == ("failed", "bad_sdp_answer", None)
     assert call["packets_out"] == 0
+
+
+_BYE_HEAD = """
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]"""
+
+# Answers, then challenges our BYE (401) and checks the digest of the BYE that follows.
+CHALLENGED_BYE = _scenario(
+    "challenges our BYE",
+    '  <recv request="INVITE"/>\n'
+    + _send(
+        f"      SIP/2.0 200 OK{_HEAD}\n      Contact: <sip:callee@[local_ip]:[local_port]>\n"
+        f"{_ANSWER_SDP}"
+    )
+    + '  <recv request="ACK"/>\n'
+    + '  <recv request="BYE" timeout="10000"/>\n'
+    + _send(
+        f"      SIP/2.0 401 Unauthorized{_BYE_HEAD}\n"
+        '      WWW-Authenticate: Digest realm="sipp.test", nonce="[pid]b", qop="auth"\n'
+        "      Content-Length: 0\n"
+    )
+    + '  <recv request="BYE"><action><verifyauth assign_to="valid" username="acct" '
+    f'password="{PASSWORD}"/></action></recv>\n'
+    + '  <nop test="valid" next="good"/>\n'
+    + _send(f"      SIP/2.0 403 Forbidden{_BYE_HEAD}\n      Content-Length: 0\n")
+    + '  <recv request="NEVER" timeout="100"/>\n'  # a wrong digest: the call fails
+    + '  <label id="good"/>\n'
+    + _send(f"      SIP/2.0 200 OK{_BYE_HEAD}\n      Content-Length: 0\n"),
+)
+
+
+async def test_a_carrier_that_challenges_our_bye_gets_it_with_credentials(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    # RFC 3261 §22.2 for requests in the dialog: the trunk's username and password.
+    far, port = await start_far_end(tmp_path, CHALLENGED_BYE)
+    bridge = await make_bridge()
+    async with EchoAgent() as agent:
+        async with await setup(bridge, port, agent.url) as http:
+            call_id = await dial(http)
+            deadline = asyncio.get_running_loop().time() + 10
+            while (await http.get(f"/api/calls/{call_id}")).json().get("status") != "active":
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.1)
+            assert (await http.post(f"/api/calls/{call_id}/hangup")).status_code == 202
+            call = await outcome(http, call_id)
+        assert await uas_done(far, tmp_path) == 0  # SIPp verified our digest
+    assert (call["status"], call["hangup_by"]) == ("answered", "operator")

@@ -8,8 +8,10 @@ import pytest
 
 from sipbridge.sip.auth import digest_response, parse_authorization
 from sipbridge.sip.calls import (
+    ByeCompleted,
     ByeReceived,
     CallState,
+    InboundCall,
     OutboundAnswered,
     OutboundEnded,
     OutboundProgress,
@@ -423,3 +425,120 @@ def test_a_connection_failure_of_a_cancelled_call_is_its_cancel() -> None:
     assert isinstance(ended, OutboundEnded)
     assert (ended.outcome, ended.reason) == (OutboundOutcome.FAILED, "cancelled")
     assert requests(ua, "CANCEL") == []
+
+
+def answered_call(ua: UserAgent, **changes: object) -> tuple[Request, InboundCall]:
+    invite = start(ua, **changes)
+    reply(ua, invite, 200, 1.0, body=ANSWER)
+    answered = ua.events()[-1]
+    assert isinstance(answered, OutboundAnswered)
+    sent(ua)  # the ACK
+    return invite, answered.call
+
+
+def check_digest(request: Request, header: str, realm: str, nonce: str) -> None:
+    creds = parse_authorization(request.headers.get(header) or "")
+    assert creds is not None and creds.username == "acct" and creds.realm == realm
+    expected = digest_response(
+        algorithm="MD5",
+        username="acct",
+        realm=realm,
+        password="secret",
+        method=request.method,
+        uri=str(request.uri),
+        nonce=nonce,
+        nc=creds.nc,
+        cnonce=creds.cnonce,
+        qop="auth",
+    )
+    assert creds.response == expected
+
+
+def test_a_challenged_bye_is_sent_again_with_the_trunks_credentials() -> None:
+    # RFC 3261 §22.2: a carrier that challenges our BYE gets it again with credentials.
+    ua = make_ua()
+    _, call = answered_call(ua)
+    ua.hangup(call, 5.0)
+    [bye] = requests(ua, "BYE")
+    assert bye.headers.get("Proxy-Authorization") is None
+    challenge = 'Digest realm="carrier", nonce="b1", qop="auth"'
+    reply(ua, bye, 407, 5.1, extra=(("Proxy-Authenticate", challenge),))
+    assert ua.events() == []  # not over yet
+    [again] = requests(ua, "BYE")
+    assert again.cseq.seq == bye.cseq.seq + 1 and again.vias[0].branch != bye.vias[0].branch
+    assert (again.call_id, again.to.tag, again.uri) == (bye.call_id, bye.to.tag, bye.uri)
+    check_digest(again, "Proxy-Authorization", "carrier", "b1")
+    reply(ua, again, 200, 5.2)
+    [done] = ua.events()
+    assert isinstance(done, ByeCompleted) and done.status == 200
+
+
+def test_refused_credentials_or_none_end_the_bye_with_the_challenge() -> None:
+    challenge = 'Digest realm="carrier", nonce="b1", qop="auth"'
+    ua = make_ua()
+    _, call = answered_call(ua)
+    ua.hangup(call, 5.0)
+    [bye] = requests(ua, "BYE")
+    reply(ua, bye, 401, 5.1, extra=(("WWW-Authenticate", challenge),))
+    [again] = requests(ua, "BYE")
+    reply(ua, again, 401, 5.2, extra=(("WWW-Authenticate", challenge),))  # same realm
+    assert requests(ua, "BYE") == []
+    [done] = ua.events()
+    assert isinstance(done, ByeCompleted) and done.status == 401
+    # A stale nonce is not a refusal: once more, with the new nonce.
+    ua = make_ua()
+    _, call = answered_call(ua)
+    ua.hangup(call, 5.0)
+    [bye] = requests(ua, "BYE")
+    reply(ua, bye, 401, 5.1, extra=(("WWW-Authenticate", challenge),))
+    [again] = requests(ua, "BYE")
+    stale = 'Digest realm="carrier", nonce="b2", qop="auth", stale=true'
+    reply(ua, again, 401, 5.2, extra=(("WWW-Authenticate", stale),))
+    [third] = requests(ua, "BYE")
+    check_digest(third, "Authorization", "carrier", "b2")
+    reply(ua, third, 401, 5.3, extra=(("WWW-Authenticate", stale),))  # the limit
+    assert requests(ua, "BYE") == []
+    assert isinstance(ua.events()[-1], ByeCompleted)
+    # A call without credentials has nothing to answer with.
+    ua = make_ua()
+    _, call = answered_call(ua, username=None, password=None)
+    ua.hangup(call, 5.0)
+    [bye] = requests(ua, "BYE")
+    reply(ua, bye, 407, 5.1, extra=(("Proxy-Authenticate", challenge),))
+    assert requests(ua, "BYE") == []
+    [done] = ua.events()
+    assert isinstance(done, ByeCompleted) and done.status == 407
+
+
+def test_a_challenged_refresh_is_sent_again_with_its_body() -> None:
+    # The session refresh (a re-INVITE with our SDP when the far end has no UPDATE).
+    ua = make_ua()
+    invite = start(ua, session_expires=90)
+    response = make_response(invite, 200, to_tag="callee")
+    response.headers.add("Contact", "<sip:callee@127.0.0.1:5070>")
+    response.headers.add("Session-Expires", "90;refresher=uac")
+    response.headers.add("Content-Type", "application/sdp")
+    response.body = ANSWER
+    assert ua.receive_datagram(response.serialize(), TRUNK, 1.0)
+    ua.events()
+    sent(ua)
+    refreshes: list[Request] = []
+    due: float | None = 0.0
+    for _ in range(20):  # Timer M, then the refresh at half the interval (RFC 4028 §10)
+        due = ua.get_timer()
+        assert due is not None and due < 90
+        ua.handle_timer(due)
+        refreshes = requests(ua, "INVITE")
+        if refreshes:
+            break
+    assert due is not None
+    [refresh] = refreshes
+    assert refresh.body == SDP
+    challenge = 'Digest realm="carrier", nonce="r1", qop="auth"'
+    reply(ua, refresh, 407, due + 0.1, extra=(("Proxy-Authenticate", challenge),))
+    messages = [m for m, _ in sent(ua) if isinstance(m, Request)]
+    assert [m.method for m in messages] == ["ACK", "INVITE"]  # the 407's ACK, then again
+    again = messages[1]
+    assert again.body == refresh.body and again.cseq.seq == refresh.cseq.seq + 1
+    assert again.headers.get("Session-Expires") == refresh.headers.get("Session-Expires")
+    check_digest(again, "Proxy-Authorization", "carrier", "r1")

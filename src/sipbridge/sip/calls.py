@@ -104,6 +104,9 @@ class InboundCall:
     reliable: ReliableProvisional | None = None
     provisional: Response | None = None
     outbound: bool = False
+    # (username, password) answering a far end that challenges our in-dialog requests
+    # (BYE, refreshes, REFER: RFC 3261 §22.2); an outbound call's trunk credentials.
+    credentials: tuple[str, str] | None = None
 
     @property
     def origin(self) -> Address:

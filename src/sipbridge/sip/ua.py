@@ -62,6 +62,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from sipbridge.sip.access import AccessPolicy, Allowed, Challenged
+from sipbridge.sip.auth import Challenge, authorization, pick_challenge
 from sipbridge.sip.calls import (
     AckTimeout,
     ByeCompleted,
@@ -147,6 +148,8 @@ ACCEPTED_BODY = "application/sdp"
 # in-dialog traffic (RFC 3261 §17.1.2.2: 11 per request), bounded for whoever learnt a
 # live Call-ID and forges messages from the caller's address.
 IN_DIALOG_EXEMPTIONS = 64
+# Challenges answered for one in-dialog request of ours (a proxy, then the far end).
+MAX_IN_DIALOG_CHALLENGES = 2
 _FAILED_AUTH = frozenset({"auth_failed", "auth_replayed"})
 
 
@@ -181,6 +184,11 @@ class _ClientContext:
     transaction: ClientTransaction
     method: str
     ack: tuple[bytes, Address] | None = None
+    # What the request carried, to send it again with credentials (RFC 3261 §22.2).
+    extra: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+    challenge: Challenge | None = None  # the challenge this request answered
+    challenges: int = 0  # how many, for this request and the ones it replaced
 
 
 @dataclass
@@ -565,10 +573,13 @@ class UserAgent:
             return False  # RFC 3261 §17.1.3: a response matching no transaction is dropped
         tx = ctx.transaction
         if isinstance(tx, InviteClientTransaction):
-            if tx.receive_response(response, now):
+            # A 401/407 was ACKed by the transaction itself (§17.1.1.3).
+            if tx.receive_response(response, now) and not self._answer_challenge(
+                ctx, response, now
+            ):
                 self._invite_response(ctx, response, now)
             return True
-        if tx.receive_response(response, now):
+        if tx.receive_response(response, now) and not self._answer_challenge(ctx, response, now):
             self._client_done(ctx, response.status, response, now)
         return True
 
@@ -1200,8 +1211,13 @@ class UserAgent:
         extra: Iterable[tuple[str, str]] = (),
         *,
         body: bytes = b"",
+        answering: _ClientContext | None = None,
+        challenge: Challenge | None = None,
     ) -> None:
+        """Send ``method`` in ``call``'s dialog (a new CSeq, RFC 3261 §12.2.1.1). With
+        ``answering``: that request again, with credentials for ``challenge``."""
         assert call.dialog is not None
+        extra = tuple(extra)
         request, destination = call.dialog.create_request(method, self._via(call))
         destination = self._destination(call, destination)
         if method in ("REFER", "INVITE", "UPDATE"):
@@ -1212,6 +1228,21 @@ class UserAgent:
             request.headers.add("Allow", ALLOW)
         for name, value in extra:
             request.headers.add(name, value)
+        challenges = 0
+        if answering is not None and challenge is not None and call.credentials is not None:
+            # RFC 3261 §22.2: the same request, a new CSeq, credentials for the challenge.
+            username, password = call.credentials
+            value = authorization(
+                challenge,
+                username=username,
+                password=password,
+                method=method,
+                uri=str(request.uri),
+                nc=1,
+                cnonce=self.new_token(),
+            )
+            request.headers.add(challenge.answer_header, value)
+            challenges = answering.challenges + 1
         request.body = body
         key = TransactionKey.for_request(request)  # parses the request: raises before sending
         tx: ClientTransaction
@@ -1219,7 +1250,37 @@ class UserAgent:
             tx = InviteClientTransaction(request, destination, self._outbox, now)
         else:
             tx = NonInviteClientTransaction(request, destination, self._outbox, now)
-        self._add_client_tx(key, _ClientContext(call, tx, method))
+        ctx = _ClientContext(call, tx, method, extra=extra, body=body)
+        ctx.challenge, ctx.challenges = challenge, challenges
+        self._add_client_tx(key, ctx)
+
+    def _answer_challenge(self, ctx: _ClientContext, response: Response, now: float) -> bool:
+        """Send ``ctx``'s request again with credentials for the 401/407 ``response``
+        (RFC 3261 §22.2); False when it cannot or must not be answered: no credentials
+        for the call, no usable challenge, the call over, or ours refused (a second
+        challenge of the same realm without ``stale=true``, or too many)."""
+        call = ctx.call
+        if (
+            response.status not in (401, 407)
+            or call.credentials is None
+            or call.dialog is None
+            or call.state is CallState.ENDED
+            or ctx.challenges >= MAX_IN_DIALOG_CHALLENGES
+        ):
+            return False
+        challenge = pick_challenge(
+            response.headers.get_lines("WWW-Authenticate"),
+            response.headers.get_lines("Proxy-Authenticate"),
+        )
+        if challenge is None:
+            return False
+        previous = ctx.challenge
+        if previous is not None and previous.realm == challenge.realm and not challenge.stale:
+            return False  # our credentials were refused
+        self._send_in_dialog(
+            call, ctx.method, now, ctx.extra, body=ctx.body, answering=ctx, challenge=challenge
+        )
+        return True
 
     def _via(self, call: InboundCall) -> str:
         transport = call.transport
@@ -1298,6 +1359,9 @@ class UserAgent:
             peer_allows_update=allows(response.headers, "UPDATE"),
             outbound=True,
         )
+        username, password = attempt.dial.username, attempt.dial.password
+        if username is not None and password is not None:
+            call.credentials = (username, password)  # the trunk's, for its challenges
         attempt.call = call
         self._dialogs[dialog.id] = call
         self._by_call_id[call.invite.call_id] = call
