@@ -218,8 +218,11 @@ async def test_forms_keyboard_phone_width_and_dark_mode(bridge: SipBridgeServer)
         await error.wait_for()
         assert "must start with ws:// or wss://" in await error.inner_text()
         assert await page.get_by_label("WebSocket URL(s)").get_attribute("aria-invalid") == "true"
-        focused = await page.evaluate("document.activeElement.id")
-        assert focused == "f-urls"  # the keyboard is at the field to fix
+        # The keyboard goes to the field to fix once htmx settles the swap (20 ms after
+        # the error shows): wait for it rather than read it at once.
+        await page.wait_for_function(
+            "document.activeElement && document.activeElement.id === 'f-urls'", timeout=5000
+        )
         assert await page.get_by_label("Name", exact=True).input_value() == "support"
         await shot(page, "phone-agent-error")
         await page.get_by_label("WebSocket URL(s)").fill("ws://127.0.0.1:9/agent")
