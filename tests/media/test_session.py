@@ -10,6 +10,7 @@ from sipbridge.codecs import get_codec
 from sipbridge.media.dtmf import encode_event
 from sipbridge.media.session import (
     FRAME_SECONDS,
+    HELD_PACKETS,
     REBIND_SILENCE_SECONDS,
     MediaSession,
     SourceState,
@@ -52,6 +53,33 @@ def test_caller_packets_in_order_go_to_the_agent_at_once_bit_exact() -> None:
     assert media.remote == CALLER  # symmetric RTP: learned from the first packet
     assert media.source_state is SourceState.LOCKED
     assert media.stats.packets_in == 5 and media.stats.refused_source == 0
+
+
+def test_held_packets_are_played_at_release_from_the_given_time_on() -> None:
+    # The answer to our offer is awaited: the far end's first packets are kept raw, then
+    # played in order once it is applied; those before ``since`` (ringback) are dropped.
+    media = session()
+    media.hold()
+    assert [media.receive_rtp(rtp(n, 0x20 + n), CALLER, n * 0.02) for n in range(4)] == [b""] * 4
+    assert media.stats.packets_in == 0 and media.source_state is SourceState.LEARNING
+    media.update_remote(CALLER)
+    played = media.release(since=0.04)  # the packets at 0.04 and 0.06
+    assert played == decoded(0x22) + decoded(0x23)
+    assert media.stats.packets_in == 2 and media.stats.dropped_in == 2
+    assert media.remote == CALLER and media.source_state is SourceState.LOCKED
+    # Released: the next packet plays at once, after them.
+    assert media.receive_rtp(rtp(4, 0x24), CALLER, 0.08) == decoded(0x24)
+
+
+def test_holding_keeps_only_the_newest_packets() -> None:
+    media = session()
+    media.hold()
+    for n in range(HELD_PACKETS + 5):
+        media.receive_rtp(rtp(n, n), CALLER, n * 0.02)
+    assert media.stats.dropped_in == 5
+    played = media.release(since=float("-inf"))
+    assert played == b"".join(decoded(n) for n in range(5, HELD_PACKETS + 5))
+    assert media.release(since=0.0) == b""  # nothing held any more
 
 
 def test_rejects_garbage_other_payload_types_and_counts_them() -> None:

@@ -15,9 +15,12 @@ from websockets.asyncio.server import ServerConnection
 
 from sipbridge.codecs import get_codec
 from sipbridge.rtp.packet import RtpPacket
+from sipbridge.runtime.agent_client import EndpointHealth
+from sipbridge.runtime.agent_link import PRE_START_SECONDS, AgentLink
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.sip.message import Request, parse_message
 from sipbridge.store import service
+from sipbridge.store.records import AgentRecord, utcnow
 from tests.runtime.test_call import NUMBER, UdpClient, answer_bye, records, response_to
 from tests.support.agents import AgentCall, ScriptedAgent, wait_for_text
 
@@ -333,3 +336,61 @@ async def test_twilio_media_streams_mode(bridge: SipBridgeServer) -> None:
     expected = pcmu.encoder().encode(pcmu.decoder().decode(reply))
     echoes = [p.payload for p, _ in call.rtp.packets if p.payload == expected]
     assert len(echoes) == 10  # the agent's 200 ms went out as ten 20 ms packets
+
+
+class _Recorder:
+    """Stands in for an open AgentConnection: what the link sends, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[str | bytes] = []
+        self.is_open = True
+        self.dropped_frames = 0
+
+    async def send_text(self, text: str) -> None:
+        self.sent.append(text)
+
+    def send_frame(self, frame: str | bytes) -> None:
+        self.sent.append(frame)
+
+
+def _link() -> tuple[AgentLink, _Recorder]:
+    agent = AgentRecord("echo", ["ws://127.0.0.1:9/"], True, utcnow())
+    link = AgentLink(
+        "c1",
+        agent,
+        EndpointHealth(),
+        lambda events: None,
+        lambda: None,
+        caller="+12025550100",
+        dialed="+12025550123",
+        sip_call_id="x@y",
+        sip_headers={},
+        direction="outbound",
+    )
+    recorder = _Recorder()
+    link.connection = recorder  # type: ignore[assignment]
+    return link, recorder
+
+
+async def test_caller_audio_before_start_waits_for_it_then_goes_in_order() -> None:
+    # An outbound call: the callee speaks at the answer, the start message follows; the
+    # agent must get start first, then every frame (no protocol violation, nothing lost).
+    link, recorder = _link()
+    frames = [bytes([n]) * 320 for n in range(3)]
+    for frame in frames:
+        link.send_caller_audio(frame)
+    assert recorder.sent == []
+    await link.start()
+    assert isinstance(recorder.sent[0], str) and json.loads(recorder.sent[0])["type"] == "start"
+    assert recorder.sent[1:] == frames  # native protocol: raw PCM frames
+    link.send_caller_audio(bytes([9]) * 320)
+    assert recorder.sent[-1] == bytes([9]) * 320
+
+
+async def test_caller_audio_before_start_is_bounded() -> None:
+    link, recorder = _link()
+    second = 8000 * 2  # bytes of one second at 8 kHz
+    for _ in range(PRE_START_SECONDS + 2):
+        link.send_caller_audio(bytes(second))
+    await link.start()
+    assert sum(len(f) for f in recorder.sent[1:]) == PRE_START_SECONDS * second

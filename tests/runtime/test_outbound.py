@@ -408,17 +408,29 @@ async def test_a_trunk_whose_tls_certificate_does_not_verify_fails_the_call_at_o
 
 
 @pytest.mark.requires("baresip")
+@pytest.mark.parametrize("transport", ["udp", "tls"])
 async def test_srtp_required_trunk_dials_out_with_sdes_keys_to_baresip(
-    make_bridge: BridgeFactory, tmp_path: Path
+    make_bridge: BridgeFactory, tmp_path: Path, transport: str
 ) -> None:
     # baresip answers at once, requires SRTP (RTP/SAVP) and speaks PCMU; it plays 1.5 s of
     # speech, then silence, and hangs up at the end of its file. Our offer carries both
-    # suites (RFC 4568 §7.1.1); it picks one, and each side sends with its own key.
+    # suites (RFC 4568 §7.1.1); it picks one, and each side sends with its own key. Over
+    # TLS (baresip listens on its port + 1) the keys travel encrypted, as they should.
     source = tmp_path / "in.wav"
     speech = speech_file(source)
     folder = tmp_path / "baresip"
     sip_port = free_udp_port()
     baresip_config(folder, sip_port, free_ports(10), source)
+    settings: dict[str, Any] = {}
+    host = f"127.0.0.1:{sip_port}"
+    if transport == "tls":
+        ca, cert, key = make_ca_and_cert(tmp_path)
+        both = tmp_path / "baresip.pem"
+        both.write_text(cert.read_text() + key.read_text())
+        with (folder / "config").open("a") as config:
+            config.write(f"sip_certificate {both}\nsip_cafile {ca}\n")
+        settings = {"tls_port": 0, "tls_cert": str(cert), "tls_key": str(key), "tls_ca": str(ca)}
+        host = f"127.0.0.1:{sip_port + 1};transport=tls"
     (folder / "accounts").write_text(
         # The user is the number we dial: baresip answers 404 to any other.
         f"<sip:{CALLEE}@127.0.0.1>;regint=0;mediaenc=srtp-mand;audio_codecs=PCMU;answermode=auto\n"
@@ -433,12 +445,12 @@ async def test_srtp_required_trunk_dials_out_with_sdes_keys_to_baresip(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    bridge = await make_bridge()
+    bridge = await make_bridge(**settings)
     try:
         await answers_options(sip_port, 10.0, any_final=True)
         async with EchoAgent() as agent:
             http = await setup(bridge, sip_port, agent.url)
-            await service.update_trunk(bridge.db, "carrier", srtp="required")
+            await service.update_trunk(bridge.db, "carrier", host=host, srtp="required")
             async with http:
                 call_id = await dial(http, ring_timeout=10)
                 call = await outcome(http, call_id, timeout=20.0)
@@ -451,12 +463,16 @@ async def test_srtp_required_trunk_dials_out_with_sdes_keys_to_baresip(
     assert "SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in log, log[-3000:]
     assert call["status"] == "answered" and call["codec"] == "pcmu", call
     assert call["srtp"] == "AES_CM_128_HMAC_SHA1_80" and call["reason"] == "callee_hangup"
-    # The callee's speech reached the agent (we decrypted it) ...
+    if transport == "tls":  # through baresip's TLS listener, the only one on that port
+        assert call["source"] == f"127.0.0.1:{sip_port + 1}"
+    # The callee's speech reached the agent (we decrypted it) from its first packet,
+    # sent with the 200 (held until the answer was applied, media/session.py hold) ...
     pcmu = get_codec("pcmu")
     encoder, decoder = pcmu.encoder(), pcmu.decoder()
     frames = [speech[i : i + 160].tobytes() for i in range(0, len(speech) - 159, 160)]
     reference = np.frombuffer(b"".join(decoder.decode(encoder.encode(f)) for f in frames), "<i2")
-    score, _lag = align(reference, np.frombuffer(b"".join(session.audio), "<i2"))
+    heard = np.frombuffer(b"".join(session.audio), "<i2")
+    score, _lag = align(reference, heard)
     assert score > 0.99, score
     # ... and its echo reached the callee (baresip decrypted ours): its dump of what it
     # decoded holds the speech.

@@ -34,11 +34,18 @@ drifts ahead of real time, so the caller's jitter buffer sees at most one frame 
 arrival, at the start of a talkspurt, where RFC 3551 §4.1 lets it adjust its playout;
 - after a stall of its own loop, ``tick`` may be called for every frame period that is
   due (the runtime bounds this) and :meth:`skip` for the rest.
+
+When the offer is ours (an outbound call, a delayed-offer INVITE) the far end's first
+packets can arrive with its answer, before the answer's address, codec and key are
+applied: :meth:`hold` keeps the datagrams raw (the last :data:`HELD_PACKETS`) instead of
+playing them with the wrong ones, and :meth:`release` plays those that came from a given
+time on (not an early-media ringback) once the answer is applied.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 from typing import Final
@@ -90,6 +97,8 @@ FRAME_SECONDS: Final = 0.020
 # Strict RTP: once a source is learned, another one may take over only after the learned
 # one has been silent this long (a NAT rebinding), and only by continuing its stream.
 REBIND_SILENCE_SECONDS: Final = 1.0
+# Datagrams kept raw while held (hold): 200 ms of 20 ms packets, the newest.
+HELD_PACKETS: Final = 10
 # How far ahead of the last sequence number a rebinding source's first packet may be.
 _REBIND_SEQ_WINDOW: Final = 100
 # RFC 3550 §6.2: about every 5 s for a two-party session, randomized (§6.3.1) to 0.5-1.5x.
@@ -176,6 +185,8 @@ class MediaSession:
         self._rng = rng if rng is not None else random.Random()
         self.srtp = srtp
         self.agent_rate = agent_rate
+        # While the SDP answer to our offer is awaited: the datagrams, raw (hold).
+        self._held: deque[tuple[bytes, Address, float]] | None = None
         self.remote: Address = (negotiated.remote_address, negotiated.remote_port)
         self.rtcp_remote: Address = _rtcp_address(self.remote)
         self._sdp_remote: Address = self.remote
@@ -284,9 +295,34 @@ class MediaSession:
 
     # -- caller → agent ---------------------------------------------------------
 
+    def hold(self) -> None:
+        """Keep datagrams raw until :meth:`release` (the answer to our offer is awaited)."""
+        self._held = deque(maxlen=HELD_PACKETS)
+
+    def release(self, since: float) -> bytes:
+        """Stop holding (the answer is applied) and play the held datagrams that arrived
+        at ``since`` or later, in order; earlier ones (early media before the answer)
+        are dropped. Returns their PCM for the agent, as :meth:`receive_rtp` does."""
+        held, self._held = self._held, None
+        out = b""
+        for data, source, at in held or ():
+            if at < since:
+                self.stats.dropped_in += 1
+                continue
+            pcm = self.receive_rtp(data, source, at)
+            if pcm:
+                out += pcm
+        return out
+
     def receive_rtp(self, data: bytes, source: Address, now: float) -> bytes:  # hot path
         """One datagram from the RTP port; returns caller PCM for the agent (may be
         ``b""``). Key presses completed by it are appended to :attr:`digits`."""
+        held = self._held
+        if held is not None:
+            if len(held) == HELD_PACKETS:
+                self.stats.dropped_in += 1  # the oldest makes room
+            held.append((data, source, now))
+            return b""
         srtp = self.srtp
         if srtp is not None:
             # RFC 3711 §3.3: authenticate first, so packets without the caller's key can

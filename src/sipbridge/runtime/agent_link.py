@@ -33,6 +33,9 @@ from sipbridge.store.records import AgentRecord
 
 log = logging.getLogger("sipbridge.agent")
 
+# Seconds of caller audio kept for the agent until its start message has gone out.
+PRE_START_SECONDS = 5
+
 
 class AgentLink:
     def __init__(
@@ -71,6 +74,11 @@ class AgentLink:
         self._dropped_earlier = 0  # caller frames dropped on connections already lost
         # A start message went out: the agent is in a call, and is told its end (stop).
         self.started = False
+        # Caller audio decoded before start went out (an outbound call's callee speaks
+        # at the answer, and start follows it): sent right after start, in order, up to
+        # PRE_START_SECONDS of it; no agent gets audio before its start.
+        self._before_start: list[bytes] = []
+        self._before_start_room = self.session.sample_rate * 2 * PRE_START_SECONDS
 
     @property
     def sample_rate(self) -> int:
@@ -126,6 +134,9 @@ class AgentLink:
         for text in messages:
             await self.connection.send_text(text)
         self.started = True
+        held, self._before_start = self._before_start, []
+        for pcm in held:
+            self.send_caller_audio(pcm)
 
     def _first_audio(self) -> None:
         if self._on_first_audio is not None:
@@ -138,6 +149,11 @@ class AgentLink:
         Packets of 20 ms go straight through; other sizes (10, 30, 40 ms packets,
         concealment) are cut into 20 ms frames, holding back at most part of one frame.
         """
+        if not self.started:
+            if len(pcm) <= self._before_start_room:
+                self._before_start.append(pcm)
+                self._before_start_room -= len(pcm)
+            return
         connection = self.connection
         if connection is None:
             return  # reconnecting: the caller's words in between cannot be delivered

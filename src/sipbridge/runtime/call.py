@@ -650,6 +650,9 @@ class Call:
         # must take one of them (§7.1.3). Otherwise plain RTP: an offer has no "SRTP
         # if you can" without RFC 5939.
         offered = offer_crypto() if self._srtp_policy is SrtpPolicy.REQUIRED else []
+        # The caller may send media as soon as it has our offer, before its ACK (and its
+        # answer) is handled: kept raw until then (media/session.py hold).
+        self.media.session.hold()
         offer = build_offer(
             self._codecs,
             self._media_address,
@@ -692,6 +695,7 @@ class Call:
         if ours is not None and chosen.srtp is not None:
             self._srtp_as_offerer(ours, chosen.srtp)
         media.update_remote((chosen.remote_address, chosen.remote_port))
+        self.media.release(float("-inf"))  # all of it came after our offer
         media.sending = chosen.direction in ("sendrecv", "sendonly")
         self._on_hold = chosen.direction in ("sendonly", "inactive")
         self.record.codec = chosen.codec

@@ -169,6 +169,17 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         if clock is not None and now >= clock.next_at:
             clock.poke(now)
 
+    def release(self, since: float) -> None:
+        """The answer to our offer is applied: play what :meth:`MediaSession.hold` kept
+        from ``since`` on (see MediaSession.release)."""
+        pcm = self.session.release(since)
+        if pcm:
+            self._on_audio(pcm)
+            if self.recording is not None:
+                self.recording.caller(self._time(), pcm)
+        if self.session.digits:
+            self._deliver_digits()
+
     def _deliver_digits(self) -> None:
         session = self.session
         digits, session.digits = session.digits, []

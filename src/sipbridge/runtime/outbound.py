@@ -68,6 +68,10 @@ __all__ = [
 log = logging.getLogger("sipbridge.call")
 
 DEFAULT_RING_TIMEOUT = 30.0  # seconds of ringing before CANCEL
+# After early media, packets handled up to this long before the 200 are taken as sent
+# with it: the 200 may be read after the first RTP packets that followed it (a loop
+# pass; over TLS, its record and stream handling: 40 ms measured on loopback).
+ANSWER_SLACK = 0.1
 MAX_RING_TIMEOUT = 300.0
 # The outcome statuses of sip/outbound.py's OutboundOutcome in the record.
 _STATUSES = {
@@ -209,6 +213,8 @@ class OutboundCall(Call):
         self._outcome: asyncio.Future[OutboundAnswered | OutboundEnded] = (
             server.loop.create_future()
         )
+        self._answer_seen_at = 0.0  # when the 200 was handled (loop time)
+        self._early_media = False  # a provisional response carried SDP
         # Our SDES keys when the offer is SRTP (a trunk that requires it), one per suite.
         self._offered_crypto: list[CryptoAttribute] = []
         # The agent's WebSocket, opened while the callee's phone rings (_dial).
@@ -218,6 +224,7 @@ class OutboundCall(Call):
 
     def on_outbound_event(self, event: OutboundProgress | OutboundAnswered | OutboundEnded) -> None:
         if isinstance(event, OutboundProgress):
+            self._early_media = self._early_media or event.early_media
             self._event("progress", status=event.status, early_media=event.early_media or None)
             self._call_events.append(
                 CallEvent(
@@ -229,6 +236,8 @@ class OutboundCall(Call):
             )
             return
         if not self._outcome.done():
+            if isinstance(event, OutboundAnswered):
+                self._answer_seen_at = self.server.loop.time()
             self._outcome.set_result(event)
         elif isinstance(event, OutboundAnswered):
             self.server.ua.hangup(event.call, self.server.loop.time())  # we gave up already
@@ -317,6 +326,9 @@ class OutboundCall(Call):
             )
         except PortsExhausted:
             return self._failed("no_rtp_port", "the RTP port range is full")
+        # Until the answer is applied, what arrives is kept raw (media/session.py hold):
+        # neither ringback nor the callee's first words played with the wrong codec/key.
+        self.media.session.hold()
         self._sdp_session = server.new_sdp_session_id()
         # A trunk that requires SRTP gets an RTP/SAVP offer with SDES keys (RFC 4568
         # §7.1.1); otherwise the offer is plain RTP (offering SAVP to a trunk that may not
@@ -438,6 +450,12 @@ class OutboundCall(Call):
             self._srtp_as_offerer(ours, chosen.srtp)
             self._settle_offer(ours)
         media.update_remote((chosen.remote_address, chosen.remote_port))
+        # The callee's first packets, sent with its 200, are played now (the agent gets
+        # them after its start). With early media signalled (a 1xx with SDP) what came
+        # well before the 200 was ringback or an announcement, and is dropped; without,
+        # nothing could be sent before the answer, so all of it is the callee's.
+        since = self._answer_seen_at - ANSWER_SLACK if self._early_media else float("-inf")
+        self.media.release(since)
         media.sending = chosen.direction in ("sendrecv", "sendonly")
         self._on_hold = chosen.direction in ("sendonly", "inactive")
         self.record.codec = chosen.codec
