@@ -68,11 +68,11 @@ __all__ = [
 log = logging.getLogger("sipbridge.call")
 
 DEFAULT_RING_TIMEOUT = 30.0  # seconds of ringing before CANCEL
+MAX_RING_TIMEOUT = 300.0
 # After early media, packets handled up to this long before the 200 are taken as sent
 # with it: the 200 may be read after the first RTP packets that followed it (a loop
 # pass; over TLS, its record and stream handling: 40 ms measured on loopback).
 ANSWER_SLACK = 0.1
-MAX_RING_TIMEOUT = 300.0
 # The outcome statuses of sip/outbound.py's OutboundOutcome in the record.
 _STATUSES = {
     "busy": CallStatus.BUSY,
