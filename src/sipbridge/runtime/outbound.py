@@ -71,7 +71,7 @@ DEFAULT_RING_TIMEOUT = 30.0  # seconds of ringing before CANCEL
 MAX_RING_TIMEOUT = 300.0
 # After early media, packets handled up to this long before the 200 are taken as sent
 # with it: the 200 may be read after the first RTP packets that followed it (a loop
-# pass; over TLS, its record and stream handling: 40 ms measured on loopback).
+# pass; over TLS two packets, 20-40 ms, came first in a loopback test).
 ANSWER_SLACK = 0.1
 # The outcome statuses of sip/outbound.py's OutboundOutcome in the record.
 _STATUSES = {
