@@ -262,7 +262,8 @@ def test_server_bye_and_refresh_are_answered() -> None:
         f"Call-ID: {invite.call_id}\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     call.receive(refresh, 1.0)
-    (ok,) = sent(call)
+    trying, ok = sent(call)  # RFC 3261 §17.2.1: the INVITE server transaction's 100 first
+    assert isinstance(trying, Response) and trying.status == 100
     assert isinstance(ok, Response) and ok.status == 200 and ok.body == SDP
     bye = refresh.replace(b"INVITE sip", b"BYE sip").replace(b"7 INVITE", b"8 BYE")
     call.receive(bye, 2.0)
@@ -272,7 +273,11 @@ def test_server_bye_and_refresh_are_answered() -> None:
     assert isinstance(events[0], RequestReceived) and events[0].method == "INVITE"
     assert isinstance(events[-1], Ended) and events[-1].why is EndReason.REMOTE_HANGUP
     assert call.done
-    stranger = bye.replace(invite.call_id.encode(), b"someone-else")
+    # The BYE retransmitted: its transaction answers it again, nothing new happens.
+    call.receive(bye, 2.05)
+    (again,) = sent(call)
+    assert isinstance(again, Response) and again.status == 200 and call.events() == []
+    stranger = bye.replace(invite.call_id.encode(), b"someone-else").replace(b"Kre", b"Kst")
     call.receive(stranger, 2.1)
     (nope,) = sent(call)
     assert isinstance(nope, Response) and nope.status == 481

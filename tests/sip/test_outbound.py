@@ -13,6 +13,7 @@ from sipbridge.sip.calls import (
     CallState,
     InboundCall,
     OutboundAnswered,
+    OutboundChallenged,
     OutboundEnded,
     OutboundProgress,
 )
@@ -121,8 +122,15 @@ def test_answered_call_is_acked_and_becomes_a_dialog() -> None:
     assert ack.vias[0].branch != invite.vias[0].branch  # §13.2.2.4: its own transaction
     assert str(ack.uri) == "sip:callee@127.0.0.1:5070"  # the 2xx's Contact
     events = ua.events()
-    assert [type(e) for e in events] == [OutboundProgress, OutboundAnswered]
-    answered = events[1]
+    assert [type(e) for e in events] == [OutboundProgress, OutboundProgress, OutboundAnswered]
+    trying, ringing, answered = events
+    assert isinstance(trying, OutboundProgress) and isinstance(ringing, OutboundProgress)
+    assert (trying.status, trying.reason, ringing.status, ringing.reason) == (
+        100,
+        "Trying",
+        180,
+        "Ringing",
+    )
     assert isinstance(answered, OutboundAnswered)
     assert answered.answer == ANSWER
     call = answered.call
@@ -199,13 +207,18 @@ def test_digest_challenge_is_answered_with_a_new_invite() -> None:
     # The same realm challenging again (not stale): our credentials were refused.
     reply(ua, again, 407, 0.3, tag="proxy", extra=(("Proxy-Authenticate", challenge),))
     assert requests(ua, "INVITE") == []
-    [ended] = ua.events()
+    # One challenge answered (its event), then the end with the refusing response.
+    challenged, ended = ua.events()
+    assert isinstance(challenged, OutboundChallenged) and challenged.status == 407
+    assert challenged.challenge.realm == "carrier"
     assert isinstance(ended, OutboundEnded)
     assert (ended.outcome, ended.status, ended.reason) == (
         OutboundOutcome.FAILED,
         407,
         "auth_failed",
     )
+    assert ended.response is not None and ended.response.cseq.seq == again.cseq.seq
+    assert ended.attempt.challenged is not None and ended.attempt.challenged.nonce == "n1"
 
 
 def test_challenge_without_credentials_fails() -> None:
@@ -408,6 +421,8 @@ def test_a_connection_failure_after_a_response_or_over_udp_changes_nothing() -> 
     ua = make_ua()
     invite = start(ua, destination=TCP_TRUNK)
     reply(ua, invite, 100, 0.1)  # the connection was up
+    [trying] = ua.events()
+    assert isinstance(trying, OutboundProgress) and trying.status == 100
     ua.connection_failed(Transport.TCP, "127.0.0.1", 5070, "connect failed", 0.2)
     assert ua.events() == []
     over_udp = make_ua()
