@@ -28,7 +28,7 @@ from sipbridge.sip.outbound import (
     header_problem,
     outcome_of,
 )
-from sipbridge.sip.transaction import TIMER_B, TIMER_M
+from sipbridge.sip.transaction import TIMER_B, TIMER_F, TIMER_M
 from sipbridge.sip.ua import UserAgent
 
 TRUNK = ("127.0.0.1", 5070)
@@ -225,8 +225,26 @@ def test_challenge_without_credentials_fails() -> None:
     ua = make_ua()
     invite = start(ua, username=None, password=None)
     reply(ua, invite, 401, 0.1, extra=(("WWW-Authenticate", 'Digest realm="r", nonce="n"'),))
-    [ended] = ua.events()
+    [ended] = ua.events()  # no OutboundChallenged: nothing was answered
     assert isinstance(ended, OutboundEnded) and ended.reason == "auth_failed"
+    # Whose credentials were wanted, and the response itself, for the explanation.
+    assert ended.attempt.challenged is not None and ended.attempt.challenged.realm == "r"
+    assert ended.response is not None and ended.response.status == 401
+
+
+def test_rejection_carries_the_final_response_and_no_supported_when_empty() -> None:
+    ua = make_ua()
+    invite = start(ua, supported="")
+    assert invite.headers.get("Supported") is None  # RFC 3261 §20.37: nothing to list
+    response = make_response(invite, 503, to_tag="callee")
+    response.headers.add("Retry-After", "10")
+    response.headers.add("Reason", 'SIP ;cause=503 ;text="overload"')
+    ua.receive_datagram(response.serialize(), TRUNK, 0.1)
+    [ended] = ua.events()
+    assert isinstance(ended, OutboundEnded) and ended.status == 503
+    assert ended.response is not None and ended.response.reason == "Service Unavailable"
+    assert ended.response.headers.get("Retry-After") == "10"
+    assert ended.attempt.challenged is None
 
 
 @pytest.mark.parametrize(
@@ -307,9 +325,34 @@ def test_200_after_cancel_is_acked_and_ended_with_bye() -> None:
     ended = events[-1]
     assert isinstance(ended, OutboundEnded)
     assert (ended.outcome, ended.reason) == (OutboundOutcome.NO_ANSWER, "answered_after_cancel")
+    assert ended.response is not None and ended.response.status == 200
+    attempt = ended.attempt
+    assert attempt.byes_pending and attempt.bye_status is None
+    reply(ua, bye, 100, 5.15)  # provisional: still pending
+    assert attempt.byes_pending
     reply(ua, bye, 200, 5.2)  # the BYE's transaction completes
+    assert not attempt.byes_pending and attempt.bye_status == 200
     reply(ua, invite, 487, 5.3)  # nothing more to say
     assert ua.events() == []
+
+
+def test_unanswered_bye_of_a_2xx_after_cancel_stops_pending_at_timer_f() -> None:
+    ua = make_ua()
+    invite = start(ua, ring_timeout=1.0)
+    reply(ua, invite, 180, 0.5)
+    ua.handle_timer(1.0)
+    assert len(requests(ua, "CANCEL")) == 1
+    reply(ua, invite, 200, 1.1, body=ANSWER)
+    ended = ua.events()[-1]
+    assert isinstance(ended, OutboundEnded)
+    attempt = ended.attempt
+    now = 1.1
+    while attempt.byes_pending:
+        deadline = ua.get_timer()
+        assert deadline is not None
+        now = deadline
+        ua.handle_timer(now)
+    assert now == pytest.approx(1.1 + TIMER_F) and attempt.bye_status is None
 
 
 def test_no_provisional_cancel_waits_then_timer_b() -> None:
