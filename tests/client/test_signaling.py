@@ -262,7 +262,8 @@ def test_server_bye_and_refresh_are_answered() -> None:
         f"Call-ID: {invite.call_id}\r\nCSeq: 7 INVITE\r\nContent-Length: 0\r\n\r\n"
     ).encode()
     call.receive(refresh, 1.0)
-    (ok,) = sent(call)
+    trying, ok = sent(call)  # RFC 3261 §17.2.1: the INVITE server transaction's 100 first
+    assert isinstance(trying, Response) and trying.status == 100
     assert isinstance(ok, Response) and ok.status == 200 and ok.body == SDP
     bye = refresh.replace(b"INVITE sip", b"BYE sip").replace(b"7 INVITE", b"8 BYE")
     call.receive(bye, 2.0)
@@ -272,10 +273,135 @@ def test_server_bye_and_refresh_are_answered() -> None:
     assert isinstance(events[0], RequestReceived) and events[0].method == "INVITE"
     assert isinstance(events[-1], Ended) and events[-1].why is EndReason.REMOTE_HANGUP
     assert call.done
-    stranger = bye.replace(invite.call_id.encode(), b"someone-else")
+    # The BYE retransmitted: its transaction answers it again, nothing new happens.
+    call.receive(bye, 2.05)
+    (again,) = sent(call)
+    assert isinstance(again, Response) and again.status == 200 and call.events() == []
+    stranger = bye.replace(invite.call_id.encode(), b"someone-else").replace(b"Kre", b"Kst")
     call.receive(stranger, 2.1)
     (nope,) = sent(call)
     assert isinstance(nope, Response) and nope.status == 481
+
+
+def from_server(
+    invite: Request,
+    method: str,
+    seq: int,
+    *,
+    body: bytes = b"",
+    call_id: str = "",
+    to_tag: bool = True,
+) -> bytes:
+    """A request of the server in the call's dialog (its own branch per ``seq``)."""
+    to = invite.headers.get("From") if to_tag else f"<{invite.uri}>"
+    kind = "Content-Type: application/sdp\r\n" if body else ""
+    return (
+        f"{method} sip:sipbridge@127.0.0.1:6000 SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK{method.lower()}{seq}\r\n"
+        f"From: <sip:+12025550101@127.0.0.1>;tag=srv\r\nTo: {to}\r\n"
+        f"Call-ID: {call_id or invite.call_id}\r\nCSeq: {seq} {method}\r\n"
+        f"Contact: <sip:127.0.0.1:5060>\r\n{kind}Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def test_server_update_options_info_and_unknown_methods_are_answered() -> None:
+    call = new_call()
+    invite = answered(call)
+    call.events()
+    call.receive(from_server(invite, "UPDATE", 2), 1.0)  # RFC 4028 refresh, no body
+    (ok,) = sent(call)
+    assert isinstance(ok, Response) and ok.status == 200 and ok.body == b""
+    call.receive(from_server(invite, "UPDATE", 3, body=SDP), 1.1)  # an offer (RFC 3311)
+    (ok,) = sent(call)
+    assert isinstance(ok, Response) and ok.status == 200 and ok.body == SDP
+    assert ok.headers.get("Content-Type") == "application/sdp"
+    for seq, method in ((4, "OPTIONS"), (5, "INFO"), (6, "NOTIFY")):
+        call.receive(from_server(invite, method, seq), 1.2)
+        (ok,) = sent(call)
+        assert isinstance(ok, Response) and (ok.status, ok.cseq.method) == (200, method)
+    call.receive(from_server(invite, "MESSAGE", 7), 1.3)
+    (nope,) = sent(call)
+    assert isinstance(nope, Response) and nope.status == 501 and nope.headers.get("Allow")
+    call.receive(from_server(invite, "INFO", 1), 1.4)  # RFC 3261 §12.2.2: out of order
+    (late,) = sent(call)
+    assert isinstance(late, Response) and late.status == 500
+    events = call.events()
+    assert all(isinstance(e, RequestReceived) for e in events)
+    assert [(e.method, e.status) for e in events] == [  # type: ignore[union-attr]
+        ("UPDATE", 200),
+        ("UPDATE", 200),
+        ("OPTIONS", 200),
+        ("INFO", 200),
+        ("NOTIFY", 200),
+        ("MESSAGE", 501),
+    ]
+    assert call.state is CallState.ANSWERED
+
+
+def test_a_new_call_to_us_is_refused() -> None:
+    call = new_call()
+    invite = answered(call)
+    call.events()
+    call.receive(from_server(invite, "INVITE", 1, body=SDP, call_id="new", to_tag=False), 1.0)
+    statuses = [m.status for m in sent(call) if isinstance(m, Response)]
+    assert statuses[-1] == 481 and call.events() == []
+    assert call.state is CallState.ANSWERED
+
+
+def test_our_bye_is_sent_again_when_challenged() -> None:
+    """The server's trunk challenges our BYE (RFC 3261 §22.2): our credentials again."""
+    call = new_call(username="acme", password="s3cret")
+    auth = DigestAuthenticator("sipbridge.test", secret=b"k" * 32)
+    answered(call)
+    call.events()
+    call.hangup(1.0)
+    (bye,) = requests(call)
+    call.receive(respond(bye, 401, **dict(auth.challenge(1.0))), 1.1)
+    (again,) = requests(call)
+    assert again.method == "BYE" and again.cseq.seq == bye.cseq.seq + 1
+    credentials = find_credentials(again.headers.get_lines("Authorization"), "sipbridge.test")
+    assert credentials is not None
+    result = auth.verify(credentials, method="BYE", password="s3cret", now=1.2)
+    assert result is AuthResult.OK
+    assert call.events() == [] and not call.done
+    call.receive(respond(again, 200), 1.3)
+    (ended,) = call.events()
+    assert isinstance(ended, Ended) and ended.why is EndReason.HANGUP and ended.bye_status == 200
+    assert call.done
+
+
+def test_cancel_without_a_final_response_times_out() -> None:
+    call = new_call()
+    call.start(0.0)
+    (invite,) = requests(call)
+    call.receive(respond(invite, 180), 0.1)
+    call.hangup(10.0)
+    (cancel,) = requests(call)
+    call.receive(respond(cancel, 200), 10.1)
+    call.events()
+    while not call.done:
+        deadline = call.get_timer()
+        assert deadline is not None
+        call.handle_timer(deadline)
+    # RFC 3261 §9.1: no final response 64*T1 after the CANCEL: the INVITE is over.
+    (ended,) = call.events()
+    assert isinstance(ended, Ended) and ended.why is EndReason.TIMEOUT
+    assert ended.at == pytest.approx(10.0 + 32.0)
+
+
+def test_answer_before_any_provisional_after_hangup_is_acked_and_hung_up() -> None:
+    call = new_call()
+    call.start(0.0)
+    (invite,) = requests(call)
+    call.hangup(0.1)  # the CANCEL waits for a provisional response that never comes
+    call.receive(respond(invite, 200), 0.2)
+    ack, bye = requests(call)
+    assert (ack.method, bye.method) == ("ACK", "BYE")
+    assert call.events() == [] and call.state is CallState.CANCELLING
+    call.receive(respond(bye, 481), 0.3)
+    (ended,) = call.events()
+    assert isinstance(ended, Ended) and ended.why is EndReason.CANCELLED
+    assert (ended.status, ended.bye_status) == (200, 481) and call.done
 
 
 def test_garbage_is_ignored_and_start_twice_refused() -> None:

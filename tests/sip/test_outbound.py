@@ -13,6 +13,7 @@ from sipbridge.sip.calls import (
     CallState,
     InboundCall,
     OutboundAnswered,
+    OutboundChallenged,
     OutboundEnded,
     OutboundProgress,
 )
@@ -27,7 +28,7 @@ from sipbridge.sip.outbound import (
     header_problem,
     outcome_of,
 )
-from sipbridge.sip.transaction import TIMER_B, TIMER_M
+from sipbridge.sip.transaction import TIMER_B, TIMER_F, TIMER_M
 from sipbridge.sip.ua import UserAgent
 
 TRUNK = ("127.0.0.1", 5070)
@@ -121,8 +122,15 @@ def test_answered_call_is_acked_and_becomes_a_dialog() -> None:
     assert ack.vias[0].branch != invite.vias[0].branch  # §13.2.2.4: its own transaction
     assert str(ack.uri) == "sip:callee@127.0.0.1:5070"  # the 2xx's Contact
     events = ua.events()
-    assert [type(e) for e in events] == [OutboundProgress, OutboundAnswered]
-    answered = events[1]
+    assert [type(e) for e in events] == [OutboundProgress, OutboundProgress, OutboundAnswered]
+    trying, ringing, answered = events
+    assert isinstance(trying, OutboundProgress) and isinstance(ringing, OutboundProgress)
+    assert (trying.status, trying.reason, ringing.status, ringing.reason) == (
+        100,
+        "Trying",
+        180,
+        "Ringing",
+    )
     assert isinstance(answered, OutboundAnswered)
     assert answered.answer == ANSWER
     call = answered.call
@@ -199,21 +207,44 @@ def test_digest_challenge_is_answered_with_a_new_invite() -> None:
     # The same realm challenging again (not stale): our credentials were refused.
     reply(ua, again, 407, 0.3, tag="proxy", extra=(("Proxy-Authenticate", challenge),))
     assert requests(ua, "INVITE") == []
-    [ended] = ua.events()
+    # One challenge answered (its event), then the end with the refusing response.
+    challenged, ended = ua.events()
+    assert isinstance(challenged, OutboundChallenged) and challenged.status == 407
+    assert challenged.challenge.realm == "carrier"
     assert isinstance(ended, OutboundEnded)
     assert (ended.outcome, ended.status, ended.reason) == (
         OutboundOutcome.FAILED,
         407,
         "auth_failed",
     )
+    assert ended.response is not None and ended.response.cseq.seq == again.cseq.seq
+    assert ended.attempt.challenged is not None and ended.attempt.challenged.nonce == "n1"
 
 
 def test_challenge_without_credentials_fails() -> None:
     ua = make_ua()
     invite = start(ua, username=None, password=None)
     reply(ua, invite, 401, 0.1, extra=(("WWW-Authenticate", 'Digest realm="r", nonce="n"'),))
-    [ended] = ua.events()
+    [ended] = ua.events()  # no OutboundChallenged: nothing was answered
     assert isinstance(ended, OutboundEnded) and ended.reason == "auth_failed"
+    # Whose credentials were wanted, and the response itself, for the explanation.
+    assert ended.attempt.challenged is not None and ended.attempt.challenged.realm == "r"
+    assert ended.response is not None and ended.response.status == 401
+
+
+def test_rejection_carries_the_final_response_and_no_supported_when_empty() -> None:
+    ua = make_ua()
+    invite = start(ua, supported="")
+    assert invite.headers.get("Supported") is None  # RFC 3261 §20.37: nothing to list
+    response = make_response(invite, 503, to_tag="callee")
+    response.headers.add("Retry-After", "10")
+    response.headers.add("Reason", 'SIP ;cause=503 ;text="overload"')
+    ua.receive_datagram(response.serialize(), TRUNK, 0.1)
+    [ended] = ua.events()
+    assert isinstance(ended, OutboundEnded) and ended.status == 503
+    assert ended.response is not None and ended.response.reason == "Service Unavailable"
+    assert ended.response.headers.get("Retry-After") == "10"
+    assert ended.attempt.challenged is None
 
 
 @pytest.mark.parametrize(
@@ -294,9 +325,34 @@ def test_200_after_cancel_is_acked_and_ended_with_bye() -> None:
     ended = events[-1]
     assert isinstance(ended, OutboundEnded)
     assert (ended.outcome, ended.reason) == (OutboundOutcome.NO_ANSWER, "answered_after_cancel")
+    assert ended.response is not None and ended.response.status == 200
+    attempt = ended.attempt
+    assert attempt.byes_pending and attempt.bye_status is None
+    reply(ua, bye, 100, 5.15)  # provisional: still pending
+    assert attempt.byes_pending
     reply(ua, bye, 200, 5.2)  # the BYE's transaction completes
+    assert not attempt.byes_pending and attempt.bye_status == 200
     reply(ua, invite, 487, 5.3)  # nothing more to say
     assert ua.events() == []
+
+
+def test_unanswered_bye_of_a_2xx_after_cancel_stops_pending_at_timer_f() -> None:
+    ua = make_ua()
+    invite = start(ua, ring_timeout=1.0)
+    reply(ua, invite, 180, 0.5)
+    ua.handle_timer(1.0)
+    assert len(requests(ua, "CANCEL")) == 1
+    reply(ua, invite, 200, 1.1, body=ANSWER)
+    ended = ua.events()[-1]
+    assert isinstance(ended, OutboundEnded)
+    attempt = ended.attempt
+    now = 1.1
+    while attempt.byes_pending:
+        deadline = ua.get_timer()
+        assert deadline is not None
+        now = deadline
+        ua.handle_timer(now)
+    assert now == pytest.approx(1.1 + TIMER_F) and attempt.bye_status is None
 
 
 def test_no_provisional_cancel_waits_then_timer_b() -> None:
@@ -408,6 +464,8 @@ def test_a_connection_failure_after_a_response_or_over_udp_changes_nothing() -> 
     ua = make_ua()
     invite = start(ua, destination=TCP_TRUNK)
     reply(ua, invite, 100, 0.1)  # the connection was up
+    [trying] = ua.events()
+    assert isinstance(trying, OutboundProgress) and trying.status == 100
     ua.connection_failed(Transport.TCP, "127.0.0.1", 5070, "connect failed", 0.2)
     assert ua.events() == []
     over_udp = make_ua()

@@ -23,6 +23,7 @@ from sipbridge.sip.calls import (
     NotifyReceived,
     ReferCompleted,
     ReInviteReceived,
+    RequestAnswered,
     RequestRejected,
     sipfrag_status,
 )
@@ -453,8 +454,12 @@ class TestOutOfDialog:
         ua.answer(call, b"v=0\r\n", 0.1)
         ua.datagrams_to_send()
         ua.set_busy("draining", 30)
+        ua.events()
         ua.receive_datagram(in_dialog("OPTIONS", 2, call.local_tag, "z9hG4bK-io"), PEER, 0.2)
         assert statuses(ua) == [200]
+        [answered] = ua.events()  # answered by the core: nothing for the call layer to do
+        assert isinstance(answered, RequestAnswered) and answered.call is call
+        assert (answered.request.method, answered.status) == ("OPTIONS", 200)
 
     def test_unknown_method_501_with_allow(self) -> None:
         ua = make_ua()

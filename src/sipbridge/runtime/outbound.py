@@ -224,6 +224,8 @@ class OutboundCall(Call):
 
     def on_outbound_event(self, event: OutboundProgress | OutboundAnswered | OutboundEnded) -> None:
         if isinstance(event, OutboundProgress):
+            if event.status == 100:
+                return  # the trunk got the INVITE; the record keeps what the callee did
             self._early_media = self._early_media or event.early_media
             self._event("progress", status=event.status, early_media=event.early_media or None)
             self._call_events.append(

@@ -88,6 +88,7 @@ from sipbridge.sip.calls import (
     InfoReceived,
     NotifyReceived,
     OutboundAnswered,
+    OutboundChallenged,
     OutboundEnded,
     OutboundProgress,
     ReferCompleted,
@@ -1081,6 +1082,8 @@ class SipBridgeServer:
             if self.tracer.armed and event.method == "INVITE" and event.request is not None:
                 self._trace_invite(event.request, event.trunk, record_id)
             return
+        if isinstance(event, OutboundChallenged):
+            return  # its INVITE went out again with the trunk's credentials
         if isinstance(event, OutboundProgress | OutboundAnswered | OutboundEnded):
             outbound = self.calls.get(event.attempt.id)
             if isinstance(outbound, OutboundCall):

@@ -26,6 +26,7 @@ from sipbridge.sip.transaction import (
 )
 
 if TYPE_CHECKING:
+    from sipbridge.sip.auth import Challenge
     from sipbridge.sip.outbound import OutboundInvite, OutboundOutcome
 
 __all__ = [
@@ -40,11 +41,13 @@ __all__ = [
     "InfoReceived",
     "NotifyReceived",
     "OutboundAnswered",
+    "OutboundChallenged",
     "OutboundEnded",
     "OutboundProgress",
     "ReInviteReceived",
     "ReferCompleted",
     "RefreshAnswered",
+    "RequestAnswered",
     "RequestRejected",
     "SessionExpired",
     "UaEvent",
@@ -209,6 +212,17 @@ class InfoReceived:
 
 
 @dataclass(frozen=True)
+class RequestAnswered:
+    """An in-dialog request the UA core answered by itself (``status``): OPTIONS, or an
+    UPDATE without a body refreshing the session (RFC 4028 §7.4). Nothing to do; for
+    whoever shows the call's progress."""
+
+    call: InboundCall
+    request: Request
+    status: int
+
+
+@dataclass(frozen=True)
 class ReferCompleted:
     """Our REFER (RFC 3515) got its final response ``status``, or none (``status`` None)."""
 
@@ -236,12 +250,25 @@ class NotifyReceived:
 
 @dataclass(frozen=True)
 class OutboundProgress:
-    """A provisional response to an outbound call's INVITE (180, 183...); ``early_media``:
-    it carried an SDP answer (RFC 3261 §13.2.1: early media, played to nobody)."""
+    """A provisional response to an outbound call's INVITE (100, 180, 183...) with its
+    reason phrase; ``early_media``: it carried an SDP answer (RFC 3261 §13.2.1: early
+    media, played to nobody)."""
 
     attempt: OutboundInvite
     status: int
     early_media: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class OutboundChallenged:
+    """A 401/407 to an outbound call's INVITE (``status``) was answered: the INVITE went
+    out again with credentials for ``challenge`` (RFC 3261 §22.2). A challenge that is not
+    answered ends the call instead (:class:`OutboundEnded`, ``auth_failed``)."""
+
+    attempt: OutboundInvite
+    status: int
+    challenge: Challenge
 
 
 @dataclass(frozen=True)
@@ -266,6 +293,9 @@ class OutboundEnded:
     status: int | None
     reason: str
     detail: str = ""  # more for the operator (why a connection failed)
+    # The final response that ended it (its phrase, Reason, Retry-After, Warning...);
+    # None when none did (a timeout, a failed connection).
+    response: Response | None = None
 
 
 @dataclass(frozen=True)
@@ -313,8 +343,10 @@ UaEvent = (
     | InfoReceived
     | ReferCompleted
     | NotifyReceived
+    | RequestAnswered
     | RequestRejected
     | OutboundProgress
+    | OutboundChallenged
     | OutboundAnswered
     | OutboundEnded
 )

@@ -14,15 +14,18 @@ Nothing here reads the clock or opens a socket. The UA core drives it
    :attr:`~OutboundInvite.deadline` is due; :meth:`~OutboundInvite.cancel` to give up
    before the answer (shutdown, a hang-up);
 3. after each, send what is in ``outbox`` and read ``events``: an
-   :class:`~sipbridge.sip.calls.OutboundProgress` per provisional response, then exactly
-   one of :class:`~sipbridge.sip.calls.OutboundEnded` or, when :attr:`state` became
-   ANSWERED, the driver's own ``OutboundAnswered`` (it adopts :attr:`dialog`);
+   :class:`~sipbridge.sip.calls.OutboundProgress` per provisional response (100 Trying
+   included), an :class:`~sipbridge.sip.calls.OutboundChallenged` per challenge answered,
+   then exactly one of :class:`~sipbridge.sip.calls.OutboundEnded` or, when :attr:`state`
+   became ANSWERED, the driver's own ``OutboundAnswered`` (it adopts :attr:`dialog`);
 4. keep feeding it until :attr:`done`: after the answer, 2xx retransmissions are ACKed
    again until Timer M (RFC 6026 §7.2).
 
 Races: a 2xx after our CANCEL (the callee picked up as we gave up) is ACKed and ended
 with BYE at once (RFC 3261 §15: the dialog exists, only BYE ends it); so is a 2xx from a
-second fork (another To tag) after the answer. Neither changes the outcome.
+second fork (another To tag) after the answer. Neither changes the outcome; the answer to
+such a BYE is :attr:`OutboundInvite.bye_status` once :attr:`~OutboundInvite.byes_pending`
+is False.
 """
 
 from __future__ import annotations
@@ -33,7 +36,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import InitVar, dataclass, field
 
 from sipbridge.sip.auth import Challenge, authorization, pick_challenge
-from sipbridge.sip.calls import InboundCall, OutboundEnded, OutboundProgress, UaEvent
+from sipbridge.sip.calls import (
+    InboundCall,
+    OutboundChallenged,
+    OutboundEnded,
+    OutboundProgress,
+    UaEvent,
+)
 from sipbridge.sip.dialog import Dialog
 from sipbridge.sip.framing import StreamAddress, Transport, transport_of
 from sipbridge.sip.headers import Headers
@@ -138,7 +147,9 @@ class DialRequest:
     Contact URI and ``via_host``/``via_port`` our Via's sent-by. ``username`` and
     ``password`` answer a digest challenge. ``headers`` are added as given (none of
     :data:`RESERVED_HEADERS`). ``sdp`` is our offer. ``ring_timeout`` (seconds) bounds the
-    wait for the answer. ``session_expires``/``min_se``: RFC 4028 (None: no timers)."""
+    wait for the answer. ``session_expires``/``min_se``: RFC 4028 (None: no timers).
+    ``allow`` and ``supported`` are the INVITE's Allow and Supported ("": no Supported
+    header, RFC 3261 §20.37)."""
 
     call_id: str
     target: str
@@ -192,6 +203,12 @@ class OutboundInvite:
     # Our CANCEL (when one went out), and the reason it was asked for: "no_answer" (the
     # ring timeout) or "cancelled" (the driver gave up).
     cancel_reason: str | None = None
+    # The last challenge a 401/407 to our INVITE carried, answered or not (its realm
+    # names whose credentials are wanted).
+    challenged: Challenge | None = None
+    # The final status of the latest BYE ending a dialog we did not want (a 2xx after
+    # our CANCEL, or a second fork's); None: none came (yet, or ever: Timer F).
+    bye_status: int | None = None
     _cancel_tx: NonInviteClientTransaction | None = None
     _cancel_until: float | None = None
     _ring_until: float | None = None
@@ -251,6 +268,11 @@ class OutboundInvite:
         times.extend(tx.deadline for tx in self._challenged)
         due = [t for t in times if t is not None]
         return min(due) if due else None
+
+    @property
+    def byes_pending(self) -> bool:
+        """A BYE ending a dialog we did not want still waits for its final response."""
+        return any(tx.final_status is None for _, tx in self._stray.values())
 
     @property
     def done(self) -> bool:
@@ -329,8 +351,8 @@ class OutboundInvite:
             return
         if method == "BYE":
             for _, bye in self._stray.values():
-                if branch == self._branch(bye.request):
-                    bye.receive_response(response, now)
+                if branch == self._branch(bye.request) and bye.receive_response(response, now):
+                    self.bye_status = response.status
             return
         if method != "INVITE":
             return
@@ -354,27 +376,27 @@ class OutboundInvite:
         if status == 422 and self._longer_session(response, now):
             return
         if self.state is OutboundState.CANCELLING and status == 487:
-            self._end(self._cancel_outcome(), status, self.cancel_reason or "cancelled")
+            reason = self.cancel_reason or "cancelled"
+            self._end(self._cancel_outcome(), status, reason, response=response)
         elif status in (401, 407):
-            self._end(OutboundOutcome.FAILED, status, "auth_failed")
+            self._end(OutboundOutcome.FAILED, status, "auth_failed", response=response)
         else:
             outcome = outcome_of(status)
-            self._end(outcome, status, outcome.value)
+            self._end(outcome, status, outcome.value, response=response)
 
     # ------------------------------------------------------------------ responses
 
     def _provisional_response(self, response: Response, now: float) -> None:
-        if response.status == 100:
+        self._provisional = True
+        early = False
+        if response.status != 100:
             # §9.1: a 100 counts as a provisional response for CANCEL, not as ringing.
-            self._provisional = True
-        else:
-            self._provisional = True
             early = bool(response.body) and _is_sdp(response)
             if early:
                 self.early_sdp = response.body
             if self.state is OutboundState.CALLING:
                 self.state = OutboundState.RINGING
-            self.events.append(OutboundProgress(self, response.status, early))
+        self.events.append(OutboundProgress(self, response.status, early, response.reason))
         if self.state is OutboundState.CANCELLING and self._cancel_tx is None:
             self._send_cancel(now)
 
@@ -405,7 +427,8 @@ class OutboundInvite:
         bye_tx = NonInviteClientTransaction(bye, self.next_hop(dialog), self.outbox, now)
         self._stray[tag] = (ack, bye_tx)
         if self.state is OutboundState.CANCELLING:
-            self._end(self._cancel_outcome(), response.status, "answered_after_cancel")
+            reason = "answered_after_cancel"
+            self._end(self._cancel_outcome(), response.status, reason, response=response)
 
     def _cancel_outcome(self) -> OutboundOutcome:
         if self.cancel_reason == "no_answer":
@@ -413,14 +436,20 @@ class OutboundInvite:
         return OutboundOutcome.FAILED
 
     def _end(
-        self, outcome: OutboundOutcome, status: int | None, reason: str, detail: str = ""
+        self,
+        outcome: OutboundOutcome,
+        status: int | None,
+        reason: str,
+        detail: str = "",
+        *,
+        response: Response | None = None,
     ) -> None:
         if self.state is OutboundState.ENDED or self.state is OutboundState.ANSWERED:
             return
         self.state = OutboundState.ENDED
         self._ring_until = None
         self._cancel_until = None
-        self.events.append(OutboundEnded(self, outcome, status, reason, detail))
+        self.events.append(OutboundEnded(self, outcome, status, reason, detail, response))
 
     def _answer_challenge(self, response: Response, now: float) -> bool:
         """A new INVITE with credentials for the response's challenge; False when it
@@ -431,6 +460,8 @@ class OutboundInvite:
             response.headers.get_lines("WWW-Authenticate"),
             response.headers.get_lines("Proxy-Authenticate"),
         )
+        if challenge is not None:
+            self.challenged = challenge
         if challenge is None or dial.username is None or dial.password is None:
             return False
         previous = self._challenge
@@ -441,6 +472,7 @@ class OutboundInvite:
             return False
         self._challenge = challenge
         self._nc = 0
+        self.events.append(OutboundChallenged(self, response.status, challenge))
         self._send_invite(now)
         return True
 
@@ -497,7 +529,8 @@ class OutboundInvite:
         headers.add("CSeq", f"{self._cseq} INVITE")
         headers.add("Contact", f"<{dial.contact}>")
         headers.add("Allow", dial.allow)
-        headers.add("Supported", dial.supported)
+        if dial.supported:
+            headers.add("Supported", dial.supported)
         if self._session_expires is not None:
             # RFC 4028 §7.1: no refresher named: the far end picks (§9).
             headers.add("Session-Expires", str(self._session_expires))

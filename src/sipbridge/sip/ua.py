@@ -14,13 +14,15 @@ does what it returns:
 
 Events (defined in :mod:`sipbridge.sip.calls`) tell the call layer about calls
 (:class:`IncomingCall`, :class:`CallCancelled`, :class:`CallConfirmed`,
-:class:`ByeReceived`, ...).
+:class:`ByeReceived`, ...; :class:`RequestAnswered` for in-dialog requests answered here
+with nothing for the call layer to do).
 The call layer answers through :meth:`UserAgent.ring`, :meth:`answer`,
 :meth:`reject` and :meth:`hangup`, which queue more datagrams.
 
 Outbound calls: :meth:`UserAgent.dial` sends an INVITE (sip/outbound.py does the UAC
 work: challenges, ring timeout and CANCEL, the ACK); the call layer hears
-:class:`OutboundProgress`, then :class:`OutboundEnded` or :class:`OutboundAnswered`,
+:class:`OutboundProgress` (and :class:`OutboundChallenged`), then :class:`OutboundEnded`
+or :class:`OutboundAnswered`,
 whose ``call`` is the dialog, from then on handled like an answered inbound call's
 (``hangup``, BYE, re-INVITE, UPDATE, session timer); :meth:`UserAgent.cancel_dial`
 gives up before the answer.
@@ -78,6 +80,7 @@ from sipbridge.sip.calls import (
     ReferCompleted,
     RefreshAnswered,
     ReInviteReceived,
+    RequestAnswered,
     RequestRejected,
     SessionExpired,
     UaEvent,
@@ -954,6 +957,7 @@ class UserAgent:
             self._events.append(NotifyReceived(call, request))
         else:  # OPTIONS inside the dialog
             self._reply_once(request, source, now, 200, extra=self._capabilities())
+            self._events.append(RequestAnswered(call, request, 200))
 
     def _receive_prack(
         self, call: InboundCall | None, request: Request, source: Address, now: float
@@ -1045,6 +1049,7 @@ class UserAgent:
             extra.extend(self._timer_headers(timer))
             self._reply_once(request, source, now, 200, extra=extra)
             self._start_timer(call, timer, now)
+            self._events.append(RequestAnswered(call, request, 200))
             return
         key = TransactionKey.for_request(request)
         tx = NonInviteServerTransaction(request, source, self._outbox)
