@@ -387,6 +387,10 @@ def test_cancel_without_a_final_response_times_out() -> None:
     (ended,) = call.events()
     assert isinstance(ended, Ended) and ended.why is EndReason.TIMEOUT
     assert ended.at == pytest.approx(10.0 + 32.0)
+    assert call.cancel_sent  # the runner says "after our CANCEL"
+    unanswered = new_call()
+    unanswered.start(0.0)
+    assert not unanswered.cancel_sent
 
 
 def test_answer_before_any_provisional_after_hangup_is_acked_and_hung_up() -> None:

@@ -446,7 +446,10 @@ class CallRunner:
             elif event.why is EndReason.CANCELLED:
                 self.say(f"{t}  <- {event.status} {event.reason}: cancelled")
             elif event.why is EndReason.TIMEOUT:
-                self.say(f"{t}  no final response to the INVITE within {ANSWER_LIMIT:.0f} s")
+                cancelled = self.call is not None and self.call.cancel_sent
+                # RFC 3261 §9.1: after our CANCEL the INVITE gets 64*T1 more for its 487.
+                when = "after our CANCEL" if cancelled else f"within {ANSWER_LIMIT:.0f} s"
+                self.say(f"{t}  no final response to the INVITE {when}")
 
     # ---------------------------------------------------------------- media
 

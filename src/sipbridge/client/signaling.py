@@ -213,6 +213,11 @@ class ClientCall:
         return self._answered_at
 
     @property
+    def cancel_sent(self) -> bool:
+        """We gave up before the answer (CANCEL asked for, RFC 3261 §9.1)."""
+        return self._attempt is not None and self._attempt.cancel_reason is not None
+
+    @property
     def challenged(self) -> Challenge | None:
         """The last challenge the server sent (its realm names the trunk's), if any."""
         return self._attempt.challenged if self._attempt is not None else None
