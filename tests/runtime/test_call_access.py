@@ -656,3 +656,78 @@ async def test_sipp_wrong_password_gets_no_call(make_bridge: BridgeFactory, tmp_
     )
     assert result.returncode != 0  # a second 401 where the scenario expects 200
     assert await service.list_calls(bridge.db) == []
+
+
+# The same caller, answered; then it challenges our BYE and checks the digest of the next.
+_CHALLENGES_OUR_BYE = (
+    _AUTH_SCENARIO[: _AUTH_SCENARIO.index('  <pause milliseconds="500"/>')]
+    + """  <recv request="BYE" timeout="10000"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 401 Unauthorized
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      WWW-Authenticate: Digest realm="sipp.test", nonce="[pid]b", qop="auth"
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv request="BYE">
+    <action>
+      <verifyauth assign_to="valid" username="sippuser" password="sipppass"/>
+    </action>
+  </recv>
+  <nop test="valid" next="good"/>
+  <recv request="NEVER" timeout="100"/>
+  <label id="good"/>
+  <send>
+    <![CDATA[
+
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+</scenario>
+"""
+)
+
+
+@pytest.mark.sipp
+@pytest.mark.requires("sipp")
+async def test_a_trunk_that_challenges_our_bye_gets_its_credentials(
+    make_bridge: BridgeFactory, tmp_path: Path
+) -> None:
+    # RFC 3261 §22.2 on an inbound call: the trunk's username and password answer a
+    # challenge to our in-dialog request (a PBX authenticates both ways).
+    bridge = await make_bridge(auth_algorithms=("MD5", "SHA-256"))
+    await service.add_trunk(bridge.db, "sipp", username="sippuser", password="sipppass")
+    await bridge.reload_trunks()
+    async with EchoAgent() as agent:
+        await route_to(bridge, agent.url)
+        sipp = asyncio.ensure_future(
+            run_sipp(
+                bridge.sip_address,
+                tmp_path,
+                service=SERVICE,
+                scenario=_CHALLENGES_OUR_BYE,
+                extra=("-au", "sippuser", "-ap", "sipppass"),
+            )
+        )
+        deadline = asyncio.get_running_loop().time() + 10
+        while not any(call.hang_up() for call in list(bridge.calls.values())):
+            assert asyncio.get_running_loop().time() < deadline and not sipp.done()
+            await asyncio.sleep(0.05)
+        result = await sipp
+    sipp_ok(result)  # SIPp verified the digest of our second BYE
+    [record] = await records(bridge)
+    assert record.status is CallStatus.ANSWERED and record.hangup_by == "operator"

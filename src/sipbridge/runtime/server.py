@@ -1050,6 +1050,11 @@ class SipBridgeServer:
                 return
             if not self._number_allowed(event.call):
                 return
+            trunk = self.trunks.get(event.call.trunk) if event.call.trunk else None
+            if trunk is not None and trunk.username and trunk.password is not None:
+                # A far end that challenges our BYE, refresh or REFER (RFC 3261 §22.2)
+                # gets the trunk's credentials, as an outbound call's does.
+                event.call.credentials = (trunk.username, trunk.password)
             self.add_call(Call(self, event.call))  # in the store as ringing from now on
             return
         if isinstance(event, RequestRejected):
