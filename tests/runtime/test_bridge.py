@@ -28,10 +28,9 @@ from sipbridge.sip.registration import parse_registrar
 from sipbridge.store import service
 from sipbridge.store.records import CallDetail
 from tests.runtime.test_call import NUMBER, SERVICE
-from tests.runtime.test_outbound import start_far_end
 from tests.support.agents import AgentCall, ScriptedAgent, wait_for_text
 from tests.support.settings import BridgeFactory
-from tests.support.sipp import play_pcap_scenario, refer_scenario, run_sipp, uas_done
+from tests.support.sipp import play_pcap_scenario, refer_scenario, run_sipp, start_uas, uas_done
 
 pytestmark = pytest.mark.requires("sipp")
 
@@ -162,10 +161,10 @@ async def _bridged_call(
 ) -> tuple[CallDetail, CallDetail, AgentCall]:
     (tmp_path / "target").mkdir()
     (tmp_path / "caller").mkdir()
-    target, port = await start_far_end(
+    target, port = await start_uas(
         tmp_path / "target",
         target_scenario(hang_up_ms=1500 if target_hangs_up else None),
-        ("-rtp_echo",),
+        extra=("-rtp_echo",),
     )
     bridge = await make_bridge()
     async with ScriptedAgent(transfer_script) as agent:
@@ -370,7 +369,7 @@ async def _warm_call(
 ) -> tuple[CallDetail, CallDetail, AgentCall]:
     (tmp_path / "target").mkdir()
     (tmp_path / "caller").mkdir()
-    target, port = await start_far_end(tmp_path / "target", target_xml, ("-rtp_echo",))
+    target, port = await start_uas(tmp_path / "target", target_xml, extra=("-rtp_echo",))
     bridge = await make_bridge()
     async with ScriptedAgent(script) as agent:
         await setup(bridge, agent.url, port)

@@ -27,7 +27,7 @@ from tests.support.agents import EchoAgent
 from tests.support.cluster import answers_options
 from tests.support.ports import free_port, free_ports
 from tests.support.settings import BridgeFactory
-from tests.support.sipp import SIPP, SIPP_SHARE, free_udp_port, uas_done
+from tests.support.sipp import free_udp_port, start_uas, uas_done
 
 pytestmark = pytest.mark.requires("sipp")
 
@@ -147,48 +147,6 @@ NO_ANSWER = _scenario(
 )
 
 
-async def start_far_end(
-    workdir: Path, scenario: str, extra: tuple[str, ...] = ()
-) -> tuple[asyncio.subprocess.Process, int]:
-    """SIPp as the trunk's far end (UAS) on 127.0.0.1: its process and SIP port; ``extra``
-    are more SIPp options (``-rtp_echo``...)."""
-    assert SIPP is not None
-    (workdir / "far.xml").write_text(scenario)
-    pcap = workdir / "pcap"
-    if not pcap.exists():
-        pcap.symlink_to(SIPP_SHARE)
-    port = free_udp_port()
-    process = await asyncio.create_subprocess_exec(
-        SIPP,
-        "-sf",
-        str(workdir / "far.xml"),
-        "-i",
-        "127.0.0.1",
-        "-mi",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-mp",
-        str(free_udp_port()),
-        "-m",
-        "1",
-        "-timeout",
-        "20s",
-        "-timeout_error",
-        "-nostdin",
-        "-trace_err",
-        "-error_file",
-        str(workdir / "errors.log"),
-        *extra,
-        cwd=workdir,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    await asyncio.sleep(0.3)  # listening
-    return process, port
-
-
 async def setup(
     bridge: SipBridgeServer, port: int, agent_url: str, transport: str = "udp"
 ) -> httpx.AsyncClient:
@@ -230,8 +188,7 @@ async def test_answered_call_is_bridged_to_the_agent(
     make_bridge: BridgeFactory, tmp_path: Path, transport: str
 ) -> None:
     # Over TCP the far end is SIPp with -t t1: the INVITE, ACK and its BYE on one connection.
-    extra = ("-t", "t1") if transport == "tcp" else ()
-    far, port = await start_far_end(tmp_path, ANSWER, extra)
+    far, port = await start_uas(tmp_path, ANSWER, transport=transport)
     bridge = await make_bridge()
     async with EchoAgent() as agent:
         http = await setup(bridge, port, agent.url, transport)
@@ -254,7 +211,7 @@ async def test_answered_call_is_bridged_to_the_agent(
 
 
 async def test_challenge_answered_then_busy(make_bridge: BridgeFactory, tmp_path: Path) -> None:
-    far, port = await start_far_end(tmp_path, CHALLENGE_BUSY)
+    far, port = await start_uas(tmp_path, CHALLENGE_BUSY)
     bridge = await make_bridge()
     async with EchoAgent() as agent:
         async with await setup(bridge, port, agent.url) as http:
@@ -269,7 +226,7 @@ async def test_challenge_answered_then_busy(make_bridge: BridgeFactory, tmp_path
 async def test_ring_timeout_cancels_dialled_from_the_cli(
     make_bridge: BridgeFactory, tmp_path: Path
 ) -> None:
-    far, port = await start_far_end(tmp_path, NO_ANSWER)
+    far, port = await start_uas(tmp_path, NO_ANSWER)
     bridge = await make_bridge()
     async with EchoAgent() as agent, await setup(bridge, port, agent.url) as http:
         key = http.headers["Authorization"].removeprefix("Bearer ")
@@ -299,7 +256,7 @@ async def test_an_unreachable_agent_cancels_the_call_while_it_rings(
 ) -> None:
     """The agent's WebSocket is opened while the callee's phone rings: when no endpoint
     answers, the INVITE is cancelled at once, so nobody answers into silence."""
-    far, port = await start_far_end(tmp_path, NO_ANSWER)
+    far, port = await start_uas(tmp_path, NO_ANSWER)
     bridge = await make_bridge(agent_connect_timeout=1.0)
     async with await setup(bridge, port, "ws://127.0.0.1:9/agent") as http:
         started = asyncio.get_running_loop().time()
@@ -331,7 +288,7 @@ async def test_an_operator_cancels_a_ringing_call_through_the_api(
 ) -> None:
     """POST /api/calls/{id}/hangup on a ringing outbound call sends CANCEL at once; the
     record says cancelled by the operator. An id not in progress here is 404."""
-    far, port = await start_far_end(tmp_path, NO_ANSWER)
+    far, port = await start_uas(tmp_path, NO_ANSWER)
     bridge = await make_bridge()
     async with EchoAgent() as agent, await setup(bridge, port, agent.url) as http:
         call_id = await dial(http, ring_timeout=20)
@@ -503,7 +460,7 @@ async def test_a_plain_answer_to_an_srtp_offer_is_hung_up(
 ) -> None:
     # RFC 4568 §7.1.3: the answer to our RTP/SAVP offer must be SRTP with one of our
     # tags; a callee answering plain RTP gets no media in clear from us, only BYE.
-    far, port = await start_far_end(tmp_path, PLAIN_ANSWER)
+    far, port = await start_uas(tmp_path, PLAIN_ANSWER)
     bridge = await make_bridge()
     async with EchoAgent() as agent:
         http = await setup(bridge, port, agent.url)
@@ -553,7 +510,7 @@ async def test_a_carrier_that_challenges_our_bye_gets_it_with_credentials(
     make_bridge: BridgeFactory, tmp_path: Path
 ) -> None:
     # RFC 3261 §22.2 for requests in the dialog: the trunk's username and password.
-    far, port = await start_far_end(tmp_path, CHALLENGED_BYE)
+    far, port = await start_uas(tmp_path, CHALLENGED_BYE)
     bridge = await make_bridge()
     async with EchoAgent() as agent:
         async with await setup(bridge, port, agent.url) as http:

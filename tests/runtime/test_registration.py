@@ -19,7 +19,7 @@ from sipbridge.store.db import Database
 from sipbridge.store.records import InstanceState, RegistrationRecord
 from tests.runtime.test_call import NUMBER, UdpClient, records, route_to
 from tests.support.settings import BridgeFactory
-from tests.support.sipp import SIPP, free_udp_port, uas_done
+from tests.support.sipp import start_uas, uas_done
 
 pytestmark = pytest.mark.requires("sipp")
 
@@ -129,42 +129,6 @@ FORBIDDEN = f"""<?xml version="1.0" encoding="ISO-8859-1" ?>
 """
 
 
-async def start_registrar(
-    workdir: Path, scenario: str, transport: str
-) -> tuple[asyncio.subprocess.Process, int]:
-    """SIPp as a UAS (the registrar) on 127.0.0.1; its process and port."""
-    assert SIPP is not None
-    path = workdir / "registrar.xml"
-    path.write_text(scenario)
-    port = free_udp_port()
-    process = await asyncio.create_subprocess_exec(
-        SIPP,
-        "-sf",
-        str(path),
-        "-i",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "-t",
-        "u1" if transport == "udp" else "t1",
-        "-m",
-        "1",
-        "-timeout",
-        "40s",
-        "-timeout_error",
-        "-nostdin",
-        "-trace_err",
-        "-error_file",
-        str(workdir / "errors.log"),
-        cwd=workdir,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    await asyncio.sleep(0.3)  # listening
-    return process, port
-
-
 async def wait_for_state(
     bridge: SipBridgeServer, state: str, timeout: float = 10.0
 ) -> dict[str, object]:
@@ -218,7 +182,7 @@ async def test_register_challenge_refresh_unregister(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="sipbridge.server")
-    registrar, port = await start_registrar(tmp_path, REGISTRAR, transport)
+    registrar, port = await start_uas(tmp_path, REGISTRAR, transport=transport, timeout="40s")
     bridge = await make_bridge()
     try:
         host = f"127.0.0.1:{port}" + (";transport=tcp" if transport == "tcp" else "")
@@ -264,7 +228,7 @@ async def test_forbidden_registration_is_failing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="sipbridge.server")
-    registrar, port = await start_registrar(tmp_path, FORBIDDEN, transport)
+    registrar, port = await start_uas(tmp_path, FORBIDDEN, transport=transport, timeout="40s")
     bridge = await make_bridge()
     host = f"127.0.0.1:{port}" + (";transport=tcp" if transport == "tcp" else "")
     await service.add_trunk(

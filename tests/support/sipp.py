@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -406,6 +407,80 @@ def refer_scenario(
             else '  <recv request="BYE"/>\n' + _ANSWER_REFER.replace("{status}", "200 OK")
         ),
     )
+
+
+async def wait_bound(port: int, tcp: bool, timeout: float = 10.0) -> None:
+    """Wait until something has bound 127.0.0.1:``port`` (UDP, or TCP with ``tcp``): our
+    own bind of it fails. A tool started a moment ago may not listen yet, and a request
+    sent before it does is lost (UDP: a retransmission later) or refused (TCP: at once)."""
+    kind = socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+async def start_uas(
+    workdir: Path,
+    scenario: str,
+    *,
+    transport: str = "udp",
+    timeout: str = "20s",
+    extra: tuple[str, ...] = (),
+) -> tuple[asyncio.subprocess.Process, int]:
+    """SIPp as a UAS on 127.0.0.1 (a trunk's far end, a registrar, a transfer target)
+    running ``scenario`` for one call over ``transport`` (udp or tcp); its process and
+    SIP port, once it listens. ``extra`` are more SIPp options (``-rtp_echo``...). End it
+    with :func:`uas_done`."""
+    assert SIPP is not None, "sipp is not installed (Debian package sip-tester)"
+    path = workdir / "uas.xml"
+    path.write_text(scenario)
+    pcap = workdir / "pcap"
+    if not pcap.exists():
+        pcap.symlink_to(SIPP_SHARE)
+    port = free_udp_port()
+    process = await asyncio.create_subprocess_exec(
+        SIPP,
+        "-sf",
+        str(path),
+        "-i",
+        "127.0.0.1",
+        "-mi",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-mp",
+        str(free_udp_port()),
+        "-t",
+        "u1" if transport == "udp" else "t1",
+        "-m",
+        "1",
+        "-timeout",
+        timeout,
+        "-timeout_error",
+        "-nostdin",
+        "-trace_err",
+        "-error_file",
+        str(workdir / "errors.log"),
+        *extra,
+        cwd=workdir,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_bound(port, tcp=transport != "udp")
+    except AssertionError:
+        process.kill()
+        await process.wait()
+        raise
+    return process, port
 
 
 async def uas_done(process: asyncio.subprocess.Process, workdir: Path, timeout: float = 15) -> int:
