@@ -134,7 +134,7 @@ async def wait_for_state(
 ) -> dict[str, object]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        registration = bridge.registration("carrier")
+        registration = bridge.registration_sync.view("carrier")
         if registration is not None and registration["state"] == state:
             return registration
         if asyncio.get_running_loop().time() > deadline:

@@ -2,7 +2,8 @@
 during the run, it logs every SIP message of a digest-authenticated SRTP call to that
 number (JSON log lines, secrets masked), nothing of a call to another number, and nothing
 once switched off again (through the store, as the CLI or another instance does). Also
-the JSON log lines of a real call carry its call id."""
+the JSON log lines of a real call carry its call id; and the tracer and the server's
+TraceSync on their own."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sipbridge.logs import COMPONENTS, LOG_FORMAT, EscapingFormatter, setup_logg
 from sipbridge.runtime.server import SipBridgeServer
 from sipbridge.runtime.trace import SipTracer
 from sipbridge.sip.framing import StreamAddress, Transport
+from sipbridge.sip.message import Request, parse_message
 from sipbridge.store import service
 from sipbridge.store.records import CallStatus, TraceRecord, utcnow
 from tests.runtime.test_call import NUMBER, UdpClient, records, route_to
@@ -265,3 +267,31 @@ def test_tracer_costs_nothing_until_a_trace_is_on_and_forgets_ended_calls() -> N
     assert "c-1" not in tracer.calls
     tracer.load([], wall, 41.0)
     assert not tracer.armed
+
+
+async def test_trace_sync_reads_the_traces_and_traces_an_invite_to_a_traced_number(
+    make_bridge: BridgeFactory,
+) -> None:
+    bridge = await make_bridge()
+    traces, tracer = bridge.traces, bridge.tracer
+    assert traces.tracer is tracer and not tracer.armed
+    await service.add_trace(bridge.db, number=NUMBER, duration=60)
+    await traces.reload()
+    assert tracer.numbers.keys() == {NUMBER} and tracer.armed
+    client = UdpClient(bridge.sip_address)
+    traced = parse_message(client.invite("z9hG4bK-t1", "traced-1", 40000))
+    other = parse_message(
+        client.invite("z9hG4bK-t2", "other-1", 40002).replace(NUMBER.encode(), OTHER.encode())
+    )
+    assert isinstance(traced, Request) and isinstance(other, Request)
+    traces.invite(other, None, "call-2")
+    assert "other-1" not in tracer.calls
+    traces.invite(traced, None, "call-1")
+    assert tracer.calls["traced-1"].call_id == "call-1"
+    assert tracer.calls["traced-1"].matched == f"number:{NUMBER}"
+    # Our end of a trace line: the SIP address, also for TLS when there is no TLS listener.
+    host, port = bridge.sip_address
+    assert traces.local(Transport.UDP) == traces.local(Transport.TLS) == f"{host}:{port}"
+    await service.remove_trace(bridge.db, number=NUMBER)
+    await traces.reload()
+    assert not tracer.numbers and "traced-1" in tracer.calls  # its linger goes on

@@ -95,7 +95,7 @@ _FAILURE_REASONS = frozenset(
 
 MEDIA_WATCH_SECONDS = 1.0
 # Retry-After of a call refused because the database stopped answering its lookup: as for
-# the other unhealthy refusals (runtime/server.py).
+# the other unhealthy refusals (TRUNK_BUSY_RETRY_AFTER, runtime/refusals.py).
 UNHEALTHY_RETRY_AFTER = 5
 # How long the end of a call waits for its recording's file to be finished before the
 # record is written without it (it is written again with it once the file is done).

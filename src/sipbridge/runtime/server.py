@@ -12,9 +12,13 @@ enforces each trunk's ``max_calls`` and allowed numbers when a call arrives.
 The same periodic refresh writes this instance's heartbeat into the shared store and
 closes the open calls of peers that stopped writing theirs (runtime/cluster.py).
 Trunks with ``register`` are registered with their ``host`` by the REGISTER clients of
-:mod:`sipbridge.sip.registration`, driven through the UA core like its transactions; their
-state is in the API (:meth:`SipBridgeServer.registration`), metrics and logs, and every
-binding is removed at shutdown (docs/operations.md, "Registration").
+:mod:`sipbridge.sip.registration`, driven through the UA core like its transactions and
+kept in step with the trunks, the API, metrics, logs and the store by
+:class:`~sipbridge.runtime.registrations.RegistrationSync`; every binding is removed at
+shutdown (docs/operations.md, "Registration"). An INVITE refused before a call exists
+gets its 503, record, count and log line from
+:class:`~sipbridge.runtime.refusals.RefusalRecorder`; the SIP trace is
+:class:`~sipbridge.runtime.trace.TraceSync`'s.
 
 Every received message first meets the :class:`~sipbridge.sip.guard.SourceGuard` (bans
 and per-source rates, before parsing); the bans it makes are logged, counted and stored,
@@ -37,7 +41,6 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-import datetime
 import errno
 import gc
 import logging
@@ -46,7 +49,6 @@ import secrets
 import signal
 import socket
 import time
-import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,7 +60,7 @@ from sipbridge.codecs.opus import opus_available
 from sipbridge.config import ServeSettings, is_ip_address, usable_codecs
 from sipbridge.logs import setup_logging
 from sipbridge.media.overload import LoadLimits, LoadMonitor
-from sipbridge.numbers import caller_number, dialed_number
+from sipbridge.numbers import dialed_number
 from sipbridge.runtime.agent_client import EndpointHealth
 from sipbridge.runtime.bans import BanSync
 from sipbridge.runtime.call import Call
@@ -68,7 +70,9 @@ from sipbridge.runtime.metrics import Metrics
 from sipbridge.runtime.outbound import DialParams, OutboundCall, place_call
 from sipbridge.runtime.recorder import RecordWriter
 from sipbridge.runtime.recordings import RecordingWriter
-from sipbridge.runtime.trace import SipTracer
+from sipbridge.runtime.refusals import DRAIN_RETRY_AFTER, TRUNK_BUSY_RETRY_AFTER, RefusalRecorder
+from sipbridge.runtime.registrations import RegistrationSync
+from sipbridge.runtime.trace import TraceSync
 from sipbridge.runtime.transports import (
     FD_RESERVE,
     StreamTransports,
@@ -98,27 +102,19 @@ from sipbridge.sip.calls import (
     SessionExpired,
     UpdateReceived,
 )
-from sipbridge.sip.errors import SipParseError
 from sipbridge.sip.framing import StreamAddress, Transport
 from sipbridge.sip.guard import Admission, GuardLimits, Offence, SourceGuard
-from sipbridge.sip.headers import Headers
 from sipbridge.sip.message import Request
 from sipbridge.sip.proxy import Relayed, TrustedProxies, admit_message, carries_source_header
 from sipbridge.sip.registration import (
-    RegistrationConfig,
-    RegistrationEvent,
     Registrations,
-    RegistrationState,
-    parse_registrar,
     registrar_network,
 )
 from sipbridge.sip.ua import UserAgent
-from sipbridge.sip.values import NameAddr
 from sipbridge.store import service
 from sipbridge.store.db import Database, display_url
-from sipbridge.store.records import CallEvent, CallRecord, CallStatus, TrunkRecord, utcnow
+from sipbridge.store.records import CallEvent, TrunkRecord
 from sipbridge.store.spool import RecordSpool
-from sipbridge.wiretext import clean, clean_opt
 
 log = logging.getLogger("sipbridge.server")
 
@@ -137,22 +133,8 @@ SIP_PORT_ATTEMPTS = 20
 # long after the last overload.
 CEILING_MIN_CALLS = 10
 CEILING_SECONDS = 60.0
-# Retry-After (seconds) of the 503 for a trunk at its max_calls (and the instance's
-# other refusals: at --max-calls, overload, unhealthy).
-TRUNK_BUSY_RETRY_AFTER = 5
-# Retry-After (seconds) of the 503s of a draining instance: it will not take calls again.
-DRAIN_RETRY_AFTER = 30
 # /readyz says not ready while more record writes than this wait in the spool.
 READY_SPOOL_DEPTH = 100
-# How long shutdown waits for the answers to our un-REGISTERs (Expires: 0).
-UNREGISTER_GRACE = 2.0
-# How often ended SIP traces are deleted from the store (seconds).
-TRACE_PURGE_INTERVAL = 300.0
-# Refusals of the instance (not the caller's doing) logged at WARNING.
-_BUSY_REASONS = frozenset({"server_busy", "overload", "trunk_busy", "unhealthy"})
-# Access reasons logged at debug only: what every scanner and every first INVITE of a
-# digest trunk produces.
-_QUIET_ACCESS_REASONS = frozenset({"unknown_source", "auth_required", "scanner"})
 
 
 class _SipProtocol(asyncio.DatagramProtocol):
@@ -225,7 +207,8 @@ class SipBridgeServer:
         # driven through the UA core, configured once the sockets are open.
         self.registrations = Registrations()
         self.ua.registrations = self.registrations
-        self._registrations_seen: list[RegistrationConfig] | None = None
+        # Kept in step with the trunks, the metrics and the store (runtime/registrations.py).
+        self.registration_sync = RegistrationSync(self)
         # ACK, BYE, CANCEL and responses of live calls pass the rate limit (sip/guard.py).
         self.guard.in_dialog = self.ua.in_dialog
         self.trunks: dict[str, TrunkRecord] = {}
@@ -262,6 +245,9 @@ class SipBridgeServer:
             self.metrics,
             settings.owner_id,
         )
+        # The INVITEs refused before a call existed: 503s, records, counts, log lines
+        # (runtime/refusals.py).
+        self.refusals = RefusalRecorder(self)
         # Call recordings: WAV files written by a thread off the media path, kept for
         # --recording-retention-days (runtime/recordings.py).
         self.recordings = RecordingWriter(settings.recordings_path, metrics=self.metrics)
@@ -272,11 +258,6 @@ class SipBridgeServer:
             self.db, settings.owner_id, settings.instance_timeout, self.metrics
         )
         self._refresh_period = heartbeat_interval(TRUNK_REFRESH, settings.instance_timeout)
-        self._registered_trunks: set[str] = set()  # trunks with a registered gauge
-        # Trunks whose registration changed since it was last written to the store
-        # (``registrations``, what `trunk list` shows without a server), and the writer.
-        self._registrations_dirty: set[str] = set()
-        self._registrations_writer: asyncio.Future[None] | None = None
         self._stopping = False
         self._http: _EmbeddedUvicorn | None = None
         self._http_task: asyncio.Future[None] | None = None
@@ -297,8 +278,8 @@ class SipBridgeServer:
         self._heartbeat_due = 0.0
         # The per-call SIP trace (runtime/trace.py): the traces in force, read from the
         # store with the trunks; the message path only reads ``tracer.armed``.
-        self.tracer = SipTracer(self._trace_local)
-        self._traces_purge_at = 0.0
+        self.traces = TraceSync(self)
+        self.tracer = self.traces.tracer
 
     @property
     def tls_address(self) -> Address | None:
@@ -360,7 +341,7 @@ class SipBridgeServer:
                 )
         await self.reload_trunks()  # before the socket opens: no request meets an empty list
         await self.bans.reload()
-        await self.reload_traces()
+        await self.traces.reload()
         await self._listen_sip()
         port = self.sip_address[1]
         if port != self.ua.local_port:  # --sip-port 0: advertise the real port
@@ -422,7 +403,7 @@ class SipBridgeServer:
         warning = self.settings.loopback_warning(self.ua.local_host)
         if warning is not None:
             log.warning("event=loopback_advertised %s", warning)
-        self._configure_registrations()  # the sockets are open: REGISTERs can go out
+        self.registration_sync.configure()  # the sockets are open: REGISTERs can go out
 
     # -- load ------------------------------------------------------------------
 
@@ -598,7 +579,7 @@ class SipBridgeServer:
             access.append(entry)
         self.trunks = {t.name: t for t in trunks}
         self.access.set_trunks(access)
-        self._configure_registrations()
+        self.registration_sync.configure()
         self.guard.reset_rates()  # each source's rate is looked up again
         if not trunks:
             log.warning(
@@ -608,88 +589,6 @@ class SipBridgeServer:
         else:
             log.info("event=trunks_loaded count=%d names=%s", len(trunks), ",".join(self.trunks))
 
-    def _configure_registrations(self) -> None:
-        """Hand the registering trunks to the REGISTER clients (new ones register, removed
-        ones un-register); only once the SIP sockets are open, and not while stopping."""
-        if self._transport is None or self._stopping:
-            return
-        configs: list[RegistrationConfig] = []
-        for trunk in self.trunks.values():
-            if not trunk.register or not trunk.host or not trunk.username:
-                continue
-            try:
-                registrar = parse_registrar(trunk.host)
-            except ValueError as exc:  # the store validates hosts; a hand-edited row may not
-                log.warning("trunk=%s event=registration_ignored error=%s", trunk.name, exc)
-                continue
-            transport = registrar.transport.name
-            if transport == "TCP" and not self.settings.tcp:
-                log.warning("trunk=%s event=registration_ignored error=tcp_disabled", trunk.name)
-                continue
-            port = self.ua.local_port
-            if transport == "TLS":
-                if self.ua.tls_port is None:
-                    log.warning(
-                        "trunk=%s event=registration_ignored error=tls_not_configured",
-                        trunk.name,
-                    )
-                    continue
-                port = self.ua.tls_port
-            configs.append(
-                RegistrationConfig(
-                    trunk=trunk.name,
-                    registrar=registrar,
-                    username=trunk.username,
-                    password=trunk.password,
-                    contact_host=self.ua.local_host,
-                    contact_port=port,
-                )
-            )
-        if configs == self._registrations_seen:
-            return
-        self._registrations_seen = configs
-        self.registrations.configure(configs, self.loop.time())
-        for name in list(self._registered_trunks):
-            if name not in {c.trunk for c in configs}:
-                self._registered_trunks.discard(name)
-                self.metrics.trunk_registered.remove(name)
-        for config in configs:
-            if config.trunk not in self._registered_trunks:
-                self._registered_trunks.add(config.trunk)
-                self.metrics.trunk_registered.labels(config.trunk).set(0)
-            self._registration_changed(config.trunk)
-        self.flush()
-
-    def _registration_event(self, event: RegistrationEvent) -> None:
-        """Log lines and metrics of one registration attempt's end."""
-        status = "-" if event.status is None else str(event.status)
-        reason = clean(event.reason).replace(" ", "_")[:120]  # a registrar's own words
-        registered = self.registrations.status(event.trunk)
-        self._registration_changed(event.trunk)
-        if event.trunk in self._registered_trunks:
-            up = registered is not None and registered.state is RegistrationState.REGISTERED
-            self.metrics.trunk_registered.labels(event.trunk).set(1 if up else 0)
-        if event.outcome == "ok":
-            log.info(
-                "trunk=%s event=registration_ok status=%s expires=%s",
-                event.trunk,
-                status,
-                event.expires,
-            )
-        elif event.outcome == "failed":
-            self.metrics.registration_failures.labels(
-                event.trunk, "timeout" if event.status is None else str(event.status)
-            ).inc()
-            log.warning(
-                "trunk=%s event=registration_failed status=%s reason=%s retry_in=%.0f",
-                event.trunk,
-                status,
-                reason,
-                event.retry_in or 0.0,
-            )
-        else:
-            log.info("trunk=%s event=unregistered status=%s reason=%s", event.trunk, status, reason)
-
     def connection_failed(self, transport: Transport, host: str, port: int, reason: str) -> None:
         """A TCP/TLS connection of ours could not be opened (runtime/transports.py): the
         REGISTERs and outbound INVITEs waiting for it fail now, with ``reason``."""
@@ -697,67 +596,6 @@ class SipBridgeServer:
         self.registrations.connection_failed(transport, host, port, reason, now)
         self.ua.connection_failed(transport, host, port, reason, now)
         self.flush()
-
-    def _registration_changed(self, trunk: str) -> None:
-        """Write ``trunk``'s registration to the store soon (one writer, in order)."""
-        self._registrations_dirty.add(trunk)
-        writer = self._registrations_writer
-        if writer is None or writer.done():
-            self._registrations_writer = asyncio.ensure_future(self._write_registrations())
-
-    async def _write_registrations(self) -> None:
-        """Write the changed registrations, each as it is now; a database that refuses
-        keeps them for the next change or trunk refresh (logged)."""
-        while self._registrations_dirty:
-            trunk = self._registrations_dirty.pop()
-            if trunk not in self.trunks:
-                continue  # removed: its rows went with it
-            status = self.registrations.status(trunk)
-            now, wall = self.loop.time(), utcnow()
-            try:
-                await service.save_registration(
-                    self.db,
-                    trunk,
-                    self.settings.owner_id,
-                    # A client gone (the trunk stopped registering) left no binding.
-                    state=status.state.value if status else "unregistered",
-                    registered_until=_wall(status.registered_until, now, wall) if status else None,
-                    last_status=status.last_status if status else None,
-                    last_reason=(status.last_reason or None) if status else None,
-                    next_attempt=_wall(status.next_attempt, now, wall) if status else None,
-                    failures=status.failures if status else 0,
-                )
-            except Exception as exc:
-                self._registrations_dirty.add(trunk)
-                log.warning(
-                    "event=registration_write_failed trunk=%s error=%s",
-                    trunk,
-                    str(exc) or type(exc).__name__,
-                )
-                return
-
-    def registration(self, trunk: str) -> dict[str, Any] | None:
-        """A trunk's registration as the API shows it (None: it does not register)."""
-        status = self.registrations.status(trunk)
-        if status is None:
-            return None
-        now = self.loop.time()
-        wall = time.time()
-
-        def at(when: float | None) -> str | None:
-            if when is None:
-                return None
-            moment = datetime.datetime.fromtimestamp(wall + (when - now), datetime.UTC)
-            return moment.isoformat(timespec="seconds")  # as the records' times
-
-        return {
-            "state": status.state.value,
-            "registered_until": at(status.registered_until),
-            "last_status": status.last_status,
-            "last_reason": clean(status.last_reason)[:200] or None,
-            "next_attempt": at(status.next_attempt),
-            "failures": status.failures,
-        }
 
     async def _refresh_trunks(self) -> None:
         """Every ``TRUNK_REFRESH`` seconds (shorter when ``--instance-timeout`` needs it):
@@ -787,50 +625,13 @@ class SipBridgeServer:
             self._set_db_ok(False)
             return
         self._set_db_ok(True)
-        if self._registrations_dirty and not self._stopping:
-            self._registration_changed(next(iter(self._registrations_dirty)))
+        self.registration_sync.retry()
         try:
             await self.bans.reload()
             await self._read_agents()
-            await self.reload_traces()
+            await self.traces.reload()
         except Exception as exc:
             log.warning("event=trunk_reload_failed error=%s", str(exc) or type(exc).__name__)
-
-    async def reload_traces(self) -> None:
-        """The SIP traces in force from the store (runtime/trace.py); now and then the
-        ended ones are deleted. Also called by the API after a trace is switched on or off."""
-        wall = utcnow()
-        now = self.loop.time()
-        if now >= self._traces_purge_at:
-            self._traces_purge_at = now + TRACE_PURGE_INTERVAL
-            await service.purge_expired_traces(self.db, wall)
-        traces = await service.list_traces(self.db, now=wall)
-        self.tracer.load(traces, wall, now)
-        self.tracer.expire(now, self.calls)
-
-    def _trace_local(self, transport: Transport) -> str:
-        """Our ``host:port`` for ``transport``, as a trace line shows it."""
-        tls = self.tls_address
-        host, port = tls if transport is Transport.TLS and tls is not None else self.sip_address
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    def _trace_invite(self, invite: Request, trunk: str | None, call_id: str | None) -> None:
-        """An INVITE that makes a call (``call_id``) or is refused before one exists: its
-        SIP Call-ID traced from now on when its dialed or caller's number or its trunk is
-        (runtime/trace.py), or when it already is (the INVITE after a traced 401)."""
-        tracer = self.tracer
-        now = self.loop.time()
-        region = self.settings.default_region
-        matched = tracer.matches(
-            (
-                dialed_number(*self.dialed_users(trunk, invite), region),
-                caller_number(invite.from_.uri.user, region),
-            ),
-            trunk,
-            now,
-        )
-        if matched is not None or invite.call_id in tracer.calls:
-            tracer.start(invite.call_id, call_id, matched or "", now)
 
     @property
     def instance_address(self) -> str:
@@ -851,8 +652,8 @@ class SipBridgeServer:
             metrics_app=self.metrics.asgi_app,
             default_region=self.settings.default_region,
             bans_changed=self.bans.reload,
-            traces_changed=self.reload_traces,
-            registration=self.registration,
+            traces_changed=self.traces.reload,
+            registration=self.registration_sync.view,
             dial=self.dial,
             live=LiveCalls(self),
             recordings_dir=self.settings.recordings_path,
@@ -986,7 +787,7 @@ class SipBridgeServer:
             if tracer.armed:
                 tracer.sent(out)
             for registration in self.registrations.events():
-                self._registration_event(registration)
+                self.registration_sync.on_event(registration)
             events = self.ua.events()
             if not events:
                 break
@@ -1028,25 +829,25 @@ class SipBridgeServer:
     def _dispatch(self, event: object) -> None:
         if isinstance(event, IncomingCall):
             if self.tracer.armed:
-                self._trace_invite(event.call.invite, event.call.trunk, event.call.id)
+                self.traces.invite(event.call.invite, event.call.trunk, event.call.id)
             now = self.loop.time()
             if self.draining:
-                self._refuse_busy(event.call, "draining", DRAIN_RETRY_AFTER)
+                self.refusals.refuse_busy(event.call, "draining", DRAIN_RETRY_AFTER)
                 return
             if len(self.calls) >= self.settings.max_calls:
-                self._refuse_busy(event.call, "server_busy")
+                self.refusals.refuse_busy(event.call, "server_busy")
                 return
             if self.load.overloaded or self._at_ceiling(now):
                 # The calls already up come first: refuse before they degrade.
                 self.metrics.overload_refusals.inc()
-                self._refuse_busy(event.call, "overload")
+                self.refusals.refuse_busy(event.call, "overload")
                 return
             cause = self.unhealthy(now)
             if cause is not None:
-                self._refuse_busy(event.call, "unhealthy", cause=cause)
+                self.refusals.refuse_busy(event.call, "unhealthy", cause=cause)
                 return
             if self._trunk_full(event.call.trunk):
-                self._refuse_busy(event.call, "trunk_busy")
+                self.refusals.refuse_busy(event.call, "trunk_busy")
                 return
             if not self._number_allowed(event.call):
                 return
@@ -1058,34 +859,7 @@ class SipBridgeServer:
             self.add_call(Call(self, event.call))  # in the store as ringing from now on
             return
         if isinstance(event, RequestRejected):
-            self.metrics.sip_rejected.labels(str(event.status or "dropped")).inc()
-            quiet = event.access and event.reason in _QUIET_ACCESS_REASONS
-            # A trusted proxy's broken header is a configuration error worth seeing.
-            level = logging.DEBUG if quiet else logging.INFO
-            if event.reason == "bad_source_header":
-                level = logging.WARNING
-            origin = event.origin
-            log.log(
-                level,
-                "event=request_rejected source=%s:%d method=%s status=%s reason=%s%s%s",
-                origin[0],
-                origin[1],
-                event.method,
-                event.status,
-                event.reason.replace(" ", "_")[:120],
-                _proxy_field(event.source, event.relayed_from, event.reason),
-                f" detail={event.detail.replace(' ', '_')}" if event.detail else "",
-            )
-            record_id: str | None = None
-            if event.method == "INVITE" and event.status and not event.access:
-                if event.request is not None:
-                    record_id = self._record_rejected_invite(
-                        event.request, origin, event.status, event.reason, event.trunk
-                    )
-                elif event.headers is not None:
-                    self._record_malformed_invite(event.headers, origin, event.status)
-            if self.tracer.armed and event.method == "INVITE" and event.request is not None:
-                self._trace_invite(event.request, event.trunk, record_id)
+            self.refusals.rejected(event)
             return
         if isinstance(event, OutboundChallenged):
             return  # its INVITE went out again with the trunk's credentials
@@ -1195,133 +969,11 @@ class SipBridgeServer:
             self.loop.time(),
             headers=[("Reason", 'SIP ;cause=404 ;text="number_not_allowed"')],
         )
-        self._record_rejected_invite(
+        self.refusals.record_rejected_invite(
             call.invite, call.origin, 404, "number_not_allowed", call.trunk, record_id=call.id
         )
         self.guard.offence(call.origin[0], Offence.UNKNOWN_NUMBER, self.loop.time())
         return False
-
-    def _refuse_busy(
-        self,
-        call: InboundCall,
-        reason: str,
-        retry_after: int = TRUNK_BUSY_RETRY_AFTER,
-        *,
-        cause: str | None = None,
-    ) -> None:
-        """503 with Retry-After (RFC 3261 §21.5.4) and a Reason header (RFC 3326), and a
-        call record; ``cause`` (what is unhealthy) goes into the record's events."""
-        self.ua.reject(
-            call,
-            503,
-            self.loop.time(),
-            headers=[
-                ("Retry-After", str(retry_after)),
-                ("Reason", f'SIP ;cause=503 ;text="{reason}"'),
-            ],
-        )
-        self._record_rejected_invite(
-            call.invite,
-            call.origin,
-            503,
-            reason,
-            call.trunk,
-            {"cause": cause} if cause else None,
-            record_id=call.id,
-        )
-
-    def _record_rejected_invite(
-        self,
-        request: Request,
-        source: Address,
-        status: int,
-        reason: str,
-        trunk: str | None = None,
-        refusal: dict[str, Any] | None = None,
-        *,
-        record_id: str | None = None,
-    ) -> str:
-        """A call record for an INVITE refused before any call existed; ``refusal``,
-        when given, is stored as its ``refusal`` event. Returns the record's id
-        (``record_id``: the id of the UA's call for the INVITE, when there is one)."""
-        return self._record_refused(
-            request.call_id,
-            request.from_.uri.user,
-            self.dialed_users(trunk, request),
-            source,
-            status,
-            reason,
-            trunk,
-            refusal,
-            record_id=record_id,
-        )
-
-    def _record_malformed_invite(self, headers: Headers, source: Address, status: int) -> None:
-        """A call record for an INVITE that did not parse (answered 400/505/513 by the SIP
-        core): its Call-ID, From and To as far as they can be read, reason
-        ``malformed_request``. Only sources the access policy knows get here."""
-
-        def user(name: str) -> str | None:
-            lines = headers.get_lines(name)
-            try:
-                return NameAddr.parse(lines[0]).uri.user if lines else None
-            except SipParseError:
-                return None
-
-        call_ids = headers.get_lines("Call-ID")
-        call_id = call_ids[0] if call_ids else "-"
-        self._record_refused(
-            call_id, user("From"), (None, user("To")), source, status, "malformed_request"
-        )
-
-    def _record_refused(
-        self,
-        sip_call_id: str,
-        from_user: str | None,
-        dialed: tuple[str | None, str | None],
-        source: Address,
-        status: int,
-        reason: str,
-        trunk: str | None = None,
-        refusal: dict[str, Any] | None = None,
-        *,
-        record_id: str | None = None,
-    ) -> str:
-        """The failed call record of an INVITE refused before any call existed; ``dialed``
-        is (Request-URI user, To user), wire text made storable (wiretext.py). Returns its
-        id: ``record_id``, else a new one."""
-        region = self.settings.default_region
-        now = utcnow()
-        record = CallRecord(
-            id=record_id or uuid.uuid4().hex,
-            sip_call_id=clean(sip_call_id),
-            from_number=clean_opt(caller_number(from_user, region)),
-            to_number=clean_opt(dialed_number(*dialed, region)),
-            agent=None,
-            received_at=now,
-            ended_at=now,
-            status=CallStatus.FAILED,
-            reason=reason,
-            sip_code=status,
-            source=f"{source[0]}:{source[1]}",
-            trunk=trunk,
-        )
-        events = [] if refusal is None else [CallEvent(record.id, now, "refusal", refusal)]
-        self.records.submit(record, events)
-        # Every call attempt is counted once, as it is recorded once (runtime/call.py for
-        # calls that began): the metric and the table agree.
-        self.metrics.calls.labels(CallStatus.FAILED.value, reason).inc()
-        fields: dict[str, Any] = {"status": status, "reason": reason, "source": record.source}
-        if trunk is not None:
-            fields["trunk"] = trunk
-        log.log(
-            logging.WARNING if reason in _BUSY_REASONS else logging.INFO,
-            "call=%s event=refused %s",
-            record.id,
-            " ".join(f"{key}={value}" for key, value in fields.items()),
-            extra={"call_id": record.id, "event": "refused", "fields": fields},
-        )
-        return record.id
 
     @property
     def pending_tasks(self) -> int:
@@ -1457,18 +1109,6 @@ class SipBridgeServer:
             self.metrics.draining.set(1)
             self._update_busy()
 
-    async def _unregister(self) -> None:
-        """Remove our bindings (REGISTER with Expires: 0), waiting at most
-        ``UNREGISTER_GRACE`` seconds for the registrars' answers."""
-        self._stopping = True
-        if self._transport is None:
-            return
-        self.registrations.unregister_all(self.loop.time())
-        self.flush()
-        bound = self.loop.time() + UNREGISTER_GRACE
-        while not self.registrations.idle and self.loop.time() < bound:
-            await asyncio.sleep(0.02)
-
     async def stop(self) -> None:
         """Refuse new calls, hang up the active ones, write their records, close."""
         self._start_draining()
@@ -1480,16 +1120,14 @@ class SipBridgeServer:
         # Give our BYEs a moment to be retransmitted/answered.
         while self.ua.active_calls and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
-        await self._unregister()
+        self._stopping = True
+        await self.registration_sync.unregister()
         if self._sweep_task is not None:
             self._sweep_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweep_task
         await self.recordings.close()  # recordings of calls that never reached their end
-        writer = self._registrations_writer
-        if writer is not None and not writer.done():  # the un-REGISTERs' answers
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(writer), UNREGISTER_GRACE)
+        await self.registration_sync.wait_written()  # the un-REGISTERs' answers
         # The last records: into the store, or the spool when it does not take them.
         await self.records.close(max(0.5, deadline - self.loop.time()))
         # The refresh ran until now: its heartbeat says "draining" while calls end, so a
@@ -1512,19 +1150,6 @@ class SipBridgeServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._http_task, 5)
         await self.db.close()
-
-
-def _wall(when: float | None, now: float, wall: datetime.datetime) -> datetime.datetime | None:
-    """The loop time ``when`` on the wall clock, given both clocks' ``now``."""
-    return None if when is None else wall + datetime.timedelta(seconds=when - now)
-
-
-def _proxy_field(source: Address, relayed_from: Address | None, reason: str) -> str:
-    """`` proxy=host:port`` for a log line about a request a trusted proxy relayed (or
-    whose header it broke), else nothing."""
-    if relayed_from is None and reason != "bad_source_header":
-        return ""
-    return f" proxy={source[0]}:{source[1]}"
 
 
 class _EmbeddedUvicorn(uvicorn.Server):

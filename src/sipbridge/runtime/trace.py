@@ -26,6 +26,11 @@ masked (sip/trace.py); in JSON (``--log-format json``) the message is the short 
 the fields ``direction``, ``transport``, ``source``, ``destination``, ``sip_call_id``,
 ``trace`` (what matched: ``number:+1...`` or ``trunk:NAME``) and ``sip`` (the masked
 message) are keys of their own.
+
+:class:`TraceSync` is the server's side: it owns the server's :class:`SipTracer`, reads
+the traces in force from the store (:meth:`TraceSync.reload`), gives the tracer our own
+address per transport, and asks the tracer about each INVITE that makes a call or is
+refused (:meth:`TraceSync.invite`).
 """
 
 from __future__ import annotations
@@ -34,13 +39,20 @@ import logging
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sipbridge.logs import TRACE_LOGGER
+from sipbridge.numbers import caller_number, dialed_number
 from sipbridge.sip.framing import Transport, transport_of
+from sipbridge.sip.message import Request
 from sipbridge.sip.trace import call_id_of, masked_text
-from sipbridge.store.records import TraceRecord
+from sipbridge.store import service
+from sipbridge.store.records import TraceRecord, utcnow
 
-__all__ = ["LINGER", "SipTracer", "TracedCall"]
+if TYPE_CHECKING:
+    from sipbridge.runtime.server import SipBridgeServer
+
+__all__ = ["LINGER", "TRACE_PURGE_INTERVAL", "SipTracer", "TraceSync", "TracedCall"]
 
 trace_log = logging.getLogger(TRACE_LOGGER)
 
@@ -48,6 +60,8 @@ Address = tuple[str, int]
 # Seconds a traced Call-ID stays traced after its call ended or its INVITE was refused:
 # RFC 3261 §17.2.1 Timer H (64*T1 = 32 s) covers the retransmissions and the ACK.
 LINGER = 32.0
+# How often ended SIP traces are deleted from the store (seconds).
+TRACE_PURGE_INTERVAL = 300.0
 
 
 @dataclass
@@ -222,3 +236,54 @@ class SipTracer:
                 },
             },
         )
+
+
+class TraceSync:
+    """The SIP trace of ``server``: its :attr:`tracer`, the traces in force read from the
+    store with the trunks (:meth:`reload`, also called by the API after a trace is switched
+    on or off), and :meth:`invite` for each INVITE that makes a call or is refused, which
+    the server calls only while ``tracer.armed``."""
+
+    def __init__(self, server: SipBridgeServer) -> None:
+        self.server = server
+        self.tracer = SipTracer(self.local)
+        self._purge_at = 0.0
+
+    async def reload(self) -> None:
+        """The SIP traces in force from the store; now and then the ended ones are deleted.
+        Also called by the API after a trace is switched on or off."""
+        server = self.server
+        wall = utcnow()
+        now = server.loop.time()
+        if now >= self._purge_at:
+            self._purge_at = now + TRACE_PURGE_INTERVAL
+            await service.purge_expired_traces(server.db, wall)
+        traces = await service.list_traces(server.db, now=wall)
+        self.tracer.load(traces, wall, now)
+        self.tracer.expire(now, server.calls)
+
+    def local(self, transport: Transport) -> str:
+        """Our ``host:port`` for ``transport``, as a trace line shows it."""
+        server = self.server
+        tls = server.tls_address
+        host, port = tls if transport is Transport.TLS and tls is not None else server.sip_address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def invite(self, invite: Request, trunk: str | None, call_id: str | None) -> None:
+        """An INVITE that makes a call (``call_id``) or is refused before one exists: its
+        SIP Call-ID traced from now on when its dialed or caller's number or its trunk is
+        (:meth:`SipTracer.matches`), or when it already is (the INVITE after a traced 401)."""
+        server = self.server
+        tracer = self.tracer
+        now = server.loop.time()
+        region = server.settings.default_region
+        matched = tracer.matches(
+            (
+                dialed_number(*server.dialed_users(trunk, invite), region),
+                caller_number(invite.from_.uri.user, region),
+            ),
+            trunk,
+            now,
+        )
+        if matched is not None or invite.call_id in tracer.calls:
+            tracer.start(invite.call_id, call_id, matched or "", now)

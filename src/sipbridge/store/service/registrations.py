@@ -1,7 +1,7 @@
 """Registrations: each registering trunk's last known state, per instance.
 
 Only the running server knows its REGISTER clients' state; it writes it here whenever it
-changes (:func:`save_registration`, from runtime/server.py), so that ``sipbridge trunk
+changes (:func:`save_registration`, from runtime/registrations.py), so that ``sipbridge trunk
 list`` and ``GET /api/trunks`` show it without asking a server. Each instance has its own
 row per trunk (every instance registers its own contact); the instance's state in
 ``instances`` says whether a row is current (``running``, ``draining``) or history
