@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import logging
 import os
 import socket
@@ -103,9 +104,11 @@ def speech_file(path: Path) -> np.ndarray:
     return speech
 
 
-async def run_baresip(folder: Path, uri: str, *extra: str) -> str:
+async def run_baresip(folder: Path, uri: str, *extra: str, server: SipBridgeServer) -> str:
     """Run baresip with the config ``folder``, dial ``uri`` at once and return what it
-    printed; it hangs up at the end of its audio file and quits after 15 s."""
+    printed. It hangs up at the end of its audio file; once ``server`` has had the call
+    and ended it, baresip is told to quit (SIGTERM: a clean stop), at the latest after
+    15 s (``-t``)."""
     process = await asyncio.create_subprocess_exec(
         "baresip",
         "-f",
@@ -119,8 +122,20 @@ async def run_baresip(folder: Path, uri: str, *extra: str) -> str:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    output, _ = await asyncio.wait_for(process.communicate(), 30)
-    return output.decode(errors="replace")
+    output = asyncio.ensure_future(process.communicate())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    had_call = False
+    while not output.done() and loop.time() < deadline:
+        had_call = had_call or bool(server.calls)
+        if had_call and not server.calls:
+            await asyncio.sleep(0.3)  # its BYE's 200 reaches it; its dump file closes
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            break
+        await asyncio.sleep(0.05)
+    printed, _ = await asyncio.wait_for(output, 30)
+    return printed.decode(errors="replace")
 
 
 def read_wav(path: Path) -> np.ndarray:
@@ -150,7 +165,7 @@ async def test_baresip_srtp_call_audio_both_ways(
             await route_to(server, agent.url)
             host, port = server.sip_address
             sniffer.start()
-            log = await run_baresip(folder, f"sip:{SERVICE}@{host}:{port}")
+            log = await run_baresip(folder, f"sip:{SERVICE}@{host}:{port}", server=server)
             [record] = await records(server)
             [call] = agent.calls
     finally:

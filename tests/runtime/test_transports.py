@@ -617,7 +617,9 @@ async def test_baresip_calls_over_tls_with_srtp(
     async with EchoAgent() as agent:
         await route_to(bridge, agent.url)
         # -s: baresip's SIP trace, which names the transport of every message it sends.
-        log = await run_baresip(folder, f"sip:{SERVICE}@{tls[0]}:{tls[1]};transport=tls", "-s")
+        log = await run_baresip(
+            folder, f"sip:{SERVICE}@{tls[0]}:{tls[1]};transport=tls", "-s", server=bridge
+        )
 
         # The INVITE came over TLS, from a connection to our TLS port, and nothing came
         # over UDP or TCP: one TLS connection for the whole dialog.
