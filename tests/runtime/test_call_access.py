@@ -19,7 +19,7 @@ from sipbridge.store.records import CallStatus
 from tests.runtime.test_call import NUMBER, SERVICE, UdpClient, records, route_to, sipp_ok
 from tests.support.agents import EchoAgent
 from tests.support.settings import BridgeFactory
-from tests.support.sipp import run_sipp
+from tests.support.sipp import challenged_bye, run_sipp
 
 CARRIER_IP = "127.0.0.2"  # a trunk's signalling address
 STRANGER_IP = "127.0.0.3"  # anyone else
@@ -661,44 +661,8 @@ async def test_sipp_wrong_password_gets_no_call(make_bridge: BridgeFactory, tmp_
 # The same caller, answered; then it challenges our BYE and checks the digest of the next.
 _CHALLENGES_OUR_BYE = (
     _AUTH_SCENARIO[: _AUTH_SCENARIO.index('  <pause milliseconds="500"/>')]
-    + """  <recv request="BYE" timeout="10000"/>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 401 Unauthorized
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      WWW-Authenticate: Digest realm="sipp.test", nonce="[pid]b", qop="auth"
-      Content-Length: 0
-
-    ]]>
-  </send>
-  <recv request="BYE">
-    <action>
-      <verifyauth assign_to="valid" username="sippuser" password="sipppass"/>
-    </action>
-  </recv>
-  <nop test="valid" next="good"/>
-  <recv request="NEVER" timeout="100"/>
-  <label id="good"/>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-</scenario>
-"""
+    + challenged_bye("sippuser", "sipppass")
+    + "</scenario>\n"
 )
 
 

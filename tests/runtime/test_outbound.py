@@ -27,7 +27,7 @@ from tests.support.agents import EchoAgent
 from tests.support.cluster import answers_options
 from tests.support.ports import free_port, free_ports
 from tests.support.settings import BridgeFactory
-from tests.support.sipp import free_udp_port, start_uas, uas_done
+from tests.support.sipp import challenged_bye, free_udp_port, start_uas, uas_done
 
 pytestmark = pytest.mark.requires("sipp")
 
@@ -474,13 +474,6 @@ async def test_a_plain_answer_to_an_srtp_offer_is_hung_up(
     assert call["packets_out"] == 0
 
 
-_BYE_HEAD = """
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]"""
-
 # Answers, then challenges our BYE (401) and checks the digest of the BYE that follows.
 CHALLENGED_BYE = _scenario(
     "challenges our BYE",
@@ -490,19 +483,7 @@ CHALLENGED_BYE = _scenario(
         f"{_ANSWER_SDP}"
     )
     + '  <recv request="ACK"/>\n'
-    + '  <recv request="BYE" timeout="10000"/>\n'
-    + _send(
-        f"      SIP/2.0 401 Unauthorized{_BYE_HEAD}\n"
-        '      WWW-Authenticate: Digest realm="sipp.test", nonce="[pid]b", qop="auth"\n'
-        "      Content-Length: 0\n"
-    )
-    + '  <recv request="BYE"><action><verifyauth assign_to="valid" username="acct" '
-    f'password="{PASSWORD}"/></action></recv>\n'
-    + '  <nop test="valid" next="good"/>\n'
-    + _send(f"      SIP/2.0 403 Forbidden{_BYE_HEAD}\n      Content-Length: 0\n")
-    + '  <recv request="NEVER" timeout="100"/>\n'  # a wrong digest: the call fails
-    + '  <label id="good"/>\n'
-    + _send(f"      SIP/2.0 200 OK{_BYE_HEAD}\n      Content-Length: 0\n"),
+    + challenged_bye("acct", PASSWORD),
 )
 
 

@@ -169,6 +169,26 @@ def _scenario(name: str, body: str) -> str:
     )
 
 
+def _reply(status: str, *headers: str) -> str:
+    """SIPp's response ``status`` to the request it just received (whose To carries the
+    dialog's tag already)."""
+    extra = "".join(f"      {line}\n" for line in headers)
+    return f"""  <send>
+    <![CDATA[
+
+      SIP/2.0 {status}
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+{extra}      Content-Length: 0
+
+    ]]>
+  </send>
+"""
+
+
 def invite(formats: tuple[str, str] = _PCMA, headers: tuple[str, ...] = ()) -> str:
     """The scenario's INVITE, with ``headers`` (``Name: value`` lines) added."""
     extra = "".join(f"      {line}\n" for line in headers)
@@ -223,22 +243,6 @@ def cancel_scenario() -> str:
 
 def wait_for_bye_scenario() -> str:
     """INVITE, 200, ACK, then wait for the server's BYE and answer 200."""
-    ok = """
-  <recv request="BYE"/>
-  <send>
-    <![CDATA[
-
-      SIP/2.0 200 OK
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-"""
     return _scenario(
         "wait for BYE",
         invite()
@@ -246,7 +250,8 @@ def wait_for_bye_scenario() -> str:
         + '  <recv response="180" optional="true"/>\n'
         + '  <recv response="200" rtd="true"/>\n'
         + _ACK_2XX
-        + ok,
+        + '  <recv request="BYE"/>\n'
+        + _reply("200 OK"),
     )
 
 
@@ -336,21 +341,25 @@ def prack_scenario() -> str:
     )
 
 
-_ANSWER_REFER = """
-  <send>
-    <![CDATA[
+def challenged_bye(username: str, password: str) -> str:
+    """SIPp's side of our BYE challenged (RFC 3261 §22.2): the BYE gets 401; the next one
+    must carry a digest SIPp verifies for ``username`` and ``password`` (200), else it gets
+    403 and the call fails."""
+    return (
+        '  <recv request="BYE" timeout="10000"/>\n'
+        + _reply(
+            "401 Unauthorized",
+            'WWW-Authenticate: Digest realm="sipp.test", nonce="[pid]b", qop="auth"',
+        )
+        + '  <recv request="BYE"><action><verifyauth assign_to="valid" '
+        f'username="{username}" password="{password}"/></action></recv>\n'
+        + '  <nop test="valid" next="good"/>\n'
+        + _reply("403 Forbidden")
+        + '  <recv request="NEVER" timeout="100"/>\n'  # a wrong digest: the call fails
+        + '  <label id="good"/>\n'
+        + _reply("200 OK")
+    )
 
-      SIP/2.0 {status}
-      [last_Via:]
-      [last_From:]
-      [last_To:]
-      [last_Call-ID:]
-      [last_CSeq:]
-      Content-Length: 0
-
-    ]]>
-  </send>
-"""
 
 _NOTIFY_FAILURE = """
   <send retrans="500">
@@ -397,14 +406,14 @@ def refer_scenario(
         + '  <recv response="200" rtd="true" rrs="true"/>\n'
         + _ACK_2XX
         + '  <recv request="REFER"/>\n'
-        + _ANSWER_REFER.replace("{status}", refer_status)
+        + _reply(refer_status)
         + after
         + '  <nop><action><exec play_pcap_audio="pcap/g711a.pcap"/></action></nop>\n'
         + f'  <pause milliseconds="{talk_ms}"/>\n'
         + (
             bye + '  <recv response="200" crlf="true"/>\n'
             if hang_up
-            else '  <recv request="BYE"/>\n' + _ANSWER_REFER.replace("{status}", "200 OK")
+            else '  <recv request="BYE"/>\n' + _reply("200 OK")
         ),
     )
 
