@@ -646,10 +646,7 @@ class Call:
         assert self.media is not None and self.rtp_port is not None
         loop = self.server.loop
         self._sdp_session = self.server.new_sdp_session_id()
-        # SRTP required: RTP/SAVP with a key per suite (RFC 4568 §7.1.1); the answer
-        # must take one of them (§7.1.3). Otherwise plain RTP: an offer has no "SRTP
-        # if you can" without RFC 5939.
-        offered = offer_crypto() if self._srtp_policy is SrtpPolicy.REQUIRED else []
+        offered = self._offer_keys()
         # The caller may send media as soon as it has our offer, before its ACK (and its
         # answer) is handled: kept raw until then (media/session.py hold).
         self.media.session.hold()
@@ -681,10 +678,7 @@ class Call:
             return True
         try:
             answer = parse_sdp(body)
-            policy = SrtpPolicy.REQUIRED if offered else SrtpPolicy.OFF
-            chosen = negotiate(answer, self._codecs, policy)
-            chosen = self._same_family(chosen)
-            ours = answered_crypto(offered, chosen.srtp) if chosen.srtp is not None else None
+            chosen, ours = self._answer_to_offer(answer, offered)
         except (SdpError, NoCommonCodec, ValueError) as exc:
             self._event("bad_sdp_answer", detail=str(exc))
             self._finish(EndCause.BAD_SDP_ANSWER)
@@ -816,6 +810,25 @@ class Call:
             return SrtpSession(suite, key, offered.key, offered.window_size)
         current.update(suite, key, offered.key, offered.window_size)
         return current
+
+    def _offer_keys(self) -> list[CryptoAttribute]:
+        """Our SDES keys for an offer of ours (outbound, delayed offer): one per suite
+        under ``required`` SRTP (RFC 4568 §7.1.1), else none and the offer is plain RTP
+        (an offer has no "SRTP if you can" without RFC 5939; SAVP to a peer without SRTP
+        would cost the call)."""
+        return offer_crypto() if self._srtp_policy is SrtpPolicy.REQUIRED else []
+
+    def _answer_to_offer(
+        self, answer: SessionDescription, offered: list[CryptoAttribute]
+    ) -> tuple[Negotiated, CryptoAttribute | None]:
+        """The stream the answer to our offer chose (in the call's address family) and
+        our key of the tag it took: an SRTP offer wants an RTP/SAVP answer with one of
+        our tags (RFC 4568 §7.1.3), a plain offer a plain answer. SdpError,
+        NoCommonCodec (SrtpMismatch) or ValueError when it is no usable answer."""
+        policy = SrtpPolicy.REQUIRED if offered else SrtpPolicy.OFF
+        chosen = self._same_family(negotiate(answer, self._codecs, policy))
+        ours = answered_crypto(offered, chosen.srtp) if chosen.srtp is not None else None
+        return chosen, ours
 
     def _srtp_as_offerer(self, ours: CryptoAttribute, theirs: CryptoAttribute) -> None:
         """SRTP for an answer to our offer (RFC 4568 §7.1.3): we send with our key of the

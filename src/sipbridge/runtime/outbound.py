@@ -34,14 +34,12 @@ from sipbridge.runtime.agent_client import AgentUnreachable
 from sipbridge.runtime.agent_link import AgentLink
 from sipbridge.runtime.call import Call, EndCause
 from sipbridge.runtime.media import PortsExhausted, RtpEndpoint, open_rtp_endpoint
-from sipbridge.sdp.crypto import CryptoAttribute, answered_crypto, offer_crypto
+from sipbridge.sdp.crypto import CryptoAttribute
 from sipbridge.sdp.negotiate import (
     Negotiated,
     NoCommonCodec,
     SrtpMismatch,
-    SrtpPolicy,
     build_offer,
-    negotiate,
 )
 from sipbridge.sdp.session import SdpError, parse_sdp
 from sipbridge.sip.calls import InboundCall, OutboundAnswered, OutboundEnded, OutboundProgress
@@ -332,12 +330,8 @@ class OutboundCall(Call):
         # neither ringback nor the callee's first words played with the wrong codec/key.
         self.media.session.hold()
         self._sdp_session = server.new_sdp_session_id()
-        # A trunk that requires SRTP gets an RTP/SAVP offer with SDES keys (RFC 4568
-        # §7.1.1); otherwise the offer is plain RTP (offering SAVP to a trunk that may not
-        # speak it would cost the call: SDP has no "SRTP if you can" without RFC 5939).
-        self._srtp_policy = self._policy_for_call()
-        if self._srtp_policy is SrtpPolicy.REQUIRED:
-            self._offered_crypto = offer_crypto()
+        self._srtp_policy = self._policy_for_call()  # the trunk's: SAVP when required
+        self._offered_crypto = self._offer_keys()
         offer = build_offer(
             self._codecs,
             self._media_address,
@@ -432,13 +426,8 @@ class OutboundCall(Call):
         try:
             if not event.answer:
                 raise SdpError("neither the 2xx nor a 183 carried an SDP answer")
-            answer = parse_sdp(event.answer)
-            # An SRTP offer wants an RTP/SAVP answer with one of our tags (RFC 4568
-            # §7.1.3); a plain offer, a plain answer.
-            policy = SrtpPolicy.REQUIRED if offered else SrtpPolicy.OFF
-            chosen = negotiate(answer, self._codecs, policy)
-            ours = answered_crypto(offered, chosen.srtp) if chosen.srtp is not None else None
-            chosen = await self._resolve(self._same_family(chosen))
+            chosen, ours = self._answer_to_offer(parse_sdp(event.answer), offered)
+            chosen = await self._resolve(chosen)
         except (SdpError, NoCommonCodec, SrtpMismatch, ValueError) as exc:
             reason = "no_sdp_answer" if not event.answer else "bad_sdp_answer"
             self._event(reason, detail=str(exc))
