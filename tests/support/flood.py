@@ -16,12 +16,6 @@ from pathlib import Path
 from tests.support.ports import free_ports
 from tests.support.sipp import SIPP, SIPP_SHARE
 
-
-def free_even_udp_port(host: str) -> int:
-    """An even UDP port free on ``host`` together with the next three (RTP, RTCP)."""
-    return free_ports(4, host=host, even=True)
-
-
 # One INVITE per call, nothing awaited: with -nr (no retransmissions) every "call" is
 # exactly one datagram. No User-Agent: nothing for a scanner check to catch.
 FLOOD_SCENARIO = """<?xml version="1.0" encoding="ISO-8859-1" ?>
@@ -140,9 +134,9 @@ async def start_sipp(
         "-mi",
         local_ip,
         "-p",
-        str(free_even_udp_port(local_ip)),
+        str(free_ports(4, host=local_ip, even=True)),
         "-mp",
-        str(free_even_udp_port(local_ip)),
+        str(free_ports(4, host=local_ip, even=True)),
         "-timeout",
         f"{int(timeout)}s",
         "-timeout_error",

@@ -51,10 +51,6 @@ class ToolRun:
     send_times: list[float] = field(default_factory=list)  # seconds after the tool started
 
 
-def free_udp_port(host: str) -> int:
-    return free_port(host)
-
-
 async def run_tool(
     tool: str,
     target: tuple[str, int],
@@ -69,7 +65,7 @@ async def run_tool(
     a free port, with the tool's own options ``args``; kill it after ``timeout`` seconds
     (what it had found by then is lost, ``timed_out`` is set)."""
     assert tool in _CLASSES, tool
-    port = free_udp_port(source)
+    port = free_port(source)
     report = workdir / f"{tool}-{time.monotonic_ns()}.json"
     command = [
         sys.executable,
